@@ -1,0 +1,147 @@
+//! Scalar units and enums shared by the whole domain.
+//!
+//! Prices and money are fixed-point integers so that sums are exact and replay is byte-identical:
+//! futures are zero-sum and we want the books to balance to the last unit, not to within an
+//! epsilon. Display values (DIFF, JSON) are derived from these integers.
+
+use serde::{Deserialize, Serialize};
+
+/// A price in units of 1/PRICE_SCALE of the quote currency (e.g. 3800.2 -> 38_002_000).
+pub type Price = i64;
+/// Money in units of 1/MONEY_SCALE yuan (1e-4 yuan).
+pub type Money = i64;
+/// A number of lots.
+pub type Volume = i64;
+/// A rate (margin rate, commission by money) in units of 1/RATE_SCALE (0.12 -> 12_000_000).
+pub type Rate = i64;
+/// Nanoseconds since the Unix epoch, supplied with each command (there is no clock inside).
+pub type TimestampNs = i64;
+
+pub const PRICE_SCALE: i64 = 10_000;
+pub const MONEY_SCALE: i64 = 10_000;
+pub const RATE_SCALE: i64 = 100_000_000;
+
+/// Because PRICE_SCALE == MONEY_SCALE, price x multiple x volume is directly Money.
+const _: () = assert!(PRICE_SCALE == MONEY_SCALE);
+
+/// Converts a decimal price to fixed point, rounding to the nearest unit.
+pub fn price_from_f64(value: f64) -> Price {
+    (value * PRICE_SCALE as f64).round() as Price
+}
+
+pub fn price_to_f64(price: Price) -> f64 {
+    price as f64 / PRICE_SCALE as f64
+}
+
+pub fn money_from_f64(value: f64) -> Money {
+    (value * MONEY_SCALE as f64).round() as Money
+}
+
+pub fn money_to_f64(money: Money) -> f64 {
+    money as f64 / MONEY_SCALE as f64
+}
+
+pub fn rate_from_f64(value: f64) -> Rate {
+    (value * RATE_SCALE as f64).round() as Rate
+}
+
+pub fn rate_to_f64(rate: Rate) -> f64 {
+    rate as f64 / RATE_SCALE as f64
+}
+
+/// `amount x rate`, rounded half away from zero to a whole money unit. i128 inside: a 1e12 yuan
+/// turnover at rate 1.0 is 1e16 units x 1e8 which overflows i64.
+pub fn apply_rate(amount: Money, rate: Rate) -> Money {
+    let product = amount as i128 * rate as i128;
+    let half = RATE_SCALE as i128 / 2;
+    let rounded = if product >= 0 {
+        (product + half) / RATE_SCALE as i128
+    } else {
+        (product - half) / RATE_SCALE as i128
+    };
+    rounded as Money
+}
+
+/// Notional value of `volume` lots at `price`: price x multiple x volume, in Money units.
+pub fn notional(price: Price, volume_multiple: i64, volume: Volume) -> Money {
+    price * volume_multiple * volume
+}
+
+macro_rules! wire_enum {
+    ($(#[$meta:meta])* $name:ident { $($variant:ident = $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+            rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+        #[rkyv(derive(Debug, PartialEq, Eq))]
+        pub enum $name {
+            $(#[serde(rename = $text)] $variant),+
+        }
+        impl $name {
+            pub fn as_str(self) -> &'static str {
+                match self { $(Self::$variant => $text),+ }
+            }
+            pub fn parse(text: &str) -> Option<Self> {
+                match text { $($text => Some(Self::$variant),)+ _ => None }
+            }
+        }
+    };
+}
+
+wire_enum!(
+    /// Order side.
+    Direction { Buy = "BUY", Sell = "SELL" }
+);
+wire_enum!(
+    /// Open a position, close his (or his-then-today), or close today's.
+    Offset { Open = "OPEN", Close = "CLOSE", CloseToday = "CLOSETODAY" }
+);
+wire_enum!(
+    /// LIMIT rests at its price; ANY is a market order; BEST takes the best opposite level;
+    /// FIVELEVEL takes up to five opposite levels.
+    PriceType { Limit = "LIMIT", Any = "ANY", Best = "BEST", FiveLevel = "FIVELEVEL" }
+);
+wire_enum!(
+    /// How long an order lives. GFS, GTD and GFA exist in DIFF but are rejected by this venue.
+    TimeCondition { Ioc = "IOC", Gfs = "GFS", Gfd = "GFD", Gtd = "GTD", Gtc = "GTC", Gfa = "GFA" }
+);
+wire_enum!(
+    /// How much must fill at once: ANY (partial ok), MIN (at least min_volume), ALL (fill or kill).
+    VolumeCondition { Any = "ANY", Min = "MIN", All = "ALL" }
+);
+
+impl Direction {
+    pub fn opposite(self) -> Self {
+        match self {
+            Direction::Buy => Direction::Sell,
+            Direction::Sell => Direction::Buy,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fixed_point_round_trips() {
+        assert_eq!(price_from_f64(3800.2), 38_002_000);
+        assert_eq!(price_from_f64(600.02), 6_000_200);
+        assert_eq!(money_to_f64(money_from_f64(12.3456)), 12.3456);
+        assert_eq!(rate_from_f64(0.000023), 2_300);
+    }
+
+    #[test]
+    fn apply_rate_rounds_half_away_from_zero() {
+        // 0.000023 x 1,140,060 yuan = 26.22138 yuan
+        assert_eq!(apply_rate(money_from_f64(1_140_060.0), rate_from_f64(0.000023)), 262_214);
+        assert_eq!(apply_rate(-15, RATE_SCALE / 10), -2);
+        assert_eq!(apply_rate(15, RATE_SCALE / 10), 2);
+    }
+
+    #[test]
+    fn enums_parse_their_wire_names() {
+        assert_eq!(Offset::parse("CLOSETODAY"), Some(Offset::CloseToday));
+        assert_eq!(PriceType::FiveLevel.as_str(), "FIVELEVEL");
+        assert_eq!(TimeCondition::parse("XYZ"), None);
+    }
+}

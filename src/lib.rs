@@ -1,0 +1,6 @@
+//! QAExchange: a futures exchange. This crate's `domain` module is the pure, deterministic core
+//! (order books, futures accounts, risk, market data, settlement) with no I/O and no wall clock:
+//! commands go in, events come out, and the same commands always give the same events.
+#![forbid(unsafe_code)]
+
+pub mod domain;
