@@ -1,6 +1,13 @@
 //! The pure exchange core: no I/O, no clock, no threads. See docs/ARCHITECTURE.md.
 
 pub mod book;
+pub mod command;
+pub mod engine;
+pub mod event;
+pub mod fast_hash;
 pub mod instrument;
+pub mod ledger;
+pub mod market_data;
 pub mod name;
+pub mod risk;
 pub mod types;

@@ -7,7 +7,9 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
 
 /// An inline UTF-8 string of at most `N - 1` bytes (one byte holds the length).
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[derive(
+    Clone, Copy, PartialEq, Eq, PartialOrd, Ord, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+)]
 pub struct InlineStr<const N: usize> {
     len: u8,
     bytes: [u8; N],
@@ -30,13 +32,24 @@ impl<const N: usize> InlineStr<N> {
         }
         let mut bytes = [0u8; N];
         bytes[..text.len()].copy_from_slice(text.as_bytes());
-        Some(Self { len: text.len() as u8, bytes })
+        Some(Self {
+            len: text.len() as u8,
+            bytes,
+        })
     }
 
     pub fn as_str(&self) -> &str {
         // The bytes were copied from a &str, so they are valid UTF-8; checked anyway because
         // rkyv-deserialized values come from disk.
         std::str::from_utf8(&self.bytes[..self.len as usize]).unwrap_or("")
+    }
+}
+
+/// Hashes only the used bytes (the padding is always zero, so this agrees with `Eq`).
+impl<const N: usize> std::hash::Hash for InlineStr<N> {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write(&self.bytes[..self.len as usize]);
+        state.write_u8(0xff);
     }
 }
 
@@ -62,7 +75,10 @@ impl<'de, const N: usize> Deserialize<'de> for InlineStr<N> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let text = std::borrow::Cow::<'de, str>::deserialize(deserializer)?;
         InlineStr::new(&text).ok_or_else(|| {
-            serde::de::Error::custom(format!("identifier must be 1..={N} bytes, got {}", text.len()))
+            serde::de::Error::custom(format!(
+                "identifier must be 1..={N} bytes, got {}",
+                text.len()
+            ))
         })
     }
 }

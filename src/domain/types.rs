@@ -133,7 +133,10 @@ mod tests {
     #[test]
     fn apply_rate_rounds_half_away_from_zero() {
         // 0.000023 x 1,140,060 yuan = 26.22138 yuan
-        assert_eq!(apply_rate(money_from_f64(1_140_060.0), rate_from_f64(0.000023)), 262_214);
+        assert_eq!(
+            apply_rate(money_from_f64(1_140_060.0), rate_from_f64(0.000023)),
+            262_214
+        );
         assert_eq!(apply_rate(-15, RATE_SCALE / 10), -2);
         assert_eq!(apply_rate(15, RATE_SCALE / 10), 2);
     }
@@ -143,5 +146,67 @@ mod tests {
         assert_eq!(Offset::parse("CLOSETODAY"), Some(Offset::CloseToday));
         assert_eq!(PriceType::FiveLevel.as_str(), "FIVELEVEL");
         assert_eq!(TimeCondition::parse("XYZ"), None);
+    }
+}
+
+/// Serde for fixed-point prices and money (scale 1e4) as plain decimal JSON numbers, so logs and
+/// dumps read like an exchange's (3800.2, not 38002000). Decoding rounds to the nearest unit.
+pub mod fixed4 {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(value: &i64, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_f64(*value as f64 / super::PRICE_SCALE as f64)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
+        let value = f64::deserialize(deserializer)?;
+        from_decimal(value)
+            .ok_or_else(|| serde::de::Error::custom("number out of range for a price or amount"))
+    }
+
+    /// None for NaN, infinities and values beyond +/- 9e11.
+    pub fn from_decimal(value: f64) -> Option<i64> {
+        (value.is_finite() && value.abs() <= 9.0e11)
+            .then(|| (value * super::PRICE_SCALE as f64).round() as i64)
+    }
+}
+
+/// `fixed4` for optional values (null when absent).
+pub mod fixed4_opt {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(value: &Option<i64>, serializer: S) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(v) => serializer.serialize_f64(*v as f64 / super::PRICE_SCALE as f64),
+            None => serializer.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<i64>, D::Error> {
+        match Option::<f64>::deserialize(deserializer)? {
+            None => Ok(None),
+            Some(value) => super::fixed4::from_decimal(value).map(Some).ok_or_else(|| {
+                serde::de::Error::custom("number out of range for a price or amount")
+            }),
+        }
+    }
+}
+
+/// Serde for rates (scale 1e8) as decimal numbers.
+pub mod rate8 {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(value: &i64, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_f64(*value as f64 / super::RATE_SCALE as f64)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
+        let value = f64::deserialize(deserializer)?;
+        if !value.is_finite() || value.abs() > 1.0e6 {
+            return Err(serde::de::Error::custom("rate out of range"));
+        }
+        Ok((value * super::RATE_SCALE as f64).round() as i64)
     }
 }

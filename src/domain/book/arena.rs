@@ -4,8 +4,7 @@
 //! orders, placing and cancelling allocate nothing.
 
 use super::RestingOrder;
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
+use crate::domain::fast_hash::FastMap;
 
 pub const NIL: u32 = u32::MAX;
 
@@ -16,26 +15,7 @@ pub struct Node {
     pub next: u32,
 }
 
-/// Order ids are mostly sequential integers: a Fibonacci multiply spreads them over the table
-/// (an identity hash would leave hashbrown's control bytes all equal).
-#[derive(Default, Clone, Copy)]
-pub struct OrderIdHasher(u64);
-
-impl Hasher for OrderIdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ b as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        }
-    }
-    fn write_u64(&mut self, value: u64) {
-        self.0 = value.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    }
-}
-
-pub type OrderIndex = HashMap<u64, u32, BuildHasherDefault<OrderIdHasher>>;
+pub type OrderIndex = FastMap<u64, u32>;
 
 #[derive(Clone, Debug, Default)]
 pub struct Arena {
@@ -46,12 +26,20 @@ pub struct Arena {
 
 impl Arena {
     pub fn with_capacity(capacity: usize) -> Self {
-        Self { nodes: Vec::with_capacity(capacity), free_head: NIL, live: 0 }
+        Self {
+            nodes: Vec::with_capacity(capacity),
+            free_head: NIL,
+            live: 0,
+        }
     }
 
     pub fn insert(&mut self, order: RestingOrder) -> u32 {
         self.live += 1;
-        let node = Node { order, prev: NIL, next: NIL };
+        let node = Node {
+            order,
+            prev: NIL,
+            next: NIL,
+        };
         if self.free_head != NIL {
             let slot = self.free_head;
             self.free_head = self.nodes[slot as usize].next;

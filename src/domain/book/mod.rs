@@ -60,7 +60,11 @@ pub enum MatchOutcome {
     /// The limit price is off the book's tick grid or band; nothing happened.
     BadPrice,
     /// Trades happened (possibly none); `rested` lots now rest, `cancelled` lots were dropped.
-    Done { filled: Volume, rested: Volume, cancelled: Volume },
+    Done {
+        filled: Volume,
+        rested: Volume,
+        cancelled: Volume,
+    },
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -71,7 +75,12 @@ struct Level {
     count: u32,
 }
 
-const EMPTY_LEVEL: Level = Level { head: NIL, tail: NIL, volume: 0, count: 0 };
+const EMPTY_LEVEL: Level = Level {
+    head: NIL,
+    tail: NIL,
+    volume: 0,
+    count: 0,
+};
 
 #[derive(Clone, Debug)]
 struct BookSide {
@@ -102,7 +111,9 @@ impl BookSide {
     /// The next occupied level strictly worse than `index`.
     fn next_worse(&self, index: usize) -> Option<usize> {
         match self.direction {
-            Direction::Buy => index.checked_sub(1).and_then(|i| self.occupied.last_at_or_below(i)),
+            Direction::Buy => index
+                .checked_sub(1)
+                .and_then(|i| self.occupied.last_at_or_below(i)),
             Direction::Sell => self.occupied.first_at_or_above(index + 1),
         }
     }
@@ -222,7 +233,12 @@ impl OrderBook {
     }
 
     /// Calls `visit(price, volume, order_count)` for up to `max_levels` levels from the best.
-    pub fn for_each_level(&self, direction: Direction, max_levels: usize, mut visit: impl FnMut(Price, Volume, u32)) {
+    pub fn for_each_level(
+        &self,
+        direction: Direction,
+        max_levels: usize,
+        mut visit: impl FnMut(Price, Volume, u32),
+    ) {
         let side = self.side(direction);
         let mut cursor = side.best;
         for _ in 0..max_levels {
@@ -249,7 +265,9 @@ impl OrderBook {
     }
 
     pub fn order(&self, order_id: u64) -> Option<&RestingOrder> {
-        self.index.get(&order_id).map(|&slot| &self.arena.get(slot).order)
+        self.index
+            .get(&order_id)
+            .map(|&slot| &self.arena.get(slot).order)
     }
 
     pub fn resting_count(&self) -> usize {
@@ -283,10 +301,26 @@ impl OrderBook {
         if remainder > 0 && incoming.rest_remainder {
             if let Some(level) = limit_level {
                 self.rest(incoming, level, remainder);
-                return MatchOutcome::Done { filled, rested: remainder, cancelled: 0 };
+                return MatchOutcome::Done {
+                    filled,
+                    rested: remainder,
+                    cancelled: 0,
+                };
             }
         }
-        MatchOutcome::Done { filled, rested: 0, cancelled: remainder }
+        MatchOutcome::Done {
+            filled,
+            rested: 0,
+            cancelled: remainder,
+        }
+    }
+
+    /// Whether `incoming` would be refused for self-trade right now (nothing changes).
+    pub fn would_self_trade(&self, incoming: &Incoming) -> bool {
+        let Some(limit_level) = incoming.limit.map(|p| self.level_of(p)) else {
+            return self.scan_crossing(incoming, None).1;
+        };
+        limit_level.is_some_and(|level| self.scan_crossing(incoming, Some(level)).1)
     }
 
     fn crosses(direction: Direction, maker_level: usize, limit_level: Option<usize>) -> bool {
@@ -303,7 +337,9 @@ impl OrderBook {
         let mut available: Volume = 0;
         let mut cursor = makers.best;
         while let Some(level) = cursor {
-            if available >= incoming.volume || !Self::crosses(incoming.direction, level, limit_level) {
+            if available >= incoming.volume
+                || !Self::crosses(incoming.direction, level, limit_level)
+            {
                 break;
             }
             let mut slot = makers.levels[level].head;
@@ -320,11 +356,18 @@ impl OrderBook {
         (available.min(incoming.volume), false)
     }
 
-    fn take(&mut self, incoming: &Incoming, limit_level: Option<usize>, fills: &mut Vec<Fill>) -> Volume {
+    fn take(
+        &mut self,
+        incoming: &Incoming,
+        limit_level: Option<usize>,
+        fills: &mut Vec<Fill>,
+    ) -> Volume {
         let maker_direction = incoming.direction.opposite();
         let mut remaining = incoming.volume;
         while remaining > 0 {
-            let Some(level) = self.side(maker_direction).best else { break };
+            let Some(level) = self.side(maker_direction).best else {
+                break;
+            };
             if !Self::crosses(incoming.direction, level, limit_level) {
                 break;
             }
@@ -424,7 +467,9 @@ impl OrderBook {
     pub fn cancel(&mut self, order_id: u64) -> Option<RestingOrder> {
         let slot = self.index.remove(&order_id)?;
         let order = self.arena.get(slot).order;
-        let level = self.level_of(order.price).expect("resting order price is on the grid");
+        let level = self
+            .level_of(order.price)
+            .expect("resting order price is on the grid");
         self.side_mut(order.direction).levels[level].volume -= order.volume_left;
         self.unlink(order.direction, level, slot);
         self.arena.remove(slot);
@@ -434,7 +479,9 @@ impl OrderBook {
     /// Lowers a resting order's volume in place, keeping its time priority.
     /// Returns false if the order is not resting or `new_volume_left` is not in 1..current.
     pub fn reduce(&mut self, order_id: u64, new_volume_left: Volume) -> bool {
-        let Some(&slot) = self.index.get(&order_id) else { return false };
+        let Some(&slot) = self.index.get(&order_id) else {
+            return false;
+        };
         let node = self.arena.get_mut(slot);
         if new_volume_left <= 0 || new_volume_left >= node.order.volume_left {
             return false;
@@ -442,7 +489,9 @@ impl OrderBook {
         let delta = node.order.volume_left - new_volume_left;
         node.order.volume_left = new_volume_left;
         let (direction, price) = (node.order.direction, node.order.price);
-        let level = self.level_of(price).expect("resting order price is on the grid");
+        let level = self
+            .level_of(price)
+            .expect("resting order price is on the grid");
         self.side_mut(direction).levels[level].volume -= delta;
         true
     }
@@ -457,7 +506,12 @@ impl OrderBook {
         for direction in [Direction::Buy, Direction::Sell] {
             self.for_each_order(direction, |o| kept.push(*o));
         }
-        let mut fresh = OrderBook::new(self.price_tick, lower_limit, upper_limit, self.resting_count());
+        let mut fresh = OrderBook::new(
+            self.price_tick,
+            lower_limit,
+            upper_limit,
+            self.resting_count(),
+        );
         for order in kept {
             match fresh.level_of(order.price) {
                 Some(level) => {
@@ -501,13 +555,21 @@ impl OrderBook {
                         return Err(format!("broken back link at level {level}"));
                     }
                     if node.order.volume_left <= 0 {
-                        return Err(format!("order {} has volume {}", node.order.order_id, node.order.volume_left));
+                        return Err(format!(
+                            "order {} has volume {}",
+                            node.order.order_id, node.order.volume_left
+                        ));
                     }
-                    if node.order.direction != direction || self.level_of(node.order.price) != Some(level) {
+                    if node.order.direction != direction
+                        || self.level_of(node.order.price) != Some(level)
+                    {
                         return Err(format!("order {} on the wrong level", node.order.order_id));
                     }
                     if self.index.get(&node.order.order_id) != Some(&slot) {
-                        return Err(format!("order {} missing from the index", node.order.order_id));
+                        return Err(format!(
+                            "order {} missing from the index",
+                            node.order.order_id
+                        ));
                     }
                     volume += node.order.volume_left;
                     count += 1;

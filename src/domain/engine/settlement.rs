@@ -1,0 +1,296 @@
+//! Daily settlement, settlement prices and forced liquidation.
+
+use super::Engine;
+use crate::domain::command::InsertOrder;
+use crate::domain::event::{Event, SettlementStatement};
+use crate::domain::ledger::account::PositionSnapshot;
+use crate::domain::ledger::position::Side;
+use crate::domain::name::{AccountId, ClientOrderId, InstrumentId};
+use crate::domain::risk::RejectCode;
+use crate::domain::types::*;
+
+impl Engine {
+    pub(super) fn set_settlement_price(
+        &mut self,
+        ts: TimestampNs,
+        instrument_id: InstrumentId,
+        price: Price,
+        out: &mut Vec<Event>,
+    ) -> Result<(), RejectCode> {
+        let slot = self
+            .instrument_slot(&instrument_id)
+            .ok_or(RejectCode::InstrumentNotFound)?;
+        let inst = &self.instruments[slot as usize];
+        if price <= 0 || price % inst.price_tick != 0 {
+            return Err(RejectCode::InvalidSettlementPrice);
+        }
+        self.settlement_prices[slot as usize] = Some(price);
+        out.push(Event::SettlementPriceSet {
+            ts,
+            instrument_id: inst.instrument_id,
+            price,
+        });
+        Ok(())
+    }
+
+    /// Settles the trading day: see SPEC §2 and docs/API.md "Settlement".
+    pub(super) fn settle(
+        &mut self,
+        ts: TimestampNs,
+        next_trading_day: Option<u32>,
+        out: &mut Vec<Event>,
+    ) -> Result<(), RejectCode> {
+        let next_day = match next_trading_day {
+            Some(day) if is_valid_day(day) && day > self.trading_day => day,
+            Some(_) => return Err(RejectCode::InvalidTradingDay),
+            None => next_weekday(self.trading_day).ok_or(RejectCode::InvalidTradingDay)?,
+        };
+        let settled_day = self.trading_day;
+        // 1. Settlement price per instrument: the operator's, else the day's last (mark) price.
+        let prices: Vec<Price> = (0..self.instruments.len())
+            .map(|i| self.settlement_prices[i].unwrap_or(self.marks[i]))
+            .collect();
+        // 2. Day orders end; so do CLOSETODAY orders, whose today lots are about to become his.
+        for order in self.ledger.live_orders_sorted() {
+            if order.time_condition == TimeCondition::Gfd || order.offset == Offset::CloseToday {
+                self.cancel_live(ts, &order, RejectCode::CancelledAtSettlement, out);
+            }
+        }
+        // 3. Statements at the settlement prices, then realise and roll every account.
+        for i in 0..self.instruments.len() {
+            self.marks[i] = prices[i];
+        }
+        for slot in 0..self.ledger.accounts().len() as u32 {
+            let account = self.ledger.account(slot);
+            let positions: Vec<PositionSnapshot> = account
+                .positions
+                .iter()
+                .filter(|p| p.volume(Side::Long) + p.volume(Side::Short) > 0)
+                .map(|p| {
+                    PositionSnapshot::new(
+                        account.account_id,
+                        p,
+                        &self.instruments[p.instrument as usize],
+                        prices[p.instrument as usize],
+                    )
+                })
+                .collect();
+            let snapshot = self.ledger.settle_account(slot, &self.instruments, &prices);
+            let statement = SettlementStatement {
+                trading_day: settled_day,
+                account: snapshot,
+                positions,
+            };
+            self.statements.push(statement.clone());
+            out.push(Event::Settlement { ts, statement });
+            self.scratch.touch_account(slot);
+            for instrument in self
+                .ledger
+                .account(slot)
+                .positions
+                .iter()
+                .map(|p| p.instrument)
+                .collect::<Vec<_>>()
+            {
+                self.scratch.touch_position(slot, instrument);
+            }
+        }
+        self.ledger.roll_close_holds();
+        // 4. New day per instrument: band from the settlement price; orders outside it end.
+        for i in 0..self.instruments.len() {
+            let close = self.marks[i];
+            let oi = self.open_interest[i];
+            self.instruments[i].roll_day(prices[i], close, oi);
+            self.markets[i].set_settlement(prices[i]);
+            let (lower, upper) = (
+                self.instruments[i].lower_limit,
+                self.instruments[i].upper_limit,
+            );
+            let removed = self.books[i].rebase(lower, upper);
+            for resting in removed {
+                let order = *self
+                    .ledger
+                    .order(resting.order_id)
+                    .expect("resting order is live");
+                self.end_order(
+                    ts,
+                    order.order_id,
+                    order.volume_left,
+                    RejectCode::OutsideNewPriceBand,
+                    out,
+                );
+            }
+            self.markets[i].roll_day(&self.instruments[i]);
+            self.settlement_prices[i] = None;
+            self.scratch.touch_quote(i as u32, true);
+        }
+        // 5. Accounts that cannot carry their positions into the next day.
+        for slot in 0..self.ledger.accounts().len() as u32 {
+            let snap = self.ledger.snapshot(slot, &self.instruments, &self.marks);
+            if snap.risk_ratio >= 1.0 {
+                out.push(Event::ForcedLiquidationRequired {
+                    ts,
+                    trading_day: next_day,
+                    account_id: snap.account_id,
+                    risk_ratio: snap.risk_ratio,
+                });
+            }
+        }
+        self.trading_day = next_day;
+        out.push(Event::TradingDayAdvanced {
+            ts,
+            settled_day,
+            trading_day: next_day,
+        });
+        Ok(())
+    }
+
+    /// Cancels the account's live orders and sends market (ANY + IOC) close orders for every
+    /// position it holds; what finds no counterparty stays open and is reported as cancelled.
+    pub(super) fn force_liquidate(
+        &mut self,
+        ts: TimestampNs,
+        account_id: AccountId,
+        out: &mut Vec<Event>,
+    ) -> Result<(), RejectCode> {
+        let slot = self
+            .ledger
+            .slot_of(&account_id)
+            .ok_or(RejectCode::AccountNotFound)?;
+        for order in self
+            .ledger
+            .live_orders_sorted()
+            .into_iter()
+            .filter(|o| o.account == slot)
+        {
+            self.cancel_live(ts, &order, RejectCode::ForcedLiquidation, out);
+        }
+        let mut closes = Vec::new();
+        for p in &self.ledger.account(slot).positions {
+            let strict = self.instruments[p.instrument as usize]
+                .exchange_id
+                .has_strict_close_today();
+            for (side, direction) in [(Side::Long, Direction::Sell), (Side::Short, Direction::Buy)]
+            {
+                let (his, today) = (p.bucket(side, false).volume, p.bucket(side, true).volume);
+                if strict {
+                    closes.push((p.instrument, direction, Offset::Close, his));
+                    closes.push((p.instrument, direction, Offset::CloseToday, today));
+                } else {
+                    closes.push((p.instrument, direction, Offset::Close, his + today));
+                }
+            }
+        }
+        closes.retain(|c| c.3 > 0);
+        if closes.is_empty() {
+            return Err(RejectCode::NothingToLiquidate);
+        }
+        // The account is frozen for new orders only by its owner's status; liquidation orders go
+        // through the normal path as closes, which are never refused for funds.
+        let status = self.ledger.account(slot).status;
+        self.ledger
+            .set_status(slot, crate::domain::ledger::account::AccountStatus::Active);
+        for (instrument, direction, offset, volume) in closes {
+            let (instrument_id, max_lots) = {
+                let inst = &self.instruments[instrument as usize];
+                (inst.instrument_id, inst.max_order_volume)
+            };
+            let mut remaining = volume;
+            while remaining > 0 {
+                let lots = remaining.min(max_lots);
+                let client =
+                    ClientOrderId::new(&format!("FORCE_{}", self.next_order_id)).expect("short id");
+                let order = InsertOrder {
+                    account_id,
+                    client_order_id: client,
+                    instrument_id,
+                    direction,
+                    offset,
+                    price_type: PriceType::Any,
+                    limit_price: None,
+                    volume: lots,
+                    time_condition: TimeCondition::Ioc,
+                    volume_condition: VolumeCondition::Any,
+                    min_volume: 0,
+                };
+                self.insert_order(ts, &order, out);
+                remaining -= lots;
+            }
+        }
+        self.ledger.set_status(slot, status);
+        Ok(())
+    }
+}
+
+/// Whether `yyyymmdd` is a real calendar date.
+pub fn is_valid_day(day: u32) -> bool {
+    let (y, m, d) = (day / 10_000, day / 100 % 100, day % 100);
+    (1970..=9999).contains(&y) && (1..=12).contains(&m) && d >= 1 && d <= days_in_month(y, m)
+}
+
+fn days_in_month(year: u32, month: u32) -> u32 {
+    match month {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        _ if (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 => 29,
+        _ => 28,
+    }
+}
+
+/// Days since 1970-01-01 for a valid yyyymmdd (Howard Hinnant's civil calendar arithmetic).
+fn days_from_civil(day: u32) -> i64 {
+    let (y, m, d) = (
+        (day / 10_000) as i64,
+        (day / 100 % 100) as i64,
+        (day % 100) as i64,
+    );
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+fn civil_from_days(days: i64) -> u32 {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + if m <= 2 { 1 } else { 0 };
+    (y * 10_000 + m * 100 + d) as u32
+}
+
+/// The next Monday-to-Friday date after `day` (exchange holidays are the operator's to give).
+pub fn next_weekday(day: u32) -> Option<u32> {
+    if !is_valid_day(day) {
+        return None;
+    }
+    let mut days = days_from_civil(day) + 1;
+    // 1970-01-01 was a Thursday: weekday index 0 = Thursday ... 2 = Saturday, 3 = Sunday.
+    while matches!(days.rem_euclid(7), 2 | 3) {
+        days += 1;
+    }
+    Some(civil_from_days(days))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn calendar() {
+        assert_eq!(next_weekday(20241202), Some(20241203)); // Mon -> Tue
+        assert_eq!(next_weekday(20241206), Some(20241209)); // Fri -> Mon
+        assert_eq!(next_weekday(20241231), Some(20250101));
+        assert_eq!(next_weekday(20240228), Some(20240229));
+        assert_eq!(next_weekday(20241332), None);
+        assert!(!is_valid_day(20230229));
+        assert!(is_valid_day(20240229));
+    }
+}

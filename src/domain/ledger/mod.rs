@@ -1,0 +1,544 @@
+//! Accounts, positions and live-order holds: the account side of the exchange.
+//!
+//! In the sharded server this is what an account shard owns (exchange-core's risk engine):
+//! `hold` is the pre-trade step (R1), `fill`/`release` the post-trade settle (R2). It knows
+//! instruments and mark prices only as arguments.
+
+pub mod account;
+pub mod order;
+pub mod position;
+
+use crate::domain::fast_hash::FastMap;
+use crate::domain::instrument::{CommissionKind, Instrument};
+use crate::domain::name::{AccountId, ClientOrderId};
+use crate::domain::risk::RejectCode;
+use crate::domain::types::*;
+use account::{Account, AccountSnapshot, AccountStatus};
+use order::LiveOrder;
+use position::Side;
+
+/// Largest single deposit or withdrawal: 1e12 yuan.
+pub const MAX_TRANSFER: Money = 1_000_000_000_000 * MONEY_SCALE;
+
+/// An order asking for a hold. Prices are already validated against tick and band.
+#[derive(Clone, Copy, Debug)]
+pub struct HoldRequest {
+    pub order_id: u64,
+    pub client_order_id: ClientOrderId,
+    pub account: u32,
+    pub instrument: u32,
+    pub direction: Direction,
+    pub offset: Offset,
+    pub price_type: PriceType,
+    pub time_condition: TimeCondition,
+    pub volume_condition: VolumeCondition,
+    pub limit_price: Option<Price>,
+    pub volume: Volume,
+    pub insert_time_ns: TimestampNs,
+}
+
+/// What one fill did to one order's account.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FillApplied {
+    pub account: u32,
+    pub commission: Money,
+    pub close_profit: Money,
+    pub volume_left: Volume,
+    pub offset: Offset,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Ledger {
+    accounts: Vec<Account>,
+    by_id: FastMap<AccountId, u32>,
+    orders: FastMap<u64, LiveOrder>,
+    by_client: FastMap<(u32, ClientOrderId), u64>,
+}
+
+impl Ledger {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn accounts(&self) -> &[Account] {
+        &self.accounts
+    }
+
+    pub fn account(&self, slot: u32) -> &Account {
+        &self.accounts[slot as usize]
+    }
+
+    pub fn slot_of(&self, account_id: &AccountId) -> Option<u32> {
+        self.by_id.get(account_id).copied()
+    }
+
+    pub fn order(&self, order_id: u64) -> Option<&LiveOrder> {
+        self.orders.get(&order_id)
+    }
+
+    pub fn order_by_client(&self, account: u32, client_order_id: &ClientOrderId) -> Option<u64> {
+        self.by_client.get(&(account, *client_order_id)).copied()
+    }
+
+    /// Live orders sorted by order id (deterministic order for dumps and settlement).
+    pub fn live_orders_sorted(&self) -> Vec<LiveOrder> {
+        let mut all: Vec<LiveOrder> = self.orders.values().copied().collect();
+        all.sort_by_key(|o| o.order_id);
+        all
+    }
+
+    pub fn live_order_count(&self) -> usize {
+        self.orders.len()
+    }
+
+    pub fn open_account(&mut self, account_id: AccountId) -> Result<u32, RejectCode> {
+        if self.by_id.contains_key(&account_id) {
+            return Err(RejectCode::AccountExists);
+        }
+        let slot = self.accounts.len() as u32;
+        self.accounts.push(Account::new(account_id));
+        self.by_id.insert(account_id, slot);
+        Ok(slot)
+    }
+
+    pub fn deposit(&mut self, slot: u32, amount: Money) -> Result<(), RejectCode> {
+        if amount <= 0 || amount > MAX_TRANSFER {
+            return Err(RejectCode::InvalidAmount);
+        }
+        self.accounts[slot as usize].deposit += amount;
+        Ok(())
+    }
+
+    pub fn withdraw(
+        &mut self,
+        slot: u32,
+        amount: Money,
+        instruments: &[Instrument],
+        marks: &[Price],
+    ) -> Result<(), RejectCode> {
+        if amount <= 0 || amount > MAX_TRANSFER {
+            return Err(RejectCode::InvalidAmount);
+        }
+        let account = &self.accounts[slot as usize];
+        if account.status != AccountStatus::Active {
+            return Err(RejectCode::AccountFrozen);
+        }
+        // Unrealised gains are not withdrawable: the cap is available minus positive position profit.
+        let snap = account.snapshot(instruments, marks);
+        let withdrawable = snap.available - snap.position_profit.max(0);
+        if amount > withdrawable {
+            return Err(RejectCode::InsufficientFundsToWithdraw);
+        }
+        self.accounts[slot as usize].withdraw += amount;
+        Ok(())
+    }
+
+    pub fn set_status(&mut self, slot: u32, status: AccountStatus) {
+        self.accounts[slot as usize].status = status;
+    }
+
+    pub fn snapshot(
+        &self,
+        slot: u32,
+        instruments: &[Instrument],
+        marks: &[Price],
+    ) -> AccountSnapshot {
+        self.accounts[slot as usize].snapshot(instruments, marks)
+    }
+
+    /// Pre-trade check and hold: freezes margin + commission for opens (failing if the account
+    /// cannot pay) and position lots for closes. On error nothing changed.
+    pub fn hold(
+        &mut self,
+        req: &HoldRequest,
+        instruments: &[Instrument],
+        marks: &[Price],
+    ) -> Result<(), RejectCode> {
+        let account = &self.accounts[req.account as usize];
+        if account.status != AccountStatus::Active {
+            return Err(RejectCode::AccountFrozen);
+        }
+        if self
+            .by_client
+            .contains_key(&(req.account, req.client_order_id))
+        {
+            return Err(RejectCode::DuplicateOrderId);
+        }
+        let order = self.plan_hold(req, instruments, marks, None)?;
+        self.apply_hold(&order, 1);
+        self.by_client
+            .insert((order.account, order.client_order_id), order.order_id);
+        self.orders.insert(order.order_id, order);
+        Ok(())
+    }
+
+    /// Works out the hold for `req` without changing anything. `replacing` is a live order whose
+    /// hold is given back first (modify), so its funds and lots count as available.
+    fn plan_hold(
+        &self,
+        req: &HoldRequest,
+        instruments: &[Instrument],
+        marks: &[Price],
+        replacing: Option<&LiveOrder>,
+    ) -> Result<LiveOrder, RejectCode> {
+        let inst = &instruments[req.instrument as usize];
+        let account = &self.accounts[req.account as usize];
+        let mult = inst.volume_multiple;
+        let freeze_price = req.limit_price.unwrap_or(match req.direction {
+            Direction::Buy => inst.upper_limit,
+            Direction::Sell => inst.lower_limit,
+        });
+        let mut order = LiveOrder {
+            order_id: req.order_id,
+            client_order_id: req.client_order_id,
+            account: req.account,
+            instrument: req.instrument,
+            direction: req.direction,
+            offset: req.offset,
+            price_type: req.price_type,
+            time_condition: req.time_condition,
+            volume_condition: req.volume_condition,
+            limit_price: req.limit_price,
+            volume_orign: req.volume,
+            volume_left: req.volume,
+            frozen_margin_per_lot: 0,
+            frozen_commission_per_lot: 0,
+            frozen_his: 0,
+            frozen_today: 0,
+            frozen_commission_his_per_lot: 0,
+            frozen_commission_today_per_lot: 0,
+            insert_time_ns: req.insert_time_ns,
+        };
+        let position = account.position(req.instrument);
+        if req.offset == Offset::Open {
+            order.frozen_margin_per_lot = apply_rate(
+                notional(freeze_price, mult, 1),
+                inst.margin_rate(req.direction),
+            );
+            order.frozen_commission_per_lot =
+                inst.commission
+                    .compute(CommissionKind::Open, freeze_price, mult, 1);
+            if let Some(limit) = inst.position_limit {
+                let held = position.map_or(0, |p| {
+                    p.volume(Side::Long) + p.volume(Side::Short) + p.pending_open
+                });
+                let released = replacing.map_or(0, |o| o.volume_left);
+                if held - released + req.volume > limit {
+                    return Err(RejectCode::PositionLimitExceeded);
+                }
+            }
+            let need = (order.frozen_margin_per_lot + order.frozen_commission_per_lot) * req.volume;
+            let credit = replacing.map_or(0, |o| o.frozen_margin() + o.frozen_commission());
+            let available = account.snapshot(instruments, marks).available;
+            if need > available + credit {
+                return Err(RejectCode::InsufficientFunds);
+            }
+        } else {
+            let side = Side::closed_by(req.direction);
+            let (mut his_free, mut today_free) = position.map_or((0, 0), |p| {
+                (
+                    p.bucket(side, false).closable(),
+                    p.bucket(side, true).closable(),
+                )
+            });
+            if let Some(old) = replacing {
+                his_free += old.frozen_his;
+                today_free += old.frozen_today;
+            }
+            let (his, today) = match (req.offset, inst.exchange_id.has_strict_close_today()) {
+                (Offset::CloseToday, _) => (0, req.volume),
+                (_, true) => (req.volume, 0),
+                _ => {
+                    let his = req.volume.min(his_free);
+                    (his, req.volume - his)
+                }
+            };
+            if his > his_free || today > today_free {
+                return Err(RejectCode::InsufficientPosition);
+            }
+            order.frozen_his = his;
+            order.frozen_today = today;
+            order.frozen_commission_his_per_lot =
+                inst.commission
+                    .compute(CommissionKind::Close, freeze_price, mult, 1);
+            order.frozen_commission_today_per_lot =
+                inst.commission
+                    .compute(CommissionKind::CloseToday, freeze_price, mult, 1);
+            // Closing reduces risk, so it is never refused for funds (a margin call must be able
+            // to close); its commission is frozen all the same.
+        }
+        Ok(order)
+    }
+
+    /// Adds (`sign` = 1) or removes (-1) everything `order` holds right now.
+    fn apply_hold(&mut self, order: &LiveOrder, sign: i64) {
+        let account = &mut self.accounts[order.account as usize];
+        account.frozen_margin += sign * order.frozen_margin();
+        account.frozen_commission += sign * order.frozen_commission();
+        let position = account.position_mut(order.instrument);
+        if order.is_open() {
+            position.pending_open += sign * order.volume_left;
+        } else {
+            let side = Side::closed_by(order.direction);
+            position.bucket_mut(side, false).frozen += sign * order.frozen_his;
+            position.bucket_mut(side, true).frozen += sign * order.frozen_today;
+        }
+    }
+
+    /// Replaces a live order's price and/or volume, re-checking funds and lots with its current
+    /// hold counted as free. On error nothing changed.
+    pub fn rehold(
+        &mut self,
+        order_id: u64,
+        limit_price: Option<Price>,
+        volume: Volume,
+        instruments: &[Instrument],
+        marks: &[Price],
+    ) -> Result<(), RejectCode> {
+        let old = *self
+            .orders
+            .get(&order_id)
+            .ok_or(RejectCode::OrderNotFound)?;
+        let req = HoldRequest {
+            order_id,
+            client_order_id: old.client_order_id,
+            account: old.account,
+            instrument: old.instrument,
+            direction: old.direction,
+            offset: old.offset,
+            price_type: old.price_type,
+            time_condition: old.time_condition,
+            volume_condition: old.volume_condition,
+            limit_price,
+            volume,
+            insert_time_ns: old.insert_time_ns,
+        };
+        let mut new = self.plan_hold(&req, instruments, marks, Some(&old))?;
+        // The order keeps its original size and history; only what is left changes.
+        new.volume_orign = old.volume_orign - old.volume_left + volume;
+        self.apply_hold(&old, -1);
+        self.apply_hold(&new, 1);
+        self.orders.insert(order_id, new);
+        Ok(())
+    }
+
+    /// Gives back the hold of `volume` unfilled lots (cancel, or a pure volume decrease).
+    /// Returns the order's remaining volume; at zero the order is gone.
+    pub fn release(&mut self, order_id: u64, volume: Volume) -> Volume {
+        let Some(mut order) = self.orders.get(&order_id).copied() else {
+            return 0;
+        };
+        debug_assert!(volume > 0 && volume <= order.volume_left);
+        self.apply_hold(&order, -1);
+        order.volume_left -= volume;
+        if !order.is_open() {
+            // Give back today's lots first: his are consumed first on fills, so keep those.
+            let from_today = volume.min(order.frozen_today);
+            order.frozen_today -= from_today;
+            order.frozen_his -= volume - from_today;
+        }
+        self.finish_update(order)
+    }
+
+    fn finish_update(&mut self, order: LiveOrder) -> Volume {
+        if order.volume_left == 0 {
+            self.orders.remove(&order.order_id);
+            self.by_client
+                .remove(&(order.account, order.client_order_id));
+            // The position entry may now be empty; keep it (it is reused) unless nothing is held.
+            let account = &mut self.accounts[order.account as usize];
+            account
+                .positions
+                .retain(|p| !p.is_empty() || p.pending_open != 0);
+            0
+        } else {
+            self.apply_hold(&order, 1);
+            let left = order.volume_left;
+            self.orders.insert(order.order_id, order);
+            left
+        }
+    }
+
+    /// Applies a trade of `volume` lots at `price` to the order's account: positions, close
+    /// profit, commission; releases the hold of the filled lots.
+    pub fn fill(
+        &mut self,
+        order_id: u64,
+        price: Price,
+        volume: Volume,
+        inst: &Instrument,
+    ) -> FillApplied {
+        let mut order = *self
+            .orders
+            .get(&order_id)
+            .expect("fill for an order the ledger holds");
+        debug_assert!(volume > 0 && volume <= order.volume_left);
+        self.apply_hold(&order, -1);
+        let mult = inst.volume_multiple;
+        let account = &mut self.accounts[order.account as usize];
+        let position = account.position_mut(order.instrument);
+        let mut commission = 0;
+        let mut close_profit = 0;
+        if order.is_open() {
+            position
+                .bucket_mut(Side::opened_by(order.direction), true)
+                .add(price, mult, volume);
+            commission += inst
+                .commission
+                .compute(CommissionKind::Open, price, mult, volume);
+        } else {
+            let side = Side::closed_by(order.direction);
+            let his = volume.min(order.frozen_his);
+            let today = volume - his;
+            order.frozen_his -= his;
+            order.frozen_today -= today;
+            for (lots, is_today, kind) in [
+                (his, false, CommissionKind::Close),
+                (today, true, CommissionKind::CloseToday),
+            ] {
+                if lots == 0 {
+                    continue;
+                }
+                let (_, position_cost) = position.bucket_mut(side, is_today).remove(lots);
+                let value = notional(price, mult, lots);
+                close_profit += match side {
+                    Side::Long => value - position_cost,
+                    Side::Short => position_cost - value,
+                };
+                commission += inst.commission.compute(kind, price, mult, lots);
+            }
+        }
+        account.commission += commission;
+        account.close_profit += close_profit;
+        order.volume_left -= volume;
+        let volume_left = self.finish_update(order);
+        FillApplied {
+            account: order.account,
+            commission,
+            close_profit,
+            volume_left,
+            offset: order.offset,
+        }
+    }
+
+    /// Settlement for one account: realise position profit at the marks into pre_balance, roll
+    /// today to his at the settlement price, reset the day's sums. Holds of surviving orders stay.
+    pub fn settle_account(
+        &mut self,
+        slot: u32,
+        instruments: &[Instrument],
+        settlement: &[Price],
+    ) -> AccountSnapshot {
+        let snap = self.accounts[slot as usize].snapshot(instruments, settlement);
+        let account = &mut self.accounts[slot as usize];
+        account.pre_balance = snap.balance;
+        account.deposit = 0;
+        account.withdraw = 0;
+        account.close_profit = 0;
+        account.commission = 0;
+        account.premium = 0;
+        for p in &mut account.positions {
+            let inst = &instruments[p.instrument as usize];
+            p.roll_to_his(settlement[p.instrument as usize], inst.volume_multiple);
+        }
+        snap
+    }
+
+    /// Moves every live close order's today lots to his (after positions rolled).
+    pub fn roll_close_holds(&mut self) {
+        for order in self.orders.values_mut() {
+            if !order.is_open() {
+                order.frozen_his += order.frozen_today;
+                order.frozen_today = 0;
+                // His commission rate now applies to those lots.
+                let diff = order.frozen_commission_his_per_lot;
+                order.frozen_commission_today_per_lot = diff;
+            }
+        }
+        // Recompute the accounts' frozen commission from the orders (it changed with the rates).
+        for account in &mut self.accounts {
+            account.frozen_commission = 0;
+        }
+        let mut orders: Vec<&LiveOrder> = self.orders.values().collect();
+        orders.sort_by_key(|o| o.order_id);
+        for order in orders {
+            self.accounts[order.account as usize].frozen_commission += order.frozen_commission();
+        }
+    }
+
+    /// Checks that frozen sums equal what the live orders need (SPEC §2 invariant).
+    pub fn check_holds(&self) -> Result<(), String> {
+        let n = self.accounts.len();
+        let mut margin = vec![0; n];
+        let mut commission = vec![0; n];
+        let mut lots: FastMap<(u32, u32, bool, bool), Volume> = FastMap::default();
+        let mut pending: FastMap<(u32, u32), Volume> = FastMap::default();
+        for o in self.orders.values() {
+            if o.volume_left <= 0 {
+                return Err(format!(
+                    "live order {} has volume_left {}",
+                    o.order_id, o.volume_left
+                ));
+            }
+            if !o.is_open() && o.frozen_his + o.frozen_today != o.volume_left {
+                return Err(format!(
+                    "close order {} freezes {} + {} lots for {} left",
+                    o.order_id, o.frozen_his, o.frozen_today, o.volume_left
+                ));
+            }
+            margin[o.account as usize] += o.frozen_margin();
+            commission[o.account as usize] += o.frozen_commission();
+            if o.is_open() {
+                *pending.entry((o.account, o.instrument)).or_default() += o.volume_left;
+            } else {
+                let long = Side::closed_by(o.direction) == Side::Long;
+                *lots
+                    .entry((o.account, o.instrument, long, false))
+                    .or_default() += o.frozen_his;
+                *lots
+                    .entry((o.account, o.instrument, long, true))
+                    .or_default() += o.frozen_today;
+            }
+        }
+        for (slot, a) in self.accounts.iter().enumerate() {
+            if a.frozen_margin != margin[slot] || a.frozen_commission != commission[slot] {
+                return Err(format!(
+                    "account {}: frozen margin/commission {}/{} but live orders need {}/{}",
+                    a.account_id,
+                    a.frozen_margin,
+                    a.frozen_commission,
+                    margin[slot],
+                    commission[slot]
+                ));
+            }
+            for p in &a.positions {
+                for (long, side) in [(true, Side::Long), (false, Side::Short)] {
+                    for today in [false, true] {
+                        let b = p.bucket(side, today);
+                        let want = lots
+                            .get(&(slot as u32, p.instrument, long, today))
+                            .copied()
+                            .unwrap_or(0);
+                        if b.frozen != want || b.volume < 0 || b.frozen > b.volume {
+                            return Err(format!(
+                                "account {} instrument #{}: bucket {:?} today={today} frozen {} volume {} but orders freeze {want}",
+                                a.account_id, p.instrument, side, b.frozen, b.volume
+                            ));
+                        }
+                    }
+                }
+                let want = pending
+                    .get(&(slot as u32, p.instrument))
+                    .copied()
+                    .unwrap_or(0);
+                if p.pending_open != want {
+                    return Err(format!(
+                        "account {}: pending open {} but orders have {want}",
+                        a.account_id, p.pending_open
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
