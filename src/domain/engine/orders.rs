@@ -95,7 +95,8 @@ impl Engine {
         out: &mut Vec<Event>,
     ) -> Result<(), RejectCode> {
         let (account, instrument) = self.validate(order)?;
-        // Market-like orders hold at the band edge; LIMIT at its price.
+        // Market-like orders hold at the upper limit (the worst case for either side); LIMIT at
+        // its price.
         let hold_price = if order.price_type == PriceType::Limit {
             order.limit_price
         } else {
@@ -387,8 +388,7 @@ impl Engine {
             // A pure decrease keeps its place in the queue.
             let reduced = self.books[instrument as usize].reduce(order.order_id, volume);
             debug_assert!(reduced);
-            self.ledger
-                .release(order.order_id, order.volume_left - volume);
+            self.ledger.reduce(order.order_id, volume);
             out.push(Event::OrderModified {
                 ts,
                 order_id: order.order_id,

@@ -57,9 +57,8 @@ impl Engine {
             }
         }
         // 3. Statements at the settlement prices, then realise and roll every account.
-        for i in 0..self.instruments.len() {
-            self.marks[i] = prices[i];
-        }
+        let last_prices = self.marks.clone();
+        self.marks.copy_from_slice(&prices);
         for slot in 0..self.ledger.accounts().len() as u32 {
             let account = self.ledger.account(slot);
             let positions: Vec<PositionSnapshot> = account
@@ -97,11 +96,15 @@ impl Engine {
         }
         self.ledger.roll_close_holds();
         // 4. New day per instrument: band from the settlement price; orders outside it end.
-        for i in 0..self.instruments.len() {
-            let close = self.marks[i];
+        for (i, &price) in prices.iter().enumerate() {
             let oi = self.open_interest[i];
-            self.instruments[i].roll_day(prices[i], close, oi);
-            self.markets[i].set_settlement(prices[i]);
+            self.instruments[i].roll_day(price, last_prices[i], oi);
+            self.markets[i].set_settlement(price);
+            // Publish the settled day's close and settlement before the quote rolls over.
+            out.push(Event::QuoteUpdated {
+                ts,
+                quote: *self.markets[i].quote(),
+            });
             let (lower, upper) = (
                 self.instruments[i].lower_limit,
                 self.instruments[i].upper_limit,

@@ -104,7 +104,7 @@ impl Engine {
                         )
                     })
                     .collect();
-                positions.sort_by(|a, b| a.instrument_id.cmp(&b.instrument_id));
+                positions.sort_by_key(|p| p.instrument_id);
                 AccountState {
                     account: self.ledger.snapshot(slot, &self.instruments, &self.marks),
                     positions,

@@ -184,10 +184,9 @@ impl Ledger {
         let inst = &instruments[req.instrument as usize];
         let account = &self.accounts[req.account as usize];
         let mult = inst.volume_multiple;
-        let freeze_price = req.limit_price.unwrap_or(match req.direction {
-            Direction::Buy => inst.upper_limit,
-            Direction::Sell => inst.lower_limit,
-        });
+        // Without a limit price, the worst case for both sides: margin and commission by money
+        // grow with the price, and a market sell fills at any price up to the upper limit.
+        let freeze_price = req.limit_price.unwrap_or(inst.upper_limit);
         let mut order = LiveOrder {
             order_id: req.order_id,
             client_order_id: req.client_order_id,
@@ -299,6 +298,11 @@ impl Ledger {
             .orders
             .get(&order_id)
             .ok_or(RejectCode::OrderNotFound)?;
+        // Re-queueing is a new order in all but name: a frozen account may only cancel or
+        // shrink (a pure decrease does not come here).
+        if self.accounts[old.account as usize].status != AccountStatus::Active {
+            return Err(RejectCode::AccountFrozen);
+        }
         let req = HoldRequest {
             order_id,
             client_order_id: old.client_order_id,
@@ -338,6 +342,22 @@ impl Ledger {
             order.frozen_his -= volume - from_today;
         }
         self.finish_update(order)
+    }
+
+    /// A pure volume decrease of a live order to `volume_left` lots (modify keeping priority):
+    /// gives back the hold of the lots taken off and shrinks the order's size by as much, so
+    /// `volume_orign - volume_left` stays the volume traded (as `rehold` keeps it).
+    pub fn reduce(&mut self, order_id: u64, volume_left: Volume) -> Volume {
+        let Some(order) = self.orders.get(&order_id).copied() else {
+            return 0;
+        };
+        let cut = order.volume_left - volume_left;
+        debug_assert!(cut > 0 && volume_left > 0);
+        let left = self.release(order_id, cut);
+        if let Some(o) = self.orders.get_mut(&order_id) {
+            o.volume_orign -= cut;
+        }
+        left
     }
 
     fn finish_update(&mut self, order: LiveOrder) -> Volume {

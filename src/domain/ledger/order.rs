@@ -33,7 +33,7 @@ pub struct LiveOrder {
     pub volume_orign: Volume,
     pub volume_left: Volume,
     /// Open orders: margin and commission frozen per remaining lot (at the limit price, or the
-    /// band edge for orders without one).
+    /// upper limit for orders without one, buy or sell).
     #[serde(with = "fixed4")]
     pub frozen_margin_per_lot: Money,
     #[serde(with = "fixed4")]

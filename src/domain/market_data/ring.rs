@@ -66,25 +66,36 @@ impl<T> Ring<T> {
             self.slots.push(value);
         } else {
             self.slots[self.head] = value;
-            self.head = (self.head + 1) % self.capacity;
+            self.head = if self.head + 1 == self.capacity {
+                0
+            } else {
+                self.head + 1
+            };
         }
         self.pushed += 1;
         debug_assert!(self.slots.len() <= self.capacity);
         self.pushed - 1
     }
 
+    /// Slot of the newest record: the one just before `head` (no division on the hot path).
+    #[inline]
     fn newest_index(&self) -> Option<usize> {
-        match self.slots.len() {
-            0 => None,
-            len if len < self.capacity => Some(len - 1),
-            _ => Some((self.head + self.capacity - 1) % self.capacity),
+        let len = self.slots.len();
+        if len == 0 {
+            None
+        } else if len < self.capacity || self.head == 0 {
+            Some(len - 1)
+        } else {
+            Some(self.head - 1)
         }
     }
 
+    #[inline]
     pub fn last(&self) -> Option<&T> {
         self.newest_index().map(|i| &self.slots[i])
     }
 
+    #[inline]
     pub fn last_mut(&mut self) -> Option<&mut T> {
         self.newest_index().map(|i| &mut self.slots[i])
     }
@@ -96,7 +107,12 @@ impl<T> Ring<T> {
             return None;
         }
         let offset = (id - first) as usize;
-        Some(&self.slots[(self.head + offset) % self.slots.len()])
+        // head < len and offset < len, so one conditional subtraction wraps (no division).
+        let mut index = self.head + offset;
+        if index >= self.slots.len() {
+            index -= self.slots.len();
+        }
+        Some(&self.slots[index])
     }
 
     /// The held records oldest first as two slices; the first element of the first slice (or
