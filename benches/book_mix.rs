@@ -69,15 +69,7 @@ mod ours {
 
     impl Ours {
         #[inline]
-        fn submit(
-            &mut self,
-            id: u64,
-            owner: u64,
-            direction: Direction,
-            price: Price,
-            volume: Volume,
-            rest: bool,
-        ) {
+        fn submit(&mut self, id: u64, owner: u64, direction: Direction, price: Price, volume: Volume, rest: bool) {
             let incoming = Incoming {
                 order_id: id,
                 owner,
@@ -116,14 +108,7 @@ mod ours {
         #[inline]
         fn apply(&mut self, op: &Op) {
             match *op {
-                Op::Place {
-                    id,
-                    owner,
-                    buy,
-                    ioc,
-                    price,
-                    qty,
-                } => {
+                Op::Place { id, owner, buy, ioc, price, qty } => {
                     let direction = if buy { Direction::Buy } else { Direction::Sell };
                     self.submit(id, owner as u64, direction, price, qty as Volume, !ioc);
                 }
@@ -132,14 +117,7 @@ mod ours {
                 }
                 Op::Move { id, price } => {
                     if let Some(order) = self.book.cancel(id) {
-                        self.submit(
-                            id,
-                            order.owner,
-                            order.direction,
-                            price,
-                            order.volume_left,
-                            true,
-                        );
+                        self.submit(id, order.owner, order.direction, price, order.volume_left, true);
                     }
                 }
             }
@@ -182,13 +160,12 @@ mod theirs {
             let mut me = Self::fresh(mix);
             let counters: Arc<[AtomicU64; 2]> = Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
             let seen = counters.clone();
-            me.book
-                .set_trade_listener(Arc::new(move |result: &TradeResult| {
-                    let trades = result.match_result.trades();
-                    seen[0].fetch_add(trades.len() as u64, Relaxed);
-                    let volume: u64 = trades.as_vec().iter().map(|t| t.quantity().as_u64()).sum();
-                    seen[1].fetch_add(volume, Relaxed);
-                }));
+            me.book.set_trade_listener(Arc::new(move |result: &TradeResult| {
+                let trades = result.match_result.trades();
+                seen[0].fetch_add(trades.len() as u64, Relaxed);
+                let volume: u64 = trades.as_vec().iter().map(|t| t.quantity().as_u64()).sum();
+                seen[1].fetch_add(volume, Relaxed);
+            }));
             me.counters = Some(counters);
             me
         }
@@ -217,32 +194,11 @@ mod theirs {
         #[inline]
         fn apply(&mut self, op: &Op) {
             match *op {
-                Op::Place {
-                    id,
-                    buy,
-                    ioc,
-                    price,
-                    qty,
-                    ..
-                } => {
+                Op::Place { id, buy, ioc, price, qty, .. } => {
                     let side = if buy { Side::Buy } else { Side::Sell };
-                    let tif = if ioc {
-                        TimeInForce::Ioc
-                    } else {
-                        TimeInForce::Gtc
-                    };
+                    let tif = if ioc { TimeInForce::Ioc } else { TimeInForce::Gtc };
                     // An IOC that leaves a remainder reports an error; only GTC refusals count.
-                    if self
-                        .book
-                        .add_limit_order(
-                            Id::from_u64(id),
-                            price as u128,
-                            qty as u64,
-                            side,
-                            tif,
-                            None,
-                        )
-                        .is_err()
+                    if self.book.add_limit_order(Id::from_u64(id), price as u128, qty as u64, side, tif, None).is_err()
                         && !ioc
                     {
                         self.refused += 1;
@@ -255,20 +211,14 @@ mod theirs {
                     if let Ok(Some(order)) = self.book.cancel_order(Id::from_u64(id)) {
                         let qty = order.visible_quantity().as_u64();
                         let (side, tif) = (order.side(), TimeInForce::Gtc);
-                        if self
-                            .book
-                            .add_limit_order(Id::from_u64(id), price as u128, qty, side, tif, None)
-                            .is_err()
-                        {
+                        if self.book.add_limit_order(Id::from_u64(id), price as u128, qty, side, tif, None).is_err() {
                             self.refused += 1;
                         }
                     }
                 }
                 Op::Move { id, price } => {
-                    let update = OrderUpdate::UpdatePrice {
-                        order_id: Id::from_u64(id),
-                        new_price: Price::new(price as u128),
-                    };
+                    let update =
+                        OrderUpdate::UpdatePrice { order_id: Id::from_u64(id), new_price: Price::new(price as u128) };
                     if self.book.update_order(update).is_err() {
                         self.refused += 1;
                     }
@@ -281,12 +231,7 @@ mod theirs {
                 Some(c) => (c[0].load(Relaxed), c[1].load(Relaxed)),
                 None => (0, 0),
             };
-            Tally {
-                trades,
-                volume,
-                resting: self.book.get_all_orders().len(),
-                refused: self.refused,
-            }
+            Tally { trades, volume, resting: self.book.get_all_orders().len(), refused: self.refused }
         }
     }
 }
@@ -441,10 +386,7 @@ fn timer_floor() -> u64 {
 }
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
 fn thousands(value: u64) -> String {
@@ -467,9 +409,7 @@ fn main() {
         seed: env_or("BOOK_MIX_SEED", defaults.seed),
         ..defaults
     };
-    let reps_override: Option<usize> = std::env::var("BOOK_MIX_REPS")
-        .ok()
-        .and_then(|v| v.parse().ok());
+    let reps_override: Option<usize> = std::env::var("BOOK_MIX_REPS").ok().and_then(|v| v.parse().ok());
     let (reps_ours, reps_theirs) = match reps_override {
         Some(r) => (r.max(1), r.max(1)),
         None => (10, 3),
@@ -479,10 +419,7 @@ fn main() {
     let started = Instant::now();
     let mix = mix::generate(config);
     let s = &mix.stats;
-    println!(
-        "book_mix: exchange-core order mix on one book (seed {:#x})",
-        config.seed
-    );
+    println!("book_mix: exchange-core order mix on one book (seed {:#x})", config.seed);
     println!(
         "  prefill {} GTC orders on {} levels; stream {} ops: {} GTC, {} IOC, {} cancel, {} move",
         mix.prefill.len(),
@@ -519,24 +456,12 @@ fn main() {
     let run_ours = only.is_empty() || only == "ours";
     let run_theirs = only.is_empty() || only == "theirs";
     let ours = run_ours.then(|| measure::<ours::Ours>(&mix, reps_ours, prefilled::<ours::Ours>));
-    let theirs = run_theirs
-        .then(|| measure::<theirs::Theirs>(&mix, reps_theirs, theirs::Theirs::counting_prefilled));
-    let books = [
-        ("ours", reps_ours, &ours),
-        ("orderbook-rs 0.15", reps_theirs, &theirs),
-    ];
+    let theirs = run_theirs.then(|| measure::<theirs::Theirs>(&mix, reps_theirs, theirs::Theirs::counting_prefilled));
+    let books = [("ours", reps_ours, &ours), ("orderbook-rs 0.15", reps_theirs, &theirs)];
 
     println!(
         "{:<18} {:>5} {:>12} {:>8} {:>10} {:>13} {:>7} {:>10} {:>9}",
-        "throughput",
-        "reps",
-        "best ops/s",
-        "ns/op",
-        "mean ns/op",
-        "on-CPU ops/s",
-        "waited",
-        "allocs/op",
-        "bytes/op"
+        "throughput", "reps", "best ops/s", "ns/op", "mean ns/op", "on-CPU ops/s", "waited", "allocs/op", "bytes/op"
     );
     for (name, reps, figures) in books {
         if let Some(f) = figures {
@@ -580,10 +505,7 @@ fn main() {
         );
     }
     println!();
-    println!(
-        "sanity (stream only): {:<13} {:>12} {:>12} {:>8} {:>8}",
-        "", "trades", "lots", "resting", "refused"
-    );
+    println!("sanity (stream only): {:<13} {:>12} {:>12} {:>8} {:>8}", "", "trades", "lots", "resting", "refused");
     let check = |name: &str, t: Tally| {
         println!(
             "                      {:<13} {:>12} {:>12} {:>8} {:>8}",
@@ -596,12 +518,7 @@ fn main() {
     };
     check(
         "model",
-        Tally {
-            trades: mix.expect.trades,
-            volume: mix.expect.volume,
-            resting: mix.expect.resting_end,
-            refused: 0,
-        },
+        Tally { trades: mix.expect.trades, volume: mix.expect.volume, resting: mix.expect.resting_end, refused: 0 },
     );
     if let Some(f) = &ours {
         check("ours", f.tally);
@@ -609,17 +526,10 @@ fn main() {
     if let Some(f) = &theirs {
         check("orderbook-rs", f.tally);
     }
-    let expected = Tally {
-        trades: mix.expect.trades,
-        volume: mix.expect.volume,
-        resting: mix.expect.resting_end,
-        refused: 0,
-    };
+    let expected =
+        Tally { trades: mix.expect.trades, volume: mix.expect.volume, resting: mix.expect.resting_end, refused: 0 };
     if let Some(f) = &ours {
-        assert_eq!(
-            f.tally, expected,
-            "our book disagrees with the reference model"
-        );
+        assert_eq!(f.tally, expected, "our book disagrees with the reference model");
     }
     if let Some(f) = &theirs {
         if f.tally != expected {

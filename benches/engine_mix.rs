@@ -1,1 +1,327 @@
-fn main() {}
+//! Book + accounts + risk: the exchange-core order mix (see `support/mix.rs`) through the whole
+//! domain `Engine` — pre-trade hold (funds, position, self-trade), matching, fills applied to
+//! both accounts, commission, market data (quote, k-lines, ticks) and the event stream — beside
+//! the bare `OrderBook` on the same op stream in the same run.
+//!
+//! Run: `cargo bench --bench engine_mix`. Knobs: `ENGINE_MIX_OPS` (default 2,000,000),
+//! `ENGINE_MIX_REPS` (default 7), `ENGINE_MIX_SEED`.
+//!
+//! Mapping: each mix owner is one account (100 accounts, funded so that no order is refused);
+//! Place = insert_order (LIMIT, OPEN, GTC or IOC), Cancel = cancel_order, Move = modify_order
+//! with a new price (loses priority, may trade). Every op is checked to be accepted.
+
+#[path = "support/counting_alloc.rs"]
+mod counting_alloc;
+#[path = "support/mix.rs"]
+mod mix;
+
+#[global_allocator]
+static ALLOC: counting_alloc::CountingAlloc = counting_alloc::CountingAlloc;
+
+use counting_alloc::Snapshot;
+use mix::{Mix, MixConfig, Op};
+use qaexchange::domain::book::{Fill, Incoming, OrderBook};
+use qaexchange::domain::command::{Command, InsertOrder};
+use qaexchange::domain::engine::{Engine, EngineConfig};
+use qaexchange::domain::event::Event;
+use qaexchange::domain::instrument::{parse_instruments, Instrument};
+use qaexchange::domain::name::{AccountId, ClientOrderId, InstrumentId};
+use qaexchange::domain::types::*;
+use std::hint::black_box;
+use std::time::Instant;
+
+const INSTRUMENT: &str = r#"
+[[instrument]]
+instrument_id = "bm2501"
+exchange_id = "DCE"
+product_id = "bm"
+volume_multiple = 10
+price_tick = 1.0
+margin_rate_long = 0.10
+margin_rate_short = 0.10
+limit_rate = 0.10
+pre_settlement = 100000.0
+max_order_volume = 100000
+commission = { open_per_lot = 1.0, open_rate = 0.00005, close_per_lot = 1.0, close_rate = 0.00005 }
+"#;
+
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn instrument() -> Instrument {
+    parse_instruments(INSTRUMENT).expect("bench instrument").remove(0)
+}
+
+/// Account ids `acct<n>`; mix owner n (1-based) is account n - 1 (engine slot n - 1).
+fn account_ids(n: u32) -> Vec<AccountId> {
+    (0..n).map(|i| AccountId::new(&format!("acct{i}")).unwrap()).collect()
+}
+
+/// The commands of a mix, built before timing. Engine order ids are assigned 1, 2, ... in
+/// insert order, and every insert is accepted, so mix id -> engine id is known up front.
+/// `ids` maps mix id -> engine order id and `owner_of` mix id -> owner, across calls.
+fn commands(
+    ops: &[Op],
+    first_engine_id: &mut u64,
+    ids: &mut Vec<u64>,
+    owner_of: &mut std::collections::HashMap<u64, u32>,
+    accounts: &[AccountId],
+) -> Vec<Command> {
+    let instrument_id = InstrumentId::new("bm2501").unwrap();
+    ops.iter()
+        .enumerate()
+        .map(|(seq, op)| {
+            let ts = 1_735_781_400_000_000_000 + seq as i64 * 1_000;
+            match *op {
+                Op::Place { id, owner, buy, ioc, price, qty } => {
+                    if ids.len() <= id as usize {
+                        ids.resize(id as usize + 1, 0);
+                    }
+                    ids[id as usize] = *first_engine_id;
+                    *first_engine_id += 1;
+                    owner_of.insert(id, owner);
+                    Command::InsertOrder {
+                        ts,
+                        order: InsertOrder {
+                            account_id: accounts[owner as usize - 1],
+                            client_order_id: ClientOrderId::new(&format!("o{id}")).unwrap(),
+                            instrument_id,
+                            direction: if buy { Direction::Buy } else { Direction::Sell },
+                            offset: Offset::Open,
+                            price_type: PriceType::Limit,
+                            limit_price: Some(price * PRICE_SCALE),
+                            volume: qty as Volume,
+                            time_condition: if ioc { TimeCondition::Ioc } else { TimeCondition::Gtc },
+                            volume_condition: VolumeCondition::Any,
+                            min_volume: 0,
+                        },
+                    }
+                }
+                Op::Cancel { id } => Command::CancelOrder {
+                    ts,
+                    account_id: accounts[*owner_of.get(&id).expect("cancel of a placed order") as usize - 1],
+                    order_id: Some(ids[id as usize]),
+                    client_order_id: None,
+                },
+                Op::Move { id, price } => Command::ModifyOrder {
+                    ts,
+                    account_id: accounts[*owner_of.get(&id).expect("move of a placed order") as usize - 1],
+                    order_id: Some(ids[id as usize]),
+                    client_order_id: None,
+                    new_price: Some(price * PRICE_SCALE),
+                    new_volume: None,
+                },
+            }
+        })
+        .collect()
+}
+
+struct Prepared {
+    setup: Vec<Command>,
+    prefill: Vec<Command>,
+    ops: Vec<Command>,
+}
+
+fn prepare(mix: &Mix) -> Prepared {
+    let accounts = account_ids(mix.config.owners);
+    let mut setup = Vec::new();
+    for &account_id in &accounts {
+        setup.push(Command::OpenAccount { ts: 0, account_id });
+        // 900 billion yuan each: no order of the stream is ever short of funds.
+        setup.push(Command::Deposit { ts: 0, account_id, amount: 900_000_000_000 * MONEY_SCALE });
+    }
+    let mut next_id = 1;
+    let mut ids = Vec::new();
+    let mut owner_of = std::collections::HashMap::new();
+    let prefill = commands(&mix.prefill, &mut next_id, &mut ids, &mut owner_of, &accounts);
+    let ops = commands(&mix.ops, &mut next_id, &mut ids, &mut owner_of, &accounts);
+    Prepared { setup, prefill, ops }
+}
+
+fn fresh_engine(p: &Prepared, events: &mut Vec<Event>) -> Engine {
+    let config = EngineConfig { book_capacity: 8_192, ..EngineConfig::default() };
+    let mut engine = Engine::new(vec![instrument()], 20250102, config);
+    for c in p.setup.iter().chain(&p.prefill) {
+        events.clear();
+        engine.execute(c, events);
+    }
+    engine
+}
+
+/// Counts of what the engine reported, to check the run against the mix's model.
+#[derive(Default, Debug, Clone, Copy)]
+struct Tally {
+    trades: u64,
+    volume: u64,
+    rejected: u64,
+    events: u64,
+}
+
+fn run_engine(engine: &mut Engine, ops: &[Command], events: &mut Vec<Event>, tally: &mut Tally) {
+    for c in ops {
+        events.clear();
+        engine.execute(c, events);
+        tally.events += events.len() as u64;
+        for e in events.iter() {
+            match e {
+                Event::Trade { volume, .. } => {
+                    tally.trades += 1;
+                    tally.volume += *volume as u64;
+                }
+                Event::OrderRejected { .. } | Event::CommandRejected { .. } => tally.rejected += 1,
+                _ => {}
+            }
+        }
+    }
+}
+
+/// The bare book on the same stream (the adapter of benches/book_mix.rs, in brief).
+fn run_book(mix: &Mix, ops: &[Op], book: &mut OrderBook, fills: &mut Vec<Fill>) -> u64 {
+    let mut trades = 0;
+    for op in ops {
+        let incoming = match *op {
+            Op::Place { id, owner, buy, ioc, price, qty } => Incoming {
+                order_id: id,
+                owner: owner as u64,
+                direction: if buy { Direction::Buy } else { Direction::Sell },
+                limit: Some(price),
+                volume: qty as Volume,
+                min_fill: 0,
+                rest_remainder: !ioc,
+            },
+            Op::Cancel { id } => {
+                book.cancel(id);
+                continue;
+            }
+            Op::Move { id, price } => match book.cancel(id) {
+                Some(o) => Incoming {
+                    order_id: id,
+                    owner: o.owner,
+                    direction: o.direction,
+                    limit: Some(price),
+                    volume: o.volume_left,
+                    min_fill: 0,
+                    rest_remainder: true,
+                },
+                None => continue,
+            },
+        };
+        fills.clear();
+        book.submit(&incoming, fills);
+        trades += fills.len() as u64;
+    }
+    let _ = mix;
+    trades
+}
+
+fn fresh_book(mix: &Mix, fills: &mut Vec<Fill>) -> OrderBook {
+    let mid = mix.config.mid;
+    let mut book = OrderBook::new(1, mid - 10_000, mid + 10_000, 8_192);
+    run_book(mix, &mix.prefill, &mut book, fills);
+    book
+}
+
+fn percentile(sorted: &[u64], q: f64) -> u64 {
+    sorted[((sorted.len() as f64 * q) as usize).min(sorted.len() - 1)]
+}
+
+fn main() {
+    let ops = env_or("ENGINE_MIX_OPS", 2_000_000) as usize;
+    let reps = env_or("ENGINE_MIX_REPS", 7) as usize;
+    let seed = env_or("ENGINE_MIX_SEED", MixConfig::default().seed);
+    let mix = mix::generate(MixConfig { ops, seed, ..MixConfig::default() });
+    let prepared = prepare(&mix);
+    println!(
+        "engine_mix: {} ops after {} prefill orders; {} places, {} IOC, {} cancels, {} moves; {} accounts",
+        mix.ops.len(),
+        mix.prefill.len(),
+        mix.stats.places,
+        mix.stats.iocs,
+        mix.stats.cancels,
+        mix.stats.moves,
+        mix.config.owners
+    );
+
+    let mut events = Vec::with_capacity(1_024);
+    // Check pass (untimed): every op accepted, trades as the model says.
+    let mut engine = fresh_engine(&prepared, &mut events);
+    let mut tally = Tally::default();
+    run_engine(&mut engine, &prepared.ops, &mut events, &mut tally);
+    engine.check_invariants().expect("invariants after the run");
+    assert_eq!(tally.rejected, 0, "the mix is built so nothing is refused");
+    assert_eq!(tally.trades, mix.expect.trades, "trades differ from the model");
+    assert_eq!(tally.volume, mix.expect.volume, "traded volume differs from the model");
+    assert_eq!(engine.book(0).resting_count(), mix.expect.resting_end);
+    println!(
+        "check: {} trades, {} lots, {} resting at the end, {:.1} events/op, invariants hold",
+        tally.trades,
+        tally.volume,
+        engine.book(0).resting_count(),
+        tally.events as f64 / ops as f64
+    );
+
+    // Timed passes: engine and bare book alternate, each on a fresh state after the prefill.
+    let mut engine_best = f64::MAX;
+    let mut book_best = f64::MAX;
+    let mut engine_allocs = Snapshot { allocations: 0, bytes: 0, deallocations: 0 };
+    let mut fills = Vec::with_capacity(1_024);
+    for rep in 0..reps {
+        let mut engine = fresh_engine(&prepared, &mut events);
+        let mut tally = Tally::default();
+        let before = Snapshot::now();
+        let start = Instant::now();
+        run_engine(&mut engine, &prepared.ops, &mut events, &mut tally);
+        let elapsed = start.elapsed().as_secs_f64();
+        let allocs = Snapshot::now().since(before);
+        black_box(&tally);
+        if rep == 0 || allocs.allocations > engine_allocs.allocations {
+            engine_allocs = allocs;
+        }
+        engine_best = engine_best.min(elapsed);
+
+        let mut book = fresh_book(&mix, &mut fills);
+        let start = Instant::now();
+        black_box(run_book(&mix, &mix.ops, &mut book, &mut fills));
+        book_best = book_best.min(start.elapsed().as_secs_f64());
+        drop(engine);
+    }
+
+    // Latency pass: each op timed alone.
+    let mut engine = fresh_engine(&prepared, &mut events);
+    let mut samples = Vec::with_capacity(prepared.ops.len());
+    for c in &prepared.ops {
+        events.clear();
+        let start = Instant::now();
+        engine.execute(c, &mut events);
+        samples.push(start.elapsed().as_nanos() as u64);
+    }
+    samples.sort_unstable();
+
+    let engine_rate = ops as f64 / engine_best;
+    let book_rate = ops as f64 / book_best;
+    println!();
+    println!("| path | best ops/s | ns/op | allocs/op (worst rep) | bytes/op |");
+    println!("|---|---:|---:|---:|---:|");
+    println!(
+        "| engine (book + accounts + risk + market data + events) | {:.0} | {:.1} | {:.4} | {:.1} |",
+        engine_rate,
+        engine_best * 1e9 / ops as f64,
+        engine_allocs.allocations as f64 / ops as f64,
+        engine_allocs.bytes as f64 / ops as f64
+    );
+    println!(
+        "| bare order book, same stream, same run | {:.0} | {:.1} | - | - |",
+        book_rate,
+        book_best * 1e9 / ops as f64
+    );
+    println!();
+    println!("engine / book throughput ratio: {:.3}", engine_rate / book_rate);
+    println!(
+        "engine per-op latency (Instant pair per op, ~30 ns included): p50 {} ns, p99 {} ns, p99.9 {} ns, max {} ns",
+        percentile(&samples, 0.50),
+        percentile(&samples, 0.99),
+        percentile(&samples, 0.999),
+        samples[samples.len() - 1]
+    );
+}

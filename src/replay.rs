@@ -50,13 +50,7 @@ pub fn replay(
             Err(error) => {
                 summary.input_errors += 1;
                 let message = error.to_string();
-                serde_json::to_writer(
-                    &mut output,
-                    &InputError {
-                        input_error: &message,
-                        line: index as u64 + 1,
-                    },
-                )?;
+                serde_json::to_writer(&mut output, &InputError { input_error: &message, line: index as u64 + 1 })?;
                 output.write_all(b"\n")?;
                 continue;
             }
@@ -70,12 +64,7 @@ pub fn replay(
         }
         summary.events += events.len() as u64;
     }
-    serde_json::to_writer(
-        &mut output,
-        &FinalState {
-            state: &engine.state(),
-        },
-    )?;
+    serde_json::to_writer(&mut output, &FinalState { state: &engine.state() })?;
     output.write_all(b"\n")?;
     output.flush()?;
     Ok(summary)

@@ -44,13 +44,7 @@ struct Model {
 
 impl Model {
     fn new(tick: Price, lower: Price, upper: Price) -> Self {
-        Self {
-            tick,
-            lower,
-            upper,
-            orders: Vec::new(),
-            next_seq: 0,
-        }
+        Self { tick, lower, upper, orders: Vec::new(), next_seq: 0 }
     }
 
     fn valid_price(&self, price: Price) -> bool {
@@ -59,12 +53,7 @@ impl Model {
 
     /// Resting orders of one side in priority order: best price first, then earliest arrival.
     fn side(&self, direction: Direction) -> Vec<ModelOrder> {
-        let mut side: Vec<ModelOrder> = self
-            .orders
-            .iter()
-            .filter(|o| o.direction == direction)
-            .cloned()
-            .collect();
+        let mut side: Vec<ModelOrder> = self.orders.iter().filter(|o| o.direction == direction).cloned().collect();
         side.sort_by_key(|o| {
             let price_key = match direction {
                 Direction::Buy => -o.price,
@@ -101,10 +90,7 @@ impl Model {
             (Direction::Buy, Some(limit)) => maker_price <= limit,
             (Direction::Sell, Some(limit)) => maker_price >= limit,
         };
-        self.side(incoming.direction.opposite())
-            .into_iter()
-            .filter(|o| crosses(o.price))
-            .collect()
+        self.side(incoming.direction.opposite()).into_iter().filter(|o| crosses(o.price)).collect()
     }
 
     /// None if `incoming` would reach an order of its own owner before its volume is used up,
@@ -155,11 +141,7 @@ impl Model {
             }
             let volume = remaining.min(maker.volume_left);
             remaining -= volume;
-            let resting = self
-                .orders
-                .iter_mut()
-                .find(|o| o.order_id == maker.order_id)
-                .unwrap();
+            let resting = self.orders.iter_mut().find(|o| o.order_id == maker.order_id).unwrap();
             resting.volume_left -= volume;
             fills.push(Fill {
                 maker_order_id: maker.order_id,
@@ -183,17 +165,9 @@ impl Model {
                     seq: self.next_seq,
                 });
                 self.next_seq += 1;
-                MatchOutcome::Done {
-                    filled,
-                    rested: remaining,
-                    cancelled: 0,
-                }
+                MatchOutcome::Done { filled, rested: remaining, cancelled: 0 }
             }
-            _ => MatchOutcome::Done {
-                filled,
-                rested: 0,
-                cancelled: remaining,
-            },
+            _ => MatchOutcome::Done { filled, rested: 0, cancelled: remaining },
         }
     }
 
@@ -216,9 +190,8 @@ impl Model {
     fn rebase(&mut self, lower: Price, upper: Price) -> Vec<RestingOrder> {
         self.lower = lower;
         self.upper = upper;
-        let (kept, removed): (Vec<ModelOrder>, Vec<ModelOrder>) = std::mem::take(&mut self.orders)
-            .into_iter()
-            .partition(|o| self.valid_price(o.price));
+        let (kept, removed): (Vec<ModelOrder>, Vec<ModelOrder>) =
+            std::mem::take(&mut self.orders).into_iter().partition(|o| self.valid_price(o.price));
         self.orders = kept;
         let mut removed: Vec<RestingOrder> = removed.iter().map(ModelOrder::resting).collect();
         removed.sort_by_key(|o| o.order_id);
@@ -329,10 +302,7 @@ fn volume() -> impl Strategy<Value = Volume> {
 }
 
 fn new_volume() -> impl Strategy<Value = NewVolume> {
-    prop_oneof![
-        (-1i64..=6).prop_map(NewVolume::Absolute),
-        (1i64..=4).prop_map(NewVolume::Minus),
-    ]
+    prop_oneof![(-1i64..=6).prop_map(NewVolume::Absolute), (1i64..=4).prop_map(NewVolume::Minus),]
 }
 
 fn id_pick() -> impl Strategy<Value = IdPick> {
@@ -362,22 +332,9 @@ fn kind() -> impl Strategy<Value = Kind> {
 }
 
 fn cmd() -> impl Strategy<Value = Cmd> {
-    let submit = (
-        id_pick(),
-        0u64..5,
-        direction(),
-        kind(),
-        price_spec(),
-        volume(),
-    )
-        .prop_map(|(id, owner, direction, kind, price, volume)| Cmd::Submit {
-            id,
-            owner,
-            direction,
-            kind,
-            price,
-            volume,
-        });
+    let submit = (id_pick(), 0u64..5, direction(), kind(), price_spec(), volume()).prop_map(
+        |(id, owner, direction, kind, price, volume)| Cmd::Submit { id, owner, direction, kind, price, volume },
+    );
     prop_oneof![
         20 => submit,
         2 => existing_id_pick().prop_map(|id| Cmd::Cancel { id }),
@@ -405,12 +362,7 @@ fn scenario() -> impl Strategy<Value = Scenario> {
         3u64..=5,
         prop::collection::vec(cmd(), 1..200),
     )
-        .prop_map(|(tick, levels, owners, cmds)| Scenario {
-            tick,
-            levels,
-            owners,
-            cmds,
-        })
+        .prop_map(|(tick, levels, owners, cmds)| Scenario { tick, levels, owners, cmds })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -436,18 +388,12 @@ fn book_side(book: &OrderBook, direction: Direction) -> Vec<RestingOrder> {
 
 fn book_levels(book: &OrderBook, direction: Direction) -> Vec<(Price, Volume, u32)> {
     let mut levels = Vec::new();
-    book.for_each_level(direction, usize::MAX, |price, volume, count| {
-        levels.push((price, volume, count))
-    });
+    book.for_each_level(direction, usize::MAX, |price, volume, count| levels.push((price, volume, count)));
     levels
 }
 
 fn book_total(book: &OrderBook) -> Volume {
-    [Direction::Buy, Direction::Sell]
-        .iter()
-        .flat_map(|&d| book_side(book, d))
-        .map(|o| o.volume_left)
-        .sum()
+    [Direction::Buy, Direction::Sell].iter().flat_map(|&d| book_side(book, d)).map(|o| o.volume_left).sum()
 }
 
 impl Harness {
@@ -474,9 +420,7 @@ impl Harness {
                 }
             }
             // Spread over [-2, levels + 1]: a few out-of-band levels on each side.
-            PriceSpec::Anywhere { permille, off_grid } => {
-                (permille * (levels + 4) / 1000 - 2, off_grid)
-            }
+            PriceSpec::Anywhere { permille, off_grid } => (permille * (levels + 4) / 1000 - 2, off_grid),
         };
         self.model.lower + level * tick + off_grid % tick
     }
@@ -494,9 +438,7 @@ impl Harness {
                 ids.sort_unstable();
                 ids[i % ids.len()]
             }
-            IdPick::Live(i) | IdPick::Used(i) if !self.used_ids.is_empty() => {
-                self.used_ids[i % self.used_ids.len()]
-            }
+            IdPick::Live(i) | IdPick::Used(i) if !self.used_ids.is_empty() => self.used_ids[i % self.used_ids.len()],
             _ => u64::MAX - 7,
         }
     }
@@ -517,17 +459,11 @@ impl Harness {
         prop_assert_eq!(outcome, expected, "outcome of {:?}", incoming);
         prop_assert_eq!(&fills, &model_fills, "fills of {:?}", incoming);
         match outcome {
-            MatchOutcome::Done {
-                filled,
-                rested,
-                cancelled,
-            } => {
+            MatchOutcome::Done { filled, rested, cancelled } => {
                 prop_assert!(filled >= 0 && rested >= 0 && cancelled >= 0);
                 prop_assert_eq!(filled + rested + cancelled, incoming.volume);
                 prop_assert_eq!(fills.iter().map(|f| f.volume).sum::<Volume>(), filled);
-                prop_assert!(fills
-                    .iter()
-                    .all(|f| f.volume > 0 && f.maker_volume_left >= 0));
+                prop_assert!(fills.iter().all(|f| f.volume > 0 && f.maker_volume_left >= 0));
                 prop_assert!(filled >= incoming.min_fill);
                 prop_assert_eq!(book_total(&self.book), before - filled + rested);
                 if incoming.limit.is_none() || !incoming.rest_remainder {
@@ -543,56 +479,24 @@ impl Harness {
     }
 
     fn snapshot(&self) -> (Vec<RestingOrder>, Vec<RestingOrder>) {
-        (
-            book_side(&self.book, Direction::Buy),
-            book_side(&self.book, Direction::Sell),
-        )
+        (book_side(&self.book, Direction::Buy), book_side(&self.book, Direction::Sell))
     }
 
     fn step(&mut self, cmd: &Cmd) -> Result<(), TestCaseError> {
         match *cmd {
-            Cmd::Submit {
-                id,
-                owner,
-                direction,
-                kind,
-                price,
-                volume,
-            } => {
+            Cmd::Submit { id, owner, direction, kind, price, volume } => {
                 let order_id = self.resolve(id);
                 let owner = owner % self.owners;
                 let limit = Some(self.price(price, direction));
-                let base = Incoming {
-                    order_id,
-                    owner,
-                    direction,
-                    limit,
-                    volume,
-                    min_fill: 0,
-                    rest_remainder: true,
-                };
+                let base = Incoming { order_id, owner, direction, limit, volume, min_fill: 0, rest_remainder: true };
                 let incoming = match kind {
                     Kind::Limit => base,
-                    Kind::Ioc => Incoming {
-                        rest_remainder: false,
-                        ..base
-                    },
-                    Kind::Fok => Incoming {
-                        min_fill: volume,
-                        rest_remainder: false,
-                        ..base
-                    },
-                    Kind::Min { min, rest } => Incoming {
-                        min_fill: min.min(volume),
-                        rest_remainder: rest,
-                        ..base
-                    },
-                    Kind::Market { min, rest } => Incoming {
-                        limit: None,
-                        min_fill: min.min(volume),
-                        rest_remainder: rest,
-                        ..base
-                    },
+                    Kind::Ioc => Incoming { rest_remainder: false, ..base },
+                    Kind::Fok => Incoming { min_fill: volume, rest_remainder: false, ..base },
+                    Kind::Min { min, rest } => Incoming { min_fill: min.min(volume), rest_remainder: rest, ..base },
+                    Kind::Market { min, rest } => {
+                        Incoming { limit: None, min_fill: min.min(volume), rest_remainder: rest, ..base }
+                    }
                 };
                 self.submit(incoming)?;
             }
@@ -637,11 +541,7 @@ impl Harness {
                     self.submit(incoming)?;
                 }
             }
-            Cmd::Rebase {
-                shift,
-                resize,
-                misalign,
-            } => {
+            Cmd::Rebase { shift, resize, misalign } => {
                 let tick = self.model.tick;
                 let levels = ((self.model.upper - self.model.lower) / tick + 1 + resize).max(8);
                 let mut lower = self.model.lower + shift * tick;
@@ -666,25 +566,13 @@ impl Harness {
             return Err(TestCaseError::fail(format!("invariant broken: {e}")));
         }
         for direction in [Direction::Buy, Direction::Sell] {
-            let expected: Vec<RestingOrder> = self
-                .model
-                .side(direction)
-                .iter()
-                .map(ModelOrder::resting)
-                .collect();
+            let expected: Vec<RestingOrder> = self.model.side(direction).iter().map(ModelOrder::resting).collect();
             let got = book_side(&self.book, direction);
-            prop_assert!(got
-                .iter()
-                .all(|o| o.volume_left > 0 && o.direction == direction));
+            prop_assert!(got.iter().all(|o| o.volume_left > 0 && o.direction == direction));
             prop_assert_eq!(&got, &expected, "{:?} orders", direction);
 
             let levels = book_levels(&self.book, direction);
-            prop_assert_eq!(
-                &levels,
-                &self.model.levels(direction),
-                "{:?} levels",
-                direction
-            );
+            prop_assert_eq!(&levels, &self.model.levels(direction), "{:?} levels", direction);
             let best = levels.first().map(|l| l.0);
             prop_assert_eq!(self.book.best(direction), best);
             for n in 1..=levels.len() + 1 {
@@ -692,8 +580,7 @@ impl Harness {
                 prop_assert_eq!(self.book.nth_level_price(direction, n), want);
             }
             let mut limited = Vec::new();
-            self.book
-                .for_each_level(direction, 2, |p, v, c| limited.push((p, v, c)));
+            self.book.for_each_level(direction, 2, |p, v, c| limited.push((p, v, c)));
             prop_assert_eq!(&limited[..], &levels[..levels.len().min(2)]);
         }
         prop_assert_eq!(self.book.best_bid(), self.book.best(Direction::Buy));

@@ -116,28 +116,13 @@ fn to_command(op: &Op, seq: usize, engine: &Engine) -> Command {
     };
     let inst_id = |inst: usize| engine.instruments()[inst].instrument_id;
     match *op {
-        Op::Insert {
-            account,
-            inst,
-            buy,
-            offset,
-            price_type,
-            tif,
-            vc,
-            volume,
-            ticks,
-        } => {
+        Op::Insert { account, inst, buy, offset, price_type, tif, vc, volume, ticks } => {
             use PriceType::*;
-            let price_type = [
-                Limit, Limit, Limit, Limit, Limit, Limit, Limit, Limit, Any, Best, FiveLevel, Best,
-            ][price_type as usize];
+            let price_type = [Limit, Limit, Limit, Limit, Limit, Limit, Limit, Limit, Any, Best, FiveLevel, Best]
+                [price_type as usize];
             use TimeCondition::*;
             let time_condition = [Gfd, Gfd, Gfd, Gfd, Gtc, Gtc, Ioc, Ioc, Ioc, Gtd][tif as usize];
-            let time_condition = if price_type == PriceType::Any && tif < 9 {
-                Ioc
-            } else {
-                time_condition
-            };
+            let time_condition = if price_type == PriceType::Any && tif < 9 { Ioc } else { time_condition };
             use VolumeCondition::{All, Min};
             let volume_condition = [VolumeCondition::Any; 12];
             let volume_condition = match vc {
@@ -146,11 +131,7 @@ fn to_command(op: &Op, seq: usize, engine: &Engine) -> Command {
                 _ => volume_condition[0],
             };
             // FOK / MIN orders are IOC unless the draw asks for the invalid combination.
-            let time_condition = if volume_condition != VolumeCondition::Any && tif < 8 {
-                Ioc
-            } else {
-                time_condition
-            };
+            let time_condition = if volume_condition != VolumeCondition::Any && tif < 8 { Ioc } else { time_condition };
             // One price in twelve is off the tick grid.
             let mut limit_price = price_at(inst, ticks);
             if ticks % 12 == 5 {
@@ -187,12 +168,7 @@ fn to_command(op: &Op, seq: usize, engine: &Engine) -> Command {
             order_id: None,
             client_order_id: Some(client(c)),
         },
-        Op::Modify {
-            account,
-            client: c,
-            ticks,
-            volume,
-        } => Command::ModifyOrder {
+        Op::Modify { account, client: c, ticks, volume } => Command::ModifyOrder {
             ts,
             account_id: account_id(account),
             order_id: None,
@@ -200,40 +176,22 @@ fn to_command(op: &Op, seq: usize, engine: &Engine) -> Command {
             new_price: ticks.map(|t| price_at(0, t)),
             new_volume: volume,
         },
-        Op::Mark { inst, ticks } => Command::MarkPrice {
-            ts,
-            instrument_id: inst_id(inst),
-            price: price_at(inst, ticks),
-        },
+        Op::Mark { inst, ticks } => {
+            Command::MarkPrice { ts, instrument_id: inst_id(inst), price: price_at(inst, ticks) }
+        }
         Op::Transfer { account, amount } => {
             let amount = money_from_f64(amount as f64);
             if amount >= 0 {
-                Command::Deposit {
-                    ts,
-                    account_id: account_id(account),
-                    amount,
-                }
+                Command::Deposit { ts, account_id: account_id(account), amount }
             } else {
-                Command::Withdraw {
-                    ts,
-                    account_id: account_id(account),
-                    amount: -amount,
-                }
+                Command::Withdraw { ts, account_id: account_id(account), amount: -amount }
             }
         }
-        Op::SetSettlement { inst, ticks } => Command::SetSettlementPrice {
-            ts,
-            instrument_id: inst_id(inst),
-            price: price_at(inst, ticks),
-        },
-        Op::Settle => Command::Settle {
-            ts,
-            next_trading_day: None,
-        },
-        Op::Liquidate { account } => Command::ForceLiquidate {
-            ts,
-            account_id: account_id(account),
-        },
+        Op::SetSettlement { inst, ticks } => {
+            Command::SetSettlementPrice { ts, instrument_id: inst_id(inst), price: price_at(inst, ticks) }
+        }
+        Op::Settle => Command::Settle { ts, next_trading_day: None },
+        Op::Liquidate { account } => Command::ForceLiquidate { ts, account_id: account_id(account) },
     }
 }
 
@@ -244,14 +202,7 @@ fn setup() -> (Engine, Vec<Event>) {
         let account_id = AccountId::new(a).unwrap();
         engine.execute(&Command::OpenAccount { ts: 1, account_id }, &mut events);
         let amount = money_from_f64(2_000_000.0 + 1_000_000.0 * i as f64);
-        engine.execute(
-            &Command::Deposit {
-                ts: 1,
-                account_id,
-                amount,
-            },
-            &mut events,
-        );
+        engine.execute(&Command::Deposit { ts: 1, account_id, amount }, &mut events);
     }
     (engine, events)
 }
@@ -272,21 +223,15 @@ fn run(ops: &[Op]) -> Result<Vec<String>, TestCaseError> {
         let command = to_command(op, seq, &engine);
         events.clear();
         engine.execute(&command, &mut events);
-        engine
-            .check_invariants()
-            .map_err(|e| TestCaseError::fail(format!("after {command:?}: {e}")))?;
+        engine.check_invariants().map_err(|e| TestCaseError::fail(format!("after {command:?}: {e}")))?;
         for e in &events {
             match e {
                 Event::FundsTransferred { amount, .. } => transferred += *amount as i128,
-                Event::Trade {
-                    buy, sell, volume, ..
-                } => {
+                Event::Trade { buy, sell, volume, .. } => {
                     commission += (buy.commission + sell.commission) as i128;
                     prop_assert!(*volume > 0);
                 }
-                Event::OrderCancelled {
-                    volume_cancelled, ..
-                } => prop_assert!(*volume_cancelled > 0),
+                Event::OrderCancelled { volume_cancelled, .. } => prop_assert!(*volume_cancelled > 0),
                 _ => {}
             }
             log.push(serde_json::to_string(e).unwrap());
@@ -294,19 +239,9 @@ fn run(ops: &[Op]) -> Result<Vec<String>, TestCaseError> {
         // Money is conserved across days: every balance came from a transfer, minus commission
         // (profits are zero-sum between accounts at a common mark).
         let balances: i128 = (0..ACCOUNTS.len() as u32)
-            .map(|s| {
-                engine
-                    .ledger()
-                    .snapshot(s, engine.instruments(), engine.marks())
-                    .balance as i128
-            })
+            .map(|s| engine.ledger().snapshot(s, engine.instruments(), engine.marks()).balance as i128)
             .sum();
-        prop_assert_eq!(
-            balances,
-            transferred - commission,
-            "money not conserved after {:?}",
-            command
-        );
+        prop_assert_eq!(balances, transferred - commission, "money not conserved after {:?}", command);
         // No negative volume anywhere.
         for account in engine.ledger().accounts() {
             for p in &account.positions {
@@ -339,10 +274,7 @@ fn random_runs_actually_trade_and_settle() {
     let mut runner = TestRunner::deterministic();
     let (mut trades, mut settles, mut rejects) = (0, 0, 0);
     for _ in 0..20 {
-        let ops = prop::collection::vec(op(), 150)
-            .new_tree(&mut runner)
-            .unwrap()
-            .current();
+        let ops = prop::collection::vec(op(), 150).new_tree(&mut runner).unwrap().current();
         for line in run(&ops).unwrap() {
             trades += line.starts_with("{\"event\":\"trade\"") as u32;
             settles += line.starts_with("{\"event\":\"trading_day_advanced\"") as u32;

@@ -22,11 +22,7 @@ fn assert_refused(sim: &mut Sim, code: RejectCode, f: impl FnOnce(&mut Sim) -> V
     let ev = f(sim);
     assert_eq!(ev.len(), 1, "a refusal is one event: {ev:#?}");
     assert_eq!(rejection(&ev), Some((code.code(), code)), "{ev:#?}");
-    assert_eq!(
-        sim.state_json(),
-        before,
-        "refused with {code:?} but state changed"
-    );
+    assert_eq!(sim.state_json(), before, "refused with {code:?} but state changed");
 }
 
 fn order_of(events: &[Event]) -> Option<qaexchange::domain::event::OrderInfo> {
@@ -120,11 +116,7 @@ fn open_partial_fill_holds_the_remainder_and_charges_the_filled_lots() {
     assert_eq!(b.balance, m(1_000_517.1931));
     // 1,000,517.1931 - 432,036 - 288,072 - 55.2138 = 280,353.9793
     assert_eq!(b.available, m(280_353.9793));
-    assert_close(
-        b.risk_ratio,
-        1.0 - 280_353.9793 / 1_000_517.1931,
-        "B risk ratio",
-    );
+    assert_close(b.risk_ratio, 1.0 - 280_353.9793 / 1_000_517.1931, "B risk ratio");
     let bp = sim.position("B", "IF2501");
     assert_eq!(bp.volume_long_today, 3);
     assert_eq!(bp.open_cost_long, m(3_600_300.0));
@@ -181,10 +173,7 @@ fn shfe_close_his_and_close_today_are_strict() {
     // 70,100 x 5 = 350,500 x 0.0001 = 35.05.
     let (a2, _) = sim.place(limit("A", "a2", "cu2501", Sell, CloseToday, 70_100.0, 1));
     let ap = sim.position("A", "cu2501");
-    assert_eq!(
-        (ap.volume_long_frozen_today, ap.volume_long_frozen_his),
-        (1, 0)
-    );
+    assert_eq!((ap.volume_long_frozen_today, ap.volume_long_frozen_his), (1, 0));
     let a = sim.account("A");
     assert_eq!(a.frozen_commission, m(35.05));
     assert_eq!(a.frozen_margin, 0);
@@ -221,14 +210,9 @@ fn shfe_close_his_and_close_today_are_strict() {
     // Settle at 70,200: A's long becomes his at 70,200.
     sim.set_settlement_price("cu2501", 70_200.0);
     let ev = sim.settle(None);
-    assert!(ev.iter().any(|e| matches!(
-        e,
-        Event::TradingDayAdvanced {
-            settled_day: 20250102,
-            trading_day: 20250103,
-            ..
-        }
-    )));
+    assert!(ev
+        .iter()
+        .any(|e| matches!(e, Event::TradingDayAdvanced { settled_day: 20250102, trading_day: 20250103, .. })));
     // A at 70,200: position profit 351,000 - 350,000 = 1,000;
     // balance 1,000,000 + 500 - 70.05 + 1,000 = 1,001,429.95 -> pre_balance.
     let a = sim.account("A");
@@ -253,10 +237,7 @@ fn shfe_close_his_and_close_today_are_strict() {
     // CLOSE freezes the his lot and the close (his) commission: 352,500 x 0.00005 = 17.625.
     let (a3, _) = sim.place(limit("A", "a3", "cu2501", Sell, Close, 70_500.0, 1));
     let ap = sim.position("A", "cu2501");
-    assert_eq!(
-        (ap.volume_long_frozen_his, ap.volume_long_frozen_today),
-        (1, 0)
-    );
+    assert_eq!((ap.volume_long_frozen_his, ap.volume_long_frozen_today), (1, 0));
     assert_eq!(sim.account("A").frozen_commission, m(17.625));
     let (b3, ev) = sim.place(limit("B", "b3", "cu2501", Buy, Close, 70_500.0, 1));
     assert_eq!(trades(&ev), vec![(p(70_500.0), 1, b3, a3)]);
@@ -318,10 +299,7 @@ fn cffex_close_takes_his_then_today_in_one_fill() {
     // his 1,209,000 x 0.000023 = 27.807; today 1,209,000 x 0.00023 = 278.07; total 305.877.
     let (a3, _) = sim.place(limit("A", "a3", "IF2501", Sell, Close, 4030.0, 2));
     let ap = sim.position("A", "IF2501");
-    assert_eq!(
-        (ap.volume_long_frozen_his, ap.volume_long_frozen_today),
-        (1, 1)
-    );
+    assert_eq!((ap.volume_long_frozen_his, ap.volume_long_frozen_today), (1, 1));
     assert_eq!(sim.account("A").frozen_commission, m(305.877));
     // B closes 2 in one order (his 1 + today 1 on its side too): one fill of 2 lots.
     let (b3, ev) = sim.place(limit("B", "b3", "IF2501", Buy, Close, 4030.0, 2));
@@ -367,10 +345,7 @@ fn cffex_close_his_first_across_partial_fills() {
     assert_eq!(a.frozen_commission, m(278.07));
     let ap = sim.position("A", "IF2501");
     assert_eq!((ap.volume_long_his, ap.volume_long_today), (0, 1));
-    assert_eq!(
-        (ap.volume_long_frozen_his, ap.volume_long_frozen_today),
-        (0, 1)
-    );
+    assert_eq!((ap.volume_long_frozen_his, ap.volume_long_frozen_today), (0, 1));
     // B closed its his lot too (its CLOSE also takes his first): -6,000, 27.807.
     let b = sim.account("B");
     assert_eq!(b.close_profit, m(-6_000.0));
@@ -520,42 +495,24 @@ fn daily_settlement_realises_rolls_and_cancels_day_orders() {
     // trade 70,300.
     let ev = sim.set_settlement_price("IF2501", 4006.0);
     assert!(matches!(ev[0], Event::SettlementPriceSet { price, .. } if price == p(4006.0)));
-    assert_refused(&mut sim, RejectCode::InvalidSettlementPrice, |s| {
-        s.set_settlement_price("IF2501", 4006.1)
-    });
+    assert_refused(&mut sim, RejectCode::InvalidSettlementPrice, |s| s.set_settlement_price("IF2501", 4006.1));
     assert_eq!(sim.mark("IF2501"), p(4012.0));
     let ev = sim.settle(None);
 
     // The GFD order is cancelled, the GTC ones are not.
-    assert_eq!(
-        cancels(&ev),
-        vec![(a_gfd, 1, RejectCode::CancelledAtSettlement)]
-    );
+    assert_eq!(cancels(&ev), vec![(a_gfd, 1, RejectCode::CancelledAtSettlement)]);
     let reason_code = ev.iter().find_map(|e| match e {
         Event::OrderCancelled { reason, .. } => Some(reason.code),
         _ => None,
     });
     assert_eq!(reason_code, Some(3104));
-    let live: Vec<u64> = sim
-        .engine
-        .state()
-        .live_orders
-        .iter()
-        .map(|o| o.order_id)
-        .collect();
+    let live: Vec<u64> = sim.engine.state().live_orders.iter().map(|o| o.order_id).collect();
     assert_eq!(live, vec![a_gtc, b_gtc]);
-    assert!(ev.iter().any(|e| matches!(
-        e,
-        Event::TradingDayAdvanced {
-            settled_day: 20250103,
-            trading_day: 20250106,
-            ..
-        }
-    )));
-    assert_eq!(sim.engine.trading_day(), 20250106);
-    assert!(!ev
+    assert!(ev
         .iter()
-        .any(|e| matches!(e, Event::ForcedLiquidationRequired { .. })));
+        .any(|e| matches!(e, Event::TradingDayAdvanced { settled_day: 20250103, trading_day: 20250106, .. })));
+    assert_eq!(sim.engine.trading_day(), 20250106);
+    assert!(!ev.iter().any(|e| matches!(e, Event::ForcedLiquidationRequired { .. })));
 
     // Statements, one per account, at the settlement prices and before the reset.
     let statements: Vec<_> = ev
@@ -610,10 +567,7 @@ fn daily_settlement_realises_rolls_and_cancels_day_orders() {
     assert_eq!(sc.margin, m(179_582.0));
     assert_eq!(sc.available, m(1_818_572.7422));
     // Zero-sum on the statements: (3,600 + 1,800) - 3,600 - 1,800 = 0.
-    let profit: Money = statements
-        .iter()
-        .map(|s| s.account.close_profit + s.account.position_profit)
-        .sum();
+    let profit: Money = statements.iter().map(|s| s.account.close_profit + s.account.position_profit).sum();
     assert_eq!(profit, 0);
 
     // After: realised into pre_balance, daily sums reset, today rolled to his at 4006.
@@ -633,20 +587,13 @@ fn daily_settlement_realises_rolls_and_cancels_day_orders() {
     assert_eq!(a.available, m(1_860_823.682));
     let ap = sim.position("A", "IF2501");
     assert_eq!((ap.volume_long_today, ap.volume_long_his), (0, 1));
-    assert_eq!(
-        (ap.volume_long_frozen_today, ap.volume_long_frozen_his),
-        (0, 1)
-    );
+    assert_eq!((ap.volume_long_frozen_today, ap.volume_long_frozen_his), (0, 1));
     assert_eq!(ap.position_cost_long, m(1_201_800.0));
     assert_eq!(ap.open_cost_long, m(1_200_000.0));
     assert_close(ap.position_price_long, 4006.0, "position price");
     assert_close(ap.open_price_long, 4000.0, "open price");
     let state = sim.engine.state();
-    let a_order = state
-        .live_orders
-        .iter()
-        .find(|o| o.order_id == a_gtc)
-        .unwrap();
+    let a_order = state.live_orders.iter().find(|o| o.order_id == a_gtc).unwrap();
     assert_eq!((a_order.frozen_his, a_order.frozen_today), (1, 0));
     let b = sim.account("B");
     assert_eq!(b.pre_balance, m(1_996_327.225));
@@ -669,23 +616,15 @@ fn daily_settlement_realises_rolls_and_cancels_day_orders() {
     // = [64,676 -> 64,680, 75,924 -> 75,920] on the 10 tick.
     let if_state = &state.instruments[0];
     assert_eq!(if_state.pre_settlement, p(4006.0));
-    assert_eq!(
-        (if_state.lower_limit, if_state.upper_limit),
-        (p(3605.4), p(4406.6))
-    );
+    assert_eq!((if_state.lower_limit, if_state.upper_limit), (p(3605.4), p(4406.6)));
     assert_eq!(if_state.open_interest, 2);
     let cu_state = &state.instruments[1];
     assert_eq!(cu_state.pre_settlement, p(70_300.0));
-    assert_eq!(
-        (cu_state.lower_limit, cu_state.upper_limit),
-        (p(64_680.0), p(75_920.0))
-    );
+    assert_eq!((cu_state.lower_limit, cu_state.upper_limit), (p(64_680.0), p(75_920.0)));
     assert_eq!(cu_state.open_interest, 1);
 
     // A next trading day that is not after the current one is refused.
-    assert_refused(&mut sim, RejectCode::InvalidTradingDay, |s| {
-        s.settle(Some(20250106))
-    });
+    assert_refused(&mut sim, RejectCode::InvalidTradingDay, |s| s.settle(Some(20250106)));
     // A quiet day settled with an explicit next day: nothing moves (settles at the marks).
     let ev = sim.settle(Some(20250108));
     assert!(cancels(&ev).is_empty());
@@ -743,12 +682,9 @@ fn forced_liquidation_after_a_losing_settlement() {
     let flagged: Vec<(String, f64, u32)> = ev
         .iter()
         .filter_map(|e| match e {
-            Event::ForcedLiquidationRequired {
-                account_id,
-                risk_ratio,
-                trading_day,
-                ..
-            } => Some((account_id.to_string(), *risk_ratio, *trading_day)),
+            Event::ForcedLiquidationRequired { account_id, risk_ratio, trading_day, .. } => {
+                Some((account_id.to_string(), *risk_ratio, *trading_day))
+            }
             _ => None,
         })
         .collect();
@@ -772,13 +708,7 @@ fn forced_liquidation_after_a_losing_settlement() {
     let force = order_of(&ev).expect("a liquidation order");
     assert!(force.client_order_id.as_str().starts_with("FORCE_"));
     assert_eq!(
-        (
-            force.direction,
-            force.offset,
-            force.price_type,
-            force.time_condition,
-            force.volume
-        ),
+        (force.direction, force.offset, force.price_type, force.time_condition, force.volume),
         (Sell, Close, PriceType::Any, TimeCondition::Ioc, 1)
     );
     // The market sell takes the best bid 3926.
@@ -810,9 +740,7 @@ fn forced_liquidation_after_a_losing_settlement() {
     assert_eq!(sim.engine.open_interest(0), 1);
 
     // Nothing left to liquidate.
-    assert_refused(&mut sim, RejectCode::NothingToLiquidate, |s| {
-        s.force_liquidate("L")
-    });
+    assert_refused(&mut sim, RejectCode::NothingToLiquidate, |s| s.force_liquidate("L"));
 }
 
 #[test]
@@ -825,10 +753,7 @@ fn forced_liquidation_without_counterparty_keeps_the_position() {
     let before = sim.account("L");
     let ev = sim.force_liquidate("L");
     let force = order_of(&ev).expect("accepted");
-    assert_eq!(
-        cancels(&ev),
-        vec![(force.order_id, 1, RejectCode::NoCounterparty)]
-    );
+    assert_eq!(cancels(&ev), vec![(force.order_id, 1, RejectCode::NoCounterparty)]);
     assert!(trades(&ev).is_empty());
     assert_eq!(sim.account("L"), before);
     assert_eq!(sim.position("L", "IF2501").volume_long_today, 1);
@@ -858,33 +783,15 @@ fn pre_trade_rejects_change_nothing() {
         o
     };
     let cases: Vec<(RejectCode, InsertOrder)> = vec![
-        (
-            RejectCode::AccountNotFound,
-            with(&|o| o.account_id = aid("Z")),
-        ),
-        (
-            RejectCode::InstrumentNotFound,
-            with(&|o| o.instrument_id = iid("XX2501")),
-        ),
-        (
-            RejectCode::InstrumentNotFound,
-            with(&|o| o.instrument_id = iid("SHFE.IF2501")),
-        ),
+        (RejectCode::AccountNotFound, with(&|o| o.account_id = aid("Z"))),
+        (RejectCode::InstrumentNotFound, with(&|o| o.instrument_id = iid("XX2501"))),
+        (RejectCode::InstrumentNotFound, with(&|o| o.instrument_id = iid("SHFE.IF2501"))),
         (RejectCode::InvalidVolume, with(&|o| o.volume = 0)),
         (RejectCode::InvalidVolume, with(&|o| o.volume = 21)),
-        (
-            RejectCode::PriceNotOnTick,
-            with(&|o| o.limit_price = Some(p(4000.1))),
-        ),
+        (RejectCode::PriceNotOnTick, with(&|o| o.limit_price = Some(p(4000.1)))),
         // Band [3600, 4400].
-        (
-            RejectCode::PriceOutOfBand,
-            with(&|o| o.limit_price = Some(p(4400.2))),
-        ),
-        (
-            RejectCode::PriceOutOfBand,
-            with(&|o| o.limit_price = Some(p(3599.8))),
-        ),
+        (RejectCode::PriceOutOfBand, with(&|o| o.limit_price = Some(p(4400.2)))),
+        (RejectCode::PriceOutOfBand, with(&|o| o.limit_price = Some(p(3599.8)))),
         // 6 lots need 6 x (144,000 + 27.6) = 864,165.6 > 855,972.4.
         (RejectCode::InsufficientFunds, with(&|o| o.volume = 6)),
         // A has 1 lot long.
@@ -921,22 +828,10 @@ fn pre_trade_rejects_change_nothing() {
                 o.limit_price = Some(p(4010.0));
             }),
         ),
-        (
-            RejectCode::UnsupportedTimeCondition,
-            with(&|o| o.time_condition = TimeCondition::Gtd),
-        ),
-        (
-            RejectCode::UnsupportedTimeCondition,
-            with(&|o| o.time_condition = TimeCondition::Gfs),
-        ),
-        (
-            RejectCode::UnsupportedTimeCondition,
-            with(&|o| o.time_condition = TimeCondition::Gfa),
-        ),
-        (
-            RejectCode::InvalidVolumeCondition,
-            with(&|o| o.volume_condition = VolumeCondition::All),
-        ),
+        (RejectCode::UnsupportedTimeCondition, with(&|o| o.time_condition = TimeCondition::Gtd)),
+        (RejectCode::UnsupportedTimeCondition, with(&|o| o.time_condition = TimeCondition::Gfs)),
+        (RejectCode::UnsupportedTimeCondition, with(&|o| o.time_condition = TimeCondition::Gfa)),
+        (RejectCode::InvalidVolumeCondition, with(&|o| o.volume_condition = VolumeCondition::All)),
         (
             RejectCode::InvalidVolumeCondition,
             with(&|o| {
@@ -967,10 +862,7 @@ fn pre_trade_rejects_change_nothing() {
                 o.limit_price = None;
             }),
         ),
-        (
-            RejectCode::LimitPriceRequired,
-            with(&|o| o.limit_price = None),
-        ),
+        (RejectCode::LimitPriceRequired, with(&|o| o.limit_price = None)),
         // "b1" is B's live order.
         (
             RejectCode::DuplicateOrderId,
@@ -987,16 +879,8 @@ fn pre_trade_rejects_change_nothing() {
         let ev = sim.insert(order);
         assert_eq!(ev.len(), 1, "{code:?}: {ev:#?}");
         match &ev[0] {
-            Event::OrderRejected {
-                reason,
-                client_order_id,
-                ..
-            } => {
-                assert_eq!(
-                    (reason.code, reason.reason),
-                    (code.code(), code),
-                    "{order:?}"
-                );
+            Event::OrderRejected { reason, client_order_id, .. } => {
+                assert_eq!((reason.code, reason.reason), (code.code(), code), "{order:?}");
                 assert_eq!(*client_order_id, order.client_order_id);
             }
             other => panic!("{code:?}: expected OrderRejected, got {other:?}"),
@@ -1009,59 +893,29 @@ fn pre_trade_rejects_change_nothing() {
 
     // A frozen account cannot trade.
     sim.set_frozen("C", true);
-    assert_refused(&mut sim, RejectCode::AccountFrozen, |s| {
-        s.insert(limit("C", "c1", "IF2501", Buy, Open, 4000.0, 1))
-    });
-    assert_refused(&mut sim, RejectCode::AccountFrozen, |s| {
-        s.withdraw("C", 1.0)
-    });
+    assert_refused(&mut sim, RejectCode::AccountFrozen, |s| s.insert(limit("C", "c1", "IF2501", Buy, Open, 4000.0, 1)));
+    assert_refused(&mut sim, RejectCode::AccountFrozen, |s| s.withdraw("C", 1.0));
     // Withdrawals: more than available (855,972.4), zero, unknown account.
-    assert_refused(&mut sim, RejectCode::InsufficientFundsToWithdraw, |s| {
-        s.withdraw("A", 855_972.5)
-    });
-    assert_refused(&mut sim, RejectCode::InvalidAmount, |s| {
-        s.withdraw("A", 0.0)
-    });
-    assert_refused(&mut sim, RejectCode::AccountNotFound, |s| {
-        s.withdraw("Z", 1.0)
-    });
+    assert_refused(&mut sim, RejectCode::InsufficientFundsToWithdraw, |s| s.withdraw("A", 855_972.5));
+    assert_refused(&mut sim, RejectCode::InvalidAmount, |s| s.withdraw("A", 0.0));
+    assert_refused(&mut sim, RejectCode::AccountNotFound, |s| s.withdraw("Z", 1.0));
     assert_refused(&mut sim, RejectCode::AccountExists, |s| {
         let ts = s.next_ts();
-        s.run(Command::OpenAccount {
-            ts,
-            account_id: aid("A"),
-        })
+        s.run(Command::OpenAccount { ts, account_id: aid("A") })
     });
     // Another account's order is "not found", by order id or client id.
     assert_refused(&mut sim, RejectCode::OrderNotFound, |s| s.cancel("A", b1));
     assert_refused(&mut sim, RejectCode::OrderNotFound, |s| {
         let ts = s.next_ts();
-        s.run(Command::CancelOrder {
-            ts,
-            account_id: aid("A"),
-            order_id: None,
-            client_order_id: Some(cid("b1")),
-        })
+        s.run(Command::CancelOrder { ts, account_id: aid("A"), order_id: None, client_order_id: Some(cid("b1")) })
     });
-    assert_refused(&mut sim, RejectCode::OrderNotFound, |s| {
-        s.cancel("A", 9_999)
-    });
-    assert_refused(&mut sim, RejectCode::OrderNotFound, |s| {
-        s.modify("A", b1, Some(4012.0), None)
-    });
+    assert_refused(&mut sim, RejectCode::OrderNotFound, |s| s.cancel("A", 9_999));
+    assert_refused(&mut sim, RejectCode::OrderNotFound, |s| s.modify("A", b1, Some(4012.0), None));
     let ev = {
         let ts = sim.next_ts();
-        sim.run(Command::Withdraw {
-            ts,
-            account_id: aid("A"),
-            amount: m(1.0) * 10_000_000_000_000,
-        })
+        sim.run(Command::Withdraw { ts, account_id: aid("A"), amount: m(1.0) * 10_000_000_000_000 })
     };
-    assert_eq!(
-        rejection(&ev),
-        Some((1004, RejectCode::InvalidAmount)),
-        "over 1e12"
-    );
+    assert_eq!(rejection(&ev), Some((1004, RejectCode::InvalidAmount)), "over 1e12");
     // The exact available amount can be withdrawn.
     let ev = sim.withdraw("A", 855_972.4);
     assert!(matches!(ev[0], Event::FundsTransferred { amount, .. } if amount == m(-855_972.4)));
@@ -1103,42 +957,19 @@ fn fok_fak_best_and_five_level() {
     // FOK (IOC + ALL) for 3 @ 4000.2: only 2 lots cross, so nothing trades.
     let books_before = serde_json::to_string(&sim.engine.state().books).unwrap();
     let t_before = sim.account("T");
-    let ev = sim.insert(ioc(
-        limit("T", "fok", "IF2501", Buy, Open, 4000.2, 3),
-        VolumeCondition::All,
-    ));
+    let ev = sim.insert(ioc(limit("T", "fok", "IF2501", Buy, Open, 4000.2, 3), VolumeCondition::All));
     let fok = order_of(&ev).expect("accepted").order_id;
     assert!(trades(&ev).is_empty());
-    assert_eq!(
-        cancels(&ev),
-        vec![(fok, 3, RejectCode::NotFilledImmediately)]
-    );
-    assert_eq!(
-        serde_json::to_string(&sim.engine.state().books).unwrap(),
-        books_before
-    );
+    assert_eq!(cancels(&ev), vec![(fok, 3, RejectCode::NotFilledImmediately)]);
+    assert_eq!(serde_json::to_string(&sim.engine.state().books).unwrap(), books_before);
     assert_eq!(sim.account("T"), t_before);
-    assert!(sim
-        .engine
-        .state()
-        .live_orders
-        .iter()
-        .all(|o| o.order_id != fok));
+    assert!(sim.engine.state().live_orders.iter().all(|o| o.order_id != fok));
 
     // FAK (IOC + ANY) for 3 @ 4000.2: 2 fill, 1 cancelled.
-    let ev = sim.insert(ioc(
-        limit("T", "fak", "IF2501", Buy, Open, 4000.2, 3),
-        VolumeCondition::Any,
-    ));
+    let ev = sim.insert(ioc(limit("T", "fak", "IF2501", Buy, Open, 4000.2, 3), VolumeCondition::Any));
     let fak = order_of(&ev).unwrap().order_id;
-    assert_eq!(
-        trades(&ev),
-        vec![(p(4000.0), 1, fak, asks[0]), (p(4000.2), 1, fak, asks[1])]
-    );
-    assert_eq!(
-        cancels(&ev),
-        vec![(fak, 1, RejectCode::NotFilledImmediately)]
-    );
+    assert_eq!(trades(&ev), vec![(p(4000.0), 1, fak, asks[0]), (p(4000.2), 1, fak, asks[1])]);
+    assert_eq!(cancels(&ev), vec![(fak, 1, RejectCode::NotFilledImmediately)]);
     // Commission: 1,200,000 x 0.000023 = 27.6 and 1,200,060 x 0.000023 = 27.60138 -> 27.6014
     // (each fill rounded to 0.0001 yuan).
     let t = sim.account("T");
@@ -1146,48 +977,29 @@ fn fok_fak_best_and_five_level() {
     assert_eq!((t.frozen_margin, t.frozen_commission), (0, 0));
 
     // BEST (IOC): takes the best ask level only (4000.4, 1 lot); the other lot is cancelled.
-    let ev = sim.insert(ioc(
-        priced(
-            limit("T", "best", "IF2501", Buy, Open, 0.0, 2),
-            PriceType::Best,
-        ),
-        VolumeCondition::Any,
-    ));
+    let ev =
+        sim.insert(ioc(priced(limit("T", "best", "IF2501", Buy, Open, 0.0, 2), PriceType::Best), VolumeCondition::Any));
     let best = order_of(&ev).unwrap();
     assert_eq!(best.limit_price, Some(p(4000.4)));
     assert_eq!(trades(&ev), vec![(p(4000.4), 1, best.order_id, asks[2])]);
-    assert_eq!(
-        cancels(&ev),
-        vec![(best.order_id, 1, RejectCode::NotFilledImmediately)]
-    );
+    assert_eq!(cancels(&ev), vec![(best.order_id, 1, RejectCode::NotFilledImmediately)]);
 
     // FIVELEVEL (IOC) for 10: takes the 5 levels 4000.6 .. 4001.4, 5 cancelled; 4001.6 stays.
     let ev = sim.insert(ioc(
-        priced(
-            limit("T", "five", "IF2501", Buy, Open, 0.0, 10),
-            PriceType::FiveLevel,
-        ),
+        priced(limit("T", "five", "IF2501", Buy, Open, 0.0, 10), PriceType::FiveLevel),
         VolumeCondition::Any,
     ));
     let five = order_of(&ev).unwrap();
     assert_eq!(five.limit_price, Some(p(4001.4)));
-    let want: Vec<_> = (3..8)
-        .map(|i| (p(4000.0 + 0.2 * i as f64), 1, five.order_id, asks[i]))
-        .collect();
+    let want: Vec<_> = (3..8).map(|i| (p(4000.0 + 0.2 * i as f64), 1, five.order_id, asks[i])).collect();
     assert_eq!(trades(&ev), want);
-    assert_eq!(
-        cancels(&ev),
-        vec![(five.order_id, 5, RejectCode::NotFilledImmediately)]
-    );
+    assert_eq!(cancels(&ev), vec![(five.order_id, 5, RejectCode::NotFilledImmediately)]);
     let book = &sim.engine.state().books[0];
     assert_eq!(book.asks.len(), 1);
     assert_eq!(book.asks[0].price, p(4001.6));
 
     // FOK that can fill: 1 @ 4001.6.
-    let ev = sim.insert(ioc(
-        limit("T", "fok2", "IF2501", Buy, Open, 4001.6, 1),
-        VolumeCondition::All,
-    ));
+    let ev = sim.insert(ioc(limit("T", "fok2", "IF2501", Buy, Open, 4001.6, 1), VolumeCondition::All));
     let fok2 = order_of(&ev).unwrap().order_id;
     assert_eq!(trades(&ev), vec![(p(4001.6), 1, fok2, asks[8])]);
     assert!(cancels(&ev).is_empty());
@@ -1215,15 +1027,9 @@ fn fok_fak_best_and_five_level() {
     assert_eq!(sim.zero_sum(), (0, 0));
 
     // Against an empty side BEST, FIVELEVEL and market orders end at once: NoCounterparty.
-    for (name, price_type) in [
-        ("best2", PriceType::Best),
-        ("five2", PriceType::FiveLevel),
-        ("any2", PriceType::Any),
-    ] {
-        let ev = sim.insert(ioc(
-            priced(limit("T", name, "IF2501", Buy, Open, 0.0, 1), price_type),
-            VolumeCondition::Any,
-        ));
+    for (name, price_type) in [("best2", PriceType::Best), ("five2", PriceType::FiveLevel), ("any2", PriceType::Any)] {
+        let ev =
+            sim.insert(ioc(priced(limit("T", name, "IF2501", Buy, Open, 0.0, 1), price_type), VolumeCondition::Any));
         let id = order_of(&ev).expect("accepted").order_id;
         assert_eq!(cancels(&ev), vec![(id, 1, RejectCode::NoCounterparty)]);
         assert!(trades(&ev).is_empty());
@@ -1232,28 +1038,18 @@ fn fok_fak_best_and_five_level() {
 
     // BEST as a day order: fills at the best ask, the rest rests there as a limit.
     let (s9, _) = sim.place(limit("S", "s9", "IF2501", Sell, Open, 4002.0, 1));
-    let ev = sim.insert(priced(
-        limit("T", "bestgfd", "IF2501", Buy, Open, 0.0, 2),
-        PriceType::Best,
-    ));
+    let ev = sim.insert(priced(limit("T", "bestgfd", "IF2501", Buy, Open, 0.0, 2), PriceType::Best));
     let bg = order_of(&ev).unwrap().order_id;
     assert_eq!(trades(&ev), vec![(p(4002.0), 1, bg, s9)]);
     assert!(cancels(&ev).is_empty());
-    // It has no limit price of its own, so its hold stays at the upper limit 4400:
-    // 1,320,000 x 12% = 158,400 and 1,320,000 x 0.000023 = 30.36 for the resting lot.
+    // It held at the upper limit until its price was known; the resting lot now holds at 4002:
+    // 4002 x 300 = 1,200,600; x 12% = 144,072 margin; x 0.000023 = 27.6138 commission.
     let t = sim.account("T");
-    assert_eq!(t.frozen_margin, m(158_400.0));
-    assert_eq!(t.frozen_commission, m(30.36));
+    assert_eq!(t.frozen_margin, m(144_072.0));
+    assert_eq!(t.frozen_commission, m(27.6138));
     let book = &sim.engine.state().books[0];
     assert_eq!(book.bids.len(), 1);
-    assert_eq!(
-        (
-            book.bids[0].order_id,
-            book.bids[0].price,
-            book.bids[0].volume_left
-        ),
-        (bg, p(4002.0), 1)
-    );
+    assert_eq!((book.bids[0].order_id, book.bids[0].price, book.bids[0].volume_left), (bg, p(4002.0), 1));
 }
 
 #[test]
@@ -1263,19 +1059,13 @@ fn ioc_min_volume() {
     sim.open_account("T", 1_000_000.0);
     sim.place(limit("S", "s1", "IF2501", Sell, Open, 4000.0, 2));
     // MIN 3 of 4: only 2 available -> nothing.
-    let mut o = ioc(
-        limit("T", "t1", "IF2501", Buy, Open, 4000.0, 4),
-        VolumeCondition::Min,
-    );
+    let mut o = ioc(limit("T", "t1", "IF2501", Buy, Open, 4000.0, 4), VolumeCondition::Min);
     o.min_volume = 3;
     let ev = sim.insert(o);
     assert!(trades(&ev).is_empty());
     assert_eq!(cancels(&ev)[0].1, 4);
     // MIN 2 of 4: 2 fill, 2 cancelled.
-    let mut o = ioc(
-        limit("T", "t2", "IF2501", Buy, Open, 4000.0, 4),
-        VolumeCondition::Min,
-    );
+    let mut o = ioc(limit("T", "t2", "IF2501", Buy, Open, 4000.0, 4), VolumeCondition::Min);
     o.min_volume = 2;
     let ev = sim.insert(o);
     assert_eq!(trades(&ev).len(), 1);
@@ -1289,12 +1079,9 @@ fn ioc_min_volume() {
 
 fn modified(events: &[Event]) -> Option<(Option<Price>, Volume, bool)> {
     events.iter().find_map(|e| match e {
-        Event::OrderModified {
-            limit_price,
-            volume_left,
-            kept_priority,
-            ..
-        } => Some((*limit_price, *volume_left, *kept_priority)),
+        Event::OrderModified { limit_price, volume_left, kept_priority, .. } => {
+            Some((*limit_price, *volume_left, *kept_priority))
+        }
         _ => None,
     })
 }
@@ -1330,31 +1117,16 @@ fn modify_price_change_loses_priority() {
     assert_eq!(modified(&ev), Some((Some(p(4000.0)), 2, false)));
     assert_eq!(trades(&ev), vec![(p(4000.0), 1, z3, x2)]);
     let book = &sim.engine.state().books[0];
-    assert_eq!(
-        (
-            book.asks[0].order_id,
-            book.asks[0].price,
-            book.asks[0].volume_left
-        ),
-        (x2, p(4000.0), 1)
-    );
+    assert_eq!((book.asks[0].order_id, book.asks[0].price, book.asks[0].volume_left), (x2, p(4000.0), 1));
     // Modify into one's own resting order is a self-trade and changes nothing.
     let (z4, _) = sim.place(limit("Z", "z4", "IF2501", Buy, Open, 3990.0, 1));
     let (z5, _) = sim.place(limit("Z", "z5", "IF2501", Sell, Open, 4100.0, 1));
-    assert_refused(&mut sim, RejectCode::SelfTrade, |s| {
-        s.modify("Z", z5, Some(3990.0), None)
-    });
+    assert_refused(&mut sim, RejectCode::SelfTrade, |s| s.modify("Z", z5, Some(3990.0), None));
     let _ = z4;
     // Same price and volume: nothing to modify.
-    assert_refused(&mut sim, RejectCode::InvalidModify, |s| {
-        s.modify("Z", z5, Some(4100.0), Some(1))
-    });
-    assert_refused(&mut sim, RejectCode::PriceOutOfBand, |s| {
-        s.modify("Z", z5, Some(4400.2), None)
-    });
-    assert_refused(&mut sim, RejectCode::InvalidVolume, |s| {
-        s.modify("Z", z5, None, Some(0))
-    });
+    assert_refused(&mut sim, RejectCode::InvalidModify, |s| s.modify("Z", z5, Some(4100.0), Some(1)));
+    assert_refused(&mut sim, RejectCode::PriceOutOfBand, |s| s.modify("Z", z5, Some(4400.2), None));
+    assert_refused(&mut sim, RejectCode::InvalidVolume, |s| s.modify("Z", z5, None, Some(0)));
 }
 
 #[test]
@@ -1399,13 +1171,9 @@ fn modify_needing_more_funds_is_refused() {
     let (p1, _) = sim.place(limit("P", "p1", "IF2501", Sell, Open, 4030.0, 1));
     assert_eq!(sim.account("P").available, m(150_000.0 - 145_107.807));
     // 2 lots need 290,215.614 > 150,000 (the current hold counts as free).
-    assert_refused(&mut sim, RejectCode::InsufficientFunds, |s| {
-        s.modify("P", p1, None, Some(2))
-    });
+    assert_refused(&mut sim, RejectCode::InsufficientFunds, |s| s.modify("P", p1, None, Some(2)));
     // 1 @ 4400: 158,400 + 30.36 > 150,000.
-    assert_refused(&mut sim, RejectCode::InsufficientFunds, |s| {
-        s.modify("P", p1, Some(4400.0), None)
-    });
+    assert_refused(&mut sim, RejectCode::InsufficientFunds, |s| s.modify("P", p1, Some(4400.0), None));
     // 1 @ 4100: 147,600 + 28.29 = 147,628.29 fits; available 2,371.71.
     let ev = sim.modify("P", p1, Some(4100.0), None);
     assert_eq!(modified(&ev), Some((Some(p(4100.0)), 1, false)));
@@ -1421,12 +1189,8 @@ fn frozen_account_may_shrink_or_cancel_but_not_requeue() {
     sim.open_account("X", 10_000_000.0);
     let (x, _) = sim.place(limit("X", "x", "IF2501", Sell, Open, 4020.0, 3));
     sim.set_frozen("X", true);
-    assert_refused(&mut sim, RejectCode::AccountFrozen, |s| {
-        s.modify("X", x, Some(4010.0), None)
-    });
-    assert_refused(&mut sim, RejectCode::AccountFrozen, |s| {
-        s.modify("X", x, None, Some(10))
-    });
+    assert_refused(&mut sim, RejectCode::AccountFrozen, |s| s.modify("X", x, Some(4010.0), None));
+    assert_refused(&mut sim, RejectCode::AccountFrozen, |s| s.modify("X", x, None, Some(10)));
     // A pure decrease (like a partial cancel) is allowed: 3 -> 1 lot, hold 144,720 + 27.738.
     let ev = sim.modify("X", x, None, Some(1));
     assert_eq!(modified(&ev), Some((Some(p(4020.0)), 1, true)));
@@ -1443,21 +1207,13 @@ fn market_sell_holds_at_the_upper_limit() {
     sim.open_account("Q", 10_000_000.0);
     sim.place(limit("Q", "q", "IF2501", Buy, Open, 4000.0, 2));
     let market_sell = |client: &str| {
-        ioc(
-            priced(
-                limit("P", client, "IF2501", Sell, Open, 0.0, 2),
-                PriceType::Any,
-            ),
-            VolumeCondition::Any,
-        )
+        ioc(priced(limit("P", client, "IF2501", Sell, Open, 0.0, 2), PriceType::Any), VolumeCondition::Any)
     };
     // A market sell may fill anywhere up to the upper limit 4400, so it holds there:
     // 2 x (4400 x 300 x 12% + 1,320,000 x 0.000023) = 2 x (158,400 + 30.36) = 316,860.72 >
     // 280,000. (Held at the lower limit 3600 it would pass, fill at 4000 and leave
     // available = 280,000 - 55.2 - 288,000 = -8,055.2.)
-    assert_refused(&mut sim, RejectCode::InsufficientFunds, |s| {
-        s.insert(market_sell("p1"))
-    });
+    assert_refused(&mut sim, RejectCode::InsufficientFunds, |s| s.insert(market_sell("p1")));
     sim.deposit("P", 40_000.0);
     let ev = sim.insert(market_sell("p2"));
     assert_eq!(trades(&ev).len(), 1);

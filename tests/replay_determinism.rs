@@ -36,12 +36,8 @@ fn generated_log() -> String {
     let mut lines = Vec::new();
     let mut ts: i64 = 1_735_781_400_000_000_000;
     for a in 0..20 {
-        lines.push(format!(
-            r#"{{"cmd":"open_account","ts":{ts},"account_id":"acct{a}"}}"#
-        ));
-        lines.push(format!(
-            r#"{{"cmd":"deposit","ts":{ts},"account_id":"acct{a}","amount":5000000}}"#
-        ));
+        lines.push(format!(r#"{{"cmd":"open_account","ts":{ts},"account_id":"acct{a}"}}"#));
+        lines.push(format!(r#"{{"cmd":"deposit","ts":{ts},"account_id":"acct{a}","amount":5000000}}"#));
     }
     for i in 0..3000 {
         ts += 1_000_000;
@@ -51,7 +47,10 @@ fn generated_log() -> String {
             continue;
         }
         match next(10) {
-            0 => lines.push(format!(r#"{{"cmd":"cancel_order","ts":{ts},"account_id":"acct{a}","client_order_id":"o{}"}}"#, next(i as u64 + 1))),
+            0 => lines.push(format!(
+                r#"{{"cmd":"cancel_order","ts":{ts},"account_id":"acct{a}","client_order_id":"o{}"}}"#,
+                next(i as u64 + 1)
+            )),
             1 => lines.push(format!(
                 r#"{{"cmd":"modify_order","ts":{ts},"account_id":"acct{a}","client_order_id":"o{}","new_price":{}}}"#,
                 next(i as u64 + 1),
@@ -90,14 +89,8 @@ fn same_log_gives_byte_identical_output() {
     assert_eq!((code_c, code_d), (0, 0));
     assert_eq!(out_c, out_d, "stdin replays differ");
     let text = String::from_utf8(out_c).unwrap();
-    let trades = text
-        .lines()
-        .filter(|l| l.starts_with(r#"{"event":"trade""#))
-        .count();
-    assert!(
-        trades > 300,
-        "the generated log should trade a lot, got {trades}"
-    );
+    let trades = text.lines().filter(|l| l.starts_with(r#"{"event":"trade""#)).count();
+    assert!(trades > 300, "the generated log should trade a lot, got {trades}");
     assert!(text.contains(r#""event":"trading_day_advanced""#));
 }
 
@@ -139,11 +132,7 @@ fn bad_lines_are_reported_and_skipped() {
     let errors: Vec<u64> = text
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter_map(|v| {
-            v.get("input_error")
-                .is_some()
-                .then(|| v["line"].as_u64().unwrap())
-        })
+        .filter_map(|v| v.get("input_error").is_some().then(|| v["line"].as_u64().unwrap()))
         .collect();
     assert_eq!(errors, vec![2, 3, 4]);
     assert!(text.contains(r#""event":"funds_transferred","ts":4,"account_id":"u1","amount":100.0"#));

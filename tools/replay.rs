@@ -9,8 +9,7 @@ use qaexchange::replay::replay;
 use std::io::{BufReader, BufWriter};
 use std::process::ExitCode;
 
-const USAGE: &str =
-    "usage: qaexchange-replay [--instruments FILE] [--trading-day YYYYMMDD] [LOG | -]";
+const USAGE: &str = "usage: qaexchange-replay [--instruments FILE] [--trading-day YYYYMMDD] [LOG | -]";
 
 fn main() -> ExitCode {
     match run() {
@@ -29,14 +28,10 @@ fn run() -> Result<ExitCode, String> {
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
-            "--instruments" => {
-                instruments_path = args.next().ok_or("--instruments needs a file")?
-            }
+            "--instruments" => instruments_path = args.next().ok_or("--instruments needs a file")?,
             "--trading-day" => {
                 let text = args.next().ok_or("--trading-day needs YYYYMMDD")?;
-                trading_day = text
-                    .parse()
-                    .map_err(|_| format!("bad trading day {text:?}"))?;
+                trading_day = text.parse().map_err(|_| format!("bad trading day {text:?}"))?;
                 if !qaexchange::domain::engine::is_valid_day(trading_day) {
                     return Err(format!("bad trading day {text:?}"));
                 }
@@ -49,8 +44,7 @@ fn run() -> Result<ExitCode, String> {
             _ => return Err(format!("unexpected argument {arg:?}")),
         }
     }
-    let toml = std::fs::read_to_string(&instruments_path)
-        .map_err(|e| format!("{instruments_path}: {e}"))?;
+    let toml = std::fs::read_to_string(&instruments_path).map_err(|e| format!("{instruments_path}: {e}"))?;
     let instruments = parse_instruments(&toml).map_err(|e| format!("{instruments_path}: {e}"))?;
     let stdout = std::io::stdout();
     let output = BufWriter::new(stdout.lock());
@@ -62,13 +56,6 @@ fn run() -> Result<ExitCode, String> {
         }
     }
     .map_err(|e| format!("i/o error: {e}"))?;
-    eprintln!(
-        "replayed {} commands, {} events, {} bad lines",
-        summary.commands, summary.events, summary.input_errors
-    );
-    Ok(if summary.input_errors > 0 {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    })
+    eprintln!("replayed {} commands, {} events, {} bad lines", summary.commands, summary.events, summary.input_errors);
+    Ok(if summary.input_errors > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }

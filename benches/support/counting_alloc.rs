@@ -79,11 +79,7 @@ pub struct Snapshot {
 
 impl Snapshot {
     pub fn now() -> Self {
-        Self {
-            allocations: allocations(),
-            bytes: allocated_bytes(),
-            deallocations: deallocations(),
-        }
+        Self { allocations: allocations(), bytes: allocated_bytes(), deallocations: deallocations() }
     }
 
     /// Traffic from `earlier` to `self`.

@@ -38,14 +38,7 @@ pub const MID_EXCURSION: i64 = 2_000;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Op {
     /// A new order. `ioc`: trade what crosses now, drop the rest; otherwise GTC (rest the rest).
-    Place {
-        id: u64,
-        owner: u32,
-        buy: bool,
-        ioc: bool,
-        price: i64,
-        qty: u32,
-    },
+    Place { id: u64, owner: u32, buy: bool, ioc: bool, price: i64, qty: u32 },
     /// Remove a resting order.
     Cancel { id: u64 },
     /// Re-price a resting order keeping its id, owner, side and remaining quantity: it loses
@@ -235,11 +228,8 @@ impl Model {
         let mut left = qty;
         let mut fills = 0;
         while left > 0 {
-            let best = if buy {
-                self.best_ask().filter(|&a| a <= price)
-            } else {
-                self.best_bid().filter(|&b| b >= price)
-            };
+            let best =
+                if buy { self.best_ask().filter(|&a| a <= price) } else { self.best_bid().filter(|&b| b >= price) };
             let Some(level_price) = best else { break };
             let book = if buy { &mut self.asks } else { &mut self.bids };
             let queue = book.get_mut(&level_price).expect("level exists");
@@ -259,10 +249,7 @@ impl Model {
                     self.orders.remove(&maker_id);
                     self.live.swap_remove(slot);
                     if let Some(&moved) = self.live.get(slot) {
-                        self.orders
-                            .get_mut(&moved)
-                            .expect("live order is indexed")
-                            .slot = slot;
+                        self.orders.get_mut(&moved).expect("live order is indexed").slot = slot;
                     }
                 }
             }
@@ -274,16 +261,7 @@ impl Model {
         if left > 0 && !ioc {
             let book = if buy { &mut self.bids } else { &mut self.asks };
             book.entry(price).or_default().push_back(id);
-            self.orders.insert(
-                id,
-                ModelOrder {
-                    owner,
-                    buy,
-                    price,
-                    qty: left,
-                    slot: self.live.len(),
-                },
-            );
+            self.orders.insert(id, ModelOrder { owner, buy, price, qty: left, slot: self.live.len() });
             self.live.push(id);
         }
         fills
@@ -291,26 +269,16 @@ impl Model {
 
     fn cancel(&mut self, id: u64) -> Option<ModelOrder> {
         let order = self.orders.remove(&id)?;
-        let book = if order.buy {
-            &mut self.bids
-        } else {
-            &mut self.asks
-        };
+        let book = if order.buy { &mut self.bids } else { &mut self.asks };
         let queue = book.get_mut(&order.price).expect("level exists");
-        let at = queue
-            .iter()
-            .position(|&x| x == id)
-            .expect("order is queued");
+        let at = queue.iter().position(|&x| x == id).expect("order is queued");
         queue.remove(at);
         if queue.is_empty() {
             book.remove(&order.price);
         }
         self.live.swap_remove(order.slot);
         if let Some(&moved) = self.live.get(order.slot) {
-            self.orders
-                .get_mut(&moved)
-                .expect("live order is indexed")
-                .slot = order.slot;
+            self.orders.get_mut(&moved).expect("live order is indexed").slot = order.slot;
         }
         Some(order)
     }
@@ -366,11 +334,7 @@ impl Generator {
     fn safe_owner(&mut self, buy: bool, price: i64, qty: u32) -> u32 {
         let mut owner = self.owner();
         for _ in 0..64 {
-            if self
-                .model
-                .self_trade_price(owner, buy, price, qty)
-                .is_none()
-            {
+            if self.model.self_trade_price(owner, buy, price, qty).is_none() {
                 return owner;
             }
             self.stats.self_trade_avoided += 1;
@@ -391,14 +355,7 @@ impl Generator {
         let fills = self.model.submit(id, owner, buy, price, qty, ioc);
         self.after_trade(fills);
         self.note_price(price);
-        Op::Place {
-            id,
-            owner,
-            buy,
-            ioc,
-            price,
-            qty,
-        }
+        Op::Place { id, owner, buy, ioc, price, qty }
     }
 
     fn after_trade(&mut self, fills: u64) {
@@ -417,11 +374,7 @@ impl Generator {
         if self.rng.below(64) == 0 {
             let step = if self.rng.coin() { 1 } else { -1 };
             let next = self.mid + step;
-            self.mid = if (next - self.cfg.mid).abs() > MID_EXCURSION {
-                self.mid - step
-            } else {
-                next
-            };
+            self.mid = if (next - self.cfg.mid).abs() > MID_EXCURSION { self.mid - step } else { next };
         }
     }
 
@@ -432,11 +385,7 @@ impl Generator {
             self.stats.places += 1;
             let buy = self.rng.coin();
             let aggressive = self.rng.chance(self.aggression());
-            let price = if aggressive {
-                self.aggressive_price(buy, 3)
-            } else {
-                self.passive_price(buy)
-            };
+            let price = if aggressive { self.aggressive_price(buy, 3) } else { self.passive_price(buy) };
             let qty = self.rng.range(1, 10) as u32;
             return self.place(buy, false, price, qty);
         }
@@ -478,24 +427,16 @@ impl Generator {
             price += if order.buy { -1 } else { 1 };
         }
         self.model.cancel(id).expect("picked a live order");
-        if let Some(clash) = self
-            .model
-            .self_trade_price(order.owner, order.buy, price, order.qty)
-        {
+        if let Some(clash) = self.model.self_trade_price(order.owner, order.buy, price, order.qty) {
             // Stop one tick short of our own order: everything before it may still trade.
             self.stats.self_trade_avoided += 1;
             price = if order.buy { clash - 1 } else { clash + 1 };
             if price == order.price {
                 price += if order.buy { -1 } else { 1 };
             }
-            debug_assert!(self
-                .model
-                .self_trade_price(order.owner, order.buy, price, order.qty)
-                .is_none());
+            debug_assert!(self.model.self_trade_price(order.owner, order.buy, price, order.qty).is_none());
         }
-        let fills = self
-            .model
-            .submit(id, order.owner, order.buy, price, order.qty, false);
+        let fills = self.model.submit(id, order.owner, order.buy, price, order.qty, false);
         self.after_trade(fills);
         self.note_price(price);
         Op::Move { id, price }
@@ -510,11 +451,7 @@ pub fn generate(cfg: MixConfig) -> Mix {
         model: Model::default(),
         mid: cfg.mid,
         next_id: 1,
-        stats: MixStats {
-            min_price: i64::MAX,
-            max_price: i64::MIN,
-            ..MixStats::default()
-        },
+        stats: MixStats { min_price: i64::MAX, max_price: i64::MIN, ..MixStats::default() },
     };
     let mut prefill = Vec::with_capacity(cfg.prefill_orders);
     for _ in 0..cfg.prefill_orders {
@@ -548,11 +485,5 @@ pub fn generate(cfg: MixConfig) -> Mix {
         resting_after_prefill,
         resting_end: g.model.live.len(),
     };
-    Mix {
-        config: cfg,
-        prefill,
-        ops,
-        expect,
-        stats: g.stats,
-    }
+    Mix { config: cfg, prefill, ops, expect, stats: g.stats }
 }

@@ -11,16 +11,7 @@ use serde::{Deserialize, Serialize};
 
 /// A reason with its stable number, as it appears in events.
 #[derive(
-    Clone,
-    Copy,
-    Debug,
-    PartialEq,
-    Eq,
-    Serialize,
-    Deserialize,
-    rkyv::Archive,
-    rkyv::Serialize,
-    rkyv::Deserialize,
+    Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
 )]
 pub struct Reason {
     pub code: u32,
@@ -29,25 +20,13 @@ pub struct Reason {
 
 impl From<RejectCode> for Reason {
     fn from(code: RejectCode) -> Self {
-        Reason {
-            code: code.code(),
-            reason: code,
-        }
+        Reason { code: code.code(), reason: code }
     }
 }
 
 /// An accepted order as the venue recorded it.
 #[derive(
-    Clone,
-    Copy,
-    Debug,
-    PartialEq,
-    Eq,
-    Serialize,
-    Deserialize,
-    rkyv::Archive,
-    rkyv::Serialize,
-    rkyv::Deserialize,
+    Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
 )]
 pub struct OrderInfo {
     pub order_id: u64,
@@ -67,16 +46,7 @@ pub struct OrderInfo {
 
 /// One side of a trade.
 #[derive(
-    Clone,
-    Copy,
-    Debug,
-    PartialEq,
-    Eq,
-    Serialize,
-    Deserialize,
-    rkyv::Archive,
-    rkyv::Serialize,
-    rkyv::Deserialize,
+    Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
 )]
 pub struct TradeSide {
     pub order_id: u64,
@@ -91,16 +61,7 @@ pub struct TradeSide {
 }
 
 /// A settlement statement for one account and trading day.
-#[derive(
-    Clone,
-    Debug,
-    PartialEq,
-    Serialize,
-    Deserialize,
-    rkyv::Archive,
-    rkyv::Serialize,
-    rkyv::Deserialize,
-)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct SettlementStatement {
     pub trading_day: u32,
     /// The account at the settlement prices, before the day's sums were reset.
@@ -109,16 +70,7 @@ pub struct SettlementStatement {
     pub positions: Vec<PositionSnapshot>,
 }
 
-#[derive(
-    Clone,
-    Debug,
-    PartialEq,
-    Serialize,
-    Deserialize,
-    rkyv::Archive,
-    rkyv::Serialize,
-    rkyv::Deserialize,
-)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
     AccountOpened {

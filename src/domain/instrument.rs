@@ -51,16 +51,7 @@ impl ExchangeId {
 }
 
 #[derive(
-    Clone,
-    Copy,
-    Debug,
-    PartialEq,
-    Eq,
-    Serialize,
-    Deserialize,
-    rkyv::Archive,
-    rkyv::Serialize,
-    rkyv::Deserialize,
+    Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
 )]
 #[serde(rename_all = "lowercase")]
 #[rkyv(derive(Debug, PartialEq, Eq))]
@@ -155,13 +146,7 @@ pub enum CommissionKind {
 
 impl CommissionSchedule {
     /// Commission for `volume` lots at `price`: per lot plus rate x turnover, each rounded once.
-    pub fn compute(
-        &self,
-        kind: CommissionKind,
-        price: Price,
-        volume_multiple: i64,
-        volume: Volume,
-    ) -> Money {
+    pub fn compute(&self, kind: CommissionKind, price: Price, volume_multiple: i64, volume: Volume) -> Money {
         let (per_lot, rate) = match kind {
             CommissionKind::Open => (self.open_per_lot, self.open_rate),
             CommissionKind::Close => (self.close_per_lot, self.close_rate),
@@ -172,17 +157,7 @@ impl CommissionSchedule {
 }
 
 /// An instrument as the engine uses it: fixed point, with the day's band.
-#[derive(
-    Clone,
-    Debug,
-    PartialEq,
-    Eq,
-    Serialize,
-    Deserialize,
-    rkyv::Archive,
-    rkyv::Serialize,
-    rkyv::Deserialize,
-)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct Instrument {
     pub instrument_id: InstrumentId,
     pub exchange_id: ExchangeId,
@@ -230,11 +205,8 @@ pub fn price_band(pre_settlement: Price, limit_rate: Rate, price_tick: Price) ->
 
 impl Instrument {
     pub fn from_config(config: &InstrumentConfig) -> Result<Self, InstrumentConfigError> {
-        let fail = |what: &str| {
-            InstrumentConfigError(format!("instrument {}: {what}", config.instrument_id))
-        };
-        let instrument_id = InstrumentId::new(&config.instrument_id)
-            .ok_or_else(|| fail("id must be 1..=31 bytes"))?;
+        let fail = |what: &str| InstrumentConfigError(format!("instrument {}: {what}", config.instrument_id));
+        let instrument_id = InstrumentId::new(&config.instrument_id).ok_or_else(|| fail("id must be 1..=31 bytes"))?;
         if config.volume_multiple <= 0 {
             return Err(fail("volume_multiple must be positive"));
         }
@@ -244,15 +216,9 @@ impl Instrument {
         }
         let pre_settlement = price_from_f64(config.pre_settlement);
         if pre_settlement <= 0 || pre_settlement % price_tick != 0 {
-            return Err(fail(
-                "pre_settlement must be a positive multiple of price_tick",
-            ));
+            return Err(fail("pre_settlement must be a positive multiple of price_tick"));
         }
-        let rates = [
-            config.margin_rate_long,
-            config.margin_rate_short,
-            config.limit_rate,
-        ];
+        let rates = [config.margin_rate_long, config.margin_rate_short, config.limit_rate];
         if rates.iter().any(|r| !(0.0..=1.0).contains(r)) || config.limit_rate <= 0.0 {
             return Err(fail("margin and limit rates must be in (0, 1]"));
         }
@@ -260,14 +226,8 @@ impl Instrument {
             return Err(fail("max_order_volume must be positive"));
         }
         let c = &config.commission;
-        let commission_values = [
-            c.open_per_lot,
-            c.close_per_lot,
-            c.close_today_per_lot,
-            c.open_rate,
-            c.close_rate,
-            c.close_today_rate,
-        ];
+        let commission_values =
+            [c.open_per_lot, c.close_per_lot, c.close_today_per_lot, c.open_rate, c.close_rate, c.close_today_rate];
         if commission_values.iter().any(|v| !v.is_finite() || *v < 0.0) {
             return Err(fail("commission values must be non-negative"));
         }
@@ -291,10 +251,7 @@ impl Instrument {
             },
             limit_rate,
             pre_settlement,
-            pre_close: config
-                .pre_close
-                .map(price_from_f64)
-                .unwrap_or(pre_settlement),
+            pre_close: config.pre_close.map(price_from_f64).unwrap_or(pre_settlement),
             pre_open_interest: config.pre_open_interest,
             upper_limit,
             lower_limit,
@@ -340,16 +297,13 @@ pub struct InstrumentsFile {
 
 /// Parses and validates an instruments TOML document.
 pub fn parse_instruments(toml_text: &str) -> Result<Vec<Instrument>, InstrumentConfigError> {
-    let file: InstrumentsFile = toml::from_str(toml_text)
-        .map_err(|e| InstrumentConfigError(format!("instruments config: {e}")))?;
+    let file: InstrumentsFile =
+        toml::from_str(toml_text).map_err(|e| InstrumentConfigError(format!("instruments config: {e}")))?;
     let mut seen = std::collections::BTreeSet::new();
     let mut out = Vec::with_capacity(file.instrument.len());
     for config in &file.instrument {
         if !seen.insert(config.instrument_id.clone()) {
-            return Err(InstrumentConfigError(format!(
-                "instrument {} listed twice",
-                config.instrument_id
-            )));
+            return Err(InstrumentConfigError(format!("instrument {} listed twice", config.instrument_id)));
         }
         out.push(Instrument::from_config(config)?);
     }
@@ -363,22 +317,11 @@ mod tests {
     #[test]
     fn band_rounds_inside_to_the_tick() {
         // IF: 3800.0 +/- 10% on a 0.2 tick
-        let (up, low) = price_band(
-            price_from_f64(3800.0),
-            rate_from_f64(0.10),
-            price_from_f64(0.2),
-        );
+        let (up, low) = price_band(price_from_f64(3800.0), rate_from_f64(0.10), price_from_f64(0.2));
         assert_eq!((up, low), (price_from_f64(4180.0), price_from_f64(3420.0)));
         // cu 74010 +/- 7% on a 10 tick: 79190.7 -> 79190, 68829.3 -> 68830
-        let (up, low) = price_band(
-            price_from_f64(74010.0),
-            rate_from_f64(0.07),
-            price_from_f64(10.0),
-        );
-        assert_eq!(
-            (up, low),
-            (price_from_f64(79190.0), price_from_f64(68830.0))
-        );
+        let (up, low) = price_band(price_from_f64(74010.0), rate_from_f64(0.07), price_from_f64(10.0));
+        assert_eq!((up, low), (price_from_f64(79190.0), price_from_f64(68830.0)));
     }
 
     #[test]
@@ -389,9 +332,6 @@ mod tests {
             ..Default::default()
         };
         // 2 lots cu at 74010 x 5: 2 x 2 + 740100 x 0.00005 = 4 + 37.005
-        assert_eq!(
-            c.compute(CommissionKind::Open, price_from_f64(74010.0), 5, 2),
-            money_from_f64(41.005)
-        );
+        assert_eq!(c.compute(CommissionKind::Open, price_from_f64(74010.0), 5, 2), money_from_f64(41.005));
     }
 }

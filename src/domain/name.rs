@@ -7,9 +7,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
 
 /// An inline UTF-8 string of at most `N - 1` bytes (one byte holds the length).
-#[derive(
-    Clone, Copy, PartialEq, Eq, PartialOrd, Ord, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
-)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct InlineStr<const N: usize> {
     len: u8,
     bytes: [u8; N],
@@ -32,10 +30,7 @@ impl<const N: usize> InlineStr<N> {
         }
         let mut bytes = [0u8; N];
         bytes[..text.len()].copy_from_slice(text.as_bytes());
-        Some(Self {
-            len: text.len() as u8,
-            bytes,
-        })
+        Some(Self { len: text.len() as u8, bytes })
     }
 
     pub fn as_str(&self) -> &str {
@@ -74,12 +69,8 @@ impl<const N: usize> Serialize for InlineStr<N> {
 impl<'de, const N: usize> Deserialize<'de> for InlineStr<N> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let text = std::borrow::Cow::<'de, str>::deserialize(deserializer)?;
-        InlineStr::new(&text).ok_or_else(|| {
-            serde::de::Error::custom(format!(
-                "identifier must be 1..={N} bytes, got {}",
-                text.len()
-            ))
-        })
+        InlineStr::new(&text)
+            .ok_or_else(|| serde::de::Error::custom(format!("identifier must be 1..={N} bytes, got {}", text.len())))
     }
 }
 

@@ -51,14 +51,28 @@ pub fn rate_to_f64(rate: Rate) -> f64 {
 
 /// `amount x rate`, rounded half away from zero to a whole money unit. i128 inside: a 1e12 yuan
 /// turnover at rate 1.0 is 1e16 units x 1e8 which overflows i64.
+#[inline]
 pub fn apply_rate(amount: Money, rate: Rate) -> Money {
+    // Fast path in i64 (division by a constant compiles to a multiply); i128 only on overflow.
+    if let Some(product) = amount.checked_mul(rate) {
+        let half = RATE_SCALE / 2;
+        return if product >= 0 { (product + half) / RATE_SCALE } else { (product - half) / RATE_SCALE };
+    }
+    // Split the amount at the scale so every product fits in i64:
+    // a x r / S = (a / S) x r + (a % S) x r / S, exact; only the second term is rounded.
+    if rate >= 0 && amount != i64::MIN {
+        let magnitude = amount.abs();
+        let (whole, part) = (magnitude / RATE_SCALE, magnitude % RATE_SCALE);
+        if let Some(head) = whole.checked_mul(rate) {
+            let tail = (part * rate + RATE_SCALE / 2) / RATE_SCALE;
+            let rounded = head + tail;
+            return if amount >= 0 { rounded } else { -rounded };
+        }
+    }
     let product = amount as i128 * rate as i128;
     let half = RATE_SCALE as i128 / 2;
-    let rounded = if product >= 0 {
-        (product + half) / RATE_SCALE as i128
-    } else {
-        (product - half) / RATE_SCALE as i128
-    };
+    let rounded =
+        if product >= 0 { (product + half) / RATE_SCALE as i128 } else { (product - half) / RATE_SCALE as i128 };
     rounded as Money
 }
 
@@ -133,11 +147,21 @@ mod tests {
     #[test]
     fn apply_rate_rounds_half_away_from_zero() {
         // 0.000023 x 1,140,060 yuan = 26.22138 yuan
-        assert_eq!(
-            apply_rate(money_from_f64(1_140_060.0), rate_from_f64(0.000023)),
-            262_214
-        );
+        assert_eq!(apply_rate(money_from_f64(1_140_060.0), rate_from_f64(0.000023)), 262_214);
         assert_eq!(apply_rate(-15, RATE_SCALE / 10), -2);
+        // Beyond i64 products the split path must agree with exact 128-bit arithmetic.
+        let exact = |a: i64, r: i64| {
+            let p = a as i128 * r as i128;
+            let h = RATE_SCALE as i128 / 2;
+            (if p >= 0 { (p + h) / RATE_SCALE as i128 } else { (p - h) / RATE_SCALE as i128 }) as i64
+        };
+        for (a, r) in [
+            (250_000_000_000_000_000, 10_000_000),
+            (-987_654_321_987_654_321, 99_999_999),
+            (123_456_789_012_345, 12_345_678),
+        ] {
+            assert_eq!(apply_rate(a, r), exact(a, r), "{a} x {r}");
+        }
         assert_eq!(apply_rate(15, RATE_SCALE / 10), 2);
     }
 
@@ -160,14 +184,12 @@ pub mod fixed4 {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
         let value = f64::deserialize(deserializer)?;
-        from_decimal(value)
-            .ok_or_else(|| serde::de::Error::custom("number out of range for a price or amount"))
+        from_decimal(value).ok_or_else(|| serde::de::Error::custom("number out of range for a price or amount"))
     }
 
     /// None for NaN, infinities and values beyond +/- 9e11.
     pub fn from_decimal(value: f64) -> Option<i64> {
-        (value.is_finite() && value.abs() <= 9.0e11)
-            .then(|| (value * super::PRICE_SCALE as f64).round() as i64)
+        (value.is_finite() && value.abs() <= 9.0e11).then(|| (value * super::PRICE_SCALE as f64).round() as i64)
     }
 }
 
@@ -182,14 +204,12 @@ pub mod fixed4_opt {
         }
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(
-        deserializer: D,
-    ) -> Result<Option<i64>, D::Error> {
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<i64>, D::Error> {
         match Option::<f64>::deserialize(deserializer)? {
             None => Ok(None),
-            Some(value) => super::fixed4::from_decimal(value).map(Some).ok_or_else(|| {
-                serde::de::Error::custom("number out of range for a price or amount")
-            }),
+            Some(value) => super::fixed4::from_decimal(value)
+                .map(Some)
+                .ok_or_else(|| serde::de::Error::custom("number out of range for a price or amount")),
         }
     }
 }

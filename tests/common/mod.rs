@@ -5,9 +5,7 @@
 use qaexchange::domain::command::{Command, InsertOrder};
 use qaexchange::domain::engine::{Engine, EngineConfig};
 use qaexchange::domain::event::Event;
-use qaexchange::domain::instrument::{
-    CommissionConfig, ExchangeId, Instrument, InstrumentConfig, InstrumentStatus,
-};
+use qaexchange::domain::instrument::{CommissionConfig, ExchangeId, Instrument, InstrumentConfig, InstrumentStatus};
 use qaexchange::domain::ledger::account::{AccountSnapshot, PositionSnapshot};
 use qaexchange::domain::name::{AccountId, ClientOrderId, InstrumentId};
 use qaexchange::domain::risk::RejectCode;
@@ -80,12 +78,7 @@ pub fn if2501() -> Instrument {
         300,
         0.2,
         0.12,
-        CommissionConfig {
-            open_rate: 0.000023,
-            close_rate: 0.000023,
-            close_today_rate: 0.00023,
-            ..Default::default()
-        },
+        CommissionConfig { open_rate: 0.000023, close_rate: 0.000023, close_today_rate: 0.00023, ..Default::default() },
         0.10,
         4000.0,
         20,
@@ -103,12 +96,7 @@ pub fn cu2501() -> Instrument {
         5,
         10.0,
         0.10,
-        CommissionConfig {
-            open_rate: 0.00005,
-            close_rate: 0.00005,
-            close_today_rate: 0.0001,
-            ..Default::default()
-        },
+        CommissionConfig { open_rate: 0.00005, close_rate: 0.00005, close_today_rate: 0.0001, ..Default::default() },
         0.08,
         70000.0,
         50,
@@ -151,12 +139,7 @@ pub fn sr501() -> Instrument {
         10,
         1.0,
         0.07,
-        CommissionConfig {
-            open_per_lot: 3.0,
-            close_per_lot: 3.0,
-            close_today_per_lot: 0.0,
-            ..Default::default()
-        },
+        CommissionConfig { open_per_lot: 3.0, close_per_lot: 3.0, close_today_per_lot: 0.0, ..Default::default() },
         0.06,
         6000.0,
         100,
@@ -197,10 +180,7 @@ pub struct Sim {
 
 impl Sim {
     pub fn new(instruments: Vec<Instrument>, trading_day: u32) -> Self {
-        Self {
-            engine: Engine::new(instruments, trading_day, EngineConfig::default()),
-            ts: 1_700_000_000_000_000_000,
-        }
+        Self { engine: Engine::new(instruments, trading_day, EngineConfig::default()), ts: 1_700_000_000_000_000_000 }
     }
 
     pub fn next_ts(&mut self) -> TimestampNs {
@@ -220,45 +200,27 @@ impl Sim {
 
     pub fn open_account(&mut self, id: &str, deposit: f64) {
         let ts = self.next_ts();
-        let ev = self.run(Command::OpenAccount {
-            ts,
-            account_id: aid(id),
-        });
+        let ev = self.run(Command::OpenAccount { ts, account_id: aid(id) });
         assert!(matches!(ev[0], Event::AccountOpened { .. }), "{ev:?}");
         if deposit > 0.0 {
             let ev = self.deposit(id, deposit);
-            assert!(
-                matches!(ev[0], Event::FundsTransferred { .. }),
-                "deposit: {ev:?}"
-            );
+            assert!(matches!(ev[0], Event::FundsTransferred { .. }), "deposit: {ev:?}");
         }
     }
 
     pub fn deposit(&mut self, id: &str, amount: f64) -> Vec<Event> {
         let ts = self.next_ts();
-        self.run(Command::Deposit {
-            ts,
-            account_id: aid(id),
-            amount: m(amount),
-        })
+        self.run(Command::Deposit { ts, account_id: aid(id), amount: m(amount) })
     }
 
     pub fn withdraw(&mut self, id: &str, amount: f64) -> Vec<Event> {
         let ts = self.next_ts();
-        self.run(Command::Withdraw {
-            ts,
-            account_id: aid(id),
-            amount: m(amount),
-        })
+        self.run(Command::Withdraw { ts, account_id: aid(id), amount: m(amount) })
     }
 
     pub fn set_frozen(&mut self, id: &str, frozen: bool) -> Vec<Event> {
         let ts = self.next_ts();
-        self.run(Command::SetAccountFrozen {
-            ts,
-            account_id: aid(id),
-            frozen,
-        })
+        self.run(Command::SetAccountFrozen { ts, account_id: aid(id), frozen })
     }
 
     pub fn insert(&mut self, order: InsertOrder) -> Vec<Event> {
@@ -275,12 +237,7 @@ impl Sim {
 
     pub fn cancel(&mut self, account: &str, order_id: u64) -> Vec<Event> {
         let ts = self.next_ts();
-        self.run(Command::CancelOrder {
-            ts,
-            account_id: aid(account),
-            order_id: Some(order_id),
-            client_order_id: None,
-        })
+        self.run(Command::CancelOrder { ts, account_id: aid(account), order_id: Some(order_id), client_order_id: None })
     }
 
     pub fn modify(
@@ -303,43 +260,28 @@ impl Sim {
 
     pub fn set_settlement_price(&mut self, instrument: &str, price: f64) -> Vec<Event> {
         let ts = self.next_ts();
-        self.run(Command::SetSettlementPrice {
-            ts,
-            instrument_id: iid(instrument),
-            price: p(price),
-        })
+        self.run(Command::SetSettlementPrice { ts, instrument_id: iid(instrument), price: p(price) })
     }
 
     pub fn settle(&mut self, next_trading_day: Option<u32>) -> Vec<Event> {
         let ts = self.next_ts();
-        self.run(Command::Settle {
-            ts,
-            next_trading_day,
-        })
+        self.run(Command::Settle { ts, next_trading_day })
     }
 
     pub fn force_liquidate(&mut self, account: &str) -> Vec<Event> {
         let ts = self.next_ts();
-        self.run(Command::ForceLiquidate {
-            ts,
-            account_id: aid(account),
-        })
+        self.run(Command::ForceLiquidate { ts, account_id: aid(account) })
     }
 
     pub fn account(&self, id: &str) -> AccountSnapshot {
         let slot = self.engine.account_slot(&aid(id)).expect("account exists");
-        self.engine
-            .ledger()
-            .snapshot(slot, self.engine.instruments(), self.engine.marks())
+        self.engine.ledger().snapshot(slot, self.engine.instruments(), self.engine.marks())
     }
 
     /// The account's position in `instrument` as DIFF shows it (all zeros when it has none).
     pub fn position(&self, account: &str, instrument: &str) -> PositionSnapshot {
         let slot = self.engine.account_slot(&aid(account)).expect("account");
-        let inst_slot = self
-            .engine
-            .instrument_slot(&iid(instrument))
-            .expect("instrument");
+        let inst_slot = self.engine.instrument_slot(&iid(instrument)).expect("instrument");
         let inst = &self.engine.instruments()[inst_slot as usize];
         let mark = self.engine.marks()[inst_slot as usize];
         let acc = self.engine.ledger().account(slot);
@@ -383,13 +325,7 @@ pub fn trades(events: &[Event]) -> Vec<(Price, Volume, u64, u64)> {
     events
         .iter()
         .filter_map(|e| match e {
-            Event::Trade {
-                price,
-                volume,
-                buy,
-                sell,
-                ..
-            } => Some((*price, *volume, buy.order_id, sell.order_id)),
+            Event::Trade { price, volume, buy, sell, .. } => Some((*price, *volume, buy.order_id, sell.order_id)),
             _ => None,
         })
         .collect()
@@ -400,12 +336,9 @@ pub fn cancels(events: &[Event]) -> Vec<(u64, Volume, RejectCode)> {
     events
         .iter()
         .filter_map(|e| match e {
-            Event::OrderCancelled {
-                order_id,
-                volume_cancelled,
-                reason,
-                ..
-            } => Some((*order_id, *volume_cancelled, reason.reason)),
+            Event::OrderCancelled { order_id, volume_cancelled, reason, .. } => {
+                Some((*order_id, *volume_cancelled, reason.reason))
+            }
             _ => None,
         })
         .collect()

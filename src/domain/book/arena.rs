@@ -26,20 +26,12 @@ pub struct Arena {
 
 impl Arena {
     pub fn with_capacity(capacity: usize) -> Self {
-        Self {
-            nodes: Vec::with_capacity(capacity),
-            free_head: NIL,
-            live: 0,
-        }
+        Self { nodes: Vec::with_capacity(capacity), free_head: NIL, live: 0 }
     }
 
     pub fn insert(&mut self, order: RestingOrder) -> u32 {
         self.live += 1;
-        let node = Node {
-            order,
-            prev: NIL,
-            next: NIL,
-        };
+        let node = Node { order, prev: NIL, next: NIL };
         if self.free_head != NIL {
             let slot = self.free_head;
             self.free_head = self.nodes[slot as usize].next;

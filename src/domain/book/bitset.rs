@@ -13,10 +13,7 @@ pub struct LevelBitset {
 impl LevelBitset {
     pub fn new(level_count: usize) -> Self {
         let word_count = level_count.div_ceil(64).max(1);
-        Self {
-            words: vec![0; word_count],
-            summary: vec![0; word_count.div_ceil(64)],
-        }
+        Self { words: vec![0; word_count], summary: vec![0; word_count.div_ceil(64)] }
     }
 
     pub fn set(&mut self, index: usize) {
@@ -34,9 +31,7 @@ impl LevelBitset {
     }
 
     pub fn contains(&self, index: usize) -> bool {
-        self.words
-            .get(index / 64)
-            .is_some_and(|w| w & (1 << (index % 64)) != 0)
+        self.words.get(index / 64).is_some_and(|w| w & (1 << (index % 64)) != 0)
     }
 
     /// The lowest set index >= `from`.

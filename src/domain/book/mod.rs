@@ -60,11 +60,7 @@ pub enum MatchOutcome {
     /// The limit price is off the book's tick grid or band; nothing happened.
     BadPrice,
     /// Trades happened (possibly none); `rested` lots now rest, `cancelled` lots were dropped.
-    Done {
-        filled: Volume,
-        rested: Volume,
-        cancelled: Volume,
-    },
+    Done { filled: Volume, rested: Volume, cancelled: Volume },
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -75,12 +71,7 @@ struct Level {
     count: u32,
 }
 
-const EMPTY_LEVEL: Level = Level {
-    head: NIL,
-    tail: NIL,
-    volume: 0,
-    count: 0,
-};
+const EMPTY_LEVEL: Level = Level { head: NIL, tail: NIL, volume: 0, count: 0 };
 
 #[derive(Clone, Debug)]
 struct BookSide {
@@ -93,12 +84,7 @@ struct BookSide {
 
 impl BookSide {
     fn new(level_count: usize, direction: Direction) -> Self {
-        Self {
-            levels: vec![EMPTY_LEVEL; level_count],
-            occupied: LevelBitset::new(level_count),
-            best: None,
-            direction,
-        }
+        Self { levels: vec![EMPTY_LEVEL; level_count], occupied: LevelBitset::new(level_count), best: None, direction }
     }
 
     fn is_better(&self, a: usize, b: usize) -> bool {
@@ -111,9 +97,7 @@ impl BookSide {
     /// The next occupied level strictly worse than `index`.
     fn next_worse(&self, index: usize) -> Option<usize> {
         match self.direction {
-            Direction::Buy => index
-                .checked_sub(1)
-                .and_then(|i| self.occupied.last_at_or_below(i)),
+            Direction::Buy => index.checked_sub(1).and_then(|i| self.occupied.last_at_or_below(i)),
             Direction::Sell => self.occupied.first_at_or_above(index + 1),
         }
     }
@@ -233,12 +217,7 @@ impl OrderBook {
     }
 
     /// Calls `visit(price, volume, order_count)` for up to `max_levels` levels from the best.
-    pub fn for_each_level(
-        &self,
-        direction: Direction,
-        max_levels: usize,
-        mut visit: impl FnMut(Price, Volume, u32),
-    ) {
+    pub fn for_each_level(&self, direction: Direction, max_levels: usize, mut visit: impl FnMut(Price, Volume, u32)) {
         let side = self.side(direction);
         let mut cursor = side.best;
         for _ in 0..max_levels {
@@ -265,9 +244,7 @@ impl OrderBook {
     }
 
     pub fn order(&self, order_id: u64) -> Option<&RestingOrder> {
-        self.index
-            .get(&order_id)
-            .map(|&slot| &self.arena.get(slot).order)
+        self.index.get(&order_id).map(|&slot| &self.arena.get(slot).order)
     }
 
     pub fn resting_count(&self) -> usize {
@@ -301,18 +278,10 @@ impl OrderBook {
         if remainder > 0 && incoming.rest_remainder {
             if let Some(level) = limit_level {
                 self.rest(incoming, level, remainder);
-                return MatchOutcome::Done {
-                    filled,
-                    rested: remainder,
-                    cancelled: 0,
-                };
+                return MatchOutcome::Done { filled, rested: remainder, cancelled: 0 };
             }
         }
-        MatchOutcome::Done {
-            filled,
-            rested: 0,
-            cancelled: remainder,
-        }
+        MatchOutcome::Done { filled, rested: 0, cancelled: remainder }
     }
 
     /// Whether `incoming` would be refused for self-trade right now (nothing changes).
@@ -337,9 +306,7 @@ impl OrderBook {
         let mut available: Volume = 0;
         let mut cursor = makers.best;
         while let Some(level) = cursor {
-            if available >= incoming.volume
-                || !Self::crosses(incoming.direction, level, limit_level)
-            {
+            if available >= incoming.volume || !Self::crosses(incoming.direction, level, limit_level) {
                 break;
             }
             let mut slot = makers.levels[level].head;
@@ -356,12 +323,7 @@ impl OrderBook {
         (available.min(incoming.volume), false)
     }
 
-    fn take(
-        &mut self,
-        incoming: &Incoming,
-        limit_level: Option<usize>,
-        fills: &mut Vec<Fill>,
-    ) -> Volume {
+    fn take(&mut self, incoming: &Incoming, limit_level: Option<usize>, fills: &mut Vec<Fill>) -> Volume {
         let maker_direction = incoming.direction.opposite();
         let mut remaining = incoming.volume;
         while remaining > 0 {
@@ -467,13 +429,58 @@ impl OrderBook {
     pub fn cancel(&mut self, order_id: u64) -> Option<RestingOrder> {
         let slot = self.index.remove(&order_id)?;
         let order = self.arena.get(slot).order;
-        let level = self
-            .level_of(order.price)
-            .expect("resting order price is on the grid");
+        let level = self.level_of(order.price).expect("resting order price is on the grid");
         self.side_mut(order.direction).levels[level].volume -= order.volume_left;
         self.unlink(order.direction, level, slot);
         self.arena.remove(slot);
         Some(order)
+    }
+
+    /// Moves a resting order to `new_price` with `new_volume` lots, at the back of the queue there
+    /// (it loses time priority), trading first with whatever crosses. Keeps the order's slab slot
+    /// and index entry, so a move costs one hash lookup. None if the order is not resting;
+    /// `SelfTrade` or `BadPrice` leave everything as it was.
+    pub fn reprice(
+        &mut self,
+        order_id: u64,
+        new_price: Price,
+        new_volume: Volume,
+        fills: &mut Vec<Fill>,
+    ) -> Option<MatchOutcome> {
+        let slot = *self.index.get(&order_id)?;
+        if new_volume <= 0 {
+            return Some(MatchOutcome::BadPrice);
+        }
+        let Some(new_level) = self.level_of(new_price) else { return Some(MatchOutcome::BadPrice) };
+        let order = self.arena.get(slot).order;
+        let incoming = Incoming {
+            order_id,
+            owner: order.owner,
+            direction: order.direction,
+            limit: Some(new_price),
+            volume: new_volume,
+            min_fill: 0,
+            rest_remainder: true,
+        };
+        if self.scan_crossing(&incoming, Some(new_level)).1 {
+            return Some(MatchOutcome::SelfTrade);
+        }
+        let old_level = self.level_of(order.price).expect("resting order price is on the grid");
+        self.side_mut(order.direction).levels[old_level].volume -= order.volume_left;
+        self.unlink(order.direction, old_level, slot);
+        // The order is out of its side's queues; `take` only walks the opposite side.
+        let filled = self.take(&incoming, Some(new_level), fills);
+        let remainder = new_volume - filled;
+        if remainder > 0 {
+            let node = self.arena.get_mut(slot);
+            node.order.price = new_price;
+            node.order.volume_left = remainder;
+            self.link_tail(order.direction, new_level, slot, remainder);
+        } else {
+            self.index.remove(&order_id);
+            self.arena.remove(slot);
+        }
+        Some(MatchOutcome::Done { filled, rested: remainder, cancelled: 0 })
     }
 
     /// Lowers a resting order's volume in place, keeping its time priority.
@@ -489,9 +496,7 @@ impl OrderBook {
         let delta = node.order.volume_left - new_volume_left;
         node.order.volume_left = new_volume_left;
         let (direction, price) = (node.order.direction, node.order.price);
-        let level = self
-            .level_of(price)
-            .expect("resting order price is on the grid");
+        let level = self.level_of(price).expect("resting order price is on the grid");
         self.side_mut(direction).levels[level].volume -= delta;
         true
     }
@@ -506,12 +511,7 @@ impl OrderBook {
         for direction in [Direction::Buy, Direction::Sell] {
             self.for_each_order(direction, |o| kept.push(*o));
         }
-        let mut fresh = OrderBook::new(
-            self.price_tick,
-            lower_limit,
-            upper_limit,
-            self.resting_count(),
-        );
+        let mut fresh = OrderBook::new(self.price_tick, lower_limit, upper_limit, self.resting_count());
         for order in kept {
             match fresh.level_of(order.price) {
                 Some(level) => {
@@ -555,21 +555,13 @@ impl OrderBook {
                         return Err(format!("broken back link at level {level}"));
                     }
                     if node.order.volume_left <= 0 {
-                        return Err(format!(
-                            "order {} has volume {}",
-                            node.order.order_id, node.order.volume_left
-                        ));
+                        return Err(format!("order {} has volume {}", node.order.order_id, node.order.volume_left));
                     }
-                    if node.order.direction != direction
-                        || self.level_of(node.order.price) != Some(level)
-                    {
+                    if node.order.direction != direction || self.level_of(node.order.price) != Some(level) {
                         return Err(format!("order {} on the wrong level", node.order.order_id));
                     }
                     if self.index.get(&node.order.order_id) != Some(&slot) {
-                        return Err(format!(
-                            "order {} missing from the index",
-                            node.order.order_id
-                        ));
+                        return Err(format!("order {} missing from the index", node.order.order_id));
                     }
                     volume += node.order.volume_left;
                     count += 1;

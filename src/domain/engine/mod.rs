@@ -37,11 +37,7 @@ pub struct EngineConfig {
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        Self {
-            book_capacity: 4096,
-            kline_capacity: 2048,
-            tick_capacity: 4096,
-        }
+        Self { book_capacity: 4096, kline_capacity: 2048, tick_capacity: 4096 }
     }
 }
 
@@ -66,6 +62,16 @@ impl Scratch {
         self.touch_account(account);
         if !self.positions.contains(&(account, instrument)) {
             self.positions.push((account, instrument));
+        }
+    }
+
+    /// An order's hold changed: open orders change only the account's frozen money; close
+    /// orders also the position's frozen lots.
+    fn touch_hold(&mut self, account: u32, instrument: u32, offset: Offset) {
+        if offset == Offset::Open {
+            self.touch_account(account);
+        } else {
+            self.touch_position(account, instrument);
         }
     }
 
@@ -105,19 +111,10 @@ impl Engine {
         }
         let books = instruments
             .iter()
-            .map(|i| {
-                OrderBook::new(
-                    i.price_tick,
-                    i.lower_limit,
-                    i.upper_limit,
-                    config.book_capacity,
-                )
-            })
+            .map(|i| OrderBook::new(i.price_tick, i.lower_limit, i.upper_limit, config.book_capacity))
             .collect();
-        let markets = instruments
-            .iter()
-            .map(|i| InstrumentMarket::new(i, config.kline_capacity, config.tick_capacity))
-            .collect();
+        let markets =
+            instruments.iter().map(|i| InstrumentMarket::new(i, config.kline_capacity, config.tick_capacity)).collect();
         let marks = instruments.iter().map(|i| i.pre_close).collect();
         let open_interest = vec![0; instruments.len()];
         let settlement_prices = vec![None; instruments.len()];
@@ -194,63 +191,29 @@ impl Engine {
         let ts = command.ts();
         let result = match *command {
             Command::OpenAccount { account_id, .. } => self.open_account(ts, account_id, out),
-            Command::Deposit {
-                account_id, amount, ..
-            } => self.transfer(ts, account_id, amount, out),
-            Command::Withdraw {
-                account_id, amount, ..
-            } => self.transfer(ts, account_id, -amount, out),
-            Command::SetAccountFrozen {
-                account_id, frozen, ..
-            } => self.set_frozen(ts, account_id, frozen, out),
+            Command::Deposit { account_id, amount, .. } => self.transfer(ts, account_id, amount, out),
+            Command::Withdraw { account_id, amount, .. } => self.transfer(ts, account_id, -amount, out),
+            Command::SetAccountFrozen { account_id, frozen, .. } => self.set_frozen(ts, account_id, frozen, out),
             Command::InsertOrder { ref order, .. } => {
                 self.insert_order(ts, order, out);
                 Ok(())
             }
-            Command::CancelOrder {
-                account_id,
-                order_id,
-                client_order_id,
-                ..
-            } => self.cancel_order(ts, account_id, order_id, client_order_id, out),
-            Command::ModifyOrder {
-                account_id,
-                order_id,
-                client_order_id,
-                new_price,
-                new_volume,
-                ..
-            } => self.modify_order(
-                ts,
-                account_id,
-                order_id,
-                client_order_id,
-                new_price,
-                new_volume,
-                out,
-            ),
-            Command::MarkPrice {
-                instrument_id,
-                price,
-                ..
-            } => self.mark_price(ts, instrument_id, price, out),
-            Command::SetSettlementPrice {
-                instrument_id,
-                price,
-                ..
-            } => self.set_settlement_price(ts, instrument_id, price, out),
-            Command::Settle {
-                next_trading_day, ..
-            } => self.settle(ts, next_trading_day, out),
+            Command::CancelOrder { account_id, order_id, client_order_id, .. } => {
+                self.cancel_order(ts, account_id, order_id, client_order_id, out)
+            }
+            Command::ModifyOrder { account_id, order_id, client_order_id, new_price, new_volume, .. } => {
+                self.modify_order(ts, account_id, order_id, client_order_id, new_price, new_volume, out)
+            }
+            Command::MarkPrice { instrument_id, price, .. } => self.mark_price(ts, instrument_id, price, out),
+            Command::SetSettlementPrice { instrument_id, price, .. } => {
+                self.set_settlement_price(ts, instrument_id, price, out)
+            }
+            Command::Settle { next_trading_day, .. } => self.settle(ts, next_trading_day, out),
             Command::ForceLiquidate { account_id, .. } => self.force_liquidate(ts, account_id, out),
         };
         if let Err(code) = result {
             let command_name = InlineStr::new(command.name()).expect("command names are short");
-            out.push(Event::CommandRejected {
-                ts,
-                command: command_name,
-                reason: Reason::from(code),
-            });
+            out.push(Event::CommandRejected { ts, command: command_name, reason: Reason::from(code) });
         }
         self.flush_updates(ts, out);
         #[cfg(debug_assertions)]
@@ -259,12 +222,7 @@ impl Engine {
         }
     }
 
-    fn open_account(
-        &mut self,
-        ts: TimestampNs,
-        account_id: AccountId,
-        out: &mut Vec<Event>,
-    ) -> Result<(), RejectCode> {
+    fn open_account(&mut self, ts: TimestampNs, account_id: AccountId, out: &mut Vec<Event>) -> Result<(), RejectCode> {
         let slot = self.ledger.open_account(account_id)?;
         out.push(Event::AccountOpened { ts, account_id });
         self.scratch.touch_account(slot);
@@ -278,22 +236,14 @@ impl Engine {
         amount: Money,
         out: &mut Vec<Event>,
     ) -> Result<(), RejectCode> {
-        let slot = self
-            .ledger
-            .slot_of(&account_id)
-            .ok_or(RejectCode::AccountNotFound)?;
+        let slot = self.ledger.slot_of(&account_id).ok_or(RejectCode::AccountNotFound)?;
         if amount >= 0 {
             self.ledger.deposit(slot, amount)?;
         } else {
             let amount = amount.checked_neg().ok_or(RejectCode::InvalidAmount)?;
-            self.ledger
-                .withdraw(slot, amount, &self.instruments, &self.marks)?;
+            self.ledger.withdraw(slot, amount, &self.instruments, &self.marks)?;
         }
-        out.push(Event::FundsTransferred {
-            ts,
-            account_id,
-            amount,
-        });
+        out.push(Event::FundsTransferred { ts, account_id, amount });
         self.scratch.touch_account(slot);
         Ok(())
     }
@@ -305,21 +255,10 @@ impl Engine {
         frozen: bool,
         out: &mut Vec<Event>,
     ) -> Result<(), RejectCode> {
-        let slot = self
-            .ledger
-            .slot_of(&account_id)
-            .ok_or(RejectCode::AccountNotFound)?;
-        let status = if frozen {
-            AccountStatus::Frozen
-        } else {
-            AccountStatus::Active
-        };
+        let slot = self.ledger.slot_of(&account_id).ok_or(RejectCode::AccountNotFound)?;
+        let status = if frozen { AccountStatus::Frozen } else { AccountStatus::Active };
         self.ledger.set_status(slot, status);
-        out.push(Event::AccountFrozenChanged {
-            ts,
-            account_id,
-            frozen,
-        });
+        out.push(Event::AccountFrozenChanged { ts, account_id, frozen });
         self.scratch.touch_account(slot);
         Ok(())
     }
@@ -331,19 +270,13 @@ impl Engine {
         price: Price,
         out: &mut Vec<Event>,
     ) -> Result<(), RejectCode> {
-        let slot = self
-            .instrument_slot(&instrument_id)
-            .ok_or(RejectCode::InstrumentNotFound)?;
+        let slot = self.instrument_slot(&instrument_id).ok_or(RejectCode::InstrumentNotFound)?;
         let inst = &self.instruments[slot as usize];
         if price <= 0 || price % inst.price_tick != 0 {
             return Err(RejectCode::PriceNotOnTick);
         }
         self.marks[slot as usize] = price;
-        out.push(Event::MarkPriceSet {
-            ts,
-            instrument_id: inst.instrument_id,
-            price,
-        });
+        out.push(Event::MarkPriceSet { ts, instrument_id: inst.instrument_id, price });
         Ok(())
     }
 
@@ -357,12 +290,7 @@ impl Engine {
             let account = self.ledger.account(slot);
             let inst = &self.instruments[instrument as usize];
             let position = match account.position(instrument) {
-                Some(p) => PositionSnapshot::new(
-                    account.account_id,
-                    p,
-                    inst,
-                    self.marks[instrument as usize],
-                ),
+                Some(p) => PositionSnapshot::new(account.account_id, p, inst, self.marks[instrument as usize]),
                 None => PositionSnapshot::new(
                     account.account_id,
                     &crate::domain::ledger::position::Position::new(instrument),
@@ -379,10 +307,7 @@ impl Engine {
                 market.record_tick(ts);
             }
             if depth_changed || traded {
-                out.push(Event::QuoteUpdated {
-                    ts,
-                    quote: *market.quote(),
-                });
+                out.push(Event::QuoteUpdated { ts, quote: *market.quote() });
             }
         }
         self.scratch.accounts.clear();

@@ -16,12 +16,7 @@ const FIVE_LEVELS: usize = 5;
 
 impl Engine {
     /// Validates and places a new order; every outcome is reported as events.
-    pub(super) fn insert_order(
-        &mut self,
-        ts: TimestampNs,
-        order: &InsertOrder,
-        out: &mut Vec<Event>,
-    ) {
+    pub(super) fn insert_order(&mut self, ts: TimestampNs, order: &InsertOrder, out: &mut Vec<Event>) {
         let order_id = self.next_order_id;
         match self.place(ts, order_id, order, out) {
             Ok(()) => self.next_order_id += 1,
@@ -37,21 +32,13 @@ impl Engine {
 
     /// The static checks of SPEC §2 in a fixed order (the first failing one is reported).
     fn validate(&self, order: &InsertOrder) -> Result<(u32, u32), RejectCode> {
-        let account = self
-            .ledger
-            .slot_of(&order.account_id)
-            .ok_or(RejectCode::AccountNotFound)?;
-        let instrument = self
-            .instrument_slot(&order.instrument_id)
-            .ok_or(RejectCode::InstrumentNotFound)?;
+        let account = self.ledger.slot_of(&order.account_id).ok_or(RejectCode::AccountNotFound)?;
+        let instrument = self.instrument_slot(&order.instrument_id).ok_or(RejectCode::InstrumentNotFound)?;
         let inst = &self.instruments[instrument as usize];
         if inst.status != InstrumentStatus::Trading {
             return Err(RejectCode::InstrumentNotTrading);
         }
-        if !matches!(
-            order.time_condition,
-            TimeCondition::Gfd | TimeCondition::Gtc | TimeCondition::Ioc
-        ) {
+        if !matches!(order.time_condition, TimeCondition::Gfd | TimeCondition::Gtc | TimeCondition::Ioc) {
             return Err(RejectCode::UnsupportedTimeCondition);
         }
         if order.volume < 1 || order.volume > inst.max_order_volume {
@@ -61,8 +48,7 @@ impl Engine {
         match order.volume_condition {
             VolumeCondition::Any => {}
             VolumeCondition::All if immediate => {}
-            VolumeCondition::Min if immediate && (1..=order.volume).contains(&order.min_volume) => {
-            }
+            VolumeCondition::Min if immediate && (1..=order.volume).contains(&order.min_volume) => {}
             _ => return Err(RejectCode::InvalidVolumeCondition),
         }
         match order.price_type {
@@ -97,11 +83,7 @@ impl Engine {
         let (account, instrument) = self.validate(order)?;
         // Market-like orders hold at the upper limit (the worst case for either side); LIMIT at
         // its price.
-        let hold_price = if order.price_type == PriceType::Limit {
-            order.limit_price
-        } else {
-            None
-        };
+        let hold_price = if order.price_type == PriceType::Limit { order.limit_price } else { None };
         let req = HoldRequest {
             order_id,
             client_order_id: order.client_order_id,
@@ -126,8 +108,7 @@ impl Engine {
             PriceType::Best => book.best(opposite),
             PriceType::FiveLevel => book.nth_level_price(opposite, FIVE_LEVELS),
         };
-        let rests =
-            order.time_condition != TimeCondition::Ioc && order.price_type != PriceType::Any;
+        let rests = order.time_condition != TimeCondition::Ioc && order.price_type != PriceType::Any;
         let info = OrderInfo {
             order_id,
             client_order_id: order.client_order_id,
@@ -175,31 +156,26 @@ impl Engine {
             }
             MatchOutcome::MinFillNotMet { .. } => {
                 out.push(Event::OrderAccepted { ts, order: info });
-                self.end_order(
-                    ts,
-                    order_id,
-                    order.volume,
-                    RejectCode::NotFilledImmediately,
-                    out,
-                );
+                self.end_order(ts, order_id, order.volume, RejectCode::NotFilledImmediately, out);
             }
-            MatchOutcome::Done {
-                filled, cancelled, ..
-            } => {
+            MatchOutcome::Done { filled, rested, cancelled } => {
                 out.push(Event::OrderAccepted { ts, order: info });
                 self.apply_fills(ts, instrument, order_id, order.direction, out);
+                if rested > 0 && order.price_type != PriceType::Limit {
+                    // BEST / FIVELEVEL held at the band edge until the price was known; the
+                    // resting remainder now holds at the price it rests at (never more).
+                    let reheld = self.ledger.rehold(order_id, match_limit, rested, &self.instruments, &self.marks);
+                    debug_assert!(reheld.is_ok(), "re-hold at a better price failed: {reheld:?}");
+                }
                 if cancelled > 0 {
-                    let why = if filled == 0
-                        && order.price_type == PriceType::Any
-                        && self.scratch.fills.is_empty()
-                    {
+                    let why = if filled == 0 && order.price_type == PriceType::Any && self.scratch.fills.is_empty() {
                         RejectCode::NoCounterparty
                     } else {
                         RejectCode::NotFilledImmediately
                     };
                     self.end_order(ts, order_id, cancelled, why, out);
                 } else {
-                    self.scratch.touch_position(account, instrument);
+                    self.scratch.touch_hold(account, instrument, order.offset);
                 }
                 self.scratch.touch_quote(instrument, filled > 0);
             }
@@ -216,10 +192,7 @@ impl Engine {
         why: RejectCode,
         out: &mut Vec<Event>,
     ) {
-        let order = *self
-            .ledger
-            .order(order_id)
-            .expect("ending an order the ledger holds");
+        let order = *self.ledger.order(order_id).expect("ending an order the ledger holds");
         self.ledger.release(order_id, volume);
         let account_id = self.ledger.account(order.account).account_id;
         out.push(Event::OrderCancelled {
@@ -231,7 +204,7 @@ impl Engine {
             volume_cancelled: volume,
             reason: Reason::from(why),
         });
-        self.scratch.touch_position(order.account, order.instrument);
+        self.scratch.touch_hold(order.account, order.instrument, order.offset);
     }
 
     /// Applies the fills in scratch (taker `taker_id` against each maker) to both accounts,
@@ -249,14 +222,9 @@ impl Engine {
             let fill = self.scratch.fills[i];
             let inst = &self.instruments[inst_index];
             let taker_order = *self.ledger.order(taker_id).expect("taker is live");
-            let maker_order = *self
-                .ledger
-                .order(fill.maker_order_id)
-                .expect("maker is live");
+            let maker_order = *self.ledger.order(fill.maker_order_id).expect("maker is live");
             let taker = self.ledger.fill(taker_id, fill.price, fill.volume, inst);
-            let maker = self
-                .ledger
-                .fill(fill.maker_order_id, fill.price, fill.volume, inst);
+            let maker = self.ledger.fill(fill.maker_order_id, fill.price, fill.volume, inst);
             debug_assert_eq!(maker.volume_left, fill.maker_volume_left);
             let oi_change = match (taker.offset == Offset::Open, maker.offset == Offset::Open) {
                 (true, true) => fill.volume,
@@ -265,12 +233,7 @@ impl Engine {
             };
             self.open_interest[inst_index] += oi_change;
             self.marks[inst_index] = fill.price;
-            self.markets[inst_index].on_trade(
-                fill.price,
-                fill.volume,
-                self.open_interest[inst_index],
-                ts,
-            );
+            self.markets[inst_index].on_trade(fill.price, fill.volume, self.open_interest[inst_index], ts);
             let side = |ledger: &crate::domain::ledger::Ledger,
                         o: &LiveOrder,
                         a: crate::domain::ledger::FillApplied| TradeSide {
@@ -312,16 +275,10 @@ impl Engine {
         order_id: Option<u64>,
         client_order_id: Option<ClientOrderId>,
     ) -> Result<LiveOrder, RejectCode> {
-        let account = self
-            .ledger
-            .slot_of(account_id)
-            .ok_or(RejectCode::AccountNotFound)?;
+        let account = self.ledger.slot_of(account_id).ok_or(RejectCode::AccountNotFound)?;
         let id = match (order_id, client_order_id) {
             (Some(id), _) => id,
-            (None, Some(client)) => self
-                .ledger
-                .order_by_client(account, &client)
-                .ok_or(RejectCode::OrderNotFound)?,
+            (None, Some(client)) => self.ledger.order_by_client(account, &client).ok_or(RejectCode::OrderNotFound)?,
             (None, None) => return Err(RejectCode::OrderNotFound),
         };
         match self.ledger.order(id) {
@@ -345,13 +302,7 @@ impl Engine {
     }
 
     /// Takes a live order off its book and ends it with `why`.
-    pub(super) fn cancel_live(
-        &mut self,
-        ts: TimestampNs,
-        order: &LiveOrder,
-        why: RejectCode,
-        out: &mut Vec<Event>,
-    ) {
+    pub(super) fn cancel_live(&mut self, ts: TimestampNs, order: &LiveOrder, why: RejectCode, out: &mut Vec<Event>) {
         let removed = self.books[order.instrument as usize].cancel(order.order_id);
         debug_assert_eq!(removed.map(|r| r.volume_left), Some(order.volume_left));
         self.end_order(ts, order.order_id, order.volume_left, why, out);
@@ -371,12 +322,13 @@ impl Engine {
     ) -> Result<(), RejectCode> {
         let order = self.find_order(&account_id, order_id, client_order_id)?;
         let instrument = order.instrument;
-        let resting = *self.books[instrument as usize]
-            .order(order.order_id)
-            .ok_or(RejectCode::OrderNotFound)?;
-        let price = new_price.unwrap_or(resting.price);
+        // Every live order rests at its limit price (BEST / FIVELEVEL ones are re-held at the
+        // price they rested at), so the ledger knows it without a book lookup.
+        let resting_price = order.limit_price.ok_or(RejectCode::OrderNotFound)?;
+        debug_assert_eq!(self.books[instrument as usize].order(order.order_id).map(|o| o.price), Some(resting_price));
+        let price = new_price.unwrap_or(resting_price);
         let volume = new_volume.unwrap_or(order.volume_left);
-        if price == resting.price && volume == order.volume_left {
+        if price == resting_price && volume == order.volume_left {
             return Err(RejectCode::InvalidModify);
         }
         if volume < 1 || volume > self.instruments[instrument as usize].max_order_volume {
@@ -384,7 +336,7 @@ impl Engine {
         }
         self.check_price(instrument, price)?;
         let account = order.account;
-        if price == resting.price && volume < order.volume_left {
+        if price == resting_price && volume < order.volume_left {
             // A pure decrease keeps its place in the queue.
             let reduced = self.books[instrument as usize].reduce(order.order_id, volume);
             debug_assert!(reduced);
@@ -398,31 +350,26 @@ impl Engine {
                 volume_left: volume,
                 kept_priority: true,
             });
-            self.scratch.touch_position(account, instrument);
+            self.scratch.touch_hold(account, instrument, order.offset);
             self.scratch.touch_quote(instrument, false);
             return Ok(());
         }
-        let incoming = Incoming {
-            order_id: order.order_id,
-            owner: account as u64,
-            direction: order.direction,
-            limit: Some(price),
-            volume,
-            min_fill: 0,
-            rest_remainder: true,
-        };
-        // Refuse before touching anything: self-trade at the new price, then funds/lots.
-        if self.books[instrument as usize].would_self_trade(&incoming) {
-            return Err(RejectCode::SelfTrade);
+        // Funds and lots first, then the book; a self-trade refusal puts the old hold back, so a
+        // refused modify changes nothing.
+        self.ledger.rehold(order.order_id, Some(price), volume, &self.instruments, &self.marks)?;
+        self.scratch.fills.clear();
+        let outcome = self.books[instrument as usize].reprice(order.order_id, price, volume, &mut self.scratch.fills);
+        match outcome {
+            Some(MatchOutcome::Done { .. }) => {}
+            _ => {
+                self.ledger.restore(order);
+                return Err(if outcome == Some(MatchOutcome::SelfTrade) {
+                    RejectCode::SelfTrade
+                } else {
+                    RejectCode::OrderNotFound
+                });
+            }
         }
-        self.ledger.rehold(
-            order.order_id,
-            Some(price),
-            volume,
-            &self.instruments,
-            &self.marks,
-        )?;
-        self.books[instrument as usize].cancel(order.order_id);
         out.push(Event::OrderModified {
             ts,
             order_id: order.order_id,
@@ -432,15 +379,9 @@ impl Engine {
             volume_left: volume,
             kept_priority: false,
         });
-        self.scratch.fills.clear();
-        let outcome = self.books[instrument as usize].submit(&incoming, &mut self.scratch.fills);
-        debug_assert!(
-            matches!(outcome, MatchOutcome::Done { .. }),
-            "modify resubmit: {outcome:?}"
-        );
         let traded = !self.scratch.fills.is_empty();
         self.apply_fills(ts, instrument, order.order_id, order.direction, out);
-        self.scratch.touch_position(account, instrument);
+        self.scratch.touch_hold(account, instrument, order.offset);
         self.scratch.touch_quote(instrument, traded);
         Ok(())
     }

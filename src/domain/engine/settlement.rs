@@ -17,19 +17,13 @@ impl Engine {
         price: Price,
         out: &mut Vec<Event>,
     ) -> Result<(), RejectCode> {
-        let slot = self
-            .instrument_slot(&instrument_id)
-            .ok_or(RejectCode::InstrumentNotFound)?;
+        let slot = self.instrument_slot(&instrument_id).ok_or(RejectCode::InstrumentNotFound)?;
         let inst = &self.instruments[slot as usize];
         if price <= 0 || price % inst.price_tick != 0 {
             return Err(RejectCode::InvalidSettlementPrice);
         }
         self.settlement_prices[slot as usize] = Some(price);
-        out.push(Event::SettlementPriceSet {
-            ts,
-            instrument_id: inst.instrument_id,
-            price,
-        });
+        out.push(Event::SettlementPriceSet { ts, instrument_id: inst.instrument_id, price });
         Ok(())
     }
 
@@ -47,9 +41,8 @@ impl Engine {
         };
         let settled_day = self.trading_day;
         // 1. Settlement price per instrument: the operator's, else the day's last (mark) price.
-        let prices: Vec<Price> = (0..self.instruments.len())
-            .map(|i| self.settlement_prices[i].unwrap_or(self.marks[i]))
-            .collect();
+        let prices: Vec<Price> =
+            (0..self.instruments.len()).map(|i| self.settlement_prices[i].unwrap_or(self.marks[i])).collect();
         // 2. Day orders end; so do CLOSETODAY orders, whose today lots are about to become his.
         for order in self.ledger.live_orders_sorted() {
             if order.time_condition == TimeCondition::Gfd || order.offset == Offset::CloseToday {
@@ -75,22 +68,11 @@ impl Engine {
                 })
                 .collect();
             let snapshot = self.ledger.settle_account(slot, &self.instruments, &prices);
-            let statement = SettlementStatement {
-                trading_day: settled_day,
-                account: snapshot,
-                positions,
-            };
+            let statement = SettlementStatement { trading_day: settled_day, account: snapshot, positions };
             self.statements.push(statement.clone());
             out.push(Event::Settlement { ts, statement });
             self.scratch.touch_account(slot);
-            for instrument in self
-                .ledger
-                .account(slot)
-                .positions
-                .iter()
-                .map(|p| p.instrument)
-                .collect::<Vec<_>>()
-            {
+            for instrument in self.ledger.account(slot).positions.iter().map(|p| p.instrument).collect::<Vec<_>>() {
                 self.scratch.touch_position(slot, instrument);
             }
         }
@@ -101,27 +83,12 @@ impl Engine {
             self.instruments[i].roll_day(price, last_prices[i], oi);
             self.markets[i].set_settlement(price);
             // Publish the settled day's close and settlement before the quote rolls over.
-            out.push(Event::QuoteUpdated {
-                ts,
-                quote: *self.markets[i].quote(),
-            });
-            let (lower, upper) = (
-                self.instruments[i].lower_limit,
-                self.instruments[i].upper_limit,
-            );
+            out.push(Event::QuoteUpdated { ts, quote: *self.markets[i].quote() });
+            let (lower, upper) = (self.instruments[i].lower_limit, self.instruments[i].upper_limit);
             let removed = self.books[i].rebase(lower, upper);
             for resting in removed {
-                let order = *self
-                    .ledger
-                    .order(resting.order_id)
-                    .expect("resting order is live");
-                self.end_order(
-                    ts,
-                    order.order_id,
-                    order.volume_left,
-                    RejectCode::OutsideNewPriceBand,
-                    out,
-                );
+                let order = *self.ledger.order(resting.order_id).expect("resting order is live");
+                self.end_order(ts, order.order_id, order.volume_left, RejectCode::OutsideNewPriceBand, out);
             }
             self.markets[i].roll_day(&self.instruments[i]);
             self.settlement_prices[i] = None;
@@ -140,11 +107,7 @@ impl Engine {
             }
         }
         self.trading_day = next_day;
-        out.push(Event::TradingDayAdvanced {
-            ts,
-            settled_day,
-            trading_day: next_day,
-        });
+        out.push(Event::TradingDayAdvanced { ts, settled_day, trading_day: next_day });
         Ok(())
     }
 
@@ -156,25 +119,14 @@ impl Engine {
         account_id: AccountId,
         out: &mut Vec<Event>,
     ) -> Result<(), RejectCode> {
-        let slot = self
-            .ledger
-            .slot_of(&account_id)
-            .ok_or(RejectCode::AccountNotFound)?;
-        for order in self
-            .ledger
-            .live_orders_sorted()
-            .into_iter()
-            .filter(|o| o.account == slot)
-        {
+        let slot = self.ledger.slot_of(&account_id).ok_or(RejectCode::AccountNotFound)?;
+        for order in self.ledger.live_orders_sorted().into_iter().filter(|o| o.account == slot) {
             self.cancel_live(ts, &order, RejectCode::ForcedLiquidation, out);
         }
         let mut closes = Vec::new();
         for p in &self.ledger.account(slot).positions {
-            let strict = self.instruments[p.instrument as usize]
-                .exchange_id
-                .has_strict_close_today();
-            for (side, direction) in [(Side::Long, Direction::Sell), (Side::Short, Direction::Buy)]
-            {
+            let strict = self.instruments[p.instrument as usize].exchange_id.has_strict_close_today();
+            for (side, direction) in [(Side::Long, Direction::Sell), (Side::Short, Direction::Buy)] {
                 let (his, today) = (p.bucket(side, false).volume, p.bucket(side, true).volume);
                 if strict {
                     closes.push((p.instrument, direction, Offset::Close, his));
@@ -191,8 +143,7 @@ impl Engine {
         // The account is frozen for new orders only by its owner's status; liquidation orders go
         // through the normal path as closes, which are never refused for funds.
         let status = self.ledger.account(slot).status;
-        self.ledger
-            .set_status(slot, crate::domain::ledger::account::AccountStatus::Active);
+        self.ledger.set_status(slot, crate::domain::ledger::account::AccountStatus::Active);
         for (instrument, direction, offset, volume) in closes {
             let (instrument_id, max_lots) = {
                 let inst = &self.instruments[instrument as usize];
@@ -201,8 +152,7 @@ impl Engine {
             let mut remaining = volume;
             while remaining > 0 {
                 let lots = remaining.min(max_lots);
-                let client =
-                    ClientOrderId::new(&format!("FORCE_{}", self.next_order_id)).expect("short id");
+                let client = ClientOrderId::new(&format!("FORCE_{}", self.next_order_id)).expect("short id");
                 let order = InsertOrder {
                     account_id,
                     client_order_id: client,
@@ -242,11 +192,7 @@ fn days_in_month(year: u32, month: u32) -> u32 {
 
 /// Days since 1970-01-01 for a valid yyyymmdd (Howard Hinnant's civil calendar arithmetic).
 fn days_from_civil(day: u32) -> i64 {
-    let (y, m, d) = (
-        (day / 10_000) as i64,
-        (day / 100 % 100) as i64,
-        (day % 100) as i64,
-    );
+    let (y, m, d) = ((day / 10_000) as i64, (day / 100 % 100) as i64, (day % 100) as i64);
     let y = if m <= 2 { y - 1 } else { y };
     let era = y.div_euclid(400);
     let yoe = y - era * 400;

@@ -51,11 +51,7 @@ pub struct RestingOrderView {
 
 impl From<&RestingOrder> for RestingOrderView {
     fn from(o: &RestingOrder) -> Self {
-        Self {
-            order_id: o.order_id,
-            price: o.price,
-            volume_left: o.volume_left,
-        }
+        Self { order_id: o.order_id, price: o.price, volume_left: o.volume_left }
     }
 }
 
@@ -105,10 +101,7 @@ impl Engine {
                     })
                     .collect();
                 positions.sort_by_key(|p| p.instrument_id);
-                AccountState {
-                    account: self.ledger.snapshot(slot, &self.instruments, &self.marks),
-                    positions,
-                }
+                AccountState { account: self.ledger.snapshot(slot, &self.instruments, &self.marks), positions }
             })
             .collect();
         let books = self
@@ -120,11 +113,7 @@ impl Engine {
                 let mut asks = Vec::new();
                 book.for_each_order(Direction::Buy, |o| bids.push(o.into()));
                 book.for_each_order(Direction::Sell, |o| asks.push(o.into()));
-                BookDump {
-                    instrument_id: inst.instrument_id,
-                    bids,
-                    asks,
-                }
+                BookDump { instrument_id: inst.instrument_id, bids, asks }
             })
             .collect();
         EngineState {
@@ -157,20 +146,10 @@ impl Engine {
             }
             let s = self.ledger.snapshot(slot, &self.instruments, &self.marks);
             if s.static_balance != s.pre_balance + s.deposit - s.withdraw
-                || s.balance
-                    != s.static_balance + s.close_profit - s.commission - s.premium
-                        + s.position_profit
-                || s.available
-                    != s.balance
-                        - s.margin
-                        - s.frozen_margin
-                        - s.frozen_commission
-                        - s.frozen_premium
+                || s.balance != s.static_balance + s.close_profit - s.commission - s.premium + s.position_profit
+                || s.available != s.balance - s.margin - s.frozen_margin - s.frozen_commission - s.frozen_premium
             {
-                return Err(format!(
-                    "account {} breaks the balance identities",
-                    s.account_id
-                ));
+                return Err(format!("account {} breaks the balance identities", s.account_id));
             }
             profit_sum += (s.close_profit + s.position_profit) as i128;
             balance_sum += s.balance as i128;
@@ -178,9 +157,7 @@ impl Engine {
             static_sum += s.static_balance as i128;
         }
         if profit_sum != 0 {
-            return Err(format!(
-                "not zero-sum: close + position profit over accounts = {profit_sum}"
-            ));
+            return Err(format!("not zero-sum: close + position profit over accounts = {profit_sum}"));
         }
         if balance_sum + commission_sum != static_sum {
             return Err("sum(balance) + sum(commission) != sum(static_balance)".into());
@@ -192,9 +169,7 @@ impl Engine {
                     self.instruments[i].instrument_id, long[i], short[i], self.open_interest[i]
                 ));
             }
-            self.books[i]
-                .check_invariants()
-                .map_err(|e| format!("{}: {e}", self.instruments[i].instrument_id))?;
+            self.books[i].check_invariants().map_err(|e| format!("{}: {e}", self.instruments[i].instrument_id))?;
         }
         let mut resting = 0;
         for (i, book) in self.books.iter().enumerate() {
@@ -207,12 +182,7 @@ impl Engine {
                             if live.volume_left == o.volume_left
                                 && live.instrument as usize == i
                                 && live.account as u64 == o.owner => {}
-                        _ => {
-                            problem = Some(format!(
-                                "resting order {} does not match the ledger",
-                                o.order_id
-                            ))
-                        }
+                        _ => problem = Some(format!("resting order {} does not match the ledger", o.order_id)),
                     }
                 });
             }
@@ -221,10 +191,7 @@ impl Engine {
             }
         }
         if resting != self.ledger.live_order_count() {
-            return Err(format!(
-                "{resting} resting orders but {} live in the ledger",
-                self.ledger.live_order_count()
-            ));
+            return Err(format!("{resting} resting orders but {} live in the ledger", self.ledger.live_order_count()));
         }
         Ok(())
     }

@@ -8,16 +8,7 @@ use crate::domain::types::*;
 use serde::{Deserialize, Serialize};
 
 #[derive(
-    Clone,
-    Copy,
-    Debug,
-    PartialEq,
-    Eq,
-    Serialize,
-    Deserialize,
-    rkyv::Archive,
-    rkyv::Serialize,
-    rkyv::Deserialize,
+    Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
 )]
 #[serde(rename_all = "snake_case")]
 #[rkyv(derive(Debug, PartialEq, Eq))]
@@ -29,17 +20,7 @@ pub enum AccountStatus {
 
 /// Stored state of one account. Everything else (balance, available, profits, margin) is derived
 /// on demand by `snapshot`, so it can never drift from its definition.
-#[derive(
-    Clone,
-    Debug,
-    PartialEq,
-    Eq,
-    Serialize,
-    Deserialize,
-    rkyv::Archive,
-    rkyv::Serialize,
-    rkyv::Deserialize,
-)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct Account {
     pub account_id: AccountId,
     pub status: AccountStatus,
@@ -89,17 +70,30 @@ impl Account {
 
     /// The position in `instrument`, created empty if the account has none.
     pub fn position_mut(&mut self, instrument: u32) -> &mut Position {
-        match self
-            .positions
-            .iter()
-            .position(|p| p.instrument == instrument)
-        {
+        match self.positions.iter().position(|p| p.instrument == instrument) {
             Some(i) => &mut self.positions[i],
             None => {
                 self.positions.push(Position::new(instrument));
                 self.positions.last_mut().expect("just pushed")
             }
         }
+    }
+
+    /// `available` alone (what the pre-trade check needs), without building a snapshot.
+    pub fn available(&self, instruments: &[Instrument], marks: &[Price]) -> Money {
+        let mut position_profit = 0;
+        let mut margin = 0;
+        for p in &self.positions {
+            let inst = &instruments[p.instrument as usize];
+            let last = marks[p.instrument as usize];
+            position_profit += p.position_profit(Side::Long, last, inst.volume_multiple)
+                + p.position_profit(Side::Short, last, inst.volume_multiple);
+            margin += p.margin(Side::Long, inst.margin_rate_long) + p.margin(Side::Short, inst.margin_rate_short);
+        }
+        let balance =
+            self.pre_balance + self.deposit - self.withdraw + self.close_profit - self.commission - self.premium
+                + position_profit;
+        balance - margin - self.frozen_margin - self.frozen_commission - self.frozen_premium
     }
 
     /// The DIFF account fields, with positions marked at `marks[instrument]`.
@@ -114,14 +108,11 @@ impl Account {
                 position_profit += p.position_profit(side, last, inst.volume_multiple);
                 float_profit += p.float_profit(side, last, inst.volume_multiple);
             }
-            margin += p.margin(Side::Long, inst.margin_rate_long)
-                + p.margin(Side::Short, inst.margin_rate_short);
+            margin += p.margin(Side::Long, inst.margin_rate_long) + p.margin(Side::Short, inst.margin_rate_short);
         }
         let static_balance = self.pre_balance + self.deposit - self.withdraw;
-        let balance =
-            static_balance + self.close_profit - self.commission - self.premium + position_profit;
-        let available =
-            balance - margin - self.frozen_margin - self.frozen_commission - self.frozen_premium;
+        let balance = static_balance + self.close_profit - self.commission - self.premium + position_profit;
+        let available = balance - margin - self.frozen_margin - self.frozen_commission - self.frozen_premium;
         let risk_ratio = if balance > 0 {
             1.0 - available as f64 / balance as f64
         } else if margin > 0 {
@@ -157,17 +148,7 @@ impl Account {
 /// balance = static_balance + close_profit - commission - premium + position_profit;
 /// available = balance - margin - frozen_margin - frozen_commission - frozen_premium;
 /// risk_ratio = 1 - available / balance.
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    PartialEq,
-    Serialize,
-    Deserialize,
-    rkyv::Archive,
-    rkyv::Serialize,
-    rkyv::Deserialize,
-)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct AccountSnapshot {
     pub account_id: AccountId,
     pub status: AccountStatus,
@@ -206,17 +187,7 @@ pub struct AccountSnapshot {
 }
 
 /// The DIFF position (`trade/<user>/positions/<EXCH.sym>`) fields for one instrument.
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    PartialEq,
-    Serialize,
-    Deserialize,
-    rkyv::Archive,
-    rkyv::Serialize,
-    rkyv::Deserialize,
-)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct PositionSnapshot {
     pub account_id: AccountId,
     pub exchange_id: ExchangeId,
@@ -280,18 +251,9 @@ impl PositionSnapshot {
         };
         let (long, short) = (Side::Long, Side::Short);
         let (vl, vs) = (p.volume(long), p.volume(short));
-        let (fpl, fps) = (
-            p.float_profit(long, last, mult),
-            p.float_profit(short, last, mult),
-        );
-        let (ppl, pps) = (
-            p.position_profit(long, last, mult),
-            p.position_profit(short, last, mult),
-        );
-        let (ml, ms) = (
-            p.margin(long, inst.margin_rate_long),
-            p.margin(short, inst.margin_rate_short),
-        );
+        let (fpl, fps) = (p.float_profit(long, last, mult), p.float_profit(short, last, mult));
+        let (ppl, pps) = (p.position_profit(long, last, mult), p.position_profit(short, last, mult));
+        let (ml, ms) = (p.margin(long, inst.margin_rate_long), p.margin(short, inst.margin_rate_short));
         PositionSnapshot {
             account_id,
             exchange_id: inst.exchange_id,

@@ -137,37 +137,23 @@ impl Ledger {
         self.accounts[slot as usize].status = status;
     }
 
-    pub fn snapshot(
-        &self,
-        slot: u32,
-        instruments: &[Instrument],
-        marks: &[Price],
-    ) -> AccountSnapshot {
+    pub fn snapshot(&self, slot: u32, instruments: &[Instrument], marks: &[Price]) -> AccountSnapshot {
         self.accounts[slot as usize].snapshot(instruments, marks)
     }
 
     /// Pre-trade check and hold: freezes margin + commission for opens (failing if the account
     /// cannot pay) and position lots for closes. On error nothing changed.
-    pub fn hold(
-        &mut self,
-        req: &HoldRequest,
-        instruments: &[Instrument],
-        marks: &[Price],
-    ) -> Result<(), RejectCode> {
+    pub fn hold(&mut self, req: &HoldRequest, instruments: &[Instrument], marks: &[Price]) -> Result<(), RejectCode> {
         let account = &self.accounts[req.account as usize];
         if account.status != AccountStatus::Active {
             return Err(RejectCode::AccountFrozen);
         }
-        if self
-            .by_client
-            .contains_key(&(req.account, req.client_order_id))
-        {
+        if self.by_client.contains_key(&(req.account, req.client_order_id)) {
             return Err(RejectCode::DuplicateOrderId);
         }
         let order = self.plan_hold(req, instruments, marks, None)?;
         self.apply_hold(&order, 1);
-        self.by_client
-            .insert((order.account, order.client_order_id), order.order_id);
+        self.by_client.insert((order.account, order.client_order_id), order.order_id);
         self.orders.insert(order.order_id, order);
         Ok(())
     }
@@ -210,17 +196,10 @@ impl Ledger {
         };
         let position = account.position(req.instrument);
         if req.offset == Offset::Open {
-            order.frozen_margin_per_lot = apply_rate(
-                notional(freeze_price, mult, 1),
-                inst.margin_rate(req.direction),
-            );
-            order.frozen_commission_per_lot =
-                inst.commission
-                    .compute(CommissionKind::Open, freeze_price, mult, 1);
+            order.frozen_margin_per_lot = apply_rate(notional(freeze_price, mult, 1), inst.margin_rate(req.direction));
+            order.frozen_commission_per_lot = inst.commission.compute(CommissionKind::Open, freeze_price, mult, 1);
             if let Some(limit) = inst.position_limit {
-                let held = position.map_or(0, |p| {
-                    p.volume(Side::Long) + p.volume(Side::Short) + p.pending_open
-                });
+                let held = position.map_or(0, |p| p.volume(Side::Long) + p.volume(Side::Short) + p.pending_open);
                 let released = replacing.map_or(0, |o| o.volume_left);
                 if held - released + req.volume > limit {
                     return Err(RejectCode::PositionLimitExceeded);
@@ -228,18 +207,14 @@ impl Ledger {
             }
             let need = (order.frozen_margin_per_lot + order.frozen_commission_per_lot) * req.volume;
             let credit = replacing.map_or(0, |o| o.frozen_margin() + o.frozen_commission());
-            let available = account.snapshot(instruments, marks).available;
+            let available = account.available(instruments, marks);
             if need > available + credit {
                 return Err(RejectCode::InsufficientFunds);
             }
         } else {
             let side = Side::closed_by(req.direction);
-            let (mut his_free, mut today_free) = position.map_or((0, 0), |p| {
-                (
-                    p.bucket(side, false).closable(),
-                    p.bucket(side, true).closable(),
-                )
-            });
+            let (mut his_free, mut today_free) =
+                position.map_or((0, 0), |p| (p.bucket(side, false).closable(), p.bucket(side, true).closable()));
             if let Some(old) = replacing {
                 his_free += old.frozen_his;
                 today_free += old.frozen_today;
@@ -257,12 +232,9 @@ impl Ledger {
             }
             order.frozen_his = his;
             order.frozen_today = today;
-            order.frozen_commission_his_per_lot =
-                inst.commission
-                    .compute(CommissionKind::Close, freeze_price, mult, 1);
+            order.frozen_commission_his_per_lot = inst.commission.compute(CommissionKind::Close, freeze_price, mult, 1);
             order.frozen_commission_today_per_lot =
-                inst.commission
-                    .compute(CommissionKind::CloseToday, freeze_price, mult, 1);
+                inst.commission.compute(CommissionKind::CloseToday, freeze_price, mult, 1);
             // Closing reduces risk, so it is never refused for funds (a margin call must be able
             // to close); its commission is frozen all the same.
         }
@@ -294,10 +266,13 @@ impl Ledger {
         instruments: &[Instrument],
         marks: &[Price],
     ) -> Result<(), RejectCode> {
-        let old = *self
-            .orders
-            .get(&order_id)
-            .ok_or(RejectCode::OrderNotFound)?;
+        let old = *self.orders.get(&order_id).ok_or(RejectCode::OrderNotFound)?;
+        if old.is_open()
+            && volume == old.volume_left
+            && self.accounts[old.account as usize].status == AccountStatus::Active
+        {
+            return self.reprice_open_hold(&old, limit_price, instruments, marks);
+        }
         // Re-queueing is a new order in all but name: a frozen account may only cancel or
         // shrink (a pure decrease does not come here).
         if self.accounts[old.account as usize].status != AccountStatus::Active {
@@ -324,6 +299,45 @@ impl Ledger {
         self.apply_hold(&new, 1);
         self.orders.insert(order_id, new);
         Ok(())
+    }
+
+    /// The common move: an open order changes price only. Same result as the general path of
+    /// `rehold`, with one map lookup and no position changes, since only the frozen money per
+    /// lot differs (the frozen-equals-need invariant checks it after every engine test step).
+    fn reprice_open_hold(
+        &mut self,
+        old: &LiveOrder,
+        limit_price: Option<Price>,
+        instruments: &[Instrument],
+        marks: &[Price],
+    ) -> Result<(), RejectCode> {
+        let inst = &instruments[old.instrument as usize];
+        let freeze_price = limit_price.unwrap_or(inst.upper_limit);
+        let mult = inst.volume_multiple;
+        let margin_per_lot = apply_rate(notional(freeze_price, mult, 1), inst.margin_rate(old.direction));
+        let commission_per_lot = inst.commission.compute(CommissionKind::Open, freeze_price, mult, 1);
+        let need = (margin_per_lot + commission_per_lot) * old.volume_left;
+        let credit = old.frozen_margin() + old.frozen_commission();
+        let account = &mut self.accounts[old.account as usize];
+        if need > account.available(instruments, marks) + credit {
+            return Err(RejectCode::InsufficientFunds);
+        }
+        account.frozen_margin += margin_per_lot * old.volume_left - old.frozen_margin();
+        account.frozen_commission += commission_per_lot * old.volume_left - old.frozen_commission();
+        let order = self.orders.get_mut(&old.order_id).expect("order is live");
+        order.limit_price = limit_price;
+        order.frozen_margin_per_lot = margin_per_lot;
+        order.frozen_commission_per_lot = commission_per_lot;
+        Ok(())
+    }
+
+    /// Puts back a live order exactly as `old` was (undoes a `rehold` whose book step failed).
+    pub fn restore(&mut self, old: LiveOrder) {
+        if let Some(current) = self.orders.get(&old.order_id).copied() {
+            self.apply_hold(&current, -1);
+            self.apply_hold(&old, 1);
+            self.orders.insert(old.order_id, old);
+        }
     }
 
     /// Gives back the hold of `volume` unfilled lots (cancel, or a pure volume decrease).
@@ -363,13 +377,10 @@ impl Ledger {
     fn finish_update(&mut self, order: LiveOrder) -> Volume {
         if order.volume_left == 0 {
             self.orders.remove(&order.order_id);
-            self.by_client
-                .remove(&(order.account, order.client_order_id));
+            self.by_client.remove(&(order.account, order.client_order_id));
             // The position entry may now be empty; keep it (it is reused) unless nothing is held.
             let account = &mut self.accounts[order.account as usize];
-            account
-                .positions
-                .retain(|p| !p.is_empty() || p.pending_open != 0);
+            account.positions.retain(|p| !p.is_empty() || p.pending_open != 0);
             0
         } else {
             self.apply_hold(&order, 1);
@@ -381,17 +392,8 @@ impl Ledger {
 
     /// Applies a trade of `volume` lots at `price` to the order's account: positions, close
     /// profit, commission; releases the hold of the filled lots.
-    pub fn fill(
-        &mut self,
-        order_id: u64,
-        price: Price,
-        volume: Volume,
-        inst: &Instrument,
-    ) -> FillApplied {
-        let mut order = *self
-            .orders
-            .get(&order_id)
-            .expect("fill for an order the ledger holds");
+    pub fn fill(&mut self, order_id: u64, price: Price, volume: Volume, inst: &Instrument) -> FillApplied {
+        let mut order = *self.orders.get(&order_id).expect("fill for an order the ledger holds");
         debug_assert!(volume > 0 && volume <= order.volume_left);
         self.apply_hold(&order, -1);
         let mult = inst.volume_multiple;
@@ -400,22 +402,17 @@ impl Ledger {
         let mut commission = 0;
         let mut close_profit = 0;
         if order.is_open() {
-            position
-                .bucket_mut(Side::opened_by(order.direction), true)
-                .add(price, mult, volume);
-            commission += inst
-                .commission
-                .compute(CommissionKind::Open, price, mult, volume);
+            position.bucket_mut(Side::opened_by(order.direction), true).add(price, mult, volume);
+            commission += inst.commission.compute(CommissionKind::Open, price, mult, volume);
         } else {
             let side = Side::closed_by(order.direction);
             let his = volume.min(order.frozen_his);
             let today = volume - his;
             order.frozen_his -= his;
             order.frozen_today -= today;
-            for (lots, is_today, kind) in [
-                (his, false, CommissionKind::Close),
-                (today, true, CommissionKind::CloseToday),
-            ] {
+            for (lots, is_today, kind) in
+                [(his, false, CommissionKind::Close), (today, true, CommissionKind::CloseToday)]
+            {
                 if lots == 0 {
                     continue;
                 }
@@ -432,23 +429,12 @@ impl Ledger {
         account.close_profit += close_profit;
         order.volume_left -= volume;
         let volume_left = self.finish_update(order);
-        FillApplied {
-            account: order.account,
-            commission,
-            close_profit,
-            volume_left,
-            offset: order.offset,
-        }
+        FillApplied { account: order.account, commission, close_profit, volume_left, offset: order.offset }
     }
 
     /// Settlement for one account: realise position profit at the marks into pre_balance, roll
     /// today to his at the settlement price, reset the day's sums. Holds of surviving orders stay.
-    pub fn settle_account(
-        &mut self,
-        slot: u32,
-        instruments: &[Instrument],
-        settlement: &[Price],
-    ) -> AccountSnapshot {
+    pub fn settle_account(&mut self, slot: u32, instruments: &[Instrument], settlement: &[Price]) -> AccountSnapshot {
         let snap = self.accounts[slot as usize].snapshot(instruments, settlement);
         let account = &mut self.accounts[slot as usize];
         account.pre_balance = snap.balance;
@@ -495,10 +481,7 @@ impl Ledger {
         let mut pending: FastMap<(u32, u32), Volume> = FastMap::default();
         for o in self.orders.values() {
             if o.volume_left <= 0 {
-                return Err(format!(
-                    "live order {} has volume_left {}",
-                    o.order_id, o.volume_left
-                ));
+                return Err(format!("live order {} has volume_left {}", o.order_id, o.volume_left));
             }
             if !o.is_open() && o.frozen_his + o.frozen_today != o.volume_left {
                 return Err(format!(
@@ -512,33 +495,22 @@ impl Ledger {
                 *pending.entry((o.account, o.instrument)).or_default() += o.volume_left;
             } else {
                 let long = Side::closed_by(o.direction) == Side::Long;
-                *lots
-                    .entry((o.account, o.instrument, long, false))
-                    .or_default() += o.frozen_his;
-                *lots
-                    .entry((o.account, o.instrument, long, true))
-                    .or_default() += o.frozen_today;
+                *lots.entry((o.account, o.instrument, long, false)).or_default() += o.frozen_his;
+                *lots.entry((o.account, o.instrument, long, true)).or_default() += o.frozen_today;
             }
         }
         for (slot, a) in self.accounts.iter().enumerate() {
             if a.frozen_margin != margin[slot] || a.frozen_commission != commission[slot] {
                 return Err(format!(
                     "account {}: frozen margin/commission {}/{} but live orders need {}/{}",
-                    a.account_id,
-                    a.frozen_margin,
-                    a.frozen_commission,
-                    margin[slot],
-                    commission[slot]
+                    a.account_id, a.frozen_margin, a.frozen_commission, margin[slot], commission[slot]
                 ));
             }
             for p in &a.positions {
                 for (long, side) in [(true, Side::Long), (false, Side::Short)] {
                     for today in [false, true] {
                         let b = p.bucket(side, today);
-                        let want = lots
-                            .get(&(slot as u32, p.instrument, long, today))
-                            .copied()
-                            .unwrap_or(0);
+                        let want = lots.get(&(slot as u32, p.instrument, long, today)).copied().unwrap_or(0);
                         if b.frozen != want || b.volume < 0 || b.frozen > b.volume {
                             return Err(format!(
                                 "account {} instrument #{}: bucket {:?} today={today} frozen {} volume {} but orders freeze {want}",
@@ -547,10 +519,7 @@ impl Ledger {
                         }
                     }
                 }
-                let want = pending
-                    .get(&(slot as u32, p.instrument))
-                    .copied()
-                    .unwrap_or(0);
+                let want = pending.get(&(slot as u32, p.instrument)).copied().unwrap_or(0);
                 if p.pending_open != want {
                     return Err(format!(
                         "account {}: pending open {} but orders have {want}",

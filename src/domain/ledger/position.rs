@@ -49,6 +49,8 @@ impl Bucket {
         let share = |total: Money| -> Money {
             if volume == self.volume {
                 total
+            } else if let Some(product) = total.checked_mul(volume) {
+                product / self.volume
             } else {
                 (total as i128 * volume as i128 / self.volume as i128) as Money
             }
@@ -87,16 +89,7 @@ impl Side {
 }
 
 #[derive(
-    Clone,
-    Debug,
-    Default,
-    PartialEq,
-    Eq,
-    Serialize,
-    Deserialize,
-    rkyv::Archive,
-    rkyv::Serialize,
-    rkyv::Deserialize,
+    Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
 )]
 pub struct Position {
     /// Index of the instrument in the engine's instrument table.
@@ -111,10 +104,7 @@ pub struct Position {
 
 impl Position {
     pub fn new(instrument: u32) -> Self {
-        Self {
-            instrument,
-            ..Default::default()
-        }
+        Self { instrument, ..Default::default() }
     }
 
     pub fn bucket(&self, side: Side, today: bool) -> &Bucket {
@@ -171,14 +161,9 @@ impl Position {
     }
 
     pub fn is_empty(&self) -> bool {
-        [
-            &self.long_today,
-            &self.long_his,
-            &self.short_today,
-            &self.short_his,
-        ]
-        .iter()
-        .all(|b| b.volume == 0 && b.frozen == 0)
+        [&self.long_today, &self.long_his, &self.short_today, &self.short_his]
+            .iter()
+            .all(|b| b.volume == 0 && b.frozen == 0)
     }
 
     /// Settlement: his and today merge into his, repriced at `settlement`.
@@ -213,30 +198,16 @@ mod tests {
     #[test]
     fn profits_and_margin() {
         let mut p = Position::new(0);
-        p.bucket_mut(Side::Long, true)
-            .add(price_from_f64(3800.0), 300, 2);
-        p.bucket_mut(Side::Short, false)
-            .add(price_from_f64(3810.0), 300, 1);
+        p.bucket_mut(Side::Long, true).add(price_from_f64(3800.0), 300, 2);
+        p.bucket_mut(Side::Short, false).add(price_from_f64(3810.0), 300, 1);
         let last = price_from_f64(3805.0);
-        assert_eq!(
-            p.position_profit(Side::Long, last, 300),
-            money_from_f64(3_000.0)
-        );
-        assert_eq!(
-            p.position_profit(Side::Short, last, 300),
-            money_from_f64(1_500.0)
-        );
+        assert_eq!(p.position_profit(Side::Long, last, 300), money_from_f64(3_000.0));
+        assert_eq!(p.position_profit(Side::Short, last, 300), money_from_f64(1_500.0));
         // 3800 x 300 x 2 x 12% = 273,600
-        assert_eq!(
-            p.margin(Side::Long, rate_from_f64(0.12)),
-            money_from_f64(273_600.0)
-        );
+        assert_eq!(p.margin(Side::Long, rate_from_f64(0.12)), money_from_f64(273_600.0));
         p.roll_to_his(price_from_f64(3790.0), 300);
         assert_eq!(p.long_his.volume, 2);
-        assert_eq!(
-            p.long_his.position_cost,
-            money_from_f64(3790.0 * 300.0 * 2.0)
-        );
+        assert_eq!(p.long_his.position_cost, money_from_f64(3790.0 * 300.0 * 2.0));
         assert_eq!(p.long_his.open_cost, money_from_f64(3800.0 * 300.0 * 2.0));
         assert_eq!(p.long_today, Bucket::default());
     }

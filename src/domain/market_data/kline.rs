@@ -43,16 +43,7 @@ pub fn bar_start(ts: TimestampNs, period_ns: i64) -> TimestampNs {
 
 /// One bar, as DIFF's `klines/<sym>/<dur>/data/<id>`.
 #[derive(
-    Clone,
-    Copy,
-    Debug,
-    PartialEq,
-    Eq,
-    Serialize,
-    Deserialize,
-    rkyv::Archive,
-    rkyv::Serialize,
-    rkyv::Deserialize,
+    Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
 )]
 pub struct Kline {
     /// Bar start, ns since the epoch.
@@ -81,11 +72,7 @@ impl KlineSeries {
     /// An empty series of `period_ns` bars keeping the newest `capacity` (at least one).
     pub fn new(period_ns: i64, capacity: usize) -> Self {
         assert!(period_ns > 0, "k-line period must be positive");
-        Self {
-            period_ns,
-            bar_end_ns: TimestampNs::MIN,
-            bars: Ring::with_capacity(capacity),
-        }
+        Self { period_ns, bar_end_ns: TimestampNs::MIN, bars: Ring::with_capacity(capacity) }
     }
 
     pub fn period_ns(&self) -> i64 {
@@ -153,18 +140,9 @@ mod tests {
     #[test]
     fn alignment_in_china_time() {
         let t = CHINA_MIDNIGHT_NS + (9 * 3600 + 31 * 60 + 7) * SECOND_NS + 123; // 09:31:07
-        assert_eq!(
-            bar_start(t, 60 * SECOND_NS),
-            CHINA_MIDNIGHT_NS + (9 * 3600 + 31 * 60) * SECOND_NS
-        );
-        assert_eq!(
-            bar_start(t, 3 * SECOND_NS),
-            CHINA_MIDNIGHT_NS + (9 * 3600 + 31 * 60 + 6) * SECOND_NS
-        );
-        assert_eq!(
-            bar_start(t, 3600 * SECOND_NS),
-            CHINA_MIDNIGHT_NS + 9 * 3600 * SECOND_NS
-        );
+        assert_eq!(bar_start(t, 60 * SECOND_NS), CHINA_MIDNIGHT_NS + (9 * 3600 + 31 * 60) * SECOND_NS);
+        assert_eq!(bar_start(t, 3 * SECOND_NS), CHINA_MIDNIGHT_NS + (9 * 3600 + 31 * 60 + 6) * SECOND_NS);
+        assert_eq!(bar_start(t, 3600 * SECOND_NS), CHINA_MIDNIGHT_NS + 9 * 3600 * SECOND_NS);
         assert_eq!(bar_start(t, 86_400 * SECOND_NS), CHINA_MIDNIGHT_NS);
         // Intraday periods: China alignment equals epoch alignment.
         for &p in &KLINE_PERIODS_NS[..6] {
@@ -172,14 +150,8 @@ mod tests {
         }
         // 23:59:59.999999999 is still the same China day; one ns later is the next.
         let day = 86_400 * SECOND_NS;
-        assert_eq!(
-            bar_start(CHINA_MIDNIGHT_NS + day - 1, day),
-            CHINA_MIDNIGHT_NS
-        );
-        assert_eq!(
-            bar_start(CHINA_MIDNIGHT_NS + day, day),
-            CHINA_MIDNIGHT_NS + day
-        );
+        assert_eq!(bar_start(CHINA_MIDNIGHT_NS + day - 1, day), CHINA_MIDNIGHT_NS);
+        assert_eq!(bar_start(CHINA_MIDNIGHT_NS + day, day), CHINA_MIDNIGHT_NS + day);
         // Extremes saturate instead of overflowing.
         assert_eq!(bar_start(i64::MIN, day), i64::MIN);
         let top = bar_start(i64::MAX, day);

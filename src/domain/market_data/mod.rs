@@ -10,9 +10,7 @@ pub mod quote;
 pub mod ring;
 pub mod tick;
 
-pub use kline::{
-    bar_start, kline_period_index, Kline, KlineSeries, CHINA_UTC_OFFSET_NS, KLINE_PERIODS_NS,
-};
+pub use kline::{bar_start, kline_period_index, Kline, KlineSeries, CHINA_UTC_OFFSET_NS, KLINE_PERIODS_NS};
 pub use quote::{average_price, Quote, DEPTH};
 pub use ring::{Ring, RingIter};
 pub use tick::Tick;
@@ -52,19 +50,12 @@ impl InstrumentMarket {
     /// `open_interest_after`. Updates the quote's day statistics and every k-line series.
     /// A non-positive volume is ignored.
     #[inline]
-    pub fn on_trade(
-        &mut self,
-        price: Price,
-        volume: Volume,
-        open_interest_after: Volume,
-        ts: TimestampNs,
-    ) {
+    pub fn on_trade(&mut self, price: Price, volume: Volume, open_interest_after: Volume, ts: TimestampNs) {
         if volume <= 0 {
             return;
         }
         let open_interest_before = self.quote.open_interest;
-        self.quote
-            .apply_trade(price, volume, self.volume_multiple, open_interest_after, ts);
+        self.quote.apply_trade(price, volume, self.volume_multiple, open_interest_after, ts);
         for series in &mut self.klines {
             series.on_trade(price, volume, open_interest_before, open_interest_after, ts);
         }
@@ -89,9 +80,7 @@ impl InstrumentMarket {
             ask_volume[n] = volume;
             n += 1;
         });
-        let changed = self
-            .quote
-            .set_depth(&bid_price, &bid_volume, &ask_price, &ask_volume);
+        let changed = self.quote.set_depth(&bid_price, &bid_volume, &ask_price, &ask_volume);
         if changed {
             self.quote.datetime_ns = self.quote.datetime_ns.max(ts);
         }

@@ -16,16 +16,7 @@ pub const DEPTH: usize = 5;
 /// `average` are None; `close` and `settlement` stay None until the day's settlement.
 /// `volume` counts each matched lot once (one-sided, as Chinese exchanges report it).
 #[derive(
-    Clone,
-    Copy,
-    Debug,
-    PartialEq,
-    Eq,
-    Serialize,
-    Deserialize,
-    rkyv::Archive,
-    rkyv::Serialize,
-    rkyv::Deserialize,
+    Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
 )]
 pub struct Quote {
     pub instrument_id: InstrumentId,
@@ -62,11 +53,7 @@ pub struct Quote {
 pub fn average_price(amount: Money, volume: Volume, volume_multiple: i64) -> Option<Price> {
     let units = volume.checked_mul(volume_multiple).filter(|&u| u > 0)?;
     let half = units / 2;
-    let rounded = if amount >= 0 {
-        amount.saturating_add(half) / units
-    } else {
-        amount.saturating_sub(half) / units
-    };
+    let rounded = if amount >= 0 { amount.saturating_add(half) / units } else { amount.saturating_sub(half) / units };
     Some(rounded)
 }
 
@@ -118,9 +105,7 @@ impl Quote {
             self.open = Some(price);
         }
         self.volume = self.volume.saturating_add(volume);
-        self.amount = self
-            .amount
-            .saturating_add(notional(price, volume_multiple, volume));
+        self.amount = self.amount.saturating_add(notional(price, volume_multiple, volume));
         self.average = average_price(self.amount, self.volume, volume_multiple);
         self.open_interest = open_interest_after;
         self.datetime_ns = self.datetime_ns.max(ts);

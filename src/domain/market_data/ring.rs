@@ -20,12 +20,7 @@ impl<T> Ring<T> {
     /// A ring for `capacity` records (at least one), reserved up front.
     pub fn with_capacity(capacity: usize) -> Self {
         let capacity = capacity.max(1);
-        Self {
-            slots: Vec::with_capacity(capacity),
-            head: 0,
-            capacity,
-            pushed: 0,
-        }
+        Self { slots: Vec::with_capacity(capacity), head: 0, capacity, pushed: 0 }
     }
 
     pub fn capacity(&self) -> usize {
@@ -66,11 +61,7 @@ impl<T> Ring<T> {
             self.slots.push(value);
         } else {
             self.slots[self.head] = value;
-            self.head = if self.head + 1 == self.capacity {
-                0
-            } else {
-                self.head + 1
-            };
+            self.head = if self.head + 1 == self.capacity { 0 } else { self.head + 1 };
         }
         self.pushed += 1;
         debug_assert!(self.slots.len() <= self.capacity);
@@ -124,11 +115,7 @@ impl<T> Ring<T> {
 
     /// `(id, record)` pairs, oldest first.
     pub fn iter(&self) -> RingIter<'_, T> {
-        RingIter {
-            ring: self,
-            front: self.pushed - self.slots.len() as i64,
-            back: self.pushed,
-        }
+        RingIter { ring: self, front: self.pushed - self.slots.len() as i64, back: self.pushed }
     }
 
     /// `(id, record)` pairs with id >= `from_id`, oldest first (e.g. the newest N bars of a
@@ -194,25 +181,16 @@ mod tests {
             ring.push(value);
         }
         // Pushed 10,11,12,13,14 with ids 0..=4; 10 and 11 fell off.
-        assert_eq!(
-            (ring.first_id(), ring.last_id(), ring.len(), ring.pushed()),
-            (2, 4, 3, 5)
-        );
+        assert_eq!((ring.first_id(), ring.last_id(), ring.len(), ring.pushed()), (2, 4, 3, 5));
         let got: Vec<(i64, i32)> = ring.iter().map(|(id, v)| (id, *v)).collect();
         assert_eq!(got, vec![(2, 12), (3, 13), (4, 14)]);
         let back: Vec<i64> = ring.iter().rev().map(|(id, _)| id).collect();
         assert_eq!(back, vec![4, 3, 2]);
-        assert_eq!(
-            (ring.get(1), ring.get(2), ring.get(4), ring.get(5)),
-            (None, Some(&12), Some(&14), None)
-        );
+        assert_eq!((ring.get(1), ring.get(2), ring.get(4), ring.get(5)), (None, Some(&12), Some(&14), None));
         assert_eq!(ring.last(), Some(&14));
         let (a, b) = ring.as_slices();
         assert_eq!([a, b].concat(), vec![12, 13, 14]);
-        assert_eq!(
-            ring.iter_from(3).map(|(id, _)| id).collect::<Vec<_>>(),
-            vec![3, 4]
-        );
+        assert_eq!(ring.iter_from(3).map(|(id, _)| id).collect::<Vec<_>>(), vec![3, 4]);
         assert_eq!(ring.iter_from(-7).len(), 3);
         assert_eq!(ring.iter_from(9).len(), 0);
     }
@@ -229,10 +207,7 @@ mod tests {
             *ring.last_mut().unwrap() += 1;
         }
         assert_eq!(ring.slots.as_ptr(), base);
-        assert_eq!(
-            ring.iter().map(|(_, v)| *v).collect::<Vec<_>>(),
-            vec![997, 998, 999, 1000]
-        );
+        assert_eq!(ring.iter().map(|(_, v)| *v).collect::<Vec<_>>(), vec![997, 998, 999, 1000]);
         assert_eq!(ring.last_id(), 999);
     }
 
@@ -241,9 +216,6 @@ mod tests {
         let mut ring = Ring::with_capacity(0);
         ring.push('a');
         ring.push('b');
-        assert_eq!(
-            (ring.capacity(), ring.first_id(), ring.last()),
-            (1, 1, Some(&'b'))
-        );
+        assert_eq!((ring.capacity(), ring.first_id(), ring.last()), (1, 1, Some(&'b')));
     }
 }

@@ -37,22 +37,10 @@ fn instrument() -> Instrument {
 }
 
 fn bars(market: &InstrumentMarket, duration_ns: i64) -> Vec<(i64, Kline)> {
-    market
-        .klines_for_duration(duration_ns)
-        .unwrap()
-        .bars()
-        .iter()
-        .map(|(id, k)| (id, *k))
-        .collect()
+    market.klines_for_duration(duration_ns).unwrap().bars().iter().map(|(id, k)| (id, *k)).collect()
 }
 
-fn bar(
-    datetime_ns: i64,
-    ohlc: [f64; 4],
-    volume: Volume,
-    open_oi: Volume,
-    close_oi: Volume,
-) -> Kline {
+fn bar(datetime_ns: i64, ohlc: [f64; 4], volume: Volume, open_oi: Volume, close_oi: Volume) -> Kline {
     Kline {
         datetime_ns,
         open: p(ohlc[0]),
@@ -71,21 +59,8 @@ fn quote_before_any_trade() {
     let q = m.quote();
     assert_eq!(q.instrument_id.as_str(), "IF2501");
     assert_eq!(q.last_price, p(3898.0), "last price starts at pre_close");
-    assert_eq!(
-        (
-            q.open,
-            q.highest,
-            q.lowest,
-            q.average,
-            q.close,
-            q.settlement
-        ),
-        (None, None, None, None, None, None)
-    );
-    assert_eq!(
-        (q.volume, q.amount, q.open_interest, q.pre_open_interest),
-        (0, 0, 1000, 1000)
-    );
+    assert_eq!((q.open, q.highest, q.lowest, q.average, q.close, q.settlement), (None, None, None, None, None, None));
+    assert_eq!((q.volume, q.amount, q.open_interest, q.pre_open_interest), (0, 0, 1000, 1000));
     assert_eq!((q.pre_settlement, q.pre_close), (p(3900.0), p(3898.0)));
     assert_eq!((q.upper_limit, q.lower_limit), (p(4290.0), p(3510.0)));
     assert_eq!((q.bid_price, q.ask_volume), ([None; DEPTH], [0; DEPTH]));
@@ -102,10 +77,7 @@ fn trades_update_day_statistics_and_average() {
     m.on_trade(p(3950.0), 0, 9999, OPEN_0930 + 3 * S); // no volume: ignored
     let q = m.quote();
     assert_eq!(q.last_price, p(3899.8));
-    assert_eq!(
-        (q.open, q.highest, q.lowest),
-        (Some(p(3900.0)), Some(p(3901.2)), Some(p(3899.8)))
-    );
+    assert_eq!((q.open, q.highest, q.lowest), (Some(p(3900.0)), Some(p(3901.2)), Some(p(3899.8))));
     assert_eq!(q.volume, 6);
     // (3900.0 x 2 + 3901.2 x 3 + 3899.8 x 1) x 300 = 23403.4 x 300 = 7,021,020 yuan
     assert_eq!(q.amount, 7_021_020 * MONEY_SCALE);
@@ -115,10 +87,7 @@ fn trades_update_day_statistics_and_average() {
     assert_eq!(q.datetime_ns, OPEN_0930 + 2 * S);
 
     m.set_settlement(p(3900.4));
-    assert_eq!(
-        (m.quote().settlement, m.quote().close),
-        (Some(p(3900.4)), Some(p(3899.8)))
-    );
+    assert_eq!((m.quote().settlement, m.quote().close), (Some(p(3900.4)), Some(p(3899.8))));
 }
 
 #[test]
@@ -138,60 +107,24 @@ fn minute_bars_roll_at_the_minute() {
     assert_eq!(
         bars(&m, MINUTE),
         vec![
-            (
-                0,
-                bar(OPEN_0930, [3900.0, 3902.0, 3900.0, 3902.0], 3, 1000, 1003)
-            ),
-            (
-                1,
-                bar(
-                    OPEN_0930 + MINUTE,
-                    [3899.0, 3899.0, 3899.0, 3899.0],
-                    1,
-                    1003,
-                    1002
-                )
-            ),
+            (0, bar(OPEN_0930, [3900.0, 3902.0, 3900.0, 3902.0], 3, 1000, 1003)),
+            (1, bar(OPEN_0930 + MINUTE, [3899.0, 3899.0, 3899.0, 3899.0], 1, 1003, 1002)),
         ]
     );
     // 3 s bars: 09:30:09, 09:30:57, 09:31:00.
     let starts: Vec<i64> = bars(&m, 3 * S).iter().map(|(_, k)| k.datetime_ns).collect();
-    assert_eq!(
-        starts,
-        vec![OPEN_0930 + 9 * S, OPEN_0930 + 57 * S, OPEN_0930 + MINUTE]
-    );
+    assert_eq!(starts, vec![OPEN_0930 + 9 * S, OPEN_0930 + 57 * S, OPEN_0930 + MINUTE]);
     // 5 min, 15 min, 30 min: one bar from 09:30; 1 h: one bar from 09:00.
-    for (duration, start) in [
-        (5, OPEN_0930),
-        (15, OPEN_0930),
-        (30, OPEN_0930),
-        (60, OPEN_0930 - 30 * MINUTE),
-    ] {
+    for (duration, start) in [(5, OPEN_0930), (15, OPEN_0930), (30, OPEN_0930), (60, OPEN_0930 - 30 * MINUTE)] {
         let got = bars(&m, duration * MINUTE);
-        assert_eq!(
-            got,
-            vec![(
-                0,
-                bar(start, [3900.0, 3902.0, 3899.0, 3899.0], 4, 1000, 1002)
-            )],
-            "{duration} min"
-        );
+        assert_eq!(got, vec![(0, bar(start, [3900.0, 3902.0, 3899.0, 3899.0], 4, 1000, 1002))], "{duration} min");
     }
 
     // A trade stamped before the current bar (09:29) joins the current bar, never reorders.
     m.on_trade(p(3905.0), 1, 1003, OPEN_0930 - MINUTE);
     let minute = bars(&m, MINUTE);
     assert_eq!(minute.len(), 2);
-    assert_eq!(
-        minute[1].1,
-        bar(
-            OPEN_0930 + MINUTE,
-            [3899.0, 3905.0, 3899.0, 3905.0],
-            2,
-            1003,
-            1003
-        )
-    );
+    assert_eq!(minute[1].1, bar(OPEN_0930 + MINUTE, [3899.0, 3905.0, 3899.0, 3905.0], 2, 1003, 1003));
 }
 
 #[test]
@@ -203,26 +136,8 @@ fn daily_bars_start_at_china_midnight() {
     assert_eq!(
         bars(&m, DAY),
         vec![
-            (
-                0,
-                bar(
-                    CHINA_MIDNIGHT,
-                    [3900.0, 3910.0, 3900.0, 3910.0],
-                    2,
-                    1000,
-                    1002
-                )
-            ),
-            (
-                1,
-                bar(
-                    CHINA_MIDNIGHT + DAY,
-                    [3920.0, 3920.0, 3920.0, 3920.0],
-                    4,
-                    1002,
-                    1006
-                )
-            ),
+            (0, bar(CHINA_MIDNIGHT, [3900.0, 3910.0, 3900.0, 3910.0], 2, 1000, 1002)),
+            (1, bar(CHINA_MIDNIGHT + DAY, [3920.0, 3920.0, 3920.0, 3920.0], 4, 1002, 1006)),
         ]
     );
     // Not UTC midnight: a UTC-aligned day would have split at 08:00 China.
@@ -237,10 +152,7 @@ fn kline_ring_drops_the_oldest_bars_and_ids_keep_increasing() {
     }
     let series = m.klines_for_duration(MINUTE).unwrap();
     let ring = series.bars();
-    assert_eq!(
-        (ring.first_id(), ring.last_id(), ring.len(), ring.capacity()),
-        (3, 4, 2, 2)
-    );
+    assert_eq!((ring.first_id(), ring.last_id(), ring.len(), ring.capacity()), (3, 4, 2, 2));
     assert_eq!(ring.get(3).unwrap().datetime_ns, OPEN_0930 + 3 * MINUTE);
     assert_eq!(ring.last().unwrap().close, p(3900.8));
     assert!(ring.get(2).is_none());
@@ -272,10 +184,7 @@ fn on_book_reports_five_levels_and_changes() {
     // Six bid levels (only five show), two orders on the best bid, one ask level.
     let first_best_bid = rest(&mut book, Direction::Buy, 3899.8, 1);
     rest(&mut book, Direction::Buy, 3899.8, 1);
-    for (k, price) in [3899.6, 3899.4, 3899.2, 3899.0, 3898.8]
-        .into_iter()
-        .enumerate()
-    {
+    for (k, price) in [3899.6, 3899.4, 3899.2, 3899.0, 3898.8].into_iter().enumerate() {
         rest(&mut book, Direction::Buy, price, k as Volume + 3);
     }
     rest(&mut book, Direction::Sell, 3900.2, 4);
@@ -283,10 +192,7 @@ fn on_book_reports_five_levels_and_changes() {
     let mut m = InstrumentMarket::new(&i, 8, 8);
     assert!(m.on_book(&book, OPEN_0930));
     let q = *m.quote();
-    assert_eq!(
-        q.bid_price,
-        [3899.8, 3899.6, 3899.4, 3899.2, 3899.0].map(|x| Some(p(x)))
-    );
+    assert_eq!(q.bid_price, [3899.8, 3899.6, 3899.4, 3899.2, 3899.0].map(|x| Some(p(x))));
     assert_eq!(q.bid_volume, [2, 3, 4, 5, 6]);
     assert_eq!(q.ask_price, [Some(p(3900.2)), None, None, None, None]);
     assert_eq!(q.ask_volume, [4, 0, 0, 0, 0]);
@@ -299,18 +205,12 @@ fn on_book_reports_five_levels_and_changes() {
     // A cancel on the best bid changes its volume.
     book.cancel(first_best_bid).unwrap();
     assert!(m.on_book(&book, OPEN_0930 + 2 * S));
-    assert_eq!(
-        (m.quote().bid_volume[0], m.quote().datetime_ns),
-        (1, OPEN_0930 + 2 * S)
-    );
+    assert_eq!((m.quote().bid_volume[0], m.quote().datetime_ns), (1, OPEN_0930 + 2 * S));
 
     // An empty book clears every level.
     let empty = OrderBook::new(i.price_tick, i.lower_limit, i.upper_limit, 0);
     assert!(m.on_book(&empty, OPEN_0930 + 3 * S));
-    assert_eq!(
-        (m.quote().bid_price, m.quote().ask_volume),
-        ([None; DEPTH], [0; DEPTH])
-    );
+    assert_eq!((m.quote().bid_price, m.quote().ask_volume), ([None; DEPTH], [0; DEPTH]));
 }
 
 #[test]
@@ -327,10 +227,7 @@ fn ticks_snapshot_the_quote_in_a_bounded_ring() {
     assert_eq!((ticks.first_id(), ticks.last_id(), ticks.len()), (1, 2, 2));
     let last = ticks.last().unwrap();
     assert_eq!(*last, Tick::from_quote(m.quote(), OPEN_0930 + 2 * S));
-    assert_eq!(
-        (last.last_price, last.volume, last.open_interest),
-        (p(3900.6), 4, 1003)
-    );
+    assert_eq!((last.last_price, last.volume, last.open_interest), (p(3900.6), 4, 1003));
     // (3900.0 x 2 + 3900.4 + 3900.6) / 4 = 3900.25
     assert_eq!(last.average, Some(p(3900.25)));
     assert_eq!(ticks.get(1).unwrap().volume, 3);
@@ -349,26 +246,10 @@ fn roll_day_resets_the_day_and_keeps_history() {
     i.roll_day(q.settlement.unwrap(), q.close.unwrap(), q.open_interest);
     m.roll_day(&i);
     let q = m.quote();
-    assert_eq!(
-        (q.pre_settlement, q.pre_close, q.pre_open_interest),
-        (p(3940.0), p(3950.0), 1003)
-    );
+    assert_eq!((q.pre_settlement, q.pre_close, q.pre_open_interest), (p(3940.0), p(3950.0), 1003));
     assert_eq!((q.upper_limit, q.lower_limit), (p(4334.0), p(3546.0)));
-    assert_eq!(
-        (q.last_price, q.volume, q.amount, q.open_interest),
-        (p(3950.0), 0, 0, 1003)
-    );
-    assert_eq!(
-        (
-            q.open,
-            q.highest,
-            q.lowest,
-            q.average,
-            q.close,
-            q.settlement
-        ),
-        (None, None, None, None, None, None)
-    );
+    assert_eq!((q.last_price, q.volume, q.amount, q.open_interest), (p(3950.0), 0, 0, 1003));
+    assert_eq!((q.open, q.highest, q.lowest, q.average, q.close, q.settlement), (None, None, None, None, None, None));
     assert_eq!(m.klines_for_duration(MINUTE).unwrap().bars().len(), 2);
     assert_eq!(m.ticks().len(), 1);
 
@@ -376,10 +257,7 @@ fn roll_day_resets_the_day_and_keeps_history() {
     m.on_trade(p(3945.0), 1, 1004, OPEN_0930 + DAY);
     assert_eq!((m.quote().open, m.quote().volume), (Some(p(3945.0)), 1));
     let day = bars(&m, DAY);
-    assert_eq!(
-        day.last().unwrap(),
-        &(1, bar(CHINA_MIDNIGHT + DAY, [3945.0; 4], 1, 1003, 1004))
-    );
+    assert_eq!(day.last().unwrap(), &(1, bar(CHINA_MIDNIGHT + DAY, [3945.0; 4], 1, 1003, 1004)));
 }
 
 #[test]
@@ -387,12 +265,7 @@ fn same_inputs_give_equal_state() {
     let run = || {
         let mut m = InstrumentMarket::new(&instrument(), 4, 4);
         for k in 0..50 {
-            m.on_trade(
-                p(3900.0) + (k % 7) * p(0.2),
-                1 + k % 3,
-                1000 + k,
-                OPEN_0930 + k * 7 * S,
-            );
+            m.on_trade(p(3900.0) + (k % 7) * p(0.2), 1 + k % 3, 1000 + k, OPEN_0930 + k * 7 * S);
             if k % 5 == 0 {
                 m.record_tick(OPEN_0930 + k * 7 * S);
             }

@@ -6,16 +6,7 @@ use serde::{Deserialize, Serialize};
 
 /// One tick. Depth arrays are indexed from the best level (`bid_price[0]` is `bid_price1`).
 #[derive(
-    Clone,
-    Copy,
-    Debug,
-    PartialEq,
-    Eq,
-    Serialize,
-    Deserialize,
-    rkyv::Archive,
-    rkyv::Serialize,
-    rkyv::Deserialize,
+    Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
 )]
 pub struct Tick {
     pub datetime_ns: TimestampNs,
