@@ -18,6 +18,9 @@
 mod counting_alloc;
 #[path = "support/mix.rs"]
 mod mix;
+#[path = "support/schedstat.rs"]
+mod schedstat;
+use schedstat::schedstat;
 
 #[global_allocator]
 static ALLOC: counting_alloc::CountingAlloc = counting_alloc::CountingAlloc;
@@ -364,13 +367,6 @@ fn measure<B: Book>(mix: &Mix, reps: usize, checked: impl FnOnce(&Mix) -> B) -> 
         p50_by_kind,
         tally: book.tally(),
     }
-}
-
-/// (on-CPU ns, run-queue wait ns) of this thread, where Linux provides them.
-fn schedstat() -> Option<(u64, u64)> {
-    let text = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
-    let mut fields = text.split_whitespace().map(|f| f.parse::<u64>().ok());
-    Some((fields.next()??, fields.next()??))
 }
 
 /// Median cost of an empty `Instant::now()` / `elapsed()` pair, in ns.

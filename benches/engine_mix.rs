@@ -14,6 +14,9 @@
 mod counting_alloc;
 #[path = "support/mix.rs"]
 mod mix;
+#[path = "support/schedstat.rs"]
+mod schedstat;
+use schedstat::schedstat;
 
 #[global_allocator]
 static ALLOC: counting_alloc::CountingAlloc = counting_alloc::CountingAlloc;
@@ -263,6 +266,7 @@ fn main() {
 
     // Timed passes: engine and bare book alternate, each on a fresh state after the prefill.
     let mut engine_best = f64::MAX;
+    let mut engine_cpu_best = f64::MAX;
     let mut book_best = f64::MAX;
     let mut engine_allocs = Snapshot { allocations: 0, bytes: 0, deallocations: 0 };
     let mut fills = Vec::with_capacity(1_024);
@@ -270,9 +274,13 @@ fn main() {
         let mut engine = fresh_engine(&prepared, &mut events);
         let mut tally = Tally::default();
         let before = Snapshot::now();
+        let cpu_before = schedstat();
         let start = Instant::now();
         run_engine(&mut engine, &prepared.ops, &mut events, &mut tally);
         let elapsed = start.elapsed().as_secs_f64();
+        if let (Some((cpu0, _)), Some((cpu1, _))) = (cpu_before, schedstat()) {
+            engine_cpu_best = engine_cpu_best.min((cpu1 - cpu0) as f64 / 1e9);
+        }
         let allocs = Snapshot::now().since(before);
         black_box(&tally);
         if rep == 0 || allocs.allocations > engine_allocs.allocations {
@@ -317,6 +325,9 @@ fn main() {
     );
     println!();
     println!("engine / book throughput ratio: {:.3}", engine_rate / book_rate);
+    if engine_cpu_best < f64::MAX {
+        println!("engine ops per on-CPU second (least-CPU repetition): {:.0}", ops as f64 / engine_cpu_best);
+    }
     println!(
         "engine per-op latency (Instant pair per op, ~30 ns included): p50 {} ns, p99 {} ns, p99.9 {} ns, max {} ns",
         percentile(&samples, 0.50),

@@ -143,6 +143,15 @@ impl Engine {
             for p in &account.positions {
                 long[p.instrument as usize] += p.volume(Side::Long);
                 short[p.instrument as usize] += p.volume(Side::Short);
+                let inst = &self.instruments[p.instrument as usize];
+                let margin =
+                    p.margin(Side::Long, inst.margin_rate_long) + p.margin(Side::Short, inst.margin_rate_short);
+                if margin != p.margin {
+                    return Err(format!(
+                        "{}: cached margin {} but positions need {margin}",
+                        account.account_id, p.margin
+                    ));
+                }
             }
             let s = self.ledger.snapshot(slot, &self.instruments, &self.marks);
             if s.static_balance != s.pre_balance + s.deposit - s.withdraw

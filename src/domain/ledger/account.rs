@@ -43,6 +43,9 @@ pub struct Account {
     pub frozen_commission: Money,
     #[serde(with = "fixed4")]
     pub frozen_premium: Money,
+    /// Sum of the positions' cached margins.
+    #[serde(with = "fixed4")]
+    pub margin: Money,
     pub positions: Vec<Position>,
 }
 
@@ -60,6 +63,7 @@ impl Account {
             frozen_margin: 0,
             frozen_commission: 0,
             frozen_premium: 0,
+            margin: 0,
             positions: Vec::new(),
         }
     }
@@ -79,16 +83,24 @@ impl Account {
         }
     }
 
+    /// Recomputes the cached margin of the position in `instrument` after its costs changed.
+    pub fn refresh_margin(&mut self, instrument: u32, inst: &Instrument) {
+        if let Some(p) = self.positions.iter_mut().find(|p| p.instrument == instrument) {
+            let margin = p.margin(Side::Long, inst.margin_rate_long) + p.margin(Side::Short, inst.margin_rate_short);
+            self.margin += margin - p.margin;
+            p.margin = margin;
+        }
+    }
+
     /// `available` alone (what the pre-trade check needs), without building a snapshot.
     pub fn available(&self, instruments: &[Instrument], marks: &[Price]) -> Money {
         let mut position_profit = 0;
-        let mut margin = 0;
+        let margin = self.margin;
         for p in &self.positions {
             let inst = &instruments[p.instrument as usize];
             let last = marks[p.instrument as usize];
             position_profit += p.position_profit(Side::Long, last, inst.volume_multiple)
                 + p.position_profit(Side::Short, last, inst.volume_multiple);
-            margin += p.margin(Side::Long, inst.margin_rate_long) + p.margin(Side::Short, inst.margin_rate_short);
         }
         let balance =
             self.pre_balance + self.deposit - self.withdraw + self.close_profit - self.commission - self.premium
@@ -100,7 +112,7 @@ impl Account {
     pub fn snapshot(&self, instruments: &[Instrument], marks: &[Price]) -> AccountSnapshot {
         let mut position_profit = 0;
         let mut float_profit = 0;
-        let mut margin = 0;
+        let margin = self.margin;
         for p in &self.positions {
             let inst = &instruments[p.instrument as usize];
             let last = marks[p.instrument as usize];
@@ -108,7 +120,6 @@ impl Account {
                 position_profit += p.position_profit(side, last, inst.volume_multiple);
                 float_profit += p.float_profit(side, last, inst.volume_multiple);
             }
-            margin += p.margin(Side::Long, inst.margin_rate_long) + p.margin(Side::Short, inst.margin_rate_short);
         }
         let static_balance = self.pre_balance + self.deposit - self.withdraw;
         let balance = static_balance + self.close_profit - self.commission - self.premium + position_profit;

@@ -427,6 +427,7 @@ impl Ledger {
         }
         account.commission += commission;
         account.close_profit += close_profit;
+        account.refresh_margin(order.instrument, inst);
         order.volume_left -= volume;
         let volume_left = self.finish_update(order);
         FillApplied { account: order.account, commission, close_profit, volume_left, offset: order.offset }
@@ -443,9 +444,11 @@ impl Ledger {
         account.close_profit = 0;
         account.commission = 0;
         account.premium = 0;
-        for p in &mut account.positions {
-            let inst = &instruments[p.instrument as usize];
-            p.roll_to_his(settlement[p.instrument as usize], inst.volume_multiple);
+        for i in 0..account.positions.len() {
+            let instrument = account.positions[i].instrument;
+            let inst = &instruments[instrument as usize];
+            account.positions[i].roll_to_his(settlement[instrument as usize], inst.volume_multiple);
+            account.refresh_margin(instrument, inst);
         }
         snap
     }
@@ -500,6 +503,10 @@ impl Ledger {
             }
         }
         for (slot, a) in self.accounts.iter().enumerate() {
+            let cached: Money = a.positions.iter().map(|p| p.margin).sum();
+            if cached != a.margin {
+                return Err(format!("account {}: margin {} but positions hold {cached}", a.account_id, a.margin));
+            }
             if a.frozen_margin != margin[slot] || a.frozen_commission != commission[slot] {
                 return Err(format!(
                     "account {}: frozen margin/commission {}/{} but live orders need {}/{}",

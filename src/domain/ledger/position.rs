@@ -100,6 +100,10 @@ pub struct Position {
     pub short_his: Bucket,
     /// Lots of live open orders not yet filled (for the position limit check).
     pub pending_open: Volume,
+    /// Margin of both sides, cached: it changes only with fills and settlement, and the
+    /// pre-trade check reads it on every order (`Account::refresh_margin` keeps it true).
+    #[serde(with = "fixed4")]
+    pub margin: Money,
 }
 
 impl Position {
