@@ -62,7 +62,7 @@ fn prices_sit_on_the_tick_grid_and_bands_are_sane() {
             assert!(margin >= i.limit_rate, "{id} margin below the daily band");
         }
         assert!(i.max_order_volume > 0 && i.max_order_volume <= 1000, "{id}");
-        assert!(i.pre_open_interest > 0, "{id}");
+        assert_eq!(i.pre_open_interest, 0, "{id}: a new venue holds no positions");
         assert_eq!(i.delivery_year, Some(2025), "{id}");
         let c = &i.commission;
         assert!(c.open_per_lot > 0 || c.open_rate > 0, "{id} charges nothing to open");

@@ -230,3 +230,32 @@ pub mod rate8 {
         Ok((value * super::RATE_SCALE as f64).round() as i64)
     }
 }
+
+/// `fixed4_opt` for a fixed-size array of optional prices (depth levels).
+pub mod fixed4_opt_array {
+    use serde::ser::SerializeTuple;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer, const N: usize>(values: &[Option<i64>; N], serializer: S) -> Result<S::Ok, S::Error> {
+        let mut tuple = serializer.serialize_tuple(N)?;
+        for value in values {
+            tuple.serialize_element(&value.map(|v| v as f64 / super::PRICE_SCALE as f64))?;
+        }
+        tuple.end()
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>, const N: usize>(deserializer: D) -> Result<[Option<i64>; N], D::Error> {
+        let decimals = Vec::<Option<f64>>::deserialize(deserializer)?;
+        if decimals.len() != N {
+            return Err(serde::de::Error::custom(format!("expected {N} levels, got {}", decimals.len())));
+        }
+        let mut out = [None; N];
+        for (slot, value) in out.iter_mut().zip(decimals) {
+            *slot = match value {
+                None => None,
+                Some(v) => Some(super::fixed4::from_decimal(v).ok_or_else(|| serde::de::Error::custom("price out of range"))?),
+            };
+        }
+        Ok(out)
+    }
+}

@@ -104,7 +104,12 @@ pub struct Engine {
 
 impl Engine {
     /// An engine for `instruments` on `trading_day` (yyyymmdd).
-    pub fn new(instruments: Vec<Instrument>, trading_day: u32, config: EngineConfig) -> Self {
+    pub fn new(mut instruments: Vec<Instrument>, trading_day: u32, config: EngineConfig) -> Self {
+        // Open interest is what this venue's accounts hold; a new engine holds nothing, so the
+        // day starts at zero whatever a config's reference `pre_open_interest` says.
+        for inst in &mut instruments {
+            inst.pre_open_interest = 0;
+        }
         let mut instrument_index = FastMap::default();
         for (i, inst) in instruments.iter().enumerate() {
             instrument_index.insert(inst.instrument_id, i as u32);

@@ -48,9 +48,13 @@ pub fn bar_start(ts: TimestampNs, period_ns: i64) -> TimestampNs {
 pub struct Kline {
     /// Bar start, ns since the epoch.
     pub datetime_ns: TimestampNs,
+    #[serde(with = "crate::domain::types::fixed4")]
     pub open: Price,
+    #[serde(with = "crate::domain::types::fixed4")]
     pub high: Price,
+    #[serde(with = "crate::domain::types::fixed4")]
     pub low: Price,
+    #[serde(with = "crate::domain::types::fixed4")]
     pub close: Price,
     pub volume: Volume,
     /// Open interest before the bar's first trade.

@@ -23,29 +23,43 @@ pub struct Quote {
     pub exchange_id: ExchangeId,
     /// Time of the last trade or depth change (ns since the epoch); 0 before any.
     pub datetime_ns: TimestampNs,
+    #[serde(with = "crate::domain::types::fixed4_opt_array")]
     pub ask_price: [Option<Price>; DEPTH],
     pub ask_volume: [Volume; DEPTH],
+    #[serde(with = "crate::domain::types::fixed4_opt_array")]
     pub bid_price: [Option<Price>; DEPTH],
     pub bid_volume: [Volume; DEPTH],
+    #[serde(with = "crate::domain::types::fixed4")]
     pub last_price: Price,
+    #[serde(with = "crate::domain::types::fixed4_opt")]
     pub highest: Option<Price>,
+    #[serde(with = "crate::domain::types::fixed4_opt")]
     pub lowest: Option<Price>,
+    #[serde(with = "crate::domain::types::fixed4_opt")]
     pub open: Option<Price>,
     /// The day's close, set with the settlement price.
+    #[serde(with = "crate::domain::types::fixed4_opt")]
     pub close: Option<Price>,
     /// Volume-weighted average trade price of the day: amount / volume / multiple, rounded to
     /// the nearest price unit (not to the tick).
+    #[serde(with = "crate::domain::types::fixed4_opt")]
     pub average: Option<Price>,
     /// Lots traded today.
     pub volume: Volume,
     /// Turnover today: sum of price x multiple x lots.
+    #[serde(with = "crate::domain::types::fixed4")]
     pub amount: Money,
     pub open_interest: Volume,
     pub pre_open_interest: Volume,
+    #[serde(with = "crate::domain::types::fixed4")]
     pub pre_close: Price,
+    #[serde(with = "crate::domain::types::fixed4")]
     pub pre_settlement: Price,
+    #[serde(with = "crate::domain::types::fixed4_opt")]
     pub settlement: Option<Price>,
+    #[serde(with = "crate::domain::types::fixed4")]
     pub upper_limit: Price,
+    #[serde(with = "crate::domain::types::fixed4")]
     pub lower_limit: Price,
 }
 

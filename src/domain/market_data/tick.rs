@@ -10,16 +10,23 @@ use serde::{Deserialize, Serialize};
 )]
 pub struct Tick {
     pub datetime_ns: TimestampNs,
+    #[serde(with = "crate::domain::types::fixed4")]
     pub last_price: Price,
+    #[serde(with = "crate::domain::types::fixed4_opt")]
     pub average: Option<Price>,
+    #[serde(with = "crate::domain::types::fixed4_opt")]
     pub highest: Option<Price>,
+    #[serde(with = "crate::domain::types::fixed4_opt")]
     pub lowest: Option<Price>,
+    #[serde(with = "crate::domain::types::fixed4_opt_array")]
     pub bid_price: [Option<Price>; DEPTH],
     pub bid_volume: [Volume; DEPTH],
+    #[serde(with = "crate::domain::types::fixed4_opt_array")]
     pub ask_price: [Option<Price>; DEPTH],
     pub ask_volume: [Volume; DEPTH],
     /// The day's volume and turnover so far.
     pub volume: Volume,
+    #[serde(with = "crate::domain::types::fixed4")]
     pub amount: Money,
     pub open_interest: Volume,
 }
