@@ -186,6 +186,40 @@ impl Model {
         }
     }
 
+    /// Moving a resting order: take it out, then submit it afresh (new arrival seq, so it queues
+    /// behind everything already at the new price) as a limit order that rests its remainder.
+    /// Checking the resubmission for self-trade with the order already taken out is the rule;
+    /// the order sits on the incoming order's own side, which matching never looks at, so taking
+    /// it out cannot change that answer. A refused move puts everything back as it was.
+    fn reprice(
+        &mut self,
+        order_id: u64,
+        new_price: Price,
+        new_volume: Volume,
+        fills: &mut Vec<Fill>,
+    ) -> Option<MatchOutcome> {
+        let old = self.find(order_id)?.clone();
+        if new_volume <= 0 || !self.valid_price(new_price) {
+            return Some(MatchOutcome::BadPrice);
+        }
+        let saved = self.orders.clone();
+        self.cancel(order_id);
+        let incoming = Incoming {
+            order_id,
+            owner: old.owner,
+            direction: old.direction,
+            limit: Some(new_price),
+            volume: new_volume,
+            min_fill: 0,
+            rest_remainder: true,
+        };
+        let outcome = self.submit(&incoming, fills);
+        if outcome == MatchOutcome::SelfTrade {
+            self.orders = saved;
+        }
+        Some(outcome)
+    }
+
     /// Returns the removed orders sorted by id.
     fn rebase(&mut self, lower: Price, upper: Price) -> Vec<RestingOrder> {
         self.lower = lower;
@@ -225,6 +259,30 @@ enum NewVolume {
     Absolute(Volume),
     /// The current volume minus this much (valid whenever it leaves at least 1).
     Minus(Volume),
+}
+
+/// How a reprice picks its new price.
+#[derive(Clone, Copy, Debug)]
+enum RepricePrice {
+    /// The order's current price (it only loses priority, and maybe changes volume).
+    Keep,
+    /// This many ticks from the current price, toward the other side (negative: away from it).
+    /// Often crosses; near the band's edges sometimes leaves it.
+    Toward(i64),
+    /// This many ticks beyond the other side's best price (0: at it), so it trades at once;
+    /// the current price if the other side is empty.
+    Cross(i64),
+    /// A fresh price as for a new order (sometimes off the grid or out of the band).
+    Spec(PriceSpec),
+}
+
+/// How a reprice picks its new volume.
+#[derive(Clone, Copy, Debug)]
+enum RepriceVolume {
+    /// This exact volume (0 and -1 are invalid).
+    Absolute(Volume),
+    /// The current volume plus this much (smaller, equal or larger; invalid when it leaves < 1).
+    Plus(Volume),
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -275,6 +333,12 @@ enum Cmd {
         id: IdPick,
         price: PriceSpec,
     },
+    /// `OrderBook::reprice`: move a resting order to a new price and volume in one step.
+    Reprice {
+        id: IdPick,
+        price: RepricePrice,
+        volume: RepriceVolume,
+    },
     /// New band: shift the lower limit and resize by a few levels, sometimes off the old grid.
     Rebase {
         shift: i64,
@@ -303,6 +367,23 @@ fn volume() -> impl Strategy<Value = Volume> {
 
 fn new_volume() -> impl Strategy<Value = NewVolume> {
     prop_oneof![(-1i64..=6).prop_map(NewVolume::Absolute), (1i64..=4).prop_map(NewVolume::Minus),]
+}
+
+fn reprice_price() -> impl Strategy<Value = RepricePrice> {
+    prop_oneof![
+        2 => Just(RepricePrice::Keep),
+        4 => (-3i64..=6).prop_map(RepricePrice::Toward),
+        3 => (0i64..=3).prop_map(RepricePrice::Cross),
+        3 => price_spec().prop_map(RepricePrice::Spec),
+    ]
+}
+
+fn reprice_volume() -> impl Strategy<Value = RepriceVolume> {
+    prop_oneof![
+        2 => (-1i64..=8).prop_map(RepriceVolume::Absolute),
+        1 => (9i64..=15).prop_map(RepriceVolume::Absolute),
+        4 => (-3i64..=3).prop_map(RepriceVolume::Plus),
+    ]
 }
 
 fn id_pick() -> impl Strategy<Value = IdPick> {
@@ -340,7 +421,9 @@ fn cmd() -> impl Strategy<Value = Cmd> {
         2 => existing_id_pick().prop_map(|id| Cmd::Cancel { id }),
         3 => (existing_id_pick(), new_volume()).prop_map(|(id, new_volume)| Cmd::Reduce { id, new_volume }),
         3 => (existing_id_pick(), price_spec()).prop_map(|(id, price)| Cmd::Move { id, price }),
-        // Weight 1 of 29: a rebase every ~30 commands, rare but present in most cases.
+        5 => (existing_id_pick(), reprice_price(), reprice_volume())
+            .prop_map(|(id, price, volume)| Cmd::Reprice { id, price, volume }),
+        // Weight 1 of 34: a rebase every ~34 commands, rare but present in most cases.
         1 => (-4i64..=4, -4i64..=4, prop::bool::weighted(0.1))
             .prop_map(|(shift, resize, misalign)| Cmd::Rebase { shift, resize, misalign }),
     ]
@@ -369,6 +452,10 @@ fn scenario() -> impl Strategy<Value = Scenario> {
 // Driver
 // ---------------------------------------------------------------------------------------------
 
+#[allow(clippy::declare_interior_mutable_const)]
+const ZERO: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+static COUNTS: [std::sync::atomic::AtomicUsize; 13] = [ZERO; 13];
+static CMDS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 const BASE_LOWER: Price = 10_000;
 
 struct Harness {
@@ -478,6 +565,74 @@ impl Harness {
         Ok(())
     }
 
+    fn reprice(&mut self, order_id: u64, new_price: Price, new_volume: Volume) -> Result<(), TestCaseError> {
+        let before = book_total(&self.book);
+        let snapshot = self.snapshot();
+        let old = self.book.order(order_id).copied();
+        let mut fills = Vec::new();
+        let mut model_fills = Vec::new();
+        let outcome = self.book.reprice(order_id, new_price, new_volume, &mut fills);
+        let expected = self.model.reprice(order_id, new_price, new_volume, &mut model_fills);
+        let what = format!("reprice {order_id} ({old:?}) to {new_volume} @ {new_price}");
+        prop_assert_eq!(outcome, expected, "outcome of {}", what);
+        prop_assert_eq!(&fills, &model_fills, "fills of {}", what);
+        prop_assert_eq!(outcome.is_none(), old.is_none(), "{}", what);
+        {
+            let k = match (outcome, old) {
+                (None, _) if self.used_ids.contains(&order_id) => 0,
+                (None, _) => 1,
+                (Some(MatchOutcome::BadPrice), _) if new_volume <= 0 => 2,
+                (Some(MatchOutcome::BadPrice), _) => 3,
+                (Some(MatchOutcome::SelfTrade), _) => 4,
+                (Some(MatchOutcome::Done { filled: 0, .. }), Some(o)) if new_price == o.price => 5,
+                (Some(MatchOutcome::Done { filled: 0, .. }), _) => 6,
+                (Some(MatchOutcome::Done { rested: 0, .. }), _) => 7,
+                (Some(MatchOutcome::Done { .. }), _) => 8,
+                _ => 9,
+            };
+            COUNTS[k].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if let (Some(MatchOutcome::Done { .. }), Some(o)) = (outcome, old) {
+                let v = if new_volume < o.volume_left {
+                    10
+                } else if new_volume == o.volume_left {
+                    11
+                } else {
+                    12
+                };
+                COUNTS[v].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        match (outcome, old) {
+            (Some(MatchOutcome::Done { filled, rested, cancelled }), Some(old)) => {
+                prop_assert!(filled >= 0 && rested >= 0 && cancelled == 0, "{}", what);
+                prop_assert_eq!(filled + rested, new_volume, "{}", what);
+                prop_assert_eq!(fills.iter().map(|f| f.volume).sum::<Volume>(), filled);
+                prop_assert!(fills
+                    .iter()
+                    .all(|f| f.volume > 0 && f.maker_volume_left >= 0 && f.maker_owner != old.owner));
+                prop_assert_eq!(book_total(&self.book), before - old.volume_left - filled + rested, "{}", what);
+                let now = self.book.order(order_id).copied();
+                if rested > 0 {
+                    let want = RestingOrder { price: new_price, volume_left: rested, ..old };
+                    prop_assert_eq!(now, Some(want), "{}", what);
+                    // Last in its queue at the new price.
+                    let side = book_side(&self.book, old.direction);
+                    let last_there = side.iter().filter(|o| o.price == new_price).last().map(|o| o.order_id);
+                    prop_assert_eq!(last_there, Some(order_id), "{}", what);
+                } else {
+                    prop_assert_eq!(now, None, "{}", what);
+                }
+            }
+            (Some(MatchOutcome::Done { .. }), None) => prop_assert!(false, "{} done without an order", what),
+            (Some(MatchOutcome::BadPrice | MatchOutcome::SelfTrade) | None, _) => {
+                prop_assert!(fills.is_empty(), "{}", what);
+                prop_assert_eq!(self.snapshot(), snapshot, "refused {} changed the book", what);
+            }
+            (Some(other), _) => prop_assert!(false, "{} gave {:?}", what, other),
+        }
+        Ok(())
+    }
+
     fn snapshot(&self) -> (Vec<RestingOrder>, Vec<RestingOrder>) {
         (book_side(&self.book, Direction::Buy), book_side(&self.book, Direction::Sell))
     }
@@ -540,6 +695,32 @@ impl Harness {
                     };
                     self.submit(incoming)?;
                 }
+            }
+            Cmd::Reprice { id, price, volume } => {
+                let order_id = self.resolve(id);
+                // A dead or unknown id still gets a plausible price and volume to pass along.
+                let (direction, current_price, current_volume) = match self.model.find(order_id) {
+                    Some(o) => (o.direction, o.price, o.volume_left),
+                    None => (Direction::Buy, self.price(PriceSpec::Near { depth: 1, off_grid: 0 }, Direction::Buy), 3),
+                };
+                let new_price = match price {
+                    RepricePrice::Keep => current_price,
+                    RepricePrice::Toward(ticks) => match direction {
+                        Direction::Buy => current_price + ticks * self.model.tick,
+                        Direction::Sell => current_price - ticks * self.model.tick,
+                    },
+                    RepricePrice::Cross(ticks) => match (direction, self.model.levels(direction.opposite()).first()) {
+                        (Direction::Buy, Some(best)) => best.0 + ticks * self.model.tick,
+                        (Direction::Sell, Some(best)) => best.0 - ticks * self.model.tick,
+                        (_, None) => current_price,
+                    },
+                    RepricePrice::Spec(spec) => self.price(spec, direction),
+                };
+                let new_volume = match volume {
+                    RepriceVolume::Absolute(volume) => volume,
+                    RepriceVolume::Plus(delta) => current_volume + delta,
+                };
+                self.reprice(order_id, new_price, new_volume)?;
             }
             Cmd::Rebase { shift, resize, misalign } => {
                 let tick = self.model.tick;
@@ -610,6 +791,9 @@ proptest! {
         harness.check()?;
         for cmd in &scenario.cmds {
             harness.step(cmd)?;
+            CMDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
+        let c: Vec<usize> = COUNTS.iter().map(|a| a.load(std::sync::atomic::Ordering::Relaxed)).collect();
+        eprintln!("COUNTS cmds={} {:?}", CMDS.load(std::sync::atomic::Ordering::Relaxed), c);
     }
 }

@@ -898,6 +898,10 @@ fn pre_trade_rejects_change_nothing() {
     // Withdrawals: more than available (855,972.4), zero, unknown account.
     assert_refused(&mut sim, RejectCode::InsufficientFundsToWithdraw, |s| s.withdraw("A", 855_972.5));
     assert_refused(&mut sim, RejectCode::InvalidAmount, |s| s.withdraw("A", 0.0));
+    // Negative amounts are invalid both ways: a negative deposit is never a withdrawal.
+    assert_refused(&mut sim, RejectCode::InvalidAmount, |s| s.withdraw("A", -5.0));
+    assert_refused(&mut sim, RejectCode::InvalidAmount, |s| s.deposit("A", -5.0));
+    assert_refused(&mut sim, RejectCode::InvalidAmount, |s| s.deposit("A", 0.0));
     assert_refused(&mut sim, RejectCode::AccountNotFound, |s| s.withdraw("Z", 1.0));
     assert_refused(&mut sim, RejectCode::AccountExists, |s| {
         let ts = s.next_ts();
@@ -1221,4 +1225,16 @@ fn market_sell_holds_at_the_upper_limit() {
     let a = sim.account("P");
     assert_eq!(a.available, m(31_944.8));
     assert_eq!((a.frozen_margin, a.frozen_commission), (0, 0));
+}
+
+#[test]
+fn deposits_are_capped_far_from_overflow() {
+    let mut sim = Sim::new(vec![if2501()], 20250106);
+    sim.open_account("W", 1_000_000_000_000.0);
+    for _ in 1..100 {
+        sim.deposit("W", 1_000_000_000_000.0);
+    }
+    // 100 x 1e12 = 1e14 yuan is the most an account may hold; one more yuan is refused.
+    assert_eq!(sim.account("W").balance, m(100_000_000_000_000.0));
+    assert_refused(&mut sim, RejectCode::InvalidAmount, |s| s.deposit("W", 1.0));
 }

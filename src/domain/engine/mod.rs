@@ -196,8 +196,8 @@ impl Engine {
         let ts = command.ts();
         let result = match *command {
             Command::OpenAccount { account_id, .. } => self.open_account(ts, account_id, out),
-            Command::Deposit { account_id, amount, .. } => self.transfer(ts, account_id, amount, out),
-            Command::Withdraw { account_id, amount, .. } => self.transfer(ts, account_id, -amount, out),
+            Command::Deposit { account_id, amount, .. } => self.transfer(ts, account_id, amount, true, out),
+            Command::Withdraw { account_id, amount, .. } => self.transfer(ts, account_id, amount, false, out),
             Command::SetAccountFrozen { account_id, frozen, .. } => self.set_frozen(ts, account_id, frozen, out),
             Command::InsertOrder { ref order, .. } => {
                 self.insert_order(ts, order, out);
@@ -239,16 +239,19 @@ impl Engine {
         ts: TimestampNs,
         account_id: AccountId,
         amount: Money,
+        is_deposit: bool,
         out: &mut Vec<Event>,
     ) -> Result<(), RejectCode> {
         let slot = self.ledger.slot_of(&account_id).ok_or(RejectCode::AccountNotFound)?;
-        if amount >= 0 {
+        // Both ledger calls refuse amounts <= 0, so a negative deposit is never a withdrawal.
+        let signed = if is_deposit {
             self.ledger.deposit(slot, amount)?;
+            amount
         } else {
-            let amount = amount.checked_neg().ok_or(RejectCode::InvalidAmount)?;
             self.ledger.withdraw(slot, amount, &self.instruments, &self.marks)?;
-        }
-        out.push(Event::FundsTransferred { ts, account_id, amount });
+            -amount
+        };
+        out.push(Event::FundsTransferred { ts, account_id, amount: signed });
         self.scratch.touch_account(slot);
         Ok(())
     }

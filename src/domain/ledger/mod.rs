@@ -19,6 +19,8 @@ use position::Side;
 
 /// Largest single deposit or withdrawal: 1e12 yuan.
 pub const MAX_TRANSFER: Money = 1_000_000_000_000 * MONEY_SCALE;
+/// Most an account may hold in deposits: 1e14 yuan (1e18 units, a tenth of i64's range).
+pub const MAX_ACCOUNT_FUNDS: Money = 100 * MAX_TRANSFER;
 
 /// An order asking for a hold. Prices are already validated against tick and band.
 #[derive(Clone, Copy, Debug)]
@@ -105,8 +107,15 @@ impl Ledger {
         if amount <= 0 || amount > MAX_TRANSFER {
             return Err(RejectCode::InvalidAmount);
         }
-        self.accounts[slot as usize].deposit += amount;
-        Ok(())
+        // Keep every sum far from i64's edge: an account holds at most 1e14 yuan of deposits.
+        let account = &mut self.accounts[slot as usize];
+        match account.deposit.checked_add(amount) {
+            Some(total) if total - account.withdraw + account.pre_balance <= MAX_ACCOUNT_FUNDS => {
+                account.deposit = total;
+                Ok(())
+            }
+            _ => Err(RejectCode::InvalidAmount),
+        }
     }
 
     pub fn withdraw(
