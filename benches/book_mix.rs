@@ -59,9 +59,8 @@ mod ours {
     use qaexchange::domain::book::{Fill, Incoming, MatchOutcome, OrderBook};
     use qaexchange::domain::types::{Direction, Price, Volume};
 
-    /// Our book, with one tick = price unit 1. A move is cancel + submit with the same id at the
-    /// new price and the remaining volume (our book has no replace; the order loses priority,
-    /// as it does in orderbook-rs).
+    /// Our book, with one tick = price unit 1. A move is `reprice` (the book's own move) to the
+    /// new price with the remaining volume; the order loses priority, as it does in orderbook-rs.
     pub struct Ours {
         book: OrderBook,
         fills: Vec<Fill>,
@@ -119,8 +118,16 @@ mod ours {
                     self.book.cancel(id);
                 }
                 Op::Move { id, price } => {
-                    if let Some(order) = self.book.cancel(id) {
-                        self.submit(id, order.owner, order.direction, price, order.volume_left, true);
+                    // The book's own move: same slab slot and index entry, back of the queue at
+                    // the new price, trading first with whatever crosses.
+                    let Some(volume) = self.book.order(id).map(|o| o.volume_left) else { return };
+                    self.fills.clear();
+                    match self.book.reprice(id, price, volume, &mut self.fills) {
+                        Some(MatchOutcome::Done { filled, .. }) => {
+                            self.trades += self.fills.len() as u64;
+                            self.volume += filled as u64;
+                        }
+                        _ => self.refused += 1,
                     }
                 }
             }

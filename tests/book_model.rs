@@ -216,8 +216,6 @@ impl Model {
         let outcome = self.submit(&incoming, fills);
         if outcome == MatchOutcome::SelfTrade {
             self.orders = saved;
-        } else if let Some(o) = self.orders.iter_mut().find(|o| o.order_id == order_id) {
-            o.seq = old.seq; // MUTANT: keep priority
         }
         Some(outcome)
     }
@@ -590,7 +588,7 @@ impl Harness {
                     prop_assert_eq!(now, Some(want), "{}", what);
                     // Last in its queue at the new price.
                     let side = book_side(&self.book, old.direction);
-                    let last_there = side.iter().filter(|o| o.price == new_price).last().map(|o| o.order_id);
+                    let last_there = side.iter().rfind(|o| o.price == new_price).map(|o| o.order_id);
                     prop_assert_eq!(last_there, Some(order_id), "{}", what);
                 } else {
                     prop_assert_eq!(now, None, "{}", what);
