@@ -3,7 +3,7 @@
 //! two must agree after every step on outcomes, fills and the full book contents.
 
 use proptest::prelude::*;
-use qaexchange::domain::book::{Fill, Incoming, MatchOutcome, OrderBook, RestingOrder};
+use qaexchange::domain::book::{Fill, Incoming, MatchOutcome, OrderBook, RestingOrder, DEPTH_TRACKED};
 use qaexchange::domain::types::{Direction, Price, Volume};
 
 // ---------------------------------------------------------------------------------------------
@@ -460,6 +460,9 @@ struct Harness {
     owners: u64,
     next_id: u64,
     used_ids: Vec<u64>,
+    /// The top `DEPTH_TRACKED` levels of both sides when depth was last taken: when the book
+    /// says its depth did not change, they must be the same now.
+    last_depth: Vec<(Price, Volume, u32)>,
 }
 
 /// Everything observable about one side of the book.
@@ -488,6 +491,7 @@ impl Harness {
             owners,
             next_id: 1,
             used_ids: Vec::new(),
+            last_depth: Vec::new(),
         }
     }
 
@@ -713,7 +717,16 @@ impl Harness {
     }
 
     /// The book must look exactly like the model, and be internally sound.
-    fn check(&self) -> Result<(), TestCaseError> {
+    fn check(&mut self) -> Result<(), TestCaseError> {
+        let mut depth = Vec::new();
+        for direction in [Direction::Buy, Direction::Sell] {
+            self.book.for_each_level(direction, DEPTH_TRACKED, |p, v, c| depth.push((p, v, c)));
+            depth.push((0, 0, 0)); // side separator
+        }
+        if !self.book.take_depth_changed() {
+            prop_assert_eq!(&depth, &self.last_depth, "depth changed but the book said it did not");
+        }
+        self.last_depth = depth;
         if let Err(e) = self.book.check_invariants() {
             return Err(TestCaseError::fail(format!("invariant broken: {e}")));
         }

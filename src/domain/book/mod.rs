@@ -80,11 +80,23 @@ struct BookSide {
     /// Index of the best level (highest bid / lowest ask), if any.
     best: Option<usize>,
     direction: Direction,
+    /// The `DEPTH_TRACKED`-th best occupied level, when known and the side has that many: a
+    /// change strictly worse than it cannot alter the published depth.
+    depth_edge: Option<usize>,
 }
+
+/// Levels per side that market data publishes (DIFF quotes carry five).
+pub const DEPTH_TRACKED: usize = 5;
 
 impl BookSide {
     fn new(level_count: usize, direction: Direction) -> Self {
-        Self { levels: vec![EMPTY_LEVEL; level_count], occupied: LevelBitset::new(level_count), best: None, direction }
+        Self {
+            levels: vec![EMPTY_LEVEL; level_count],
+            occupied: LevelBitset::new(level_count),
+            best: None,
+            direction,
+            depth_edge: None,
+        }
     }
 
     fn is_better(&self, a: usize, b: usize) -> bool {
@@ -100,6 +112,19 @@ impl BookSide {
             Direction::Buy => index.checked_sub(1).and_then(|i| self.occupied.last_at_or_below(i)),
             Direction::Sell => self.occupied.first_at_or_above(index + 1),
         }
+    }
+
+    /// Whether a change at `level` may alter the top `DEPTH_TRACKED` levels.
+    fn touches_depth(&self, level: usize) -> bool {
+        !matches!(self.depth_edge, Some(edge) if self.is_better(edge, level))
+    }
+
+    fn nth_level(&self, n: usize) -> Option<usize> {
+        let mut level = self.best?;
+        for _ in 1..n {
+            level = self.next_worse(level)?;
+        }
+        Some(level)
     }
 
     fn mark_empty(&mut self, index: usize) {
@@ -128,6 +153,9 @@ pub struct OrderBook {
     asks: BookSide,
     arena: Arena,
     index: OrderIndex,
+    /// Set when a change may have altered the top levels of either side; cleared by
+    /// `take_depth_changed`. Lets market data skip re-reading depth after changes deep in the book.
+    depth_dirty: bool,
 }
 
 impl OrderBook {
@@ -147,6 +175,7 @@ impl OrderBook {
             asks: BookSide::new(level_count, Direction::Sell),
             arena: Arena::with_capacity(capacity),
             index,
+            depth_dirty: true,
         }
     }
 
@@ -251,6 +280,27 @@ impl OrderBook {
         self.arena.live()
     }
 
+    /// Records a change at `level` of `direction`'s side for depth tracking.
+    #[inline]
+    fn note_change(&mut self, direction: Direction, level: usize) {
+        let side = self.side_mut(direction);
+        if side.touches_depth(level) {
+            side.depth_edge = None;
+            self.depth_dirty = true;
+        }
+    }
+
+    /// Whether the top `DEPTH_TRACKED` levels of either side may have changed since the last
+    /// call (conservative: may say yes when they did not, never no when they did).
+    pub fn take_depth_changed(&mut self) -> bool {
+        for side in [&mut self.bids, &mut self.asks] {
+            if side.depth_edge.is_none() {
+                side.depth_edge = side.nth_level(DEPTH_TRACKED);
+            }
+        }
+        std::mem::take(&mut self.depth_dirty)
+    }
+
     /// Match `incoming` against the book, pushing one `Fill` per maker into `fills` (which is
     /// not cleared). Nothing changes unless the outcome is `Done`.
     pub fn submit(&mut self, incoming: &Incoming, fills: &mut Vec<Fill>) -> MatchOutcome {
@@ -351,6 +401,7 @@ impl OrderBook {
                 });
                 let side = self.side_mut(maker_direction);
                 side.levels[level].volume -= volume;
+                self.note_change(maker_direction, level);
                 if maker.volume_left == 0 {
                     self.unlink(maker_direction, level, slot);
                     self.index.remove(&maker.order_id);
@@ -376,6 +427,7 @@ impl OrderBook {
     }
 
     fn link_tail(&mut self, direction: Direction, level: usize, slot: u32, volume: Volume) {
+        self.note_change(direction, level);
         let tail = self.side(direction).levels[level].tail;
         {
             let node = self.arena.get_mut(slot);
@@ -400,6 +452,7 @@ impl OrderBook {
 
     /// Detach `slot` from its level's FIFO (volume bookkeeping is the caller's).
     fn unlink(&mut self, direction: Direction, level: usize, slot: u32) {
+        self.note_change(direction, level);
         let (prev, next) = {
             let node = self.arena.get(slot);
             (node.prev, node.next)
@@ -498,6 +551,7 @@ impl OrderBook {
         let (direction, price) = (node.order.direction, node.order.price);
         let level = self.level_of(price).expect("resting order price is on the grid");
         self.side_mut(direction).levels[level].volume -= delta;
+        self.note_change(direction, level);
         true
     }
 

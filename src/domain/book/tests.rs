@@ -96,3 +96,33 @@ fn cancel_reduce_levels_and_rebase() {
     assert_eq!(b.resting_count(), 2);
     b.check_invariants().unwrap();
 }
+
+#[test]
+fn depth_tracking_ignores_changes_below_the_fifth_level() {
+    let mut b = book();
+    let mut fills = Vec::new();
+    // Ten bid levels: 100.0, 99.5, ..., 95.5.
+    for i in 0..10 {
+        b.submit(&limit(i + 1, i + 1, Direction::Buy, 1_000_000 - i as i64 * 5_000, 1), &mut fills);
+    }
+    assert!(b.take_depth_changed(), "a new book starts dirty");
+    assert!(!b.take_depth_changed(), "nothing happened since");
+    // The 8th level (96.5) is below the published five: no depth change.
+    b.cancel(8);
+    assert!(!b.take_depth_changed());
+    b.submit(&limit(20, 20, Direction::Buy, 960_000, 3), &mut fills);
+    assert!(b.reduce(20, 1));
+    assert!(!b.take_depth_changed());
+    // The 5th level (98.0) is published: a change there is.
+    b.submit(&limit(21, 21, Direction::Buy, 980_000, 1), &mut fills);
+    assert!(b.take_depth_changed());
+    // A new ask is on the other side's empty top: a change.
+    b.submit(&limit(22, 22, Direction::Sell, 1_050_000, 1), &mut fills);
+    assert!(b.take_depth_changed());
+    // Moving a deep bid into the top five is a change; moving it back out is too.
+    b.reprice(9, 995_000, 1, &mut fills).unwrap();
+    assert!(b.take_depth_changed());
+    b.reprice(9, 955_000, 1, &mut fills).unwrap();
+    assert!(b.take_depth_changed());
+    b.check_invariants().unwrap();
+}

@@ -310,7 +310,9 @@ impl Engine {
         }
         for &(instrument, traded) in &self.scratch.quotes {
             let market = &mut self.markets[instrument as usize];
-            let depth_changed = market.on_book(&self.books[instrument as usize], ts);
+            let book = &mut self.books[instrument as usize];
+            // Skip re-reading depth when the book says its top levels cannot have changed.
+            let depth_changed = book.take_depth_changed() && market.on_book(book, ts);
             if traded {
                 market.record_tick(ts);
             }

@@ -179,6 +179,22 @@ impl Engine {
                 ));
             }
             self.books[i].check_invariants().map_err(|e| format!("{}: {e}", self.instruments[i].instrument_id))?;
+            // The published depth is the book's (depth tracking may skip re-reads, never changes).
+            let quote = self.markets[i].quote();
+            for (direction, prices, volumes) in
+                [(Direction::Buy, &quote.bid_price, &quote.bid_volume), (Direction::Sell, &quote.ask_price, &quote.ask_volume)]
+            {
+                let mut n = 0;
+                let mut same = true;
+                self.books[i].for_each_level(direction, prices.len(), |price, volume, _| {
+                    same &= prices[n] == Some(price) && volumes[n] == volume;
+                    n += 1;
+                });
+                same &= prices[n..].iter().all(Option::is_none) && volumes[n..].iter().all(|&v| v == 0);
+                if !same {
+                    return Err(format!("{}: quote depth differs from the book", self.instruments[i].instrument_id));
+                }
+            }
         }
         let mut resting = 0;
         for (i, book) in self.books.iter().enumerate() {
