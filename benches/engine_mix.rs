@@ -309,6 +309,10 @@ fn main() {
     let engine_rate = ops as f64 / engine_best;
     let book_rate = ops as f64 / book_best;
     println!();
+    println!(
+        "allocations in the timed stream (worst repetition): {} ({} bytes) over {} ops",
+        engine_allocs.allocations, engine_allocs.bytes, ops
+    );
     println!("| path | best ops/s | ns/op | allocs/op (worst rep) | bytes/op |");
     println!("|---|---:|---:|---:|---:|");
     println!(

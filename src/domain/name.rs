@@ -6,7 +6,7 @@
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
 
-/// An inline UTF-8 string of at most `N - 1` bytes (one byte holds the length).
+/// An inline UTF-8 string of 1..=`N` bytes (its length is kept in a separate byte).
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct InlineStr<const N: usize> {
     len: u8,

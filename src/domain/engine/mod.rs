@@ -29,6 +29,10 @@ use crate::domain::types::*;
 pub struct EngineConfig {
     /// Resting orders per book reserved up front (the book grows past it if needed).
     pub book_capacity: usize,
+    /// Live orders across all accounts reserved up front in the ledger's maps. hashbrown clears
+    /// tombstones by rehashing in place only below half its capacity, so reserve about twice
+    /// the expected peak to stay allocation-free in steady state.
+    pub live_order_capacity: usize,
     /// Bars kept per k-line period per instrument.
     pub kline_capacity: usize,
     /// Ticks kept per instrument.
@@ -37,7 +41,7 @@ pub struct EngineConfig {
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        Self { book_capacity: 4096, kline_capacity: 2048, tick_capacity: 4096 }
+        Self { book_capacity: 4096, live_order_capacity: 8192, kline_capacity: 2048, tick_capacity: 4096 }
     }
 }
 
@@ -133,7 +137,7 @@ impl Engine {
             marks,
             open_interest,
             settlement_prices,
-            ledger: Ledger::new(),
+            ledger: Ledger::with_capacity(config.live_order_capacity),
             next_order_id: 1,
             next_trade_id: 1,
             statements: Vec::new(),

@@ -62,6 +62,14 @@ impl Ledger {
         Self::default()
     }
 
+    /// A ledger whose live-order maps are reserved for `live_orders` orders.
+    pub fn with_capacity(live_orders: usize) -> Self {
+        let mut ledger = Self::default();
+        ledger.orders.reserve(live_orders);
+        ledger.by_client.reserve(live_orders);
+        ledger
+    }
+
     pub fn accounts(&self) -> &[Account] {
         &self.accounts
     }
