@@ -1238,3 +1238,106 @@ fn deposits_are_capped_far_from_overflow() {
     assert_eq!(sim.account("W").balance, m(100_000_000_000_000.0));
     assert_refused(&mut sim, RejectCode::InvalidAmount, |s| s.deposit("W", 1.0));
 }
+
+const REFERENCE_PRICES: &str = r#"
+[[instrument]]
+instrument_id = "IF2501"
+exchange_id = "CFFEX"
+product_id = "IF"
+volume_multiple = 300
+price_tick = 0.2
+margin_rate_long = 0.12
+margin_rate_short = 0.12
+limit_rate = 0.10
+pre_settlement = 4000.0
+pre_close = 3990.0
+max_order_volume = 20
+commission = { open_rate = 0.000023, close_rate = 0.000023, close_today_rate = 0.00023 }
+
+[[instrument]]
+instrument_id = "IH2501"
+exchange_id = "CFFEX"
+product_id = "IH"
+volume_multiple = 300
+price_tick = 0.2
+margin_rate_long = 0.12
+margin_rate_short = 0.12
+limit_rate = 0.10
+pre_settlement = 2700.0
+pre_close = 2690.0
+max_order_volume = 20
+commission = { open_rate = 0.000023, close_rate = 0.000023, close_today_rate = 0.00023 }
+"#;
+
+fn reference_sim() -> Sim {
+    let instruments = qaexchange::domain::instrument::parse_instruments(REFERENCE_PRICES).unwrap();
+    let mut sim = Sim::new(instruments, 20250106);
+    sim.open_account("A", 1_000_000.0);
+    sim.open_account("B", 1_000_000.0);
+    sim
+}
+
+#[test]
+fn settlement_reference_prices_follow_trades_marks_and_carry() {
+    let mut sim = reference_sim();
+    // Before any trade positions are marked at the reference settlement price, not pre_close.
+    assert_eq!(sim.mark("IF2501"), p(4000.0));
+    sim.place(limit("A", "a1", "IF2501", Sell, Open, 4010.0, 1));
+    sim.place(limit("B", "b1", "IF2501", Buy, Open, 4010.0, 1));
+    let ts = sim.next_ts();
+    sim.run(Command::MarkPrice { ts, instrument_id: iid("IF2501"), price: p(4020.0) });
+    sim.settle(None);
+    let state: serde_json::Value = serde_json::from_str(&sim.state_json()).unwrap();
+    let inst =
+        |id: &str| state["instruments"].as_array().unwrap().iter().find(|i| i["instrument_id"] == id).unwrap().clone();
+    let quote =
+        |id: &str| state["quotes"].as_array().unwrap().iter().find(|q| q["instrument_id"] == id).unwrap().clone();
+    // IF: no settlement price set, so it settles at its last mark (the operator's 4020); the
+    // day's close is the last trade (4010), not the mark.
+    assert_eq!(inst("IF2501")["pre_settlement"], 4020.0);
+    assert_eq!(quote("IF2501")["pre_close"], 4010.0);
+    // IH never traded: it settles at the price it started from and carries its pre_close.
+    assert_eq!(inst("IH2501")["pre_settlement"], 2700.0);
+    assert_eq!(quote("IH2501")["pre_close"], 2690.0);
+    // B bought at 4010 and is marked at 4020: +3,000 realised into pre_balance.
+    let b = sim.account("B");
+    assert_eq!(b.pre_balance, m(1_000_000.0 + 3_000.0 - 4010.0 * 300.0 * 0.000023));
+    assert_eq!(sim.zero_sum(), (0, 0));
+}
+
+#[test]
+fn operator_prices_are_checked_and_marks_reach_every_holder() {
+    let mut sim = reference_sim();
+    sim.place(limit("A", "a1", "IF2501", Sell, Open, 4010.0, 1));
+    sim.place(limit("B", "b1", "IF2501", Buy, Open, 4010.0, 1));
+    let mark = |sim: &mut Sim, price: f64| {
+        let ts = sim.next_ts();
+        sim.run(Command::MarkPrice { ts, instrument_id: iid("IF2501"), price: p(price) })
+    };
+    // Band is 4000 +/- 10% = [3600, 4400].
+    assert_refused(&mut sim, RejectCode::PriceOutOfBand, |s| mark(s, 4400.2));
+    assert_refused(&mut sim, RejectCode::PriceNotOnTick, |s| mark(s, 4000.1));
+    assert_refused(&mut sim, RejectCode::InvalidSettlementPrice, |s| s.set_settlement_price("IF2501", 3599.8));
+    assert_refused(&mut sim, RejectCode::InvalidSettlementPrice, |s| s.set_settlement_price("IF2501", 4000.1));
+    let events = mark(&mut sim, 4000.0);
+    let updated: Vec<String> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::AccountUpdated { account, .. } => Some(account.account_id.to_string()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(updated, vec!["A".to_string(), "B".to_string()]);
+    // Marked at 4000: the long lost 10 x 300 = 3,000, the short made it.
+    assert_eq!(sim.account("B").position_profit, m(-3_000.0));
+    assert_eq!(sim.account("A").position_profit, m(3_000.0));
+}
+
+#[test]
+fn refused_force_liquidation_changes_nothing() {
+    let mut sim = reference_sim();
+    // A live order but no position: nothing to liquidate, and the order stays.
+    sim.place(limit("A", "a1", "IF2501", Buy, Open, 3990.0, 1));
+    assert_refused(&mut sim, RejectCode::NothingToLiquidate, |s| s.force_liquidate("A"));
+    assert_eq!(sim.engine.ledger().live_order_count(), 1);
+}

@@ -220,7 +220,7 @@ impl Instrument {
         }
         let rates = [config.margin_rate_long, config.margin_rate_short, config.limit_rate];
         if rates.iter().any(|r| !(0.0..=1.0).contains(r)) || config.limit_rate <= 0.0 {
-            return Err(fail("margin and limit rates must be in (0, 1]"));
+            return Err(fail("margin rates must be in [0, 1] and limit_rate in (0, 1]"));
         }
         if config.max_order_volume <= 0 {
             return Err(fail("max_order_volume must be positive"));

@@ -33,9 +33,9 @@ reject_codes! {
     AccountNotFound = 1001, "account does not exist";
     AccountExists = 1002, "account already exists";
     AccountFrozen = 1003, "account is frozen";
-    InvalidAmount = 1004, "amount must be a positive number of at most 1e12";
+    InvalidAmount = 1004, "amount must be positive, at most 1e12 per transfer and 1e14 held";
     InsufficientFundsToWithdraw = 1005, "withdrawal exceeds available funds";
-    InvalidAccountId = 1006, "account id must be 1..31 bytes";
+    InvalidAccountId = 1006, "account id must be 1..=31 bytes";
     // Orders: 2xxx
     InstrumentNotFound = 2001, "instrument does not exist";
     InstrumentNotTrading = 2002, "instrument is not trading";
@@ -51,7 +51,7 @@ reject_codes! {
     DuplicateOrderId = 2012, "order id is already used by a live order of this account";
     MarketOrderMustBeImmediate = 2013, "market orders (ANY) are immediate: use IOC";
     LimitPriceRequired = 2014, "LIMIT orders need a limit_price";
-    InvalidOrderId = 2015, "client order id must be 1..63 bytes";
+    InvalidOrderId = 2015, "client order id must be 1..=63 bytes";
     // Cancel and modify: 3xxx
     OrderNotFound = 3001, "no such live order for this account";
     InvalidModify = 3002, "modify needs a new price or a new volume, different from the current";
@@ -63,7 +63,7 @@ reject_codes! {
     ForcedLiquidation = 3105, "cancelled for forced liquidation";
     OutsideNewPriceBand = 3106, "cancelled: outside the new day's price band";
     // Settlement and admin: 4xxx
-    InvalidSettlementPrice = 4001, "settlement price must be positive and on the price tick";
+    InvalidSettlementPrice = 4001, "settlement price must be on the price tick and inside the day's band";
     InvalidTradingDay = 4002, "trading day must be a valid date after the current one";
     NothingToLiquidate = 4003, "account has no position to liquidate";
 }

@@ -187,9 +187,9 @@ pub mod fixed4 {
         from_decimal(value).ok_or_else(|| serde::de::Error::custom("number out of range for a price or amount"))
     }
 
-    /// None for NaN, infinities and values beyond +/- 9e11.
+    /// None for NaN, infinities and values beyond +/- 1e14 (1e18 units, inside i64).
     pub fn from_decimal(value: f64) -> Option<i64> {
-        (value.is_finite() && value.abs() <= 9.0e11).then(|| (value * super::PRICE_SCALE as f64).round() as i64)
+        (value.is_finite() && value.abs() <= 1.0e14).then(|| (value * super::PRICE_SCALE as f64).round() as i64)
     }
 }
 
@@ -214,29 +214,15 @@ pub mod fixed4_opt {
     }
 }
 
-/// Serde for rates (scale 1e8) as decimal numbers.
-pub mod rate8 {
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(value: &i64, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_f64(*value as f64 / super::RATE_SCALE as f64)
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
-        let value = f64::deserialize(deserializer)?;
-        if !value.is_finite() || value.abs() > 1.0e6 {
-            return Err(serde::de::Error::custom("rate out of range"));
-        }
-        Ok((value * super::RATE_SCALE as f64).round() as i64)
-    }
-}
-
 /// `fixed4_opt` for a fixed-size array of optional prices (depth levels).
 pub mod fixed4_opt_array {
     use serde::ser::SerializeTuple;
     use serde::{Deserialize, Deserializer, Serializer};
 
-    pub fn serialize<S: Serializer, const N: usize>(values: &[Option<i64>; N], serializer: S) -> Result<S::Ok, S::Error> {
+    pub fn serialize<S: Serializer, const N: usize>(
+        values: &[Option<i64>; N],
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
         let mut tuple = serializer.serialize_tuple(N)?;
         for value in values {
             tuple.serialize_element(&value.map(|v| v as f64 / super::PRICE_SCALE as f64))?;
@@ -244,7 +230,9 @@ pub mod fixed4_opt_array {
         tuple.end()
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>, const N: usize>(deserializer: D) -> Result<[Option<i64>; N], D::Error> {
+    pub fn deserialize<'de, D: Deserializer<'de>, const N: usize>(
+        deserializer: D,
+    ) -> Result<[Option<i64>; N], D::Error> {
         let decimals = Vec::<Option<f64>>::deserialize(deserializer)?;
         if decimals.len() != N {
             return Err(serde::de::Error::custom(format!("expected {N} levels, got {}", decimals.len())));
@@ -253,7 +241,9 @@ pub mod fixed4_opt_array {
         for (slot, value) in out.iter_mut().zip(decimals) {
             *slot = match value {
                 None => None,
-                Some(v) => Some(super::fixed4::from_decimal(v).ok_or_else(|| serde::de::Error::custom("price out of range"))?),
+                Some(v) => {
+                    Some(super::fixed4::from_decimal(v).ok_or_else(|| serde::de::Error::custom("price out of range"))?)
+                }
             };
         }
         Ok(out)

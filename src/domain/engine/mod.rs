@@ -124,7 +124,9 @@ impl Engine {
             .collect();
         let markets =
             instruments.iter().map(|i| InstrumentMarket::new(i, config.kline_capacity, config.tick_capacity)).collect();
-        let marks = instruments.iter().map(|i| i.pre_close).collect();
+        // Positions are marked at the reference settlement price until the first trade, so an
+        // instrument that never trades settles at the price it started from.
+        let marks = instruments.iter().map(|i| i.pre_settlement).collect();
         let open_interest = vec![0; instruments.len()];
         let settlement_prices = vec![None; instruments.len()];
         Self {
@@ -141,7 +143,13 @@ impl Engine {
             next_order_id: 1,
             next_trade_id: 1,
             statements: Vec::new(),
-            scratch: Scratch::default(),
+            // Sized for a sweep through many makers; grown (once) only by a larger one.
+            scratch: Scratch {
+                fills: Vec::with_capacity(256),
+                accounts: Vec::with_capacity(64),
+                positions: Vec::with_capacity(64),
+                quotes: Vec::with_capacity(16),
+            },
         }
     }
 
@@ -283,12 +291,15 @@ impl Engine {
         out: &mut Vec<Event>,
     ) -> Result<(), RejectCode> {
         let slot = self.instrument_slot(&instrument_id).ok_or(RejectCode::InstrumentNotFound)?;
-        let inst = &self.instruments[slot as usize];
-        if price <= 0 || price % inst.price_tick != 0 {
-            return Err(RejectCode::PriceNotOnTick);
-        }
+        self.check_price(slot, price)?;
         self.marks[slot as usize] = price;
-        out.push(Event::MarkPriceSet { ts, instrument_id: inst.instrument_id, price });
+        out.push(Event::MarkPriceSet { ts, instrument_id: self.instruments[slot as usize].instrument_id, price });
+        // An operator mark is rare: report every holder's re-marked account and position.
+        for account in 0..self.ledger.accounts().len() as u32 {
+            if self.ledger.account(account).position(slot).is_some() {
+                self.scratch.touch_position(account, slot);
+            }
+        }
         Ok(())
     }
 

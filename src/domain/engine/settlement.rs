@@ -19,7 +19,7 @@ impl Engine {
     ) -> Result<(), RejectCode> {
         let slot = self.instrument_slot(&instrument_id).ok_or(RejectCode::InstrumentNotFound)?;
         let inst = &self.instruments[slot as usize];
-        if price <= 0 || price % inst.price_tick != 0 {
+        if price <= 0 || price % inst.price_tick != 0 || price < inst.lower_limit || price > inst.upper_limit {
             return Err(RejectCode::InvalidSettlementPrice);
         }
         self.settlement_prices[slot as usize] = Some(price);
@@ -50,7 +50,8 @@ impl Engine {
             }
         }
         // 3. Statements at the settlement prices, then realise and roll every account.
-        let last_prices = self.marks.clone();
+        // The day's close: the last trade price (the quote carries pre_close until a trade).
+        let last_prices: Vec<Price> = self.markets.iter().map(|m| m.quote().last_price).collect();
         self.marks.copy_from_slice(&prices);
         for slot in 0..self.ledger.accounts().len() as u32 {
             let account = self.ledger.account(slot);
@@ -92,7 +93,10 @@ impl Engine {
             }
             self.markets[i].roll_day(&self.instruments[i]);
             self.settlement_prices[i] = None;
-            self.scratch.touch_quote(i as u32, true);
+            // The new day's quote (new limits and reference prices); no trade, so no tick.
+            out.push(Event::QuoteUpdated { ts, quote: *self.markets[i].quote() });
+            // Orders outside the new band left the book: depth is re-read at the flush.
+            self.scratch.touch_quote(i as u32, false);
         }
         // 5. Accounts that cannot carry their positions into the next day.
         for slot in 0..self.ledger.accounts().len() as u32 {
@@ -120,9 +124,6 @@ impl Engine {
         out: &mut Vec<Event>,
     ) -> Result<(), RejectCode> {
         let slot = self.ledger.slot_of(&account_id).ok_or(RejectCode::AccountNotFound)?;
-        for order in self.ledger.live_orders_sorted().into_iter().filter(|o| o.account == slot) {
-            self.cancel_live(ts, &order, RejectCode::ForcedLiquidation, out);
-        }
         let mut closes = Vec::new();
         for p in &self.ledger.account(slot).positions {
             let strict = self.instruments[p.instrument as usize].exchange_id.has_strict_close_today();
@@ -139,6 +140,10 @@ impl Engine {
         closes.retain(|c| c.3 > 0);
         if closes.is_empty() {
             return Err(RejectCode::NothingToLiquidate);
+        }
+        // Refusal is decided before anything changes; from here on the account's orders go.
+        for order in self.ledger.live_orders_sorted().into_iter().filter(|o| o.account == slot) {
+            self.cancel_live(ts, &order, RejectCode::ForcedLiquidation, out);
         }
         // The account is frozen for new orders only by its owner's status; liquidation orders go
         // through the normal path as closes, which are never refused for funds.

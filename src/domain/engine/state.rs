@@ -100,7 +100,7 @@ impl Engine {
                         )
                     })
                     .collect();
-                positions.sort_by_key(|p| p.instrument_id);
+                positions.sort_by(|a, b| a.instrument_id.as_str().cmp(b.instrument_id.as_str()));
                 AccountState { account: self.ledger.snapshot(slot, &self.instruments, &self.marks), positions }
             })
             .collect();
@@ -181,9 +181,10 @@ impl Engine {
             self.books[i].check_invariants().map_err(|e| format!("{}: {e}", self.instruments[i].instrument_id))?;
             // The published depth is the book's (depth tracking may skip re-reads, never changes).
             let quote = self.markets[i].quote();
-            for (direction, prices, volumes) in
-                [(Direction::Buy, &quote.bid_price, &quote.bid_volume), (Direction::Sell, &quote.ask_price, &quote.ask_volume)]
-            {
+            for (direction, prices, volumes) in [
+                (Direction::Buy, &quote.bid_price, &quote.bid_volume),
+                (Direction::Sell, &quote.ask_price, &quote.ask_volume),
+            ] {
                 let mut n = 0;
                 let mut same = true;
                 self.books[i].for_each_level(direction, prices.len(), |price, volume, _| {
