@@ -341,15 +341,7 @@ impl Engine {
             let reduced = self.books[instrument as usize].reduce(order.order_id, volume);
             debug_assert!(reduced);
             self.ledger.reduce(order.order_id, volume);
-            out.push(Event::OrderModified {
-                ts,
-                order_id: order.order_id,
-                client_order_id: order.client_order_id,
-                account_id,
-                limit_price: Some(price),
-                volume_left: volume,
-                kept_priority: true,
-            });
+            out.push(modified(ts, &order, account_id, price, volume, true));
             self.scratch.touch_hold(account, instrument, order.offset);
             self.scratch.touch_quote(instrument, false);
             return Ok(());
@@ -370,19 +362,31 @@ impl Engine {
                 });
             }
         }
-        out.push(Event::OrderModified {
-            ts,
-            order_id: order.order_id,
-            client_order_id: order.client_order_id,
-            account_id,
-            limit_price: Some(price),
-            volume_left: volume,
-            kept_priority: false,
-        });
+        out.push(modified(ts, &order, account_id, price, volume, false));
         let traded = !self.scratch.fills.is_empty();
         self.apply_fills(ts, instrument, order.order_id, order.direction, out);
         self.scratch.touch_hold(account, instrument, order.offset);
         self.scratch.touch_quote(instrument, traded);
         Ok(())
+    }
+}
+
+/// The event of a successful modify.
+fn modified(
+    ts: TimestampNs,
+    order: &LiveOrder,
+    account_id: AccountId,
+    price: Price,
+    volume_left: Volume,
+    kept_priority: bool,
+) -> Event {
+    Event::OrderModified {
+        ts,
+        order_id: order.order_id,
+        client_order_id: order.client_order_id,
+        account_id,
+        limit_price: Some(price),
+        volume_left,
+        kept_priority,
     }
 }

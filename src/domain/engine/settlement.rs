@@ -82,6 +82,7 @@ impl Engine {
         for (i, &price) in prices.iter().enumerate() {
             let oi = self.open_interest[i];
             self.instruments[i].roll_day(price, last_prices[i], oi);
+            self.refresh_depth(i, ts);
             self.markets[i].set_settlement(price);
             // Publish the settled day's close and settlement before the quote rolls over.
             out.push(Event::QuoteUpdated { ts, quote: *self.markets[i].quote() });
@@ -92,6 +93,7 @@ impl Engine {
                 self.end_order(ts, order.order_id, order.volume_left, RejectCode::OutsideNewPriceBand, out);
             }
             self.markets[i].roll_day(&self.instruments[i]);
+            self.refresh_depth(i, ts);
             self.settlement_prices[i] = None;
             // The new day's quote (new limits and reference prices); no trade, so no tick.
             out.push(Event::QuoteUpdated { ts, quote: *self.markets[i].quote() });
@@ -113,6 +115,14 @@ impl Engine {
         self.trading_day = next_day;
         out.push(Event::TradingDayAdvanced { ts, settled_day, trading_day: next_day });
         Ok(())
+    }
+
+    /// Re-reads an instrument's depth into its quote if its book changed (quotes sent in the
+    /// middle of a command must show the book as it is then).
+    fn refresh_depth(&mut self, i: usize, ts: TimestampNs) {
+        if self.books[i].take_depth_changed() {
+            self.markets[i].on_book(&self.books[i], ts);
+        }
     }
 
     /// Cancels the account's live orders and sends market (ANY + IOC) close orders for every
