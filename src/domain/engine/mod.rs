@@ -41,7 +41,7 @@ pub struct EngineConfig {
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        Self { book_capacity: 4096, live_order_capacity: 8192, kline_capacity: 2048, tick_capacity: 4096 }
+        Self { book_capacity: 4096, live_order_capacity: 4096, kline_capacity: 2048, tick_capacity: 4096 }
     }
 }
 
