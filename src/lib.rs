@@ -5,3 +5,4 @@
 
 pub mod domain;
 pub mod replay;
+pub mod storage;
