@@ -476,9 +476,8 @@ impl Ledger {
             if !order.is_open() {
                 order.frozen_his += order.frozen_today;
                 order.frozen_today = 0;
-                // His commission rate now applies to those lots.
-                let diff = order.frozen_commission_his_per_lot;
-                order.frozen_commission_today_per_lot = diff;
+                // Those lots now close his positions: they pay (and freeze) the close rate.
+                order.frozen_commission_today_per_lot = order.frozen_commission_his_per_lot;
             }
         }
         // Recompute the accounts' frozen commission from the orders (it changed with the rates).

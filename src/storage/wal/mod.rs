@@ -1,13 +1,19 @@
-//! Write-ahead log format.
+//! Write-ahead log: format (`frame`), per-segment scan and recovery rules (`scan`, `recover`),
+//! segment files (`segment`) and the glommio writer with group commit (`writer`).
 //!
-//! A WAL segment is a preallocated, zero-filled file of framed records (`frame.rs`). Records
-//! are appended in batches (group commit); a batch is durable once fdatasync returns. After a
-//! crash, `scan.rs` reads a segment back and decides where the durable log ends: a damaged
-//! record with nothing valid after it is the torn tail of an unsynced batch (cut it), a damaged
-//! record with valid records after it is corruption (refuse to start).
+//! A WAL segment is a preallocated, zero-filled file of framed records. Records are appended in
+//! batches (group commit); a batch is durable once fdatasync returns. After a crash the scan
+//! decides where the durable log ends: a damaged record with nothing of a later batch after it
+//! is the torn tail of an unsynced batch (cut it), damage with a later batch after it is
+//! corruption (refuse to start).
 
 pub mod frame;
+pub mod recover;
 pub mod scan;
+pub mod segment;
+pub mod writer;
 
 pub use frame::{encode_record, frame_len, RecordHeader, FRAME_ALIGN, HEADER_LEN, MAX_PAYLOAD};
+pub use recover::{recover, RecoveryError, RecoveryReport, ResumePoint};
 pub use scan::{scan_segment, ScanEnd, ScanError, ScannedRecord, SegmentScan};
+pub use writer::{SyncMode, WalConfig, WalStats, WalWriter};
