@@ -5,4 +5,5 @@
 
 pub mod domain;
 pub mod replay;
+pub mod server;
 pub mod storage;

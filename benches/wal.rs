@@ -1,0 +1,94 @@
+//! WAL append + group commit on this machine's disk: durable records per second, bytes per
+//! second and commit (write + fdatasync) latency, for ~128-byte records at several batch sizes.
+//! The same-run baseline is fio (`tools/fio_baseline.sh`), run by this bench when `fio` is on
+//! PATH: sequential O_DIRECT write bandwidth and 4 KiB write + fdatasync latency.
+//!
+//! Run: `cargo bench --bench wal`. Knobs: `WAL_BENCH_DIR` (default: a temp dir under ./target),
+//! `WAL_BENCH_SECONDS` per batch size (default 3).
+
+use qaexchange::storage::wal::{recover, SyncMode, WalConfig, WalWriter};
+use std::time::{Duration, Instant};
+
+const RECORD_BYTES: usize = 128 - 24; // payload; 128 bytes with the frame header
+
+fn percentile(sorted: &[u64], q: f64) -> u64 {
+    sorted[((sorted.len() as f64 * q) as usize).min(sorted.len() - 1)]
+}
+
+struct Figures {
+    records_per_s: f64,
+    mb_per_s: f64,
+    p50_us: f64,
+    p99_us: f64,
+    p999_us: f64,
+    commits: usize,
+}
+
+fn run(dir: std::path::PathBuf, batch_records: usize, seconds: f64, sync: SyncMode) -> Figures {
+    glommio::LocalExecutorBuilder::default()
+        .io_memory(4 << 20)
+        // Spin briefly before parking: an idle executor otherwise sleeps between a write's
+        // submission and its completion, which dominates small-commit latency.
+        .spin_before_park(Duration::from_micros(200))
+        .spawn(move || async move {
+            let _ = std::fs::remove_dir_all(&dir);
+            let (resume, _) = recover(&dir, 1, |_, _| {}).unwrap();
+            let config = WalConfig { dir: dir.clone(), segment_bytes: 64 << 20, sync };
+            let mut wal = WalWriter::open(config, &resume, false).await.unwrap();
+            let payload = [0x5au8; RECORD_BYTES];
+            let mut latencies_ns = Vec::new();
+            let start = Instant::now();
+            let deadline = Duration::from_secs_f64(seconds);
+            while start.elapsed() < deadline {
+                for _ in 0..batch_records {
+                    wal.append(&payload).unwrap();
+                }
+                let t = Instant::now();
+                wal.commit().await.unwrap();
+                latencies_ns.push(t.elapsed().as_nanos() as u64);
+            }
+            let elapsed = start.elapsed().as_secs_f64();
+            let stats = wal.stats();
+            wal.close().await.unwrap();
+            let _ = std::fs::remove_dir_all(&dir);
+            latencies_ns.sort_unstable();
+            Figures {
+                records_per_s: stats.records as f64 / elapsed,
+                mb_per_s: stats.bytes as f64 / elapsed / 1e6,
+                p50_us: percentile(&latencies_ns, 0.5) as f64 / 1e3,
+                p99_us: percentile(&latencies_ns, 0.99) as f64 / 1e3,
+                p999_us: percentile(&latencies_ns, 0.999) as f64 / 1e3,
+                commits: latencies_ns.len(),
+            }
+        })
+        .unwrap()
+        .join()
+        .unwrap()
+}
+
+fn main() {
+    let seconds: f64 = std::env::var("WAL_BENCH_SECONDS").ok().and_then(|v| v.parse().ok()).unwrap_or(3.0);
+    let base = std::env::var("WAL_BENCH_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target").join("wal-bench"));
+    std::fs::create_dir_all(&base).unwrap();
+    if std::process::Command::new("fio").arg("--version").output().is_ok() {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tools/fio_baseline.sh");
+        let status = std::process::Command::new("bash").arg(script).arg(&base).status();
+        println!("(fio baseline: {status:?})\n");
+    } else {
+        println!("fio not on PATH: no same-run baseline (apt-get install fio)\n");
+    }
+    println!("WAL, {}-byte records (frame included), {seconds} s per row, dir {}", RECORD_BYTES + 24, base.display());
+    println!("| sync | records/batch | durable records/s | MB/s | commits | commit p50 us | p99 us | p99.9 us |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    for (sync, name) in [(SyncMode::Durable, "fdatasync"), (SyncMode::None, "none")] {
+        for batch in [1usize, 32, 512, 8192] {
+            let f = run(base.join("wal"), batch, seconds, sync);
+            println!(
+                "| {name} | {batch} | {:.0} | {:.1} | {} | {:.1} | {:.1} | {:.1} |",
+                f.records_per_s, f.mb_per_s, f.commits, f.p50_us, f.p99_us, f.p999_us
+            );
+        }
+    }
+}
