@@ -61,3 +61,14 @@ fn event_examples_parse() {
         }
     }
 }
+
+#[test]
+fn every_http_error_code_has_its_row() {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/API.md")).unwrap();
+    for &code in qaexchange::server::http::HttpErrorCode::ALL {
+        let row = format!("| {} | ", code.code());
+        let line = doc.lines().find(|l| l.starts_with(&row)).unwrap_or_else(|| panic!("no row for {}", code.code()));
+        assert!(line.contains(&format!("| {} |", code.status())), "{line}");
+        assert!(line.contains(code.message()), "{line} should carry the message {:?}", code.message());
+    }
+}

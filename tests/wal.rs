@@ -1,5 +1,6 @@
 //! The WAL end to end on real files through glommio: write, rotate, recover, resume; torn tails
 //! cut; corruption before the tail refused with the file and offset; empty and missing files.
+//! Files live under cargo's target tmp dir: O_DIRECT needs a real disk, and /tmp may be tmpfs.
 
 use qaexchange::storage::wal::{recover, RecoveryError, SyncMode, WalConfig, WalWriter};
 use std::path::{Path, PathBuf};
@@ -65,7 +66,7 @@ fn segments(dir: &Path) -> Vec<PathBuf> {
 
 #[test]
 fn write_rotate_recover_resume() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let dir = tmp.path().join("wal");
     // A missing directory is an empty log.
     expect_records(&read_all(&dir).unwrap(), 0);
@@ -82,7 +83,7 @@ fn write_rotate_recover_resume() {
 
 #[test]
 fn torn_tail_is_cut_and_the_log_continues_cleanly() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let dir = tmp.path().to_path_buf();
     write(&dir, SyncMode::Durable, 1, 301);
     let last = segments(&dir).pop().unwrap();
@@ -114,7 +115,7 @@ fn torn_tail_is_cut_and_the_log_continues_cleanly() {
 
 #[test]
 fn corruption_before_the_tail_stops_recovery_with_file_and_offset() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let dir = tmp.path().to_path_buf();
     write(&dir, SyncMode::Durable, 1, 1_001);
     let first = segments(&dir).remove(0);
@@ -126,7 +127,7 @@ fn corruption_before_the_tail_stops_recovery_with_file_and_offset() {
     assert!(message.contains(first.file_name().unwrap().to_str().unwrap()), "{message}");
     assert!(message.contains("offset"), "{message}");
     // Damage in the middle of the last segment, with later batches after it, is refused too.
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let dir = tmp.path().to_path_buf();
     write(&dir, SyncMode::Durable, 1, 200);
     let only = segments(&dir).remove(0);
@@ -138,7 +139,7 @@ fn corruption_before_the_tail_stops_recovery_with_file_and_offset() {
 
 #[test]
 fn empty_and_missing_segment_files() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let dir = tmp.path().to_path_buf();
     // A zero-length segment (crash between create and preallocate) is an empty log.
     std::fs::write(dir.join(qaexchange::storage::wal::segment::segment_name(1)), b"").unwrap();
@@ -146,7 +147,7 @@ fn empty_and_missing_segment_files() {
     write(&dir, SyncMode::Durable, 1, 51);
     expect_records(&read_all(&dir).unwrap(), 50);
     // A missing middle segment is a gap, never silently skipped.
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let dir = tmp.path().to_path_buf();
     write(&dir, SyncMode::Durable, 1, 1_001);
     let all = segments(&dir);
