@@ -17,3 +17,10 @@ pub use frame::{encode_record, frame_len, RecordHeader, FRAME_ALIGN, HEADER_LEN,
 pub use recover::{recover, RecoveryError, RecoveryReport, ResumePoint};
 pub use scan::{scan_segment, ScanEnd, ScanError, ScannedRecord, SegmentScan};
 pub use writer::{SyncMode, WalConfig, WalStats, WalWriter};
+
+/// The payload the WAL stress tool writes as record `sequence`: 16..=400 bytes, a function of
+/// the sequence alone, so a crash test can check every recovered record's content.
+pub fn stress_payload(sequence: u64) -> Vec<u8> {
+    let len = 16 + (sequence.wrapping_mul(2_654_435_761) % 385) as usize;
+    (0..len).map(|i| (sequence.wrapping_mul(31).wrapping_add(i as u64) % 251) as u8).collect()
+}
