@@ -18,12 +18,10 @@ impl Engine {
         out: &mut Vec<Event>,
     ) -> Result<(), RejectCode> {
         let slot = self.instrument_slot(&instrument_id).ok_or(RejectCode::InstrumentNotFound)?;
-        let inst = &self.instruments[slot as usize];
-        if price <= 0 || price % inst.price_tick != 0 || price < inst.lower_limit || price > inst.upper_limit {
-            return Err(RejectCode::InvalidSettlementPrice);
-        }
+        // The same tick and band rule as order and mark prices, under its own code.
+        self.check_price(slot, price).map_err(|_| RejectCode::InvalidSettlementPrice)?;
         self.settlement_prices[slot as usize] = Some(price);
-        out.push(Event::SettlementPriceSet { ts, instrument_id: inst.instrument_id, price });
+        out.push(Event::SettlementPriceSet { ts, instrument_id: self.instruments[slot as usize].instrument_id, price });
         Ok(())
     }
 
