@@ -1,1 +1,12 @@
+//! The server around the domain core: HTTP on every shard, the engine on shard 0 behind
+//! bounded channels, and its WAL (docs/ARCHITECTURE.md "Server").
+
+pub mod body;
+pub mod config;
+pub mod conn;
+pub mod engine_core;
 pub mod http;
+pub mod journal;
+pub mod runtime;
+pub mod service;
+pub mod wal_record;

@@ -48,6 +48,8 @@ http_error_codes! {
     InternalError = 9010, 500, "internal server error";
     NotImplemented = 9011, 501, "Transfer-Encoding is not supported: send the body with Content-Length";
     VersionNotSupported = 9012, 505, "HTTP version not supported: use HTTP/1.1 or HTTP/1.0";
+    StorageFailed = 9013, 503, "storage failed: the request was not made durable";
+    TooManyConnections = 9014, 503, "too many connections on this shard";
 }
 
 /// An error answer: HTTP status, envelope code and message, and for 405 the `Allow` header.

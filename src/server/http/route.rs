@@ -136,6 +136,8 @@ pub enum Route {
     MarketTrades { instrument_id: InstrumentId, limit: u32 },
     /// `GET /api/market/kline/{id}?period=P&count=N`
     Kline { instrument_id: InstrumentId, period: KlinePeriod, count: u32 },
+    /// `GET /admin/state`: the engine's whole state and its invariant check.
+    AdminState,
 }
 
 impl Route {
@@ -160,6 +162,7 @@ impl Route {
             Route::Tick { .. } => "GET /api/market/tick/{id}",
             Route::MarketTrades { .. } => "GET /api/market/trades/{id}",
             Route::Kline { .. } => "GET /api/market/kline/{id}",
+            Route::AdminState => "GET /admin/state",
         }
     }
 }
@@ -185,6 +188,7 @@ pub fn route(method: Method, path: &str, query: &str) -> Result<Route, HttpError
     match &segments[..count] {
         ["health"] => get_only().map(|()| Route::Health),
         ["metrics"] => get_only().map(|()| Route::Metrics),
+        ["admin", "state"] => get_only().map(|()| Route::AdminState),
         ["api", "account", action @ ("open" | "deposit" | "withdraw")] => {
             get_or_post()?;
             Ok(match (is_post, *action) {

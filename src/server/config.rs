@@ -1,0 +1,810 @@
+//! Server configuration: `config/exchange.toml` merged with the `qaexchange-server` flags.
+//!
+//! Precedence: command-line flags, then the file, then built-in defaults. Every TOML section
+//! refuses unknown keys, so a typo stops start-up instead of silently running on a default.
+//! Everything is validated here, so the runtime can use a [`ServerConfig`] as it is.
+
+use crate::domain::engine::{is_valid_day, EngineConfig};
+use crate::server::http::Limits;
+/// Re-exported: the `[journal]` section configures the journal's own type.
+pub use crate::server::journal::JournalLimits;
+use crate::storage::wal::SyncMode;
+use serde::Deserialize;
+use std::fmt;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+/// Read when `--config` is not given, if it exists (relative to the current directory).
+pub const DEFAULT_CONFIG_PATH: &str = "config/exchange.toml";
+pub const DEFAULT_INSTRUMENTS_PATH: &str = "config/instruments.toml";
+pub const DEFAULT_STORAGE_DIR: &str = "./data";
+pub const DEFAULT_HTTP_ADDR: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8080);
+pub const DEFAULT_WS_ADDR: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8081);
+pub const DEFAULT_TRADING_DAY: u32 = 20250102;
+/// Upper bound on shards: more executors than that is a misconfiguration, not a bigger machine.
+pub const MAX_SHARDS: usize = 256;
+pub const DEFAULT_QUEUE_DEPTH: usize = 1024;
+pub const DEFAULT_MAX_CONNECTIONS_PER_SHARD: usize = 10_000;
+pub const DEFAULT_SEGMENT_MIB: u64 = 64;
+/// Segment sizes beyond this only delay the release of old segments.
+pub const MAX_SEGMENT_MIB: u64 = 1024;
+pub const DEFAULT_GROUP_COMMIT_MAX_RECORDS: usize = 4096;
+pub const DEFAULT_GROUP_COMMIT_MAX_BYTES: usize = 1 << 20;
+
+const MIB: u64 = 1 << 20;
+
+/// The `qaexchange-server` command line. Every flag overrides the matching key of the file.
+#[derive(Clone, Debug, Default, clap::Parser)]
+#[command(
+    name = "qaexchange-server",
+    version,
+    about = "QAExchange futures exchange server: HTTP REST and DIFF WebSocket, thread-per-core",
+    long_about = "QAExchange futures exchange server: HTTP REST and DIFF WebSocket, thread-per-core.\n\n\
+                  Settings come from the config file (--config, else config/exchange.toml if it \
+                  exists, else built-in defaults); the flags below override the file."
+)]
+pub struct Cli {
+    /// Config file; without it config/exchange.toml is read if it exists
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// HTTP listen address, e.g. 0.0.0.0:8080 [file: [http] listen; default 127.0.0.1:8080]
+    #[arg(long, value_name = "ADDR")]
+    pub http: Option<SocketAddr>,
+    /// WebSocket (DIFF) listen address [file: [websocket] listen; default 127.0.0.1:8081]
+    #[arg(long, value_name = "ADDR")]
+    pub ws: Option<SocketAddr>,
+    /// Data directory (WAL, SSTables); turns storage on even if the file turns it off
+    #[arg(long, value_name = "DIR", conflicts_with = "no_storage")]
+    pub storage: Option<PathBuf>,
+    /// Keep everything in memory only: nothing is written, all state is lost on exit
+    #[arg(long)]
+    pub no_storage: bool,
+    /// Number of shards (one pinned thread each); 0 = one per available core [max 256]
+    #[arg(long, value_name = "N")]
+    pub shards: Option<usize>,
+    /// durable: acknowledge after fdatasync; none: no sync, a crash can lose acknowledged orders
+    #[arg(long, value_enum, value_name = "MODE", conflicts_with = "no_storage")]
+    pub sync: Option<SyncSetting>,
+    /// First trading day of a new venue (used only when storage holds no state yet)
+    #[arg(long, value_name = "YYYYMMDD")]
+    pub trading_day: Option<u32>,
+    /// Instruments file [file: [server] instruments; default config/instruments.toml]
+    #[arg(long, value_name = "PATH")]
+    pub instruments: Option<PathBuf>,
+}
+
+/// `sync` as written in the file and on the command line; [`SyncMode`] is the WAL's own type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum SyncSetting {
+    Durable,
+    None,
+}
+
+impl From<SyncSetting> for SyncMode {
+    fn from(setting: SyncSetting) -> Self {
+        match setting {
+            SyncSetting::Durable => SyncMode::Durable,
+            SyncSetting::None => SyncMode::None,
+        }
+    }
+}
+
+/// Everything the server needs, resolved and validated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerConfig {
+    pub http: SocketAddr,
+    pub ws: SocketAddr,
+    /// Already resolved: 0 in the file or flag became the number of available cores.
+    pub shards: usize,
+    /// As given; a relative path is relative to the current directory.
+    pub instruments_path: PathBuf,
+    /// The first trading day of a new venue, used only when storage holds no state yet.
+    pub trading_day: u32,
+    /// `None`: in-memory only (`[storage] enabled = false` or `--no-storage`).
+    pub storage: Option<StorageConfig>,
+    pub http_limits: Limits,
+    pub max_connections_per_shard: usize,
+    pub engine: EngineConfig,
+    pub journal: JournalLimits,
+    /// Bound of each cross-shard channel, so a slow shard pushes back instead of growing memory.
+    pub queue_depth: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StorageConfig {
+    pub dir: PathBuf,
+    pub sync: SyncMode,
+    /// Bytes per WAL segment (a multiple of 1 MiB, so of the 4 KiB the writer needs).
+    pub segment_bytes: u64,
+    /// A group commit is closed after this many records...
+    pub group_commit_max_records: usize,
+    /// ...or this many bytes (at most one segment, since a batch never spans segments).
+    pub group_commit_max_bytes: usize,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::from(DEFAULT_STORAGE_DIR),
+            sync: SyncMode::Durable,
+            segment_bytes: DEFAULT_SEGMENT_MIB * MIB,
+            group_commit_max_records: DEFAULT_GROUP_COMMIT_MAX_RECORDS,
+            group_commit_max_bytes: DEFAULT_GROUP_COMMIT_MAX_BYTES,
+        }
+    }
+}
+
+/// The built-in defaults: what runs when there is no config file and no flag.
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            http: DEFAULT_HTTP_ADDR,
+            ws: DEFAULT_WS_ADDR,
+            shards: available_cores(),
+            instruments_path: PathBuf::from(DEFAULT_INSTRUMENTS_PATH),
+            trading_day: DEFAULT_TRADING_DAY,
+            storage: Some(StorageConfig::default()),
+            http_limits: Limits::default(),
+            max_connections_per_shard: DEFAULT_MAX_CONNECTIONS_PER_SHARD,
+            engine: EngineConfig::default(),
+            journal: JournalLimits::default(),
+            queue_depth: DEFAULT_QUEUE_DEPTH,
+        }
+    }
+}
+
+/// Why the configuration was refused. The message names the file or flag and the problem.
+#[derive(Debug)]
+pub enum ConfigError {
+    /// The config file could not be read.
+    Read { path: PathBuf, source: io::Error },
+    /// Not valid TOML, an unknown key, or a value of the wrong type.
+    Parse {
+        path: PathBuf,
+        /// 1-based line and column of the offending text, when toml knows it.
+        position: Option<(usize, usize)>,
+        /// The `[table]` holding the offending key, if any.
+        section: Option<String>,
+        message: String,
+    },
+    /// A well-typed value out of range; `setting` is e.g. `--shards` or `FILE: [server] shards`.
+    Invalid { setting: String, message: String },
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::Read { path, source } => write!(f, "{}: cannot read: {source}", path.display()),
+            ConfigError::Parse { path, position, section, message } => {
+                write!(f, "{}", path.display())?;
+                if let Some((line, column)) = position {
+                    write!(f, ":{line}:{column}")?;
+                }
+                if let Some(section) = section {
+                    write!(f, ": in [{section}]")?;
+                }
+                write!(f, ": {message}")
+            }
+            ConfigError::Invalid { setting, message } => write!(f, "{setting} {message}"),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ConfigError::Read { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// Reads `--config` (which must exist), else [`DEFAULT_CONFIG_PATH`] if it exists, else
+    /// starts from the defaults; then applies the flags over it.
+    pub fn resolve(cli: &Cli) -> Result<ServerConfig, ConfigError> {
+        Self::resolve_with_default(cli, Path::new(DEFAULT_CONFIG_PATH))
+    }
+
+    /// A config file's contents, without flags (for tests and tools).
+    pub fn from_toml_str(text: &str) -> Result<ServerConfig, ConfigError> {
+        Ok(Draft::from_toml(text, Path::new("<config>"))?.finish())
+    }
+
+    fn resolve_with_default(cli: &Cli, default_path: &Path) -> Result<ServerConfig, ConfigError> {
+        let (path, text) = match &cli.config {
+            Some(path) => (path.as_path(), Some(read(path)?)),
+            None => match std::fs::read_to_string(default_path) {
+                Ok(text) => (default_path, Some(text)),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => (default_path, None),
+                Err(source) => return Err(ConfigError::Read { path: default_path.to_path_buf(), source }),
+            },
+        };
+        let mut draft = match text {
+            Some(text) => Draft::from_toml(&text, path)?,
+            None => Draft { config: ServerConfig::default(), storage_enabled: true },
+        };
+        draft.apply_cli(cli)?;
+        Ok(draft.finish())
+    }
+}
+
+fn read(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })
+}
+
+fn available_cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, MAX_SHARDS)
+}
+
+/// A config whose storage settings are kept even while storage is off, so `--storage DIR` can
+/// turn it back on with the file's sync and segment settings.
+struct Draft {
+    config: ServerConfig,
+    storage_enabled: bool,
+}
+
+impl Draft {
+    fn from_toml(text: &str, path: &Path) -> Result<Draft, ConfigError> {
+        let file: FileConfig = toml::from_str(text).map_err(|e| parse_error(&e, text, path))?;
+        file.resolve(path)
+    }
+
+    fn apply_cli(&mut self, cli: &Cli) -> Result<(), ConfigError> {
+        let config = &mut self.config;
+        if let Some(http) = cli.http {
+            config.http = http;
+        }
+        if let Some(ws) = cli.ws {
+            config.ws = ws;
+        }
+        if let Some(path) = &cli.instruments {
+            config.instruments_path = path.clone();
+        }
+        if let Some(shards) = cli.shards {
+            config.shards = resolve_shards(shards, || "--shards".to_string())?;
+        }
+        if let Some(day) = cli.trading_day {
+            config.trading_day = check_day(day, || "--trading-day".to_string())?;
+        }
+        if let Some(dir) = &cli.storage {
+            if let Some(storage) = config.storage.as_mut() {
+                storage.dir = dir.clone();
+            }
+            self.storage_enabled = true;
+        }
+        if cli.no_storage {
+            self.storage_enabled = false;
+        }
+        if let Some(sync) = cli.sync {
+            if !self.storage_enabled {
+                return Err(invalid(
+                    "--sync".into(),
+                    "has no effect: storage is off ([storage] enabled = false); pass --storage DIR to turn it on"
+                        .into(),
+                ));
+            }
+            if let Some(storage) = config.storage.as_mut() {
+                storage.sync = sync.into();
+            }
+        }
+        check_listen(config.http, config.ws)
+    }
+
+    fn finish(mut self) -> ServerConfig {
+        if !self.storage_enabled {
+            self.config.storage = None;
+        }
+        self.config
+    }
+}
+
+fn invalid(setting: String, message: String) -> ConfigError {
+    ConfigError::Invalid { setting, message }
+}
+
+/// 0 means one shard per available core.
+fn resolve_shards(shards: usize, setting: impl Fn() -> String) -> Result<usize, ConfigError> {
+    match shards {
+        0 => Ok(available_cores()),
+        1..=MAX_SHARDS => Ok(shards),
+        _ => Err(invalid(setting(), format!("must be 0..={MAX_SHARDS} (0 = one per available core), got {shards}"))),
+    }
+}
+
+fn check_day(day: u32, setting: impl Fn() -> String) -> Result<u32, ConfigError> {
+    if is_valid_day(day) {
+        Ok(day)
+    } else {
+        Err(invalid(setting(), format!("must be a calendar date as YYYYMMDD, got {day}")))
+    }
+}
+
+fn at_least(value: usize, min: usize, setting: impl Fn() -> String) -> Result<usize, ConfigError> {
+    if value >= min {
+        Ok(value)
+    } else {
+        Err(invalid(setting(), format!("must be at least {min}, got {value}")))
+    }
+}
+
+/// Two listeners on the same port of overlapping addresses would fail to bind; say so up front.
+fn check_listen(http: SocketAddr, ws: SocketAddr) -> Result<(), ConfigError> {
+    let overlap = http.ip() == ws.ip()
+        || (http.is_ipv4() == ws.is_ipv4() && (http.ip().is_unspecified() || ws.ip().is_unspecified()));
+    if http.port() != 0 && http.port() == ws.port() && overlap {
+        return Err(invalid(
+            "HTTP and WebSocket listen addresses".into(),
+            format!("must not share a port: {http} and {ws} ([http] listen, [websocket] listen, --http, --ws)"),
+        ));
+    }
+    Ok(())
+}
+
+/// Turns a toml error into one line naming the file, position and table.
+fn parse_error(error: &toml::de::Error, text: &str, path: &Path) -> ConfigError {
+    let (position, section) = match error.span() {
+        Some(span) => {
+            let start = span.start.min(text.len());
+            let before = &text[..start];
+            let line = before.matches('\n').count() + 1;
+            let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+            let column = before[line_start..].chars().count() + 1;
+            (Some((line, column)), enclosing_table(text, line_start))
+        }
+        None => (None, None),
+    };
+    ConfigError::Parse {
+        path: path.to_path_buf(),
+        position,
+        section,
+        message: error.message().trim().replace('\n', "; "),
+    }
+}
+
+/// The last `[table]` header above the line at `line_start`; none if that line is a header
+/// itself (then the problem is the table's own name, at the top level).
+fn enclosing_table(text: &str, line_start: usize) -> Option<String> {
+    let current = text[line_start..].lines().next().unwrap_or("");
+    if current.trim_start().starts_with('[') {
+        return None;
+    }
+    text[..line_start].lines().rev().find_map(|line| {
+        let line = line.trim_start();
+        let inner = line.strip_prefix('[')?;
+        let end = inner.find(']')?;
+        Some(inner[..end].trim_matches(|c: char| c == '[' || c.is_whitespace()).to_string())
+    })
+}
+
+// ---- The file format. Every key optional; unknown keys are errors. ----
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    #[serde(default)]
+    server: ServerSection,
+    #[serde(default)]
+    http: HttpSection,
+    #[serde(default)]
+    websocket: WebsocketSection,
+    #[serde(default)]
+    storage: StorageSection,
+    #[serde(default)]
+    engine: EngineSection,
+    #[serde(default)]
+    journal: JournalSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServerSection {
+    shards: Option<usize>,
+    trading_day: Option<u32>,
+    instruments: Option<PathBuf>,
+    queue_depth: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HttpSection {
+    listen: Option<SocketAddr>,
+    max_header_bytes: Option<usize>,
+    max_headers: Option<usize>,
+    max_body_bytes: Option<usize>,
+    max_connections_per_shard: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WebsocketSection {
+    listen: Option<SocketAddr>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StorageSection {
+    enabled: Option<bool>,
+    dir: Option<PathBuf>,
+    sync: Option<SyncSetting>,
+    segment_mib: Option<u64>,
+    group_commit_max_records: Option<usize>,
+    group_commit_max_bytes: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EngineSection {
+    book_capacity: Option<usize>,
+    live_order_capacity: Option<usize>,
+    kline_capacity: Option<usize>,
+    tick_capacity: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JournalSection {
+    orders_per_account: Option<usize>,
+    trades_per_account: Option<usize>,
+    trades_per_instrument: Option<usize>,
+}
+
+impl FileConfig {
+    /// Fills the defaults and checks every range; errors name `path`, the table and the key.
+    fn resolve(self, path: &Path) -> Result<Draft, ConfigError> {
+        let key = |table: &'static str, name: &'static str| move || format!("{}: [{table}] {name}", path.display());
+        let defaults = ServerConfig::default();
+
+        let server = self.server;
+        let shards = resolve_shards(server.shards.unwrap_or(0), key("server", "shards"))?;
+        let trading_day = check_day(server.trading_day.unwrap_or(DEFAULT_TRADING_DAY), key("server", "trading_day"))?;
+        let queue_depth = at_least(server.queue_depth.unwrap_or(DEFAULT_QUEUE_DEPTH), 1, key("server", "queue_depth"))?;
+
+        let http = self.http;
+        let default_limits = Limits::default();
+        let max_header_bytes = at_least(
+            http.max_header_bytes.unwrap_or(default_limits.max_header_bytes),
+            1,
+            key("http", "max_header_bytes"),
+        )?;
+        let max_headers = http.max_headers.unwrap_or(default_limits.max_headers);
+        if !(1..=Limits::HEADER_SLOTS).contains(&max_headers) {
+            return Err(invalid(
+                key("http", "max_headers")(),
+                format!("must be 1..={} (the parser's header slots), got {max_headers}", Limits::HEADER_SLOTS),
+            ));
+        }
+        let http_limits = Limits {
+            max_header_bytes,
+            max_headers,
+            max_body_bytes: http.max_body_bytes.unwrap_or(default_limits.max_body_bytes),
+        };
+        let max_connections_per_shard = at_least(
+            http.max_connections_per_shard.unwrap_or(DEFAULT_MAX_CONNECTIONS_PER_SHARD),
+            1,
+            key("http", "max_connections_per_shard"),
+        )?;
+
+        let storage = self.storage;
+        let segment_mib = storage.segment_mib.unwrap_or(DEFAULT_SEGMENT_MIB);
+        if !(1..=MAX_SEGMENT_MIB).contains(&segment_mib) {
+            return Err(invalid(
+                key("storage", "segment_mib")(),
+                format!("must be 1..={MAX_SEGMENT_MIB}, got {segment_mib}"),
+            ));
+        }
+        let segment_bytes = segment_mib * MIB;
+        let group_commit_max_records = at_least(
+            storage.group_commit_max_records.unwrap_or(DEFAULT_GROUP_COMMIT_MAX_RECORDS),
+            1,
+            key("storage", "group_commit_max_records"),
+        )?;
+        let group_commit_max_bytes = at_least(
+            storage.group_commit_max_bytes.unwrap_or(DEFAULT_GROUP_COMMIT_MAX_BYTES),
+            1,
+            key("storage", "group_commit_max_bytes"),
+        )?;
+        if group_commit_max_bytes as u64 > segment_bytes {
+            return Err(invalid(
+                key("storage", "group_commit_max_bytes")(),
+                format!(
+                    "must be at most one segment ({segment_bytes} bytes with segment_mib = {segment_mib}), got \
+                     {group_commit_max_bytes}"
+                ),
+            ));
+        }
+        let storage_config = StorageConfig {
+            dir: storage.dir.unwrap_or_else(|| PathBuf::from(DEFAULT_STORAGE_DIR)),
+            sync: storage.sync.map_or(SyncMode::Durable, SyncMode::from),
+            segment_bytes,
+            group_commit_max_records,
+            group_commit_max_bytes,
+        };
+
+        let engine = self.engine;
+        let default_engine = EngineConfig::default();
+        let engine = EngineConfig {
+            book_capacity: engine.book_capacity.unwrap_or(default_engine.book_capacity),
+            live_order_capacity: engine.live_order_capacity.unwrap_or(default_engine.live_order_capacity),
+            kline_capacity: engine.kline_capacity.unwrap_or(default_engine.kline_capacity),
+            tick_capacity: engine.tick_capacity.unwrap_or(default_engine.tick_capacity),
+        };
+
+        let journal = self.journal;
+        let default_journal = JournalLimits::default();
+        let journal = JournalLimits {
+            orders_per_account: at_least(
+                journal.orders_per_account.unwrap_or(default_journal.orders_per_account),
+                1,
+                key("journal", "orders_per_account"),
+            )?,
+            trades_per_account: at_least(
+                journal.trades_per_account.unwrap_or(default_journal.trades_per_account),
+                1,
+                key("journal", "trades_per_account"),
+            )?,
+            trades_per_instrument: at_least(
+                journal.trades_per_instrument.unwrap_or(default_journal.trades_per_instrument),
+                1,
+                key("journal", "trades_per_instrument"),
+            )?,
+        };
+
+        let config = ServerConfig {
+            http: http.listen.unwrap_or(defaults.http),
+            ws: self.websocket.listen.unwrap_or(defaults.ws),
+            shards,
+            instruments_path: server.instruments.unwrap_or(defaults.instruments_path),
+            trading_day,
+            storage: Some(storage_config),
+            http_limits,
+            max_connections_per_shard,
+            engine,
+            journal,
+            queue_depth,
+        };
+        check_listen(config.http, config.ws)?;
+        Ok(Draft { config, storage_enabled: storage.enabled.unwrap_or(true) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn cli(args: &[&str]) -> Cli {
+        let mut argv = vec!["qaexchange-server"];
+        argv.extend_from_slice(args);
+        Cli::try_parse_from(argv).expect("valid command line")
+    }
+
+    fn addr(text: &str) -> SocketAddr {
+        text.parse().expect("socket address")
+    }
+
+    fn shipped_path() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join(DEFAULT_CONFIG_PATH)
+    }
+
+    fn write_config(text: &str) -> tempfile::NamedTempFile {
+        let mut file = tempfile::NamedTempFile::new().expect("temp file");
+        std::io::Write::write_all(&mut file, text.as_bytes()).expect("write temp file");
+        file
+    }
+
+    fn err(text: &str) -> String {
+        ServerConfig::from_toml_str(text).expect_err("config must be refused").to_string()
+    }
+
+    #[test]
+    fn defaults_without_a_file() {
+        let missing = tempfile::tempdir().expect("temp dir");
+        let config = ServerConfig::resolve_with_default(&cli(&[]), &missing.path().join("exchange.toml"))
+            .expect("defaults are valid");
+        assert_eq!(config, ServerConfig::default());
+        assert_eq!(config.http, addr("127.0.0.1:8080"));
+        assert_eq!(config.ws, addr("127.0.0.1:8081"));
+        assert!(config.shards >= 1 && config.shards <= MAX_SHARDS);
+        assert_eq!(config.instruments_path, PathBuf::from("config/instruments.toml"));
+        assert_eq!(config.trading_day, 20250102);
+        let storage = config.storage.expect("storage on by default");
+        assert_eq!(storage.dir, PathBuf::from("./data"));
+        assert_eq!(storage.sync, SyncMode::Durable);
+        assert_eq!(storage.segment_bytes, 64 << 20);
+        assert_eq!(storage.group_commit_max_records, 4096);
+        assert_eq!(storage.group_commit_max_bytes, 1 << 20);
+        assert_eq!(config.http_limits, Limits::default());
+        assert_eq!(config.max_connections_per_shard, 10_000);
+        assert_eq!(config.engine, EngineConfig::default());
+        assert_eq!(config.journal, JournalLimits::default());
+        assert_eq!(config.queue_depth, 1024);
+        // An empty file is the defaults too.
+        assert_eq!(ServerConfig::from_toml_str("").expect("empty file"), ServerConfig::default());
+    }
+
+    #[test]
+    fn shipped_file_parses_to_the_defaults() {
+        let text = std::fs::read_to_string(shipped_path()).expect("config/exchange.toml is shipped");
+        assert_eq!(ServerConfig::from_toml_str(&text).expect("shipped config is valid"), ServerConfig::default());
+        let path = shipped_path();
+        let path = path.to_str().expect("utf-8 path");
+        let config = ServerConfig::resolve(&cli(&["--config", path])).expect("shipped config via --config");
+        assert_eq!(config, ServerConfig::default());
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let file = write_config(
+            r#"
+            [server]
+            shards = 2
+            trading_day = 20240102
+            instruments = "a.toml"
+            [http]
+            listen = "0.0.0.0:9000"
+            [websocket]
+            listen = "0.0.0.0:9001"
+            [storage]
+            dir = "/var/lib/qa"
+            sync = "durable"
+            segment_mib = 16
+            "#,
+        );
+        let path = file.path().to_str().expect("utf-8 path");
+        let from_file = ServerConfig::resolve(&cli(&["--config", path])).expect("file only");
+        assert_eq!(from_file.shards, 2);
+        assert_eq!(from_file.trading_day, 20240102);
+        assert_eq!(from_file.http, addr("0.0.0.0:9000"));
+        assert_eq!(from_file.storage.as_ref().map(|s| s.dir.clone()), Some(PathBuf::from("/var/lib/qa")));
+
+        let config = ServerConfig::resolve(&cli(&[
+            "--config",
+            path,
+            "--http",
+            "127.0.0.1:7000",
+            "--ws",
+            "127.0.0.1:7001",
+            "--shards",
+            "3",
+            "--trading-day",
+            "20250303",
+            "--instruments",
+            "b.toml",
+            "--storage",
+            "/tmp/qa",
+            "--sync",
+            "none",
+        ]))
+        .expect("flags over file");
+        assert_eq!(config.http, addr("127.0.0.1:7000"));
+        assert_eq!(config.ws, addr("127.0.0.1:7001"));
+        assert_eq!(config.shards, 3);
+        assert_eq!(config.trading_day, 20250303);
+        assert_eq!(config.instruments_path, PathBuf::from("b.toml"));
+        let storage = config.storage.expect("storage on");
+        assert_eq!(storage.dir, PathBuf::from("/tmp/qa"));
+        assert_eq!(storage.sync, SyncMode::None);
+        assert_eq!(storage.segment_bytes, 16 << 20, "keys without a flag keep the file's value");
+    }
+
+    #[test]
+    fn no_storage() {
+        let missing = tempfile::tempdir().expect("temp dir");
+        let default_path = missing.path().join("exchange.toml");
+        let config = ServerConfig::resolve_with_default(&cli(&["--no-storage"]), &default_path).expect("valid");
+        assert_eq!(config.storage, None);
+        assert_eq!(ServerConfig::from_toml_str("[storage]\nenabled = false\n").expect("valid").storage, None);
+
+        // --storage turns a file-disabled store back on, keeping the file's other settings.
+        let file = write_config("[storage]\nenabled = false\nsync = \"none\"\n");
+        let path = file.path().to_str().expect("utf-8 path");
+        let config = ServerConfig::resolve(&cli(&["--config", path, "--storage", "d"])).expect("valid");
+        let storage = config.storage.expect("storage on");
+        assert_eq!((storage.dir, storage.sync), (PathBuf::from("d"), SyncMode::None));
+
+        let message = ServerConfig::resolve(&cli(&["--config", path, "--sync", "durable"]))
+            .expect_err("--sync with storage off")
+            .to_string();
+        assert!(message.starts_with("--sync "), "{message}");
+        assert!(Cli::try_parse_from(["qaexchange-server", "--no-storage", "--storage", "d"]).is_err());
+        assert!(Cli::try_parse_from(["qaexchange-server", "--no-storage", "--sync", "none"]).is_err());
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_with_their_name() {
+        let message = err("[server]\nshards = 1\nshard = 2\n");
+        assert!(message.contains("<config>:3:1: in [server]: unknown field `shard`"), "{message}");
+        let message = err("[storage]\nsegment_mb = 8\n");
+        assert!(message.contains("in [storage]") && message.contains("`segment_mb`"), "{message}");
+        let message = err("[sever]\nshards = 1\n");
+        assert!(message.contains("unknown field `sever`") && !message.contains("in ["), "{message}");
+        let message = err("[server\n");
+        assert!(message.starts_with("<config>:1:") && !message.contains('\n'), "one line: {message}");
+        let message = err("[engine]\nbook_capacity = 1\nbook = 2\n");
+        assert!(message.contains("in [engine]") && message.contains("`book`"), "{message}");
+        let message = err("[journal]\ntrades = 2\n");
+        assert!(message.contains("in [journal]") && message.contains("`trades`"), "{message}");
+
+        let file = write_config("[websocket]\nlisten = \"127.0.0.1:1\"\nport = 2\n");
+        let path = file.path().to_str().expect("utf-8 path");
+        let message = ServerConfig::resolve(&cli(&["--config", path])).expect_err("unknown key").to_string();
+        assert!(message.starts_with(&format!("{path}:3:1: in [websocket]: unknown field `port`")), "{message}");
+    }
+
+    #[test]
+    fn bad_sync_value() {
+        let message = err("[storage]\nsync = \"fast\"\n");
+        assert!(message.contains("in [storage]") && message.contains("fast"), "{message}");
+        assert!(message.contains("durable") && message.contains("none"), "{message}");
+        assert!(Cli::try_parse_from(["qaexchange-server", "--sync", "fast"]).is_err());
+    }
+
+    #[test]
+    fn bad_trading_day() {
+        let message = err("[server]\ntrading_day = 20250230\n");
+        assert_eq!(message, "<config>: [server] trading_day must be a calendar date as YYYYMMDD, got 20250230");
+        let message =
+            ServerConfig::resolve(&cli(&["--config", &shipped_path().to_string_lossy(), "--trading-day", "2025"]))
+                .expect_err("bad day")
+                .to_string();
+        assert_eq!(message, "--trading-day must be a calendar date as YYYYMMDD, got 2025");
+    }
+
+    #[test]
+    fn shards_zero_is_one_per_core_and_bounds_hold() {
+        let config = ServerConfig::from_toml_str("[server]\nshards = 0\n").expect("valid");
+        assert!(config.shards >= 1 && config.shards <= MAX_SHARDS);
+        let config = ServerConfig::resolve(&cli(&["--config", &shipped_path().to_string_lossy(), "--shards", "0"]))
+            .expect("valid");
+        assert!(config.shards >= 1 && config.shards <= MAX_SHARDS);
+        assert!(err("[server]\nshards = 257\n").contains("[server] shards must be 0..=256"));
+        let message = ServerConfig::resolve(&cli(&["--config", &shipped_path().to_string_lossy(), "--shards", "300"]))
+            .expect_err("too many shards")
+            .to_string();
+        assert!(message.starts_with("--shards must be 0..=256"), "{message}");
+        assert!(err("[server]\nshards = -1\n").contains("in [server]"));
+    }
+
+    #[test]
+    fn ranges_are_checked() {
+        assert!(err("[storage]\nsegment_mib = 0\n").contains("[storage] segment_mib must be 1..=1024, got 0"));
+        assert!(err("[storage]\nsegment_mib = 2048\n").contains("segment_mib must be 1..=1024"));
+        assert!(err("[storage]\ngroup_commit_max_records = 0\n").contains("must be at least 1"));
+        assert!(err("[storage]\nsegment_mib = 1\ngroup_commit_max_bytes = 2000000\n").contains("at most one segment"));
+        assert!(err("[http]\nmax_headers = 129\n").contains("[http] max_headers must be 1..=128"));
+        assert!(err("[server]\nqueue_depth = 0\n").contains("[server] queue_depth must be at least 1"));
+        assert!(err("[journal]\norders_per_account = 0\n").contains("[journal] orders_per_account"));
+        assert!(err("[http]\nlisten = \"localhost:80\"\n").contains("in [http]"));
+        assert!(err("[http]\nlisten = \"0.0.0.0:8081\"\n").contains("must not share a port"));
+        let config = ServerConfig::from_toml_str(
+            "[http]\nmax_body_bytes = 4096\nmax_headers = 32\n[engine]\ntick_capacity = 7\n[journal]\n\
+             trades_per_instrument = 5\n[storage]\nsegment_mib = 1\ngroup_commit_max_bytes = 1048576\n",
+        )
+        .expect("valid");
+        assert_eq!(config.http_limits, Limits { max_body_bytes: 4096, max_headers: 32, ..Limits::default() });
+        assert_eq!(config.engine, EngineConfig { tick_capacity: 7, ..EngineConfig::default() });
+        assert_eq!(config.journal.trades_per_instrument, 5);
+    }
+
+    #[test]
+    fn missing_config_flag_file_is_an_error() {
+        let missing = tempfile::tempdir().expect("temp dir");
+        let path = missing.path().join("nope.toml");
+        let error = ServerConfig::resolve(&cli(&["--config", &path.to_string_lossy()])).expect_err("missing file");
+        assert!(matches!(error, ConfigError::Read { .. }));
+        assert!(error.to_string().starts_with(&format!("{}: cannot read", path.display())));
+    }
+
+    #[test]
+    fn help_renders() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+        let help = Cli::command().render_long_help().to_string();
+        for flag in ["--config", "--http", "--ws", "--storage", "--no-storage", "--shards", "--sync", "--trading-day"] {
+            assert!(help.contains(flag), "{flag} missing from help");
+        }
+    }
+}

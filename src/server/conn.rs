@@ -1,0 +1,312 @@
+//! One HTTP/1.1 connection on its shard: read, parse (pipelined requests are answered in
+//! order, one at a time), route, decode the body, ask the engine shard, write the reply.
+
+use super::body::{self, BodyError};
+use super::engine_core::{Envelope, Origin, SharedCore, Waiters};
+use super::http::{
+    parse_request, route, write_http_error, write_response, write_response_with_headers, HttpError, HttpErrorCode,
+    Limits, ParseOutcome, Route, CONTENT_TYPE_JSON, CONTENT_TYPE_PROMETHEUS,
+};
+use super::service::{Action, Query, Reply};
+use crate::domain::name::ClientOrderId;
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::channels::local_channel::{self, LocalReceiver};
+use glommio::channels::shared_channel::ConnectedSender;
+use glommio::net::TcpStream;
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How the shard reaches the engine: directly when it is the engine shard, else a channel.
+pub enum EngineLink {
+    Local(SharedCore),
+    Remote(ConnectedSender<Envelope>),
+}
+
+/// Per-shard counters (exposed by `/metrics`).
+#[derive(Default)]
+pub struct ShardCounters {
+    pub connections_accepted: Cell<u64>,
+    pub connections_open: Cell<u64>,
+    pub connections_refused: Cell<u64>,
+    pub requests: Cell<u64>,
+    pub errors_4xx: Cell<u64>,
+    pub errors_5xx: Cell<u64>,
+}
+
+fn bump(counter: &Cell<u64>) {
+    counter.set(counter.get() + 1);
+}
+
+/// What every connection of a shard shares.
+pub struct ShardContext {
+    pub shard: usize,
+    pub shards: usize,
+    pub limits: Limits,
+    pub engine: EngineLink,
+    pub waiters: Waiters,
+    pub stop: Arc<AtomicBool>,
+    pub counters: ShardCounters,
+    pub max_connections: u64,
+    next_conn: Cell<u64>,
+    auto_ids: Cell<u64>,
+}
+
+impl ShardContext {
+    pub fn new(
+        shard: usize,
+        shards: usize,
+        limits: Limits,
+        engine: EngineLink,
+        stop: Arc<AtomicBool>,
+        max_connections: u64,
+    ) -> Self {
+        Self {
+            shard,
+            shards,
+            limits,
+            engine,
+            waiters: Rc::new(RefCell::new(Default::default())),
+            stop,
+            counters: ShardCounters::default(),
+            max_connections,
+            next_conn: Cell::new(1),
+            auto_ids: Cell::new(0),
+        }
+    }
+
+    pub fn stopping(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+
+    /// A client order id for an order submitted without one: unique across shards and restarts
+    /// (wall-clock nanoseconds, shard, counter).
+    fn auto_client_id(&self) -> ClientOrderId {
+        let n = self.auto_ids.get() + 1;
+        self.auto_ids.set(n);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        let text = format!("auto-{now}-{}-{n}", self.shard);
+        // At most 5 + 20 + 1 + 20 + 1 + 20 = 67 bytes only in theory: nanoseconds since 1970
+        // have 19 digits and shards are few, so the id fits the 63 bytes; keep the tail if not.
+        let tail = &text[text.len().saturating_sub(63)..];
+        ClientOrderId::new(tail).expect("at most 63 ASCII bytes")
+    }
+
+    async fn call(&self, conn: u64, replies: &LocalReceiver<Reply>, action: Action) -> Reply {
+        let origin = Origin { shard: self.shard, conn };
+        match &self.engine {
+            EngineLink::Local(core) => core.borrow_mut().submit(origin, action),
+            EngineLink::Remote(tx) => {
+                if tx.send(Envelope { origin, action }).await.is_err() {
+                    return Reply::error(503, 9013, "the engine shard is gone");
+                }
+            }
+        }
+        replies.recv().await.unwrap_or_else(|| Reply::error(503, 9013, "the engine shard is gone"))
+    }
+}
+
+/// Serves one connection until the peer closes, an unframeable request, or shutdown.
+pub async fn serve(ctx: Rc<ShardContext>, stream: TcpStream) {
+    let conn = ctx.next_conn.get();
+    ctx.next_conn.set(conn + 1);
+    bump(&ctx.counters.connections_accepted);
+    ctx.counters.connections_open.set(ctx.counters.connections_open.get() + 1);
+    let (tx, rx) = local_channel::new_bounded(1);
+    ctx.waiters.borrow_mut().insert(conn, tx);
+    let _ = stream.set_nodelay(true);
+    // Idle reads wake up now and then so a shutdown can close idle connections.
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
+    let result = serve_loop(&ctx, stream, conn, &rx).await;
+    if let Err(e) = result {
+        tracing::debug!("connection {conn} on shard {}: {e}", ctx.shard);
+    }
+    ctx.waiters.borrow_mut().remove(&conn);
+    ctx.counters.connections_open.set(ctx.counters.connections_open.get() - 1);
+}
+
+/// Answers a connection over the limit and closes it.
+pub async fn refuse(ctx: &ShardContext, mut stream: TcpStream) {
+    bump(&ctx.counters.connections_refused);
+    let mut out = Vec::new();
+    let reply = Reply::error(503, 9014, "too many connections on this shard");
+    write_response(&mut out, reply.status, CONTENT_TYPE_JSON, &reply.body, false);
+    let _ = stream.write_all(&out).await;
+    let _ = stream.close().await;
+}
+
+async fn serve_loop(
+    ctx: &ShardContext,
+    mut stream: TcpStream,
+    conn: u64,
+    replies: &LocalReceiver<Reply>,
+) -> std::io::Result<()> {
+    let limits = ctx.limits;
+    let mut buf: Vec<u8> = Vec::with_capacity(8192);
+    let mut out: Vec<u8> = Vec::with_capacity(8192);
+    let mut chunk = vec![0u8; 16 * 1024];
+    loop {
+        // Answer every complete request in the buffer, in order.
+        let mut start = 0;
+        let mut close = false;
+        while start < buf.len() {
+            match parse_request(&buf[start..], &limits) {
+                ParseOutcome::Partial => break,
+                ParseOutcome::Error(error) => {
+                    count_status(ctx, error.status);
+                    write_http_error(&mut out, &error, false);
+                    close = true;
+                    break;
+                }
+                ParseOutcome::Complete { request, consumed } => {
+                    bump(&ctx.counters.requests);
+                    let keep_alive = request.keep_alive && !ctx.stopping();
+                    let target = route(request.method, request.path, request.query);
+                    let step = match target {
+                        Err(error) => Step::Answer(Reply::error(error.status, error.code, error.message), error),
+                        Ok(target) => plan(ctx, target, request.body),
+                    };
+                    start += consumed;
+                    let (reply, allow) = match step {
+                        Step::Answer(reply, error) => (reply, error.allow),
+                        Step::Ask(action) => (ctx.call(conn, replies, action).await, None),
+                        Step::Text(text) => {
+                            write_response(&mut out, 200, CONTENT_TYPE_PROMETHEUS, text.as_bytes(), keep_alive);
+                            if !keep_alive {
+                                close = true;
+                                break;
+                            }
+                            continue;
+                        }
+                    };
+                    count_status(ctx, reply.status);
+                    match allow {
+                        Some(allow) => write_response_with_headers(
+                            &mut out,
+                            reply.status,
+                            CONTENT_TYPE_JSON,
+                            &[("Allow", allow)],
+                            &reply.body,
+                            keep_alive,
+                        ),
+                        None => write_response(&mut out, reply.status, CONTENT_TYPE_JSON, &reply.body, keep_alive),
+                    }
+                    if !keep_alive {
+                        close = true;
+                        break;
+                    }
+                }
+            }
+        }
+        buf.drain(..start);
+        if !out.is_empty() {
+            stream.write_all(&out).await?;
+            out.clear();
+        }
+        if close {
+            let _ = stream.close().await;
+            return Ok(());
+        }
+        let n = loop {
+            match stream.read(&mut chunk).await {
+                Ok(n) => break n,
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock) => {
+                    if ctx.stopping() {
+                        return Ok(());
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        if n == 0 {
+            return Ok(());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+fn count_status(ctx: &ShardContext, status: u16) {
+    if status >= 500 {
+        bump(&ctx.counters.errors_5xx);
+    } else if status >= 400 {
+        bump(&ctx.counters.errors_4xx);
+    }
+}
+
+enum Step {
+    /// Answered on this shard (errors, health).
+    Answer(Reply, HttpError),
+    /// Plain text answered on this shard (metrics).
+    Text(String),
+    /// Needs the engine.
+    Ask(Action),
+}
+
+fn bad_body(e: BodyError) -> Step {
+    let error = HttpError::new(HttpErrorCode::InvalidBody);
+    Step::Answer(Reply::error(error.status, error.code, &e.0), error)
+}
+
+fn plan(ctx: &ShardContext, target: Route, body: &[u8]) -> Step {
+    let ok = HttpError::new(HttpErrorCode::InternalError);
+    let decoded = match target {
+        Route::Health => {
+            let data = serde_json::json!({"status": "ok", "shard": ctx.shard, "shards": ctx.shards});
+            return Step::Answer(Reply::success(&data), ok);
+        }
+        Route::Metrics => return Step::Text(metrics(ctx)),
+        Route::OpenAccount => body::open_account(body),
+        Route::Deposit => body::transfer(body, true),
+        Route::Withdraw => body::transfer(body, false),
+        Route::SubmitOrder => body::submit(body, || ctx.auto_client_id()),
+        Route::CancelOrder => body::cancel(body),
+        Route::ModifyOrder => body::modify(body),
+        Route::Account { account_id } => Ok(Action::Query(Query::Account(account_id))),
+        Route::Order { order_id } => match order_id.as_str().parse::<u64>() {
+            Ok(id) => Ok(Action::Query(Query::Order(id))),
+            Err(_) => {
+                let code = crate::domain::risk::RejectCode::OrderNotFound;
+                return Step::Answer(Reply::reject(code), ok);
+            }
+        },
+        Route::UserOrders { user_id } => Ok(Action::Query(Query::UserOrders(user_id))),
+        Route::Positions { user_id } => Ok(Action::Query(Query::Positions(user_id))),
+        Route::UserTrades { user_id } => Ok(Action::Query(Query::UserTrades(user_id))),
+        Route::Instruments => Ok(Action::Query(Query::Instruments)),
+        Route::OrderBook { instrument_id, depth } => Ok(Action::Query(Query::OrderBook { instrument_id, depth })),
+        Route::Tick { instrument_id } => Ok(Action::Query(Query::Tick(instrument_id))),
+        Route::MarketTrades { instrument_id, limit } => Ok(Action::Query(Query::MarketTrades { instrument_id, limit })),
+        Route::Kline { instrument_id, period, count } => {
+            Ok(Action::Query(Query::Kline { instrument_id, period_index: period.index(), count }))
+        }
+        Route::AdminState => Ok(Action::Query(Query::State)),
+    };
+    match decoded {
+        Ok(action) => Step::Ask(action),
+        Err(e) => bad_body(e),
+    }
+}
+
+/// Prometheus text of this shard's connection counters (the full set comes with the metrics
+/// work of issue 4).
+fn metrics(ctx: &ShardContext) -> String {
+    let c = &ctx.counters;
+    let shard = ctx.shard;
+    let mut text = String::new();
+    for (name, help, value) in [
+        ("qaexchange_connections_accepted_total", "Connections accepted.", c.connections_accepted.get()),
+        ("qaexchange_connections_open", "Connections open now.", c.connections_open.get()),
+        ("qaexchange_connections_refused_total", "Connections refused over the limit.", c.connections_refused.get()),
+        ("qaexchange_http_requests_total", "HTTP requests parsed.", c.requests.get()),
+        ("qaexchange_http_4xx_total", "Answers with a 4xx status.", c.errors_4xx.get()),
+        ("qaexchange_http_5xx_total", "Answers with a 5xx status.", c.errors_5xx.get()),
+    ] {
+        text.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n{name}{{shard=\"{shard}\"}} {value}\n"));
+    }
+    text
+}

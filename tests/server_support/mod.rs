@@ -1,0 +1,273 @@
+//! Starts the real `qaexchange-server` binary on 127.0.0.1 with a temporary data dir, and talks
+//! HTTP/1.1 to it with a small blocking keep-alive client.
+#![allow(dead_code)]
+
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_qaexchange-server");
+
+/// A running server process; killed (SIGKILL) on drop if still running.
+pub struct ServerProcess {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub ready_line: String,
+    pub stderr_path: PathBuf,
+}
+
+/// Options of one start.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub shards: usize,
+    pub storage: Option<PathBuf>,
+    pub sync: &'static str,
+    /// Reuse this port (restart on the same address); 0 picks a free one.
+    pub port: u16,
+    pub extra: Vec<String>,
+}
+
+impl Options {
+    pub fn new(storage: Option<&Path>) -> Self {
+        Self { shards: 2, storage: storage.map(Path::to_path_buf), sync: "durable", port: 0, extra: Vec::new() }
+    }
+}
+
+pub fn manifest_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Starts the server and waits (at most 60 s) for its ready line. Err(stderr) when it exits.
+pub fn try_start(opts: &Options) -> Result<ServerProcess, String> {
+    let stderr_path = std::env::temp_dir().join(format!(
+        "qaexchange-server-{}-{}.stderr",
+        std::process::id(),
+        Instant::now().elapsed().as_nanos() ^ rand_u64()
+    ));
+    let stderr = std::fs::File::create(&stderr_path).map_err(|e| e.to_string())?;
+    let mut cmd = Command::new(BIN);
+    cmd.current_dir(manifest_dir())
+        .arg("--config")
+        .arg(manifest_dir().join("config/exchange.toml"))
+        .arg("--http")
+        .arg(format!("127.0.0.1:{}", opts.port))
+        .arg("--shards")
+        .arg(opts.shards.to_string())
+        .arg("--sync")
+        .arg(opts.sync);
+    match &opts.storage {
+        Some(dir) => cmd.arg("--storage").arg(dir),
+        None => cmd.arg("--no-storage"),
+    };
+    cmd.args(&opts.extra).stdout(Stdio::piped()).stderr(stderr).stdin(Stdio::null());
+    let mut child = cmd.spawn().map_err(|e| e.to_string())?;
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut reader = BufReader::new(stdout);
+        let mut line = String::new();
+        let _ = reader.read_line(&mut line);
+        let _ = tx.send(line);
+        // Keep draining so the server never blocks on a full pipe.
+        let mut sink = Vec::new();
+        let _ = reader.read_to_end(&mut sink);
+    });
+    let line = rx.recv_timeout(Duration::from_secs(60)).unwrap_or_default();
+    if !line.starts_with("qaexchange-server ready") {
+        let _ = child.kill();
+        let _ = child.wait();
+        let err = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+        return Err(format!("server did not start: stdout {line:?}, stderr:\n{err}"));
+    }
+    let addr = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("http="))
+        .and_then(|a| a.parse().ok())
+        .ok_or_else(|| format!("no address in {line:?}"))?;
+    Ok(ServerProcess { child, addr, ready_line: line.trim().to_string(), stderr_path })
+}
+
+pub fn start(opts: &Options) -> ServerProcess {
+    try_start(opts).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(1);
+    h.finish()
+}
+
+impl ServerProcess {
+    pub fn client(&self) -> Client {
+        Client::connect(self.addr)
+    }
+
+    /// A field of the ready line, e.g. `recovered_records`.
+    pub fn ready_field(&self, key: &str) -> Option<String> {
+        self.ready_line.split_whitespace().find_map(|w| w.strip_prefix(&format!("{key}=")).map(str::to_string))
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then waits (at most 30 s) for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                self.kill9();
+                panic!("server did not stop within 30 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.kill9();
+        }
+        let _ = std::fs::remove_file(&self.stderr_path);
+    }
+}
+
+/// A blocking HTTP/1.1 keep-alive client.
+pub struct Client {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+/// One response: status, headers (lower-case names) and body.
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!("not JSON ({e}): {:?}", String::from_utf8_lossy(&self.body))
+        })
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+}
+
+impl Client {
+    pub fn connect(addr: SocketAddr) -> Client {
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream.set_nodelay(true).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        Client { stream, buf: Vec::new() }
+    }
+
+    pub fn try_connect(addr: SocketAddr) -> std::io::Result<Client> {
+        let stream = TcpStream::connect(addr)?;
+        stream.set_nodelay(true)?;
+        stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+        Ok(Client { stream, buf: Vec::new() })
+    }
+
+    /// Sends raw bytes as they are.
+    pub fn send_raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.stream.write_all(bytes)
+    }
+
+    pub fn send(&mut self, method: &str, path: &str, body: Option<&Value>) -> std::io::Result<()> {
+        let body = body.map(|b| b.to_string()).unwrap_or_default();
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        let mut bytes = head.into_bytes();
+        bytes.extend_from_slice(body.as_bytes());
+        self.stream.write_all(&bytes)
+    }
+
+    /// Reads one response (Content-Length framed). Err on EOF or timeout.
+    pub fn read_response(&mut self) -> std::io::Result<Response> {
+        loop {
+            if let Some(end) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&self.buf[..end]).to_string();
+                let mut lines = head.split("\r\n");
+                let status_line = lines.next().unwrap_or_default();
+                let status: u16 = status_line.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+                let headers: Vec<(String, String)> = lines
+                    .filter_map(|l| l.split_once(':'))
+                    .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+                    .collect();
+                let len: usize = headers
+                    .iter()
+                    .find(|(n, _)| n == "content-length")
+                    .and_then(|(_, v)| v.parse().ok())
+                    .unwrap_or(0);
+                if self.buf.len() >= end + 4 + len {
+                    let body = self.buf[end + 4..end + 4 + len].to_vec();
+                    self.buf.drain(..end + 4 + len);
+                    return Ok(Response { status, headers, body });
+                }
+            }
+            let mut chunk = [0u8; 16384];
+            let n = self.stream.read(&mut chunk)?;
+            if n == 0 {
+                return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "connection closed"));
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    pub fn request(&mut self, method: &str, path: &str, body: Option<&Value>) -> Response {
+        self.send(method, path, body).expect("send");
+        self.read_response().expect("response")
+    }
+
+    pub fn get(&mut self, path: &str) -> Response {
+        self.request("GET", path, None)
+    }
+
+    pub fn post(&mut self, path: &str, body: Value) -> Response {
+        self.request("POST", path, Some(&body))
+    }
+
+    /// `data` of a successful envelope; panics with the body otherwise.
+    pub fn ok(&mut self, method: &str, path: &str, body: Option<Value>) -> Value {
+        let r = self.request(method, path, body.as_ref());
+        let v = r.json();
+        assert!(r.status == 200 && v["success"] == true, "{method} {path} -> {} {v}", r.status);
+        v["data"].clone()
+    }
+
+    /// The error code of a refused request, checking the status.
+    pub fn refused(&mut self, method: &str, path: &str, body: Option<Value>, status: u16) -> u64 {
+        let r = self.request(method, path, body.as_ref());
+        let v = r.json();
+        assert_eq!(r.status, status, "{method} {path} -> {v}");
+        assert_eq!(v["success"], false, "{v}");
+        assert!(v["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
+        v["error"]["code"].as_u64().expect("numeric code")
+    }
+}
+
+/// A decimal JSON number as fixed point 1e-4 (exact for the values the API writes).
+pub fn fixed4(v: &Value) -> i64 {
+    (v.as_f64().unwrap_or_else(|| panic!("not a number: {v}")) * 10_000.0).round() as i64
+}
