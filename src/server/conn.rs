@@ -103,11 +103,16 @@ impl ShardContext {
             EngineLink::Local(core) => core.borrow_mut().submit(origin, action),
             EngineLink::Remote(tx) => {
                 if tx.send(Envelope { origin, action }).await.is_err() {
-                    return Reply::error(503, 9013, "the engine shard is gone");
+                    return Reply::http_message(
+                        HttpErrorCode::InternalError,
+                        "internal server error: the engine shard is gone",
+                    );
                 }
             }
         }
-        replies.recv().await.unwrap_or_else(|| Reply::error(503, 9013, "the engine shard is gone"))
+        replies.recv().await.unwrap_or_else(|| {
+            Reply::http_message(HttpErrorCode::InternalError, "internal server error: the engine shard is gone")
+        })
     }
 }
 
@@ -134,7 +139,7 @@ pub async fn serve(ctx: Rc<ShardContext>, stream: TcpStream) {
 pub async fn refuse(ctx: &ShardContext, mut stream: TcpStream) {
     bump(&ctx.counters.connections_refused);
     let mut out = Vec::new();
-    let reply = Reply::error(503, 9014, "too many connections on this shard");
+    let reply = Reply::http(HttpErrorCode::TooManyConnections);
     write_response(&mut out, reply.status, CONTENT_TYPE_JSON, &reply.body, false);
     let _ = stream.write_all(&out).await;
     let _ = stream.close().await;

@@ -6,6 +6,7 @@
 //! Replies of queries are staged behind the commands before them too, so a client never reads
 //! state that is not yet durable.
 
+use super::http::HttpErrorCode;
 use super::service::{Action, Reply, Service};
 use super::wal_record::{encode, WalRecord};
 use crate::domain::command::Command;
@@ -75,7 +76,10 @@ impl EngineCore {
     /// Executes `action` now; its reply leaves when the committer has made it durable.
     pub fn submit(&mut self, origin: Origin, action: Action) {
         let reply = if self.failed {
-            Reply::error(503, 9013, "storage failed: the server is refusing requests until it restarts")
+            Reply::http_message(
+                HttpErrorCode::StorageFailed,
+                "storage failed: the server is refusing requests until it restarts",
+            )
         } else {
             self.service.handle(action, now_ns(), &mut self.staged.commands)
         };
@@ -146,7 +150,7 @@ pub async fn run_committer(
             tracing::error!("WAL write failed, refusing requests from now on: {e}");
             core.borrow_mut().failed = true;
             for (origin, _) in batch.replies.drain(..) {
-                let reply = Reply::error(503, 9013, "storage failed: the request was not made durable");
+                let reply = Reply::http(HttpErrorCode::StorageFailed);
                 routes.deliver(origin, reply).await;
             }
         } else {

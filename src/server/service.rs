@@ -2,6 +2,7 @@
 //! JSON envelope bodies. Pure and deterministic (no I/O, no clock: the caller passes the time),
 //! so the same code serves live requests and rebuilds state from the WAL at start-up.
 
+use super::http::HttpErrorCode;
 use super::journal::{Journal, JournalLimits, OrderRecord};
 use crate::domain::command::{Command, InsertOrder};
 use crate::domain::engine::{Engine, EngineConfig};
@@ -87,7 +88,10 @@ impl Reply {
     pub fn success<T: Serialize + ?Sized>(data: &T) -> Reply {
         let mut body = br#"{"success":true,"data":"#.to_vec();
         if serde_json::to_writer(&mut body, data).is_err() {
-            return Reply::error(500, 9010, "internal server error: the answer could not be serialized");
+            return Reply::http_message(
+                HttpErrorCode::InternalError,
+                "internal server error: the answer could not be serialized",
+            );
         }
         body.extend_from_slice(br#","error":null}"#);
         Reply { status: 200, body }
@@ -96,6 +100,16 @@ impl Reply {
     pub fn error(status: u16, code: u32, message: &str) -> Reply {
         let body = serde_json::json!({"success": false, "data": null, "error": {"code": code, "message": message}});
         Reply { status, body: body.to_string().into_bytes() }
+    }
+
+    /// An error of the HTTP layer's table with its default message.
+    pub fn http(kind: HttpErrorCode) -> Reply {
+        Reply::error(kind.status(), kind.code(), kind.message())
+    }
+
+    /// An error of the HTTP layer's table with a more precise message.
+    pub fn http_message(kind: HttpErrorCode, message: &str) -> Reply {
+        Reply::error(kind.status(), kind.code(), message)
     }
 
     /// An engine refusal: 404 for things that do not exist, 400 otherwise.
@@ -257,7 +271,10 @@ impl Service {
     /// this command made).
     fn order_reply(&self, order_id: Option<u64>, account_id: &AccountId, traded: usize) -> Reply {
         let Some(order) = order_id.and_then(|id| self.journal.order(id)) else {
-            return Reply::error(500, 9010, "internal server error: the order is missing from the journal");
+            return Reply::http_message(
+                HttpErrorCode::InternalError,
+                "internal server error: the order is missing from the journal",
+            );
         };
         let trades: Vec<_> = self.journal.account_trades(account_id).collect();
         let these = &trades[trades.len().saturating_sub(traded)..];
@@ -342,7 +359,10 @@ impl Service {
             Query::Kline { instrument_id, period_index, count } => {
                 let slot = self.instrument(&instrument_id)?;
                 let Some(series) = engine.market(slot).klines(period_index) else {
-                    return Err(Reply::error(400, 9004, "invalid query parameter: period"));
+                    return Err(Reply::http_message(
+                        HttpErrorCode::InvalidQueryParameter,
+                        "invalid query parameter: period",
+                    ));
                 };
                 let bars = series.bars();
                 let from = (bars.last_id() + 1 - i64::from(count)).max(bars.first_id());

@@ -483,6 +483,8 @@ fn error_table_is_stable() {
         (HttpErrorCode::InternalError, 9010, 500),
         (HttpErrorCode::NotImplemented, 9011, 501),
         (HttpErrorCode::VersionNotSupported, 9012, 505),
+        (HttpErrorCode::StorageFailed, 9013, 503),
+        (HttpErrorCode::TooManyConnections, 9014, 503),
     ];
     assert_eq!(HttpErrorCode::ALL.len(), expected.len());
     for (&kind, &(k, code, status)) in HttpErrorCode::ALL.iter().zip(expected) {
