@@ -45,7 +45,7 @@ pub fn try_start(opts: &Options) -> Result<ServerProcess, String> {
     let stderr_path = std::env::temp_dir().join(format!(
         "qaexchange-server-{}-{}.stderr",
         std::process::id(),
-        Instant::now().elapsed().as_nanos() ^ rand_u64()
+        rand_u64()
     ));
     let stderr = std::fs::File::create(&stderr_path).map_err(|e| e.to_string())?;
     let mut cmd = Command::new(BIN);
@@ -55,11 +55,9 @@ pub fn try_start(opts: &Options) -> Result<ServerProcess, String> {
         .arg("--http")
         .arg(format!("127.0.0.1:{}", opts.port))
         .arg("--shards")
-        .arg(opts.shards.to_string())
-        .arg("--sync")
-        .arg(opts.sync);
+        .arg(opts.shards.to_string());
     match &opts.storage {
-        Some(dir) => cmd.arg("--storage").arg(dir),
+        Some(dir) => cmd.arg("--storage").arg(dir).arg("--sync").arg(opts.sync),
         None => cmd.arg("--no-storage"),
     };
     cmd.args(&opts.extra).stdout(Stdio::piped()).stderr(stderr).stdin(Stdio::null());

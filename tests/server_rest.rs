@@ -1,0 +1,229 @@
+//! REST scenarios against the real server (2 shards, storage in a temp dir): accounts,
+//! crossing orders on two instruments, partial fills, modify, cancel, closes, with balances and
+//! positions checked against hand-computed values and the SPEC invariants; then a graceful
+//! restart gives the same state.
+
+mod server_support;
+
+use serde_json::{json, Value};
+use server_support::{fixed4, start, Client, Options};
+
+fn options(dir: &std::path::Path) -> Options {
+    let mut opts = Options::new(Some(dir));
+    opts.extra = vec!["--instruments".into(), "tests/data/server_instruments.toml".into()];
+    opts
+}
+
+fn order(account: &str, id: &str, instrument: &str, direction: &str, offset: &str, price: f64, volume: i64) -> Value {
+    json!({"account_id": account, "client_order_id": id, "instrument_id": instrument, "direction": direction,
+           "offset": offset, "limit_price": price, "volume": volume})
+}
+
+/// Account fields as fixed point.
+fn money(account: &Value, field: &str) -> i64 {
+    fixed4(&account[field])
+}
+
+fn yuan(v: i64) -> i64 {
+    v * 10_000
+}
+
+/// SPEC §2 identities of one account.
+fn check_identities(a: &Value) {
+    let m = |f| money(a, f);
+    assert_eq!(m("static_balance"), m("pre_balance") + m("deposit") - m("withdraw"), "{a}");
+    assert_eq!(m("balance"), m("static_balance") + m("close_profit") - m("commission") - m("premium") + m("position_profit"), "{a}");
+    assert_eq!(m("available"), m("balance") - m("margin") - m("frozen_margin") - m("frozen_commission") - m("frozen_premium"), "{a}");
+}
+
+/// Invariants across the venue, from the state dump.
+fn check_venue(c: &mut Client) -> Value {
+    let state = c.ok("GET", "/admin/state", None);
+    assert_eq!(state["invariants"], "ok");
+    let accounts = state["state"]["accounts"].as_array().expect("accounts").clone();
+    let mut profit = 0;
+    let (mut balance, mut commission, mut statics) = (0, 0, 0);
+    for a in &accounts {
+        let acc = &a["account"];
+        check_identities(acc);
+        profit += money(acc, "close_profit") + money(acc, "position_profit");
+        balance += money(acc, "balance");
+        commission += money(acc, "commission");
+        statics += money(acc, "static_balance");
+    }
+    // Marked at one price per instrument, futures are zero-sum.
+    assert_eq!(profit, 0, "{state}");
+    assert_eq!(balance + commission, statics);
+    state
+}
+
+#[test]
+fn trading_scenario_end_to_end_then_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = start(&options(dir.path()));
+    let mut c = server.client();
+
+    // Both shards accept connections on the one port (SO_REUSEPORT spreads them).
+    let mut shards = std::collections::BTreeSet::new();
+    for _ in 0..24 {
+        let mut probe = server.client();
+        shards.insert(probe.ok("GET", "/health", None)["shard"].as_u64().unwrap());
+    }
+    assert_eq!(shards.len(), 2, "connections reached shards {shards:?}");
+
+    // Accounts: two with initial cash, one funded by a deposit.
+    let a = c.ok("POST", "/api/account/open", Some(json!({"account_id": "A", "init_cash": 1_000_000})));
+    assert_eq!(money(&a, "balance"), yuan(1_000_000));
+    c.ok("POST", "/api/account/open", Some(json!({"account_id": "B", "init_cash": 1_000_000})));
+    c.ok("POST", "/api/account/open", Some(json!({"account_id": "C"})));
+    let cc = c.ok("POST", "/api/account/deposit", Some(json!({"account_id": "C", "amount": 500_000})));
+    assert_eq!(money(&cc, "available"), yuan(500_000));
+    assert_eq!(c.refused("POST", "/api/account/open", Some(json!({"account_id": "C"})), 400), 1002);
+
+    // SR501: A sells 5 @ 5010 (rests), B buys 3 @ 5010 from another connection: 3 trade.
+    let mut c2 = server.client();
+    let placed = c.ok("POST", "/api/order/submit", Some(order("A", "a-sr-1", "SR501", "SELL", "OPEN", 5010.0, 5)));
+    assert_eq!(placed["order"]["status"], "ALIVE");
+    let a_order = placed["order"]["order_id"].as_u64().unwrap();
+    let taken = c2.ok("POST", "/api/order/submit", Some(order("B", "b-sr-1", "CZCE.SR501", "BUY", "OPEN", 5010.0, 3)));
+    assert_eq!(taken["order"]["status"], "FINISHED");
+    assert_eq!(taken["trades"].as_array().unwrap().len(), 1);
+    assert_eq!(fixed4(&taken["trades"][0]["price"]), 50_100_000);
+    let a_view = c.ok("GET", &format!("/api/order/{a_order}"), None);
+    assert_eq!((a_view["volume_left"].as_i64(), a_view["status"].as_str()), (Some(2), Some("ALIVE")));
+
+    // Commission 3 lots x 3 = 9 each; margin 5010 x 10 x 3 x 0.1 = 15,030 each; A also freezes
+    // 2 x 5010 x 10 x 0.1 = 10,020 margin and 2 x 3 = 6 commission for its resting 2 lots.
+    let b = c.ok("GET", "/api/account/B", None);
+    assert_eq!(money(&b, "commission"), yuan(9));
+    assert_eq!(money(&b, "margin"), yuan(15_030));
+    assert_eq!(money(&b, "available"), yuan(1_000_000 - 9 - 15_030));
+    let a = c.ok("GET", "/api/account/A", None);
+    assert_eq!(money(&a, "frozen_margin"), yuan(10_020));
+    assert_eq!(money(&a, "frozen_commission"), yuan(6));
+    assert_eq!(money(&a, "available"), yuan(1_000_000 - 9 - 15_030 - 10_020 - 6));
+    check_venue(&mut c);
+
+    // A cancels its remainder by client order id: the hold is released.
+    let cancelled = c.ok("POST", "/api/order/cancel", Some(json!({"account_id": "A", "client_order_id": "a-sr-1"})));
+    assert_eq!(cancelled["order"]["status"], "FINISHED");
+    assert_eq!(cancelled["order"]["last_code"], 3103);
+    let a = c.ok("GET", "/api/account/A", None);
+    assert_eq!(money(&a, "available"), yuan(1_000_000 - 9 - 15_030));
+    assert_eq!(c.refused("POST", "/api/order/cancel", Some(json!({"account_id": "A", "order_id": a_order})), 404), 3001);
+
+    // cu2501: C bids 2 @ 70,000; A sells 2 @ 69,990 and trades at the resting 70,000.
+    c2.ok("POST", "/api/order/submit", Some(order("C", "c-cu-1", "cu2501", "BUY", "OPEN", 70_000.0, 2)));
+    let sold = c.ok("POST", "/api/order/submit", Some(order("A", "a-cu-1", "SHFE.cu2501", "SELL", "OPEN", 69_990.0, 2)));
+    assert_eq!(fixed4(&sold["trades"][0]["price"]), yuan(70_000));
+    assert_eq!(fixed4(&sold["trades"][0]["commission"]), yuan(4));
+
+    // C rests a bid, moves it (re-queued), then cancels it.
+    let bid = c2.ok("POST", "/api/order/submit", Some(order("C", "c-cu-2", "cu2501", "BUY", "OPEN", 69_000.0, 1)));
+    let bid_id = bid["order"]["order_id"].as_u64().unwrap();
+    let moved = c2.ok(
+        "POST",
+        "/api/order/modify",
+        Some(json!({"account_id": "C", "order_id": bid_id.to_string(), "new_price": 69_500.0})),
+    );
+    assert_eq!(fixed4(&moved["order"]["limit_price"]), yuan(69_500));
+    let book = c2.ok("GET", "/api/market/orderbook/cu2501?depth=5", None);
+    assert_eq!(fixed4(&book["bids"][0]["price"]), yuan(69_500));
+    assert_eq!(book["bids"][0]["volume"], 1);
+    c2.ok("POST", "/api/order/cancel", Some(json!({"account_id": "C", "order_id": bid_id})));
+    let book = c2.ok("GET", "/api/market/orderbook/cu2501", None);
+    assert!(book["bids"].as_array().unwrap().is_empty() && book["asks"].as_array().unwrap().is_empty());
+
+    // B closes its 3 SR501 (today's: no his position on a CZCE contract) by resting a sell at
+    // 5020; A closes its short 3 by buying: both close today's lots at 5020.
+    c2.ok("POST", "/api/order/submit", Some(order("B", "b-sr-2", "SR501", "SELL", "CLOSE", 5020.0, 3)));
+    let closed = c.ok("POST", "/api/order/submit", Some(order("A", "a-sr-2", "SR501", "BUY", "CLOSE", 5020.0, 3)));
+    assert_eq!(closed["order"]["status"], "FINISHED");
+    // Closing more than is held is refused.
+    assert_eq!(
+        c.refused("POST", "/api/order/submit", Some(order("A", "a-sr-3", "SR501", "BUY", "CLOSE", 5020.0, 1)), 400),
+        2006
+    );
+
+    // Hand-computed: B +300 close profit ((5020 - 5010) x 10 x 3), commission 9 to open and 0 to
+    // close (today's lots pay close_today_per_lot, 0 for SR501 here); A -300, commission 9 + 4,
+    // cu margin 70,000 x 5 x 2 x 0.1 = 70,000 at mark 70,000.
+    let b = c.ok("GET", "/api/account/B", None);
+    assert_eq!(money(&b, "close_profit"), yuan(300));
+    assert_eq!(money(&b, "commission"), yuan(9));
+    assert_eq!(money(&b, "balance"), yuan(1_000_000 + 300 - 9));
+    assert_eq!(money(&b, "margin"), 0);
+    assert_eq!(money(&b, "available"), yuan(1_000_000 + 300 - 9));
+    let a = c.ok("GET", "/api/account/A", None);
+    assert_eq!(money(&a, "close_profit"), yuan(-300));
+    assert_eq!(money(&a, "commission"), yuan(13));
+    assert_eq!(money(&a, "margin"), yuan(70_000));
+    assert_eq!(money(&a, "balance"), yuan(1_000_000 - 300 - 13));
+    assert_eq!(money(&a, "available"), yuan(1_000_000 - 300 - 13 - 70_000));
+    let cc = c.ok("GET", "/api/account/C", None);
+    assert_eq!(money(&cc, "balance"), yuan(500_000 - 4));
+    assert_eq!(money(&cc, "available"), yuan(500_000 - 4 - 70_000));
+
+    // Positions: A short 2 cu (today), C long 2; SR flat for A and B.
+    let positions = c.ok("GET", "/api/position/A", None);
+    let cu = positions.as_array().unwrap().iter().find(|p| p["instrument_id"] == "cu2501").expect("cu position");
+    assert_eq!((cu["volume_short_today"].as_i64(), cu["volume_long"].as_i64()), (Some(2), Some(0)));
+    let positions = c.ok("GET", "/api/position/C", None);
+    let cu = positions.as_array().unwrap().iter().find(|p| p["instrument_id"] == "cu2501").expect("cu position");
+    assert_eq!(cu["volume_long_today"], 2);
+
+    // Withdraw more than is available: refused; a valid withdrawal goes through.
+    assert_eq!(
+        c.refused("POST", "/api/account/withdraw", Some(json!({"account_id": "C", "amount": 430_000})), 400),
+        1005
+    );
+    let cc = c.ok("POST", "/api/account/withdraw", Some(json!({"account_id": "C", "amount": 1_000})));
+    assert_eq!(money(&cc, "withdraw"), yuan(1_000));
+
+    // History: A's orders and trades, market trades and k-lines, the instrument list.
+    let orders = c.ok("GET", "/api/order/user/A", None);
+    assert_eq!(orders.as_array().unwrap().len(), 3);
+    let trades = c.ok("GET", "/api/trades/user/A", None);
+    assert_eq!(trades.as_array().unwrap().len(), 3);
+    let market = c.ok("GET", "/api/market/trades/SR501?limit=10", None);
+    assert_eq!(market.as_array().unwrap().len(), 2);
+    assert_eq!(fixed4(&market[0]["price"]), yuan(5020), "newest first");
+    let tick = c.ok("GET", "/api/market/tick/SR501", None);
+    assert_eq!(fixed4(&tick["last_price"]), yuan(5020));
+    let kline = c.ok("GET", "/api/market/kline/SR501?period=1m&count=10", None);
+    let bars = kline["bars"].as_array().unwrap();
+    assert!(!bars.is_empty());
+    assert_eq!(bars.iter().map(|b| b["volume"].as_i64().unwrap()).sum::<i64>(), 6);
+    let instruments = c.ok("GET", "/api/market/instruments", None);
+    assert_eq!(instruments.as_array().unwrap().len(), 2);
+
+    let before = check_venue(&mut c);
+    let state = before["state"]["instruments"].as_array().unwrap().clone();
+    let open_interest: Vec<i64> = state.iter().map(|i| i["open_interest"].as_i64().unwrap()).collect();
+    assert_eq!(open_interest, vec![0, 2], "SR all closed, cu 2 open");
+
+    // Graceful stop: exit 0; restart on the same data: the same state, nothing twice.
+    drop((c, c2));
+    assert!(server.terminate().success(), "stderr:\n{}", server.stderr());
+    let server = start(&options(dir.path()));
+    assert!(server.ready_field("recovered_records").unwrap().parse::<u64>().unwrap() > 10);
+    let mut c = server.client();
+    let after = check_venue(&mut c);
+    assert_eq!(before["state"], after["state"]);
+    assert_eq!(c.ok("GET", "/api/order/user/A", None), orders);
+    assert_eq!(c.ok("GET", "/api/trades/user/A", None), trades);
+}
+
+#[test]
+fn without_storage_the_server_runs_and_forgets() {
+    let mut opts = options(std::path::Path::new("/nonexistent"));
+    opts.storage = None;
+    opts.shards = 1;
+    let mut server = start(&opts);
+    let mut c = server.client();
+    c.ok("POST", "/api/account/open", Some(json!({"account_id": "A", "init_cash": 100})));
+    assert!(server.terminate().success());
+    let server = start(&opts);
+    let mut c = server.client();
+    assert_eq!(c.refused("GET", "/api/account/A", None, 404), 1001);
+}
