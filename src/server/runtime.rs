@@ -11,10 +11,11 @@
 use super::config::ServerConfig;
 use super::conn::{refuse, serve, EngineLink, ShardContext};
 use super::engine_core::{deliver_local, run_committer, EngineCore, Envelope, ReplyEnvelope, ReplyRoutes};
+use super::recovery::{rebuild, Recovered};
 use super::service::Service;
-use super::wal_record::{decode, encode, instruments_fingerprint, WalRecord, WAL_FORMAT};
+use super::wal_record::{encode, instruments_fingerprint, WalRecord, WAL_FORMAT};
 use crate::domain::instrument::{parse_instruments, Instrument};
-use crate::storage::wal::{recover, WalConfig, WalWriter};
+use crate::storage::wal::{WalConfig, WalWriter};
 use glommio::channels::shared_channel::{self, SharedReceiver, SharedSender};
 use glommio::net::TcpListener;
 use glommio::{LocalExecutorBuilder, Placement};
@@ -27,17 +28,6 @@ use std::time::Duration;
 
 /// The shard that runs the engine.
 pub const ENGINE_SHARD: usize = 0;
-
-/// What start-up found in the WAL.
-#[derive(Clone, Debug, Default)]
-pub struct Recovered {
-    pub records: u64,
-    pub bytes: u64,
-    pub segments: usize,
-    pub torn_tail: Option<String>,
-    pub trading_day: u32,
-    pub replay_ms: u128,
-}
 
 /// A running server; `wait` blocks until every shard has stopped.
 pub struct Server {
@@ -172,58 +162,29 @@ pub fn start(config: ServerConfig) -> Result<Server, String> {
     Ok(Server { http, recovered, stop, handles })
 }
 
-/// Rebuilds the service from the WAL in `dir` (or starts a new log) and opens the writer.
+/// Rebuilds the service from the WAL (or starts a new log) and opens the writer.
 async fn open_storage(
     config: &ServerConfig,
     instruments: Vec<Instrument>,
 ) -> Result<(Service, Option<WalWriter>, Recovered), String> {
-    let fingerprint = instruments_fingerprint(&instruments);
     let Some(storage) = &config.storage else {
         let service = Service::new(instruments, config.trading_day, config.engine, config.journal);
         return Ok((service, None, Recovered { trading_day: config.trading_day, ..Default::default() }));
     };
     let dir = storage.dir.join(format!("shard-{ENGINE_SHARD}")).join("wal");
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let began = std::time::Instant::now();
-    let mut service: Option<Service> = None;
-    let mut failure: Option<String> = None;
-    let (resume, report) = recover(&dir, 1, |sequence, payload| {
-        if failure.is_some() {
-            return;
-        }
-        match (decode(payload), service.as_mut()) {
-            (Ok(WalRecord::Genesis { format, trading_day, instruments_fingerprint }), None) => {
-                if format != WAL_FORMAT {
-                    failure = Some(format!("WAL format {format}, this server writes {WAL_FORMAT}"));
-                } else if instruments_fingerprint != fingerprint {
-                    failure = Some(format!(
-                        "{}: the instruments differ from the ones this WAL was written with; \
-                         restore the original instruments file",
-                        config.instruments_path.display()
-                    ));
-                } else {
-                    service = Some(Service::new(instruments.clone(), trading_day, config.engine, config.journal));
-                }
-            }
-            (Ok(WalRecord::Command(command)), Some(service)) => service.replay(&command),
-            (Ok(_), _) => failure = Some(format!("record {sequence}: out of place (genesis must come first, once)")),
-            (Err(e), _) => failure = Some(format!("record {sequence}: {e}")),
-        }
-    })
-    .map_err(|e| format!("WAL recovery stopped: {e}"))?;
-    if let Some(failure) = failure {
-        return Err(format!("WAL recovery stopped in {}: {failure}", dir.display()));
-    }
-    let torn_tail = report.torn_tail.as_ref().map(|(path, offset, dropped)| {
-        let line = format!("{} at offset {offset}: cut a torn tail of {dropped} bytes", path.display());
+    let fingerprint = instruments_fingerprint(&instruments);
+    let rebuilt = rebuild(&dir, &instruments, config.engine, config.journal)
+        .map_err(|e| e.replace("<instruments>", &config.instruments_path.display().to_string()))?;
+    if let Some(line) = &rebuilt.recovered.torn_tail {
         tracing::warn!("WAL recovery: {line}");
-        line
-    });
+    }
     let wal_config = WalConfig { dir: dir.clone(), segment_bytes: storage.segment_bytes, sync: storage.sync };
-    let mut wal = WalWriter::open(wal_config, &resume, report.torn_tail.is_some())
+    let mut wal = WalWriter::open(wal_config, &rebuilt.resume, rebuilt.recovered.torn_tail.is_some())
         .await
         .map_err(|e| format!("opening the WAL in {}: {e}", dir.display()))?;
-    let service = match service {
+    let mut recovered = rebuilt.recovered;
+    let service = match rebuilt.service {
         Some(service) => service,
         None => {
             let genesis = WalRecord::Genesis {
@@ -236,14 +197,7 @@ async fn open_storage(
             Service::new(instruments, config.trading_day, config.engine, config.journal)
         }
     };
-    let recovered = Recovered {
-        records: report.records,
-        bytes: report.bytes,
-        segments: report.segments,
-        torn_tail,
-        trading_day: service.engine().trading_day(),
-        replay_ms: began.elapsed().as_millis(),
-    };
+    recovered.trading_day = service.engine().trading_day();
     Ok((service, Some(wal), recovered))
 }
 

@@ -1,0 +1,136 @@
+//! Recovery: how fast start-up rebuilds the engine from its WAL. Writes a real server WAL
+//! (genesis + the exchange-core mix as commands, see `support/engine_commands.rs`), then times,
+//! on the same files in the same run:
+//!
+//! 1. `read`: reading the segment files (the page cache is warm: they were just written),
+//! 2. `scan`: framing + CRC32 of every record (`storage::wal::recover` with an empty apply),
+//! 3. `decode`: scan + rkyv validation and decoding of every payload,
+//! 4. `rebuild`: what start-up runs (`server::recovery::rebuild`): scan + decode + engine
+//!    execution + journal.
+//!
+//! Run: `cargo bench --bench recovery`. Knobs: `RECOVERY_BENCH_RECORDS` (default 2,000,000;
+//! the figure uses 10,000,000), `RECOVERY_BENCH_DIR` (default: the system temp dir).
+
+#[path = "support/engine_commands.rs"]
+mod engine_commands;
+#[path = "support/mix.rs"]
+mod mix;
+
+use engine_commands::{instrument, prepare};
+use mix::{Mix, MixConfig};
+use qaexchange::domain::engine::EngineConfig;
+use qaexchange::server::journal::JournalLimits;
+use qaexchange::server::recovery::rebuild;
+use qaexchange::server::wal_record::{decode, encode, instruments_fingerprint, WalRecord, WAL_FORMAT};
+use qaexchange::storage::wal::segment::list_segments;
+use qaexchange::storage::wal::{recover, ResumePoint, SyncMode, WalConfig, WalWriter};
+use std::time::Instant;
+
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn main() {
+    let records = env_or("RECOVERY_BENCH_RECORDS", 2_000_000).max(10_000);
+    let base =
+        std::env::var("RECOVERY_BENCH_DIR").map(std::path::PathBuf::from).unwrap_or_else(|_| std::env::temp_dir());
+    let dir = base.join(format!("qaexchange-recovery-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("bench dir");
+
+    let began = Instant::now();
+    let owners = 100u32;
+    let prefill = 1_000usize;
+    let ops = records as usize - 2 * owners as usize - prefill - 1;
+    let mix: Mix = mix::generate(MixConfig { ops, prefill_orders: prefill, owners, ..MixConfig::default() });
+    let prepared = prepare(&mix);
+    let commands: Vec<_> = prepared.setup.iter().chain(&prepared.prefill).chain(&prepared.ops).copied().collect();
+    let instruments = vec![instrument()];
+    eprintln!("generated {} commands in {:.1?}", commands.len(), began.elapsed());
+
+    // Write the WAL as the server does (records framed, 64 MiB segments), without syncs: the
+    // write side is the WAL bench's subject, not this one's.
+    let write_dir = dir.clone();
+    let fingerprint = instruments_fingerprint(&instruments);
+    let written = glommio::LocalExecutorBuilder::default()
+        .io_memory(1 << 20)
+        .spawn(move || async move {
+            let config = WalConfig { dir: write_dir, segment_bytes: 64 << 20, sync: SyncMode::None };
+            let resume = ResumePoint { segment: None, offset: 0, next_sequence: 1 };
+            let mut wal = WalWriter::open(config, &resume, false).await.expect("open WAL");
+            let genesis =
+                WalRecord::Genesis { format: WAL_FORMAT, trading_day: 20250102, instruments_fingerprint: fingerprint };
+            wal.append(&encode(&genesis).unwrap()).unwrap();
+            for (i, command) in commands.iter().enumerate() {
+                wal.append(&encode(&WalRecord::Command(*command)).unwrap()).unwrap();
+                if i % 8192 == 8191 {
+                    wal.commit().await.expect("commit");
+                }
+            }
+            let stats = wal.stats();
+            wal.close().await.expect("close");
+            stats
+        })
+        .expect("executor")
+        .join()
+        .expect("writer");
+    eprintln!("wrote {} records, {} bytes, {} segments", written.records, written.bytes, written.segments_created + 1);
+
+    let segments = list_segments(&dir).expect("segments");
+    let file_bytes: u64 = segments.iter().map(|(_, p)| std::fs::metadata(p).unwrap().len()).sum();
+    let t = Instant::now();
+    let mut read = 0u64;
+    for (_, path) in &segments {
+        read += std::hint::black_box(std::fs::read(path).unwrap()).len() as u64;
+    }
+    let read_s = t.elapsed().as_secs_f64();
+
+    let t = Instant::now();
+    let mut scanned = 0u64;
+    let (_, report) = recover(&dir, 1, |_, payload| scanned += payload.len() as u64).expect("scan");
+    let scan_s = t.elapsed().as_secs_f64();
+
+    let t = Instant::now();
+    let mut decoded = 0u64;
+    recover(&dir, 1, |_, payload| {
+        std::hint::black_box(decode(payload).expect("decodes"));
+        decoded += 1;
+    })
+    .expect("decode");
+    let decode_s = t.elapsed().as_secs_f64();
+
+    let t = Instant::now();
+    let rebuilt = rebuild(&dir, &instruments, EngineConfig::default(), JournalLimits::default()).expect("rebuild");
+    let rebuild_s = t.elapsed().as_secs_f64();
+    let service = rebuilt.service.expect("a service");
+    service.engine().check_invariants().expect("invariants after rebuild");
+    assert_eq!(rebuilt.recovered.records, report.records);
+    assert_eq!(report.records, records);
+    assert_eq!(read, file_bytes);
+
+    let wal_mb = report.bytes as f64 / 1e6;
+    println!(
+        "recovery bench: {} records, {:.1} MB of records in {} segment files ({:.1} MB on disk)",
+        report.records,
+        wal_mb,
+        segments.len(),
+        file_bytes as f64 / 1e6
+    );
+    println!(
+        "  read files   {:>8.3} s  {:>8.0} MB/s of files (baseline: warm page cache)",
+        read_s,
+        file_bytes as f64 / 1e6 / read_s
+    );
+    for (name, seconds) in [("scan+crc", scan_s), ("decode", decode_s), ("rebuild", rebuild_s)] {
+        println!(
+            "  {name:<12} {seconds:>8.3} s  {:>8.0} MB/s of records  {:>6.2} M records/s",
+            wal_mb / seconds,
+            report.records as f64 / seconds / 1e6
+        );
+    }
+    println!(
+        "  rebuild / scan: {:.2}x the time; engine live orders after: {}",
+        rebuild_s / scan_s,
+        service.engine().ledger().live_order_count()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
