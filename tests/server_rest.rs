@@ -32,8 +32,16 @@ fn yuan(v: i64) -> i64 {
 fn check_identities(a: &Value) {
     let m = |f| money(a, f);
     assert_eq!(m("static_balance"), m("pre_balance") + m("deposit") - m("withdraw"), "{a}");
-    assert_eq!(m("balance"), m("static_balance") + m("close_profit") - m("commission") - m("premium") + m("position_profit"), "{a}");
-    assert_eq!(m("available"), m("balance") - m("margin") - m("frozen_margin") - m("frozen_commission") - m("frozen_premium"), "{a}");
+    assert_eq!(
+        m("balance"),
+        m("static_balance") + m("close_profit") - m("commission") - m("premium") + m("position_profit"),
+        "{a}"
+    );
+    assert_eq!(
+        m("available"),
+        m("balance") - m("margin") - m("frozen_margin") - m("frozen_commission") - m("frozen_premium"),
+        "{a}"
+    );
 }
 
 /// Invariants across the venue, from the state dump.
@@ -110,11 +118,15 @@ fn trading_scenario_end_to_end_then_restart() {
     assert_eq!(cancelled["order"]["last_code"], 3103);
     let a = c.ok("GET", "/api/account/A", None);
     assert_eq!(money(&a, "available"), yuan(1_000_000 - 9 - 15_030));
-    assert_eq!(c.refused("POST", "/api/order/cancel", Some(json!({"account_id": "A", "order_id": a_order})), 404), 3001);
+    assert_eq!(
+        c.refused("POST", "/api/order/cancel", Some(json!({"account_id": "A", "order_id": a_order})), 404),
+        3001
+    );
 
     // cu2501: C bids 2 @ 70,000; A sells 2 @ 69,990 and trades at the resting 70,000.
     c2.ok("POST", "/api/order/submit", Some(order("C", "c-cu-1", "cu2501", "BUY", "OPEN", 70_000.0, 2)));
-    let sold = c.ok("POST", "/api/order/submit", Some(order("A", "a-cu-1", "SHFE.cu2501", "SELL", "OPEN", 69_990.0, 2)));
+    let sold =
+        c.ok("POST", "/api/order/submit", Some(order("A", "a-cu-1", "SHFE.cu2501", "SELL", "OPEN", 69_990.0, 2)));
     assert_eq!(fixed4(&sold["trades"][0]["price"]), yuan(70_000));
     assert_eq!(fixed4(&sold["trades"][0]["commission"]), yuan(4));
 

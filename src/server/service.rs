@@ -97,9 +97,14 @@ impl Reply {
         Reply { status: 200, body }
     }
 
+    /// `{"success":false,"data":null,"error":{"code":..,"message":".."}}`, keys in the same
+    /// order as every other envelope.
     pub fn error(status: u16, code: u32, message: &str) -> Reply {
-        let body = serde_json::json!({"success": false, "data": null, "error": {"code": code, "message": message}});
-        Reply { status, body: body.to_string().into_bytes() }
+        let mut body = format!(r#"{{"success":false,"data":null,"error":{{"code":{code},"message":"#).into_bytes();
+        // Serializing a str into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut body, message);
+        body.extend_from_slice(b"}}");
+        Reply { status, body }
     }
 
     /// An error of the HTTP layer's table with its default message.

@@ -28,11 +28,20 @@ pub struct Options {
     /// Reuse this port (restart on the same address); 0 picks a free one.
     pub port: u16,
     pub extra: Vec<String>,
+    /// Config file passed with `--config`; None: the shipped config/exchange.toml.
+    pub config: Option<PathBuf>,
 }
 
 impl Options {
     pub fn new(storage: Option<&Path>) -> Self {
-        Self { shards: 2, storage: storage.map(Path::to_path_buf), sync: "durable", port: 0, extra: Vec::new() }
+        Self {
+            shards: 2,
+            storage: storage.map(Path::to_path_buf),
+            sync: "durable",
+            port: 0,
+            extra: Vec::new(),
+            config: None,
+        }
     }
 }
 
@@ -40,18 +49,12 @@ pub fn manifest_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// Starts the server and waits (at most 60 s) for its ready line. Err(stderr) when it exits.
-pub fn try_start(opts: &Options) -> Result<ServerProcess, String> {
-    let stderr_path = std::env::temp_dir().join(format!(
-        "qaexchange-server-{}-{}.stderr",
-        std::process::id(),
-        rand_u64()
-    ));
-    let stderr = std::fs::File::create(&stderr_path).map_err(|e| e.to_string())?;
+/// The server's command line for `opts` (working directory: the crate root); stdio not set.
+pub fn command(opts: &Options) -> Command {
     let mut cmd = Command::new(BIN);
     cmd.current_dir(manifest_dir())
         .arg("--config")
-        .arg(manifest_dir().join("config/exchange.toml"))
+        .arg(opts.config.clone().unwrap_or_else(|| manifest_dir().join("config/exchange.toml")))
         .arg("--http")
         .arg(format!("127.0.0.1:{}", opts.port))
         .arg("--shards")
@@ -60,7 +63,42 @@ pub fn try_start(opts: &Options) -> Result<ServerProcess, String> {
         Some(dir) => cmd.arg("--storage").arg(dir).arg("--sync").arg(opts.sync),
         None => cmd.arg("--no-storage"),
     };
-    cmd.args(&opts.extra).stdout(Stdio::piped()).stderr(stderr).stdin(Stdio::null());
+    cmd.args(&opts.extra);
+    cmd
+}
+
+/// Runs the server until it exits on its own (for start-ups that must fail): its exit status
+/// and stderr. Kills it and panics if it is still running after `timeout`.
+pub fn run_to_exit(opts: &Options, timeout: Duration) -> (std::process::ExitStatus, String) {
+    let stderr_path =
+        std::env::temp_dir().join(format!("qaexchange-server-{}-{}.exit.stderr", std::process::id(), rand_u64()));
+    let stderr = std::fs::File::create(&stderr_path).expect("stderr file");
+    let mut child = command(opts).stdout(Stdio::null()).stderr(stderr).stdin(Stdio::null()).spawn().expect("spawn");
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            let _ = std::fs::remove_file(&stderr_path);
+            panic!("server still running after {timeout:?}; it was expected to exit");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let text = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+    let _ = std::fs::remove_file(&stderr_path);
+    (status, text)
+}
+
+/// Starts the server and waits (at most 60 s) for its ready line. Err(stderr) when it exits.
+pub fn try_start(opts: &Options) -> Result<ServerProcess, String> {
+    let stderr_path =
+        std::env::temp_dir().join(format!("qaexchange-server-{}-{}.stderr", std::process::id(), rand_u64()));
+    let stderr = std::fs::File::create(&stderr_path).map_err(|e| e.to_string())?;
+    let mut cmd = command(opts);
+    cmd.stdout(Stdio::piped()).stderr(stderr).stdin(Stdio::null());
     let mut child = cmd.spawn().map_err(|e| e.to_string())?;
     let stdout = child.stdout.take().expect("piped stdout");
     let (tx, rx) = std::sync::mpsc::channel();
@@ -78,6 +116,7 @@ pub fn try_start(opts: &Options) -> Result<ServerProcess, String> {
         let _ = child.kill();
         let _ = child.wait();
         let err = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+        let _ = std::fs::remove_file(&stderr_path);
         return Err(format!("server did not start: stdout {line:?}, stderr:\n{err}"));
     }
     let addr = line
@@ -160,9 +199,8 @@ pub struct Response {
 
 impl Response {
     pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!("not JSON ({e}): {:?}", String::from_utf8_lossy(&self.body))
-        })
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", String::from_utf8_lossy(&self.body)))
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {
@@ -183,6 +221,11 @@ impl Client {
         stream.set_nodelay(true)?;
         stream.set_read_timeout(Some(Duration::from_secs(30)))?;
         Ok(Client { stream, buf: Vec::new() })
+    }
+
+    /// How long a read waits before it fails (30 s by default).
+    pub fn set_read_timeout(&mut self, timeout: Duration) {
+        self.stream.set_read_timeout(Some(timeout)).expect("set_read_timeout");
     }
 
     /// Sends raw bytes as they are.
@@ -213,11 +256,8 @@ impl Client {
                     .filter_map(|l| l.split_once(':'))
                     .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
                     .collect();
-                let len: usize = headers
-                    .iter()
-                    .find(|(n, _)| n == "content-length")
-                    .and_then(|(_, v)| v.parse().ok())
-                    .unwrap_or(0);
+                let len: usize =
+                    headers.iter().find(|(n, _)| n == "content-length").and_then(|(_, v)| v.parse().ok()).unwrap_or(0);
                 if self.buf.len() >= end + 4 + len {
                     let body = self.buf[end + 4..end + 4 + len].to_vec();
                     self.buf.drain(..end + 4 + len);

@@ -64,14 +64,15 @@ pub fn recover(
     let mut report = RecoveryReport::default();
     let mut next_sequence = first_sequence;
     let mut resume = ResumePoint { segment: None, offset: 0, next_sequence };
-    let mut torn: Option<PathBuf> = None;
+    // A segment whose end was cut: (file, offset of the damage, sequence expected there).
+    let mut torn: Option<(PathBuf, usize, u64)> = None;
     for (first, path) in segments {
         let bytes = std::fs::read(&path).map_err(|e| RecoveryError::Io(path.clone(), e))?;
         let scan = scan_segment(&bytes, first).map_err(|e| RecoveryError::Corrupt(path.clone(), e))?;
         if scan.records.is_empty() {
             // Created but never written (or only torn): nothing to replay; later ones must be empty too.
-            if matches!(scan.end, ScanEnd::TornTail { .. }) {
-                torn.get_or_insert(path.clone());
+            if let ScanEnd::TornTail { offset, .. } = scan.end {
+                torn.get_or_insert((path.clone(), offset, next_sequence));
             }
             if first == next_sequence {
                 resume = ResumePoint { segment: Some((first, path.clone())), offset: 0, next_sequence };
@@ -79,12 +80,12 @@ pub fn recover(
             report.segments += 1;
             continue;
         }
-        if let Some(torn_path) = &torn {
+        if let Some((torn_path, offset, expected_sequence)) = &torn {
             return Err(RecoveryError::Corrupt(
                 torn_path.clone(),
                 ScanError {
-                    offset: 0,
-                    expected_sequence: next_sequence,
+                    offset: *offset,
+                    expected_sequence: *expected_sequence,
                     reason: format!("its end is damaged but {} holds later records", path.display()),
                 },
             ));
@@ -101,7 +102,7 @@ pub fn recover(
         next_sequence = scan.next_sequence;
         if let ScanEnd::TornTail { offset, dropped, .. } = scan.end {
             report.torn_tail = Some((path.clone(), offset, dropped));
-            torn = Some(path.clone());
+            torn = Some((path.clone(), offset, next_sequence));
         }
         resume = ResumePoint { segment: Some((first, path)), offset: scan.next_offset as u64, next_sequence };
     }
