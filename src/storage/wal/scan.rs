@@ -127,6 +127,13 @@ fn classify_damage(bytes: &[u8], offset: usize, expected: u64) -> Result<ScanEnd
     let mut any_data = false;
     let mut cursor = offset;
     while cursor < bytes.len() {
+        // A record's length field is never 0, so a run of zeros holds no record start: jump to
+        // the slot holding the next non-zero byte (the preallocated rest of a segment is zeros,
+        // and checking it slot by slot cost a full-segment walk on every start-up).
+        match bytes[cursor..].iter().position(|&b| b != 0) {
+            None => break,
+            Some(skip) => cursor += skip - skip % FRAME_ALIGN,
+        }
         if let Some((header, _)) = intact_at(bytes, cursor) {
             if header.sequence >= expected {
                 if header.batch_start > expected {
