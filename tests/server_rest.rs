@@ -239,3 +239,37 @@ fn without_storage_the_server_runs_and_forgets() {
     let mut c = server.client();
     assert_eq!(c.refused("GET", "/api/account/A", None, 404), 1001);
 }
+
+/// Groups larger than `group_commit_max_records` are written as several synced writes before
+/// their replies leave: a pipelined burst is answered in order and survives a SIGKILL.
+#[test]
+fn small_group_commit_limit_splits_writes_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("exchange.toml");
+    let instruments = server_support::manifest_dir().join("tests/data/server_instruments.toml");
+    let text = format!(
+        "[server]\ninstruments = {:?}\n[storage]\ngroup_commit_max_records = 1\ngroup_commit_max_bytes = 4096\n",
+        instruments.to_str().unwrap()
+    );
+    std::fs::write(&config, text).unwrap();
+    let mut opts = Options::new(Some(&dir.path().join("data")));
+    opts.config = Some(config);
+    let mut server = start(&opts);
+    let mut c = server.client();
+    c.ok("POST", "/api/account/open", Some(json!({"account_id": "A"})));
+    let mut burst = Vec::new();
+    for _ in 0..200 {
+        let body = json!({"account_id": "A", "amount": 1}).to_string();
+        burst.extend_from_slice(
+            format!("POST /api/account/deposit HTTP/1.1\r\nContent-Length: {}\r\n\r\n{body}", body.len()).as_bytes(),
+        );
+    }
+    c.send_raw(&burst).unwrap();
+    for n in 1..=200 {
+        let r = c.read_response().unwrap();
+        assert_eq!(fixed4(&r.json()["data"]["deposit"]), yuan(n), "answers in order");
+    }
+    server.kill9();
+    let server = start(&opts);
+    assert_eq!(fixed4(&server.client().ok("GET", "/api/account/A", None)["deposit"]), yuan(200));
+}

@@ -116,10 +116,20 @@ impl ReplyRoutes {
     }
 }
 
+/// Most records and bytes one WAL write carries (config `group_commit_max_records` /
+/// `group_commit_max_bytes`); a larger group is written as several writes, each synced, before
+/// its replies leave.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GroupLimits {
+    pub max_records: usize,
+    pub max_bytes: usize,
+}
+
 /// The committer loop; returns when the core is closed and drained, with the WAL closed.
 pub async fn run_committer(
     core: SharedCore,
     mut wal: Option<WalWriter>,
+    limits: GroupLimits,
     notify: LocalReceiver<()>,
     routes: ReplyRoutes,
 ) -> Result<(), String> {
@@ -142,7 +152,7 @@ pub async fn run_committer(
             continue;
         }
         let written = match wal.as_mut() {
-            Some(wal) => write_batch(wal, &batch.commands).await,
+            Some(wal) => write_batch(wal, &batch.commands, limits).await,
             None => Ok(()),
         };
         if let Err(e) = written {
@@ -167,10 +177,16 @@ pub async fn run_committer(
     Ok(())
 }
 
-async fn write_batch(wal: &mut WalWriter, commands: &[Command]) -> Result<(), String> {
+async fn write_batch(wal: &mut WalWriter, commands: &[Command], limits: GroupLimits) -> Result<(), String> {
+    let mut in_write = 0;
     for command in commands {
         let bytes = encode(&WalRecord::Command(*command))?;
         wal.append(&bytes).map_err(|e| e.to_string())?;
+        in_write += 1;
+        if in_write >= limits.max_records || wal.pending_bytes() >= limits.max_bytes {
+            wal.commit().await.map_err(|e| e.to_string())?;
+            in_write = 0;
+        }
     }
     wal.commit().await.map_err(|e| e.to_string())?;
     Ok(())

@@ -10,7 +10,7 @@
 
 use super::config::ServerConfig;
 use super::conn::{refuse, serve, EngineLink, ShardContext};
-use super::engine_core::{deliver_local, run_committer, EngineCore, Envelope, ReplyEnvelope, ReplyRoutes};
+use super::engine_core::{deliver_local, run_committer, EngineCore, Envelope, GroupLimits, ReplyEnvelope, ReplyRoutes};
 use super::recovery::{rebuild, Recovered};
 use super::service::Service;
 use super::wal_record::{encode, instruments_fingerprint, WalRecord, WAL_FORMAT};
@@ -293,7 +293,11 @@ async fn engine_shard(
         });
     }
     let routes = ReplyRoutes { shard: ENGINE_SHARD, local: ctx.waiters.clone(), remote };
-    let committer = glommio::spawn_local(run_committer(core.clone(), wal, notify_rx, routes));
+    let limits = match &config.storage {
+        Some(s) => GroupLimits { max_records: s.group_commit_max_records, max_bytes: s.group_commit_max_bytes },
+        None => GroupLimits { max_records: usize::MAX, max_bytes: usize::MAX },
+    };
+    let committer = glommio::spawn_local(run_committer(core.clone(), wal, limits, notify_rx, routes));
     accept_loop(ctx.clone(), listener).await;
     // Other shards close their request channels once their connections are done.
     for feeder in feeders {
