@@ -14,6 +14,7 @@ use super::frame::{encode_record, frame_len, MAX_PAYLOAD};
 use super::recover::ResumePoint;
 use super::segment::segment_path;
 use glommio::io::{DmaFile, OpenOptions};
+use std::future::Future;
 use std::io;
 use std::path::PathBuf;
 
@@ -58,6 +59,25 @@ pub struct WalWriter {
     pending_first: u64,
     next_sequence: u64,
     stats: WalStats,
+}
+
+/// Bytes per write of a batch; a larger batch keeps several writes in flight.
+const WRITE_CHUNK_BYTES: usize = 256 * 1024;
+
+/// Copies the bytes `[from, from + dst.len())` of `tail ++ batch ++ zeros` into `dst`.
+fn fill_chunk(dst: &mut [u8], from: usize, tail: &[u8], batch: &[u8]) {
+    let mut at = 0;
+    let mut pos = from;
+    for source in [tail, batch] {
+        if pos < source.len() && at < dst.len() {
+            let n = (source.len() - pos).min(dst.len() - at);
+            dst[at..at + n].copy_from_slice(&source[pos..pos + n]);
+            at += n;
+            pos += n;
+        }
+        pos -= pos.min(source.len());
+    }
+    dst[at..].fill(0);
 }
 
 fn invalid(message: String) -> io::Error {
@@ -201,16 +221,44 @@ impl WalWriter {
     }
 
     /// Writes tail_block + `batch`, zero-padded to whole blocks, at the block holding `offset`.
+    /// A large batch goes out as several `WRITE_CHUNK_BYTES` writes in flight at once (one write
+    /// at a time left the device idle between them); all belong to the same batch, and the
+    /// scan's recovery rule already allows any subset of a batch's blocks to be torn.
     async fn write_blocks(&mut self, batch: &[u8]) -> io::Result<()> {
         let start = self.file.align_down(self.offset);
         let len = self.tail_block.len() + batch.len();
         let aligned = self.file.align_up(len as u64) as usize;
-        let mut buffer = self.file.alloc_dma_buffer(aligned);
-        let bytes = buffer.as_bytes_mut();
-        bytes[..self.tail_block.len()].copy_from_slice(&self.tail_block);
-        bytes[self.tail_block.len()..len].copy_from_slice(batch);
-        bytes[len..].fill(0);
-        let written = self.file.write_at(buffer, start).await?;
+        let mut writes = Vec::with_capacity(aligned.div_ceil(WRITE_CHUNK_BYTES));
+        let mut chunk_start = 0;
+        while chunk_start < aligned {
+            let size = WRITE_CHUNK_BYTES.min(aligned - chunk_start);
+            let mut buffer = self.file.alloc_dma_buffer(size);
+            fill_chunk(buffer.as_bytes_mut(), chunk_start, &self.tail_block, batch);
+            writes.push(Box::pin(self.file.write_at(buffer, start + chunk_start as u64)));
+            chunk_start += size;
+        }
+        let mut results: Vec<Option<io::Result<usize>>> = (0..writes.len()).map(|_| None).collect();
+        futures_lite::future::poll_fn(|cx| {
+            let mut pending = false;
+            for (write, result) in writes.iter_mut().zip(results.iter_mut()) {
+                if result.is_none() {
+                    match write.as_mut().poll(cx) {
+                        std::task::Poll::Ready(r) => *result = Some(r.map_err(io::Error::from)),
+                        std::task::Poll::Pending => pending = true,
+                    }
+                }
+            }
+            if pending {
+                std::task::Poll::Pending
+            } else {
+                std::task::Poll::Ready(())
+            }
+        })
+        .await;
+        let mut written = 0;
+        for result in results.into_iter().flatten() {
+            written += result?;
+        }
         if written != aligned {
             return Err(io::Error::new(io::ErrorKind::WriteZero, format!("short WAL write: {written} of {aligned}")));
         }
@@ -244,5 +292,28 @@ impl WalWriter {
             self.file.fdatasync().await?;
         }
         Ok(self.file.close().await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fill_chunk;
+
+    #[test]
+    fn chunks_tile_tail_batch_and_padding() {
+        let tail: Vec<u8> = (1..=5).collect();
+        let batch: Vec<u8> = (10..=22).collect();
+        let whole: Vec<u8> = tail.iter().chain(&batch).copied().chain(std::iter::repeat(0).take(14)).collect();
+        for size in 1..=whole.len() {
+            let mut tiled = Vec::new();
+            let mut from = 0;
+            while from < whole.len() {
+                let mut chunk = vec![0xAA; size.min(whole.len() - from)];
+                fill_chunk(&mut chunk, from, &tail, &batch);
+                tiled.extend_from_slice(&chunk);
+                from += chunk.len();
+            }
+            assert_eq!(tiled, whole, "chunk size {size}");
+        }
     }
 }
