@@ -173,12 +173,12 @@ async fn serve_loop(
                     let keep_alive = request.keep_alive && !ctx.stopping();
                     let target = route(request.method, request.path, request.query);
                     let step = match target {
-                        Err(error) => Step::Answer(Reply::error(error.status, error.code, error.message), error),
+                        Err(error) => Step::Answer(Reply::error(error.status, error.code, error.message), error.allow),
                         Ok(target) => plan(ctx, target, request.body),
                     };
                     start += consumed;
                     let (reply, allow) = match step {
-                        Step::Answer(reply, error) => (reply, error.allow),
+                        Step::Answer(reply, allow) => (reply, allow),
                         Step::Ask(action) => (ctx.call(conn, replies, action).await, None),
                         Step::Text(text) => {
                             write_response(&mut out, 200, CONTENT_TYPE_PROMETHEUS, text.as_bytes(), keep_alive);
@@ -244,8 +244,8 @@ fn count_status(ctx: &ShardContext, status: u16) {
 }
 
 enum Step {
-    /// Answered on this shard (errors, health).
-    Answer(Reply, HttpError),
+    /// Answered on this shard (errors, health), with the `Allow` header of a 405.
+    Answer(Reply, Option<&'static str>),
     /// Plain text answered on this shard (metrics).
     Text(String),
     /// Needs the engine.
@@ -254,15 +254,14 @@ enum Step {
 
 fn bad_body(e: BodyError) -> Step {
     let error = HttpError::new(HttpErrorCode::InvalidBody);
-    Step::Answer(Reply::error(error.status, error.code, &e.0), error)
+    Step::Answer(Reply::error(error.status, error.code, &e.0), None)
 }
 
 fn plan(ctx: &ShardContext, target: Route, body: &[u8]) -> Step {
-    let ok = HttpError::new(HttpErrorCode::InternalError);
     let decoded = match target {
         Route::Health => {
             let data = serde_json::json!({"status": "ok", "shard": ctx.shard, "shards": ctx.shards});
-            return Step::Answer(Reply::success(&data), ok);
+            return Step::Answer(Reply::success(&data), None);
         }
         Route::Metrics => return Step::Text(metrics(ctx)),
         Route::OpenAccount => body::open_account(body),
@@ -276,7 +275,7 @@ fn plan(ctx: &ShardContext, target: Route, body: &[u8]) -> Step {
             Ok(id) => Ok(Action::Query(Query::Order(id))),
             Err(_) => {
                 let code = crate::domain::risk::RejectCode::OrderNotFound;
-                return Step::Answer(Reply::reject(code), ok);
+                return Step::Answer(Reply::reject(code), None);
             }
         },
         Route::UserOrders { user_id } => Ok(Action::Query(Query::UserOrders(user_id))),

@@ -282,6 +282,15 @@ impl Journal {
         self.accounts.get(account).into_iter().flat_map(|acc| acc.trades.iter())
     }
 
+    /// The account's last `n` trades, oldest first (what one command just made), without
+    /// walking the rest.
+    pub fn recent_account_trades(&self, account: &AccountId, n: usize) -> impl Iterator<Item = &UserTrade> {
+        self.accounts
+            .get(account)
+            .into_iter()
+            .flat_map(move |acc| acc.trades.iter().skip(acc.trades.len().saturating_sub(n)))
+    }
+
     /// The instrument's most recent trades, newest first, at most `limit`. Keyed by the bare
     /// instrument id (as in `Event::Trade::instrument_id`, e.g. `cu2501`).
     pub fn market_trades(&self, instrument: &InstrumentId, limit: usize) -> impl Iterator<Item = &MarketTrade> {

@@ -2,7 +2,7 @@
 //! JSON envelope bodies. Pure and deterministic (no I/O, no clock: the caller passes the time),
 //! so the same code serves live requests and rebuilds state from the WAL at start-up.
 
-use super::http::HttpErrorCode;
+use super::http::{push_error_body, push_success_body, HttpErrorCode};
 use super::journal::{Journal, JournalLimits, OrderRecord};
 use crate::domain::command::{Command, InsertOrder};
 use crate::domain::engine::{Engine, EngineConfig};
@@ -86,24 +86,21 @@ pub struct Reply {
 
 impl Reply {
     pub fn success<T: Serialize + ?Sized>(data: &T) -> Reply {
-        let mut body = br#"{"success":true,"data":"#.to_vec();
-        if serde_json::to_writer(&mut body, data).is_err() {
+        let mut body = Vec::new();
+        if push_success_body(&mut body, data).is_err() {
             return Reply::http_message(
                 HttpErrorCode::InternalError,
                 "internal server error: the answer could not be serialized",
             );
         }
-        body.extend_from_slice(br#","error":null}"#);
         Reply { status: 200, body }
     }
 
     /// `{"success":false,"data":null,"error":{"code":..,"message":".."}}`, keys in the same
     /// order as every other envelope.
     pub fn error(status: u16, code: u32, message: &str) -> Reply {
-        let mut body = format!(r#"{{"success":false,"data":null,"error":{{"code":{code},"message":"#).into_bytes();
-        // Serializing a str into a Vec cannot fail.
-        let _ = serde_json::to_writer(&mut body, message);
-        body.extend_from_slice(b"}}");
+        let mut body = Vec::new();
+        push_error_body(&mut body, code, message);
         Reply { status, body }
     }
 
@@ -163,6 +160,11 @@ impl Service {
     /// Re-executes a command read back from the WAL (its timestamp is the original one).
     pub fn replay(&mut self, command: &Command) {
         self.last_ts = self.last_ts.max(command.ts());
+        self.execute(command);
+    }
+
+    /// The engine, then the journal, over the command's events (kept in `self.events`).
+    fn execute(&mut self, command: &Command) {
         self.events.clear();
         self.engine.execute(command, &mut self.events);
         for event in &self.events {
@@ -172,11 +174,7 @@ impl Service {
 
     /// Executes `command` with the time stamped in; pushes it to `logged` when it changed state.
     fn run(&mut self, command: Command, logged: &mut Vec<Command>) {
-        self.events.clear();
-        self.engine.execute(&command, &mut self.events);
-        for event in &self.events {
-            self.journal.apply(event);
-        }
+        self.execute(&command);
         let changed =
             self.events.iter().any(|e| !matches!(e, Event::OrderRejected { .. } | Event::CommandRejected { .. }));
         if changed {
@@ -281,9 +279,8 @@ impl Service {
                 "internal server error: the order is missing from the journal",
             );
         };
-        let trades: Vec<_> = self.journal.account_trades(account_id).collect();
-        let these = &trades[trades.len().saturating_sub(traded)..];
-        Reply::success(&OrderReply { order, trades: these })
+        let trades: Vec<_> = self.journal.recent_account_trades(account_id, traded).collect();
+        Reply::success(&OrderReply { order, trades: &trades })
     }
 
     fn instrument(&self, id: &InstrumentId) -> Result<u32, Reply> {

@@ -77,9 +77,7 @@ pub fn write_response_with_headers(
 /// non-string keys), in which case nothing of the failed attempt stays in `out`.
 pub fn write_success<T: Serialize + ?Sized>(out: &mut Vec<u8>, data: &T, keep_alive: bool) -> u16 {
     let start = out.len();
-    out.extend_from_slice(br#"{"success":true,"data":"#);
-    if serde_json::to_writer(&mut *out, data).is_err() {
-        out.truncate(start);
+    if push_success_body(out, data).is_err() {
         let kind = HttpErrorCode::InternalError;
         write_error(
             out,
@@ -90,9 +88,31 @@ pub fn write_success<T: Serialize + ?Sized>(out: &mut Vec<u8>, data: &T, keep_al
         );
         return kind.status();
     }
-    out.extend_from_slice(br#","error":null}"#);
     finish_json(out, start, 200, &[], keep_alive);
     200
+}
+
+/// Appends the body `{"success":true,"data":<data>,"error":null}` alone (no HTTP head). On a
+/// serialization error nothing of the attempt stays in `out`.
+pub fn push_success_body<T: Serialize + ?Sized>(out: &mut Vec<u8>, data: &T) -> Result<(), serde_json::Error> {
+    let start = out.len();
+    out.extend_from_slice(br#"{"success":true,"data":"#);
+    if let Err(e) = serde_json::to_writer(&mut *out, data) {
+        out.truncate(start);
+        return Err(e);
+    }
+    out.extend_from_slice(br#","error":null}"#);
+    Ok(())
+}
+
+/// Appends the body `{"success":false,"data":null,"error":{"code":..,"message":".."}}` alone.
+pub fn push_error_body(out: &mut Vec<u8>, code: u32, message: &str) {
+    out.extend_from_slice(br#"{"success":false,"data":null,"error":{"code":"#);
+    push_decimal(out, u64::from(code));
+    out.extend_from_slice(br#","message":"#);
+    // Serializing a str into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, message);
+    out.extend_from_slice(b"}}");
 }
 
 /// Appends `status` with `{"success":false,"data":null,"error":{"code":<code>,"message":"..."}}`.
@@ -119,12 +139,7 @@ fn write_error_with_headers(
     keep_alive: bool,
 ) {
     let start = out.len();
-    out.extend_from_slice(br#"{"success":false,"data":null,"error":{"code":"#);
-    push_decimal(out, u64::from(code));
-    out.extend_from_slice(br#","message":"#);
-    // Serializing a str into a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut *out, message);
-    out.extend_from_slice(b"}}");
+    push_error_body(out, code, message);
     finish_json(out, start, status, extra_headers, keep_alive);
 }
 
