@@ -122,6 +122,30 @@ pub enum Event {
         buy: TradeSide,
         sell: TradeSide,
     },
+    /// One account's side of a trade (sharded server: each account shard reports its own
+    /// side; `direction` is this side's).
+    Fill {
+        ts: TimestampNs,
+        trade_id: u64,
+        exchange_id: ExchangeId,
+        instrument_id: InstrumentId,
+        #[serde(with = "fixed4")]
+        price: Price,
+        volume: Volume,
+        direction: Direction,
+        side: TradeSide,
+    },
+    /// A trade as the market sees it (sharded server: the instrument's shard reports it).
+    MarketTrade {
+        ts: TimestampNs,
+        trade_id: u64,
+        exchange_id: ExchangeId,
+        instrument_id: InstrumentId,
+        #[serde(with = "fixed4")]
+        price: Price,
+        volume: Volume,
+        aggressor: Direction,
+    },
     /// The order ended with `volume_cancelled` lots unfilled.
     OrderCancelled {
         ts: TimestampNs,

@@ -55,6 +55,7 @@ reject_codes! {
     // Cancel and modify: 3xxx
     OrderNotFound = 3001, "no such live order for this account";
     InvalidModify = 3002, "modify needs a new price or a new volume, different from the current";
+    ModifyInFlight = 3003, "an earlier modify of this order is still in flight; retry once it is answered";
     // Order endings that are not errors of the command
     NotFilledImmediately = 3101, "not enough volume at acceptable prices to fill immediately";
     NoCounterparty = 3102, "no opposite orders to trade with";
@@ -66,6 +67,7 @@ reject_codes! {
     InvalidSettlementPrice = 4001, "settlement price must be on the price tick and inside the day's band";
     InvalidTradingDay = 4002, "trading day must be a valid date after the current one";
     NothingToLiquidate = 4003, "account has no position to liquidate";
+    NotShardedYet = 4004, "operator command not available on the sharded server yet (comes with daily settlement)";
 }
 
 #[cfg(test)]

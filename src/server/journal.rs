@@ -242,6 +242,21 @@ impl Journal {
                     MarketTrade { trade_id: *trade_id, price: *price, volume: *volume, aggressor: *aggressor, ts: *ts },
                 );
             }
+            Event::Fill { ts, trade_id, exchange_id, instrument_id, price, volume, direction, side } => {
+                let trade = TradeFacts {
+                    ts: *ts,
+                    trade_id: *trade_id,
+                    exchange_id: *exchange_id,
+                    instrument_id: *instrument_id,
+                    price: *price,
+                    volume: *volume,
+                };
+                self.on_trade_side(&trade, *direction, side);
+            }
+            Event::MarketTrade { ts, trade_id, instrument_id, price, volume, aggressor, .. } => self.push_market_trade(
+                *instrument_id,
+                MarketTrade { trade_id: *trade_id, price: *price, volume: *volume, aggressor: *aggressor, ts: *ts },
+            ),
             Event::OrderCancelled { ts, order_id, volume_cancelled, reason, .. } => {
                 self.on_cancelled(*ts, *order_id, *volume_cancelled, reason)
             }

@@ -10,7 +10,7 @@ mod settlement;
 mod state;
 
 pub use settlement::{is_valid_day, next_weekday};
-pub use state::{AccountState, BookDump, EngineState, InstrumentState};
+pub use state::{AccountState, BookDump, EngineState, InstrumentState, RestingOrderView};
 
 use crate::domain::book::{Fill, OrderBook};
 use crate::domain::command::Command;

@@ -168,7 +168,7 @@ impl Ledger {
         if self.by_client.contains_key(&(req.account, req.client_order_id)) {
             return Err(RejectCode::DuplicateOrderId);
         }
-        let order = self.plan_hold(req, instruments, marks, None)?;
+        let order = self.plan_hold(req, instruments, marks, None, true)?;
         self.apply_hold(&order, 1);
         self.by_client.insert((order.account, order.client_order_id), order.order_id);
         self.orders.insert(order.order_id, order);
@@ -176,13 +176,15 @@ impl Ledger {
     }
 
     /// Works out the hold for `req` without changing anything. `replacing` is a live order whose
-    /// hold is given back first (modify), so its funds and lots count as available.
+    /// hold is given back first (modify), so its funds and lots count as available. Unchecked,
+    /// it skips the funds, lots and limit checks (the book has already acted).
     fn plan_hold(
         &self,
         req: &HoldRequest,
         instruments: &[Instrument],
         marks: &[Price],
         replacing: Option<&LiveOrder>,
+        checked: bool,
     ) -> Result<LiveOrder, RejectCode> {
         let inst = &instruments[req.instrument as usize];
         let account = &self.accounts[req.account as usize];
@@ -218,14 +220,13 @@ impl Ledger {
             if let Some(limit) = inst.position_limit {
                 let held = position.map_or(0, |p| p.volume(Side::Long) + p.volume(Side::Short) + p.pending_open);
                 let released = replacing.map_or(0, |o| o.volume_left);
-                if held - released + req.volume > limit {
+                if checked && held - released + req.volume > limit {
                     return Err(RejectCode::PositionLimitExceeded);
                 }
             }
             let need = (order.frozen_margin_per_lot + order.frozen_commission_per_lot) * req.volume;
             let credit = replacing.map_or(0, |o| o.frozen_margin() + o.frozen_commission());
-            let available = account.available(instruments, marks);
-            if need > available + credit {
+            if checked && need > account.available(instruments, marks) + credit {
                 return Err(RejectCode::InsufficientFunds);
             }
         } else {
@@ -244,7 +245,7 @@ impl Ledger {
                     (his, req.volume - his)
                 }
             };
-            if his > his_free || today > today_free {
+            if checked && (his > his_free || today > today_free) {
                 return Err(RejectCode::InsufficientPosition);
             }
             order.frozen_his = his;
@@ -309,13 +310,47 @@ impl Ledger {
             volume,
             insert_time_ns: old.insert_time_ns,
         };
-        let mut new = self.plan_hold(&req, instruments, marks, Some(&old))?;
+        let mut new = self.plan_hold(&req, instruments, marks, Some(&old), true)?;
         // The order keeps its original size and history; only what is left changes.
         new.volume_orign = old.volume_orign - old.volume_left + volume;
         self.apply_hold(&old, -1);
         self.apply_hold(&new, 1);
         self.orders.insert(order_id, new);
         Ok(())
+    }
+
+    /// Sets a live order's price and volume left to what its book reports, without checking
+    /// funds or lots: the book has already acted (sharded engine; the account shard reserved
+    /// enough before asking). Keeps `volume_orign - volume_left` as the volume traded.
+    pub fn set_hold(&mut self, order_id: u64, limit_price: Option<Price>, volume: Volume, instruments: &[Instrument]) {
+        let Some(old) = self.orders.get(&order_id).copied() else {
+            return;
+        };
+        if volume <= 0 {
+            self.release(order_id, old.volume_left);
+            return;
+        }
+        let req = HoldRequest {
+            order_id,
+            client_order_id: old.client_order_id,
+            account: old.account,
+            instrument: old.instrument,
+            direction: old.direction,
+            offset: old.offset,
+            price_type: old.price_type,
+            time_condition: old.time_condition,
+            volume_condition: old.volume_condition,
+            limit_price,
+            volume,
+            insert_time_ns: old.insert_time_ns,
+        };
+        let Ok(mut new) = self.plan_hold(&req, instruments, &[], Some(&old), false) else {
+            return;
+        };
+        new.volume_orign = old.volume_orign - old.volume_left + volume;
+        self.apply_hold(&old, -1);
+        self.apply_hold(&new, 1);
+        self.orders.insert(order_id, new);
     }
 
     /// The common move: an open order changes price only. Same result as the general path of

@@ -1,0 +1,436 @@
+//! The account side of a shard: client commands for its accounts (R1: checks and holds), and
+//! applying what instrument shards report (R2: fills, endings, modify results).
+//!
+//! While an order's `Match` or `Modify` is in flight the ledger may hold more for it than the
+//! book has left (never less): every report from the instrument shard carries the book's
+//! truth, and the ledger is set to it.
+
+use super::msg::{Completion, FillReport, MatchReport, MatchRequest, MatchResult, ModifyReport, Outcome, PeerMsg};
+use super::{ShardEngine, StepOutput};
+use crate::domain::command::{Command, InsertOrder};
+use crate::domain::event::{Event, OrderInfo, Reason, TradeSide};
+use crate::domain::instrument::InstrumentStatus;
+use crate::domain::ledger::account::AccountStatus;
+use crate::domain::ledger::order::LiveOrder;
+use crate::domain::ledger::HoldRequest;
+use crate::domain::name::{AccountId, ClientOrderId};
+use crate::domain::risk::RejectCode;
+use crate::domain::types::*;
+
+fn done(result: Result<(), RejectCode>) -> Outcome {
+    Outcome::Done(result)
+}
+
+impl ShardEngine {
+    pub(super) fn client_command(&mut self, ts: TimestampNs, command: &Command, out: &mut StepOutput) -> Outcome {
+        match *command {
+            Command::OpenAccount { account_id, .. } => done(self.open_account(ts, account_id, out)),
+            Command::Deposit { account_id, amount, .. } => done(self.transfer(ts, account_id, amount, true, out)),
+            Command::Withdraw { account_id, amount, .. } => done(self.transfer(ts, account_id, amount, false, out)),
+            Command::SetAccountFrozen { account_id, frozen, .. } => done(self.set_frozen(ts, account_id, frozen, out)),
+            Command::InsertOrder { ref order, .. } => self.insert_order(ts, order, out),
+            Command::CancelOrder { account_id, order_id, client_order_id, .. } => {
+                self.cancel_order(account_id, order_id, client_order_id, out)
+            }
+            Command::ModifyOrder { account_id, order_id, client_order_id, new_price, new_volume, .. } => {
+                self.modify_order(account_id, order_id, client_order_id, new_price, new_volume, out)
+            }
+            // Operator commands across shards come with daily settlement (a consistent cut).
+            Command::MarkPrice { .. }
+            | Command::SetSettlementPrice { .. }
+            | Command::Settle { .. }
+            | Command::ForceLiquidate { .. } => done(Err(RejectCode::NotShardedYet)),
+        }
+    }
+
+    fn open_account(&mut self, ts: TimestampNs, account_id: AccountId, out: &mut StepOutput) -> Result<(), RejectCode> {
+        let slot = self.ledger.open_account(account_id)?;
+        out.events.push(Event::AccountOpened { ts, account_id });
+        self.touched.account(slot);
+        Ok(())
+    }
+
+    fn transfer(
+        &mut self,
+        ts: TimestampNs,
+        account_id: AccountId,
+        amount: Money,
+        is_deposit: bool,
+        out: &mut StepOutput,
+    ) -> Result<(), RejectCode> {
+        let slot = self.ledger.slot_of(&account_id).ok_or(RejectCode::AccountNotFound)?;
+        let signed = if is_deposit {
+            self.ledger.deposit(slot, amount)?;
+            amount
+        } else {
+            self.ledger.withdraw(slot, amount, &self.instruments, &self.marks)?;
+            -amount
+        };
+        out.events.push(Event::FundsTransferred { ts, account_id, amount: signed });
+        self.touched.account(slot);
+        Ok(())
+    }
+
+    fn set_frozen(
+        &mut self,
+        ts: TimestampNs,
+        account_id: AccountId,
+        frozen: bool,
+        out: &mut StepOutput,
+    ) -> Result<(), RejectCode> {
+        let slot = self.ledger.slot_of(&account_id).ok_or(RejectCode::AccountNotFound)?;
+        let status = if frozen { AccountStatus::Frozen } else { AccountStatus::Active };
+        self.ledger.set_status(slot, status);
+        out.events.push(Event::AccountFrozenChanged { ts, account_id, frozen });
+        self.touched.account(slot);
+        Ok(())
+    }
+
+    fn check_price(&self, instrument: u32, price: Price) -> Result<(), RejectCode> {
+        let inst = &self.instruments[instrument as usize];
+        if price <= 0 || price % inst.price_tick != 0 {
+            return Err(RejectCode::PriceNotOnTick);
+        }
+        if price < inst.lower_limit || price > inst.upper_limit {
+            return Err(RejectCode::PriceOutOfBand);
+        }
+        Ok(())
+    }
+
+    /// The static checks of SPEC §2 in the single engine's order.
+    fn validate(&self, order: &InsertOrder) -> Result<(u32, u32), RejectCode> {
+        let account = self.ledger.slot_of(&order.account_id).ok_or(RejectCode::AccountNotFound)?;
+        let instrument = self.instrument_slot(&order.instrument_id).ok_or(RejectCode::InstrumentNotFound)?;
+        let inst = &self.instruments[instrument as usize];
+        if inst.status != InstrumentStatus::Trading {
+            return Err(RejectCode::InstrumentNotTrading);
+        }
+        if !matches!(order.time_condition, TimeCondition::Gfd | TimeCondition::Gtc | TimeCondition::Ioc) {
+            return Err(RejectCode::UnsupportedTimeCondition);
+        }
+        if order.volume < 1 || order.volume > inst.max_order_volume {
+            return Err(RejectCode::InvalidVolume);
+        }
+        let immediate = order.time_condition == TimeCondition::Ioc;
+        match order.volume_condition {
+            VolumeCondition::Any => {}
+            VolumeCondition::All if immediate => {}
+            VolumeCondition::Min if immediate && (1..=order.volume).contains(&order.min_volume) => {}
+            _ => return Err(RejectCode::InvalidVolumeCondition),
+        }
+        match order.price_type {
+            PriceType::Limit => {
+                let price = order.limit_price.ok_or(RejectCode::LimitPriceRequired)?;
+                self.check_price(instrument, price)?;
+            }
+            PriceType::Any if !immediate => return Err(RejectCode::MarketOrderMustBeImmediate),
+            _ => {}
+        }
+        Ok((account, instrument))
+    }
+
+    /// R1: checks and holds, then sends the order to its instrument's shard.
+    fn insert_order(&mut self, ts: TimestampNs, order: &InsertOrder, out: &mut StepOutput) -> Outcome {
+        let order_id = self.next_order_n * u64::from(self.shards) + u64::from(self.shard);
+        let held = self.validate(order).and_then(|(account, instrument)| {
+            let req = HoldRequest {
+                order_id,
+                client_order_id: order.client_order_id,
+                account,
+                instrument,
+                direction: order.direction,
+                offset: order.offset,
+                price_type: order.price_type,
+                time_condition: order.time_condition,
+                volume_condition: order.volume_condition,
+                // Market-like orders hold at the band edge until the book says their price.
+                limit_price: if order.price_type == PriceType::Limit { order.limit_price } else { None },
+                volume: order.volume,
+                insert_time_ns: ts,
+            };
+            self.ledger.hold(&req, &self.instruments, &self.marks).map(|()| (account, instrument))
+        });
+        let (account, instrument) = match held {
+            Ok(slots) => slots,
+            Err(code) => {
+                out.events.push(Event::OrderRejected {
+                    ts,
+                    account_id: order.account_id,
+                    client_order_id: order.client_order_id,
+                    instrument_id: order.instrument_id,
+                    reason: Reason::from(code),
+                });
+                return done(Err(code));
+            }
+        };
+        self.next_order_n += 1;
+        // Until the book answers, the order may be cancelled but not modified.
+        self.modifying.insert(order_id, ());
+        let req = MatchRequest {
+            order_id,
+            owner: (u64::from(self.shard) << 32) | u64::from(account),
+            instrument,
+            direction: order.direction,
+            offset: order.offset,
+            price_type: order.price_type,
+            limit_price: order.limit_price,
+            volume: order.volume,
+            min_fill: match order.volume_condition {
+                VolumeCondition::Any => 0,
+                VolumeCondition::Min => order.min_volume,
+                VolumeCondition::All => order.volume,
+            },
+            rests: order.time_condition != TimeCondition::Ioc && order.price_type != PriceType::Any,
+        };
+        self.send(self.instrument_owner[instrument as usize], PeerMsg::Match(req), out);
+        Outcome::Pending(order_id)
+    }
+
+    /// A live order of `account_id` by exchange or client id; another account's is "not found".
+    fn find_order(
+        &self,
+        account_id: &AccountId,
+        order_id: Option<u64>,
+        client_order_id: Option<ClientOrderId>,
+    ) -> Result<LiveOrder, RejectCode> {
+        let account = self.ledger.slot_of(account_id).ok_or(RejectCode::AccountNotFound)?;
+        let id = match (order_id, client_order_id) {
+            (Some(id), _) => id,
+            (None, Some(client)) => self.ledger.order_by_client(account, &client).ok_or(RejectCode::OrderNotFound)?,
+            (None, None) => return Err(RejectCode::OrderNotFound),
+        };
+        match self.ledger.order(id) {
+            Some(o) if o.account == account => Ok(*o),
+            _ => Err(RejectCode::OrderNotFound),
+        }
+    }
+
+    fn cancel_order(
+        &mut self,
+        account_id: AccountId,
+        order_id: Option<u64>,
+        client_order_id: Option<ClientOrderId>,
+        out: &mut StepOutput,
+    ) -> Outcome {
+        match self.find_order(&account_id, order_id, client_order_id) {
+            Ok(order) => {
+                let msg = PeerMsg::Cancel { order_id: order.order_id, instrument: order.instrument };
+                self.send(self.instrument_owner[order.instrument as usize], msg, out);
+                Outcome::Pending(order.order_id)
+            }
+            Err(code) => done(Err(code)),
+        }
+    }
+
+    fn modify_order(
+        &mut self,
+        account_id: AccountId,
+        order_id: Option<u64>,
+        client_order_id: Option<ClientOrderId>,
+        new_price: Option<Price>,
+        new_volume: Option<Volume>,
+        out: &mut StepOutput,
+    ) -> Outcome {
+        let order = match self.find_order(&account_id, order_id, client_order_id) {
+            Ok(order) => order,
+            Err(code) => return done(Err(code)),
+        };
+        if self.modifying.contains_key(&order.order_id) {
+            return done(Err(RejectCode::ModifyInFlight));
+        }
+        let instrument = order.instrument;
+        // Live orders hold at their resting price (BEST / FIVELEVEL ones once they rested);
+        // one whose match is still in flight has none yet and cannot be modified.
+        let Some(resting_price) = order.limit_price else {
+            return done(Err(RejectCode::OrderNotFound));
+        };
+        let price = new_price.unwrap_or(resting_price);
+        let volume = new_volume.unwrap_or(order.volume_left);
+        if price == resting_price && volume == order.volume_left {
+            return done(Err(RejectCode::InvalidModify));
+        }
+        if volume < 1 || volume > self.instruments[instrument as usize].max_order_volume {
+            return done(Err(RejectCode::InvalidVolume));
+        }
+        if let Err(code) = self.check_price(instrument, price) {
+            return done(Err(code));
+        }
+        if price != resting_price || volume > order.volume_left {
+            // Reserve for the new price at the larger of the new and current volume: fills
+            // the book made before it sees the modify may still arrive for the current one.
+            let reserve = volume.max(order.volume_left);
+            let reheld = self.ledger.rehold(order.order_id, Some(price), reserve, &self.instruments, &self.marks);
+            if let Err(code) = reheld {
+                return done(Err(code));
+            }
+            self.touched.hold(order.account, instrument, order.offset);
+        }
+        self.modifying.insert(order.order_id, ());
+        let msg = PeerMsg::Modify { order_id: order.order_id, instrument, price, volume };
+        self.send(self.instrument_owner[instrument as usize], msg, out);
+        Outcome::Pending(order.order_id)
+    }
+
+    fn order_info(&self, order: &LiveOrder, match_limit: Option<Price>) -> OrderInfo {
+        let inst = &self.instruments[order.instrument as usize];
+        OrderInfo {
+            order_id: order.order_id,
+            client_order_id: order.client_order_id,
+            account_id: self.ledger.account(order.account).account_id,
+            exchange_id: inst.exchange_id,
+            instrument_id: inst.instrument_id,
+            direction: order.direction,
+            offset: order.offset,
+            price_type: order.price_type,
+            limit_price: match_limit,
+            volume: order.volume_orign,
+            time_condition: order.time_condition,
+            volume_condition: order.volume_condition,
+        }
+    }
+
+    /// R2 for the taker: how its match ended.
+    pub(super) fn on_matched(&mut self, ts: TimestampNs, report: &MatchReport, out: &mut StepOutput) {
+        let order_id = report.order_id;
+        self.modifying.remove(&order_id);
+        let Some(order) = self.ledger.order(order_id).copied() else {
+            debug_assert!(false, "match report for unknown order {order_id}");
+            return;
+        };
+        if let MatchResult::Rejected(code) = report.result {
+            self.ledger.release(order_id, order.volume_left);
+            let inst = &self.instruments[order.instrument as usize];
+            out.events.push(Event::OrderRejected {
+                ts,
+                account_id: self.ledger.account(order.account).account_id,
+                client_order_id: order.client_order_id,
+                instrument_id: inst.instrument_id,
+                reason: Reason::from(code),
+            });
+            out.completions.push(Completion::Submit { order_id, result: Err(code) });
+            return;
+        }
+        out.events.push(Event::OrderAccepted { ts, order: self.order_info(&order, report.match_limit) });
+        for fill in &report.fills {
+            self.apply_fill(fill, out);
+        }
+        if report.rested > 0 && order.price_type != PriceType::Limit {
+            // BEST / FIVELEVEL held at the band edge; what rests now holds at its price.
+            self.ledger.set_hold(order_id, report.match_limit, report.rested, &self.instruments);
+        }
+        if report.cancelled > 0 {
+            self.end_order(ts, order_id, report.cancelled, report.end_reason, out);
+        } else {
+            self.touched.hold(order.account, order.instrument, order.offset);
+        }
+        out.completions.push(Completion::Submit { order_id, result: Ok(()) });
+    }
+
+    /// Applies one trade to this side's account.
+    pub(super) fn apply_fill(&mut self, fill: &FillReport, out: &mut StepOutput) {
+        let Some(order) = self.ledger.order(fill.order_id).copied() else {
+            debug_assert!(false, "fill for unknown order {}", fill.order_id);
+            return;
+        };
+        let inst = &self.instruments[order.instrument as usize];
+        let applied = self.ledger.fill(fill.order_id, fill.price, fill.volume, inst);
+        if fill.volume_left == 0 && applied.volume_left > 0 {
+            // The book is done with it; a modify reserve beyond that is given back.
+            self.ledger.release(fill.order_id, applied.volume_left);
+        }
+        let inst = &self.instruments[order.instrument as usize];
+        out.events.push(Event::Fill {
+            ts: fill.ts,
+            trade_id: fill.trade_id,
+            exchange_id: inst.exchange_id,
+            instrument_id: inst.instrument_id,
+            price: fill.price,
+            volume: fill.volume,
+            direction: order.direction,
+            side: TradeSide {
+                order_id: order.order_id,
+                client_order_id: order.client_order_id,
+                account_id: self.ledger.account(order.account).account_id,
+                offset: order.offset,
+                commission: applied.commission,
+                close_profit: applied.close_profit,
+                volume_left: fill.volume_left,
+            },
+        });
+        self.touched.position(order.account, order.instrument);
+    }
+
+    /// Gives back the whole hold of an order the book no longer has, reporting `volume` lots
+    /// (the book's count) ended with `why`.
+    fn end_order(&mut self, ts: TimestampNs, order_id: u64, volume: Volume, why: RejectCode, out: &mut StepOutput) {
+        let Some(order) = self.ledger.order(order_id).copied() else {
+            return;
+        };
+        self.ledger.release(order_id, order.volume_left);
+        out.events.push(Event::OrderCancelled {
+            ts,
+            order_id,
+            client_order_id: order.client_order_id,
+            account_id: self.ledger.account(order.account).account_id,
+            instrument_id: self.instruments[order.instrument as usize].instrument_id,
+            volume_cancelled: volume,
+            reason: Reason::from(why),
+        });
+        self.touched.hold(order.account, order.instrument, order.offset);
+    }
+
+    pub(super) fn on_cancel_done(&mut self, ts: TimestampNs, order_id: u64, volume: Volume, out: &mut StepOutput) {
+        let result = if self.ledger.order(order_id).is_some() {
+            self.end_order(ts, order_id, volume, RejectCode::CancelledByUser, out);
+            Ok(())
+        } else {
+            Err(RejectCode::OrderNotFound)
+        };
+        out.completions.push(Completion::Cancel { order_id, result });
+    }
+
+    pub(super) fn on_modify_done(&mut self, ts: TimestampNs, report: &ModifyReport, out: &mut StepOutput) {
+        let order_id = report.order_id;
+        self.modifying.remove(&order_id);
+        let Some(order) = self.ledger.order(order_id).copied() else {
+            debug_assert!(false, "modify report for unknown order {order_id}");
+            return;
+        };
+        self.ledger.set_hold(order_id, Some(report.price), report.volume, &self.instruments);
+        out.events.push(Event::OrderModified {
+            ts,
+            order_id,
+            client_order_id: order.client_order_id,
+            account_id: self.ledger.account(order.account).account_id,
+            limit_price: Some(report.price),
+            volume_left: report.volume,
+            kept_priority: report.kept_priority,
+        });
+        for fill in &report.fills {
+            self.apply_fill(fill, out);
+        }
+        self.touched.hold(order.account, order.instrument, order.offset);
+        out.completions.push(Completion::Modify { order_id, result: Ok(()) });
+    }
+
+    pub(super) fn on_modify_failed(
+        &mut self,
+        order_id: u64,
+        code: RejectCode,
+        live: Option<(Price, Volume)>,
+        out: &mut StepOutput,
+    ) {
+        self.modifying.remove(&order_id);
+        if let Some(order) = self.ledger.order(order_id).copied() {
+            match live {
+                // Back to what the book has: the refused modify changes nothing.
+                Some((price, volume)) => self.ledger.set_hold(order_id, Some(price), volume, &self.instruments),
+                None => {
+                    self.ledger.release(order_id, order.volume_left);
+                }
+            }
+            self.touched.hold(order.account, order.instrument, order.offset);
+        }
+        out.completions.push(Completion::Modify { order_id, result: Err(code) });
+    }
+}

@@ -1,0 +1,401 @@
+//! One shard of the partitioned exchange: the accounts and the instruments it owns, as a
+//! deterministic state machine over its inputs (client commands for its accounts, and messages
+//! from other shards). The steps of an order follow exchange-core: the account's shard holds
+//! funds or lots (R1) and sends the order to the instrument's shard, which matches it and
+//! reports fills back to the account shards of both sides (R2), which apply them.
+//!
+//! The same code runs whether the account and the instrument live on one shard or on two: a
+//! message to this shard is handled at once, in the same step. Replaying a shard's inputs in
+//! their logged order rebuilds its state and regenerates its outgoing messages exactly.
+
+mod account_side;
+mod instrument_side;
+pub mod msg;
+mod state;
+
+pub use msg::{Completion, Outcome, Outgoing, PeerMsg, StepOutput};
+pub use state::{check_cluster, ShardState};
+
+use crate::domain::book::{Fill, OrderBook};
+use crate::domain::command::Command;
+use crate::domain::engine::EngineConfig;
+use crate::domain::event::{Event, Reason};
+use crate::domain::fast_hash::FastMap;
+use crate::domain::instrument::Instrument;
+use crate::domain::ledger::account::PositionSnapshot;
+use crate::domain::ledger::position::Position;
+use crate::domain::ledger::Ledger;
+use crate::domain::market_data::InstrumentMarket;
+use crate::domain::name::{AccountId, InlineStr, InstrumentId};
+use crate::domain::types::*;
+use std::collections::VecDeque;
+
+/// FNV-1a over the id's bytes: stable across runs, builds and platforms.
+fn stable_hash(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+/// The shard that owns an account: a stable hash of its id.
+pub fn account_shard(account_id: &AccountId, shards: u16) -> u16 {
+    (stable_hash(account_id.as_str().as_bytes()) % u64::from(shards.max(1))) as u16
+}
+
+/// The shard that owns an instrument: its config `shard` (modulo the shard count), else a
+/// stable hash of its id.
+pub fn instrument_shard(inst: &Instrument, shards: u16) -> u16 {
+    let shards = u64::from(shards.max(1));
+    match inst.shard {
+        Some(s) => (u64::from(s) % shards) as u16,
+        None => (stable_hash(inst.instrument_id.as_str().as_bytes()) % shards) as u16,
+    }
+}
+
+/// The shard that accepted an order (its account's shard): order ids are `n * shards + shard`.
+pub fn order_shard(order_id: u64, shards: u16) -> u16 {
+    (order_id % u64::from(shards.max(1))) as u16
+}
+
+/// Finds an instrument slot by `cu2501` or `SHFE.cu2501`.
+pub fn find_instrument(
+    instruments: &[Instrument],
+    index: &FastMap<InstrumentId, u32>,
+    id: &InstrumentId,
+) -> Option<u32> {
+    if let Some(&slot) = index.get(id) {
+        return Some(slot);
+    }
+    let (exchange, bare) = id.as_str().split_once('.')?;
+    let slot = *index.get(&InstrumentId::new(bare)?)?;
+    (instruments[slot as usize].exchange_id.as_str() == exchange).then_some(slot)
+}
+
+/// What the instrument side keeps about a resting order besides the book.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct RestInfo {
+    offset: Offset,
+}
+
+/// Accounts and positions to report at the end of a step, once each.
+#[derive(Clone, Debug, Default)]
+struct Touched {
+    accounts: Vec<u32>,
+    positions: Vec<(u32, u32)>,
+    /// Instruments whose book changed, and whether they traded.
+    quotes: Vec<(u32, bool)>,
+    /// Instruments that traded this step, for the marks sent to the other shards.
+    marked: Vec<u32>,
+}
+
+impl Touched {
+    fn account(&mut self, account: u32) {
+        if !self.accounts.contains(&account) {
+            self.accounts.push(account);
+        }
+    }
+
+    fn position(&mut self, account: u32, instrument: u32) {
+        self.account(account);
+        if !self.positions.contains(&(account, instrument)) {
+            self.positions.push((account, instrument));
+        }
+    }
+
+    fn hold(&mut self, account: u32, instrument: u32, offset: Offset) {
+        if offset == Offset::Open {
+            self.account(account);
+        } else {
+            self.position(account, instrument);
+        }
+    }
+
+    fn quote(&mut self, instrument: u32, traded: bool) {
+        match self.quotes.iter_mut().find(|(i, _)| *i == instrument) {
+            Some(entry) => entry.1 |= traded,
+            None => self.quotes.push((instrument, traded)),
+        }
+        if traded && !self.marked.contains(&instrument) {
+            self.marked.push(instrument);
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct ShardEngine {
+    shard: u16,
+    shards: u16,
+    config: EngineConfig,
+    trading_day: u32,
+    instruments: Vec<Instrument>,
+    instrument_index: FastMap<InstrumentId, u32>,
+    /// The owning shard of each instrument.
+    instrument_owner: Vec<u16>,
+    // ---- account side ----
+    ledger: Ledger,
+    /// The price positions are marked at, for every instrument: own instruments' last trade,
+    /// other shards' instruments as their last `Mark` said.
+    marks: Vec<Price>,
+    /// Counter n of order ids `n * shards + shard`.
+    next_order_n: u64,
+    /// Orders with a match or modify sent and not yet answered: one request at a time changes
+    /// an order's hold (a cancel may always follow).
+    modifying: FastMap<u64, ()>,
+    // ---- instrument side (Some only for owned instruments) ----
+    books: Vec<Option<OrderBook>>,
+    markets: Vec<Option<InstrumentMarket>>,
+    open_interest: Vec<Volume>,
+    resting: FastMap<u64, RestInfo>,
+    next_trade_n: u64,
+    // ---- messaging ----
+    /// Last sequence sent to each shard.
+    sent: Vec<u64>,
+    /// Last sequence received from each shard.
+    received: Vec<u64>,
+    /// Messages to this shard, handled within the current step.
+    local: VecDeque<PeerMsg>,
+    touched: Touched,
+    fills: Vec<Fill>,
+}
+
+impl ShardEngine {
+    /// Shard `shard` of `shards`, for `instruments` (the whole venue's list, in config order).
+    pub fn new(
+        shard: u16,
+        shards: u16,
+        mut instruments: Vec<Instrument>,
+        trading_day: u32,
+        config: EngineConfig,
+    ) -> Self {
+        assert!(shard < shards, "shard {shard} of {shards}");
+        // Open interest is what this venue's accounts hold: a new venue starts at zero.
+        for inst in &mut instruments {
+            inst.pre_open_interest = 0;
+        }
+        let mut instrument_index = FastMap::default();
+        for (i, inst) in instruments.iter().enumerate() {
+            instrument_index.insert(inst.instrument_id, i as u32);
+        }
+        let instrument_owner: Vec<u16> = instruments.iter().map(|i| instrument_shard(i, shards)).collect();
+        let owned = |i: usize| instrument_owner[i] == shard;
+        let books = instruments
+            .iter()
+            .enumerate()
+            .map(|(n, i)| {
+                owned(n).then(|| OrderBook::new(i.price_tick, i.lower_limit, i.upper_limit, config.book_capacity))
+            })
+            .collect();
+        let markets = instruments
+            .iter()
+            .enumerate()
+            .map(|(n, i)| owned(n).then(|| InstrumentMarket::new(i, config.kline_capacity, config.tick_capacity)))
+            .collect();
+        let marks = instruments.iter().map(|i| i.pre_settlement).collect();
+        let n = instruments.len();
+        Self {
+            shard,
+            shards,
+            config,
+            trading_day,
+            instruments,
+            instrument_index,
+            instrument_owner,
+            ledger: Ledger::with_capacity(config.live_order_capacity),
+            marks,
+            next_order_n: 1,
+            modifying: FastMap::default(),
+            books,
+            markets,
+            open_interest: vec![0; n],
+            resting: FastMap::default(),
+            next_trade_n: 1,
+            sent: vec![0; shards as usize],
+            received: vec![0; shards as usize],
+            local: VecDeque::new(),
+            touched: Touched::default(),
+            fills: Vec::with_capacity(256),
+        }
+    }
+
+    pub fn shard(&self) -> u16 {
+        self.shard
+    }
+
+    pub fn shards(&self) -> u16 {
+        self.shards
+    }
+
+    pub fn config(&self) -> EngineConfig {
+        self.config
+    }
+
+    pub fn trading_day(&self) -> u32 {
+        self.trading_day
+    }
+
+    pub fn instruments(&self) -> &[Instrument] {
+        &self.instruments
+    }
+
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+
+    pub fn marks(&self) -> &[Price] {
+        &self.marks
+    }
+
+    pub fn instrument_slot(&self, id: &InstrumentId) -> Option<u32> {
+        find_instrument(&self.instruments, &self.instrument_index, id)
+    }
+
+    pub fn instrument_owner(&self, slot: u32) -> u16 {
+        self.instrument_owner[slot as usize]
+    }
+
+    pub fn account_slot(&self, id: &AccountId) -> Option<u32> {
+        self.ledger.slot_of(id)
+    }
+
+    /// The book of an instrument this shard owns.
+    pub fn book(&self, instrument: u32) -> Option<&OrderBook> {
+        self.books[instrument as usize].as_ref()
+    }
+
+    pub fn market(&self, instrument: u32) -> Option<&InstrumentMarket> {
+        self.markets[instrument as usize].as_ref()
+    }
+
+    pub fn open_interest(&self, instrument: u32) -> Volume {
+        self.open_interest[instrument as usize]
+    }
+
+    /// Last sequence received from each shard (what this shard has consumed).
+    pub fn received(&self) -> &[u64] {
+        &self.received
+    }
+
+    /// Last sequence sent to each shard.
+    pub fn sent(&self) -> &[u64] {
+        &self.sent
+    }
+
+    /// Executes a client command for an account of this shard.
+    pub fn execute(&mut self, command: &Command, out: &mut StepOutput) -> Outcome {
+        let ts = command.ts();
+        let outcome = self.client_command(ts, command, out);
+        if let Outcome::Done(Err(code)) = outcome {
+            if !matches!(command, Command::InsertOrder { .. }) {
+                let name = InlineStr::new(command.name()).expect("command names are short");
+                out.events.push(Event::CommandRejected { ts, command: name, reason: Reason::from(code) });
+            }
+        }
+        self.drain_local(ts, out);
+        self.finish_step(ts, out);
+        outcome
+    }
+
+    /// Handles message `seq` from shard `from`, received at `ts`. Returns false (and changes
+    /// nothing) for a message already handled (a redelivery after a restart).
+    pub fn deliver(&mut self, ts: TimestampNs, from: u16, seq: u64, msg: &PeerMsg, out: &mut StepOutput) -> bool {
+        let last = &mut self.received[from as usize];
+        if seq <= *last {
+            return false;
+        }
+        debug_assert_eq!(seq, *last + 1, "message gap from shard {from}");
+        *last = seq;
+        self.handle(ts, msg.clone(), out);
+        self.drain_local(ts, out);
+        self.finish_step(ts, out);
+        true
+    }
+
+    /// Queues `msg` for shard `to`: handled in this step if `to` is this shard.
+    fn send(&mut self, to: u16, msg: PeerMsg, out: &mut StepOutput) {
+        if to == self.shard {
+            self.local.push_back(msg);
+        } else {
+            let seq = &mut self.sent[to as usize];
+            *seq += 1;
+            out.sends.push(Outgoing { to, seq: *seq, msg });
+        }
+    }
+
+    fn drain_local(&mut self, ts: TimestampNs, out: &mut StepOutput) {
+        while let Some(msg) = self.local.pop_front() {
+            self.handle(ts, msg, out);
+        }
+    }
+
+    fn handle(&mut self, ts: TimestampNs, msg: PeerMsg, out: &mut StepOutput) {
+        match msg {
+            PeerMsg::Match(req) => self.on_match(ts, &req, out),
+            PeerMsg::Cancel { order_id, instrument } => self.on_cancel(order_id, instrument, out),
+            PeerMsg::Modify { order_id, instrument, price, volume } => {
+                self.on_modify(ts, order_id, instrument, price, volume, out)
+            }
+            PeerMsg::Matched(report) => self.on_matched(ts, &report, out),
+            PeerMsg::MakerFill(fill) => self.apply_fill(&fill, out),
+            PeerMsg::CancelDone { order_id, volume } => self.on_cancel_done(ts, order_id, volume, out),
+            PeerMsg::CancelMissed { order_id } => out
+                .completions
+                .push(Completion::Cancel { order_id, result: Err(crate::domain::risk::RejectCode::OrderNotFound) }),
+            PeerMsg::ModifyDone(report) => self.on_modify_done(ts, &report, out),
+            PeerMsg::ModifyFailed { order_id, code, live } => self.on_modify_failed(order_id, code, live, out),
+            PeerMsg::Mark { instrument, price } => self.marks[instrument as usize] = price,
+        }
+    }
+
+    /// Marks to the other shards, then the snapshots of what changed, once each.
+    fn finish_step(&mut self, ts: TimestampNs, out: &mut StepOutput) {
+        let marked = std::mem::take(&mut self.touched.marked);
+        for &instrument in &marked {
+            let price = self.marks[instrument as usize];
+            for to in 0..self.shards {
+                if to != self.shard {
+                    self.send(to, PeerMsg::Mark { instrument, price }, out);
+                }
+            }
+        }
+        self.touched.marked = marked;
+        self.touched.marked.clear();
+        for &slot in &self.touched.accounts {
+            let account = self.ledger.snapshot(slot, &self.instruments, &self.marks);
+            out.events.push(Event::AccountUpdated { ts, account });
+        }
+        for &(slot, instrument) in &self.touched.positions {
+            let account = self.ledger.account(slot);
+            let inst = &self.instruments[instrument as usize];
+            let mark = self.marks[instrument as usize];
+            let position = match account.position(instrument) {
+                Some(p) => PositionSnapshot::new(account.account_id, p, inst, mark),
+                None => PositionSnapshot::new(account.account_id, &Position::new(instrument), inst, mark),
+            };
+            out.events.push(Event::PositionUpdated { ts, position });
+        }
+        for &(instrument, traded) in &self.touched.quotes {
+            let (Some(market), Some(book)) =
+                (self.markets[instrument as usize].as_mut(), self.books[instrument as usize].as_mut())
+            else {
+                continue;
+            };
+            let depth_changed = book.take_depth_changed() && market.on_book(book, ts);
+            if traded {
+                market.record_tick(ts);
+            }
+            if depth_changed || traded {
+                out.events.push(Event::QuoteUpdated { ts, quote: *market.quote() });
+            }
+        }
+        self.touched.accounts.clear();
+        self.touched.positions.clear();
+        self.touched.quotes.clear();
+        #[cfg(debug_assertions)]
+        if let Err(broken) = self.check_local() {
+            panic!("shard {} invariant broken: {broken}", self.shard);
+        }
+    }
+}
