@@ -5,7 +5,8 @@
 //! 1. `read`: reading the segment files (the page cache is warm: they were just written),
 //! 2. `scan`: framing + CRC32 of every record (`storage::wal::recover` with an empty apply),
 //! 3. `decode`: scan + rkyv validation and decoding of every payload,
-//! 4. `rebuild`: what start-up runs (`server::recovery::rebuild`): scan + decode + engine
+//! 4. `rebuild`: what start-up runs (`server::recovery::rebuild_cluster`, one shard): a first
+//!    pass reading which messages each shard consumed, then scan + decode + shard engine
 //!    execution + journal.
 //!
 //! Run: `cargo bench --bench recovery`. Knobs: `RECOVERY_BENCH_RECORDS` (default 2,000,000;
@@ -20,7 +21,7 @@ use engine_commands::{instrument, prepare};
 use mix::{Mix, MixConfig};
 use qaexchange::domain::engine::EngineConfig;
 use qaexchange::server::journal::JournalLimits;
-use qaexchange::server::recovery::rebuild;
+use qaexchange::server::recovery::{rebuild_cluster, shard_wal_dir};
 use qaexchange::server::wal_record::{decode, encode, instruments_fingerprint, WalRecord, WAL_FORMAT};
 use qaexchange::storage::wal::segment::list_segments;
 use qaexchange::storage::wal::{recover, ResumePoint, SyncMode, WalConfig, WalWriter};
@@ -34,7 +35,8 @@ fn main() {
     let records = env_or("RECOVERY_BENCH_RECORDS", 2_000_000).max(10_000);
     let base =
         std::env::var("RECOVERY_BENCH_DIR").map(std::path::PathBuf::from).unwrap_or_else(|_| std::env::temp_dir());
-    let dir = base.join(format!("qaexchange-recovery-bench-{}", std::process::id()));
+    let storage = base.join(format!("qaexchange-recovery-bench-{}", std::process::id()));
+    let dir = shard_wal_dir(&storage, 0);
     std::fs::create_dir_all(&dir).expect("bench dir");
 
     let began = Instant::now();
@@ -57,8 +59,13 @@ fn main() {
             let config = WalConfig { dir: write_dir, segment_bytes: 64 << 20, sync: SyncMode::None };
             let resume = ResumePoint { segment: None, offset: 0, next_sequence: 1 };
             let mut wal = WalWriter::open(config, &resume, false).await.expect("open WAL");
-            let genesis =
-                WalRecord::Genesis { format: WAL_FORMAT, trading_day: 20250102, instruments_fingerprint: fingerprint };
+            let genesis = WalRecord::Genesis {
+                format: WAL_FORMAT,
+                trading_day: 20250102,
+                instruments_fingerprint: fingerprint,
+                shards: 1,
+                shard: 0,
+            };
             wal.append(&encode(&genesis).unwrap()).unwrap();
             for (i, command) in commands.iter().enumerate() {
                 wal.append(&encode(&WalRecord::Command(*command)).unwrap()).unwrap();
@@ -99,10 +106,11 @@ fn main() {
     let decode_s = t.elapsed().as_secs_f64();
 
     let t = Instant::now();
-    let rebuilt = rebuild(&dir, &instruments, EngineConfig::default(), JournalLimits::default()).expect("rebuild");
+    let mut rebuilt =
+        rebuild_cluster(&storage, 1, &instruments, EngineConfig::default(), JournalLimits::default()).expect("rebuild");
     let rebuild_s = t.elapsed().as_secs_f64();
-    let service = rebuilt.service.expect("a service");
-    service.engine().check_invariants().expect("invariants after rebuild");
+    let service = rebuilt.shards.remove(0).service.expect("a service");
+    qaexchange::domain::shard::check_cluster(&[service.engine().state()]).expect("invariants after rebuild");
     assert_eq!(rebuilt.recovered.records, report.records);
     assert_eq!(report.records, records);
     assert_eq!(read, file_bytes);
@@ -132,5 +140,5 @@ fn main() {
         rebuild_s / scan_s,
         service.engine().ledger().live_order_count()
     );
-    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&storage);
 }

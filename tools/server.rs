@@ -54,8 +54,8 @@ fn main() -> ExitCode {
     let torn = r.torn_tail.as_deref().unwrap_or("none");
     println!(
         "qaexchange-server ready http={} shards={shards} storage={storage} trading_day={} recovered_records={} \
-         recovered_bytes={} replay_ms={} torn_tail={torn}",
-        server.http, r.trading_day, r.records, r.bytes, r.replay_ms
+         recovered_bytes={} replay_ms={} redelivered={} torn_tail={torn}",
+        server.http, r.trading_day, r.records, r.bytes, r.replay_ms, r.redelivered
     );
     let _ = std::io::stdout().flush();
     let stop = server.stop_flag();

@@ -9,6 +9,6 @@ pub mod instrument;
 pub mod ledger;
 pub mod market_data;
 pub mod name;
-pub mod shard;
 pub mod risk;
+pub mod shard;
 pub mod types;

@@ -1,28 +1,72 @@
 //! One HTTP/1.1 connection on its shard: read, parse (pipelined requests are answered in
-//! order, one at a time), route, decode the body, ask the engine shard, write the reply.
+//! order, one at a time), route, decode the body, ask the shard that owns the account or
+//! instrument (this one or another, over its channel), write the reply.
 
 use super::body::{self, BodyError};
-use super::engine_core::{Envelope, Origin, SharedCore, Waiters};
+use super::engine_core::{ShardMsg, SharedCore, Waiters};
 use super::http::{
     parse_request, route, write_http_error, write_response, write_response_with_headers, HttpError, HttpErrorCode,
     Limits, ParseOutcome, Route, CONTENT_TYPE_JSON, CONTENT_TYPE_PROMETHEUS,
 };
-use super::service::{Action, Query, Reply};
-use crate::domain::name::ClientOrderId;
+use super::service::{cluster_reply, Action, Answer, Origin, Query, Reply};
+use crate::domain::fast_hash::FastMap;
+use crate::domain::instrument::Instrument;
+use crate::domain::name::{ClientOrderId, InstrumentId};
+use crate::domain::shard::{account_shard, find_instrument, instrument_shard, order_shard, ShardState};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::channels::local_channel::{self, LocalReceiver};
 use glommio::channels::shared_channel::ConnectedSender;
 use glommio::net::TcpStream;
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// How the shard reaches the engine: directly when it is the engine shard, else a channel.
-pub enum EngineLink {
-    Local(SharedCore),
-    Remote(ConnectedSender<Envelope>),
+/// Which shard owns what a request names.
+pub struct Router {
+    pub shards: u16,
+    instruments: Vec<Instrument>,
+    index: FastMap<InstrumentId, u32>,
+    owner: Vec<u16>,
+}
+
+impl Router {
+    pub fn new(instruments: Vec<Instrument>, shards: u16) -> Self {
+        let index = instruments.iter().enumerate().map(|(i, inst)| (inst.instrument_id, i as u32)).collect();
+        let owner = instruments.iter().map(|i| instrument_shard(i, shards)).collect();
+        Self { shards, instruments, index, owner }
+    }
+
+    /// The config position of an instrument (`cu2501` or `SHFE.cu2501`).
+    pub fn instrument_slot(&self, id: &InstrumentId) -> Option<u32> {
+        find_instrument(&self.instruments, &self.index, id)
+    }
+
+    /// The shard to ask; `here` for what any shard can answer (and for unknown instruments,
+    /// which any shard refuses the same way).
+    pub fn target(&self, action: &Action, here: usize) -> usize {
+        let account = |id| account_shard(id, self.shards) as usize;
+        let instrument = |id: &InstrumentId| self.instrument_slot(id).map_or(here, |s| self.owner[s as usize] as usize);
+        match action {
+            Action::OpenAccount { account_id, .. }
+            | Action::Transfer { account_id, .. }
+            | Action::Cancel { account_id, .. }
+            | Action::Modify { account_id, .. } => account(account_id),
+            Action::Submit(order) => account(&order.account_id),
+            Action::Query(query) => match query {
+                Query::Account(id) | Query::UserOrders(id) | Query::Positions(id) | Query::UserTrades(id) => {
+                    account(id)
+                }
+                Query::Order(id) => order_shard(*id, self.shards) as usize,
+                Query::OrderBook { instrument_id, .. }
+                | Query::Tick(instrument_id)
+                | Query::MarketTrades { instrument_id, .. }
+                | Query::Kline { instrument_id, .. } => instrument(instrument_id),
+                Query::Instruments | Query::ShardState => here,
+            },
+        }
+    }
 }
 
 /// Per-shard counters (exposed by `/metrics`).
@@ -45,7 +89,10 @@ pub struct ShardContext {
     pub shard: usize,
     pub shards: usize,
     pub limits: Limits,
-    pub engine: EngineLink,
+    pub core: SharedCore,
+    /// A channel to every other shard (None at this shard's own index).
+    pub links: Rc<Vec<Option<ConnectedSender<ShardMsg>>>>,
+    pub router: Rc<Router>,
     pub waiters: Waiters,
     pub stop: Arc<AtomicBool>,
     pub counters: ShardCounters,
@@ -55,20 +102,25 @@ pub struct ShardContext {
 }
 
 impl ShardContext {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         shard: usize,
-        shards: usize,
         limits: Limits,
-        engine: EngineLink,
+        core: SharedCore,
+        links: Rc<Vec<Option<ConnectedSender<ShardMsg>>>>,
+        router: Rc<Router>,
+        waiters: Waiters,
         stop: Arc<AtomicBool>,
         max_connections: u64,
     ) -> Self {
         Self {
             shard,
-            shards,
+            shards: router.shards as usize,
             limits,
-            engine,
-            waiters: Rc::new(RefCell::new(Default::default())),
+            core,
+            links,
+            router,
+            waiters,
             stop,
             counters: ShardCounters::default(),
             max_connections,
@@ -97,22 +149,43 @@ impl ShardContext {
         ClientOrderId::new(tail).expect("at most 63 ASCII bytes")
     }
 
-    async fn call(&self, conn: u64, replies: &LocalReceiver<Reply>, action: Action) -> Reply {
+    /// Asks shard `target` and waits for its answer.
+    async fn ask(&self, conn: u64, answers: &LocalReceiver<Answer>, target: usize, action: Action) -> Answer {
+        let gone = || {
+            Answer::Reply(Reply::http_message(HttpErrorCode::InternalError, "internal server error: a shard is gone"))
+        };
         let origin = Origin { shard: self.shard, conn };
-        match &self.engine {
-            EngineLink::Local(core) => core.borrow_mut().submit(origin, action),
-            EngineLink::Remote(tx) => {
-                if tx.send(Envelope { origin, action }).await.is_err() {
-                    return Reply::http_message(
-                        HttpErrorCode::InternalError,
-                        "internal server error: the engine shard is gone",
-                    );
-                }
+        if target == self.shard {
+            self.core.borrow_mut().submit(origin, action);
+        } else {
+            let Some(Some(tx)) = self.links.get(target) else {
+                return gone();
+            };
+            if tx.send(ShardMsg::Request { origin, action }).await.is_err() {
+                return gone();
             }
         }
-        replies.recv().await.unwrap_or_else(|| {
-            Reply::http_message(HttpErrorCode::InternalError, "internal server error: the engine shard is gone")
-        })
+        answers.recv().await.unwrap_or_else(gone)
+    }
+
+    async fn call(&self, conn: u64, answers: &LocalReceiver<Answer>, action: Action) -> Reply {
+        let target = self.router.target(&action, self.shard);
+        match self.ask(conn, answers, target, action).await {
+            Answer::Reply(reply) => reply,
+            Answer::State(_) => Reply::http(HttpErrorCode::InternalError),
+        }
+    }
+
+    /// `/admin/state`: every shard's state, merged, with the invariants checked over all.
+    async fn gather_state(&self, conn: u64, answers: &LocalReceiver<Answer>) -> Reply {
+        let mut states: Vec<ShardState> = Vec::with_capacity(self.shards);
+        for target in 0..self.shards {
+            match self.ask(conn, answers, target, Action::Query(Query::ShardState)).await {
+                Answer::State(state) => states.push(*state),
+                Answer::Reply(reply) => return reply,
+            }
+        }
+        cluster_reply(states, |id| self.router.instrument_slot(id))
     }
 }
 
@@ -122,7 +195,7 @@ pub async fn serve(ctx: Rc<ShardContext>, stream: TcpStream) {
     ctx.next_conn.set(conn + 1);
     bump(&ctx.counters.connections_accepted);
     ctx.counters.connections_open.set(ctx.counters.connections_open.get() + 1);
-    let (tx, rx) = local_channel::new_bounded(1);
+    let (tx, rx) = local_channel::new_bounded::<Answer>(1);
     ctx.waiters.borrow_mut().insert(conn, tx);
     let _ = stream.set_nodelay(true);
     // Idle reads wake up now and then so a shutdown can close idle connections.
@@ -149,7 +222,7 @@ async fn serve_loop(
     ctx: &ShardContext,
     mut stream: TcpStream,
     conn: u64,
-    replies: &LocalReceiver<Reply>,
+    replies: &LocalReceiver<Answer>,
 ) -> std::io::Result<()> {
     let limits = ctx.limits;
     let mut buf: Vec<u8> = Vec::with_capacity(8192);
@@ -180,6 +253,7 @@ async fn serve_loop(
                     let (reply, allow) = match step {
                         Step::Answer(reply, allow) => (reply, allow),
                         Step::Ask(action) => (ctx.call(conn, replies, action).await, None),
+                        Step::Gather => (ctx.gather_state(conn, replies).await, None),
                         Step::Text(text) => {
                             write_response(&mut out, 200, CONTENT_TYPE_PROMETHEUS, text.as_bytes(), keep_alive);
                             if !keep_alive {
@@ -248,8 +322,10 @@ enum Step {
     Answer(Reply, Option<&'static str>),
     /// Plain text answered on this shard (metrics).
     Text(String),
-    /// Needs the engine.
+    /// Needs the shard that owns what it names.
     Ask(Action),
+    /// Needs every shard (`/admin/state`).
+    Gather,
 }
 
 fn bad_body(e: BodyError) -> Step {
@@ -288,7 +364,7 @@ fn plan(ctx: &ShardContext, target: Route, body: &[u8]) -> Step {
         Route::Kline { instrument_id, period, count } => {
             Ok(Action::Query(Query::Kline { instrument_id, period_index: period.index(), count }))
         }
-        Route::AdminState => Ok(Action::Query(Query::State)),
+        Route::AdminState => return Step::Gather,
     };
     match decoded {
         Ok(action) => Step::Ask(action),

@@ -1,53 +1,193 @@
-//! Start-up recovery: replays the engine shard's WAL through a fresh service. Synchronous and
-//! free of glommio, so the recovery benchmark measures exactly what start-up runs.
+//! Start-up recovery of every shard from its own WAL, and of the messages between shards that
+//! a crash left undelivered. Synchronous and free of glommio, so the recovery benchmark
+//! measures exactly what start-up runs.
+//!
+//! The rule (docs/ARCHITECTURE.md "Recovery across shards"): each shard logs its inputs in the
+//! order it ran them, and sends a message only once the input that made it is durable. So:
+//! 1. a first pass reads, from every shard's log, the last message sequence it consumed from
+//!    each other shard;
+//! 2. each shard replays its log into a fresh service, which regenerates every message it
+//!    sent, with the same sequence numbers;
+//! 3. the regenerated messages past what their receiver consumed are delivered again once the
+//!    shards run (receivers skip anything they already have).
+//!
+//! An order held by its account shard whose `Match` the instrument shard never logged is
+//! matched after the restart; fills an instrument shard logged but an account shard did not
+//! are applied once.
 
 use super::journal::JournalLimits;
 use super::service::Service;
-use super::wal_record::{decode, instruments_fingerprint, WalRecord, WAL_FORMAT};
+use super::wal_record::{decode, instruments_fingerprint, peer_header, WalRecord, WAL_FORMAT};
 use crate::domain::engine::EngineConfig;
 use crate::domain::instrument::Instrument;
-use crate::storage::wal::{recover, ResumePoint};
-use std::path::Path;
+use crate::domain::shard::Outgoing;
+use crate::storage::wal::{recover, RecoveryReport, ResumePoint};
+use std::path::{Path, PathBuf};
 
-/// What start-up found in the WAL.
+/// What start-up found in the WALs (summed over shards).
 #[derive(Clone, Debug, Default)]
 pub struct Recovered {
     pub records: u64,
     pub bytes: u64,
     pub segments: usize,
-    /// "file at offset N: cut a torn tail of M bytes", when one was cut.
+    /// "file at offset N: cut a torn tail of M bytes", for each shard that had one.
     pub torn_tail: Option<String>,
     pub trading_day: u32,
     pub replay_ms: u128,
+    /// Messages between shards delivered again after the restart.
+    pub redelivered: usize,
 }
 
-/// The service rebuilt from a WAL, and where the writer resumes.
-pub struct Rebuilt {
-    /// None when the log holds no records yet (a new venue: the caller writes the genesis).
+/// One shard rebuilt from its WAL, and where its writer resumes.
+pub struct RebuiltShard {
+    /// None when its log holds no records yet (the caller writes the genesis).
     pub service: Option<Service>,
     pub resume: ResumePoint,
+    pub torn_tail: bool,
+    /// Messages this shard sent that their receivers had not logged: send them first.
+    pub redeliver: Vec<Outgoing>,
+}
+
+pub struct RebuiltCluster {
+    pub shards: Vec<RebuiltShard>,
     pub recovered: Recovered,
 }
 
-/// Replays every durable record of `dir`. The log must begin with a genesis record written
-/// with these instruments; any record that does not decode stops recovery with its sequence.
-/// Errors mention `<instruments>` where the caller's instruments file belongs.
-pub fn rebuild(
-    dir: &Path,
+/// The WAL directory of shard `shard` under the storage directory.
+pub fn shard_wal_dir(storage: &Path, shard: u16) -> PathBuf {
+    storage.join(format!("shard-{shard}")).join("wal")
+}
+
+fn torn_line(report: &RecoveryReport) -> Option<String> {
+    report.torn_tail.as_ref().map(|(path, offset, dropped)| {
+        format!("{} at offset {offset}: cut a torn tail of {dropped} bytes", path.display())
+    })
+}
+
+/// Rebuilds all `shards` shards from their WALs under `storage`. Errors mention
+/// `<instruments>` where the caller's instruments file belongs.
+pub fn rebuild_cluster(
+    storage: &Path,
+    shards: u16,
     instruments: &[Instrument],
     engine: EngineConfig,
     journal: JournalLimits,
-) -> Result<Rebuilt, String> {
-    let fingerprint = instruments_fingerprint(instruments);
+) -> Result<RebuiltCluster, String> {
     let began = std::time::Instant::now();
+    let n = shards as usize;
+    // Pass 1, a thread per shard: what each shard consumed from each other shard.
+    let rows: Vec<Result<Vec<u64>, String>> = std::thread::scope(|scope| {
+        let threads: Vec<_> = (0..shards).map(|shard| scope.spawn(move || consumed_by(storage, shard, n))).collect();
+        threads.into_iter().map(|t| t.join().unwrap_or_else(|_| Err("a recovery thread panicked".into()))).collect()
+    });
+    let consumed: Vec<Vec<u64>> = rows.into_iter().collect::<Result<_, _>>()?;
+    // Pass 2, a thread per shard: replay each, keeping what its peers have not consumed.
+    let consumed = &consumed;
+    let replayed: Vec<Result<(RebuiltShard, RecoveryReport), String>> = std::thread::scope(|scope| {
+        let threads: Vec<_> = (0..shards)
+            .map(|shard| {
+                scope.spawn(move || {
+                    let dir = shard_wal_dir(storage, shard);
+                    replay_shard(&dir, shard, shards, instruments, engine, journal, |to, seq| {
+                        seq > consumed[to as usize][shard as usize]
+                    })
+                })
+            })
+            .collect();
+        threads.into_iter().map(|t| t.join().unwrap_or_else(|_| Err("a recovery thread panicked".into()))).collect()
+    });
+    let mut rebuilt = Vec::with_capacity(n);
+    let mut recovered = Recovered::default();
+    let mut torn = Vec::new();
+    for (shard, result) in (0..shards).zip(replayed) {
+        let dir = shard_wal_dir(storage, shard);
+        let (one, report) = result?;
+        if let Some(service) = &one.service {
+            for to in 0..shards {
+                let sent = service.engine().sent()[to as usize];
+                let taken = consumed[to as usize][shard as usize];
+                if taken > sent {
+                    return Err(format!(
+                        "WAL recovery stopped: shard {to} consumed {taken} messages from shard {shard}, whose log \
+                         sends only {sent}; the logs disagree (was a shard's WAL restored from elsewhere, or lost \
+                         with sync = \"none\"?)"
+                    ));
+                }
+            }
+            recovered.trading_day = service.engine().trading_day();
+        } else if (0..n).any(|to| consumed[to][shard as usize] > 0) {
+            return Err(format!(
+                "WAL recovery stopped: {} holds no records, but other shards consumed its messages",
+                dir.display()
+            ));
+        }
+        recovered.records += report.records;
+        recovered.bytes += report.bytes;
+        recovered.segments += report.segments;
+        recovered.redelivered += one.redeliver.len();
+        if let Some(line) = torn_line(&report) {
+            torn.push(line);
+        }
+        rebuilt.push(one);
+    }
+    recovered.torn_tail = (!torn.is_empty()).then(|| torn.join("; "));
+    recovered.replay_ms = began.elapsed().as_millis();
+    Ok(RebuiltCluster { shards: rebuilt, recovered })
+}
+
+/// The last message sequence shard `shard` logged from each of the `n` shards.
+fn consumed_by(storage: &Path, shard: u16, n: usize) -> Result<Vec<u64>, String> {
+    let dir = shard_wal_dir(storage, shard);
+    let mut row = vec![0u64; n];
+    let mut failure: Option<String> = None;
+    recover(&dir, 1, |sequence, payload| {
+        if failure.is_some() {
+            return;
+        }
+        match peer_header(payload) {
+            Ok(Some((from, seq))) if (from as usize) < n => row[from as usize] = row[from as usize].max(seq),
+            Ok(Some((from, _))) => failure = Some(format!("record {sequence}: message from shard {from}")),
+            Ok(None) => {}
+            Err(e) => failure = Some(format!("record {sequence}: {e}")),
+        }
+    })
+    .map_err(|e| format!("WAL recovery stopped: {e}"))?;
+    match failure {
+        Some(failure) => Err(format!("WAL recovery stopped in {}: {failure}", dir.display())),
+        None => Ok(row),
+    }
+}
+
+/// Replays one shard's WAL in `dir`. It must begin with a genesis record written with these
+/// instruments and shard layout. `keep(to, seq)` says which regenerated messages to keep for
+/// redelivery.
+pub fn replay_shard(
+    dir: &Path,
+    shard: u16,
+    shards: u16,
+    instruments: &[Instrument],
+    engine: EngineConfig,
+    journal: JournalLimits,
+    mut keep: impl FnMut(u16, u64) -> bool,
+) -> Result<(RebuiltShard, RecoveryReport), String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let fingerprint = instruments_fingerprint(instruments);
     let mut service: Option<Service> = None;
     let mut failure: Option<String> = None;
+    let mut redeliver = Vec::new();
     let (resume, report) = recover(dir, 1, |sequence, payload| {
         if failure.is_some() {
             return;
         }
-        match (decode(payload), service.as_mut()) {
-            (Ok(WalRecord::Genesis { format, trading_day, instruments_fingerprint }), None) => {
+        let record = match decode(payload) {
+            Ok(record) => record,
+            Err(e) => {
+                failure = Some(format!("record {sequence}: {e}"));
+                return;
+            }
+        };
+        match (record, service.as_mut()) {
+            (WalRecord::Genesis { format, trading_day, instruments_fingerprint, shards: s, shard: k }, None) => {
                 if format != WAL_FORMAT {
                     failure = Some(format!("WAL format {format}, this server writes {WAL_FORMAT}"));
                 } else if instruments_fingerprint != fingerprint {
@@ -56,29 +196,26 @@ pub fn rebuild(
                          restore the original instruments file"
                             .to_string(),
                     );
+                } else if s != shards || k != shard {
+                    failure =
+                        Some(format!("this WAL was written as shard {k} of {s}; start the server with --shards {s}"));
                 } else {
-                    service = Some(Service::new(instruments.to_vec(), trading_day, engine, journal));
+                    service = Some(Service::new(shard, shards, instruments.to_vec(), trading_day, engine, journal));
                 }
             }
-            (Ok(WalRecord::Command(command)), Some(service)) => service.replay(&command),
-            (Ok(_), _) => failure = Some(format!("record {sequence}: out of place (genesis must come first, once)")),
-            (Err(e), _) => failure = Some(format!("record {sequence}: {e}")),
+            (WalRecord::Genesis { .. }, Some(_)) | (_, None) => {
+                failure = Some(format!("record {sequence}: out of place (genesis must come first, once)"))
+            }
+            (record, Some(service)) => match service.replay(&record) {
+                Ok(sends) => redeliver.extend(sends.into_iter().filter(|o| keep(o.to, o.seq))),
+                Err(e) => failure = Some(format!("record {sequence}: {e}")),
+            },
         }
     })
     .map_err(|e| format!("WAL recovery stopped: {e}"))?;
     if let Some(failure) = failure {
         return Err(format!("WAL recovery stopped in {}: {failure}", dir.display()));
     }
-    let torn_tail = report.torn_tail.as_ref().map(|(path, offset, dropped)| {
-        format!("{} at offset {offset}: cut a torn tail of {dropped} bytes", path.display())
-    });
-    let recovered = Recovered {
-        records: report.records,
-        bytes: report.bytes,
-        segments: report.segments,
-        torn_tail,
-        trading_day: service.as_ref().map(|s| s.engine().trading_day()).unwrap_or_default(),
-        replay_ms: began.elapsed().as_millis(),
-    };
-    Ok(Rebuilt { service, resume, recovered })
+    let torn_tail = report.torn_tail.is_some();
+    Ok((RebuiltShard { service, resume, torn_tail, redeliver }, report))
 }

@@ -1,33 +1,33 @@
-//! Starting and stopping the server: one glommio executor per shard, each accepting HTTP
-//! connections on the same port (SO_REUSEPORT), and the engine on shard 0 behind bounded
-//! channels (docs/ARCHITECTURE.md "Server").
+//! Starting and stopping the server: one glommio executor per shard, each owning its accounts,
+//! its instruments and its WAL, each accepting HTTP connections on the same port
+//! (SO_REUSEPORT), joined by one bounded channel per ordered pair of shards
+//! (docs/ARCHITECTURE.md "Server").
 //!
-//! Start-up: shard 0 binds first (so `--http 127.0.0.1:0` resolves one port for all shards),
-//! recovers the engine from its WAL, and reports ready; then the other shards start.
-//! Shutdown (the stop flag, set on SIGINT/SIGTERM): every shard stops accepting, connections
-//! finish the request in hand and close, the other shards hang up on the engine shard, and the
-//! engine shard commits what is staged, syncs and closes its WAL.
+//! Start-up: every shard's WAL is replayed first (`recovery::rebuild_cluster`); then shard 0
+//! binds (so `--http 127.0.0.1:0` resolves one port for all shards), the other shards bind the
+//! same address, every shard connects its channels, sends the messages recovery found
+//! undelivered, and reports ready.
+//! Shutdown (the stop flag, set on SIGINT/SIGTERM): every shard stops accepting and its
+//! connections finish the request in hand; once no shard has a connection, nothing is staged
+//! anywhere and every message sent was received, each shard commits, syncs and closes its WAL.
 
 use super::config::ServerConfig;
-use super::conn::{refuse, serve, EngineLink, ShardContext};
-use super::engine_core::{deliver_local, run_committer, EngineCore, Envelope, GroupLimits, ReplyEnvelope, ReplyRoutes};
-use super::recovery::{rebuild, Recovered};
+use super::conn::{refuse, serve, Router, ShardContext};
+use super::engine_core::{deliver_local, run_committer, Activity, EngineCore, GroupLimits, Routes, ShardMsg, Waiters};
+use super::recovery::{rebuild_cluster, shard_wal_dir, RebuiltShard, Recovered};
 use super::service::Service;
 use super::wal_record::{encode, instruments_fingerprint, WalRecord, WAL_FORMAT};
 use crate::domain::instrument::{parse_instruments, Instrument};
-use crate::storage::wal::{WalConfig, WalWriter};
+use crate::storage::wal::{ResumePoint, WalConfig, WalWriter};
 use glommio::channels::shared_channel::{self, SharedReceiver, SharedSender};
 use glommio::net::TcpListener;
 use glommio::{LocalExecutorBuilder, Placement};
 use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
-
-/// The shard that runs the engine.
-pub const ENGINE_SHARD: usize = 0;
 
 /// A running server; `wait` blocks until every shard has stopped.
 pub struct Server {
@@ -62,11 +62,46 @@ impl Server {
     }
 }
 
-struct Links {
-    /// Shard s (s != engine) -> engine: requests.
-    requests: Vec<Option<(SharedSender<Envelope>, SharedReceiver<Envelope>)>>,
-    /// Engine -> shard s: replies.
-    replies: Vec<Option<(SharedSender<ReplyEnvelope>, SharedReceiver<ReplyEnvelope>)>>,
+/// What every shard shares for an orderly shutdown.
+struct Quiesce {
+    stop: Arc<AtomicBool>,
+    /// Shards whose connections are all closed.
+    idle_shards: AtomicUsize,
+    activity: Vec<Arc<Activity>>,
+}
+
+impl Quiesce {
+    fn totals(&self) -> (u64, u64, bool) {
+        let mut sent = 0;
+        let mut received = 0;
+        let mut busy = false;
+        for a in &self.activity {
+            sent += a.peer_sent.load(Ordering::SeqCst);
+            received += a.peer_received.load(Ordering::SeqCst);
+            busy |= a.busy.load(Ordering::SeqCst);
+        }
+        (sent, received, busy)
+    }
+
+    /// Resolves once no shard has a connection or work, and no message is in flight (seen
+    /// twice, 10 ms apart, with the same counts).
+    async fn settled(&self) {
+        let shards = self.activity.len();
+        loop {
+            glommio::timer::sleep(Duration::from_millis(10)).await;
+            if self.idle_shards.load(Ordering::SeqCst) < shards {
+                continue;
+            }
+            let (sent, received, busy) = self.totals();
+            if busy || sent != received {
+                continue;
+            }
+            glommio::timer::sleep(Duration::from_millis(10)).await;
+            if self.totals() == (sent, received, false) {
+                return;
+            }
+        }
+    }
 }
 
 fn placement(shard: usize, shards: usize) -> Placement {
@@ -83,136 +118,153 @@ fn executor(shard: usize, shards: usize) -> LocalExecutorBuilder {
     LocalExecutorBuilder::new(placement(shard, shards)).name(&format!("shard-{shard}")).io_memory(1 << 20)
 }
 
-/// Loads the instruments, starts every shard, and returns once the engine has recovered and
-/// every shard is accepting.
+/// One shard's part of the start-up: its recovered state and its channel ends.
+struct Boot {
+    shard: usize,
+    rebuilt: Option<RebuiltShard>,
+    senders: Vec<Option<SharedSender<ShardMsg>>>,
+    receivers: Vec<Option<SharedReceiver<ShardMsg>>>,
+}
+
+enum StartUp {
+    Bound(SocketAddr),
+    Ready,
+    Failed(String),
+}
+
+/// Loads the instruments, recovers every shard, starts them, and returns once every shard is
+/// accepting.
 pub fn start(config: ServerConfig) -> Result<Server, String> {
     let text = std::fs::read_to_string(&config.instruments_path)
         .map_err(|e| format!("{}: {e}", config.instruments_path.display()))?;
     let instruments = parse_instruments(&text).map_err(|e| format!("{}: {e}", config.instruments_path.display()))?;
-    let shards = config.shards.max(1);
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut links = Links { requests: Vec::new(), replies: Vec::new() };
-    for s in 0..shards {
-        let remote = s != ENGINE_SHARD;
-        links.requests.push(remote.then(|| shared_channel::new_bounded(config.queue_depth)));
-        links.replies.push(remote.then(|| shared_channel::new_bounded(config.queue_depth)));
-    }
-    let mut request_rx = Vec::new();
-    let mut reply_tx = Vec::new();
-    let mut remote_ends = Vec::new();
-    for s in 0..shards {
-        let request = links.requests[s].take();
-        let reply = links.replies[s].take();
-        match (request, reply) {
-            (Some((req_tx, req_rx)), Some((rep_tx, rep_rx))) => {
-                request_rx.push(Some(req_rx));
-                reply_tx.push(Some(rep_tx));
-                remote_ends.push(Some((req_tx, rep_rx)));
+    let shards = config.shards.clamp(1, usize::from(u16::MAX));
+    let (mut rebuilt, recovered): (Vec<Option<RebuiltShard>>, Recovered) = match &config.storage {
+        Some(storage) => {
+            let cluster = rebuild_cluster(&storage.dir, shards as u16, &instruments, config.engine, config.journal)
+                .map_err(|e| e.replace("<instruments>", &config.instruments_path.display().to_string()))?;
+            if let Some(line) = &cluster.recovered.torn_tail {
+                tracing::warn!("WAL recovery: {line}");
             }
-            _ => {
-                request_rx.push(None);
-                reply_tx.push(None);
-                remote_ends.push(None);
+            if cluster.recovered.redelivered > 0 {
+                tracing::info!(
+                    "recovery: {} messages between shards will be delivered again",
+                    cluster.recovered.redelivered
+                );
             }
+            (cluster.shards.into_iter().map(Some).collect(), cluster.recovered)
         }
-    }
-
-    let (ready_tx, ready_rx) = mpsc::channel::<Result<(SocketAddr, Recovered), String>>();
-    let engine_config = config.clone();
-    let engine_stop = stop.clone();
-    let engine_handle = executor(ENGINE_SHARD, shards)
-        .spawn(move || engine_shard(engine_config, instruments, engine_stop, request_rx, reply_tx, ready_tx))
-        .map_err(|e| format!("starting shard {ENGINE_SHARD}: {e}"))?;
-    let (http, recovered) = match ready_rx.recv() {
-        Ok(Ok(ready)) => ready,
-        Ok(Err(e)) => {
-            let _ = engine_handle.join();
-            return Err(e);
-        }
-        Err(_) => {
-            let detail = match engine_handle.join() {
-                Ok(Err(e)) => e,
-                other => format!("{other:?}"),
-            };
-            return Err(format!("shard {ENGINE_SHARD} stopped during start-up: {detail}"));
+        None => {
+            ((0..shards).map(|_| None).collect(), Recovered { trading_day: config.trading_day, ..Default::default() })
         }
     };
-
-    let mut handles = vec![engine_handle];
-    for (shard, ends) in remote_ends.into_iter().enumerate() {
-        let Some((req_tx, rep_rx)) = ends else { continue };
+    let mut boots: Vec<Boot> = (0..shards)
+        .map(|shard| Boot {
+            shard,
+            rebuilt: rebuilt[shard].take(),
+            senders: (0..shards).map(|_| None).collect(),
+            receivers: (0..shards).map(|_| None).collect(),
+        })
+        .collect();
+    for from in 0..shards {
+        for to in 0..shards {
+            if from != to {
+                let (tx, rx) = shared_channel::new_bounded(config.queue_depth);
+                boots[from].senders[to] = Some(tx);
+                boots[to].receivers[from] = Some(rx);
+            }
+        }
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let quiesce = Arc::new(Quiesce {
+        stop: stop.clone(),
+        idle_shards: AtomicUsize::new(0),
+        activity: (0..shards).map(|_| Arc::new(Activity::default())).collect(),
+    });
+    let (events_tx, events_rx) = mpsc::channel::<(usize, StartUp)>();
+    let mut handles = Vec::with_capacity(shards);
+    let mut http = config.http;
+    let fail = |handles: Vec<glommio::ExecutorJoinHandle<Result<(), String>>>, stop: &AtomicBool, e: String| {
+        stop.store(true, Ordering::Relaxed);
+        drop(handles);
+        Err(e)
+    };
+    for boot in boots {
+        let shard = boot.shard;
         let shard_config = config.clone();
-        let shard_stop = stop.clone();
-        let (bound_tx, bound_rx) = mpsc::channel::<Result<(), String>>();
+        let shard_instruments = instruments.clone();
+        let shard_quiesce = quiesce.clone();
+        let events = events_tx.clone();
         let handle = executor(shard, shards)
-            .spawn(move || io_shard(shard, shard_config, http, shard_stop, req_tx, rep_rx, bound_tx))
+            .spawn(move || run_shard(boot, shard_config, shard_instruments, http, shard_quiesce, events))
             .map_err(|e| format!("starting shard {shard}: {e}"))?;
-        match bound_rx.recv() {
-            Ok(Ok(())) => handles.push(handle),
-            Ok(Err(e)) => {
-                stop.store(true, Ordering::Relaxed);
-                return Err(e);
-            }
-            Err(_) => {
-                stop.store(true, Ordering::Relaxed);
-                return Err(format!("shard {shard} stopped during start-up"));
-            }
+        handles.push(handle);
+        // Each shard binds before the next starts, so port 0 resolves once, on shard 0.
+        match events_rx.recv() {
+            Ok((_, StartUp::Bound(addr))) => http = addr,
+            Ok((s, StartUp::Failed(e))) => return fail(handles, &stop, format!("shard {s}: {e}")),
+            Ok((s, StartUp::Ready)) => return fail(handles, &stop, format!("shard {s}: ready before bound")),
+            Err(_) => return fail(handles, &stop, format!("shard {shard} stopped during start-up")),
+        }
+    }
+    let mut ready = 0;
+    while ready < shards {
+        match events_rx.recv() {
+            Ok((_, StartUp::Ready)) => ready += 1,
+            Ok((s, StartUp::Failed(e))) => return fail(handles, &stop, format!("shard {s}: {e}")),
+            Ok((s, StartUp::Bound(_))) => return fail(handles, &stop, format!("shard {s}: bound twice")),
+            Err(_) => return fail(handles, &stop, "a shard stopped during start-up".into()),
         }
     }
     Ok(Server { http, recovered, stop, handles })
 }
 
-/// Rebuilds the service from the WAL (or starts a new log) and opens the writer.
-async fn open_storage(
+/// Opens the shard's WAL writer where recovery left it, writing the genesis record on a new
+/// log; returns the service (new or recovered).
+async fn open_wal(
     config: &ServerConfig,
+    shard: usize,
     instruments: Vec<Instrument>,
-) -> Result<(Service, Option<WalWriter>, Recovered), String> {
-    let Some(storage) = &config.storage else {
-        let service = Service::new(instruments, config.trading_day, config.engine, config.journal);
-        return Ok((service, None, Recovered { trading_day: config.trading_day, ..Default::default() }));
+    rebuilt: Option<RebuiltShard>,
+) -> Result<(Service, Option<WalWriter>, Vec<crate::domain::shard::Outgoing>), String> {
+    let shards = config.shards as u16;
+    let new_service = |instruments| {
+        Service::new(shard as u16, shards, instruments, config.trading_day, config.engine, config.journal)
     };
-    let dir = storage.dir.join(format!("shard-{ENGINE_SHARD}")).join("wal");
-    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let fingerprint = instruments_fingerprint(&instruments);
-    let rebuilt = rebuild(&dir, &instruments, config.engine, config.journal)
-        .map_err(|e| e.replace("<instruments>", &config.instruments_path.display().to_string()))?;
-    if let Some(line) = &rebuilt.recovered.torn_tail {
-        tracing::warn!("WAL recovery: {line}");
-    }
+    let (Some(storage), Some(rebuilt)) = (&config.storage, rebuilt) else {
+        return Ok((new_service(instruments), None, Vec::new()));
+    };
+    let dir = shard_wal_dir(&storage.dir, shard as u16);
     let wal_config = WalConfig { dir: dir.clone(), segment_bytes: storage.segment_bytes, sync: storage.sync };
-    let mut wal = WalWriter::open(wal_config, &rebuilt.resume, rebuilt.recovered.torn_tail.is_some())
+    let resume: &ResumePoint = &rebuilt.resume;
+    let mut wal = WalWriter::open(wal_config, resume, rebuilt.torn_tail)
         .await
         .map_err(|e| format!("opening the WAL in {}: {e}", dir.display()))?;
-    let mut recovered = rebuilt.recovered;
     let service = match rebuilt.service {
         Some(service) => service,
         None => {
             let genesis = WalRecord::Genesis {
                 format: WAL_FORMAT,
                 trading_day: config.trading_day,
-                instruments_fingerprint: fingerprint,
+                instruments_fingerprint: instruments_fingerprint(&instruments),
+                shards,
+                shard: shard as u16,
             };
             wal.append(&encode(&genesis)?).map_err(|e| e.to_string())?;
             wal.commit().await.map_err(|e| format!("writing the WAL genesis: {e}"))?;
-            Service::new(instruments, config.trading_day, config.engine, config.journal)
+            new_service(instruments)
         }
     };
-    recovered.trading_day = service.engine().trading_day();
-    Ok((service, Some(wal), recovered))
-}
-
-/// Resolves when the stop flag is set (checked every 50 ms).
-async fn stopped(stop: &AtomicBool) {
-    while !stop.load(Ordering::Relaxed) {
-        glommio::timer::sleep(Duration::from_millis(50)).await;
-    }
+    Ok((service, Some(wal), rebuilt.redeliver))
 }
 
 /// Accepts connections until shutdown, then waits for the open ones to finish.
 async fn accept_loop(ctx: Rc<ShardContext>, listener: TcpListener) {
     loop {
         let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
-            stopped(&ctx.stop).await;
+            while !ctx.stopping() {
+                glommio::timer::sleep(Duration::from_millis(50)).await;
+            }
             None
         })
         .await;
@@ -238,111 +290,91 @@ async fn accept_loop(ctx: Rc<ShardContext>, listener: TcpListener) {
     }
 }
 
-async fn engine_shard(
+async fn run_shard(
+    boot: Boot,
     config: ServerConfig,
     instruments: Vec<Instrument>,
-    stop: Arc<AtomicBool>,
-    request_rx: Vec<Option<SharedReceiver<Envelope>>>,
-    reply_tx: Vec<Option<SharedSender<ReplyEnvelope>>>,
-    ready: mpsc::Sender<Result<(SocketAddr, Recovered), String>>,
+    http: SocketAddr,
+    quiesce: Arc<Quiesce>,
+    events: mpsc::Sender<(usize, StartUp)>,
 ) -> Result<(), String> {
-    let listener = match TcpListener::bind(config.http) {
-        Ok(listener) => listener,
-        Err(e) => {
-            let message = format!("binding {}: {e}", config.http);
-            let _ = ready.send(Err(message.clone()));
-            return Err(message);
-        }
+    let shard = boot.shard;
+    let failed = |e: String| {
+        let _ = events.send((shard, StartUp::Failed(e.clone())));
+        Err(e)
     };
-    let http = listener.local_addr().map_err(|e| e.to_string())?;
-    let (service, wal, recovered) = match open_storage(&config, instruments).await {
-        Ok(opened) => opened,
-        Err(e) => {
-            let _ = ready.send(Err(e.clone()));
-            return Err(e);
+    let listener = match TcpListener::bind(http) {
+        Ok(listener) => listener,
+        Err(e) => return failed(format!("binding {http}: {e}")),
+    };
+    match listener.local_addr() {
+        Ok(addr) => {
+            let _ = events.send((shard, StartUp::Bound(addr)));
         }
+        Err(e) => return failed(e.to_string()),
+    }
+    let router = Rc::new(Router::new(instruments.clone(), config.shards as u16));
+    let (service, wal, redeliver) = match open_wal(&config, shard, instruments, boot.rebuilt).await {
+        Ok(opened) => opened,
+        Err(e) => return failed(e),
     };
     let (notify_tx, notify_rx) = glommio::channels::local_channel::new_bounded(1);
-    let core = Rc::new(RefCell::new(EngineCore::new(service, notify_tx)));
-    let ctx = Rc::new(ShardContext::new(
-        ENGINE_SHARD,
-        config.shards,
-        config.http_limits,
-        EngineLink::Local(core.clone()),
-        stop.clone(),
-        config.max_connections_per_shard as u64,
-    ));
-    // Feeders first: their receivers must connect before the other shards can finish theirs.
-    let mut feeders = Vec::new();
-    for rx in request_rx.into_iter().flatten() {
+    let activity = quiesce.activity[shard].clone();
+    let core = Rc::new(RefCell::new(EngineCore::new(service, notify_tx, activity)));
+    let waiters: Waiters = Rc::new(RefCell::new(Default::default()));
+    // Receivers first, as tasks: a sender's connect waits for its receiver.
+    let mut receivers = Vec::new();
+    for (from, rx) in boot.receivers.into_iter().enumerate() {
+        let Some(rx) = rx else { continue };
         let core = core.clone();
-        feeders.push(glommio::spawn_local(async move {
+        let waiters = waiters.clone();
+        receivers.push(glommio::spawn_local(async move {
             let rx = rx.connect().await;
-            while let Some(envelope) = rx.recv().await {
-                core.borrow_mut().submit(envelope.origin, envelope.action);
+            while let Some(msg) = rx.recv().await {
+                match msg {
+                    ShardMsg::Request { origin, action } => core.borrow_mut().submit(origin, action),
+                    ShardMsg::Reply { conn, answer } => deliver_local(&waiters, conn, answer),
+                    ShardMsg::Peer { seq, msg } => core.borrow_mut().deliver(from as u16, seq, msg),
+                }
             }
         }));
     }
-    let _ = ready.send(Ok((http, recovered)));
-    // The other shards start after `ready`; connecting waits for each of them.
-    let mut remote = Vec::new();
-    for tx in reply_tx {
-        remote.push(match tx {
+    let mut links = Vec::with_capacity(boot.senders.len());
+    for tx in boot.senders {
+        links.push(match tx {
             Some(tx) => Some(tx.connect().await),
             None => None,
         });
     }
-    let routes = ReplyRoutes { shard: ENGINE_SHARD, local: ctx.waiters.clone(), remote };
+    let links = Rc::new(links);
+    core.borrow_mut().redeliver(redeliver);
+    let ctx = Rc::new(ShardContext::new(
+        shard,
+        config.http_limits,
+        core.clone(),
+        links.clone(),
+        router,
+        waiters.clone(),
+        quiesce.stop.clone(),
+        config.max_connections_per_shard as u64,
+    ));
     let limits = match &config.storage {
         Some(s) => GroupLimits { max_records: s.group_commit_max_records, max_bytes: s.group_commit_max_bytes },
         None => GroupLimits { max_records: usize::MAX, max_bytes: usize::MAX },
     };
+    let routes = Routes { shard, local: waiters, remote: links };
     let committer = glommio::spawn_local(run_committer(core.clone(), wal, limits, notify_rx, routes));
+    let _ = events.send((shard, StartUp::Ready));
     accept_loop(ctx.clone(), listener).await;
-    // Other shards close their request channels once their connections are done.
-    for feeder in feeders {
-        feeder.await;
-    }
-    core.borrow_mut().close();
-    committer.await
-}
-
-async fn io_shard(
-    shard: usize,
-    config: ServerConfig,
-    http: SocketAddr,
-    stop: Arc<AtomicBool>,
-    requests: SharedSender<Envelope>,
-    replies: SharedReceiver<ReplyEnvelope>,
-    bound: mpsc::Sender<Result<(), String>>,
-) -> Result<(), String> {
-    let listener = match TcpListener::bind(http) {
-        Ok(listener) => listener,
-        Err(e) => {
-            let message = format!("shard {shard}: binding {http}: {e}");
-            let _ = bound.send(Err(message.clone()));
-            return Err(message);
-        }
-    };
-    let (requests, replies) = futures_lite::future::zip(requests.connect(), replies.connect()).await;
-    let ctx = Rc::new(ShardContext::new(
-        shard,
-        config.shards,
-        config.http_limits,
-        EngineLink::Remote(requests),
-        stop,
-        config.max_connections_per_shard as u64,
-    ));
-    let waiters = ctx.waiters.clone();
-    let dispatcher = glommio::spawn_local(async move {
-        while let Some(envelope) = replies.recv().await {
-            deliver_local(&waiters, envelope.conn, envelope.reply);
-        }
-    });
-    let _ = bound.send(Ok(()));
-    accept_loop(ctx.clone(), listener).await;
-    // Hanging up the request channel tells the engine shard this shard is done.
     drop(ctx);
-    dispatcher.await;
-    Ok(())
+    quiesce.idle_shards.fetch_add(1, Ordering::SeqCst);
+    quiesce.settled().await;
+    core.borrow_mut().close();
+    let result = committer.await;
+    // Our senders are gone with the committer and the context; the receivers end once every
+    // other shard has dropped its senders too.
+    for receiver in receivers {
+        receiver.await;
+    }
+    result
 }

@@ -1,18 +1,23 @@
-//! The exchange service: the engine plus the order/trade journal, answering [`Action`]s with
-//! JSON envelope bodies. Pure and deterministic (no I/O, no clock: the caller passes the time),
-//! so the same code serves live requests and rebuilds state from the WAL at start-up.
+//! One shard's service: its `ShardEngine` plus the order/trade journal, answering [`Action`]s
+//! with JSON envelope bodies and handling messages from other shards. Pure and deterministic
+//! (no I/O, no clock: the caller passes the time), so the same code serves live requests and
+//! rebuilds state from the WAL at start-up.
 
 use super::http::{push_error_body, push_success_body, HttpErrorCode};
 use super::journal::{Journal, JournalLimits, OrderRecord};
+use super::wal_record::WalRecord;
 use crate::domain::command::{Command, InsertOrder};
-use crate::domain::engine::{Engine, EngineConfig};
+use crate::domain::engine::EngineConfig;
 use crate::domain::event::Event;
+use crate::domain::fast_hash::FastMap;
 use crate::domain::instrument::Instrument;
 use crate::domain::ledger::account::PositionSnapshot;
 use crate::domain::name::{AccountId, ClientOrderId, InstrumentId};
 use crate::domain::risk::RejectCode;
+use crate::domain::shard::{Completion, Outcome, Outgoing, PeerMsg, ShardEngine, ShardState, StepOutput};
 use crate::domain::types::*;
 use serde::Serialize;
+use std::collections::VecDeque;
 
 /// What a client asks for, decoded and checked by the connection's shard.
 #[derive(Clone, Debug, PartialEq)]
@@ -73,8 +78,9 @@ pub enum Query {
         period_index: usize,
         count: u32,
     },
-    /// The whole engine state and the invariant check (operators and recovery tests).
-    State,
+    /// One shard's whole state (`/admin/state` gathers every shard's and checks the invariants
+    /// over all of them).
+    ShardState,
 }
 
 /// An answer: HTTP status and the JSON envelope body.
@@ -124,26 +130,74 @@ impl Reply {
     }
 }
 
-/// The engine and its journal, with reused buffers.
+/// Where a reply goes: the shard holding the connection, and the connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Origin {
+    pub shard: usize,
+    pub conn: u64,
+}
+
+/// What a shard answers: an HTTP reply, or its state for `/admin/state` (merged by the
+/// connection's shard).
+#[derive(Debug)]
+pub enum Answer {
+    Reply(Reply),
+    State(Box<ShardState>),
+}
+
+/// What one step leaves to do once its records are durable: the records, the messages to
+/// other shards, and the replies.
+#[derive(Debug, Default)]
+pub struct Staged {
+    pub records: Vec<WalRecord>,
+    pub sends: Vec<Outgoing>,
+    pub replies: Vec<(Origin, Answer)>,
+}
+
+impl Staged {
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty() && self.sends.is_empty() && self.replies.is_empty()
+    }
+}
+
+/// Which client request an order's pending reply belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Kind {
+    Submit,
+    Cancel,
+    Modify,
+}
+
+/// One shard's engine and journal, with the replies waiting for other shards.
 pub struct Service {
-    engine: Engine,
+    engine: ShardEngine,
     journal: Journal,
-    events: Vec<Event>,
+    out: StepOutput,
+    /// Requests waiting for an instrument shard's answer, per order and kind, oldest first.
+    pending: FastMap<(u64, Kind), VecDeque<Origin>>,
     /// Timestamps handed to the engine never go backwards, whatever the wall clock does.
     last_ts: TimestampNs,
 }
 
 impl Service {
-    pub fn new(instruments: Vec<Instrument>, trading_day: u32, engine: EngineConfig, journal: JournalLimits) -> Self {
+    pub fn new(
+        shard: u16,
+        shards: u16,
+        instruments: Vec<Instrument>,
+        trading_day: u32,
+        engine: EngineConfig,
+        journal: JournalLimits,
+    ) -> Self {
         Self {
-            engine: Engine::new(instruments, trading_day, engine),
+            engine: ShardEngine::new(shard, shards, instruments, trading_day, engine),
             journal: Journal::new(journal),
-            events: Vec::with_capacity(64),
+            out: StepOutput::default(),
+            pending: FastMap::default(),
             last_ts: 0,
         }
     }
 
-    pub fn engine(&self) -> &Engine {
+    pub fn engine(&self) -> &ShardEngine {
         &self.engine
     }
 
@@ -157,56 +211,58 @@ impl Service {
         self.last_ts
     }
 
-    /// Re-executes a command read back from the WAL (its timestamp is the original one).
-    pub fn replay(&mut self, command: &Command) {
-        self.last_ts = self.last_ts.max(command.ts());
-        self.execute(command);
-    }
-
-    /// The engine, then the journal, over the command's events (kept in `self.events`).
-    fn execute(&mut self, command: &Command) {
-        self.events.clear();
-        self.engine.execute(command, &mut self.events);
-        for event in &self.events {
+    fn journal_step(&mut self) {
+        for event in &self.out.events {
             self.journal.apply(event);
         }
     }
 
-    /// Executes `command` with the time stamped in; pushes it to `logged` when it changed state.
-    fn run(&mut self, command: Command, logged: &mut Vec<Command>) {
-        self.execute(&command);
-        let changed =
-            self.events.iter().any(|e| !matches!(e, Event::OrderRejected { .. } | Event::CommandRejected { .. }));
-        if changed {
-            logged.push(command);
+    /// Re-runs one logged input (recovery); returns the messages it sent.
+    pub fn replay(&mut self, record: &WalRecord) -> Result<Vec<Outgoing>, String> {
+        self.out.clear();
+        match record {
+            WalRecord::Command(command) => {
+                self.last_ts = self.last_ts.max(command.ts());
+                self.engine.execute(command, &mut self.out);
+            }
+            WalRecord::Peer { ts, from, seq, msg } => {
+                self.last_ts = self.last_ts.max(*ts);
+                if !self.engine.deliver(*ts, *from, *seq, msg, &mut self.out) {
+                    return Err(format!("message {seq} from shard {from} is logged twice"));
+                }
+            }
+            WalRecord::Genesis { .. } => return Err("a second genesis record".into()),
         }
+        self.journal_step();
+        Ok(std::mem::take(&mut self.out.sends))
     }
 
-    /// The reason of the first refusal among the last command's events.
-    fn refusal(&self) -> Option<RejectCode> {
-        self.events.iter().find_map(|e| match e {
-            Event::OrderRejected { reason, .. } | Event::CommandRejected { reason, .. } => Some(reason.reason),
-            _ => None,
-        })
+    /// Runs `command` now; pushes it to `staged` when it changed state or sent something.
+    fn run(&mut self, command: Command, staged: &mut Staged) -> Outcome {
+        self.out.clear();
+        let outcome = self.engine.execute(&command, &mut self.out);
+        self.journal_step();
+        if !matches!(outcome, Outcome::Done(Err(_))) {
+            staged.records.push(WalRecord::Command(command));
+        }
+        staged.sends.append(&mut self.out.sends);
+        outcome
     }
 
-    /// Answers one action at `now_ns`; commands that changed state are pushed to `logged` (the
-    /// caller writes them to the WAL and releases the reply only once they are durable).
-    pub fn handle(&mut self, action: Action, now_ns: TimestampNs, logged: &mut Vec<Command>) -> Reply {
+    /// Answers one client action at `now_ns` for `origin`. The reply goes to `staged` now, or
+    /// later when the instrument shard's answer is delivered.
+    pub fn handle(&mut self, action: Action, now_ns: TimestampNs, origin: Origin, staged: &mut Staged) {
         let ts = self.stamp(now_ns);
-        match action {
+        let reply = match action {
             Action::OpenAccount { account_id, init_cash } => {
-                self.run(Command::OpenAccount { ts, account_id }, logged);
-                if let Some(code) = self.refusal() {
-                    return Reply::reject(code);
+                let mut result = self.run(Command::OpenAccount { ts, account_id }, staged);
+                if let (Outcome::Done(Ok(())), Some(amount)) = (result, init_cash) {
+                    result = self.run(Command::Deposit { ts, account_id, amount }, staged);
                 }
-                if let Some(amount) = init_cash {
-                    self.run(Command::Deposit { ts, account_id, amount }, logged);
-                    if let Some(code) = self.refusal() {
-                        return Reply::reject(code);
-                    }
+                match result {
+                    Outcome::Done(Err(code)) => Reply::reject(code),
+                    _ => self.account_reply(&account_id),
                 }
-                self.account_reply(&account_id)
             }
             Action::Transfer { account_id, amount, deposit } => {
                 let command = if deposit {
@@ -214,50 +270,100 @@ impl Service {
                 } else {
                     Command::Withdraw { ts, account_id, amount }
                 };
-                self.run(command, logged);
-                match self.refusal() {
-                    Some(code) => Reply::reject(code),
-                    None => self.account_reply(&account_id),
+                match self.run(command, staged) {
+                    Outcome::Done(Err(code)) => Reply::reject(code),
+                    _ => self.account_reply(&account_id),
                 }
             }
             Action::Submit(order) => {
-                self.run(Command::InsertOrder { ts, order }, logged);
-                if let Some(code) = self.refusal() {
-                    return Reply::reject(code);
-                }
-                let order_id = self.events.iter().find_map(|e| match e {
-                    Event::OrderAccepted { order, .. } => Some(order.order_id),
-                    _ => None,
-                });
-                let traded = self.events.iter().filter(|e| matches!(e, Event::Trade { .. })).count();
-                self.order_reply(order_id, &order.account_id, traded)
+                let outcome = self.run(Command::InsertOrder { ts, order }, staged);
+                return self.wait_or_reply(outcome, Kind::Submit, origin, staged);
             }
             Action::Cancel { account_id, order_id, client_order_id } => {
-                self.run(Command::CancelOrder { ts, account_id, order_id, client_order_id }, logged);
-                if let Some(code) = self.refusal() {
-                    return Reply::reject(code);
-                }
-                let id = self.events.iter().find_map(|e| match e {
-                    Event::OrderCancelled { order_id, .. } => Some(*order_id),
-                    _ => None,
-                });
-                self.order_reply(id, &account_id, 0)
+                let outcome = self.run(Command::CancelOrder { ts, account_id, order_id, client_order_id }, staged);
+                return self.wait_or_reply(outcome, Kind::Cancel, origin, staged);
             }
             Action::Modify { account_id, order_id, client_order_id, new_price, new_volume } => {
                 let command = Command::ModifyOrder { ts, account_id, order_id, client_order_id, new_price, new_volume };
-                self.run(command, logged);
-                if let Some(code) = self.refusal() {
-                    return Reply::reject(code);
-                }
-                let id = self.events.iter().find_map(|e| match e {
-                    Event::OrderModified { order_id, .. } => Some(*order_id),
-                    _ => None,
-                });
-                let traded = self.events.iter().filter(|e| matches!(e, Event::Trade { .. })).count();
-                self.order_reply(id, &account_id, traded)
+                let outcome = self.run(command, staged);
+                return self.wait_or_reply(outcome, Kind::Modify, origin, staged);
+            }
+            Action::Query(Query::ShardState) => {
+                staged.replies.push((origin, Answer::State(Box::new(self.engine.state()))));
+                return;
             }
             Action::Query(query) => self.query(query),
+        };
+        staged.replies.push((origin, Answer::Reply(reply)));
+    }
+
+    /// Registers the reply of an order command that waits for another shard, then answers
+    /// whatever this step completed (all of it, when the instrument lives on this shard).
+    fn wait_or_reply(&mut self, outcome: Outcome, kind: Kind, origin: Origin, staged: &mut Staged) {
+        match outcome {
+            Outcome::Done(result) => {
+                let reply = match result {
+                    Ok(()) => Reply::http_message(HttpErrorCode::InternalError, "internal server error: no order"),
+                    Err(code) => Reply::reject(code),
+                };
+                staged.replies.push((origin, Answer::Reply(reply)));
+            }
+            Outcome::Pending(order_id) => {
+                self.pending.entry((order_id, kind)).or_default().push_back(origin);
+                self.complete(staged);
+            }
         }
+    }
+
+    /// Handles message `seq` from shard `from` at `now_ns`.
+    pub fn deliver(&mut self, from: u16, seq: u64, msg: PeerMsg, now_ns: TimestampNs, staged: &mut Staged) {
+        let ts = self.stamp(now_ns);
+        self.out.clear();
+        if !self.engine.deliver(ts, from, seq, &msg, &mut self.out) {
+            return; // Redelivered after a restart and already handled.
+        }
+        self.journal_step();
+        staged.records.push(WalRecord::Peer { ts, from, seq, msg });
+        staged.sends.append(&mut self.out.sends);
+        self.complete(staged);
+    }
+
+    /// Answers the requests the last step completed.
+    fn complete(&mut self, staged: &mut Staged) {
+        let completions = std::mem::take(&mut self.out.completions);
+        for completion in &completions {
+            let (kind, result) = match *completion {
+                Completion::Submit { result, .. } => (Kind::Submit, result),
+                Completion::Cancel { result, .. } => (Kind::Cancel, result),
+                Completion::Modify { result, .. } => (Kind::Modify, result),
+            };
+            let order_id = completion.order_id();
+            let Some(origin) = self.pending.get_mut(&(order_id, kind)).and_then(VecDeque::pop_front) else {
+                // Its client is gone (a request from before a restart).
+                continue;
+            };
+            if self.pending.get(&(order_id, kind)).is_some_and(VecDeque::is_empty) {
+                self.pending.remove(&(order_id, kind));
+            }
+            let reply = match result {
+                Err(code) => Reply::reject(code),
+                Ok(()) => {
+                    let traded = if kind == Kind::Cancel {
+                        0
+                    } else {
+                        self.out
+                            .events
+                            .iter()
+                            .filter(|e| matches!(e, Event::Fill { side, .. } if side.order_id == order_id))
+                            .count()
+                    };
+                    self.order_reply(order_id, traded)
+                }
+            };
+            staged.replies.push((origin, Answer::Reply(reply)));
+        }
+        self.out.completions = completions;
+        self.out.completions.clear();
     }
 
     fn account_reply(&self, account_id: &AccountId) -> Reply {
@@ -270,16 +376,16 @@ impl Service {
         }
     }
 
-    /// The order as the journal has it now, with the account's last `traded` trades (the ones
-    /// this command made).
-    fn order_reply(&self, order_id: Option<u64>, account_id: &AccountId, traded: usize) -> Reply {
-        let Some(order) = order_id.and_then(|id| self.journal.order(id)) else {
+    /// The order as the journal has it now, with its account's last `traded` trades (the ones
+    /// this request made).
+    fn order_reply(&self, order_id: u64, traded: usize) -> Reply {
+        let Some(order) = self.journal.order(order_id) else {
             return Reply::http_message(
                 HttpErrorCode::InternalError,
                 "internal server error: the order is missing from the journal",
             );
         };
-        let trades: Vec<_> = self.journal.recent_account_trades(account_id, traded).collect();
+        let trades: Vec<_> = self.journal.recent_account_trades(&order.account_id, traded).collect();
         Reply::success(&OrderReply { order, trades: &trades })
     }
 
@@ -295,6 +401,10 @@ impl Service {
         match self.try_query(query) {
             Ok(reply) | Err(reply) => reply,
         }
+    }
+
+    fn not_here() -> Reply {
+        Reply::http_message(HttpErrorCode::InternalError, "internal server error: asked the wrong shard")
     }
 
     fn try_query(&self, query: Query) -> Result<Reply, Reply> {
@@ -334,7 +444,7 @@ impl Service {
             Query::OrderBook { instrument_id, depth } => {
                 let slot = self.instrument(&instrument_id)?;
                 let inst = &engine.instruments()[slot as usize];
-                let book = engine.book(slot);
+                let book = engine.book(slot).ok_or_else(Self::not_here)?;
                 let levels = |direction| {
                     let mut out = Vec::new();
                     book.for_each_level(direction, depth as usize, |price, volume, orders| {
@@ -351,7 +461,7 @@ impl Service {
             }
             Query::Tick(instrument_id) => {
                 let slot = self.instrument(&instrument_id)?;
-                Reply::success(engine.market(slot).quote())
+                Reply::success(engine.market(slot).ok_or_else(Self::not_here)?.quote())
             }
             Query::MarketTrades { instrument_id, limit } => {
                 let slot = self.instrument(&instrument_id)?;
@@ -360,7 +470,8 @@ impl Service {
             }
             Query::Kline { instrument_id, period_index, count } => {
                 let slot = self.instrument(&instrument_id)?;
-                let Some(series) = engine.market(slot).klines(period_index) else {
+                let market = engine.market(slot).ok_or_else(Self::not_here)?;
+                let Some(series) = market.klines(period_index) else {
                     return Err(Reply::http_message(
                         HttpErrorCode::InvalidQueryParameter,
                         "invalid query parameter: period",
@@ -375,13 +486,7 @@ impl Service {
                     bars: bars.iter_from(from).map(|(id, bar)| BarView { id, bar }).collect(),
                 })
             }
-            Query::State => {
-                let invariants = match engine.check_invariants() {
-                    Ok(()) => "ok".to_string(),
-                    Err(broken) => broken,
-                };
-                Reply::success(&StateView { invariants, state: engine.state() })
-            }
+            Query::ShardState => Reply::success(&engine.state()),
         })
     }
 }
@@ -421,12 +526,6 @@ struct BarView<'a> {
     id: i64,
     #[serde(flatten)]
     bar: &'a crate::domain::market_data::Kline,
-}
-
-#[derive(Serialize)]
-struct StateView {
-    invariants: String,
-    state: crate::domain::engine::EngineState,
 }
 
 /// An instrument as clients read it: decimals, not fixed point.
@@ -470,4 +569,68 @@ impl<'a> From<&'a Instrument> for InstrumentView<'a> {
             status: i.status,
         }
     }
+}
+
+/// Every shard's state merged: what `/admin/state` shows, with the invariants over all shards.
+#[derive(Serialize)]
+struct ClusterView {
+    invariants: String,
+    state: ClusterState,
+}
+
+#[derive(Serialize)]
+struct ClusterState {
+    trading_day: u32,
+    shards: usize,
+    /// In config order.
+    instruments: Vec<crate::domain::engine::InstrumentState>,
+    /// By account id.
+    accounts: Vec<crate::domain::engine::AccountState>,
+    /// By order id.
+    live_orders: Vec<crate::domain::ledger::order::LiveOrder>,
+    books: Vec<crate::domain::engine::BookDump>,
+    quotes: Vec<crate::domain::market_data::Quote>,
+    /// Per shard: the last message sequence sent to and received from each shard.
+    messages: Vec<MessageCounts>,
+}
+
+#[derive(Serialize)]
+struct MessageCounts {
+    shard: u16,
+    sent: Vec<u64>,
+    received: Vec<u64>,
+}
+
+/// Merges the shards' states (`slot` gives an instrument's config position) and checks the
+/// cross-shard invariants; they hold whenever no message is in flight.
+pub fn cluster_reply(states: Vec<ShardState>, slot: impl Fn(&InstrumentId) -> Option<u32>) -> Reply {
+    let invariants = match crate::domain::shard::check_cluster(&states) {
+        Ok(()) => "ok".to_string(),
+        Err(broken) => broken,
+    };
+    let order = |id: &InstrumentId| slot(id).unwrap_or(u32::MAX);
+    let mut merged = ClusterState {
+        trading_day: states.first().map_or(0, |s| s.trading_day),
+        shards: states.len(),
+        instruments: Vec::new(),
+        accounts: Vec::new(),
+        live_orders: Vec::new(),
+        books: Vec::new(),
+        quotes: Vec::new(),
+        messages: Vec::new(),
+    };
+    for s in states {
+        merged.messages.push(MessageCounts { shard: s.shard, sent: s.sent, received: s.received });
+        merged.instruments.extend(s.instruments);
+        merged.accounts.extend(s.accounts);
+        merged.live_orders.extend(s.live_orders);
+        merged.books.extend(s.books);
+        merged.quotes.extend(s.quotes);
+    }
+    merged.instruments.sort_by_key(|i| order(&i.instrument_id));
+    merged.books.sort_by_key(|b| order(&b.instrument_id));
+    merged.quotes.sort_by_key(|q| order(&q.instrument_id));
+    merged.accounts.sort_by(|a, b| a.account.account_id.as_str().cmp(b.account.account_id.as_str()));
+    merged.live_orders.sort_by_key(|o| o.order_id);
+    Reply::success(&ClusterView { invariants, state: merged })
 }

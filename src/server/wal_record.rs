@@ -1,19 +1,36 @@
-//! What the server writes to its WAL: a genesis record first (the venue's starting trading day
-//! and a fingerprint of its instruments), then every command that changed state, with the
-//! timestamp the engine ran it at. Replaying the records through a fresh engine rebuilds the
-//! state exactly, because the engine is deterministic.
+//! What each shard writes to its WAL: a genesis record first (the venue's starting trading day,
+//! a fingerprint of its instruments, the shard count and this shard's number), then its inputs
+//! in the order it ran them: client commands that changed state, with the timestamp the shard
+//! ran them at, and every message from another shard, with its sender and per-pair sequence.
+//! Replaying the records through a fresh shard rebuilds its state and regenerates its outgoing
+//! messages exactly, because the shard is deterministic.
 
 use crate::domain::command::Command;
 use crate::domain::instrument::Instrument;
+use crate::domain::shard::PeerMsg;
+use crate::domain::types::TimestampNs;
 use rkyv::rancor::Error as RkyvError;
 
 /// Bumped when the record layout changes, so an old log is refused instead of misread.
-pub const WAL_FORMAT: u32 = 1;
+pub const WAL_FORMAT: u32 = 2;
 
 #[derive(Clone, Debug, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub enum WalRecord {
-    Genesis { format: u32, trading_day: u32, instruments_fingerprint: u64 },
+    Genesis {
+        format: u32,
+        trading_day: u32,
+        instruments_fingerprint: u64,
+        shards: u16,
+        shard: u16,
+    },
     Command(Command),
+    /// Message `seq` from shard `from`, run at `ts`.
+    Peer {
+        ts: TimestampNs,
+        from: u16,
+        seq: u64,
+        msg: PeerMsg,
+    },
 }
 
 /// A stable fingerprint of the instrument set the log was written with (CRC32 of its JSON form
@@ -25,6 +42,19 @@ pub fn instruments_fingerprint(instruments: &[Instrument]) -> u64 {
 
 pub fn encode(record: &WalRecord) -> Result<rkyv::util::AlignedVec, String> {
     rkyv::to_bytes::<RkyvError>(record).map_err(|e| format!("WAL record encoding failed: {e}"))
+}
+
+/// The sender and sequence of a `Peer` record, read in place without decoding the message
+/// (recovery's first pass only needs these).
+pub fn peer_header(payload: &[u8]) -> Result<Option<(u16, u64)>, String> {
+    let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(payload.len());
+    aligned.extend_from_slice(payload);
+    let archived = rkyv::access::<ArchivedWalRecord, RkyvError>(&aligned)
+        .map_err(|e| format!("WAL payload does not decode: {e}"))?;
+    Ok(match archived {
+        ArchivedWalRecord::Peer { from, seq, .. } => Some((from.to_native(), seq.to_native())),
+        _ => None,
+    })
 }
 
 /// Validates and decodes a payload (copied to an aligned buffer first: rkyv reads in place).
@@ -42,10 +72,19 @@ mod tests {
     #[test]
     fn records_round_trip_and_garbage_is_refused() {
         let records = [
-            WalRecord::Genesis { format: WAL_FORMAT, trading_day: 20250102, instruments_fingerprint: 7 },
+            WalRecord::Genesis {
+                format: WAL_FORMAT,
+                trading_day: 20250102,
+                instruments_fingerprint: 7,
+                shards: 2,
+                shard: 1,
+            },
             WalRecord::Command(Command::OpenAccount { ts: 5, account_id: AccountId::new("a1").unwrap() }),
         ];
-        for record in &records {
+        let peer = WalRecord::Peer { ts: 9, from: 1, seq: 42, msg: PeerMsg::CancelMissed { order_id: 5 } };
+        assert_eq!(peer_header(&encode(&peer).unwrap()).unwrap(), Some((1, 42)));
+        assert_eq!(peer_header(&encode(&records[1]).unwrap()).unwrap(), None);
+        for record in records.iter().chain([&peer]) {
             let bytes = encode(record).unwrap();
             assert_eq!(&decode(&bytes).unwrap(), record);
             assert!(decode(&bytes[..bytes.len() / 2]).is_err());
