@@ -213,6 +213,14 @@ fn trading_scenario_end_to_end_then_restart() {
     let state = before["state"]["instruments"].as_array().unwrap().clone();
     let open_interest: Vec<i64> = state.iter().map(|i| i["open_interest"].as_i64().unwrap()).collect();
     assert_eq!(open_interest, vec![0, 2], "SR all closed, cu 2 open");
+    // The orders crossed shards both ways: SR501 is shard 0's, cu2501 shard 1's, A and C are
+    // shard 0's accounts and B shard 1's (tests/data/server_instruments.toml).
+    use qaexchange::domain::name::AccountId;
+    use qaexchange::domain::shard::account_shard;
+    let shard_of = |id: &str| account_shard(&AccountId::new(id).unwrap(), 2);
+    assert_eq!((shard_of("A"), shard_of("B"), shard_of("C")), (0, 1, 0));
+    let messages = &before["state"]["messages"];
+    assert!(messages[0]["sent"][1].as_u64() > Some(5) && messages[1]["sent"][0].as_u64() > Some(5), "{messages}");
 
     // Graceful stop: exit 0; restart on the same data: the same state, nothing twice.
     drop((c, c2));
