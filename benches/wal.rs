@@ -4,7 +4,8 @@
 //! PATH: sequential O_DIRECT write bandwidth and 4 KiB write + fdatasync latency.
 //!
 //! Run: `cargo bench --bench wal`. Knobs: `WAL_BENCH_DIR` (default: a temp dir under ./target),
-//! `WAL_BENCH_SECONDS` per batch size (default 3).
+//! `WAL_BENCH_SECONDS` per batch size (default 3), `WAL_BENCH_BATCHES` (records per batch,
+//! comma-separated; default 1,32,512,8192,65536).
 
 use qaexchange::storage::wal::{recover, SyncMode, WalConfig, WalWriter};
 use std::time::{Duration, Instant};
@@ -68,6 +69,10 @@ fn run(dir: std::path::PathBuf, batch_records: usize, seconds: f64, sync: SyncMo
 
 fn main() {
     let seconds: f64 = std::env::var("WAL_BENCH_SECONDS").ok().and_then(|v| v.parse().ok()).unwrap_or(3.0);
+    let batches: Vec<usize> = std::env::var("WAL_BENCH_BATCHES")
+        .ok()
+        .map(|v| v.split(',').filter_map(|b| b.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![1, 32, 512, 8192, 65536]);
     let base = std::env::var("WAL_BENCH_DIR")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|_| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target").join("wal-bench"));
@@ -83,7 +88,7 @@ fn main() {
     println!("| sync | records/batch | durable records/s | MB/s | commits | commit p50 us | p99 us | p99.9 us |");
     println!("|---|---:|---:|---:|---:|---:|---:|---:|");
     for (sync, name) in [(SyncMode::Durable, "fdatasync"), (SyncMode::None, "none")] {
-        for batch in [1usize, 32, 512, 8192] {
+        for &batch in &batches {
             let f = run(base.join("wal"), batch, seconds, sync);
             println!(
                 "| {name} | {batch} | {:.0} | {:.1} | {} | {:.1} | {:.1} | {:.1} |",

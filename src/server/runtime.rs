@@ -152,7 +152,12 @@ pub fn start(config: ServerConfig) -> Result<Server, String> {
                     cluster.recovered.redelivered
                 );
             }
-            (cluster.shards.into_iter().map(Some).collect(), cluster.recovered)
+            let mut recovered = cluster.recovered;
+            if recovered.records == 0 {
+                // A new venue: the log starts at the configured trading day.
+                recovered.trading_day = config.trading_day;
+            }
+            (cluster.shards.into_iter().map(Some).collect(), recovered)
         }
         None => {
             ((0..shards).map(|_| None).collect(), Recovered { trading_day: config.trading_day, ..Default::default() })
