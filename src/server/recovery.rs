@@ -75,11 +75,17 @@ pub fn rebuild_cluster(
 ) -> Result<RebuiltCluster, String> {
     let began = std::time::Instant::now();
     let n = shards as usize;
-    // Pass 1, a thread per shard: what each shard consumed from each other shard.
-    let rows: Vec<Result<Vec<u64>, String>> = std::thread::scope(|scope| {
-        let threads: Vec<_> = (0..shards).map(|shard| scope.spawn(move || consumed_by(storage, shard, n))).collect();
-        threads.into_iter().map(|t| t.join().unwrap_or_else(|_| Err("a recovery thread panicked".into()))).collect()
-    });
+    // Pass 1, a thread per shard: what each shard consumed from each other shard (nothing to
+    // learn with one shard).
+    let rows: Vec<Result<Vec<u64>, String>> = if shards == 1 {
+        vec![Ok(vec![0])]
+    } else {
+        std::thread::scope(|scope| {
+            let threads: Vec<_> =
+                (0..shards).map(|shard| scope.spawn(move || consumed_by(storage, shard, n))).collect();
+            threads.into_iter().map(|t| t.join().unwrap_or_else(|_| Err("a recovery thread panicked".into()))).collect()
+        })
+    };
     let consumed: Vec<Vec<u64>> = rows.into_iter().collect::<Result<_, _>>()?;
     // Pass 2, a thread per shard: replay each, keeping what its peers have not consumed.
     let consumed = &consumed;
@@ -175,47 +181,103 @@ pub fn replay_shard(
     let mut service: Option<Service> = None;
     let mut failure: Option<String> = None;
     let mut redeliver = Vec::new();
-    let (resume, report) = recover(dir, 1, |sequence, payload| {
-        if failure.is_some() {
-            return;
-        }
-        let record = match decode(payload) {
-            Ok(record) => record,
-            Err(e) => {
-                failure = Some(format!("record {sequence}: {e}"));
-                return;
-            }
-        };
-        match (record, service.as_mut()) {
-            (WalRecord::Genesis { format, trading_day, instruments_fingerprint, shards: s, shard: k }, None) => {
-                if format != WAL_FORMAT {
-                    failure = Some(format!("WAL format {format}, this server writes {WAL_FORMAT}"));
-                } else if instruments_fingerprint != fingerprint {
-                    failure = Some(
-                        "<instruments>: the instruments differ from the ones this WAL was written with; \
-                         restore the original instruments file"
-                            .to_string(),
-                    );
-                } else if s != shards || k != shard {
-                    failure =
-                        Some(format!("this WAL was written as shard {k} of {s}; start the server with --shards {s}"));
-                } else {
-                    service = Some(Service::new(shard, shards, instruments.to_vec(), trading_day, engine, journal));
+    // A reader thread reads, checks and decodes the log while this one runs the records, in
+    // batches over a bounded channel (the log is read once, and I/O overlaps execution).
+    const BATCH: usize = 1024;
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<(u64, Result<WalRecord, String>)>>(4);
+    let recovered = std::thread::scope(|scope| {
+        let reader = scope.spawn(move || {
+            let mut batch = Vec::with_capacity(BATCH);
+            let result = recover(dir, 1, |sequence, payload| {
+                batch.push((sequence, decode(payload)));
+                if batch.len() == BATCH {
+                    let _ = tx.send(std::mem::replace(&mut batch, Vec::with_capacity(BATCH)));
                 }
+            });
+            if !batch.is_empty() {
+                let _ = tx.send(batch);
             }
-            (WalRecord::Genesis { .. }, Some(_)) | (_, None) => {
-                failure = Some(format!("record {sequence}: out of place (genesis must come first, once)"))
+            result
+        });
+        for (sequence, record) in rx.into_iter().flatten() {
+            if failure.is_some() {
+                continue;
             }
-            (record, Some(service)) => match service.replay(&record) {
-                Ok(sends) => redeliver.extend(sends.into_iter().filter(|o| keep(o.to, o.seq))),
-                Err(e) => failure = Some(format!("record {sequence}: {e}")),
-            },
+            let record = match record {
+                Ok(record) => record,
+                Err(e) => {
+                    failure = Some(format!("record {sequence}: {e}"));
+                    continue;
+                }
+            };
+            apply_record(
+                record,
+                sequence,
+                &mut service,
+                &mut failure,
+                &mut redeliver,
+                &mut keep,
+                (shard, shards, fingerprint, instruments, engine, journal),
+            );
         }
-    })
-    .map_err(|e| format!("WAL recovery stopped: {e}"))?;
+        reader.join().unwrap_or_else(|_| {
+            Err(crate::storage::wal::RecoveryError::Io(
+                dir.to_path_buf(),
+                std::io::Error::other("the WAL reader thread panicked"),
+            ))
+        })
+    });
+    let (resume, report) = recovered.map_err(|e| format!("WAL recovery stopped: {e}"))?;
     if let Some(failure) = failure {
         return Err(format!("WAL recovery stopped in {}: {failure}", dir.display()));
     }
     let torn_tail = report.torn_tail.is_some();
+    if let Some(service) = service.as_mut() {
+        service.set_report_snapshots(true);
+    }
     Ok((RebuiltShard { service, resume, torn_tail, redeliver }, report))
+}
+
+/// What a shard's replay needs to know about the venue: shard, shard count, instruments
+/// fingerprint, instruments, engine and journal settings.
+type ShardLayout<'a> = (u16, u16, u64, &'a [Instrument], EngineConfig, JournalLimits);
+
+/// Runs one decoded record: the genesis creates the service, every other record replays.
+fn apply_record(
+    record: WalRecord,
+    sequence: u64,
+    service: &mut Option<Service>,
+    failure: &mut Option<String>,
+    redeliver: &mut Vec<Outgoing>,
+    keep: &mut impl FnMut(u16, u64) -> bool,
+    layout: ShardLayout<'_>,
+) {
+    let (shard, shards, fingerprint, instruments, engine, journal) = layout;
+    match (record, service.as_mut()) {
+        (WalRecord::Genesis { format, trading_day, instruments_fingerprint, shards: s, shard: k }, None) => {
+            if format != WAL_FORMAT {
+                *failure = Some(format!("WAL format {format}, this server writes {WAL_FORMAT}"));
+            } else if instruments_fingerprint != fingerprint {
+                *failure = Some(
+                    "<instruments>: the instruments differ from the ones this WAL was written with; \
+                     restore the original instruments file"
+                        .to_string(),
+                );
+            } else if s != shards || k != shard {
+                *failure =
+                    Some(format!("this WAL was written as shard {k} of {s}; start the server with --shards {s}"));
+            } else {
+                let mut fresh = Service::new(shard, shards, instruments.to_vec(), trading_day, engine, journal);
+                fresh.set_report_snapshots(false);
+                *service = Some(fresh);
+            }
+        }
+        (WalRecord::Genesis { .. }, Some(_)) | (_, None) => {
+            *failure = Some(format!("record {sequence}: out of place (genesis must come first, once)"))
+        }
+        (record, Some(service)) => match service.replay(&record) {
+            Ok(sends) => redeliver.extend(sends.into_iter().filter(|o| keep(o.to, o.seq))),
+            Err(e) => *failure = Some(format!("record {sequence}: {e}")),
+        },
+    }
 }

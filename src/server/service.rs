@@ -217,6 +217,11 @@ impl Service {
         }
     }
 
+    /// Whether steps report snapshot events (recovery turns them off while it replays).
+    pub fn set_report_snapshots(&mut self, on: bool) {
+        self.engine.set_report_snapshots(on);
+    }
+
     /// Re-runs one logged input (recovery); returns the messages it sent.
     pub fn replay(&mut self, record: &WalRecord) -> Result<Vec<Outgoing>, String> {
         self.out.clear();

@@ -159,6 +159,9 @@ pub struct ShardEngine {
     local: VecDeque<PeerMsg>,
     touched: Touched,
     fills: Vec<Fill>,
+    /// Whether steps report account, position and quote snapshots (off while replaying a log:
+    /// nobody reads them then, and building them was a large part of replay time).
+    report_snapshots: bool,
 }
 
 impl ShardEngine {
@@ -217,7 +220,14 @@ impl ShardEngine {
             local: VecDeque::new(),
             touched: Touched::default(),
             fills: Vec::with_capacity(256),
+            report_snapshots: true,
         }
+    }
+
+    /// Turns the account, position and quote snapshot events of each step on or off. The
+    /// state is the same either way; quotes and ticks are still recorded.
+    pub fn set_report_snapshots(&mut self, on: bool) {
+        self.report_snapshots = on;
     }
 
     pub fn shard(&self) -> u16 {
@@ -362,6 +372,10 @@ impl ShardEngine {
         }
         self.touched.marked = marked;
         self.touched.marked.clear();
+        if !self.report_snapshots {
+            self.touched.accounts.clear();
+            self.touched.positions.clear();
+        }
         for &slot in &self.touched.accounts {
             let account = self.ledger.snapshot(slot, &self.instruments, &self.marks);
             out.events.push(Event::AccountUpdated { ts, account });
@@ -386,7 +400,7 @@ impl ShardEngine {
             if traded {
                 market.record_tick(ts);
             }
-            if depth_changed || traded {
+            if (depth_changed || traded) && self.report_snapshots {
                 out.events.push(Event::QuoteUpdated { ts, quote: *market.quote() });
             }
         }

@@ -66,9 +66,16 @@ pub fn recover(
     let mut resume = ResumePoint { segment: None, offset: 0, next_sequence };
     // A segment whose end was cut: (file, offset of the damage, sequence expected there).
     let mut torn: Option<(PathBuf, usize, u64)> = None;
+    // One buffer for every segment: a fresh 64 MiB allocation per segment cost a page fault
+    // and a kernel zeroing per page, as much as the read itself.
+    let mut buffer = Vec::new();
     for (first, path) in segments {
-        let bytes = std::fs::read(&path).map_err(|e| RecoveryError::Io(path.clone(), e))?;
-        let scan = scan_segment(&bytes, first).map_err(|e| RecoveryError::Corrupt(path.clone(), e))?;
+        buffer.clear();
+        std::fs::File::open(&path)
+            .and_then(|mut file| std::io::Read::read_to_end(&mut file, &mut buffer))
+            .map_err(|e| RecoveryError::Io(path.clone(), e))?;
+        let bytes = &buffer[..];
+        let scan = scan_segment(bytes, first).map_err(|e| RecoveryError::Corrupt(path.clone(), e))?;
         if scan.records.is_empty() {
             // Created but never written (or only torn): nothing to replay; later ones must be empty too.
             if let ScanEnd::TornTail { offset, .. } = scan.end {
