@@ -144,8 +144,16 @@ impl WalWriter {
             writer.write_blocks(&[]).await?;
             writer.file.fdatasync().await?;
         }
-        writer.prepare_spare();
+        writer.maybe_prepare_spare();
         Ok(writer)
+    }
+
+    /// Starts the next segment once the current one is half full: late enough that a quiet
+    /// log never pays for it, early enough that a busy one finds it ready at the rotation.
+    fn maybe_prepare_spare(&mut self) {
+        if self.spare.is_none() && self.offset >= self.config.segment_bytes / 2 {
+            self.prepare_spare();
+        }
     }
 
     /// Starts creating the next segment in the background.
@@ -238,6 +246,7 @@ impl WalWriter {
         self.offset += self.pending.len() as u64;
         self.pending.clear();
         self.pending_first = self.next_sequence;
+        self.maybe_prepare_spare();
         Ok(self.next_sequence - 1)
     }
 
@@ -313,7 +322,6 @@ impl WalWriter {
             }
             None => Self::create_segment(&self.config, self.pending_first).await?,
         };
-        self.prepare_spare();
         let old = std::mem::replace(&mut self.file, file);
         old.close().await?;
         self.segment_first = self.pending_first;
