@@ -4,6 +4,8 @@
 #![forbid(unsafe_code)]
 
 pub mod domain;
+pub mod loadgen;
+pub mod metrics;
 pub mod replay;
 pub mod server;
 pub mod storage;
