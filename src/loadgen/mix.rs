@@ -107,7 +107,7 @@ impl Rng {
         Self(seed | 1)
     }
 
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
@@ -115,7 +115,7 @@ impl Rng {
     }
 
     pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
+        self.next_u64() % n.max(1)
     }
 }
 
@@ -162,7 +162,7 @@ impl Flow {
     }
 
     /// The next request.
-    pub fn next(&mut self) -> Request {
+    pub fn next_request(&mut self) -> Request {
         let kind = self.pick_kind();
         if kind >= 2 && !self.resting.is_empty() {
             let index = self.rng.below(self.resting.len() as u64) as usize;
@@ -196,7 +196,7 @@ impl Flow {
         } else if walk == 1 {
             market.mid_ticks = (market.mid_ticks + 1).min(market.band_ticks - 1);
         }
-        let buy = self.rng.next() & 1 == 0;
+        let buy = self.rng.next_u64() & 1 == 0;
         let ioc = kind == 1;
         let offset = if ioc { 2 } else { self.rng.below(6) as i64 - 1 };
         // GTC: a few ticks on its own side (some one tick through); IOC: two ticks through.
@@ -267,7 +267,7 @@ mod tests {
         let mut paths = std::collections::BTreeMap::new();
         let mut next_id = 1;
         for _ in 0..2000 {
-            let r = f.next();
+            let r = f.next_request();
             *paths.entry(r.path).or_insert(0) += 1;
             let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
             assert_eq!(v["account_id"], "lg-1");
@@ -283,6 +283,6 @@ mod tests {
         assert!(paths[&Path::Submit] > 1000 && paths[&Path::Cancel] > 100 && paths[&Path::Modify] > 100, "{paths:?}");
         assert!(f.resting.len() <= MAX_TRACKED);
         let mut only = flow(MixWeights::submit_only());
-        assert!((0..200).all(|_| only.next().path == Path::Submit));
+        assert!((0..200).all(|_| only.next_request().path == Path::Submit));
     }
 }

@@ -138,7 +138,7 @@ async fn connection(
     let account = account_of(&config.run_id, index);
     let prefix = format!("{}c{index}", config.run_id);
     let mut flow =
-        Flow::new(&account, markets, config.weights, 0x9e37_79b9 ^ (index as u64 + 1) * 0x1000_0001, &prefix);
+        Flow::new(&account, markets, config.weights, 0x9e37_79b9 ^ ((index as u64 + 1) * 0x1000_0001), &prefix);
     let Ok(mut stream) = glommio::net::TcpStream::connect(config.target).await else {
         report.broken_connections = 1;
         return report;
@@ -164,7 +164,7 @@ async fn connection(
         if intended > now {
             glommio::timer::sleep(intended - now).await;
         }
-        let request = flow.next();
+        let request = flow.next_request();
         out.clear();
         out.extend_from_slice(
             format!(
