@@ -8,6 +8,7 @@ use super::http::{
     parse_request, route, write_http_error, write_response, write_response_with_headers, HttpError, HttpErrorCode,
     Limits, ParseOutcome, Route, CONTENT_TYPE_JSON, CONTENT_TYPE_PROMETHEUS,
 };
+use super::metrics::Gathered;
 use super::service::{cluster_reply, Action, Answer, Origin, Query, Reply};
 use crate::domain::fast_hash::FastMap;
 use crate::domain::instrument::Instrument;
@@ -63,7 +64,7 @@ impl Router {
                 | Query::Tick(instrument_id)
                 | Query::MarketTrades { instrument_id, .. }
                 | Query::Kline { instrument_id, .. } => instrument(instrument_id),
-                Query::Instruments | Query::ShardState => here,
+                Query::Instruments | Query::ShardState | Query::ShardMetrics | Query::ResetLatency => here,
             },
         }
     }
@@ -95,7 +96,8 @@ pub struct ShardContext {
     pub router: Rc<Router>,
     pub waiters: Waiters,
     pub stop: Arc<AtomicBool>,
-    pub counters: ShardCounters,
+    /// Shared with the shard's core, which reports them in `/metrics`.
+    pub counters: Rc<ShardCounters>,
     pub max_connections: u64,
     next_conn: Cell<u64>,
     auto_ids: Cell<u64>,
@@ -110,6 +112,7 @@ impl ShardContext {
         links: Rc<Vec<Option<ConnectedSender<ShardMsg>>>>,
         router: Rc<Router>,
         waiters: Waiters,
+        counters: Rc<ShardCounters>,
         stop: Arc<AtomicBool>,
         max_connections: u64,
     ) -> Self {
@@ -122,7 +125,7 @@ impl ShardContext {
             router,
             waiters,
             stop,
-            counters: ShardCounters::default(),
+            counters,
             max_connections,
             next_conn: Cell::new(1),
             auto_ids: Cell::new(0),
@@ -161,7 +164,7 @@ impl ShardContext {
             let Some(Some(tx)) = self.links.get(target) else {
                 return gone();
             };
-            if tx.send(ShardMsg::Request { origin, action }).await.is_err() {
+            if tx.send(ShardMsg::Request { origin, action, sent: std::time::Instant::now() }).await.is_err() {
                 return gone();
             }
         }
@@ -172,8 +175,33 @@ impl ShardContext {
         let target = self.router.target(&action, self.shard);
         match self.ask(conn, answers, target, action).await {
             Answer::Reply(reply) => reply,
-            Answer::State(_) => Reply::http(HttpErrorCode::InternalError),
+            Answer::State(_) | Answer::Metrics(_) => Reply::http(HttpErrorCode::InternalError),
         }
+    }
+
+    /// Every shard's metrics (`/metrics`, `/admin/latency`).
+    async fn gather_metrics(&self, conn: u64, answers: &LocalReceiver<Answer>) -> Result<Gathered, Reply> {
+        let mut all = Vec::with_capacity(self.shards);
+        for target in 0..self.shards {
+            match self.ask(conn, answers, target, Action::Query(Query::ShardMetrics)).await {
+                Answer::Metrics(m) => all.push((target, *m)),
+                Answer::Reply(reply) => return Err(reply),
+                Answer::State(_) => return Err(Reply::http(HttpErrorCode::InternalError)),
+            }
+        }
+        Ok(Gathered(all))
+    }
+
+    /// `POST /admin/latency/reset`: every shard clears its histograms.
+    async fn reset_latency(&self, conn: u64, answers: &LocalReceiver<Answer>) -> Reply {
+        for target in 0..self.shards {
+            if let Answer::Reply(reply) = self.ask(conn, answers, target, Action::Query(Query::ResetLatency)).await {
+                if reply.status != 200 {
+                    return reply;
+                }
+            }
+        }
+        Reply::success(&serde_json::json!({"reset": self.shards}))
     }
 
     /// `/admin/state`: every shard's state, merged, with the invariants checked over all.
@@ -183,6 +211,7 @@ impl ShardContext {
             match self.ask(conn, answers, target, Action::Query(Query::ShardState)).await {
                 Answer::State(state) => states.push(*state),
                 Answer::Reply(reply) => return reply,
+                Answer::Metrics(_) => return Reply::http(HttpErrorCode::InternalError),
             }
         }
         cluster_reply(states, |id| self.router.instrument_slot(id))
@@ -242,26 +271,41 @@ async fn serve_loop(
                     break;
                 }
                 ParseOutcome::Complete { request, consumed } => {
+                    let parsed_at = std::time::Instant::now();
                     bump(&ctx.counters.requests);
                     let keep_alive = request.keep_alive && !ctx.stopping();
                     let target = route(request.method, request.path, request.query);
+                    let pattern = target.as_ref().ok().map(Route::pattern);
                     let step = match target {
                         Err(error) => Step::Answer(Reply::error(error.status, error.code, error.message), error.allow),
                         Ok(target) => plan(ctx, target, request.body),
                     };
+                    // Parsing started when the bytes arrived; this counts the work, not the wait.
+                    ctx.core.borrow_mut().metrics.stage_since("parse", parsed_at);
                     start += consumed;
                     let (reply, allow) = match step {
                         Step::Answer(reply, allow) => (reply, allow),
                         Step::Ask(action) => (ctx.call(conn, replies, action).await, None),
                         Step::Gather => (ctx.gather_state(conn, replies).await, None),
-                        Step::Text(text) => {
-                            write_response(&mut out, 200, CONTENT_TYPE_PROMETHEUS, text.as_bytes(), keep_alive);
-                            if !keep_alive {
-                                close = true;
-                                break;
+                        Step::ResetLatency => (ctx.reset_latency(conn, replies).await, None),
+                        Step::GatherText(kind) => match ctx.gather_metrics(conn, replies).await {
+                            Ok(gathered) => {
+                                let text = match kind {
+                                    TextKind::Prometheus => gathered.prometheus(),
+                                    TextKind::Latency => gathered.latency_text(),
+                                };
+                                write_response(&mut out, 200, CONTENT_TYPE_PROMETHEUS, text.as_bytes(), keep_alive);
+                                if let Some(pattern) = pattern {
+                                    ctx.core.borrow_mut().metrics.endpoint_since(pattern, parsed_at);
+                                }
+                                if !keep_alive {
+                                    close = true;
+                                    break;
+                                }
+                                continue;
                             }
-                            continue;
-                        }
+                            Err(reply) => (reply, None),
+                        },
                     };
                     count_status(ctx, reply.status);
                     match allow {
@@ -274,6 +318,9 @@ async fn serve_loop(
                             keep_alive,
                         ),
                         None => write_response(&mut out, reply.status, CONTENT_TYPE_JSON, &reply.body, keep_alive),
+                    }
+                    if let Some(pattern) = pattern {
+                        ctx.core.borrow_mut().metrics.endpoint_since(pattern, parsed_at);
                     }
                     if !keep_alive {
                         close = true;
@@ -317,11 +364,18 @@ fn count_status(ctx: &ShardContext, status: u16) {
     }
 }
 
+enum TextKind {
+    Prometheus,
+    Latency,
+}
+
 enum Step {
     /// Answered on this shard (errors, health), with the `Allow` header of a 405.
     Answer(Reply, Option<&'static str>),
-    /// Plain text answered on this shard (metrics).
-    Text(String),
+    /// Plain text gathered from every shard.
+    GatherText(TextKind),
+    /// Every shard clears its latency histograms.
+    ResetLatency,
     /// Needs the shard that owns what it names.
     Ask(Action),
     /// Needs every shard (`/admin/state`).
@@ -339,7 +393,9 @@ fn plan(ctx: &ShardContext, target: Route, body: &[u8]) -> Step {
             let data = serde_json::json!({"status": "ok", "shard": ctx.shard, "shards": ctx.shards});
             return Step::Answer(Reply::success(&data), None);
         }
-        Route::Metrics => return Step::Text(metrics(ctx)),
+        Route::Metrics => return Step::GatherText(TextKind::Prometheus),
+        Route::AdminLatency => return Step::GatherText(TextKind::Latency),
+        Route::AdminLatencyReset => return Step::ResetLatency,
         Route::OpenAccount => body::open_account(body),
         Route::Deposit => body::transfer(body, true),
         Route::Withdraw => body::transfer(body, false),
@@ -370,23 +426,4 @@ fn plan(ctx: &ShardContext, target: Route, body: &[u8]) -> Step {
         Ok(action) => Step::Ask(action),
         Err(e) => bad_body(e),
     }
-}
-
-/// Prometheus text of this shard's connection counters (the full set comes with the metrics
-/// work of issue 4).
-fn metrics(ctx: &ShardContext) -> String {
-    let c = &ctx.counters;
-    let shard = ctx.shard;
-    let mut text = String::new();
-    for (name, help, value) in [
-        ("qaexchange_connections_accepted_total", "Connections accepted.", c.connections_accepted.get()),
-        ("qaexchange_connections_open", "Connections open now.", c.connections_open.get()),
-        ("qaexchange_connections_refused_total", "Connections refused over the limit.", c.connections_refused.get()),
-        ("qaexchange_http_requests_total", "HTTP requests parsed.", c.requests.get()),
-        ("qaexchange_http_4xx_total", "Answers with a 4xx status.", c.errors_4xx.get()),
-        ("qaexchange_http_5xx_total", "Answers with a 5xx status.", c.errors_5xx.get()),
-    ] {
-        text.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n{name}{{shard=\"{shard}\"}} {value}\n"));
-    }
-    text
 }

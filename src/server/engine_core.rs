@@ -8,8 +8,10 @@
 //! Replies of queries are staged behind the inputs before them too, so a client never reads
 //! state that is not yet durable.
 
+use super::conn::ShardCounters;
 use super::http::HttpErrorCode;
-use super::service::{Action, Answer, Origin, Reply, Service, Staged};
+use super::metrics::ShardMetrics;
+use super::service::{Action, Answer, Origin, Query, Reply, Service, Staged};
 use super::wal_record::{encode, WalRecord};
 use crate::domain::shard::{Outgoing, PeerMsg};
 use crate::storage::wal::WalWriter;
@@ -18,14 +20,16 @@ use glommio::channels::shared_channel::ConnectedSender;
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Instant;
 
 /// Everything that crosses from one shard to another (one bounded channel per ordered pair).
 #[derive(Debug)]
 pub enum ShardMsg {
-    /// A client request for an account or instrument the receiver owns.
-    Request { origin: Origin, action: Action },
+    /// A client request for an account or instrument the receiver owns (`sent`: for the hop
+    /// latency).
+    Request { origin: Origin, action: Action, sent: Instant },
     /// The answer to a `Request`, for a connection of the receiver.
-    Reply { conn: u64, answer: Answer },
+    Reply { conn: u64, answer: Answer, sent: Instant },
     /// Account aggregation between shards: holds, fills, cancels, modifies, marks.
     Peer { seq: u64, msg: PeerMsg },
 }
@@ -53,6 +57,10 @@ pub struct Activity {
 pub struct EngineCore {
     service: Service,
     staged: Staged,
+    /// When each staged reply was staged (aligned with `staged.replies`).
+    staged_at: Vec<Instant>,
+    pub metrics: ShardMetrics,
+    connections: Rc<ShardCounters>,
     notify: LocalSender<()>,
     activity: std::sync::Arc<Activity>,
     closing: bool,
@@ -67,8 +75,51 @@ fn now_ns() -> i64 {
 }
 
 impl EngineCore {
-    pub fn new(service: Service, notify: LocalSender<()>, activity: std::sync::Arc<Activity>) -> Self {
-        Self { service, staged: Staged::default(), notify, activity, closing: false, failed: false }
+    pub fn new(
+        service: Service,
+        notify: LocalSender<()>,
+        activity: std::sync::Arc<Activity>,
+        connections: Rc<ShardCounters>,
+    ) -> Self {
+        Self {
+            service,
+            staged: Staged::default(),
+            staged_at: Vec::new(),
+            metrics: ShardMetrics::default(),
+            connections,
+            notify,
+            activity,
+            closing: false,
+            failed: false,
+        }
+    }
+
+    /// This shard's metrics now, with the service's and the connections' counters.
+    pub fn metrics_snapshot(&self) -> ShardMetrics {
+        let mut m = self.metrics.clone();
+        let s = self.service.counters();
+        m.counters.orders_accepted = s.orders_accepted;
+        m.counters.trades = s.trades;
+        for (code, n) in &s.rejects {
+            *m.counters.rejects.entry(*code).or_default() += n;
+        }
+        m.counters.peer_messages_sent = self.activity.peer_sent.load(Ordering::Relaxed);
+        m.counters.peer_messages_received = self.activity.peer_received.load(Ordering::Relaxed);
+        m.counters.staged_records = self.staged.records.len() as u64;
+        m.counters.connections_open = self.connections.connections_open.get();
+        m.counters.connections_accepted = self.connections.connections_accepted.get();
+        m.counters.connections_refused = self.connections.connections_refused.get();
+        m.counters.http_requests = self.connections.requests.get();
+        m.counters.http_4xx = self.connections.errors_4xx.get();
+        m.counters.http_5xx = self.connections.errors_5xx.get();
+        m
+    }
+
+    /// Stamps the replies staged since `before` replies were there.
+    fn stamp_replies(&mut self, before: usize) {
+        let now = Instant::now();
+        let added = self.staged.replies.len().saturating_sub(before);
+        self.staged_at.extend(std::iter::repeat(now).take(added));
     }
 
     fn wake(&mut self) {
@@ -78,6 +129,25 @@ impl EngineCore {
 
     /// Runs a client action now; its reply leaves when the committer has made it durable.
     pub fn submit(&mut self, origin: Origin, action: Action) {
+        let before = self.staged.replies.len();
+        let began = Instant::now();
+        match action {
+            Action::Query(Query::ShardMetrics) => {
+                let answer = Answer::Metrics(Box::new(self.metrics_snapshot()));
+                self.staged.replies.push((origin, answer));
+            }
+            Action::Query(Query::ResetLatency) => {
+                self.metrics.reset_latency();
+                self.staged.replies.push((origin, Answer::Reply(Reply::success(&"reset"))));
+            }
+            action => self.run_action(origin, action),
+        }
+        self.metrics.stage_since("execute_command", began);
+        self.stamp_replies(before);
+        self.wake();
+    }
+
+    fn run_action(&mut self, origin: Origin, action: Action) {
         if self.failed {
             let reply = Reply::http_message(
                 HttpErrorCode::StorageFailed,
@@ -87,14 +157,17 @@ impl EngineCore {
         } else {
             self.service.handle(action, now_ns(), origin, &mut self.staged);
         }
-        self.wake();
     }
 
     /// Runs message `seq` from shard `from`.
     pub fn deliver(&mut self, from: u16, seq: u64, msg: PeerMsg) {
+        let before = self.staged.replies.len();
+        let began = Instant::now();
         if !self.failed {
             self.service.deliver(from, seq, msg, now_ns(), &mut self.staged);
         }
+        self.metrics.stage_since("execute_peer", began);
+        self.stamp_replies(before);
         self.activity.peer_received.fetch_add(1, Ordering::SeqCst);
         self.wake();
     }
@@ -129,7 +202,7 @@ impl Routes {
             deliver_local(&self.local, origin.conn, answer);
         } else if let Some(Some(tx)) = self.remote.get(origin.shard) {
             // Bounded: a full channel makes the committer wait for that shard (backpressure).
-            let _ = tx.send(ShardMsg::Reply { conn: origin.conn, answer }).await;
+            let _ = tx.send(ShardMsg::Reply { conn: origin.conn, answer, sent: Instant::now() }).await;
         }
     }
 
@@ -159,11 +232,14 @@ pub async fn run_committer(
     routes: Routes,
 ) -> Result<(), String> {
     let mut spare = Staged::default();
+    let mut stamps: Vec<Instant> = Vec::new();
     let activity = core.borrow().activity.clone();
     loop {
         let (mut batch, closing) = {
             let mut c = core.borrow_mut();
             std::mem::swap(&mut c.staged, &mut spare);
+            std::mem::swap(&mut c.staged_at, &mut stamps);
+            c.staged_at.clear();
             if spare.is_empty() {
                 activity.busy.store(false, Ordering::SeqCst);
             }
@@ -179,10 +255,22 @@ pub async fn run_committer(
             spare = batch;
             continue;
         }
+        let began = Instant::now();
         let written = match wal.as_mut() {
             Some(wal) => write_batch(wal, &batch.records, limits).await,
             None => Ok(()),
         };
+        if let (Some(w), false) = (wal.as_ref(), batch.records.is_empty()) {
+            let stats = w.stats();
+            let mut c = core.borrow_mut();
+            c.metrics.stage_since("wal_write_sync", began);
+            let counters = &mut c.metrics.counters;
+            counters.wal_records = stats.records;
+            counters.wal_bytes = stats.bytes;
+            counters.wal_syncs = stats.syncs;
+            counters.wal_groups += 1;
+            c.metrics.group_records.saturating_record(batch.records.len() as u64);
+        }
         if let Err(e) = written {
             // Nothing of this group is durable: send none of it, refuse it and everything after.
             tracing::error!("shard {}: WAL write failed, refusing requests from now on: {e}", routes.shard);
@@ -201,10 +289,17 @@ pub async fn run_committer(
                     tracing::warn!("shard {}: shard {to} is gone; a message waits for the restart", routes.shard);
                 }
             }
+            {
+                let mut c = core.borrow_mut();
+                for at in &stamps {
+                    c.metrics.stage_since("commit_wait", *at);
+                }
+            }
             for (origin, answer) in batch.replies.drain(..) {
                 routes.reply(origin, answer).await;
             }
         }
+        stamps.clear();
         batch.records.clear();
         spare = batch;
     }

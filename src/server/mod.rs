@@ -7,6 +7,7 @@ pub mod conn;
 pub mod engine_core;
 pub mod http;
 pub mod journal;
+pub mod metrics;
 pub mod recovery;
 pub mod runtime;
 pub mod service;

@@ -234,6 +234,7 @@ pub fn replay_shard(
     let torn_tail = report.torn_tail.is_some();
     if let Some(service) = service.as_mut() {
         service.set_report_snapshots(true);
+        service.reset_counters();
     }
     Ok((RebuiltShard { service, resume, torn_tail, redeliver }, report))
 }

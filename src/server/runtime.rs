@@ -325,7 +325,8 @@ async fn run_shard(
     };
     let (notify_tx, notify_rx) = glommio::channels::local_channel::new_bounded(1);
     let activity = quiesce.activity[shard].clone();
-    let core = Rc::new(RefCell::new(EngineCore::new(service, notify_tx, activity)));
+    let counters = Rc::new(super::conn::ShardCounters::default());
+    let core = Rc::new(RefCell::new(EngineCore::new(service, notify_tx, activity, counters.clone())));
     let waiters: Waiters = Rc::new(RefCell::new(Default::default()));
     // Receivers first, as tasks: a sender's connect waits for its receiver.
     let mut receivers = Vec::new();
@@ -337,8 +338,15 @@ async fn run_shard(
             let rx = rx.connect().await;
             while let Some(msg) = rx.recv().await {
                 match msg {
-                    ShardMsg::Request { origin, action } => core.borrow_mut().submit(origin, action),
-                    ShardMsg::Reply { conn, answer } => deliver_local(&waiters, conn, answer),
+                    ShardMsg::Request { origin, action, sent } => {
+                        let mut core = core.borrow_mut();
+                        core.metrics.stage_since("hop", sent);
+                        core.submit(origin, action);
+                    }
+                    ShardMsg::Reply { conn, answer, sent } => {
+                        core.borrow_mut().metrics.stage_since("reply_hop", sent);
+                        deliver_local(&waiters, conn, answer);
+                    }
                     ShardMsg::Peer { seq, msg } => core.borrow_mut().deliver(from as u16, seq, msg),
                 }
             }
@@ -360,6 +368,7 @@ async fn run_shard(
         links.clone(),
         router,
         waiters.clone(),
+        counters,
         quiesce.stop.clone(),
         config.max_connections_per_shard as u64,
     ));
@@ -376,6 +385,16 @@ async fn run_shard(
     quiesce.settled().await;
     core.borrow_mut().close();
     let result = committer.await;
+    if let Some(storage) = &config.storage {
+        // The latency histograms of the run, for whoever compares runs after the fact.
+        let dir = storage.dir.join("latency");
+        let text = super::metrics::Gathered(vec![(shard, core.borrow().metrics_snapshot())]).latency_text();
+        let written = std::fs::create_dir_all(&dir)
+            .and_then(|()| std::fs::write(dir.join(format!("shard-{shard}.hgrm.txt")), text));
+        if let Err(e) = written {
+            tracing::warn!("shard {shard}: writing its latency histograms to {}: {e}", dir.display());
+        }
+    }
     // Our senders are gone with the committer and the context; the receivers end once every
     // other shard has dropped its senders too.
     for receiver in receivers {

@@ -81,6 +81,10 @@ pub enum Query {
     /// One shard's whole state (`/admin/state` gathers every shard's and checks the invariants
     /// over all of them).
     ShardState,
+    /// One shard's metrics (`/metrics` and `/admin/latency` gather every shard's).
+    ShardMetrics,
+    /// Clears one shard's latency histograms.
+    ResetLatency,
 }
 
 /// An answer: HTTP status and the JSON envelope body.
@@ -143,6 +147,17 @@ pub struct Origin {
 pub enum Answer {
     Reply(Reply),
     State(Box<ShardState>),
+    Metrics(Box<super::metrics::ShardMetrics>),
+}
+
+/// What the service counts as it runs (the rest of a shard's metrics lives in its core).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ServiceCounters {
+    pub orders_accepted: u64,
+    /// Trades matched on this shard's books.
+    pub trades: u64,
+    /// Refusals by reject code.
+    pub rejects: std::collections::BTreeMap<u32, u64>,
 }
 
 /// What one step leaves to do once its records are durable: the records, the messages to
@@ -177,6 +192,7 @@ pub struct Service {
     pending: FastMap<(u64, Kind), VecDeque<Origin>>,
     /// Timestamps handed to the engine never go backwards, whatever the wall clock does.
     last_ts: TimestampNs,
+    counters: ServiceCounters,
 }
 
 impl Service {
@@ -194,7 +210,17 @@ impl Service {
             out: StepOutput::default(),
             pending: FastMap::default(),
             last_ts: 0,
+            counters: ServiceCounters::default(),
         }
+    }
+
+    pub fn counters(&self) -> &ServiceCounters {
+        &self.counters
+    }
+
+    /// Counts from zero (after recovery replayed the log: the counters are this process's).
+    pub fn reset_counters(&mut self) {
+        self.counters = ServiceCounters::default();
     }
 
     pub fn engine(&self) -> &ShardEngine {
@@ -214,6 +240,14 @@ impl Service {
     fn journal_step(&mut self) {
         for event in &self.out.events {
             self.journal.apply(event);
+            match event {
+                Event::OrderAccepted { .. } => self.counters.orders_accepted += 1,
+                Event::MarketTrade { .. } => self.counters.trades += 1,
+                Event::OrderRejected { reason, .. } | Event::CommandRejected { reason, .. } => {
+                    *self.counters.rejects.entry(reason.reason.code()).or_default() += 1
+                }
+                _ => {}
+            }
         }
     }
 
@@ -492,6 +526,8 @@ impl Service {
                 })
             }
             Query::ShardState => Reply::success(&engine.state()),
+            // Answered by the shard's core, which holds the metrics.
+            Query::ShardMetrics | Query::ResetLatency => Reply::http(HttpErrorCode::InternalError),
         })
     }
 }

@@ -138,6 +138,10 @@ pub enum Route {
     Kline { instrument_id: InstrumentId, period: KlinePeriod, count: u32 },
     /// `GET /admin/state`: the engine's whole state and its invariant check.
     AdminState,
+    /// `GET /admin/latency`: every shard's latency histograms, merged, as `.hgrm` text.
+    AdminLatency,
+    /// `POST /admin/latency/reset`: clear them.
+    AdminLatencyReset,
 }
 
 impl Route {
@@ -163,6 +167,8 @@ impl Route {
             Route::MarketTrades { .. } => "GET /api/market/trades/{id}",
             Route::Kline { .. } => "GET /api/market/kline/{id}",
             Route::AdminState => "GET /admin/state",
+            Route::AdminLatency => "GET /admin/latency",
+            Route::AdminLatencyReset => "POST /admin/latency/reset",
         }
     }
 }
@@ -189,6 +195,14 @@ pub fn route(method: Method, path: &str, query: &str) -> Result<Route, HttpError
         ["health"] => get_only().map(|()| Route::Health),
         ["metrics"] => get_only().map(|()| Route::Metrics),
         ["admin", "state"] => get_only().map(|()| Route::AdminState),
+        ["admin", "latency"] => get_only().map(|()| Route::AdminLatency),
+        ["admin", "latency", "reset"] => {
+            if is_post {
+                Ok(Route::AdminLatencyReset)
+            } else {
+                Err(HttpError::method_not_allowed("POST"))
+            }
+        }
         ["api", "account", action @ ("open" | "deposit" | "withdraw")] => {
             get_or_post()?;
             Ok(match (is_post, *action) {
