@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# The server measured like a user would, beside the raw glommio+httparse responder, with the
+# same load generator in the same run (docs/PERFORMANCE.md "Load: the whole server over HTTP").
+#
+#  1. raw responder, closed loop: its maximum;
+#  2. server with sync = "durable", closed loop: its maximum; then open loop at 25/50/75 % of it;
+#  3. the same with sync = "none";
+#  4. raw responder, open loop at the durable server's 25/50/75 % rates.
+# Servers run with --shards $SHARDS pinned from core 0; the generator is pinned to core
+# $LOAD_CORE (on 2 cores: server on core 0, generator on core 1). Everything is on 127.0.0.1.
+# Writes every .hgrm under $OUT and, when python3 can, a PNG per mode (tools/plot_hgrm.py).
+#
+# Usage: tools/loadtest.sh   (knobs: SHARDS=1 CONNECTIONS=32 DURATION=5 WARMUP=2 MIX=exchange-core
+#                             LOAD_CORE=1 OUT=target/loadtest/<time>)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SHARDS=${SHARDS:-1}
+CONNECTIONS=${CONNECTIONS:-32}
+DURATION=${DURATION:-5}
+WARMUP=${WARMUP:-2}
+MIX=${MIX:-exchange-core}
+LOAD_CORE=${LOAD_CORE:-1}
+OUT=${OUT:-target/loadtest/$(date -u +%Y%m%dT%H%M%S)}
+mkdir -p "$OUT"
+cargo build --release --quiet --bin qaexchange-server --bin qaexchange-loadgen --bin qaexchange-raw-responder
+BIN=target/release
+DATA=$(mktemp -d)
+PIDS=()
+cleanup() { for p in "${PIDS[@]:-}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$DATA"; }
+trap cleanup EXIT
+
+# start_and_wait NAME CMD...: runs CMD, waits for its "ready http=ADDR" line, sets $ADDR, $PID.
+start_and_wait() {
+  local name=$1; shift
+  "$@" > "$OUT/$name.stdout" 2> "$OUT/$name.stderr" &
+  PID=$!; PIDS+=("$PID")
+  for _ in $(seq 1 200); do
+    ADDR=$(grep -o 'http=[^ ]*' "$OUT/$name.stdout" 2>/dev/null | head -1 | cut -d= -f2 || true)
+    [ -n "$ADDR" ] && return 0
+    sleep 0.05
+  done
+  echo "$name did not start: $(cat "$OUT/$name.stderr")" >&2; exit 1
+}
+
+# load LABEL ADDR RATE [extra]: one load run; prints its RESULT line, sets $THROUGHPUT.
+load() {
+  local label=$1 addr=$2 rate=$3; shift 3
+  local line
+  line=$("$BIN/qaexchange-loadgen" --target "$addr" --connections "$CONNECTIONS" --rate "$rate" \
+      --duration "$DURATION" --warmup "$WARMUP" --pin-from "$LOAD_CORE" --mix "$MIX" --out "$OUT" \
+      --label "$label" "$@" 2>>"$OUT/loadgen.stderr" | tee -a "$OUT/results.txt" | grep '^RESULT')
+  echo "$line"
+  THROUGHPUT=$(echo "$line" | grep -o 'throughput=[0-9.]*' | cut -d= -f2)
+}
+
+start_and_wait raw "$BIN/qaexchange-raw-responder" --http 127.0.0.1:0 --shards "$SHARDS"
+RAW=$ADDR; RAW_PID=$PID
+load raw-max "$RAW" 0 --raw
+RAW_MAX=$THROUGHPUT
+
+for sync in durable none; do
+  rm -rf "$DATA/$sync"
+  start_and_wait "server-$sync" "$BIN/qaexchange-server" --http 127.0.0.1:0 --shards "$SHARDS" \
+      --storage "$DATA/$sync" --sync "$sync"
+  SERVER=$ADDR
+  load "$sync-max" "$SERVER" 0
+  MAX=$THROUGHPUT
+  for pct in 25 50 75; do
+    rate=$(python3 -c "print(max(1, round($MAX * $pct / 100)))")
+    load "$sync-$pct" "$SERVER" "$rate"
+    [ "$sync" = durable ] && eval "DURABLE_RATE_$pct=$rate"
+  done
+  eval "MAX_$sync=$MAX"
+  kill -TERM "$PID"; wait "$PID" || true
+done
+
+for pct in 25 50 75; do
+  eval "rate=\$DURABLE_RATE_$pct"
+  load "raw-$pct" "$RAW" "$rate" --raw
+done
+kill "$RAW_PID" 2>/dev/null || true
+
+python3 - "$OUT/results.txt" "$RAW_MAX" "$MAX_durable" "$MAX_none" <<'PY'
+import sys
+rows = {}
+for line in open(sys.argv[1]):
+    if line.startswith("RESULT "):
+        f = dict(kv.split("=", 1) for kv in line.split()[1:])
+        rows[f["label"]] = f
+raw_max, durable_max, none_max = map(float, sys.argv[2:5])
+print("\n| run | rate | answers/s | p50 us | p90 us | p99 us | p99.9 us | max us | refused |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+for label, f in rows.items():
+    print(f"| {label} | {f['rate']} | {float(f['throughput']):,.0f} | {f['p50_us']} | {f['p90_us']} | {f['p99_us']} | {f['p999_us']} | {f['max_us']} | {f['refused']} |")
+print(f"\nserver durable max / raw max: {durable_max / raw_max:.2f}; server none max / raw max: {none_max / raw_max:.2f}")
+for pct in (25, 50, 75):
+    d, r = rows.get(f"durable-{pct}"), rows.get(f"raw-{pct}")
+    if d and r:
+        print(f"at {pct}% of the durable max ({d['rate']}/s): durable p99 - raw p99 = {float(d['p99_us']) - float(r['p99_us']):.1f} us")
+PY
+if python3 -c 'import matplotlib' 2>/dev/null || [ -x target/plot-venv/bin/python ] || [ "${PLOT:-1}" = 1 ]; then
+  for mode in durable none; do
+    python3 tools/plot_hgrm.py "$OUT/$mode.png" "$OUT"/raw-max-all.hgrm "$OUT"/$mode-*-all.hgrm \
+        --title "qaexchange-server sync=$mode, $SHARDS shard(s), $CONNECTIONS connections" || true
+  done
+fi
+echo "files: $OUT"
