@@ -9,6 +9,7 @@ pub mod instrument;
 pub mod ledger;
 pub mod market_data;
 pub mod name;
+pub mod order_checks;
 pub mod risk;
 pub mod shard;
 pub mod types;

@@ -9,11 +9,11 @@ use super::msg::{Completion, FillReport, MatchReport, MatchRequest, MatchResult,
 use super::{ShardEngine, StepOutput};
 use crate::domain::command::{Command, InsertOrder};
 use crate::domain::event::{Event, OrderInfo, Reason, TradeSide};
-use crate::domain::instrument::InstrumentStatus;
 use crate::domain::ledger::account::AccountStatus;
 use crate::domain::ledger::order::LiveOrder;
 use crate::domain::ledger::HoldRequest;
 use crate::domain::name::{AccountId, ClientOrderId};
+use crate::domain::order_checks::{check_order, check_price};
 use crate::domain::risk::RejectCode;
 use crate::domain::types::*;
 
@@ -87,45 +87,14 @@ impl ShardEngine {
     }
 
     fn check_price(&self, instrument: u32, price: Price) -> Result<(), RejectCode> {
-        let inst = &self.instruments[instrument as usize];
-        if price <= 0 || price % inst.price_tick != 0 {
-            return Err(RejectCode::PriceNotOnTick);
-        }
-        if price < inst.lower_limit || price > inst.upper_limit {
-            return Err(RejectCode::PriceOutOfBand);
-        }
-        Ok(())
+        check_price(&self.instruments[instrument as usize], price)
     }
 
-    /// The static checks of SPEC §2 in the single engine's order.
+    /// The static checks of SPEC §2, as the single engine makes them.
     fn validate(&self, order: &InsertOrder) -> Result<(u32, u32), RejectCode> {
         let account = self.ledger.slot_of(&order.account_id).ok_or(RejectCode::AccountNotFound)?;
         let instrument = self.instrument_slot(&order.instrument_id).ok_or(RejectCode::InstrumentNotFound)?;
-        let inst = &self.instruments[instrument as usize];
-        if inst.status != InstrumentStatus::Trading {
-            return Err(RejectCode::InstrumentNotTrading);
-        }
-        if !matches!(order.time_condition, TimeCondition::Gfd | TimeCondition::Gtc | TimeCondition::Ioc) {
-            return Err(RejectCode::UnsupportedTimeCondition);
-        }
-        if order.volume < 1 || order.volume > inst.max_order_volume {
-            return Err(RejectCode::InvalidVolume);
-        }
-        let immediate = order.time_condition == TimeCondition::Ioc;
-        match order.volume_condition {
-            VolumeCondition::Any => {}
-            VolumeCondition::All if immediate => {}
-            VolumeCondition::Min if immediate && (1..=order.volume).contains(&order.min_volume) => {}
-            _ => return Err(RejectCode::InvalidVolumeCondition),
-        }
-        match order.price_type {
-            PriceType::Limit => {
-                let price = order.limit_price.ok_or(RejectCode::LimitPriceRequired)?;
-                self.check_price(instrument, price)?;
-            }
-            PriceType::Any if !immediate => return Err(RejectCode::MarketOrderMustBeImmediate),
-            _ => {}
-        }
+        check_order(&self.instruments[instrument as usize], order)?;
         Ok((account, instrument))
     }
 
