@@ -155,3 +155,63 @@ fn empty_and_missing_segment_files() {
     std::fs::remove_file(&all[1]).unwrap();
     assert!(matches!(read_all(&dir), Err(RecoveryError::Gap { .. })), "{:?}", read_all(&dir).err());
 }
+
+/// Batches written while earlier ones still sync (`write_pending` + `start_sync`, as the
+/// server's committer does) carry the older sync point: damage to a batch that was still
+/// unsynced is a torn tail even with a later, intact batch after it, while damage to a batch
+/// that was synced before the next one was written stays corruption.
+#[test]
+fn batches_written_during_a_sync_are_torn_together() {
+    let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let dir = tmp.path().to_path_buf();
+    let write_dir = dir.clone();
+    glommio::LocalExecutorBuilder::default()
+        .io_memory(1 << 20)
+        .spawn(move || async move {
+            let (resume, _) = recover(&write_dir, 1, |_, _| {}).unwrap();
+            let config = WalConfig { dir: write_dir, segment_bytes: SEGMENT_BYTES, sync: SyncMode::Durable };
+            let mut wal = WalWriter::open(config, &resume, false).await.unwrap();
+            // 1..=10 synced on its own; then 11..=20 written and its sync started; 21..=30
+            // written while that sync runs.
+            for s in 1..=10 {
+                wal.append(&payload(s)).unwrap();
+            }
+            wal.commit().await.unwrap();
+            for s in 11..=20 {
+                wal.append(&payload(s)).unwrap();
+            }
+            wal.write_pending().await.unwrap();
+            let first = wal.start_sync();
+            for s in 21..=30 {
+                wal.append(&payload(s)).unwrap();
+            }
+            assert_eq!(wal.write_pending().await.unwrap(), 30);
+            let second = wal.start_sync();
+            assert_eq!(wal.finish_sync(first).await.unwrap(), 20);
+            assert_eq!(wal.finish_sync(second).await.unwrap(), 30);
+            wal.close().await.unwrap();
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+    let records = read_all(&dir).unwrap();
+    expect_records(&records, 30);
+    let only = segments(&dir).remove(0);
+    let clean = std::fs::read(&only).unwrap();
+    let scan = qaexchange::storage::wal::scan_segment(&clean, 1).unwrap();
+    let at = |sequence: u64| scan.records.iter().find(|r| r.sequence == sequence).unwrap().clone();
+    // Record 15 damaged (its batch was unsynced when 21..=30 were written): cut there.
+    let mut bytes = clean.clone();
+    bytes[at(15).payload.start] ^= 0x01;
+    std::fs::write(&only, &bytes).unwrap();
+    let mut kept = Vec::new();
+    let (resume, report) = recover(&dir, 1, |s, b| kept.push((s, b.to_vec()))).unwrap();
+    assert!(report.torn_tail.is_some(), "{report:?}");
+    assert_eq!(resume.next_sequence, 15);
+    assert_eq!(kept[..], records[..14]);
+    // Record 5 damaged (synced before 11.. were written): corruption, start-up must stop.
+    let mut bytes = clean;
+    bytes[at(5).payload.start] ^= 0x01;
+    std::fs::write(&only, &bytes).unwrap();
+    assert!(matches!(read_all(&dir), Err(RecoveryError::Corrupt(..))));
+}

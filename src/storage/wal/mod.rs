@@ -16,7 +16,7 @@ pub mod writer;
 pub use frame::{encode_record, frame_len, RecordHeader, FRAME_ALIGN, HEADER_LEN, MAX_PAYLOAD};
 pub use recover::{recover, RecoveryError, RecoveryReport, ResumePoint};
 pub use scan::{scan_segment, ScanEnd, ScanError, ScannedRecord, SegmentScan};
-pub use writer::{SyncMode, WalConfig, WalStats, WalWriter};
+pub use writer::{SyncMode, SyncTicket, WalConfig, WalStats, WalWriter};
 
 /// The payload the WAL stress tool writes as record `sequence`: 16..=400 bytes, a function of
 /// the sequence alone, so a crash test can check every recovered record's content.

@@ -17,6 +17,7 @@ use glommio::io::{DmaFile, OpenOptions};
 use std::future::Future;
 use std::io;
 use std::path::PathBuf;
+use std::rc::Rc;
 
 /// Whether `commit` waits for the disk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,7 +48,8 @@ pub struct WalStats {
 
 pub struct WalWriter {
     config: WalConfig,
-    file: DmaFile,
+    /// Shared with fdatasyncs in flight (`start_sync`), which run while the next batch writes.
+    file: Rc<DmaFile>,
     /// The next segment, being created and zero-written in the background under a temporary
     /// name (`SPARE_NAME`), so a rotation only renames it.
     spare: Option<glommio::Task<io::Result<DmaFile>>>,
@@ -60,8 +62,20 @@ pub struct WalWriter {
     /// Encoded records of the batch being built.
     pending: Vec<u8>,
     pending_first: u64,
+    /// The first sequence not known to be durable: every record is framed with it as its
+    /// `batch_start`, so a record says "written while everything from here on may be lost".
+    /// Recovery then tells a torn tail (damage before records written while the damaged ones
+    /// were unsynced) from corruption (damage before records written after they were synced),
+    /// however many batches were in flight.
+    sync_point: u64,
     next_sequence: u64,
     stats: WalStats,
+}
+
+/// An fdatasync in flight, covering every record through `through`.
+pub struct SyncTicket {
+    task: Option<glommio::Task<io::Result<()>>>,
+    through: u64,
 }
 
 /// Bytes per write of a batch; a larger batch keeps several writes in flight.
@@ -129,13 +143,14 @@ impl WalWriter {
         }
         let mut writer = WalWriter {
             config,
-            file,
+            file: Rc::new(file),
             spare: None,
             segment_first,
             offset,
             tail_block,
             pending: Vec::with_capacity(1 << 20),
             pending_first: resume.next_sequence,
+            sync_point: resume.next_sequence,
             next_sequence: resume.next_sequence,
             stats: WalStats::default(),
         };
@@ -218,7 +233,7 @@ impl WalWriter {
             return Err(invalid("WAL record larger than a segment".into()));
         }
         let sequence = self.next_sequence;
-        encode_record(sequence, self.pending_first, payload, &mut self.pending);
+        encode_record(sequence, self.sync_point, payload, &mut self.pending);
         self.next_sequence += 1;
         self.stats.records += 1;
         Ok(sequence)
@@ -226,6 +241,14 @@ impl WalWriter {
 
     /// Writes the batch (and syncs it in durable mode). Returns the last sequence now durable.
     pub async fn commit(&mut self) -> io::Result<u64> {
+        self.write_pending().await?;
+        let ticket = self.start_sync();
+        self.finish_sync(ticket).await
+    }
+
+    /// Writes the pending batch without syncing it; returns the last sequence written. The
+    /// next batch may be written while this one's sync (`start_sync`) is in flight.
+    pub async fn write_pending(&mut self) -> io::Result<u64> {
         if self.pending.is_empty() {
             return Ok(self.next_sequence - 1);
         }
@@ -236,10 +259,6 @@ impl WalWriter {
         let result = self.write_blocks(&batch).await;
         self.pending = batch;
         result?;
-        if self.config.sync == SyncMode::Durable {
-            self.file.fdatasync().await?;
-            self.stats.syncs += 1;
-        }
         self.advance_tail();
         self.stats.batches += 1;
         self.stats.bytes += self.pending.len() as u64;
@@ -248,6 +267,33 @@ impl WalWriter {
         self.pending_first = self.next_sequence;
         self.maybe_prepare_spare();
         Ok(self.next_sequence - 1)
+    }
+
+    /// Starts an fdatasync of everything written so far (durable mode; with `sync = none` the
+    /// ticket is ready at once). It runs while the caller writes the next batch.
+    pub fn start_sync(&mut self) -> SyncTicket {
+        let through = self.next_sequence - 1 - self.pending_records();
+        if self.config.sync == SyncMode::None {
+            return SyncTicket { task: None, through };
+        }
+        let file = self.file.clone();
+        let task = glommio::spawn_local(async move { file.fdatasync().await.map_err(io::Error::from) });
+        SyncTicket { task: Some(task), through }
+    }
+
+    /// Waits for a sync; returns the last sequence it made durable.
+    pub async fn finish_sync(&mut self, ticket: SyncTicket) -> io::Result<u64> {
+        if let Some(task) = ticket.task {
+            task.await?;
+            self.stats.syncs += 1;
+        }
+        self.sync_point = self.sync_point.max(ticket.through + 1);
+        Ok(ticket.through)
+    }
+
+    /// Records appended but not yet written.
+    fn pending_records(&self) -> u64 {
+        self.next_sequence - self.pending_first
     }
 
     /// Keeps the bytes of the block that will hold the next record.
@@ -306,10 +352,10 @@ impl WalWriter {
 
     /// Starts a new segment for the pending batch, named by the batch's first sequence.
     async fn rotate(&mut self) -> io::Result<()> {
-        if self.config.sync == SyncMode::None {
-            // Everything before the rotation must be on disk before the log continues elsewhere.
-            self.file.fdatasync().await?;
-        }
+        // Everything before the rotation must be on disk before the log continues elsewhere
+        // (recovery allows a torn end only in the last segment), syncs in flight included.
+        self.file.fdatasync().await?;
+        self.sync_point = self.pending_first;
         let file = match self.spare.take() {
             Some(spare) => {
                 // Name the prepared spare after the batch's first sequence; the rename must
@@ -322,8 +368,11 @@ impl WalWriter {
             }
             None => Self::create_segment(&self.config, self.pending_first).await?,
         };
-        let old = std::mem::replace(&mut self.file, file);
-        old.close().await?;
+        let old = std::mem::replace(&mut self.file, Rc::new(file));
+        // A sync still in flight holds the old file; the last holder closes it.
+        if let Ok(old) = Rc::try_unwrap(old) {
+            old.close().await?;
+        }
         self.segment_first = self.pending_first;
         self.offset = 0;
         self.tail_block.clear();
@@ -347,7 +396,10 @@ impl WalWriter {
             }
             let _ = std::fs::remove_file(self.config.dir.join(SPARE_NAME));
         }
-        Ok(self.file.close().await?)
+        match Rc::try_unwrap(self.file) {
+            Ok(file) => Ok(file.close().await?),
+            Err(_) => Ok(()),
+        }
     }
 }
 
