@@ -281,3 +281,20 @@ fn small_group_commit_limit_splits_writes_and_loses_nothing() {
     let server = start(&opts);
     assert_eq!(fixed4(&server.client().ok("GET", "/api/account/A", None)["deposit"]), yuan(200));
 }
+
+/// The shard layout is part of the data: a restart with another shard count is refused with
+/// the count to use, and the data dir still starts with the right one.
+#[test]
+fn a_data_dir_keeps_its_shard_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = start(&options(dir.path()));
+    server.client().ok("POST", "/api/account/open", Some(json!({"account_id": "A", "init_cash": 100})));
+    assert!(server.terminate().success());
+    let mut three = options(dir.path());
+    three.shards = 3;
+    let (status, stderr) = server_support::run_to_exit(&three, std::time::Duration::from_secs(60));
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("start the server with --shards 2"), "{stderr}");
+    let server = start(&options(dir.path()));
+    assert_eq!(fixed4(&server.client().ok("GET", "/api/account/A", None)["deposit"]), yuan(100));
+}
