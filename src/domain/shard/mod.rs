@@ -148,6 +148,9 @@ pub struct ShardEngine {
     books: Vec<Option<OrderBook>>,
     markets: Vec<Option<InstrumentMarket>>,
     open_interest: Vec<Volume>,
+    /// The last mark of each owned instrument sent to the other shards: a trade at the same
+    /// price sends none.
+    broadcast_marks: Vec<Price>,
     resting: FastMap<u64, RestInfo>,
     next_trade_n: u64,
     // ---- messaging ----
@@ -196,7 +199,8 @@ impl ShardEngine {
             .enumerate()
             .map(|(n, i)| owned(n).then(|| InstrumentMarket::new(i, config.kline_capacity, config.tick_capacity)))
             .collect();
-        let marks = instruments.iter().map(|i| i.pre_settlement).collect();
+        let marks: Vec<Price> = instruments.iter().map(|i| i.pre_settlement).collect();
+        let broadcast_marks = marks.clone();
         let n = instruments.len();
         Self {
             shard,
@@ -213,6 +217,7 @@ impl ShardEngine {
             books,
             markets,
             open_interest: vec![0; n],
+            broadcast_marks,
             resting: FastMap::default(),
             next_trade_n: 1,
             sent: vec![0; shards as usize],
@@ -364,6 +369,10 @@ impl ShardEngine {
         let marked = std::mem::take(&mut self.touched.marked);
         for &instrument in &marked {
             let price = self.marks[instrument as usize];
+            if self.broadcast_marks[instrument as usize] == price {
+                continue;
+            }
+            self.broadcast_marks[instrument as usize] = price;
             for to in 0..self.shards {
                 if to != self.shard {
                     self.send(to, PeerMsg::Mark { instrument, price }, out);
