@@ -15,7 +15,9 @@ use qaexchange::domain::event::Event;
 use qaexchange::domain::instrument::{parse_instruments, Instrument};
 use qaexchange::domain::name::{AccountId, ClientOrderId};
 use qaexchange::domain::risk::RejectCode;
-use qaexchange::domain::shard::{account_shard, check_cluster, Completion, Outcome, PeerMsg, ShardEngine, StepOutput};
+use qaexchange::domain::shard::{
+    account_shard, check_cluster, Completion, Delivery, Outcome, PeerMsg, ShardEngine, StepOutput,
+};
 use qaexchange::domain::types::*;
 use std::collections::{BTreeMap, VecDeque};
 
@@ -279,7 +281,7 @@ impl Cluster {
         self.clock += 1;
         let ts = self.clock;
         self.out.clear();
-        assert!(self.shards[to as usize].deliver(ts, from, seq, &msg, &mut self.out));
+        assert_eq!(self.shards[to as usize].deliver(ts, from, seq, &msg, &mut self.out), Delivery::Applied);
         self.logs[to as usize].push(Input::Peer { ts, from, seq, msg });
         self.absorb(to);
         true
@@ -306,7 +308,7 @@ impl Cluster {
                         fresh.execute(c, &mut out);
                     }
                     Input::Peer { ts, from, seq, msg } => {
-                        prop_assert!(fresh.deliver(*ts, *from, *seq, msg, &mut out));
+                        prop_assert_eq!(fresh.deliver(*ts, *from, *seq, msg, &mut out), Delivery::Applied);
                     }
                 }
                 sent.extend(out.sends.drain(..).map(|o| (o.to, o.seq, o.msg)));
@@ -465,4 +467,33 @@ proptest! {
         check_cluster(&cluster.states()).map_err(TestCaseError::fail)?;
         cluster.check_replay()?;
     }
+}
+
+/// Messages that cannot come from this venue's shards (as a WAL written elsewhere could hold)
+/// are refused and change nothing; a message already handled is a duplicate.
+#[test]
+fn foreign_messages_are_refused_and_change_nothing() {
+    let mut shard = ShardEngine::new(0, 2, instruments(), 20250102, EngineConfig::default());
+    let mut out = StepOutput::default();
+    let before = serde_json::to_string(&shard.state()).unwrap();
+    // cu2501 (#1) is shard 1's, IF2501 (#0) shard 0's.
+    let cases = [
+        (1, 1, PeerMsg::Cancel { order_id: 2, instrument: 1 }, "owned by another shard"),
+        (1, 1, PeerMsg::Cancel { order_id: 2, instrument: 9 }, "does not exist"),
+        (1, 1, PeerMsg::Mark { instrument: 0, price: 1 }, "owned by another shard"),
+        (0, 1, PeerMsg::CancelMissed { order_id: 2 }, "from shard 0"),
+        (7, 1, PeerMsg::CancelMissed { order_id: 2 }, "from shard 7"),
+        (1, 3, PeerMsg::CancelMissed { order_id: 2 }, "a gap"),
+    ];
+    for (from, seq, msg, why) in cases {
+        match shard.deliver(1, from, seq, &msg, &mut out) {
+            Delivery::Refused(text) => assert!(text.contains(why), "{text}"),
+            other => panic!("{msg:?} from {from}: {other:?}"),
+        }
+    }
+    assert_eq!(serde_json::to_string(&shard.state()).unwrap(), before);
+    let mark = PeerMsg::Mark { instrument: 1, price: 750_100_000 };
+    assert_eq!(shard.deliver(1, 1, 1, &mark, &mut out), Delivery::Applied);
+    assert_eq!(shard.deliver(2, 1, 1, &mark, &mut out), Delivery::Duplicate);
+    assert_eq!(shard.marks()[1], 750_100_000);
 }

@@ -1,5 +1,6 @@
 //! The pure exchange core: no I/O, no clock, no threads. See docs/ARCHITECTURE.md.
 
+pub mod account_ops;
 pub mod book;
 pub mod command;
 pub mod engine;
@@ -12,4 +13,5 @@ pub mod name;
 pub mod order_checks;
 pub mod risk;
 pub mod shard;
+pub mod touched;
 pub mod types;

@@ -14,7 +14,7 @@ use crate::domain::instrument::Instrument;
 use crate::domain::ledger::account::PositionSnapshot;
 use crate::domain::name::{AccountId, ClientOrderId, InstrumentId};
 use crate::domain::risk::RejectCode;
-use crate::domain::shard::{Completion, Outcome, Outgoing, PeerMsg, ShardEngine, ShardState, StepOutput};
+use crate::domain::shard::{Completion, Delivery, Outcome, Outgoing, PeerMsg, ShardEngine, ShardState, StepOutput};
 use crate::domain::types::*;
 use serde::Serialize;
 use std::collections::VecDeque;
@@ -266,8 +266,10 @@ impl Service {
             }
             WalRecord::Peer { ts, from, seq, msg } => {
                 self.last_ts = self.last_ts.max(*ts);
-                if !self.engine.deliver(*ts, *from, *seq, msg, &mut self.out) {
-                    return Err(format!("message {seq} from shard {from} is logged twice"));
+                match self.engine.deliver(*ts, *from, *seq, msg, &mut self.out) {
+                    Delivery::Applied => {}
+                    Delivery::Duplicate => return Err(format!("message {seq} from shard {from} is logged twice")),
+                    Delivery::Refused(why) => return Err(why),
                 }
             }
             WalRecord::Genesis { .. } => return Err("a second genesis record".into()),
@@ -358,8 +360,15 @@ impl Service {
     pub fn deliver(&mut self, from: u16, seq: u64, msg: PeerMsg, now_ns: TimestampNs, staged: &mut Staged) {
         let ts = self.stamp(now_ns);
         self.out.clear();
-        if !self.engine.deliver(ts, from, seq, &msg, &mut self.out) {
-            return; // Redelivered after a restart and already handled.
+        match self.engine.deliver(ts, from, seq, &msg, &mut self.out) {
+            Delivery::Applied => {}
+            // Redelivered after a restart and already handled.
+            Delivery::Duplicate => return,
+            // Cannot come from this venue's shards; logged, and nothing changed.
+            Delivery::Refused(why) => {
+                tracing::error!("shard {}: refused a message from shard {from}: {why}", self.engine.shard());
+                return;
+            }
         }
         self.journal_step();
         staged.records.push(WalRecord::Peer { ts, from, seq, msg });

@@ -10,18 +10,20 @@ mod settlement;
 mod state;
 
 pub use settlement::{is_valid_day, next_weekday};
-pub use state::{AccountState, BookDump, EngineState, InstrumentState, RestingOrderView};
+pub use state::{account_states, AccountState, BookDump, EngineState, InstrumentState, RestingOrderView};
 
+use crate::domain::account_ops;
 use crate::domain::book::{Fill, OrderBook};
 use crate::domain::command::Command;
 use crate::domain::event::{Event, Reason};
 use crate::domain::fast_hash::FastMap;
 use crate::domain::instrument::Instrument;
-use crate::domain::ledger::account::{AccountStatus, PositionSnapshot};
+use crate::domain::ledger::account::PositionSnapshot;
 use crate::domain::ledger::Ledger;
 use crate::domain::market_data::InstrumentMarket;
 use crate::domain::name::{AccountId, InlineStr, InstrumentId};
 use crate::domain::risk::RejectCode;
+use crate::domain::touched::Touched;
 use crate::domain::types::*;
 
 /// Sizes that bound the engine's memory.
@@ -49,42 +51,7 @@ impl Default for EngineConfig {
 #[derive(Clone, Debug, Default)]
 struct Scratch {
     fills: Vec<Fill>,
-    accounts: Vec<u32>,
-    positions: Vec<(u32, u32)>,
-    /// Instruments whose book changed, and whether they traded.
-    quotes: Vec<(u32, bool)>,
-}
-
-impl Scratch {
-    fn touch_account(&mut self, account: u32) {
-        if !self.accounts.contains(&account) {
-            self.accounts.push(account);
-        }
-    }
-
-    fn touch_position(&mut self, account: u32, instrument: u32) {
-        self.touch_account(account);
-        if !self.positions.contains(&(account, instrument)) {
-            self.positions.push((account, instrument));
-        }
-    }
-
-    /// An order's hold changed: open orders change only the account's frozen money; close
-    /// orders also the position's frozen lots.
-    fn touch_hold(&mut self, account: u32, instrument: u32, offset: Offset) {
-        if offset == Offset::Open {
-            self.touch_account(account);
-        } else {
-            self.touch_position(account, instrument);
-        }
-    }
-
-    fn touch_quote(&mut self, instrument: u32, traded: bool) {
-        match self.quotes.iter_mut().find(|(i, _)| *i == instrument) {
-            Some(entry) => entry.1 |= traded,
-            None => self.quotes.push((instrument, traded)),
-        }
-    }
+    touched: Touched,
 }
 
 #[derive(Clone, Debug)]
@@ -146,9 +113,12 @@ impl Engine {
             // Sized for a sweep through many makers; grown (once) only by a larger one.
             scratch: Scratch {
                 fills: Vec::with_capacity(256),
-                accounts: Vec::with_capacity(64),
-                positions: Vec::with_capacity(64),
-                quotes: Vec::with_capacity(16),
+                touched: Touched {
+                    accounts: Vec::with_capacity(64),
+                    positions: Vec::with_capacity(64),
+                    quotes: Vec::with_capacity(16),
+                    marked: Vec::with_capacity(16),
+                },
             },
         }
     }
@@ -207,10 +177,14 @@ impl Engine {
     pub fn execute(&mut self, command: &Command, out: &mut Vec<Event>) {
         let ts = command.ts();
         let result = match *command {
-            Command::OpenAccount { account_id, .. } => self.open_account(ts, account_id, out),
+            Command::OpenAccount { account_id, .. } => {
+                account_ops::open_account(&mut self.ledger, &mut self.scratch.touched, ts, account_id, out)
+            }
             Command::Deposit { account_id, amount, .. } => self.transfer(ts, account_id, amount, true, out),
             Command::Withdraw { account_id, amount, .. } => self.transfer(ts, account_id, amount, false, out),
-            Command::SetAccountFrozen { account_id, frozen, .. } => self.set_frozen(ts, account_id, frozen, out),
+            Command::SetAccountFrozen { account_id, frozen, .. } => {
+                account_ops::set_frozen(&mut self.ledger, &mut self.scratch.touched, ts, account_id, frozen, out)
+            }
             Command::InsertOrder { ref order, .. } => {
                 self.insert_order(ts, order, out);
                 Ok(())
@@ -239,13 +213,6 @@ impl Engine {
         }
     }
 
-    fn open_account(&mut self, ts: TimestampNs, account_id: AccountId, out: &mut Vec<Event>) -> Result<(), RejectCode> {
-        let slot = self.ledger.open_account(account_id)?;
-        out.push(Event::AccountOpened { ts, account_id });
-        self.scratch.touch_account(slot);
-        Ok(())
-    }
-
     fn transfer(
         &mut self,
         ts: TimestampNs,
@@ -254,33 +221,18 @@ impl Engine {
         is_deposit: bool,
         out: &mut Vec<Event>,
     ) -> Result<(), RejectCode> {
-        let slot = self.ledger.slot_of(&account_id).ok_or(RejectCode::AccountNotFound)?;
-        // Both ledger calls refuse amounts <= 0, so a negative deposit is never a withdrawal.
-        let signed = if is_deposit {
-            self.ledger.deposit(slot, amount)?;
-            amount
-        } else {
-            self.ledger.withdraw(slot, amount, &self.instruments, &self.marks)?;
-            -amount
-        };
-        out.push(Event::FundsTransferred { ts, account_id, amount: signed });
-        self.scratch.touch_account(slot);
-        Ok(())
-    }
-
-    fn set_frozen(
-        &mut self,
-        ts: TimestampNs,
-        account_id: AccountId,
-        frozen: bool,
-        out: &mut Vec<Event>,
-    ) -> Result<(), RejectCode> {
-        let slot = self.ledger.slot_of(&account_id).ok_or(RejectCode::AccountNotFound)?;
-        let status = if frozen { AccountStatus::Frozen } else { AccountStatus::Active };
-        self.ledger.set_status(slot, status);
-        out.push(Event::AccountFrozenChanged { ts, account_id, frozen });
-        self.scratch.touch_account(slot);
-        Ok(())
+        let touched = &mut self.scratch.touched;
+        account_ops::transfer(
+            &mut self.ledger,
+            &self.instruments,
+            &self.marks,
+            touched,
+            ts,
+            account_id,
+            amount,
+            is_deposit,
+            out,
+        )
     }
 
     fn mark_price(
@@ -297,7 +249,7 @@ impl Engine {
         // An operator mark is rare: report every holder's re-marked account and position.
         for account in 0..self.ledger.accounts().len() as u32 {
             if self.ledger.account(account).position(slot).is_some() {
-                self.scratch.touch_position(account, slot);
+                self.scratch.touched.position(account, slot);
             }
         }
         Ok(())
@@ -305,11 +257,11 @@ impl Engine {
 
     /// Emits the account, position and quote snapshots the command changed, once each.
     fn flush_updates(&mut self, ts: TimestampNs, out: &mut Vec<Event>) {
-        for &slot in &self.scratch.accounts {
+        for &slot in &self.scratch.touched.accounts {
             let account = self.ledger.snapshot(slot, &self.instruments, &self.marks);
             out.push(Event::AccountUpdated { ts, account });
         }
-        for &(slot, instrument) in &self.scratch.positions {
+        for &(slot, instrument) in &self.scratch.touched.positions {
             let account = self.ledger.account(slot);
             let inst = &self.instruments[instrument as usize];
             let position = match account.position(instrument) {
@@ -323,7 +275,7 @@ impl Engine {
             };
             out.push(Event::PositionUpdated { ts, position });
         }
-        for &(instrument, traded) in &self.scratch.quotes {
+        for &(instrument, traded) in &self.scratch.touched.quotes {
             let market = &mut self.markets[instrument as usize];
             let book = &mut self.books[instrument as usize];
             // Skip re-reading depth when the book says its top levels cannot have changed.
@@ -335,8 +287,6 @@ impl Engine {
                 out.push(Event::QuoteUpdated { ts, quote: *market.quote() });
             }
         }
-        self.scratch.accounts.clear();
-        self.scratch.positions.clear();
-        self.scratch.quotes.clear();
+        self.scratch.touched.clear();
     }
 }

@@ -144,9 +144,9 @@ impl Engine {
                     };
                     self.end_order(ts, order_id, cancelled, why, out);
                 } else {
-                    self.scratch.touch_hold(account, instrument, order.offset);
+                    self.scratch.touched.hold(account, instrument, order.offset);
                 }
-                self.scratch.touch_quote(instrument, filled > 0);
+                self.scratch.touched.quote(instrument, filled > 0);
             }
         }
         Ok(())
@@ -173,7 +173,7 @@ impl Engine {
             volume_cancelled: volume,
             reason: Reason::from(why),
         });
-        self.scratch.touch_hold(order.account, order.instrument, order.offset);
+        self.scratch.touched.hold(order.account, order.instrument, order.offset);
     }
 
     /// Applies the fills in scratch (taker `taker_id` against each maker) to both accounts,
@@ -232,8 +232,8 @@ impl Engine {
                 sell,
             });
             self.next_trade_id += 1;
-            self.scratch.touch_position(taker.account, instrument);
-            self.scratch.touch_position(maker.account, instrument);
+            self.scratch.touched.position(taker.account, instrument);
+            self.scratch.touched.position(maker.account, instrument);
         }
     }
 
@@ -275,7 +275,7 @@ impl Engine {
         let removed = self.books[order.instrument as usize].cancel(order.order_id);
         debug_assert_eq!(removed.map(|r| r.volume_left), Some(order.volume_left));
         self.end_order(ts, order.order_id, order.volume_left, why, out);
-        self.scratch.touch_quote(order.instrument, false);
+        self.scratch.touched.quote(order.instrument, false);
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -311,8 +311,8 @@ impl Engine {
             debug_assert!(reduced);
             self.ledger.reduce(order.order_id, volume);
             out.push(modified(ts, &order, account_id, price, volume, true));
-            self.scratch.touch_hold(account, instrument, order.offset);
-            self.scratch.touch_quote(instrument, false);
+            self.scratch.touched.hold(account, instrument, order.offset);
+            self.scratch.touched.quote(instrument, false);
             return Ok(());
         }
         // Funds and lots first, then the book; a self-trade refusal puts the old hold back, so a
@@ -334,8 +334,8 @@ impl Engine {
         out.push(modified(ts, &order, account_id, price, volume, false));
         let traded = !self.scratch.fills.is_empty();
         self.apply_fills(ts, instrument, order.order_id, order.direction, out);
-        self.scratch.touch_hold(account, instrument, order.offset);
-        self.scratch.touch_quote(instrument, traded);
+        self.scratch.touched.hold(account, instrument, order.offset);
+        self.scratch.touched.quote(instrument, traded);
         Ok(())
     }
 }

@@ -70,9 +70,9 @@ impl Engine {
             let statement = SettlementStatement { trading_day: settled_day, account: snapshot, positions };
             self.statements.push(statement.clone());
             out.push(Event::Settlement { ts, statement });
-            self.scratch.touch_account(slot);
+            self.scratch.touched.account(slot);
             for instrument in self.ledger.account(slot).positions.iter().map(|p| p.instrument).collect::<Vec<_>>() {
-                self.scratch.touch_position(slot, instrument);
+                self.scratch.touched.position(slot, instrument);
             }
         }
         self.ledger.roll_close_holds();
@@ -96,7 +96,7 @@ impl Engine {
             // The new day's quote (new limits and reference prices); no trade, so no tick.
             out.push(Event::QuoteUpdated { ts, quote: *self.markets[i].quote() });
             // Orders outside the new band left the book: depth is re-read at the flush.
-            self.scratch.touch_quote(i as u32, false);
+            self.scratch.touched.quote(i as u32, false);
         }
         // 5. Accounts that cannot carry their positions into the next day.
         for slot in 0..self.ledger.accounts().len() as u32 {

@@ -2,10 +2,11 @@
 
 use super::Engine;
 use crate::domain::book::RestingOrder;
-use crate::domain::instrument::{ExchangeId, InstrumentStatus};
+use crate::domain::instrument::{ExchangeId, Instrument, InstrumentStatus};
 use crate::domain::ledger::account::{AccountSnapshot, PositionSnapshot};
 use crate::domain::ledger::order::LiveOrder;
 use crate::domain::ledger::position::Side;
+use crate::domain::ledger::Ledger;
 use crate::domain::market_data::Quote;
 use crate::domain::name::InstrumentId;
 use crate::domain::types::*;
@@ -68,6 +69,26 @@ pub struct EngineState {
     pub quotes: Vec<Quote>,
 }
 
+/// Every account of `ledger` with its positions (by instrument id), in ledger order, priced
+/// at `marks`.
+pub fn account_states(ledger: &Ledger, instruments: &[Instrument], marks: &[Price]) -> Vec<AccountState> {
+    (0..ledger.accounts().len() as u32)
+        .map(|slot| {
+            let account = ledger.account(slot);
+            let mut positions: Vec<PositionSnapshot> = account
+                .positions
+                .iter()
+                .map(|p| {
+                    let inst = &instruments[p.instrument as usize];
+                    PositionSnapshot::new(account.account_id, p, inst, marks[p.instrument as usize])
+                })
+                .collect();
+            positions.sort_by(|a, b| a.instrument_id.as_str().cmp(b.instrument_id.as_str()));
+            AccountState { account: ledger.snapshot(slot, instruments, marks), positions }
+        })
+        .collect()
+}
+
 impl Engine {
     pub fn state(&self) -> EngineState {
         let instruments = self
@@ -85,25 +106,7 @@ impl Engine {
                 open_interest: self.open_interest[i],
             })
             .collect();
-        let accounts = (0..self.ledger.accounts().len() as u32)
-            .map(|slot| {
-                let account = self.ledger.account(slot);
-                let mut positions: Vec<PositionSnapshot> = account
-                    .positions
-                    .iter()
-                    .map(|p| {
-                        PositionSnapshot::new(
-                            account.account_id,
-                            p,
-                            &self.instruments[p.instrument as usize],
-                            self.marks[p.instrument as usize],
-                        )
-                    })
-                    .collect();
-                positions.sort_by(|a, b| a.instrument_id.as_str().cmp(b.instrument_id.as_str()));
-                AccountState { account: self.ledger.snapshot(slot, &self.instruments, &self.marks), positions }
-            })
-            .collect();
+        let accounts = account_states(&self.ledger, &self.instruments, &self.marks);
         let books = self
             .books
             .iter()

@@ -7,9 +7,9 @@
 
 use super::msg::{Completion, FillReport, MatchReport, MatchRequest, MatchResult, ModifyReport, Outcome, PeerMsg};
 use super::{ShardEngine, StepOutput};
+use crate::domain::account_ops;
 use crate::domain::command::{Command, InsertOrder};
 use crate::domain::event::{Event, OrderInfo, Reason, TradeSide};
-use crate::domain::ledger::account::AccountStatus;
 use crate::domain::ledger::order::LiveOrder;
 use crate::domain::ledger::HoldRequest;
 use crate::domain::name::{AccountId, ClientOrderId};
@@ -24,10 +24,19 @@ fn done(result: Result<(), RejectCode>) -> Outcome {
 impl ShardEngine {
     pub(super) fn client_command(&mut self, ts: TimestampNs, command: &Command, out: &mut StepOutput) -> Outcome {
         match *command {
-            Command::OpenAccount { account_id, .. } => done(self.open_account(ts, account_id, out)),
+            Command::OpenAccount { account_id, .. } => {
+                done(account_ops::open_account(&mut self.ledger, &mut self.touched, ts, account_id, &mut out.events))
+            }
             Command::Deposit { account_id, amount, .. } => done(self.transfer(ts, account_id, amount, true, out)),
             Command::Withdraw { account_id, amount, .. } => done(self.transfer(ts, account_id, amount, false, out)),
-            Command::SetAccountFrozen { account_id, frozen, .. } => done(self.set_frozen(ts, account_id, frozen, out)),
+            Command::SetAccountFrozen { account_id, frozen, .. } => done(account_ops::set_frozen(
+                &mut self.ledger,
+                &mut self.touched,
+                ts,
+                account_id,
+                frozen,
+                &mut out.events,
+            )),
             Command::InsertOrder { ref order, .. } => self.insert_order(ts, order, out),
             Command::CancelOrder { account_id, order_id, client_order_id, .. } => {
                 self.cancel_order(account_id, order_id, client_order_id, out)
@@ -43,13 +52,6 @@ impl ShardEngine {
         }
     }
 
-    fn open_account(&mut self, ts: TimestampNs, account_id: AccountId, out: &mut StepOutput) -> Result<(), RejectCode> {
-        let slot = self.ledger.open_account(account_id)?;
-        out.events.push(Event::AccountOpened { ts, account_id });
-        self.touched.account(slot);
-        Ok(())
-    }
-
     fn transfer(
         &mut self,
         ts: TimestampNs,
@@ -58,32 +60,18 @@ impl ShardEngine {
         is_deposit: bool,
         out: &mut StepOutput,
     ) -> Result<(), RejectCode> {
-        let slot = self.ledger.slot_of(&account_id).ok_or(RejectCode::AccountNotFound)?;
-        let signed = if is_deposit {
-            self.ledger.deposit(slot, amount)?;
-            amount
-        } else {
-            self.ledger.withdraw(slot, amount, &self.instruments, &self.marks)?;
-            -amount
-        };
-        out.events.push(Event::FundsTransferred { ts, account_id, amount: signed });
-        self.touched.account(slot);
-        Ok(())
-    }
-
-    fn set_frozen(
-        &mut self,
-        ts: TimestampNs,
-        account_id: AccountId,
-        frozen: bool,
-        out: &mut StepOutput,
-    ) -> Result<(), RejectCode> {
-        let slot = self.ledger.slot_of(&account_id).ok_or(RejectCode::AccountNotFound)?;
-        let status = if frozen { AccountStatus::Frozen } else { AccountStatus::Active };
-        self.ledger.set_status(slot, status);
-        out.events.push(Event::AccountFrozenChanged { ts, account_id, frozen });
-        self.touched.account(slot);
-        Ok(())
+        let (ledger, touched) = (&mut self.ledger, &mut self.touched);
+        account_ops::transfer(
+            ledger,
+            &self.instruments,
+            &self.marks,
+            touched,
+            ts,
+            account_id,
+            amount,
+            is_deposit,
+            &mut out.events,
+        )
     }
 
     fn check_price(&self, instrument: u32, price: Price) -> Result<(), RejectCode> {
@@ -263,7 +251,6 @@ impl ShardEngine {
         let order_id = report.order_id;
         self.modifying.remove(&order_id);
         let Some(order) = self.ledger.order(order_id).copied() else {
-            debug_assert!(false, "match report for unknown order {order_id}");
             return;
         };
         if let MatchResult::Rejected(code) = report.result {
@@ -297,10 +284,14 @@ impl ShardEngine {
 
     /// Applies one trade to this side's account.
     pub(super) fn apply_fill(&mut self, fill: &FillReport, out: &mut StepOutput) {
+        // A fill the ledger cannot hold (unknown order, more than it has left) is not this
+        // venue's: it changes nothing.
         let Some(order) = self.ledger.order(fill.order_id).copied() else {
-            debug_assert!(false, "fill for unknown order {}", fill.order_id);
             return;
         };
+        if fill.volume < 1 || fill.volume > order.volume_left {
+            return;
+        }
         let inst = &self.instruments[order.instrument as usize];
         let applied = self.ledger.fill(fill.order_id, fill.price, fill.volume, inst);
         if fill.volume_left == 0 && applied.volume_left > 0 {
@@ -362,7 +353,6 @@ impl ShardEngine {
         let order_id = report.order_id;
         self.modifying.remove(&order_id);
         let Some(order) = self.ledger.order(order_id).copied() else {
-            debug_assert!(false, "modify report for unknown order {order_id}");
             return;
         };
         self.ledger.set_hold(order_id, Some(report.price), report.volume, &self.instruments);

@@ -13,7 +13,7 @@ mod instrument_side;
 pub mod msg;
 mod state;
 
-pub use msg::{Completion, Outcome, Outgoing, PeerMsg, StepOutput};
+pub use msg::{Completion, Delivery, Outcome, Outgoing, PeerMsg, StepOutput};
 pub use state::{check_cluster, ShardState};
 
 use crate::domain::book::{Fill, OrderBook};
@@ -27,6 +27,7 @@ use crate::domain::ledger::position::Position;
 use crate::domain::ledger::Ledger;
 use crate::domain::market_data::InstrumentMarket;
 use crate::domain::name::{AccountId, InlineStr, InstrumentId};
+use crate::domain::touched::Touched;
 use crate::domain::types::*;
 use std::collections::VecDeque;
 
@@ -78,50 +79,6 @@ pub fn find_instrument(
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct RestInfo {
     offset: Offset,
-}
-
-/// Accounts and positions to report at the end of a step, once each.
-#[derive(Clone, Debug, Default)]
-struct Touched {
-    accounts: Vec<u32>,
-    positions: Vec<(u32, u32)>,
-    /// Instruments whose book changed, and whether they traded.
-    quotes: Vec<(u32, bool)>,
-    /// Instruments that traded this step, for the marks sent to the other shards.
-    marked: Vec<u32>,
-}
-
-impl Touched {
-    fn account(&mut self, account: u32) {
-        if !self.accounts.contains(&account) {
-            self.accounts.push(account);
-        }
-    }
-
-    fn position(&mut self, account: u32, instrument: u32) {
-        self.account(account);
-        if !self.positions.contains(&(account, instrument)) {
-            self.positions.push((account, instrument));
-        }
-    }
-
-    fn hold(&mut self, account: u32, instrument: u32, offset: Offset) {
-        if offset == Offset::Open {
-            self.account(account);
-        } else {
-            self.position(account, instrument);
-        }
-    }
-
-    fn quote(&mut self, instrument: u32, traded: bool) {
-        match self.quotes.iter_mut().find(|(i, _)| *i == instrument) {
-            Some(entry) => entry.1 |= traded,
-            None => self.quotes.push((instrument, traded)),
-        }
-        if traded && !self.marked.contains(&instrument) {
-            self.marked.push(instrument);
-        }
-    }
 }
 
 #[derive(Clone, Debug)]
@@ -313,19 +270,56 @@ impl ShardEngine {
         outcome
     }
 
-    /// Handles message `seq` from shard `from`, received at `ts`. Returns false (and changes
-    /// nothing) for a message already handled (a redelivery after a restart).
-    pub fn deliver(&mut self, ts: TimestampNs, from: u16, seq: u64, msg: &PeerMsg, out: &mut StepOutput) -> bool {
+    /// Handles message `seq` from shard `from`, received at `ts`. A message already handled
+    /// (redelivered after a restart) changes nothing; one that cannot come from a shard of
+    /// this venue (unknown shard or instrument, a gap in the sequence) is refused, changing
+    /// nothing: a WAL that holds one is not this venue's.
+    pub fn deliver(&mut self, ts: TimestampNs, from: u16, seq: u64, msg: &PeerMsg, out: &mut StepOutput) -> Delivery {
+        if from >= self.shards || from == self.shard {
+            return Delivery::Refused(format!(
+                "a message from shard {from} to shard {} of {}",
+                self.shard, self.shards
+            ));
+        }
+        if let Err(why) = self.check_message(msg) {
+            return Delivery::Refused(why);
+        }
         let last = &mut self.received[from as usize];
         if seq <= *last {
-            return false;
+            return Delivery::Duplicate;
         }
-        debug_assert_eq!(seq, *last + 1, "message gap from shard {from}");
+        if seq != *last + 1 {
+            return Delivery::Refused(format!("message {seq} from shard {from} follows {}: a gap", *last));
+        }
         *last = seq;
-        self.handle(ts, msg.clone(), out);
+        self.handle(ts, msg, out);
         self.drain_local(ts, out);
         self.finish_step(ts, out);
-        true
+        Delivery::Applied
+    }
+
+    /// A message names instruments by index: they must exist, and requests for a book must be
+    /// for one this shard owns (marks for one it does not).
+    fn check_message(&self, msg: &PeerMsg) -> Result<(), String> {
+        match *msg {
+            PeerMsg::Match(ref req) if req.volume < 1 || req.min_fill < 0 || req.min_fill > req.volume => {
+                return Err(format!("a match of {} lots (at least {})", req.volume, req.min_fill));
+            }
+            PeerMsg::Modify { volume, .. } if volume < 1 => return Err(format!("a modify to {volume} lots")),
+            PeerMsg::MakerFill(ref f) if f.volume < 1 => return Err(format!("a fill of {} lots", f.volume)),
+            _ => {}
+        }
+        let (instrument, owned) = match msg {
+            PeerMsg::Match(req) => (req.instrument, true),
+            PeerMsg::Cancel { instrument, .. } | PeerMsg::Modify { instrument, .. } => (*instrument, true),
+            PeerMsg::Mark { instrument, .. } => (*instrument, false),
+            _ => return Ok(()),
+        };
+        match self.instrument_owner.get(instrument as usize) {
+            Some(&owner) if (owner == self.shard) == owned => Ok(()),
+            Some(_) => Err(format!("a {} message for instrument #{instrument}, owned by another shard", msg.name())),
+            None => Err(format!("a {} message for instrument #{instrument}, which does not exist", msg.name())),
+        }
     }
 
     /// Queues `msg` for shard `to`: handled in this step if `to` is this shard.
@@ -341,24 +335,24 @@ impl ShardEngine {
 
     fn drain_local(&mut self, ts: TimestampNs, out: &mut StepOutput) {
         while let Some(msg) = self.local.pop_front() {
-            self.handle(ts, msg, out);
+            self.handle(ts, &msg, out);
         }
     }
 
-    fn handle(&mut self, ts: TimestampNs, msg: PeerMsg, out: &mut StepOutput) {
-        match msg {
-            PeerMsg::Match(req) => self.on_match(ts, &req, out),
+    fn handle(&mut self, ts: TimestampNs, msg: &PeerMsg, out: &mut StepOutput) {
+        match *msg {
+            PeerMsg::Match(ref req) => self.on_match(ts, req, out),
             PeerMsg::Cancel { order_id, instrument } => self.on_cancel(order_id, instrument, out),
             PeerMsg::Modify { order_id, instrument, price, volume } => {
                 self.on_modify(ts, order_id, instrument, price, volume, out)
             }
-            PeerMsg::Matched(report) => self.on_matched(ts, &report, out),
-            PeerMsg::MakerFill(fill) => self.apply_fill(&fill, out),
+            PeerMsg::Matched(ref report) => self.on_matched(ts, report, out),
+            PeerMsg::MakerFill(ref fill) => self.apply_fill(fill, out),
             PeerMsg::CancelDone { order_id, volume } => self.on_cancel_done(ts, order_id, volume, out),
             PeerMsg::CancelMissed { order_id } => out
                 .completions
                 .push(Completion::Cancel { order_id, result: Err(crate::domain::risk::RejectCode::OrderNotFound) }),
-            PeerMsg::ModifyDone(report) => self.on_modify_done(ts, &report, out),
+            PeerMsg::ModifyDone(ref report) => self.on_modify_done(ts, report, out),
             PeerMsg::ModifyFailed { order_id, code, live } => self.on_modify_failed(order_id, code, live, out),
             PeerMsg::Mark { instrument, price } => self.marks[instrument as usize] = price,
         }

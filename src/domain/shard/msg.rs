@@ -122,6 +122,17 @@ pub enum Outcome {
     Pending(u64),
 }
 
+/// What became of a delivered message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Delivery {
+    Applied,
+    /// Already handled (a redelivery after a restart): nothing changed.
+    Duplicate,
+    /// Not a message of this venue (unknown shard or instrument, a sequence gap): nothing
+    /// changed.
+    Refused(String),
+}
+
 /// A client command on an order that finished in a later step.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Completion {

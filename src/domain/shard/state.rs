@@ -3,8 +3,7 @@
 //! flight: tests, `/admin/state`).
 
 use super::ShardEngine;
-use crate::domain::engine::{AccountState, BookDump, InstrumentState};
-use crate::domain::ledger::account::PositionSnapshot;
+use crate::domain::engine::{account_states, AccountState, BookDump, InstrumentState};
 use crate::domain::ledger::order::LiveOrder;
 use crate::domain::market_data::Quote;
 use crate::domain::types::*;
@@ -73,21 +72,7 @@ impl ShardEngine {
             books.push(BookDump { instrument_id: inst.instrument_id, bids, asks });
             quotes.push(*market.quote());
         }
-        let mut accounts: Vec<AccountState> = (0..self.ledger.accounts().len() as u32)
-            .map(|slot| {
-                let account = self.ledger.account(slot);
-                let mut positions: Vec<PositionSnapshot> = account
-                    .positions
-                    .iter()
-                    .map(|p| {
-                        let inst = &self.instruments[p.instrument as usize];
-                        PositionSnapshot::new(account.account_id, p, inst, self.marks[p.instrument as usize])
-                    })
-                    .collect();
-                positions.sort_by(|a, b| a.instrument_id.as_str().cmp(b.instrument_id.as_str()));
-                AccountState { account: self.ledger.snapshot(slot, &self.instruments, &self.marks), positions }
-            })
-            .collect();
+        let mut accounts = account_states(&self.ledger, &self.instruments, &self.marks);
         accounts.sort_by(|a, b| a.account.account_id.as_str().cmp(b.account.account_id.as_str()));
         ShardState {
             shard: self.shard,
