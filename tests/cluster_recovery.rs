@@ -61,7 +61,7 @@ impl Pair {
     fn act(&mut self, shard: usize, body: &str, decode: fn(&[u8]) -> Action) {
         let mut staged = Staged::default();
         let now = self.tick();
-        self.services[shard].handle(decode(body.as_bytes()), now, Origin { shard, conn: 1 }, &mut staged);
+        self.services[shard].handle(decode(body.as_bytes()), now, Origin { shard, conn: 1, tag: 0 }, &mut staged);
         self.absorb(shard, staged);
     }
 

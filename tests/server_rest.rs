@@ -298,3 +298,80 @@ fn a_data_dir_keeps_its_shard_count() {
     let server = start(&options(dir.path()));
     assert_eq!(fixed4(&server.client().ok("GET", "/api/account/A", None)["deposit"]), yuan(100));
 }
+
+/// A series of `/metrics` for one shard.
+fn shard_metric(c: &mut Client, name: &str, shard: u32) -> f64 {
+    let text = String::from_utf8(c.get("/metrics").body).expect("metrics are text");
+    let prefix = format!("{name}{{shard=\"{shard}\"}} ");
+    let line = text.lines().find(|l| l.starts_with(&prefix)).unwrap_or_else(|| panic!("no {prefix} in\n{text}"));
+    line[prefix.len()..].parse().expect("a number")
+}
+
+fn raw(method: &str, path: &str, body: &Value) -> Vec<u8> {
+    let body = body.to_string();
+    format!("{method} {path} HTTP/1.1\r\nContent-Length: {}\r\n\r\n{body}", body.len()).into_bytes()
+}
+
+/// Pipelined requests for one shard are sent to it together and share its group commit;
+/// answers still come in order, a query sees everything sent before it, and orders of accounts
+/// on two shards interleaved in one pipeline all trade.
+#[test]
+fn pipelined_requests_share_group_commits_and_stay_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(&options(dir.path()));
+    let mut c = server.client();
+    c.ok("POST", "/api/account/open", Some(json!({"account_id": "A", "init_cash": 1_000_000})));
+    c.ok("POST", "/api/account/open", Some(json!({"account_id": "B", "init_cash": 1_000_000})));
+
+    // 100 deposits to A (shard 0) in one write, then a query of A.
+    let groups_before = shard_metric(&mut c, "qaexchange_wal_groups_total", 0);
+    let mut burst = Vec::new();
+    for _ in 0..100 {
+        burst.extend(raw("POST", "/api/account/deposit", &json!({"account_id": "A", "amount": 1})));
+    }
+    burst.extend(format!("GET /api/account/A HTTP/1.1\r\n\r\n").into_bytes());
+    c.send_raw(&burst).unwrap();
+    for n in 1..=100 {
+        let r = c.read_response().unwrap().json();
+        assert!(r["data"]["deposit"].is_number(), "answer {n}: {r}");
+        assert_eq!(fixed4(&r["data"]["deposit"]), yuan(1_000_000 + n), "answer {n} in order");
+    }
+    let account = c.read_response().unwrap().json();
+    assert!(account["data"]["deposit"].is_number(), "{account}");
+    assert_eq!(fixed4(&account["data"]["deposit"]), yuan(1_000_100));
+    let groups = shard_metric(&mut c, "qaexchange_wal_groups_total", 0) - groups_before;
+    // One request at a time would take 100 groups; 64 at a time takes about 2.
+    assert!(groups <= 10.0, "100 pipelined deposits took {groups} WAL groups");
+
+    // A (shard 0) buys and B (shard 1) sells SR501 (shard 0), alternating in one pipeline.
+    let mut burst = Vec::new();
+    for i in 0..30 {
+        burst.extend(raw(
+            "POST",
+            "/api/order/submit",
+            &order("A", &format!("pa{i}"), "SR501", "BUY", "OPEN", 5000.0, 1),
+        ));
+        burst.extend(raw(
+            "POST",
+            "/api/order/submit",
+            &order("B", &format!("pb{i}"), "SR501", "SELL", "OPEN", 5000.0, 1),
+        ));
+    }
+    burst.extend(b"GET /api/position/A HTTP/1.1\r\n\r\n".to_vec());
+    c.send_raw(&burst).unwrap();
+    for i in 0..60 {
+        let r = c.read_response().unwrap();
+        assert_eq!(r.status, 200, "order {i}: {:?}", r.json());
+        let who = if i % 2 == 0 { "A" } else { "B" };
+        assert_eq!(r.json()["data"]["order"]["account_id"], who, "answer {i} in order");
+        // Every sell meets the buy just before it.
+        if i % 2 == 1 {
+            assert_eq!(r.json()["data"]["order"]["status"], "FINISHED", "{:?}", r.json());
+        }
+    }
+    let positions = c.read_response().unwrap().json();
+    let long: i64 =
+        positions["data"].as_array().expect("positions").iter().map(|p| p["volume_long"].as_i64().unwrap_or(0)).sum();
+    assert_eq!(long, 30, "{positions}");
+    check_venue(&mut c);
+}

@@ -1,12 +1,13 @@
-//! One HTTP/1.1 connection on its shard: read, parse (pipelined requests are answered in
-//! order, one at a time), route, decode the body, ask the shard that owns the account or
-//! instrument (this one or another, over its channel), write the reply.
+//! One HTTP/1.1 connection on its shard: read, parse, route, decode the body, ask the shard
+//! that owns the account or instrument (this one or another, over its channel), write the
+//! reply. Pipelined requests are answered in order; those for one shard are sent together
+//! (see `Batch`), so they share that shard's group commit.
 
 use super::body::{self, BodyError};
 use super::engine_core::{ShardMsg, SharedCore, Waiters};
 use super::http::{
-    parse_request, route, write_http_error, write_response, write_response_with_headers, HttpError, HttpErrorCode,
-    Limits, ParseOutcome, Route, CONTENT_TYPE_JSON, CONTENT_TYPE_PROMETHEUS,
+    parse_request, route, write_response, write_response_with_headers, HttpError, HttpErrorCode, Limits, ParseOutcome,
+    Route, CONTENT_TYPE_JSON, CONTENT_TYPE_PROMETHEUS,
 };
 use super::metrics::Gathered;
 use super::service::{cluster_reply, Action, Answer, Origin, Query, Reply};
@@ -152,35 +153,30 @@ impl ShardContext {
         ClientOrderId::new(tail).expect("at most 63 ASCII bytes")
     }
 
-    /// Asks shard `target` and waits for its answer.
-    async fn ask(&self, conn: u64, answers: &LocalReceiver<Answer>, target: usize, action: Action) -> Answer {
-        let gone = || {
-            Answer::Reply(Reply::http_message(HttpErrorCode::InternalError, "internal server error: a shard is gone"))
-        };
-        let origin = Origin { shard: self.shard, conn };
+    /// Sends `action` to shard `target` for request `tag` of connection `conn`; the answer
+    /// comes back on the connection's channel with that tag. Err: the shard is gone.
+    async fn dispatch(&self, conn: u64, tag: u32, target: usize, action: Action) -> Result<(), ()> {
+        let origin = Origin { shard: self.shard, conn, tag };
         if target == self.shard {
             self.core.borrow_mut().submit(origin, action);
-        } else {
-            let Some(Some(tx)) = self.links.get(target) else {
-                return gone();
-            };
-            if tx.send(ShardMsg::Request { origin, action, sent: std::time::Instant::now() }).await.is_err() {
-                return gone();
-            }
+            return Ok(());
         }
-        answers.recv().await.unwrap_or_else(gone)
+        let Some(Some(tx)) = self.links.get(target) else {
+            return Err(());
+        };
+        tx.send(ShardMsg::Request { origin, action, sent: std::time::Instant::now() }).await.map_err(|_| ())
     }
 
-    async fn call(&self, conn: u64, answers: &LocalReceiver<Answer>, action: Action) -> Reply {
-        let target = self.router.target(&action, self.shard);
-        match self.ask(conn, answers, target, action).await {
-            Answer::Reply(reply) => reply,
-            Answer::State(_) | Answer::Metrics(_) => Reply::http(HttpErrorCode::InternalError),
+    /// Asks shard `target` and waits for its answer (nothing else of the connection is in flight).
+    async fn ask(&self, conn: u64, answers: &LocalReceiver<(u32, Answer)>, target: usize, action: Action) -> Answer {
+        if self.dispatch(conn, 0, target, action).await.is_err() {
+            return shard_gone();
         }
+        answers.recv().await.map_or_else(shard_gone, |(_, answer)| answer)
     }
 
     /// Every shard's metrics (`/metrics`, `/admin/latency`).
-    async fn gather_metrics(&self, conn: u64, answers: &LocalReceiver<Answer>) -> Result<Gathered, Reply> {
+    async fn gather_metrics(&self, conn: u64, answers: &LocalReceiver<(u32, Answer)>) -> Result<Gathered, Reply> {
         let mut all = Vec::with_capacity(self.shards);
         for target in 0..self.shards {
             match self.ask(conn, answers, target, Action::Query(Query::ShardMetrics)).await {
@@ -193,7 +189,7 @@ impl ShardContext {
     }
 
     /// `POST /admin/latency/reset`: every shard clears its histograms.
-    async fn reset_latency(&self, conn: u64, answers: &LocalReceiver<Answer>) -> Reply {
+    async fn reset_latency(&self, conn: u64, answers: &LocalReceiver<(u32, Answer)>) -> Reply {
         for target in 0..self.shards {
             if let Answer::Reply(reply) = self.ask(conn, answers, target, Action::Query(Query::ResetLatency)).await {
                 if reply.status != 200 {
@@ -205,7 +201,7 @@ impl ShardContext {
     }
 
     /// `/admin/state`: every shard's state, merged, with the invariants checked over all.
-    async fn gather_state(&self, conn: u64, answers: &LocalReceiver<Answer>) -> Reply {
+    async fn gather_state(&self, conn: u64, answers: &LocalReceiver<(u32, Answer)>) -> Reply {
         let mut states: Vec<ShardState> = Vec::with_capacity(self.shards);
         for target in 0..self.shards {
             match self.ask(conn, answers, target, Action::Query(Query::ShardState)).await {
@@ -218,13 +214,26 @@ impl ShardContext {
     }
 }
 
+/// Most requests of one connection in flight at once (HTTP/1.1 pipelining). Further pipelined
+/// requests stay in the read buffer until these are answered, so a connection's memory and its
+/// share of the shards' queues stay bounded.
+pub const MAX_PIPELINED: usize = 64;
+
+fn gone_reply() -> Reply {
+    Reply::http_message(HttpErrorCode::InternalError, "internal server error: a shard is gone")
+}
+
+fn shard_gone() -> Answer {
+    Answer::Reply(gone_reply())
+}
+
 /// Serves one connection until the peer closes, an unframeable request, or shutdown.
 pub async fn serve(ctx: Rc<ShardContext>, stream: TcpStream) {
     let conn = ctx.next_conn.get();
     ctx.next_conn.set(conn + 1);
     bump(&ctx.counters.connections_accepted);
     ctx.counters.connections_open.set(ctx.counters.connections_open.get() + 1);
-    let (tx, rx) = local_channel::new_bounded::<Answer>(1);
+    let (tx, rx) = local_channel::new_bounded::<(u32, Answer)>(MAX_PIPELINED);
     ctx.waiters.borrow_mut().insert(conn, tx);
     let _ = stream.set_nodelay(true);
     // Idle reads wake up now and then so a shutdown can close idle connections.
@@ -247,26 +256,82 @@ pub async fn refuse(ctx: &ShardContext, mut stream: TcpStream) {
     let _ = stream.close().await;
 }
 
+/// What one request of a pipelined batch answers.
+enum Output {
+    Json(Reply, Option<&'static str>),
+    Text(String),
+}
+
+/// One request of a batch, in the order it came.
+struct Entry {
+    pattern: Option<&'static str>,
+    parsed_at: std::time::Instant,
+    keep_alive: bool,
+    /// None while its shard has not answered.
+    output: Option<Output>,
+}
+
+/// The requests of a connection parsed from one read, answered in order. Orders, cancels,
+/// modifies, transfers and account openings that go to the same shard are all sent before the
+/// first answer is awaited: that shard runs them in the order sent (its own requests run at
+/// once, another's come over one FIFO channel) and group-commits them together. A request for
+/// another shard, a query, or a request that needs every shard first waits until everything
+/// before it is answered, so what a connection reads reflects everything it sent before.
+struct Batch {
+    entries: Vec<Entry>,
+    /// The shard the outstanding requests went to.
+    target: Option<usize>,
+    outstanding: usize,
+}
+
+impl Batch {
+    fn new() -> Self {
+        Self { entries: Vec::with_capacity(MAX_PIPELINED), target: None, outstanding: 0 }
+    }
+
+    /// Waits for every outstanding answer and puts each in its request's place.
+    async fn settle(&mut self, answers: &LocalReceiver<(u32, Answer)>) {
+        while self.outstanding > 0 {
+            let (tag, answer) = answers.recv().await.unwrap_or_else(|| (u32::MAX, shard_gone()));
+            self.outstanding -= 1;
+            let output = match answer {
+                Answer::Reply(reply) => Output::Json(reply, None),
+                Answer::State(_) | Answer::Metrics(_) => Output::Json(Reply::http(HttpErrorCode::InternalError), None),
+            };
+            // A tag that names no waiting request would be a bug: that request is then
+            // answered 500 by `write_entry`, and nothing else is disturbed.
+            match self.entries.get_mut(tag as usize) {
+                Some(entry) if entry.output.is_none() => entry.output = Some(output),
+                _ => tracing::error!("an answer for request {tag}, which is not waiting"),
+            }
+        }
+        self.target = None;
+    }
+}
+
 async fn serve_loop(
     ctx: &ShardContext,
     mut stream: TcpStream,
     conn: u64,
-    replies: &LocalReceiver<Answer>,
+    answers: &LocalReceiver<(u32, Answer)>,
 ) -> std::io::Result<()> {
     let limits = ctx.limits;
     let mut buf: Vec<u8> = Vec::with_capacity(8192);
     let mut out: Vec<u8> = Vec::with_capacity(8192);
     let mut chunk = vec![0u8; 16 * 1024];
+    let mut batch = Batch::new();
     loop {
-        // Answer every complete request in the buffer, in order.
+        // Take every complete request in the buffer (up to MAX_PIPELINED), answer them in order.
         let mut start = 0;
         let mut close = false;
-        while start < buf.len() {
+        while start < buf.len() && batch.entries.len() < MAX_PIPELINED {
             match parse_request(&buf[start..], &limits) {
                 ParseOutcome::Partial => break,
                 ParseOutcome::Error(error) => {
-                    count_status(ctx, error.status);
-                    write_http_error(&mut out, &error, false);
+                    let reply = Reply::error(error.status, error.code, error.message);
+                    let parsed_at = std::time::Instant::now();
+                    let output = Some(Output::Json(reply, error.allow));
+                    batch.entries.push(Entry { pattern: None, parsed_at, keep_alive: false, output });
                     close = true;
                     break;
                 }
@@ -283,44 +348,12 @@ async fn serve_loop(
                     // Parsing started when the bytes arrived; this counts the work, not the wait.
                     ctx.core.borrow_mut().metrics.stage_since("parse", parsed_at);
                     start += consumed;
-                    let (reply, allow) = match step {
-                        Step::Answer(reply, allow) => (reply, allow),
-                        Step::Ask(action) => (ctx.call(conn, replies, action).await, None),
-                        Step::Gather => (ctx.gather_state(conn, replies).await, None),
-                        Step::ResetLatency => (ctx.reset_latency(conn, replies).await, None),
-                        Step::GatherText(kind) => match ctx.gather_metrics(conn, replies).await {
-                            Ok(gathered) => {
-                                let text = match kind {
-                                    TextKind::Prometheus => gathered.prometheus(),
-                                    TextKind::Latency => gathered.latency_text(),
-                                };
-                                write_response(&mut out, 200, CONTENT_TYPE_PROMETHEUS, text.as_bytes(), keep_alive);
-                                if let Some(pattern) = pattern {
-                                    ctx.core.borrow_mut().metrics.endpoint_since(pattern, parsed_at);
-                                }
-                                if !keep_alive {
-                                    close = true;
-                                    break;
-                                }
-                                continue;
-                            }
-                            Err(reply) => (reply, None),
-                        },
-                    };
-                    count_status(ctx, reply.status);
-                    match allow {
-                        Some(allow) => write_response_with_headers(
-                            &mut out,
-                            reply.status,
-                            CONTENT_TYPE_JSON,
-                            &[("Allow", allow)],
-                            &reply.body,
-                            keep_alive,
-                        ),
-                        None => write_response(&mut out, reply.status, CONTENT_TYPE_JSON, &reply.body, keep_alive),
-                    }
-                    if let Some(pattern) = pattern {
-                        ctx.core.borrow_mut().metrics.endpoint_since(pattern, parsed_at);
+                    // In its place first: its answer may come while the step waits.
+                    batch.entries.push(Entry { pattern, parsed_at, keep_alive, output: None });
+                    if let Some(output) = run_step(ctx, conn, answers, &mut batch, step).await {
+                        if let Some(entry) = batch.entries.last_mut() {
+                            entry.output = Some(output);
+                        }
                     }
                     if !keep_alive {
                         close = true;
@@ -330,6 +363,11 @@ async fn serve_loop(
             }
         }
         buf.drain(..start);
+        let full = batch.entries.len() >= MAX_PIPELINED;
+        batch.settle(answers).await;
+        for entry in batch.entries.drain(..) {
+            write_entry(ctx, &mut out, entry);
+        }
         if !out.is_empty() {
             stream.write_all(&out).await?;
             out.clear();
@@ -337,6 +375,11 @@ async fn serve_loop(
         if close {
             let _ = stream.close().await;
             return Ok(());
+        }
+        if full {
+            // More pipelined requests than one batch takes may wait in the buffer: answer
+            // them before reading more.
+            continue;
         }
         let n = loop {
             match stream.read(&mut chunk).await {
@@ -353,6 +396,82 @@ async fn serve_loop(
             return Ok(());
         }
         buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// Runs the step of the batch's last request: answered here, sent to its shard (its answer
+/// reaches its entry in `Batch::settle`; `None` here), or, for
+/// what needs every shard, run to the end after everything before it is answered.
+async fn run_step(
+    ctx: &ShardContext,
+    conn: u64,
+    answers: &LocalReceiver<(u32, Answer)>,
+    batch: &mut Batch,
+    step: Step,
+) -> Option<Output> {
+    let action = match step {
+        Step::Answer(reply, allow) => return Some(Output::Json(reply, allow)),
+        Step::Ask(action) => action,
+        Step::Gather => {
+            batch.settle(answers).await;
+            return Some(Output::Json(ctx.gather_state(conn, answers).await, None));
+        }
+        Step::ResetLatency => {
+            batch.settle(answers).await;
+            return Some(Output::Json(ctx.reset_latency(conn, answers).await, None));
+        }
+        Step::GatherText(kind) => {
+            batch.settle(answers).await;
+            return Some(match ctx.gather_metrics(conn, answers).await {
+                Ok(gathered) => Output::Text(match kind {
+                    TextKind::Prometheus => gathered.prometheus(),
+                    TextKind::Latency => gathered.latency_text(),
+                }),
+                Err(reply) => Output::Json(reply, None),
+            });
+        }
+    };
+    let target = ctx.router.target(&action, ctx.shard);
+    let is_query = matches!(action, Action::Query(_));
+    if is_query || batch.target.is_some_and(|t| t != target) {
+        batch.settle(answers).await;
+    }
+    // This request's entry is the last one.
+    let tag = batch.entries.len().saturating_sub(1) as u32;
+    if ctx.dispatch(conn, tag, target, action).await.is_err() {
+        return Some(Output::Json(gone_reply(), None));
+    }
+    batch.outstanding += 1;
+    batch.target = Some(target);
+    if is_query {
+        // Nothing after a query is sent before its answer, for the same reason.
+        batch.settle(answers).await;
+    }
+    None
+}
+
+/// Writes one answered request into `out` and counts it.
+fn write_entry(ctx: &ShardContext, out: &mut Vec<u8>, entry: Entry) {
+    let output = entry.output.unwrap_or_else(|| Output::Json(Reply::http(HttpErrorCode::InternalError), None));
+    match output {
+        Output::Json(reply, allow) => {
+            count_status(ctx, reply.status);
+            match allow {
+                Some(allow) => write_response_with_headers(
+                    out,
+                    reply.status,
+                    CONTENT_TYPE_JSON,
+                    &[("Allow", allow)],
+                    &reply.body,
+                    entry.keep_alive,
+                ),
+                None => write_response(out, reply.status, CONTENT_TYPE_JSON, &reply.body, entry.keep_alive),
+            }
+        }
+        Output::Text(text) => write_response(out, 200, CONTENT_TYPE_PROMETHEUS, text.as_bytes(), entry.keep_alive),
+    }
+    if let Some(pattern) = entry.pattern {
+        ctx.core.borrow_mut().metrics.endpoint_since(pattern, entry.parsed_at);
     }
 }
 

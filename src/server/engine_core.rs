@@ -29,18 +29,20 @@ pub enum ShardMsg {
     /// latency).
     Request { origin: Origin, action: Action, sent: Instant },
     /// The answer to a `Request`, for a connection of the receiver.
-    Reply { conn: u64, answer: Answer, sent: Instant },
+    Reply { origin: Origin, answer: Answer, sent: Instant },
     /// Account aggregation between shards: holds, fills, cancels, modifies, marks.
     Peer { seq: u64, msg: PeerMsg },
 }
 
-/// Connections of one shard waiting for their answer (one request in flight per connection).
-pub type Waiters = Rc<RefCell<crate::domain::fast_hash::FastMap<u64, LocalSender<Answer>>>>;
+/// Connections of one shard waiting for their answers, each tagged with the request it answers.
+/// A connection's channel holds as many answers as it may have requests outstanding
+/// (`conn::MAX_PIPELINED`), so handing one over never waits and never drops.
+pub type Waiters = Rc<RefCell<crate::domain::fast_hash::FastMap<u64, LocalSender<(u32, Answer)>>>>;
 
 /// Hands an answer to a connection of this shard. A connection that closed meanwhile is skipped.
-pub fn deliver_local(waiters: &Waiters, conn: u64, answer: Answer) {
-    if let Some(tx) = waiters.borrow().get(&conn) {
-        let _ = tx.try_send(answer);
+pub fn deliver_local(waiters: &Waiters, origin: Origin, answer: Answer) {
+    if let Some(tx) = waiters.borrow().get(&origin.conn) {
+        let _ = tx.try_send((origin.tag, answer));
     }
 }
 
@@ -199,10 +201,10 @@ pub struct Routes {
 impl Routes {
     async fn reply(&self, origin: Origin, answer: Answer) {
         if origin.shard == self.shard {
-            deliver_local(&self.local, origin.conn, answer);
+            deliver_local(&self.local, origin, answer);
         } else if let Some(Some(tx)) = self.remote.get(origin.shard) {
             // Bounded: a full channel makes the committer wait for that shard (backpressure).
-            let _ = tx.send(ShardMsg::Reply { conn: origin.conn, answer, sent: Instant::now() }).await;
+            let _ = tx.send(ShardMsg::Reply { origin, answer, sent: Instant::now() }).await;
         }
     }
 

@@ -343,9 +343,9 @@ async fn run_shard(
                         core.metrics.stage_since("hop", sent);
                         core.submit(origin, action);
                     }
-                    ShardMsg::Reply { conn, answer, sent } => {
+                    ShardMsg::Reply { origin, answer, sent } => {
                         core.borrow_mut().metrics.stage_since("reply_hop", sent);
-                        deliver_local(&waiters, conn, answer);
+                        deliver_local(&waiters, origin, answer);
                     }
                     ShardMsg::Peer { seq, msg } => core.borrow_mut().deliver(from as u16, seq, msg),
                 }

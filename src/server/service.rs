@@ -134,11 +134,13 @@ impl Reply {
     }
 }
 
-/// Where a reply goes: the shard holding the connection, and the connection.
+/// Where a reply goes: the shard holding the connection, the connection, and which of the
+/// connection's outstanding (pipelined) requests it answers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Origin {
     pub shard: usize,
     pub conn: u64,
+    pub tag: u32,
 }
 
 /// What a shard answers: an HTTP reply, or its state for `/admin/state` (merged by the
