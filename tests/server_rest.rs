@@ -329,7 +329,7 @@ fn pipelined_requests_share_group_commits_and_stay_in_order() {
     for _ in 0..100 {
         burst.extend(raw("POST", "/api/account/deposit", &json!({"account_id": "A", "amount": 1})));
     }
-    burst.extend(format!("GET /api/account/A HTTP/1.1\r\n\r\n").into_bytes());
+    burst.extend(b"GET /api/account/A HTTP/1.1\r\n\r\n".to_vec());
     c.send_raw(&burst).unwrap();
     for n in 1..=100 {
         let r = c.read_response().unwrap().json();
