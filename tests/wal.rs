@@ -2,7 +2,7 @@
 //! cut; corruption before the tail refused with the file and offset; empty and missing files.
 //! Files live under cargo's target tmp dir: O_DIRECT needs a real disk, and /tmp may be tmpfs.
 
-use qaexchange::storage::wal::{recover, RecoveryError, SyncMode, WalConfig, WalWriter};
+use qaexchange::storage::wal::{recover, RecoveryError, SyncMode, WalConfig, WalStats, WalWriter};
 use std::path::{Path, PathBuf};
 
 const SEGMENT_BYTES: u64 = 64 * 1024;
@@ -15,6 +15,11 @@ fn payload(sequence: u64) -> Vec<u8> {
 /// On a glommio executor: recovers `dir`, checks it resumes at `from`, writes `from..to` in
 /// batches of 1..=37 records, closes. Returns the segments the writer created.
 fn write(dir: &Path, sync: SyncMode, from: u64, to: u64) -> u64 {
+    write_batches(dir, sync, from, to, None).segments_created
+}
+
+/// `write`, with every batch `fixed` records long when given; returns the writer's counters.
+fn write_batches(dir: &Path, sync: SyncMode, from: u64, to: u64, fixed: Option<u64>) -> WalStats {
     let dir: PathBuf = dir.to_path_buf();
     glommio::LocalExecutorBuilder::default()
         // Small io_memory keeps the executor inside a non-root locked-memory limit.
@@ -25,7 +30,7 @@ fn write(dir: &Path, sync: SyncMode, from: u64, to: u64) -> u64 {
             let config = WalConfig { dir: dir.clone(), segment_bytes: SEGMENT_BYTES, sync };
             let mut wal = WalWriter::open(config, &resume, report.torn_tail.is_some()).await.expect("opens");
             let mut sequence = from;
-            let mut batch = 1;
+            let mut batch = fixed.unwrap_or(1);
             while sequence < to {
                 for _ in 0..batch {
                     if sequence == to {
@@ -35,11 +40,11 @@ fn write(dir: &Path, sync: SyncMode, from: u64, to: u64) -> u64 {
                     sequence += 1;
                 }
                 assert_eq!(wal.commit().await.unwrap(), sequence - 1);
-                batch = batch % 37 + 1;
+                batch = fixed.unwrap_or(batch % 37 + 1);
             }
-            let created = wal.stats().segments_created;
+            let stats = wal.stats();
             wal.close().await.unwrap();
-            created
+            stats
         })
         .expect("glommio executor starts")
         .join()
@@ -81,31 +86,58 @@ fn write_rotate_recover_resume() {
     }
 }
 
+/// Large batches make the writer prepare segments without zero-writing them (unwritten
+/// extents read as zeros); such a log reads back whole, and a torn tail in one is cut.
+#[test]
+fn bulk_batches_use_unzeroed_segments_that_recover_the_same() {
+    let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let dir = tmp.path().to_path_buf();
+    // About 50 records of ~200 bytes: an eighth of a 64 KiB segment or more.
+    let stats = write_batches(&dir, SyncMode::Durable, 1, 3_001, Some(50));
+    assert!(stats.segments_unzeroed >= 2, "{stats:?}");
+    expect_records(&read_all(&dir).unwrap(), 3_000);
+    // A torn tail in an unzeroed segment is cut like any other.
+    tear_last_record(&dir, 3_000);
+    write_batches(&dir, SyncMode::Durable, 3_000, 4_001, Some(50));
+    expect_records(&read_all(&dir).unwrap(), 4_000);
+    // Small batches prepare zeroed segments again.
+    let stats = write_batches(&dir, SyncMode::Durable, 4_001, 6_001, Some(1));
+    assert!(stats.segments_created >= 2 && stats.segments_unzeroed == 0, "{stats:?}");
+    expect_records(&read_all(&dir).unwrap(), 6_000);
+    let (_, report) = recover(&dir, 1, |_, _| {}).unwrap();
+    assert_eq!(report.torn_tail, None);
+}
+
+/// Zeroes the second half of the last record (`last`), as a crash mid-write would leave it;
+/// recovery cuts it with a warning and keeps everything before it.
+fn tear_last_record(dir: &Path, last: u64) {
+    let segment = segments(dir).pop().unwrap();
+    let records = read_all(dir).unwrap();
+    let mut bytes = std::fs::read(&segment).unwrap();
+    let first_in_segment =
+        qaexchange::storage::wal::segment::parse_segment_name(segment.file_name().unwrap().to_str().unwrap()).unwrap();
+    let scan = qaexchange::storage::wal::scan_segment(&bytes, first_in_segment).unwrap();
+    let record = scan.records.last().unwrap().clone();
+    assert_eq!(record.sequence, last);
+    let half = (record.payload.start + record.payload.end) / 2;
+    for b in &mut bytes[half..record.payload.end] {
+        *b = 0;
+    }
+    std::fs::write(&segment, &bytes).unwrap();
+    let mut kept = Vec::new();
+    let (resume, report) = recover(dir, 1, |s, b| kept.push((s, b.to_vec()))).unwrap();
+    assert!(report.torn_tail.is_some(), "{report:?}");
+    assert_eq!(kept.len() as u64, last - 1);
+    assert_eq!(resume.next_sequence, last);
+    assert_eq!(kept[..], records[..last as usize - 1]);
+}
+
 #[test]
 fn torn_tail_is_cut_and_the_log_continues_cleanly() {
     let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let dir = tmp.path().to_path_buf();
     write(&dir, SyncMode::Durable, 1, 301);
-    let last = segments(&dir).pop().unwrap();
-    let records = read_all(&dir).unwrap();
-    // Tear the last record: zero its second half, as a crash mid-write would leave it.
-    let mut bytes = std::fs::read(&last).unwrap();
-    let first_in_segment =
-        qaexchange::storage::wal::segment::parse_segment_name(last.file_name().unwrap().to_str().unwrap()).unwrap();
-    let scan = qaexchange::storage::wal::scan_segment(&bytes, first_in_segment).unwrap();
-    let record = scan.records.last().unwrap().clone();
-    assert_eq!(record.sequence, 300);
-    let half = (record.payload.start + record.payload.end) / 2;
-    for b in &mut bytes[half..record.payload.end] {
-        *b = 0;
-    }
-    std::fs::write(&last, &bytes).unwrap();
-    let mut kept = Vec::new();
-    let (resume, report) = recover(&dir, 1, |s, b| kept.push((s, b.to_vec()))).unwrap();
-    assert!(report.torn_tail.is_some(), "{report:?}");
-    assert_eq!(kept.len(), 299);
-    assert_eq!(resume.next_sequence, 300);
-    assert_eq!(kept[..], records[..299]);
+    tear_last_record(&dir, 300);
     // The writer resumes at the cut, reusing 300: the log reads back whole and clean.
     write(&dir, SyncMode::Durable, 300, 401);
     expect_records(&read_all(&dir).unwrap(), 400);
