@@ -2,7 +2,8 @@
 //! against the raw responder: short bounded runs on 127.0.0.1, open and closed loop. Every
 //! request is answered, the refusals are only the ones an exchange-core mix makes (self-trade
 //! prevention, cancels and moves of orders already filled), the `.hgrm` files are written, and
-//! the server's invariants hold afterwards with the trades the load made.
+//! the server's invariants hold afterwards with the trades the load made. The same with
+//! HTTP/1.1 pipelining (`--pipeline 8`): every request sent is answered, in order.
 
 mod server_support;
 
@@ -29,6 +30,56 @@ fn loadgen(args: &[&str]) -> (BTreeMap<String, String>, String) {
 
 fn num(fields: &BTreeMap<String, String>, key: &str) -> f64 {
     fields[key].parse().unwrap_or_else(|_| panic!("{key} in {fields:?}"))
+}
+
+/// No broken connection, every request sent in the measured window answered, and the
+/// throughput is what was answered over the measured time.
+fn all_answered(fields: &BTreeMap<String, String>, measured_s: f64, stdout: &str) {
+    assert_eq!(num(fields, "broken"), 0.0, "{stdout}");
+    let completed = num(fields, "completed");
+    assert!(completed > 0.0, "{stdout}");
+    assert_eq!(completed, num(fields, "sent"), "a request sent was not answered: {stdout}");
+    assert!((num(fields, "throughput") * measured_s - completed).abs() <= 1.0, "{stdout}");
+}
+
+/// Only the refusals of the mix itself: self-trade (2008) and orders already gone (3001); when
+/// pipelined also those of a modify sent while an earlier modify of the same order is still in
+/// flight: refused as such (3003), or, once the earlier one is done, to the price it already
+/// moved to (3002, the flow learns the new price only from the answer).
+fn only_mix_refusals(stdout: &str, pipelined: bool) {
+    for line in stdout.lines().filter(|l| l.trim_start().starts_with("refused: ") && !l.contains("none")) {
+        let code = line.split_whitespace().nth(2).unwrap();
+        let expected = code == "2008" || code == "3001" || (pipelined && (code == "3002" || code == "3003"));
+        assert!(expected, "unexpected refusal: {line}\n{stdout}");
+    }
+}
+
+/// Waits for the server's invariants (after the load's messages between shards settle);
+/// whether the load traded.
+fn consistent_and_traded(server: &server_support::ServerProcess) -> bool {
+    let mut c = server.client();
+    let state = loop {
+        let s = c.ok("GET", "/admin/state", None);
+        if s["invariants"] == "ok" {
+            break s;
+        }
+        assert!(s["invariants"].as_str().unwrap().starts_with("messages in flight"), "{s}");
+    };
+    state["state"]["instruments"].as_array().unwrap().iter().any(|i| i["open_interest"].as_i64() > Some(0))
+}
+
+/// A raw responder on a free port, and its address.
+fn raw_responder() -> (std::process::Child, String) {
+    let mut raw = Command::new(RAW)
+        .args(["--http", "127.0.0.1:0", "--shards", "1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn raw responder");
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(raw.stdout.take().unwrap()), &mut line).unwrap();
+    let addr = line.split_whitespace().find_map(|w| w.strip_prefix("http=")).expect(&line).to_string();
+    (raw, addr)
 }
 
 #[test]
@@ -59,11 +110,9 @@ fn loadgen_drives_the_server_open_and_closed_loop() {
     let answered = num(&open, "throughput");
     assert!((240.0..=360.0).contains(&answered), "open loop answered {answered}/s: {stdout}");
     assert!(num(&open, "p50_us") > 0.0 && num(&open, "p99_us") >= num(&open, "p50_us"), "{stdout}");
-    // Only the refusals of the mix itself: self-trade (2008) and orders already gone (3001).
-    for line in stdout.lines().filter(|l| l.trim_start().starts_with("refused: ") && !l.contains("none")) {
-        let code = line.split_whitespace().nth(2).unwrap();
-        assert!(code == "2008" || code == "3001", "unexpected refusal: {line}\n{stdout}");
-    }
+    all_answered(&open, 1.0, &stdout);
+    assert_eq!(num(&open, "pipeline"), 1.0, "{stdout}");
+    only_mix_refusals(&stdout, false);
     for name in ["open-all.hgrm", "open-submit.hgrm"] {
         let text = std::fs::read_to_string(dir.path().join("hgrm").join(name)).unwrap();
         assert!(text.starts_with("       Value     Percentile TotalCount 1/(1-Percentile)"), "{text}");
@@ -91,32 +140,43 @@ fn loadgen_drives_the_server_open_and_closed_loop() {
         "submit",
     ]);
     assert_eq!(num(&closed, "broken"), 0.0, "{stdout}");
+    all_answered(&closed, 0.5, &stdout);
     assert!(num(&closed, "throughput") > 50.0, "{stdout}");
     // The load traded, and the venue is consistent.
-    let mut c = server.client();
-    let state = loop {
-        let s = c.ok("GET", "/admin/state", None);
-        if s["invariants"] == "ok" {
-            break s;
-        }
-        assert!(s["invariants"].as_str().unwrap().starts_with("messages in flight"), "{s}");
-    };
-    let traded =
-        state["state"]["instruments"].as_array().unwrap().iter().any(|i| i["open_interest"].as_i64() > Some(0));
-    assert!(traded, "the load made no trade");
+    assert!(consistent_and_traded(&server), "the load made no trade");
+}
+
+/// Pipelined: whether the server answers a connection's requests one after the other or
+/// several at once, each comes back in order, so every request sent is answered, and the only
+/// refusals are the mix's (more of them: a cancel may name an order whose cancel is in flight,
+/// a modify one whose modify is).
+#[test]
+fn loadgen_pipelines_to_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(&Options::new(Some(dir.path())));
+    let target = server.addr.to_string();
+    let out = dir.path().join("hgrm");
+    let out = out.to_str().unwrap();
+    let common = ["--target", &target, "--connections", "4", "--pipeline", "8", "--warmup", "0.2", "--out", out];
+    // Closed loop: eight outstanding per connection, as fast as answers come.
+    let (closed, stdout) =
+        loadgen(&[&common[..], &["--rate", "0", "--duration", "0.5", "--label", "closed8"]].concat());
+    assert_eq!(num(&closed, "pipeline"), 8.0, "{stdout}");
+    all_answered(&closed, 0.5, &stdout);
+    assert!(num(&closed, "throughput") > 50.0, "{stdout}");
+    only_mix_refusals(&stdout, true);
+    // Open loop at 300/s: the rate holds with slots to spare.
+    let (open, stdout) = loadgen(&[&common[..], &["--rate", "300", "--duration", "1", "--label", "open8"]].concat());
+    all_answered(&open, 1.0, &stdout);
+    let answered = num(&open, "throughput");
+    assert!((240.0..=360.0).contains(&answered), "open loop answered {answered}/s: {stdout}");
+    only_mix_refusals(&stdout, true);
+    assert!(consistent_and_traded(&server), "the load made no trade");
 }
 
 #[test]
 fn loadgen_measures_the_raw_responder() {
-    let mut raw = Command::new(RAW)
-        .args(["--http", "127.0.0.1:0", "--shards", "1"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn raw responder");
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(raw.stdout.take().unwrap()), &mut line).unwrap();
-    let addr = line.split_whitespace().find_map(|w| w.strip_prefix("http=")).expect(&line).to_string();
+    let (mut raw, addr) = raw_responder();
     let dir = tempfile::tempdir().unwrap();
     let (fields, stdout) = loadgen(&[
         "--raw",
@@ -138,6 +198,39 @@ fn loadgen_measures_the_raw_responder() {
     let _ = raw.kill();
     let _ = raw.wait();
     assert_eq!(num(&fields, "broken"), 0.0, "{stdout}");
+    assert_eq!(num(&fields, "refused"), 0.0, "{stdout}");
+    assert!(num(&fields, "throughput") > 100.0, "{stdout}");
+}
+
+/// Pipelined against the raw responder (which answers every complete request in its buffer
+/// with one write): eight outstanding per connection, all answered in order, none refused.
+#[test]
+fn loadgen_pipelines_to_the_raw_responder() {
+    let (mut raw, addr) = raw_responder();
+    let dir = tempfile::tempdir().unwrap();
+    let (fields, stdout) = loadgen(&[
+        "--raw",
+        "--target",
+        &addr,
+        "--connections",
+        "4",
+        "--pipeline",
+        "8",
+        "--rate",
+        "0",
+        "--warmup",
+        "0.2",
+        "--duration",
+        "0.5",
+        "--out",
+        dir.path().to_str().unwrap(),
+        "--label",
+        "raw8",
+    ]);
+    let _ = raw.kill();
+    let _ = raw.wait();
+    assert_eq!(num(&fields, "pipeline"), 8.0, "{stdout}");
+    all_answered(&fields, 0.5, &stdout);
     assert_eq!(num(&fields, "refused"), 0.0, "{stdout}");
     assert!(num(&fields, "throughput") > 100.0, "{stdout}");
 }

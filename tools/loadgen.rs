@@ -2,9 +2,10 @@
 //! percentiles, throughput and refusals; writes one `.hgrm` per measured path.
 //!
 //! Open loop at a constant rate (`--rate N`, latency measured from each request's intended
-//! send time) or closed loop (`--rate 0`, as fast as answers come). It opens its own accounts
-//! and funds them. `--raw` targets the raw responder (`qaexchange-raw-responder`): no set-up,
-//! a made-up instrument.
+//! send time) or closed loop (`--rate 0`, as fast as answers come), one request at a time per
+//! connection or up to `--pipeline D` outstanding (HTTP/1.1 pipelining). It opens its own
+//! accounts and funds them. `--raw` targets the raw responder (`qaexchange-raw-responder`): no
+//! set-up, a made-up instrument.
 
 use clap::Parser;
 use qaexchange::loadgen::mix::{Market, MixWeights, Path};
@@ -52,6 +53,14 @@ struct Cli {
     /// Name of this run in file names and the result line.
     #[arg(long, default_value = "run")]
     label: String,
+    /// Requests outstanding per connection (HTTP/1.1 pipelining). 1 = one at a time: send,
+    /// wait for the answer, send the next. D > 1: up to D sent before their answers come (those
+    /// due together go in one write); closed loop keeps D outstanding and measures each from its
+    /// send, open loop still from its intended send time. The flow learns of an order only from
+    /// its answer, so with D > 1 more cancels and moves are refused: the order is gone (3001), a
+    /// move of it is in flight (3003), or it already moved to that price (3002).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pipeline: u32,
     /// Target is the raw responder: no instruments query, no accounts.
     #[arg(long)]
     raw: bool,
@@ -98,13 +107,15 @@ fn run_cli(cli: &Cli) -> Result<(), String> {
         executors: cli.executors,
         pin_from: cli.pin_from,
         weights,
+        pipeline: cli.pipeline as usize,
         run_id,
     };
     let mode = if config.rate > 0.0 { format!("open loop at {} req/s", config.rate) } else { "closed loop".into() };
     eprintln!(
-        "loadgen {}: {} connections, {mode}, {:?} warm-up + {:?} measured, instruments {:?}",
+        "loadgen {}: {} connections, pipeline {}, {mode}, {:?} warm-up + {:?} measured, instruments {:?}",
         cli.label,
         config.connections,
+        config.pipeline,
         config.warmup,
         config.duration,
         markets.iter().map(|m| m.instrument_id.as_str()).collect::<Vec<_>>()
@@ -132,8 +143,14 @@ fn run_cli(cli: &Cli) -> Result<(), String> {
     let _ = printer.join();
     let report = report?;
 
-    println!("loadgen {}: {mode}, {} connections", cli.label, config.connections);
-    println!("  throughput: {:.0} answers/s ({} in {:?})", report.throughput(), report.completed, report.measured);
+    println!("loadgen {}: {mode}, {} connections, pipeline {}", cli.label, config.connections, config.pipeline);
+    println!(
+        "  throughput: {:.0} answers/s ({} of {} sent in {:?})",
+        report.throughput(),
+        report.completed,
+        report.sent,
+        report.measured
+    );
     println!("  all:    {}", summary_us(&report.all));
     for path in Path::ALL {
         let h = &report.per_path[&path];
@@ -163,11 +180,14 @@ fn run_cli(cli: &Cli) -> Result<(), String> {
     }
     let us = |q: f64| report.all.value_at_quantile(q) as f64 / 1000.0;
     println!(
-        "RESULT label={} rate={} connections={} throughput={:.0} p50_us={:.1} p90_us={:.1} p99_us={:.1} p999_us={:.1} max_us={:.1} refused={} broken={}",
+        "RESULT label={} rate={} connections={} pipeline={} throughput={:.0} completed={} sent={} p50_us={:.1} p90_us={:.1} p99_us={:.1} p999_us={:.1} max_us={:.1} refused={} broken={}",
         cli.label,
         config.rate,
         config.connections,
+        config.pipeline,
         report.throughput(),
+        report.completed,
+        report.sent,
         us(0.5),
         us(0.9),
         us(0.99),

@@ -10,12 +10,16 @@
 # $LOAD_CORE (on 2 cores: server on core 0, generator on core 1). Everything is on 127.0.0.1.
 # Writes every .hgrm under $OUT and, when python3 can, a PNG per mode (tools/plot_hgrm.py).
 #
-# Usage: tools/loadtest.sh   (knobs: SHARDS=1 CONNECTIONS=32 DURATION=5 WARMUP=2 MIX=exchange-core
-#                             LOAD_CORE=1 OUT=target/loadtest/<time>)
+# PIPELINE=D lets every connection of every run (raw and server alike) keep up to D requests
+# outstanding (HTTP/1.1 pipelining; 1 = one at a time).
+#
+# Usage: tools/loadtest.sh   (knobs: SHARDS=1 CONNECTIONS=32 PIPELINE=1 DURATION=5 WARMUP=2
+#                             MIX=exchange-core LOAD_CORE=1 OUT=target/loadtest/<time>)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SHARDS=${SHARDS:-1}
 CONNECTIONS=${CONNECTIONS:-32}
+PIPELINE=${PIPELINE:-1}
 DURATION=${DURATION:-5}
 WARMUP=${WARMUP:-2}
 MIX=${MIX:-exchange-core}
@@ -46,8 +50,8 @@ start_and_wait() {
 load() {
   local label=$1 addr=$2 rate=$3; shift 3
   local line
-  line=$("$BIN/qaexchange-loadgen" --target "$addr" --connections "$CONNECTIONS" --rate "$rate" \
-      --duration "$DURATION" --warmup "$WARMUP" --pin-from "$LOAD_CORE" --mix "$MIX" --out "$OUT" \
+  line=$("$BIN/qaexchange-loadgen" --target "$addr" --connections "$CONNECTIONS" --pipeline "$PIPELINE" \
+      --rate "$rate" --duration "$DURATION" --warmup "$WARMUP" --pin-from "$LOAD_CORE" --mix "$MIX" --out "$OUT" \
       --label "$label" "$@" 2>>"$OUT/loadgen.stderr" | tee -a "$OUT/results.txt" | grep '^RESULT')
   echo "$line"
   THROUGHPUT=$(echo "$line" | grep -o 'throughput=[0-9.]*' | cut -d= -f2)
@@ -80,7 +84,7 @@ for pct in 25 50 75; do
 done
 kill "$RAW_PID" 2>/dev/null || true
 
-python3 - "$OUT/results.txt" "$RAW_MAX" "$MAX_durable" "$MAX_none" <<'PY'
+python3 - "$OUT/results.txt" "$RAW_MAX" "$MAX_durable" "$MAX_none" "$SHARDS" "$CONNECTIONS" "$PIPELINE" <<'PY'
 import sys
 rows = {}
 for line in open(sys.argv[1]):
@@ -88,6 +92,8 @@ for line in open(sys.argv[1]):
         f = dict(kv.split("=", 1) for kv in line.split()[1:])
         rows[f["label"]] = f
 raw_max, durable_max, none_max = map(float, sys.argv[2:5])
+shards, connections, pipeline = sys.argv[5:8]
+print(f"\nshards={shards} connections={connections} pipeline={pipeline}")
 print("\n| run | rate | answers/s | p50 us | p90 us | p99 us | p99.9 us | max us | refused |")
 print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
 for label, f in rows.items():
@@ -101,7 +107,7 @@ PY
 if python3 -c 'import matplotlib' 2>/dev/null || [ -x target/plot-venv/bin/python ] || [ "${PLOT:-1}" = 1 ]; then
   for mode in durable none; do
     python3 tools/plot_hgrm.py "$OUT/$mode.png" "$OUT"/raw-max-all.hgrm "$OUT"/$mode-*-all.hgrm \
-        --title "qaexchange-server sync=$mode, $SHARDS shard(s), $CONNECTIONS connections" || true
+        --title "qaexchange-server sync=$mode, $SHARDS shard(s), $CONNECTIONS connections, pipeline $PIPELINE" || true
   done
 fi
 echo "files: $OUT"

@@ -2,7 +2,10 @@
 //! executors, each sending the order flow of its own account (`mix.rs`), open loop at a
 //! constant rate or closed loop as fast as answers come. Open loop measures each request from
 //! the moment it was *meant* to be sent, so a server that stalls is charged for every request
-//! that waited behind the stall (no coordinated omission).
+//! that waited behind the stall (no coordinated omission). With `pipeline` > 1 a connection
+//! keeps up to that many requests outstanding (HTTP/1.1 pipelining): a writer task sends,
+//! batching the requests that are due into one write, and a reader task matches the answers,
+//! which come in request order, to what was sent.
 
 pub mod mix;
 pub mod response;
@@ -10,11 +13,15 @@ pub mod setup;
 
 use crate::metrics::hgrm::latency_histogram;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::channels::local_channel;
+use glommio::sync::Semaphore;
 use glommio::{LocalExecutorBuilder, Placement};
 use hdrhistogram::Histogram;
 use mix::{Flow, Market, MixWeights, Path};
+use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -32,6 +39,10 @@ pub struct LoadConfig {
     /// Pin executor i to core `pin_from + i`; None = let the kernel place them.
     pub pin_from: Option<usize>,
     pub weights: MixWeights,
+    /// Requests outstanding per connection (HTTP/1.1 pipelining); 1 = send, wait for the
+    /// answer, send the next. Closed loop keeps this many outstanding and measures from the
+    /// send; open loop still measures from each request's intended send time.
+    pub pipeline: usize,
     /// Account and client order id prefix, unique per run.
     pub run_id: String,
 }
@@ -42,9 +53,13 @@ pub struct Report {
     pub per_path: BTreeMap<Path, Histogram<u64>>,
     pub all: Histogram<u64>,
     pub completed: u64,
+    /// Requests sent in the measured window; equal to `completed` when no connection broke
+    /// (every answer still in flight at the end is waited for).
+    pub sent: u64,
     /// Refusals by path and error code (the envelope's `code`; 0 = none found).
     pub refused: BTreeMap<(Path, u32), u64>,
-    /// Connections that failed (connect, write, read, or an unframeable answer).
+    /// Connections that failed (connect, write, read, an unframeable answer, or answers still
+    /// missing `DRAIN` after the end of the run).
     pub broken_connections: u64,
     pub measured: Duration,
 }
@@ -55,6 +70,7 @@ impl Report {
             per_path: Path::ALL.iter().map(|&p| (p, latency_histogram())).collect(),
             all: latency_histogram(),
             completed: 0,
+            sent: 0,
             refused: BTreeMap::new(),
             broken_connections: 0,
             measured,
@@ -69,6 +85,7 @@ impl Report {
         }
         let _ = self.all.add(&other.all);
         self.completed += other.completed;
+        self.sent += other.sent;
         for (key, n) in other.refused {
             *self.refused.entry(key).or_default() += n;
         }
@@ -126,7 +143,68 @@ pub fn run(config: &LoadConfig, markets: &[Market], progress: Arc<AtomicU64>) ->
     Ok(report)
 }
 
-/// One connection's loop: send at the intended times, read each answer, record.
+/// How long a connection keeps going after the end of the run, for the answers still in flight
+/// (and, open loop, to send the requests due before the end that waited for a slot), before it
+/// gives up and counts itself broken.
+const DRAIN: Duration = Duration::from_secs(5);
+
+/// A request on the wire whose answer has not been read yet.
+struct InFlight {
+    /// When it was meant to be sent (open loop) or when a slot for it was free (closed loop).
+    intended: Instant,
+    /// When the write that carried it began.
+    sent: Instant,
+    request: mix::Request,
+    /// Sent in the measured window (not in the warm-up).
+    measured: bool,
+}
+
+/// What the writer and the reader of one connection share (one executor, so `Rc`).
+struct Shared {
+    flow: RefCell<Flow>,
+    report: RefCell<Report>,
+    /// Free slots: `pipeline` at first; the writer takes one per request, the reader gives it
+    /// back per answer. Closed by the reader when it stops, which stops the writer.
+    slots: Semaphore,
+    broken: Cell<bool>,
+}
+
+/// When a connection sends.
+#[derive(Clone, Copy)]
+struct Schedule {
+    open_loop: bool,
+    start: Instant,
+    phase: Duration,
+    interval: Duration,
+    measure_from: Instant,
+    /// Nothing is meant to be sent from here on.
+    end: Instant,
+    /// `end + DRAIN`: what is not answered by now never will be.
+    give_up: Instant,
+    pipeline: usize,
+}
+
+impl Schedule {
+    /// The intended send time of request `k` (open loop); closed loop: now, not before start.
+    fn intended(&self, k: u32, now: Instant) -> Instant {
+        if self.open_loop {
+            self.start + self.phase + self.interval * k
+        } else {
+            now.max(self.start)
+        }
+    }
+}
+
+/// One connection: a writer task sends at the intended times, up to `pipeline` requests
+/// outstanding, several in one write when several are due; a reader task frames the answers,
+/// which HTTP/1.1 returns in request order, matches them first in first out to what was sent,
+/// and records.
+///
+/// With more than one request outstanding the flow learns of an answer only after it has sent
+/// the requests behind it: it may cancel or move an order whose cancel is still in flight
+/// (refused as gone, 3001), move one whose earlier move is still in flight (3003) or to the
+/// price that move already set (3002), and an insert's order can be named only once its answer
+/// is in. Those refusals are counted by code in `refused` like any other.
 async fn connection(
     config: LoadConfig,
     markets: Vec<Market>,
@@ -134,12 +212,18 @@ async fn connection(
     start: Instant,
     progress: Arc<AtomicU64>,
 ) -> Report {
-    let mut report = Report::empty(config.duration);
     let account = account_of(&config.run_id, index);
     let prefix = format!("{}c{index}", config.run_id);
-    let mut flow =
-        Flow::new(&account, markets, config.weights, 0x9e37_79b9 ^ ((index as u64 + 1) * 0x1000_0001), &prefix);
-    let Ok(mut stream) = glommio::net::TcpStream::connect(config.target).await else {
+    let flow = Flow::new(&account, markets, config.weights, 0x9e37_79b9 ^ ((index as u64 + 1) * 0x1000_0001), &prefix);
+    let pipeline = config.pipeline.max(1);
+    let shared = Rc::new(Shared {
+        flow: RefCell::new(flow),
+        report: RefCell::new(Report::empty(config.duration)),
+        slots: Semaphore::new(pipeline as u64),
+        broken: Cell::new(false),
+    });
+    let Ok(stream) = glommio::net::TcpStream::connect(config.target).await else {
+        let mut report = shared.report.replace(Report::empty(config.duration));
         report.broken_connections = 1;
         return report;
     };
@@ -148,74 +232,172 @@ async fn connection(
     // Each connection sends rate / connections per second, phases spread evenly.
     let interval =
         if open_loop { Duration::from_secs_f64(config.connections as f64 / config.rate) } else { Duration::ZERO };
-    let phase = interval.mul_f64(index as f64 / config.connections.max(1) as f64);
     let measure_from = start + config.warmup;
     let end = measure_from + config.duration;
-    let mut out = Vec::with_capacity(1024);
-    let mut buf = Vec::with_capacity(16 * 1024);
-    let mut chunk = vec![0u8; 16 * 1024];
+    let schedule = Schedule {
+        open_loop,
+        start,
+        phase: interval.mul_f64(index as f64 / config.connections.max(1) as f64),
+        interval,
+        measure_from,
+        end,
+        give_up: end + DRAIN,
+        pipeline,
+    };
+    let (read_half, write_half) = futures_lite::io::split(stream);
+    let (to_reader, in_flight) = local_channel::new_unbounded();
+    let reader = glommio::spawn_local(read_answers(read_half, in_flight, shared.clone(), open_loop, progress));
+    let writer = glommio::spawn_local(send_requests(write_half, to_reader, shared.clone(), schedule));
+    // The writer ends at the end of the run (or when the reader stopped), the reader when every
+    // answer is in; whatever is not done by `give_up` never will be (dropping a task cancels it).
+    let done = futures_lite::future::or(
+        async {
+            writer.await;
+            reader.await;
+            true
+        },
+        async {
+            glommio::timer::sleep(schedule.give_up.saturating_duration_since(Instant::now())).await;
+            false
+        },
+    )
+    .await;
+    if !done {
+        shared.broken.set(true);
+    }
+    let mut report = shared.report.replace(Report::empty(config.duration));
+    report.broken_connections = u64::from(shared.broken.get());
+    report
+}
+
+/// The writer of a connection: sends until the end of the run, a slot per request.
+async fn send_requests(
+    mut stream: futures_lite::io::WriteHalf<glommio::net::TcpStream>,
+    to_reader: local_channel::LocalSender<InFlight>,
+    shared: Rc<Shared>,
+    schedule: Schedule,
+) {
+    let mut out = Vec::with_capacity(1024 * schedule.pipeline.min(64));
+    let mut batch: Vec<(Instant, mix::Request)> = Vec::with_capacity(schedule.pipeline.min(1024));
     let mut k: u32 = 0;
     loop {
-        let intended = if open_loop { start + phase + interval * k } else { Instant::now().max(start) };
-        if intended >= end {
+        let intended = schedule.intended(k, Instant::now());
+        if intended >= schedule.end {
             break;
         }
         let now = Instant::now();
         if intended > now {
             glommio::timer::sleep(intended - now).await;
         }
-        let request = flow.next_request();
-        out.clear();
-        out.extend_from_slice(
-            format!(
-                "POST {} HTTP/1.1\r\nHost: qaexchange\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-                request.path.url(),
-                request.body.len()
-            )
-            .as_bytes(),
-        );
-        out.extend_from_slice(request.body.as_bytes());
-        let sent = Instant::now();
-        if stream.write_all(&out).await.is_err() {
-            report.broken_connections = 1;
-            return report;
+        // A free slot. A server that stops answering keeps none free; open loop, the requests
+        // due before the end are still sent (and charged from their intended times) when it
+        // answers again, after the end too, until the connection gives up.
+        if shared.slots.acquire(1).await.is_err() || shared.broken.get() {
+            break;
         }
-        let framed = loop {
-            match response::frame(&buf) {
-                Ok(Some(framed)) => break framed,
-                Ok(None) => {}
-                Err(_) => {
-                    report.broken_connections = 1;
-                    return report;
-                }
+        let now = Instant::now();
+        // Closed loop: the slot may have come free only after the end.
+        let intended = if schedule.open_loop { intended } else { now.max(schedule.start) };
+        if intended >= schedule.end {
+            break;
+        }
+        batch.clear();
+        batch.push((intended, shared.flow.borrow_mut().next_request()));
+        k = k.wrapping_add(1);
+        // More that are due, while slots are free: into the same write.
+        while batch.len() < schedule.pipeline {
+            let next = schedule.intended(k, now);
+            if next > now || next >= schedule.end || !shared.slots.try_acquire(1).unwrap_or(false) {
+                break;
             }
+            batch.push((next, shared.flow.borrow_mut().next_request()));
+            k = k.wrapping_add(1);
+        }
+        out.clear();
+        for (_, request) in &batch {
+            out.extend_from_slice(
+                format!(
+                    "POST {} HTTP/1.1\r\nHost: qaexchange\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+                    request.path.url(),
+                    request.body.len()
+                )
+                .as_bytes(),
+            );
+            out.extend_from_slice(request.body.as_bytes());
+        }
+        let sent = Instant::now();
+        let mut measured_sent = 0;
+        for (intended, request) in batch.drain(..) {
+            let measured = intended >= schedule.measure_from;
+            measured_sent += u64::from(measured);
+            if to_reader.try_send(InFlight { intended, sent, request, measured }).is_err() {
+                return; // the reader stopped
+            }
+        }
+        shared.report.borrow_mut().sent += measured_sent;
+        if stream.write_all(&out).await.is_err() {
+            shared.broken.set(true);
+            break;
+        }
+    }
+    // Dropping the sender tells the reader that nothing more comes once the FIFO is empty.
+}
+
+/// The reader of a connection: an answer per request, in the order they were sent.
+async fn read_answers(
+    mut stream: futures_lite::io::ReadHalf<glommio::net::TcpStream>,
+    in_flight: local_channel::LocalReceiver<InFlight>,
+    shared: Rc<Shared>,
+    open_loop: bool,
+    progress: Arc<AtomicU64>,
+) {
+    let mut buf = Vec::with_capacity(64 * 1024);
+    // Answers before `at` are done with; dropped from `buf` before the next read.
+    let mut at = 0;
+    let mut chunk = vec![0u8; 64 * 1024];
+    while let Some(request) = in_flight.recv().await {
+        let framed = loop {
+            match response::frame(&buf[at..]) {
+                Ok(Some(framed)) => break Some(framed),
+                Ok(None) => {}
+                Err(_) => break None,
+            }
+            buf.drain(..at);
+            at = 0;
             match stream.read(&mut chunk).await {
-                Ok(0) | Err(_) => {
-                    report.broken_connections = 1;
-                    return report;
-                }
+                Ok(0) | Err(_) => break None,
                 Ok(n) => buf.extend_from_slice(&chunk[..n]),
             }
         };
+        let Some(framed) = framed else {
+            shared.broken.set(true);
+            shared.slots.close();
+            return;
+        };
         let done = Instant::now();
-        let body = &buf[framed.body.clone()];
+        let body = &buf[at + framed.body.start..at + framed.body.end];
         let outcome = response::outcome(body);
-        flow.on_answer(&request, outcome.is_ok(), response::order_id(body), response::is_alive(body));
-        if intended >= measure_from {
-            let from = if open_loop { intended } else { sent };
-            let ns = done.duration_since(from).as_nanos() as u64;
-            report.all.saturating_record(ns.max(1));
-            if let Some(h) = report.per_path.get_mut(&request.path) {
-                h.saturating_record(ns.max(1));
+        shared.flow.borrow_mut().on_answer(
+            &request.request,
+            outcome.is_ok(),
+            response::order_id(body),
+            response::is_alive(body),
+        );
+        if request.measured {
+            let from = if open_loop { request.intended } else { request.sent };
+            let ns = (done.duration_since(from).as_nanos() as u64).max(1);
+            let mut report = shared.report.borrow_mut();
+            report.all.saturating_record(ns);
+            if let Some(h) = report.per_path.get_mut(&request.request.path) {
+                h.saturating_record(ns);
             }
             report.completed += 1;
             if let Err(code) = outcome {
-                *report.refused.entry((request.path, code)).or_default() += 1;
+                *report.refused.entry((request.request.path, code)).or_default() += 1;
             }
         }
         progress.fetch_add(1, Ordering::Relaxed);
-        buf.drain(..framed.consumed);
-        k = k.wrapping_add(1);
+        at += framed.consumed;
+        shared.slots.signal(1);
     }
-    report
 }
