@@ -18,6 +18,12 @@
 //! orders in a `BTreeMap` keyed by a journal sequence number (acceptance order) and the finished
 //! ones in a `BTreeSet` of the same numbers, so "the oldest finished order" is `pop_first`
 //! rather than a scan past live orders, and removing it from the middle costs O(log n).
+//!
+//! The kept orders are split by status into two maps: the live ones (the few the engine works
+//! on, which nearly every event names) and the finished ones (the bulk, up to
+//! `orders_per_account` per account). Each event then looks up a small map that stays in
+//! cache instead of a large one where every probe misses; an order moves across once, when it
+//! finishes.
 
 use crate::domain::event::{Event, OrderInfo, Reason, TradeSide};
 use crate::domain::fast_hash::FastMap;
@@ -172,6 +178,53 @@ struct Slot {
     seq: u64,
 }
 
+/// The finished orders, by order id: records in a slab whose freed slots are reused, found
+/// through an index of small entries. The bulk of the journal lives here; a map of records
+/// would move every record each time it grows and spread them over more memory.
+#[derive(Default, Debug)]
+struct FinishedOrders {
+    index: FastMap<u64, u32>,
+    slots: Vec<Slot>,
+    /// Slots of evicted orders, to reuse.
+    free: Vec<u32>,
+}
+
+impl FinishedOrders {
+    fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    fn get(&self, order_id: u64) -> Option<&Slot> {
+        self.index.get(&order_id).map(|&at| &self.slots[at as usize])
+    }
+
+    fn get_mut(&mut self, order_id: u64) -> Option<&mut Slot> {
+        self.index.get(&order_id).map(|&at| &mut self.slots[at as usize])
+    }
+
+    /// Keeps `slot` for `order_id` (which it does not hold yet).
+    fn insert(&mut self, order_id: u64, slot: Slot) {
+        let at = match self.free.pop() {
+            Some(at) => {
+                self.slots[at as usize] = slot;
+                at
+            }
+            None => {
+                self.slots.push(slot);
+                (self.slots.len() - 1) as u32
+            }
+        };
+        let replaced = self.index.insert(order_id, at);
+        debug_assert!(replaced.is_none(), "finished order {order_id} kept twice");
+    }
+
+    fn remove(&mut self, order_id: u64) -> Option<Slot> {
+        let at = self.index.remove(&order_id)?;
+        self.free.push(at);
+        Some(self.slots[at as usize])
+    }
+}
+
 /// What the journal keeps for one account.
 #[derive(Default, Debug)]
 struct AccountJournal {
@@ -179,9 +232,6 @@ struct AccountJournal {
     orders: BTreeMap<u64, u64>,
     /// The sequence numbers of the kept orders that are FINISHED (eviction candidates).
     finished: BTreeSet<u64>,
-    /// The newest kept order per client order id. Every entry points to a distinct kept order,
-    /// so this is bounded by `orders`.
-    by_client: FastMap<ClientOrderId, u64>,
     /// Kept trades, oldest first.
     trades: VecDeque<UserTrade>,
 }
@@ -190,13 +240,19 @@ struct AccountJournal {
 #[derive(Debug)]
 pub struct Journal {
     limits: JournalLimits,
-    /// Every kept order by order id.
-    orders: FastMap<u64, Slot>,
+    /// The kept orders that are ALIVE, by order id.
+    live: FastMap<u64, Slot>,
+    /// The kept orders that are FINISHED, by order id.
+    finished: FinishedOrders,
     accounts: FastMap<AccountId, AccountJournal>,
     /// Market trades per (bare) instrument id, oldest first.
     market: FastMap<InstrumentId, VecDeque<MarketTrade>>,
     /// The next acceptance sequence number (journal-wide, so it never repeats).
     next_seq: u64,
+    /// The highest order id accepted so far. Engines assign ids increasing, so a new order is
+    /// above it and cannot be kept already: its acceptance skips a look-up that misses the
+    /// cache in the large map of finished orders.
+    max_accepted_id: Option<u64>,
 }
 
 impl Default for Journal {
@@ -209,10 +265,12 @@ impl Journal {
     pub fn new(limits: JournalLimits) -> Self {
         Journal {
             limits,
-            orders: FastMap::default(),
+            live: FastMap::default(),
+            finished: FinishedOrders::default(),
             accounts: FastMap::default(),
             market: FastMap::default(),
             next_seq: 0,
+            max_accepted_id: None,
         }
     }
 
@@ -261,7 +319,7 @@ impl Journal {
                 self.on_cancelled(*ts, *order_id, *volume_cancelled, reason)
             }
             Event::OrderModified { ts, order_id, limit_price, volume_left, .. } => {
-                if let Some(slot) = self.orders.get_mut(order_id) {
+                if let Some(slot) = self.slot_mut(*order_id) {
                     let record = &mut slot.record;
                     debug_assert!(record.is_alive(), "modify of finished order {order_id}");
                     // The engine always reports the price; None would mean "unchanged".
@@ -278,13 +336,27 @@ impl Journal {
 
     /// The kept order with this exchange order id.
     pub fn order(&self, order_id: u64) -> Option<&OrderRecord> {
-        self.orders.get(&order_id).map(|slot| &slot.record)
+        self.live.get(&order_id).or_else(|| self.finished.get(order_id)).map(|slot| &slot.record)
+    }
+
+    /// The kept order with this id, live ones looked up first (events nearly always name one).
+    fn slot_mut(&mut self, order_id: u64) -> Option<&mut Slot> {
+        match self.live.get_mut(&order_id) {
+            Some(slot) => Some(slot),
+            None => self.finished.get_mut(order_id),
+        }
     }
 
     /// The newest kept order of this account with that client order id.
+    ///
+    /// A walk over the account's kept orders, newest first: no index is kept for it, because
+    /// keeping one cost every accepted order a random insert into a large map (a tenth of WAL
+    /// replay time), and only this rare lookup would read it. Client ids are reused only after
+    /// the older order finished, and eviction drops the oldest finished first, so the newest
+    /// match is the one an index would hold.
     pub fn order_by_client(&self, account: &AccountId, client_order_id: &ClientOrderId) -> Option<&OrderRecord> {
-        let id = self.accounts.get(account)?.by_client.get(client_order_id)?;
-        self.order(*id)
+        let acc = self.accounts.get(account)?;
+        acc.orders.values().rev().filter_map(|id| self.order(*id)).find(|r| r.client_order_id == *client_order_id)
     }
 
     /// The account's orders kept, oldest first (in acceptance order).
@@ -314,26 +386,28 @@ impl Journal {
 
     /// The number of orders kept (all accounts).
     pub fn order_count(&self) -> usize {
-        self.orders.len()
+        self.live.len() + self.finished.len()
     }
 
     fn on_accepted(&mut self, ts: TimestampNs, order: &OrderInfo) {
         // An id is never accepted twice; if it were, the newer acceptance wins and the older
         // record goes, so the indexes stay consistent.
-        debug_assert!(!self.orders.contains_key(&order.order_id), "order {} accepted twice", order.order_id);
-        self.remove_order(order.order_id);
+        debug_assert!(self.order(order.order_id).is_none(), "order {} accepted twice", order.order_id);
+        if self.max_accepted_id.is_some_and(|max| order.order_id <= max) {
+            self.remove_order(order.order_id);
+        }
+        self.max_accepted_id = self.max_accepted_id.max(Some(order.order_id));
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.orders.insert(order.order_id, Slot { record: OrderRecord::accepted(ts, order), seq });
+        self.live.insert(order.order_id, Slot { record: OrderRecord::accepted(ts, order), seq });
         let acc = self.accounts.entry(order.account_id).or_default();
         acc.orders.insert(seq, order.order_id);
-        acc.by_client.insert(order.client_order_id, order.order_id);
-        self.evict(&order.account_id);
+        evict(acc, &mut self.finished, self.limits.orders_per_account);
     }
 
     fn on_trade_side(&mut self, trade: &TradeFacts, direction: Direction, side: &TradeSide) {
         let mut finished = false;
-        if let Some(slot) = self.orders.get_mut(&side.order_id) {
+        if let Some(slot) = self.slot_mut(side.order_id) {
             let record = &mut slot.record;
             debug_assert!(record.is_alive(), "trade on finished order {}", side.order_id);
             record.volume_left = side.volume_left;
@@ -378,7 +452,7 @@ impl Journal {
     }
 
     fn on_cancelled(&mut self, ts: TimestampNs, order_id: u64, volume_cancelled: Volume, reason: &Reason) {
-        let Some(slot) = self.orders.get_mut(&order_id) else { return };
+        let Some(slot) = self.slot_mut(order_id) else { return };
         let record = &mut slot.record;
         debug_assert!(record.is_alive(), "cancel of finished order {order_id}");
         debug_assert!(volume_cancelled <= record.volume_left, "order {order_id} cancelled more than it had left");
@@ -392,45 +466,25 @@ impl Journal {
         }
     }
 
-    /// Records that a kept order just became FINISHED, then evicts if its account is over.
+    /// Records that a kept order just became FINISHED (moving it to the finished map), then
+    /// evicts if its account is over.
     fn mark_finished(&mut self, order_id: u64) {
-        let Some(slot) = self.orders.get(&order_id) else { return };
+        let Some(slot) = self.live.remove(&order_id) else { return };
+        let seq = slot.seq;
         let account = slot.record.account_id;
+        self.finished.insert(order_id, slot);
         if let Some(acc) = self.accounts.get_mut(&account) {
-            acc.finished.insert(slot.seq);
-        }
-        self.evict(&account);
-    }
-
-    /// Drops the account's oldest finished orders while it keeps more than the limit.
-    /// Amortised O(log n) per order: each order is evicted at most once.
-    fn evict(&mut self, account: &AccountId) {
-        let limit = self.limits.orders_per_account;
-        let Some(acc) = self.accounts.get_mut(account) else { return };
-        while acc.orders.len() > limit {
-            let Some(seq) = acc.finished.pop_first() else { break };
-            let Some(order_id) = acc.orders.remove(&seq) else { continue };
-            if let Some(slot) = self.orders.remove(&order_id) {
-                let client = slot.record.client_order_id;
-                // Only if it is still the newest with that client id (a newer one replaced it
-                // otherwise). Client ids are reused only after the older order finished, so no
-                // older order with this client id outlives it.
-                if acc.by_client.get(&client) == Some(&order_id) {
-                    acc.by_client.remove(&client);
-                }
-            }
+            acc.finished.insert(seq);
+            evict(acc, &mut self.finished, self.limits.orders_per_account);
         }
     }
 
     /// Forgets one order entirely (used only if an id is accepted twice).
     fn remove_order(&mut self, order_id: u64) {
-        let Some(slot) = self.orders.remove(&order_id) else { return };
+        let Some(slot) = self.live.remove(&order_id).or_else(|| self.finished.remove(order_id)) else { return };
         if let Some(acc) = self.accounts.get_mut(&slot.record.account_id) {
             acc.orders.remove(&slot.seq);
             acc.finished.remove(&slot.seq);
-            if acc.by_client.get(&slot.record.client_order_id) == Some(&order_id) {
-                acc.by_client.remove(&slot.record.client_order_id);
-            }
         }
     }
 }
@@ -443,6 +497,17 @@ struct TradeFacts {
     instrument_id: InstrumentId,
     price: Price,
     volume: Volume,
+}
+
+/// Drops the account's oldest finished orders while it keeps more than `limit`.
+/// Amortised O(log n) per order: each order is evicted at most once.
+fn evict(acc: &mut AccountJournal, finished: &mut FinishedOrders, limit: usize) {
+    while acc.orders.len() > limit {
+        let Some(seq) = acc.finished.pop_first() else { break };
+        if let Some(order_id) = acc.orders.remove(&seq) {
+            finished.remove(order_id);
+        }
+    }
 }
 
 /// Appends to a deque kept at most `cap` long, dropping the oldest.

@@ -184,7 +184,12 @@ pub fn replay_shard(
     // A reader thread reads, checks and decodes the log while this one runs the records, in
     // batches over a bounded channel (the log is read once, and I/O overlaps execution).
     const BATCH: usize = 1024;
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<(u64, Result<WalRecord, String>)>>(4);
+    // The reader reads and checks a whole 64 MiB segment before it decodes the first record of
+    // it, tens of milliseconds in which it sends nothing. With only a few batches queued this
+    // thread then stalled at every segment (a fifth of replay time); about 128 K records
+    // queued (some 24 MB) carry it over that gap, since it runs slower than the reader.
+    const QUEUED_BATCHES: usize = 128;
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<(u64, Result<WalRecord, String>)>>(QUEUED_BATCHES);
     let recovered = std::thread::scope(|scope| {
         let reader = scope.spawn(move || {
             let mut batch = Vec::with_capacity(BATCH);
