@@ -375,3 +375,28 @@ fn pipelined_requests_share_group_commits_and_stay_in_order() {
     assert_eq!(long, 30, "{positions}");
     check_venue(&mut c);
 }
+
+/// tqsdk's `_ins_url`: the instruments in Shinny's format, a bare map keyed `EXCHANGE.symbol`.
+#[test]
+fn shinny_instruments_file_for_tqsdk() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(&options(dir.path()));
+    let mut c = server.client();
+    let r = c.get("/api/market/instruments/shinny");
+    assert_eq!(r.status, 200);
+    let file = r.json();
+    let listed = c.ok("GET", "/api/market/instruments", None);
+    assert_eq!(file.as_object().expect("a map").len(), listed.as_array().expect("a list").len());
+    for inst in listed.as_array().unwrap() {
+        let symbol = format!("{}.{}", inst["exchange_id"].as_str().unwrap(), inst["instrument_id"].as_str().unwrap());
+        let entry = &file[&symbol];
+        assert_eq!(entry["instrument_id"], symbol.as_str(), "{file}");
+        assert_eq!(entry["ins_id"], inst["instrument_id"]);
+        assert_eq!(entry["class"], "FUTURE");
+        assert_eq!(entry["volume_multiple"], inst["volume_multiple"]);
+        assert!(entry["price_tick"].as_f64().unwrap() > 0.0, "{entry}");
+        assert!(entry["price_decs"].is_u64(), "{entry}");
+        assert_eq!(entry["expired"], false);
+    }
+    assert_eq!(c.get("/api/market/instruments/other").status, 404);
+}

@@ -31,13 +31,16 @@ pub struct Router {
     instruments: Vec<Instrument>,
     index: FastMap<InstrumentId, u32>,
     owner: Vec<u16>,
+    /// `GET /api/market/instruments/shinny`, built once.
+    shinny_file: Vec<u8>,
 }
 
 impl Router {
     pub fn new(instruments: Vec<Instrument>, shards: u16) -> Self {
         let index = instruments.iter().enumerate().map(|(i, inst)| (inst.instrument_id, i as u32)).collect();
         let owner = instruments.iter().map(|i| instrument_shard(i, shards)).collect();
-        Self { shards, instruments, index, owner }
+        let shinny_file = super::shinny::instruments_file(&instruments);
+        Self { shards, instruments, index, owner, shinny_file }
     }
 
     /// The config position of an instrument (`cu2501` or `SHFE.cu2501`).
@@ -533,6 +536,9 @@ fn plan(ctx: &ShardContext, target: Route, body: &[u8]) -> Step {
         Route::Positions { user_id } => Ok(Action::Query(Query::Positions(user_id))),
         Route::UserTrades { user_id } => Ok(Action::Query(Query::UserTrades(user_id))),
         Route::Instruments => Ok(Action::Query(Query::Instruments)),
+        Route::ShinnyInstruments => {
+            return Step::Answer(Reply { status: 200, body: ctx.router.shinny_file.clone() }, None);
+        }
         Route::OrderBook { instrument_id, depth } => Ok(Action::Query(Query::OrderBook { instrument_id, depth })),
         Route::Tick { instrument_id } => Ok(Action::Query(Query::Tick(instrument_id))),
         Route::MarketTrades { instrument_id, limit } => Ok(Action::Query(Query::MarketTrades { instrument_id, limit })),

@@ -11,4 +11,5 @@ pub mod metrics;
 pub mod recovery;
 pub mod runtime;
 pub mod service;
+pub mod shinny;
 pub mod wal_record;

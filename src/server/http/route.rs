@@ -128,6 +128,9 @@ pub enum Route {
     UserTrades { user_id: AccountId },
     /// `GET /api/market/instruments`
     Instruments,
+    /// `GET /api/market/instruments/shinny`: the instruments file in Shinny's format, for
+    /// tqsdk's `_ins_url` (the bare map, no envelope).
+    ShinnyInstruments,
     /// `GET /api/market/orderbook/{id}?depth=N`; the id may be bare or `EXCHANGE.id`.
     OrderBook { instrument_id: InstrumentId, depth: u32 },
     /// `GET /api/market/tick/{id}`
@@ -162,6 +165,7 @@ impl Route {
             Route::Positions { .. } => "GET /api/position/{user_id}",
             Route::UserTrades { .. } => "GET /api/trades/user/{user_id}",
             Route::Instruments => "GET /api/market/instruments",
+            Route::ShinnyInstruments => "GET /api/market/instruments/shinny",
             Route::OrderBook { .. } => "GET /api/market/orderbook/{id}",
             Route::Tick { .. } => "GET /api/market/tick/{id}",
             Route::MarketTrades { .. } => "GET /api/market/trades/{id}",
@@ -242,6 +246,7 @@ pub fn route(method: Method, path: &str, query: &str) -> Result<Route, HttpError
             Ok(Route::UserTrades { user_id: account_id(id)? })
         }
         ["api", "market", "instruments"] => get_only().map(|()| Route::Instruments),
+        ["api", "market", "instruments", "shinny"] => get_only().map(|()| Route::ShinnyInstruments),
         ["api", "market", "orderbook", id] if !id.is_empty() => {
             get_only()?;
             let instrument_id = instrument_id(id)?;
