@@ -3,6 +3,7 @@
 //! commands go in, events come out, and the same commands always give the same events.
 #![forbid(unsafe_code)]
 
+pub mod diff;
 pub mod domain;
 pub mod loadgen;
 pub mod metrics;

@@ -53,9 +53,9 @@ fn main() -> ExitCode {
     let r = &server.recovered;
     let torn = r.torn_tail.as_deref().unwrap_or("none");
     println!(
-        "qaexchange-server ready http={} shards={shards} storage={storage} trading_day={} recovered_records={} \
+        "qaexchange-server ready http={} ws={} shards={shards} storage={storage} trading_day={} recovered_records={} \
          recovered_bytes={} replay_ms={} redelivered={} torn_tail={torn}",
-        server.http, r.trading_day, r.records, r.bytes, r.replay_ms, r.redelivered
+        server.http, server.ws, r.trading_day, r.records, r.bytes, r.replay_ms, r.redelivered
     );
     let _ = std::io::stdout().flush();
     let stop = server.stop_flag();

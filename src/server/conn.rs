@@ -78,6 +78,8 @@ impl Router {
 #[derive(Default)]
 pub struct ShardCounters {
     pub connections_accepted: Cell<u64>,
+    /// DIFF WebSocket sessions open now.
+    pub ws_open: Cell<u64>,
     pub connections_open: Cell<u64>,
     pub connections_refused: Cell<u64>,
     pub requests: Cell<u64>,
@@ -134,6 +136,37 @@ impl ShardContext {
             next_conn: Cell::new(1),
             auto_ids: Cell::new(0),
         }
+    }
+
+    /// A new connection id on this shard, with the channel its answers come on (registered in
+    /// `waiters` until `unregister`).
+    pub fn register(&self) -> (u64, LocalReceiver<(u32, Answer)>) {
+        let conn = self.next_conn.get();
+        self.next_conn.set(conn + 1);
+        let (tx, rx) = local_channel::new_bounded::<(u32, Answer)>(MAX_PIPELINED);
+        self.waiters.borrow_mut().insert(conn, tx);
+        (conn, rx)
+    }
+
+    pub fn unregister(&self, conn: u64) {
+        self.waiters.borrow_mut().remove(&conn);
+    }
+
+    /// Asks the shard that owns what `action` names and waits for its reply (one request of
+    /// connection `conn` in flight).
+    pub async fn call(&self, conn: u64, answers: &LocalReceiver<(u32, Answer)>, action: Action) -> Reply {
+        let target = self.router.target(&action, self.shard);
+        match self.ask(conn, answers, target, action).await {
+            Answer::Reply(reply) => reply,
+            Answer::State(_) | Answer::Metrics(_) => Reply::http(HttpErrorCode::InternalError),
+        }
+    }
+
+    /// The `EXCHANGE.symbol` of an instrument (bare or full id), if listed.
+    pub fn full_symbol(&self, id: &InstrumentId) -> Option<String> {
+        let slot = self.router.instrument_slot(id)?;
+        let inst = &self.router.instruments[slot as usize];
+        Some(format!("{}.{}", inst.exchange_id.as_str(), inst.instrument_id.as_str()))
     }
 
     pub fn stopping(&self) -> bool {
@@ -232,12 +265,9 @@ fn shard_gone() -> Answer {
 
 /// Serves one connection until the peer closes, an unframeable request, or shutdown.
 pub async fn serve(ctx: Rc<ShardContext>, stream: TcpStream) {
-    let conn = ctx.next_conn.get();
-    ctx.next_conn.set(conn + 1);
+    let (conn, rx) = ctx.register();
     bump(&ctx.counters.connections_accepted);
     ctx.counters.connections_open.set(ctx.counters.connections_open.get() + 1);
-    let (tx, rx) = local_channel::new_bounded::<(u32, Answer)>(MAX_PIPELINED);
-    ctx.waiters.borrow_mut().insert(conn, tx);
     let _ = stream.set_nodelay(true);
     // Idle reads wake up now and then so a shutdown can close idle connections.
     let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
@@ -245,7 +275,7 @@ pub async fn serve(ctx: Rc<ShardContext>, stream: TcpStream) {
     if let Err(e) = result {
         tracing::debug!("connection {conn} on shard {}: {e}", ctx.shard);
     }
-    ctx.waiters.borrow_mut().remove(&conn);
+    ctx.unregister(conn);
     ctx.counters.connections_open.set(ctx.counters.connections_open.get() - 1);
 }
 

@@ -3,6 +3,8 @@
 
 pub mod body;
 pub mod config;
+pub mod diff_quote;
+pub mod diff_session;
 pub mod conn;
 pub mod engine_core;
 pub mod http;
@@ -13,3 +15,4 @@ pub mod runtime;
 pub mod service;
 pub mod shinny;
 pub mod wal_record;
+pub mod ws;

@@ -32,6 +32,8 @@ use std::time::Duration;
 /// A running server; `wait` blocks until every shard has stopped.
 pub struct Server {
     pub http: SocketAddr,
+    /// The DIFF WebSocket address.
+    pub ws: SocketAddr,
     pub recovered: Recovered,
     stop: Arc<AtomicBool>,
     handles: Vec<glommio::ExecutorJoinHandle<Result<(), String>>>,
@@ -127,7 +129,8 @@ struct Boot {
 }
 
 enum StartUp {
-    Bound(SocketAddr),
+    /// The HTTP and WebSocket addresses the shard bound.
+    Bound(SocketAddr, SocketAddr),
     Ready,
     Failed(String),
 }
@@ -189,6 +192,7 @@ pub fn start(config: ServerConfig) -> Result<Server, String> {
     let (events_tx, events_rx) = mpsc::channel::<(usize, StartUp)>();
     let mut handles = Vec::with_capacity(shards);
     let mut http = config.http;
+    let mut ws = config.ws;
     let fail = |handles: Vec<glommio::ExecutorJoinHandle<Result<(), String>>>, stop: &AtomicBool, e: String| {
         stop.store(true, Ordering::Relaxed);
         drop(handles);
@@ -201,12 +205,12 @@ pub fn start(config: ServerConfig) -> Result<Server, String> {
         let shard_quiesce = quiesce.clone();
         let events = events_tx.clone();
         let handle = executor(shard, shards)
-            .spawn(move || run_shard(boot, shard_config, shard_instruments, http, shard_quiesce, events))
+            .spawn(move || run_shard(boot, shard_config, shard_instruments, (http, ws), shard_quiesce, events))
             .map_err(|e| format!("starting shard {shard}: {e}"))?;
         handles.push(handle);
         // Each shard binds before the next starts, so port 0 resolves once, on shard 0.
         match events_rx.recv() {
-            Ok((_, StartUp::Bound(addr))) => http = addr,
+            Ok((_, StartUp::Bound(bound_http, bound_ws))) => (http, ws) = (bound_http, bound_ws),
             Ok((s, StartUp::Failed(e))) => return fail(handles, &stop, format!("shard {s}: {e}")),
             Ok((s, StartUp::Ready)) => return fail(handles, &stop, format!("shard {s}: ready before bound")),
             Err(_) => return fail(handles, &stop, format!("shard {shard} stopped during start-up")),
@@ -217,11 +221,11 @@ pub fn start(config: ServerConfig) -> Result<Server, String> {
         match events_rx.recv() {
             Ok((_, StartUp::Ready)) => ready += 1,
             Ok((s, StartUp::Failed(e))) => return fail(handles, &stop, format!("shard {s}: {e}")),
-            Ok((s, StartUp::Bound(_))) => return fail(handles, &stop, format!("shard {s}: bound twice")),
+            Ok((s, StartUp::Bound(..))) => return fail(handles, &stop, format!("shard {s}: bound twice")),
             Err(_) => return fail(handles, &stop, "a shard stopped during start-up".into()),
         }
     }
-    Ok(Server { http, recovered, stop, handles })
+    Ok(Server { http, ws, recovered, stop, handles })
 }
 
 /// Opens the shard's WAL writer where recovery left it, writing the genesis record on a new
@@ -299,7 +303,7 @@ async fn run_shard(
     boot: Boot,
     config: ServerConfig,
     instruments: Vec<Instrument>,
-    http: SocketAddr,
+    (http, ws): (SocketAddr, SocketAddr),
     quiesce: Arc<Quiesce>,
     events: mpsc::Sender<(usize, StartUp)>,
 ) -> Result<(), String> {
@@ -312,11 +316,15 @@ async fn run_shard(
         Ok(listener) => listener,
         Err(e) => return failed(format!("binding {http}: {e}")),
     };
-    match listener.local_addr() {
-        Ok(addr) => {
-            let _ = events.send((shard, StartUp::Bound(addr)));
+    let ws_listener = match TcpListener::bind(ws) {
+        Ok(listener) => listener,
+        Err(e) => return failed(format!("binding the WebSocket address {ws}: {e}")),
+    };
+    match (listener.local_addr(), ws_listener.local_addr()) {
+        (Ok(http), Ok(ws)) => {
+            let _ = events.send((shard, StartUp::Bound(http, ws)));
         }
-        Err(e) => return failed(e.to_string()),
+        (Err(e), _) | (_, Err(e)) => return failed(e.to_string()),
     }
     let router = Rc::new(Router::new(instruments.clone(), config.shards as u16));
     let (service, wal, redeliver) = match open_wal(&config, shard, instruments, boot.rebuilt).await {
@@ -379,7 +387,8 @@ async fn run_shard(
     let routes = Routes { shard, local: waiters, remote: links };
     let committer = glommio::spawn_local(run_committer(core.clone(), wal, limits, notify_rx, routes));
     let _ = events.send((shard, StartUp::Ready));
-    accept_loop(ctx.clone(), listener).await;
+    futures_lite::future::zip(accept_loop(ctx.clone(), listener), super::ws::accept_loop(ctx.clone(), ws_listener))
+        .await;
     drop(ctx);
     quiesce.idle_shards.fetch_add(1, Ordering::SeqCst);
     quiesce.settled().await;

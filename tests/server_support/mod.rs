@@ -57,6 +57,9 @@ pub fn command(opts: &Options) -> Command {
         .arg(opts.config.clone().unwrap_or_else(|| manifest_dir().join("config/exchange.toml")))
         .arg("--http")
         .arg(format!("127.0.0.1:{}", opts.port))
+        // The WebSocket port too is picked free (the ready line names it: `ws=`).
+        .arg("--ws")
+        .arg("127.0.0.1:0")
         .arg("--shards")
         .arg(opts.shards.to_string());
     match &opts.storage {

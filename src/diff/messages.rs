@@ -1,0 +1,461 @@
+//! Client -> server DIFF messages, parsed by `aid` into typed values, and notify patches.
+//!
+//! Parsing never panics on input: malformed JSON, a non-object, a missing or unknown `aid`, a
+//! missing field or a wrongly typed one each give a [`MessageError`] whose text says what was
+//! wrong, for the server to put in an ERROR notify or a disconnect reason. Unknown fields are
+//! ignored because real clients send extras (`client_app_id`, `focus_datetime`, ...). Request
+//! structs also serialize, e.g. to echo a `set_chart` as the chart's `state`.
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use std::fmt;
+
+/// A parsed client message.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClientMessage {
+    /// `peek_message`: the client may receive one `rtn_data`.
+    PeekMessage,
+    ReqLogin(ReqLogin),
+    /// `confirm_settlement`: sent automatically after login; accepted.
+    ConfirmSettlement,
+    SubscribeQuote(SubscribeQuote),
+    SetChart(SetChart),
+    InsertOrder(InsertOrder),
+    CancelOrder(CancelOrder),
+    ReqTransfer(ReqTransfer),
+}
+
+/// `req_login`; optional fields (`client_app_id`, `client_system_info`, `broker_id`, `front`)
+/// are ignored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReqLogin {
+    pub bid: String,
+    pub user_name: String,
+    pub password: String,
+}
+
+/// `subscribe_quote`: replaces the previous set.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SubscribeQuote {
+    /// Comma-separated symbols, e.g. `"SHFE.cu2501,CFFEX.IF2501"`; echoed at the tree root.
+    pub ins_list: String,
+}
+
+impl SubscribeQuote {
+    /// The symbols of `ins_list`, trimmed, empty entries skipped.
+    pub fn instruments(&self) -> impl Iterator<Item = &str> {
+        split_ins_list(&self.ins_list)
+    }
+}
+
+/// `set_chart`: k-lines (`duration` > 0, ns) or ticks (`duration` == 0) of `ins_list`; an empty
+/// `ins_list` deletes the chart.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SetChart {
+    pub chart_id: String,
+    pub ins_list: String,
+    /// Bar length in nanoseconds; 0 means ticks.
+    pub duration: i64,
+    /// Number of bars or ticks wanted.
+    pub view_width: i64,
+}
+
+impl SetChart {
+    /// The symbols of `ins_list`, trimmed, empty entries skipped (none: delete the chart).
+    pub fn instruments(&self) -> impl Iterator<Item = &str> {
+        split_ins_list(&self.ins_list)
+    }
+}
+
+/// `insert_order`. The `order_id` is chosen by the client.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InsertOrder {
+    pub user_id: String,
+    pub order_id: String,
+    pub exchange_id: String,
+    /// Without the exchange, e.g. `cu2501`.
+    pub instrument_id: String,
+    pub direction: Direction,
+    pub offset: Offset,
+    pub volume: i64,
+    pub price_type: PriceType,
+    /// Absent (or null) for market orders (`price_type` ANY).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit_price: Option<f64>,
+    pub time_condition: TimeCondition,
+    pub volume_condition: VolumeCondition,
+}
+
+/// `cancel_order`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CancelOrder {
+    pub user_id: String,
+    pub order_id: String,
+}
+
+/// `req_transfer`: bank-futures transfer; a positive `amount` deposits, a negative one
+/// withdraws.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReqTransfer {
+    pub future_account: String,
+    pub future_password: String,
+    pub bank_id: String,
+    pub bank_password: String,
+    pub currency: String,
+    pub amount: f64,
+}
+
+/// Defines a wire enum with its exact DIFF spelling, parsed and written by serde.
+macro_rules! wire_enum {
+    ($(#[$doc:meta])* $name:ident { $($variant:ident = $wire:literal),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        pub enum $name {
+            $(#[serde(rename = $wire)] $variant),+
+        }
+
+        impl $name {
+            /// The DIFF spelling.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $wire),+
+                }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+wire_enum!(
+    /// Order side.
+    Direction { Buy = "BUY", Sell = "SELL" }
+);
+wire_enum!(
+    /// Open or close (CLOSETODAY: close today's position, SHFE/INE).
+    Offset { Open = "OPEN", Close = "CLOSE", CloseToday = "CLOSETODAY" }
+);
+wire_enum!(
+    /// LIMIT uses `limit_price`; ANY is a market order.
+    PriceType { Limit = "LIMIT", Any = "ANY", Best = "BEST", FiveLevel = "FIVELEVEL" }
+);
+wire_enum!(
+    /// Validity: IOC with volume ANY is FAK (and tqsdk's market order), IOC with ALL is FOK.
+    TimeCondition { Ioc = "IOC", Gfs = "GFS", Gfd = "GFD", Gtd = "GTD", Gtc = "GTC", Gfa = "GFA" }
+);
+wire_enum!(
+    /// Fill requirement.
+    VolumeCondition { Any = "ANY", Min = "MIN", All = "ALL" }
+);
+wire_enum!(
+    /// Notify `type`.
+    NotifyType { Message = "MESSAGE", Text = "TEXT", Html = "HTML", Settlement = "SETTLEMENT" }
+);
+wire_enum!(
+    /// Notify `level`.
+    NotifyLevel { Info = "INFO", Warning = "WARNING", Error = "ERROR" }
+);
+
+/// Why a client message was rejected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MessageError {
+    /// Not JSON (serde_json's message, with line and column).
+    Json(String),
+    /// JSON, but not an object.
+    NotAnObject,
+    /// No `aid`, or an `aid` that is not a string.
+    MissingAid,
+    /// An `aid` this server does not handle.
+    UnknownAid(String),
+    /// A known `aid` with a missing or wrongly typed field.
+    Invalid { aid: &'static str, reason: String },
+}
+
+impl fmt::Display for MessageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Json(e) => write!(f, "malformed JSON: {e}"),
+            Self::NotAnObject => f.write_str("message is not a JSON object"),
+            Self::MissingAid => f.write_str("message has no string field \"aid\""),
+            Self::UnknownAid(aid) => write!(f, "unknown aid {aid:?}"),
+            Self::Invalid { aid, reason } => write!(f, "invalid {aid}: {reason}"),
+        }
+    }
+}
+
+impl std::error::Error for MessageError {}
+
+impl ClientMessage {
+    /// Parses one text frame.
+    pub fn parse(text: &str) -> Result<Self, MessageError> {
+        let v: Value = serde_json::from_str(text).map_err(|e| MessageError::Json(e.to_string()))?;
+        Self::from_value(v)
+    }
+
+    /// Parses one frame given as bytes (must be UTF-8 JSON).
+    pub fn parse_slice(bytes: &[u8]) -> Result<Self, MessageError> {
+        let v: Value = serde_json::from_slice(bytes).map_err(|e| MessageError::Json(e.to_string()))?;
+        Self::from_value(v)
+    }
+
+    /// Interprets an already parsed JSON value.
+    pub fn from_value(v: Value) -> Result<Self, MessageError> {
+        let Value::Object(fields) = &v else {
+            return Err(MessageError::NotAnObject);
+        };
+        let Some(Value::String(aid)) = fields.get("aid") else {
+            return Err(MessageError::MissingAid);
+        };
+        Ok(match aid.as_str() {
+            "peek_message" => Self::PeekMessage,
+            "confirm_settlement" => Self::ConfirmSettlement,
+            "req_login" => Self::ReqLogin(fields_of("req_login", v)?),
+            "subscribe_quote" => Self::SubscribeQuote(fields_of("subscribe_quote", v)?),
+            "set_chart" => Self::SetChart(fields_of("set_chart", v)?),
+            "insert_order" => Self::InsertOrder(fields_of("insert_order", v)?),
+            "cancel_order" => Self::CancelOrder(fields_of("cancel_order", v)?),
+            "req_transfer" => Self::ReqTransfer(fields_of("req_transfer", v)?),
+            other => return Err(MessageError::UnknownAid(other.to_owned())),
+        })
+    }
+
+    /// The message's `aid`.
+    pub fn aid(&self) -> &'static str {
+        match self {
+            Self::PeekMessage => "peek_message",
+            Self::ReqLogin(_) => "req_login",
+            Self::ConfirmSettlement => "confirm_settlement",
+            Self::SubscribeQuote(_) => "subscribe_quote",
+            Self::SetChart(_) => "set_chart",
+            Self::InsertOrder(_) => "insert_order",
+            Self::CancelOrder(_) => "cancel_order",
+            Self::ReqTransfer(_) => "req_transfer",
+        }
+    }
+}
+
+fn fields_of<T: DeserializeOwned>(aid: &'static str, v: Value) -> Result<T, MessageError> {
+    serde_json::from_value(v).map_err(|e| MessageError::Invalid { aid, reason: e.to_string() })
+}
+
+fn split_ins_list(list: &str) -> impl Iterator<Item = &str> {
+    list.split(',').map(str::trim).filter(|s| !s.is_empty())
+}
+
+/// A patch adding one notify: `{"notify":{key:{"type":..,"level":..,"code":..,"content":..}}}`.
+/// `key` must be unique per session (clients show each key once).
+pub fn notify(key: &str, kind: NotifyType, level: NotifyLevel, code: i64, content: &str) -> Value {
+    json!({"notify": {key: {
+        "type": kind.as_str(),
+        "level": level.as_str(),
+        "code": code,
+        "content": content,
+    }}})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn parses_every_aid_of_the_reference() {
+        let m = |t: &str| ClientMessage::parse(t).unwrap();
+        assert_eq!(m(r#"{"aid":"peek_message"}"#), ClientMessage::PeekMessage);
+        assert_eq!(m(r#"{"aid":"confirm_settlement"}"#), ClientMessage::ConfirmSettlement);
+        assert_eq!(
+            m(r#"{"aid":"req_login","bid":"local","user_name":"u1","password":"pw",
+                "client_app_id":"x","client_system_info":"y","broker_id":"b","front":"f"}"#),
+            ClientMessage::ReqLogin(ReqLogin { bid: "local".into(), user_name: "u1".into(), password: "pw".into() })
+        );
+        let ClientMessage::SubscribeQuote(q) =
+            m(r#"{"aid":"subscribe_quote","ins_list":"SHFE.cu2501, CFFEX.IF2501,,"}"#)
+        else {
+            panic!()
+        };
+        assert_eq!(q.instruments().collect::<Vec<_>>(), ["SHFE.cu2501", "CFFEX.IF2501"]);
+        let ClientMessage::SetChart(c) = m(r#"{"aid":"set_chart","chart_id":"c1",
+            "ins_list":"SHFE.cu2501","duration":60000000000,"view_width":200,"focus_position":1}"#)
+        else {
+            panic!()
+        };
+        assert_eq!((c.duration, c.view_width), (60_000_000_000, 200));
+        assert_eq!(
+            serde_json::to_value(&c).unwrap(),
+            json!({"chart_id":"c1","ins_list":"SHFE.cu2501","duration":60000000000i64,"view_width":200})
+        );
+        assert_eq!(
+            m(r#"{"aid":"insert_order","user_id":"u1","order_id":"PYSDK_insert_9b",
+                "exchange_id":"SHFE","instrument_id":"cu2501","direction":"BUY","offset":"OPEN",
+                "volume":2,"price_type":"LIMIT","limit_price":74010.0,"time_condition":"GFD",
+                "volume_condition":"ANY"}"#),
+            ClientMessage::InsertOrder(InsertOrder {
+                user_id: "u1".into(),
+                order_id: "PYSDK_insert_9b".into(),
+                exchange_id: "SHFE".into(),
+                instrument_id: "cu2501".into(),
+                direction: Direction::Buy,
+                offset: Offset::Open,
+                volume: 2,
+                price_type: PriceType::Limit,
+                limit_price: Some(74010.0),
+                time_condition: TimeCondition::Gfd,
+                volume_condition: VolumeCondition::Any,
+            })
+        );
+        let ClientMessage::InsertOrder(o) = m(r#"{"aid":"insert_order","user_id":"u1",
+            "order_id":"o","exchange_id":"SHFE","instrument_id":"cu2501","direction":"SELL",
+            "offset":"CLOSETODAY","volume":1,"price_type":"ANY","time_condition":"IOC",
+            "volume_condition":"ALL"}"#)
+        else {
+            panic!()
+        };
+        assert_eq!(o.limit_price, None);
+        assert_eq!(
+            (o.direction, o.offset, o.price_type, o.time_condition, o.volume_condition),
+            (Direction::Sell, Offset::CloseToday, PriceType::Any, TimeCondition::Ioc, VolumeCondition::All)
+        );
+        assert_eq!(
+            m(r#"{"aid":"cancel_order","user_id":"u1","order_id":"o"}"#),
+            ClientMessage::CancelOrder(CancelOrder { user_id: "u1".into(), order_id: "o".into() })
+        );
+        let ClientMessage::ReqTransfer(t) = m(r#"{"aid":"req_transfer","future_account":"a",
+            "future_password":"p","bank_id":"1","bank_password":"q","currency":"CNY",
+            "amount":135.4}"#)
+        else {
+            panic!()
+        };
+        assert_eq!((t.currency.as_str(), t.amount), ("CNY", 135.4));
+    }
+
+    #[test]
+    fn errors_say_what_is_wrong() {
+        let e = |t: &str| ClientMessage::parse(t).unwrap_err();
+        assert!(matches!(e("{"), MessageError::Json(_)));
+        assert!(e("{").to_string().starts_with("malformed JSON"));
+        assert_eq!(e("[1]"), MessageError::NotAnObject);
+        assert_eq!(e(r#"{"x":1}"#), MessageError::MissingAid);
+        assert_eq!(e(r#"{"aid":3}"#), MessageError::MissingAid);
+        assert_eq!(e(r#"{"aid":"rtn_foo"}"#), MessageError::UnknownAid("rtn_foo".into()));
+        assert_eq!(e(r#"{"aid":"rtn_foo"}"#).to_string(), r#"unknown aid "rtn_foo""#);
+        let missing = e(r#"{"aid":"req_login","bid":"b","user_name":"u"}"#);
+        assert_eq!(missing.to_string(), "invalid req_login: missing field `password`");
+        let bad = e(r#"{"aid":"cancel_order","user_id":"u1","order_id":5}"#);
+        assert!(bad.to_string().starts_with("invalid cancel_order: invalid type"), "{bad}");
+        let side = e(r#"{"aid":"insert_order","user_id":"u1","order_id":"o",
+            "exchange_id":"SHFE","instrument_id":"cu2501","direction":"UP","offset":"OPEN",
+            "volume":1,"price_type":"LIMIT","limit_price":1,"time_condition":"GFD",
+            "volume_condition":"ANY"}"#);
+        assert!(side.to_string().contains("unknown variant `UP`"), "{side}");
+        let vol = e(r#"{"aid":"set_chart","chart_id":"c","ins_list":"","duration":1.5,
+            "view_width":1}"#);
+        assert!(vol.to_string().starts_with("invalid set_chart"), "{vol}");
+        // Deep nesting is refused by serde_json's recursion limit, not a stack overflow.
+        let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        assert!(matches!(e(&deep), MessageError::Json(_)));
+        assert!(matches!(ClientMessage::parse_slice(b"\xff\xfe"), Err(MessageError::Json(_))));
+    }
+
+    #[test]
+    fn notify_patch_shape() {
+        assert_eq!(
+            notify("login", NotifyType::Message, NotifyLevel::Info, 324, "ok"),
+            json!({"notify":{"login":{"type":"MESSAGE","level":"INFO","code":324,"content":"ok"}}})
+        );
+    }
+
+    #[test]
+    fn aid_round_trips() {
+        for text in [
+            r#"{"aid":"peek_message"}"#,
+            r#"{"aid":"confirm_settlement"}"#,
+            r#"{"aid":"cancel_order","user_id":"u","order_id":"o"}"#,
+        ] {
+            let m = ClientMessage::parse(text).unwrap();
+            assert!(text.contains(m.aid()));
+        }
+    }
+
+    const AIDS: &[&str] = &[
+        "peek_message",
+        "req_login",
+        "confirm_settlement",
+        "subscribe_quote",
+        "set_chart",
+        "insert_order",
+        "cancel_order",
+        "req_transfer",
+        "rtn_data",
+    ];
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn arbitrary_text_never_panics(text in ".{0,64}") {
+            let _ = ClientMessage::parse(&text);
+            let _ = ClientMessage::parse_slice(text.as_bytes());
+        }
+
+        #[test]
+        fn arbitrary_fields_never_panic(
+            aid in proptest::sample::select(AIDS),
+            fields in proptest::collection::btree_map(
+                proptest::sample::select(&[
+                    "bid", "user_name", "password", "ins_list", "chart_id", "duration",
+                    "view_width", "user_id", "order_id", "exchange_id", "instrument_id",
+                    "direction", "offset", "volume", "price_type", "limit_price",
+                    "time_condition", "volume_condition", "amount", "currency",
+                ][..]),
+                crate::diff::merge_patch::tests::arb_json(),
+                0..12,
+            ),
+        ) {
+            let mut obj: serde_json::Map<String, Value> =
+                fields.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+            obj.insert("aid".into(), Value::from(aid));
+            let text = Value::Object(obj).to_string();
+            match ClientMessage::parse(&text) {
+                Ok(m) => prop_assert_eq!(m.aid(), aid),
+                Err(MessageError::UnknownAid(a)) => prop_assert_eq!(a, aid),
+                Err(MessageError::Invalid { aid: a, .. }) => prop_assert_eq!(a, aid),
+                Err(other) => prop_assert!(false, "{other}"),
+            }
+        }
+
+        #[test]
+        fn insert_order_round_trips(
+            volume in any::<i64>(),
+            // Prices with at most 12 significant digits read back exactly (see arb_json).
+            price in proptest::option::of((-100_000_000_000i64..100_000_000_000)
+                .prop_map(|n| n as f64 / 100.0)),
+            buy in any::<bool>(),
+            id in "[A-Za-z0-9_]{1,20}",
+        ) {
+            let o = InsertOrder {
+                user_id: "u1".into(),
+                order_id: id,
+                exchange_id: "SHFE".into(),
+                instrument_id: "cu2501".into(),
+                direction: if buy { Direction::Buy } else { Direction::Sell },
+                offset: Offset::Close,
+                volume,
+                price_type: PriceType::FiveLevel,
+                limit_price: price,
+                time_condition: TimeCondition::Gtc,
+                volume_condition: VolumeCondition::Min,
+            };
+            let mut v = serde_json::to_value(&o).unwrap();
+            v["aid"] = Value::from("insert_order");
+            prop_assert_eq!(
+                ClientMessage::parse(&v.to_string()).unwrap(),
+                ClientMessage::InsertOrder(o)
+            );
+        }
+    }
+}

@@ -1,0 +1,167 @@
+//! One DIFF session (tqsdk's protocol) on a WebSocket: client messages in, one `rtn_data` per
+//! `peek_message` out (`diff::session::Session` composes everything pending into one patch).
+//!
+//! Served so far: `peek_message`, `subscribe_quote` (the `ins_list` echo, `mdhis_more_data`,
+//! and each listed quote as the owning shard has it at subscription time) and
+//! `confirm_settlement`. Not yet: quote updates after the subscription (cross-shard fan-out),
+//! `set_chart`, login and trading (`req_login`, `insert_order`, `cancel_order`,
+//! `req_transfer`): each of those is answered with an ERROR notify naming it (code 9105), so a
+//! client learns at once instead of waiting. Bad messages get an ERROR notify too; the
+//! connection stays open.
+
+use super::conn::ShardContext;
+use super::diff_quote::diff_quote;
+use super::service::{Action, Answer, Query};
+use crate::diff::messages::{notify, ClientMessage, NotifyLevel, NotifyType};
+use crate::diff::session::Session;
+use crate::domain::name::InstrumentId;
+use async_tungstenite::WebSocketStream;
+use futures_lite::StreamExt;
+use glommio::channels::local_channel::LocalReceiver;
+use glommio::net::TcpStream;
+use serde_json::{json, Value};
+use std::time::Duration;
+use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::protocol::CloseFrame;
+use tungstenite::Message;
+
+/// Most bytes a session may have pending while its client does not peek; past it the client
+/// is disconnected with a reason. Pending data is one merged patch, bounded by the size of the
+/// client's tree (quotes of its instruments, its account), so only a client whose tree is
+/// this large, or a bug, reaches it.
+pub const MAX_PENDING_BYTES: usize = 4 << 20;
+
+/// Stable codes of the server's DIFF notifies.
+pub mod codes {
+    /// The message is not JSON, not an object, or lacks a field its `aid` needs.
+    pub const MALFORMED: i64 = 9101;
+    /// An `aid` the server does not know.
+    pub const UNKNOWN_AID: i64 = 9102;
+    /// A symbol in `ins_list` the server does not list.
+    pub const UNKNOWN_INSTRUMENT: i64 = 9103;
+    /// A request this server does not serve over DIFF yet.
+    pub const NOT_SERVED_YET: i64 = 9105;
+}
+
+pub struct DiffSession<'a> {
+    ctx: &'a ShardContext,
+    conn: u64,
+    answers: &'a LocalReceiver<(u32, Answer)>,
+    session: Session,
+    /// Notifies sent so far (their keys must be unique within a session).
+    notices: u64,
+}
+
+impl<'a> DiffSession<'a> {
+    pub fn new(ctx: &'a ShardContext, conn: u64, answers: &'a LocalReceiver<(u32, Answer)>) -> Self {
+        Self { ctx, conn, answers, session: Session::new(), notices: 0 }
+    }
+
+    /// Runs the session until the client closes, the connection fails, or shutdown.
+    pub async fn run(mut self, mut ws: WebSocketStream<TcpStream>) -> Result<(), String> {
+        // tqsdk-js peeks only after it has received something: say who we are first.
+        let hello = json!({"aid": "rtn_brokers", "brokers": ["local"]}).to_string();
+        ws.send(Message::text(hello)).await.map_err(|e| e.to_string())?;
+        loop {
+            let next = futures_lite::future::or(async { Some(ws.next().await) }, async {
+                while !self.ctx.stopping() {
+                    glommio::timer::sleep(Duration::from_millis(50)).await;
+                }
+                None
+            })
+            .await;
+            let message = match next {
+                None => return close(&mut ws, CloseCode::Away, "server shutting down").await,
+                Some(None) => return Ok(()),
+                Some(Some(Err(e))) => return Err(e.to_string()),
+                Some(Some(Ok(message))) => message,
+            };
+            match message {
+                Message::Text(text) => self.handle(text.as_str()).await,
+                Message::Binary(bytes) => match std::str::from_utf8(&bytes) {
+                    Ok(text) => self.handle(text).await,
+                    Err(_) => self.notify_error(codes::MALFORMED, "a binary frame that is not UTF-8 text"),
+                },
+                Message::Close(_) => return Ok(()),
+                // tungstenite answers pings itself with the next write.
+                Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
+            }
+            if let Some(over) = self.session.over_limit(MAX_PENDING_BYTES) {
+                return close(&mut ws, CloseCode::Policy, &over.to_string()).await;
+            }
+            if let Some(text) = self.session.take_ready() {
+                ws.send(Message::text(text)).await.map_err(|e| e.to_string())?;
+            }
+        }
+    }
+
+    async fn handle(&mut self, text: &str) {
+        let message = match ClientMessage::parse(text) {
+            Ok(message) => message,
+            Err(e) => {
+                let code = match e {
+                    crate::diff::messages::MessageError::UnknownAid(_) => codes::UNKNOWN_AID,
+                    _ => codes::MALFORMED,
+                };
+                return self.notify_error(code, &e.to_string());
+            }
+        };
+        match message {
+            ClientMessage::PeekMessage => self.session.peek(),
+            ClientMessage::ConfirmSettlement => {}
+            ClientMessage::SubscribeQuote(subscribe) => {
+                let symbols: Vec<String> = subscribe.instruments().map(str::to_owned).collect();
+                self.session.push(&json!({"ins_list": subscribe.ins_list, "mdhis_more_data": false}));
+                for symbol in symbols {
+                    self.push_quote(&symbol).await;
+                }
+            }
+            other => {
+                let text = format!("{} is not served over DIFF by this server yet", other.aid());
+                self.notify_error(codes::NOT_SERVED_YET, &text);
+            }
+        }
+    }
+
+    /// The quote of `symbol` as its shard has it now, or a WARNING notify if it is not listed.
+    async fn push_quote(&mut self, symbol: &str) {
+        let listed = InstrumentId::new(symbol).and_then(|id| Some((self.ctx.full_symbol(&id)?, id)));
+        let Some((full, id)) = listed else {
+            let text = format!("unknown instrument {symbol}");
+            return self.notify(NotifyLevel::Warning, codes::UNKNOWN_INSTRUMENT, &text);
+        };
+        let reply = self.ctx.call(self.conn, self.answers, Action::Query(Query::Tick(id))).await;
+        let body: Value = serde_json::from_slice(&reply.body).unwrap_or(Value::Null);
+        if reply.status != 200 {
+            let text = format!("quote of {full}: {}", body["error"]["message"].as_str().unwrap_or("unavailable"));
+            return self.notify(NotifyLevel::Warning, codes::UNKNOWN_INSTRUMENT, &text);
+        }
+        let quote = diff_quote(&full, &body["data"], now_ns());
+        self.session.push(&json!({"quotes": {full: quote}}));
+    }
+
+    fn notify_error(&mut self, code: i64, content: &str) {
+        self.notify(NotifyLevel::Error, code, content);
+    }
+
+    fn notify(&mut self, level: NotifyLevel, code: i64, content: &str) {
+        self.notices += 1;
+        let key = format!("qx{}", self.notices);
+        self.session.push(&notify(&key, NotifyType::Message, level, code, content));
+    }
+}
+
+fn now_ns() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
+}
+
+/// Closes with a code and a reason the client can show.
+async fn close(ws: &mut WebSocketStream<TcpStream>, code: CloseCode, reason: &str) -> Result<(), String> {
+    // A close reason is at most 123 bytes.
+    let mut end = reason.len().min(123);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    let frame = CloseFrame { code, reason: reason[..end].to_owned().into() };
+    ws.close(Some(frame)).await.map_err(|e| e.to_string())
+}

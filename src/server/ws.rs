@@ -1,0 +1,66 @@
+//! The DIFF WebSocket endpoint of one shard: accept on the shared WebSocket port (every shard
+//! binds it, SO_REUSEPORT), upgrade with async-tungstenite, then run one DIFF session per
+//! connection (`diff_session`). The URL path and extra handshake headers do not matter: tqsdk
+//! uses one connection for market data and one for trading, either may do both.
+
+use super::conn::ShardContext;
+use super::diff_session::DiffSession;
+use glommio::net::{TcpListener, TcpStream};
+use std::rc::Rc;
+use std::time::Duration;
+
+/// Most bytes one client message may have (a frame or a reassembled message); larger ones
+/// close the connection (clients send small JSON objects).
+const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+
+/// Accepts WebSocket connections until shutdown, then waits for the open sessions to end.
+pub async fn accept_loop(ctx: Rc<ShardContext>, listener: TcpListener) {
+    loop {
+        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
+            while !ctx.stopping() {
+                glommio::timer::sleep(Duration::from_millis(50)).await;
+            }
+            None
+        })
+        .await;
+        let stream = match accepted {
+            None => break,
+            Some(Ok(stream)) => stream,
+            Some(Err(e)) => {
+                tracing::warn!("shard {}: WebSocket accept failed: {e}", ctx.shard);
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        if ctx.counters.ws_open.get() >= ctx.max_connections {
+            // Over the limit: closed before the upgrade (the client sees the connection drop).
+            drop(stream);
+            continue;
+        }
+        glommio::spawn_local(serve(ctx.clone(), stream)).detach();
+    }
+    drop(listener);
+    while ctx.counters.ws_open.get() > 0 {
+        glommio::timer::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn serve(ctx: Rc<ShardContext>, stream: TcpStream) {
+    let _ = stream.set_nodelay(true);
+    ctx.counters.ws_open.set(ctx.counters.ws_open.get() + 1);
+    let config = tungstenite::protocol::WebSocketConfig::default()
+        .max_message_size(Some(MAX_MESSAGE_BYTES))
+        .max_frame_size(Some(MAX_MESSAGE_BYTES));
+    match async_tungstenite::accept_async_with_config(stream, Some(config)).await {
+        Ok(ws) => {
+            let (conn, answers) = ctx.register();
+            let result = DiffSession::new(&ctx, conn, &answers).run(ws).await;
+            if let Err(e) = result {
+                tracing::debug!("DIFF session {conn} on shard {}: {e}", ctx.shard);
+            }
+            ctx.unregister(conn);
+        }
+        Err(e) => tracing::debug!("shard {}: WebSocket handshake failed: {e}", ctx.shard),
+    }
+    ctx.counters.ws_open.set(ctx.counters.ws_open.get() - 1);
+}

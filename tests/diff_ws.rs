@@ -1,0 +1,177 @@
+//! The DIFF WebSocket against the real server (2 shards), with a plain WebSocket client:
+//! the greeting, peek flow control (one rtn_data per peek, nothing without one), subscribe_quote
+//! with quotes from both shards' instruments, notifies for bad and not-yet-served messages
+//! (the connection stays usable), and a clean shutdown with sessions open.
+
+mod server_support;
+
+use serde_json::{json, Value};
+use server_support::{start, Options};
+use std::net::TcpStream;
+use std::time::Duration;
+use tungstenite::{Message, WebSocket};
+
+type Ws = WebSocket<TcpStream>;
+
+fn options(dir: &std::path::Path) -> Options {
+    let mut opts = Options::new(Some(dir));
+    opts.extra = vec!["--instruments".into(), "tests/data/server_instruments.toml".into()];
+    opts
+}
+
+fn connect(server: &server_support::ServerProcess) -> Ws {
+    let addr = server.ready_field("ws").expect("ready line names ws=");
+    let stream = TcpStream::connect(&addr).expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let (ws, _) = tungstenite::client(format!("ws://{addr}/any/path?access_token=x"), stream).expect("handshake");
+    ws
+}
+
+fn send(ws: &mut Ws, v: Value) {
+    ws.send(Message::text(v.to_string())).expect("send");
+}
+
+fn send_text(ws: &mut Ws, text: &str) {
+    ws.send(Message::text(text.to_owned())).expect("send");
+}
+
+/// The next text message as JSON.
+fn recv(ws: &mut Ws) -> Value {
+    loop {
+        match ws.read().expect("read") {
+            Message::Text(t) => return serde_json::from_str(t.as_str()).expect("JSON"),
+            Message::Ping(_) | Message::Pong(_) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+/// Peeks and returns the one rtn_data's patches merged in order (a transaction).
+fn peek(ws: &mut Ws) -> Value {
+    send(ws, json!({"aid": "peek_message"}));
+    let m = recv(ws);
+    assert_eq!(m["aid"], "rtn_data", "{m}");
+    let mut tree = json!({});
+    for patch in m["data"].as_array().expect("data is an array") {
+        qaexchange::diff::merge_patch::apply(&mut tree, patch);
+    }
+    tree
+}
+
+/// The notifies in a patch, as (level, code, content).
+fn notifies(tree: &Value) -> Vec<(String, i64, String)> {
+    tree["notify"]
+        .as_object()
+        .map(|m| {
+            m.values()
+                .map(|n| {
+                    (
+                        n["level"].as_str().unwrap_or("").to_owned(),
+                        n["code"].as_i64().unwrap_or(0),
+                        n["content"].as_str().unwrap_or("").to_owned(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn greeting_peek_flow_and_quotes_from_both_shards() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = start(&options(dir.path()));
+    // A trade on each instrument, so the quotes have a last price.
+    let mut c = server.client();
+    for a in ["A", "B"] {
+        c.ok("POST", "/api/account/open", Some(json!({"account_id": a, "init_cash": 10_000_000})));
+    }
+    for (inst, price) in [("SR501", 5010.0), ("cu2501", 70100.0)] {
+        let order = |a: &str, d: &str| {
+            json!({"account_id": a, "instrument_id": inst, "direction": d, "offset": "OPEN",
+                   "limit_price": price, "volume": 2})
+        };
+        c.ok("POST", "/api/order/submit", Some(order("A", "BUY")));
+        c.ok("POST", "/api/order/submit", Some(order("B", "SELL")));
+    }
+
+    let mut ws = connect(&server);
+    let hello = recv(&mut ws);
+    assert_eq!(hello, json!({"aid": "rtn_brokers", "brokers": ["local"]}));
+
+    send(&mut ws, json!({"aid": "subscribe_quote", "ins_list": "CZCE.SR501,SHFE.cu2501,DCE.nope"}));
+    let tree = peek(&mut ws);
+    assert_eq!(tree["ins_list"], "CZCE.SR501,SHFE.cu2501,DCE.nope");
+    assert_eq!(tree["mdhis_more_data"], false);
+    for (symbol, last) in [("CZCE.SR501", 5010.0), ("SHFE.cu2501", 70100.0)] {
+        let q = &tree["quotes"][symbol];
+        assert_eq!(q["instrument_id"], symbol, "{tree}");
+        assert_eq!(q["last_price"], last, "{q}");
+        assert_eq!(q["volume"], 2, "{q}");
+        assert!(q["datetime"].as_str().is_some_and(|d| d.len() == 26), "{q}");
+        assert!(q.get("upper_limit").is_some() && q.get("pre_settlement").is_some(), "{q}");
+    }
+    assert!(tree["quotes"].get("DCE.nope").is_none());
+    let warned = notifies(&tree);
+    assert_eq!(warned.len(), 1, "{tree}");
+    assert_eq!((warned[0].0.as_str(), warned[0].1), ("WARNING", 9103));
+    assert!(warned[0].2.contains("DCE.nope"));
+
+    // Nothing pending: a peek is not answered until something changes.
+    send(&mut ws, json!({"aid": "peek_message"}));
+    ws.get_ref().set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+    assert!(ws.read().is_err(), "no rtn_data without changes");
+    ws.get_ref().set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    // The outstanding peek is answered by the next change: a notify for malformed JSON.
+    send_text(&mut ws, "{not json");
+    let m = recv(&mut ws);
+    assert_eq!(m["aid"], "rtn_data");
+    let patch = &m["data"][0];
+    let bad = notifies(patch);
+    assert_eq!((bad[0].0.as_str(), bad[0].1), ("ERROR", 9101), "{m}");
+
+    // Several changes between peeks come as one rtn_data; each notify has its own key.
+    send(&mut ws, json!({"aid": "no_such_thing"}));
+    send(
+        &mut ws,
+        json!({"aid": "set_chart", "chart_id": "c1", "ins_list": "CZCE.SR501", "duration": 60_000_000_000i64, "view_width": 10}),
+    );
+    send(&mut ws, json!({"aid": "req_login", "bid": "local", "user_name": "A", "password": "x"}));
+    send(&mut ws, json!({"aid": "subscribe_quote"}));
+    let tree = peek(&mut ws);
+    let mut codes: Vec<i64> = notifies(&tree).iter().map(|n| n.1).collect();
+    codes.sort();
+    assert_eq!(codes, vec![9101, 9102, 9105, 9105], "{tree}");
+
+    // The session is still usable, and the server shuts down cleanly with it open.
+    send(&mut ws, json!({"aid": "subscribe_quote", "ins_list": "SR501"}));
+    let tree = peek(&mut ws);
+    assert_eq!(tree["quotes"]["CZCE.SR501"]["last_price"], 5010.0, "{tree}");
+    let status = server.terminate();
+    assert!(status.success(), "exit status {status:?}\n{}", server.stderr());
+}
+
+#[test]
+fn oversized_and_binary_garbage_frames() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(&options(dir.path()));
+    let mut ws = connect(&server);
+    recv(&mut ws);
+    // Binary frames that are not UTF-8: an ERROR notify, the session stays.
+    ws.send(Message::binary(vec![0xff, 0xfe, 0x00])).unwrap();
+    let tree = peek(&mut ws);
+    assert_eq!(notifies(&tree)[0].1, 9101, "{tree}");
+    // A message over 64 KiB closes this connection; the server keeps serving others.
+    let huge = format!(r#"{{"aid":"subscribe_quote","ins_list":"{}"}}"#, "x".repeat(100_000));
+    let _ = ws.send(Message::text(huge));
+    let closed = loop {
+        match ws.read() {
+            Ok(Message::Close(_)) | Err(_) => break true,
+            Ok(_) => continue,
+        }
+    };
+    assert!(closed);
+    let mut other = connect(&server);
+    assert_eq!(recv(&mut other)["aid"], "rtn_brokers");
+    send(&mut other, json!({"aid": "subscribe_quote", "ins_list": "SHFE.cu2501"}));
+    assert_eq!(peek(&mut other)["quotes"]["SHFE.cu2501"]["instrument_id"], "SHFE.cu2501");
+}
