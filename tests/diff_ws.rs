@@ -140,7 +140,36 @@ fn greeting_peek_flow_and_quotes_from_both_shards() {
     let tree = peek(&mut ws);
     let mut codes: Vec<i64> = notifies(&tree).iter().map(|n| n.1).collect();
     codes.sort();
-    assert_eq!(codes, vec![9101, 9102, 9105, 9105], "{tree}");
+    assert_eq!(codes, vec![9101, 9102, 9105], "{tree}");
+    // The chart: the one 1-minute bar of SR501's trade, ready as tqsdk requires.
+    let chart = &tree["charts"]["c1"];
+    assert_eq!((chart["left_id"].as_i64(), chart["right_id"].as_i64()), (Some(0), Some(0)), "{tree}");
+    assert_eq!(chart["more_data"], false);
+    assert_eq!(chart["state"]["aid"], "set_chart");
+    assert_eq!(chart["state"]["duration"], 60_000_000_000i64);
+    let series = &tree["klines"]["CZCE.SR501"]["60000000000"];
+    assert_eq!(series["last_id"], 0, "{tree}");
+    let bar = &series["data"]["0"];
+    assert_eq!(
+        (bar["open"].as_f64(), bar["close"].as_f64(), bar["volume"].as_i64()),
+        (Some(5010.0), Some(5010.0), Some(2))
+    );
+    assert!(bar["datetime"].as_i64().is_some_and(|t| t > 0), "{bar}");
+
+    // Charts the server cannot serve are refused with a reason; an empty ins_list deletes.
+    let chart = |id: &str, ins: &str, duration: i64| json!({"aid": "set_chart", "chart_id": id, "ins_list": ins, "duration": duration, "view_width": 100});
+    send(&mut ws, chart("c2", "CZCE.SR501", 7_000_000_000));
+    send(&mut ws, chart("c3", "CZCE.SR501", 0));
+    send(&mut ws, chart("c4", "CZCE.SR501,SHFE.cu2501", 60_000_000_000));
+    send(&mut ws, chart("c5", "DCE.nope", 60_000_000_000));
+    let tree = peek(&mut ws);
+    let mut codes: Vec<i64> = notifies(&tree).iter().map(|n| n.1).collect();
+    codes.sort();
+    assert_eq!(codes, vec![9103, 9104, 9105, 9105], "{tree}");
+    send(&mut ws, chart("c1", "", 60_000_000_000));
+    send(&mut ws, json!({"aid": "peek_message"}));
+    let raw = recv(&mut ws);
+    assert_eq!(raw["data"][0]["charts"], json!({"c1": null}), "an empty ins_list deletes the chart: {raw}");
 
     // The session is still usable, and the server shuts down cleanly with it open.
     send(&mut ws, json!({"aid": "subscribe_quote", "ins_list": "SR501"}));

@@ -2,9 +2,9 @@
 //! `peek_message` out (`diff::session::Session` composes everything pending into one patch).
 //!
 //! Served so far: `peek_message`, `subscribe_quote` (the `ins_list` echo, `mdhis_more_data`,
-//! and each listed quote as the owning shard has it at subscription time) and
-//! `confirm_settlement`. Not yet: quote updates after the subscription (cross-shard fan-out),
-//! `set_chart`, login and trading (`req_login`, `insert_order`, `cancel_order`,
+//! and each listed quote as the owning shard has it at subscription time), `set_chart` for the
+//! k-lines of one instrument (the bars its shard keeps) and `confirm_settlement`. Not yet:
+//! updates after the subscription (cross-shard fan-out), tick charts, login and trading (`req_login`, `insert_order`, `cancel_order`,
 //! `req_transfer`): each of those is answered with an ERROR notify naming it (code 9105), so a
 //! client learns at once instead of waiting. Bad messages get an ERROR notify too; the
 //! connection stays open.
@@ -12,8 +12,9 @@
 use super::conn::ShardContext;
 use super::diff_quote::diff_quote;
 use super::service::{Action, Answer, Query};
-use crate::diff::messages::{notify, ClientMessage, NotifyLevel, NotifyType};
+use crate::diff::messages::{notify, ClientMessage, NotifyLevel, NotifyType, SetChart};
 use crate::diff::session::Session;
+use crate::domain::market_data::kline::{kline_period_index, KLINE_PERIODS_NS};
 use crate::domain::name::InstrumentId;
 use async_tungstenite::WebSocketStream;
 use futures_lite::StreamExt;
@@ -31,6 +32,9 @@ use tungstenite::Message;
 /// this large, or a bug, reaches it.
 pub const MAX_PENDING_BYTES: usize = 4 << 20;
 
+/// Most bars one chart gets (the HTTP k-line query's limit).
+const MAX_CHART_BARS: i64 = 2_000;
+
 /// Stable codes of the server's DIFF notifies.
 pub mod codes {
     /// The message is not JSON, not an object, or lacks a field its `aid` needs.
@@ -39,6 +43,9 @@ pub mod codes {
     pub const UNKNOWN_AID: i64 = 9102;
     /// A symbol in `ins_list` the server does not list.
     pub const UNKNOWN_INSTRUMENT: i64 = 9103;
+    /// A well-formed request the server cannot serve as asked (e.g. a k-line duration it
+    /// does not keep); the content says why.
+    pub const BAD_REQUEST: i64 = 9104;
     /// A request this server does not serve over DIFF yet.
     pub const NOT_SERVED_YET: i64 = 9105;
 }
@@ -109,6 +116,7 @@ impl<'a> DiffSession<'a> {
         match message {
             ClientMessage::PeekMessage => self.session.peek(),
             ClientMessage::ConfirmSettlement => {}
+            ClientMessage::SetChart(chart) => self.set_chart(chart).await,
             ClientMessage::SubscribeQuote(subscribe) => {
                 let symbols: Vec<String> = subscribe.instruments().map(str::to_owned).collect();
                 self.session.push(&json!({"ins_list": subscribe.ins_list, "mdhis_more_data": false}));
@@ -121,6 +129,58 @@ impl<'a> DiffSession<'a> {
                 self.notify_error(codes::NOT_SERVED_YET, &text);
             }
         }
+    }
+
+    /// `set_chart` for k-lines of one instrument: the last `view_width` bars its shard keeps,
+    /// as `klines/<symbol>/<duration>` and `charts/<chart_id>`. An empty `ins_list` deletes the
+    /// chart. Ticks (`duration` 0), several instruments in one chart and durations the server
+    /// does not keep are refused with a notify.
+    async fn set_chart(&mut self, chart: SetChart) {
+        let symbols: Vec<&str> = chart.instruments().collect();
+        let symbol = match symbols[..] {
+            [] => return self.session.push(&json!({"charts": {chart.chart_id.as_str(): null}})),
+            [one] => one.to_owned(),
+            _ => return self.notify_error(codes::NOT_SERVED_YET, "set_chart with several instruments"),
+        };
+        if chart.duration == 0 {
+            return self.notify_error(codes::NOT_SERVED_YET, "set_chart for ticks (duration 0)");
+        }
+        let Some(period_index) = kline_period_index(chart.duration) else {
+            let kept: Vec<String> = KLINE_PERIODS_NS.iter().map(|p| p.to_string()).collect();
+            let text =
+                format!("k-lines of {} ns are not kept; kept durations (ns): {}", chart.duration, kept.join(", "));
+            return self.notify_error(codes::BAD_REQUEST, &text);
+        };
+        let listed = InstrumentId::new(&symbol).and_then(|id| Some((self.ctx.full_symbol(&id)?, id)));
+        let Some((full, instrument_id)) = listed else {
+            return self.notify_error(codes::UNKNOWN_INSTRUMENT, &format!("unknown instrument {symbol}"));
+        };
+        let count = chart.view_width.clamp(1, MAX_CHART_BARS) as u32;
+        let query = Query::Kline { instrument_id, period_index, count };
+        let reply = self.ctx.call(self.conn, self.answers, Action::Query(query)).await;
+        let body: Value = serde_json::from_slice(&reply.body).unwrap_or(Value::Null);
+        let Some(bars) = body["data"]["bars"].as_array().filter(|_| reply.status == 200) else {
+            let text = format!("k-lines of {full}: {}", body["error"]["message"].as_str().unwrap_or("unavailable"));
+            return self.notify_error(codes::UNKNOWN_INSTRUMENT, &text);
+        };
+        let id_of = |bar: Option<&Value>| bar.and_then(|b| b["id"].as_i64()).unwrap_or(-1);
+        let (left_id, right_id) = (id_of(bars.first()), id_of(bars.last()));
+        let data: serde_json::Map<String, Value> = bars
+            .iter()
+            .map(|bar| {
+                let fields = json!({
+                    "datetime": bar["datetime_ns"], "open": bar["open"], "high": bar["high"], "low": bar["low"],
+                    "close": bar["close"], "volume": bar["volume"], "open_oi": bar["open_oi"], "close_oi": bar["close_oi"],
+                });
+                (id_of(Some(bar)).to_string(), fields)
+            })
+            .collect();
+        let mut state = serde_json::to_value(&chart).unwrap_or(Value::Null);
+        state["aid"] = json!("set_chart");
+        self.session.push(&json!({
+            "klines": {full.as_str(): {chart.duration.to_string(): {"last_id": right_id, "data": data}}},
+            "charts": {chart.chart_id.as_str(): {"left_id": left_id, "right_id": right_id, "more_data": false, "state": state}},
+        }));
     }
 
     /// The quote of `symbol` as its shard has it now, or a WARNING notify if it is not listed.
