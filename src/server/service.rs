@@ -280,6 +280,42 @@ impl Service {
         Ok(std::mem::take(&mut self.out.sends))
     }
 
+    /// Re-runs one logged input (recovery) like [`Service::replay`], but leaves the journal to
+    /// the caller: the step's events are appended to `events`, to be applied in the same order
+    /// to a journal elsewhere (recovery folds them on another thread) and handed back with
+    /// [`Service::replace_journal`]. Counters are not kept (recovery resets them). Returns the
+    /// messages it sent.
+    pub fn replay_engine(&mut self, record: &WalRecord, events: &mut Vec<Event>) -> Result<Vec<Outgoing>, String> {
+        self.out.sends.clear();
+        self.out.completions.clear();
+        // The engine pushes straight into the caller's batch: no copy of the events.
+        std::mem::swap(&mut self.out.events, events);
+        let result = match record {
+            WalRecord::Command(command) => {
+                self.last_ts = self.last_ts.max(command.ts());
+                self.engine.execute(command, &mut self.out);
+                Ok(())
+            }
+            WalRecord::Peer { ts, from, seq, msg } => {
+                self.last_ts = self.last_ts.max(*ts);
+                match self.engine.deliver(*ts, *from, *seq, msg, &mut self.out) {
+                    Delivery::Applied => Ok(()),
+                    Delivery::Duplicate => Err(format!("message {seq} from shard {from} is logged twice")),
+                    Delivery::Refused(why) => Err(why),
+                }
+            }
+            WalRecord::Genesis { .. } => Err("a second genesis record".into()),
+        };
+        std::mem::swap(&mut self.out.events, events);
+        result.map(|()| std::mem::take(&mut self.out.sends))
+    }
+
+    /// Puts `journal` in place of this service's journal (recovery: the one it folded from
+    /// [`Service::replay_engine`]'s events); returns the old one.
+    pub fn replace_journal(&mut self, journal: Journal) -> Journal {
+        std::mem::replace(&mut self.journal, journal)
+    }
+
     /// Runs `command` now; pushes it to `staged` when it changed state or sent something.
     fn run(&mut self, command: Command, staged: &mut Staged) -> Outcome {
         self.out.clear();
