@@ -3,9 +3,9 @@
 
 pub mod body;
 pub mod config;
+pub mod conn;
 pub mod diff_quote;
 pub mod diff_session;
-pub mod conn;
 pub mod engine_core;
 pub mod http;
 pub mod journal;
