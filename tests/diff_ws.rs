@@ -204,3 +204,57 @@ fn oversized_and_binary_garbage_frames() {
     send(&mut other, json!({"aid": "subscribe_quote", "ins_list": "SHFE.cu2501"}));
     assert_eq!(peek(&mut other)["quotes"]["SHFE.cu2501"]["instrument_id"], "SHFE.cu2501");
 }
+
+/// Quote fan-out: sessions on every shard that follow an instrument get its changes, each
+/// composed into their pending patch until they peek; all end with the same final quote.
+#[test]
+fn quote_changes_reach_every_subscribed_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(&options(dir.path()));
+    let mut c = server.client();
+    for a in ["A", "B"] {
+        c.ok("POST", "/api/account/open", Some(json!({"account_id": a, "init_cash": 10_000_000})));
+    }
+    // 300 sessions (the kernel spreads them over both shards), each following SR501 (shard 0).
+    let mut sessions: Vec<Ws> = (0..300).map(|_| connect(&server)).collect();
+    for ws in &mut sessions {
+        recv(ws);
+        send(ws, json!({"aid": "subscribe_quote", "ins_list": "CZCE.SR501"}));
+        let tree = peek(ws);
+        assert_eq!(tree["quotes"]["CZCE.SR501"]["volume"], 0, "{tree}");
+    }
+    // One session peeks now and gets the first trade as soon as it happens.
+    send(&mut sessions[0], json!({"aid": "peek_message"}));
+    let order = |a: &str, d: &str, price: f64| json!({"account_id": a, "instrument_id": "SR501", "direction": d, "offset": "OPEN", "limit_price": price, "volume": 1});
+    c.ok("POST", "/api/order/submit", Some(order("A", "BUY", 5010.0)));
+    c.ok("POST", "/api/order/submit", Some(order("B", "SELL", 5010.0)));
+    let first = recv(&mut sessions[0]);
+    assert_eq!(first["aid"], "rtn_data");
+    let mut seen = json!({});
+    for patch in first["data"].as_array().unwrap() {
+        qaexchange::diff::merge_patch::apply(&mut seen, patch);
+    }
+    // Depth changes come first; the trade's quote may be in this or the next rtn_data.
+    if seen["quotes"]["CZCE.SR501"]["volume"] != 1 {
+        let tree = peek(&mut sessions[0]);
+        qaexchange::diff::merge_patch::apply(&mut seen, &tree);
+    }
+    assert_eq!(seen["quotes"]["CZCE.SR501"]["last_price"], 5010.0, "{seen}");
+    // More trades while the others do not peek: their pending data is one composed patch.
+    for i in 0..20 {
+        let price = 5011.0 + i as f64;
+        c.ok("POST", "/api/order/submit", Some(order("A", "BUY", price)));
+        c.ok("POST", "/api/order/submit", Some(order("B", "SELL", price)));
+    }
+    let want = c.ok("GET", "/api/market/tick/SR501", None);
+    assert_eq!(want["volume"], 21);
+    // Quotes are published after the commit that made them; give the last one a moment.
+    std::thread::sleep(Duration::from_millis(200));
+    for (i, ws) in sessions.iter_mut().enumerate().skip(1) {
+        let tree = peek(ws);
+        let q = &tree["quotes"]["CZCE.SR501"];
+        assert_eq!(q["volume"], 21, "session {i}: {tree}");
+        assert_eq!(q["last_price"], want["last_price"], "session {i}");
+        assert_eq!(q["bid_price1"], Value::Null, "session {i}: the book is empty again");
+    }
+}

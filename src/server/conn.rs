@@ -105,6 +105,8 @@ pub struct ShardContext {
     /// Shared with the shard's core, which reports them in `/metrics`.
     pub counters: Rc<ShardCounters>,
     pub max_connections: u64,
+    /// This shard's DIFF sessions by quote (fed by every shard's committer).
+    pub fanout: Rc<std::cell::RefCell<super::quote_fanout::QuoteFanout>>,
     next_conn: Cell<u64>,
     auto_ids: Cell<u64>,
 }
@@ -121,6 +123,7 @@ impl ShardContext {
         counters: Rc<ShardCounters>,
         stop: Arc<AtomicBool>,
         max_connections: u64,
+        fanout: Rc<std::cell::RefCell<super::quote_fanout::QuoteFanout>>,
     ) -> Self {
         Self {
             shard,
@@ -133,6 +136,7 @@ impl ShardContext {
             stop,
             counters,
             max_connections,
+            fanout,
             next_conn: Cell::new(1),
             auto_ids: Cell::new(0),
         }

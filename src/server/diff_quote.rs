@@ -71,6 +71,11 @@ pub fn diff_quote(symbol: &str, quote: &Value, now_ns: i64) -> Value {
     Value::Object(out)
 }
 
+/// Wall-clock nanoseconds since the epoch (0 if the clock is before 1970).
+pub fn now_ns() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

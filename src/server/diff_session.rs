@@ -2,15 +2,15 @@
 //! `peek_message` out (`diff::session::Session` composes everything pending into one patch).
 //!
 //! Served so far: `peek_message`, `subscribe_quote` (the `ins_list` echo, `mdhis_more_data`,
-//! and each listed quote as the owning shard has it at subscription time), `set_chart` for the
-//! k-lines of one instrument (the bars its shard keeps) and `confirm_settlement`. Not yet:
-//! updates after the subscription (cross-shard fan-out), tick charts, login and trading (`req_login`, `insert_order`, `cancel_order`,
+//! each listed quote as the owning shard has it, then its changes through the shard's quote
+//! fan-out), `set_chart` for the k-lines of one instrument (the bars its shard keeps) and
+//! `confirm_settlement`. Not yet: chart updates, tick charts, login and trading (`req_login`, `insert_order`, `cancel_order`,
 //! `req_transfer`): each of those is answered with an ERROR notify naming it (code 9105), so a
 //! client learns at once instead of waiting. Bad messages get an ERROR notify too; the
 //! connection stays open.
 
 use super::conn::ShardContext;
-use super::diff_quote::diff_quote;
+use super::diff_quote::{diff_quote, now_ns};
 use super::service::{Action, Answer, Query};
 use crate::diff::messages::{notify, ClientMessage, NotifyLevel, NotifyType, SetChart};
 use crate::diff::session::Session;
@@ -18,9 +18,11 @@ use crate::domain::market_data::kline::{kline_period_index, KLINE_PERIODS_NS};
 use crate::domain::name::InstrumentId;
 use async_tungstenite::WebSocketStream;
 use futures_lite::StreamExt;
-use glommio::channels::local_channel::LocalReceiver;
+use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use glommio::net::TcpStream;
 use serde_json::{json, Value};
+use std::cell::RefCell;
+use std::rc::Rc;
 use std::time::Duration;
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::CloseFrame;
@@ -54,49 +56,78 @@ pub struct DiffSession<'a> {
     ctx: &'a ShardContext,
     conn: u64,
     answers: &'a LocalReceiver<(u32, Answer)>,
-    session: Session,
+    /// Shared with the shard's quote fan-out, which composes quote changes into it.
+    session: Rc<RefCell<Session>>,
+    /// The fan-out wakes the session's task here when it added something.
+    wake_tx: Rc<LocalSender<()>>,
+    wake_rx: LocalReceiver<()>,
     /// Notifies sent so far (their keys must be unique within a session).
     notices: u64,
 }
 
 impl<'a> DiffSession<'a> {
     pub fn new(ctx: &'a ShardContext, conn: u64, answers: &'a LocalReceiver<(u32, Answer)>) -> Self {
-        Self { ctx, conn, answers, session: Session::new(), notices: 0 }
+        let (wake_tx, wake_rx) = local_channel::new_bounded(1);
+        let session = Rc::new(RefCell::new(Session::new()));
+        Self { ctx, conn, answers, session, wake_tx: Rc::new(wake_tx), wake_rx, notices: 0 }
     }
 
     /// Runs the session until the client closes, the connection fails, or shutdown.
-    pub async fn run(mut self, mut ws: WebSocketStream<TcpStream>) -> Result<(), String> {
+    pub async fn run(mut self, ws: WebSocketStream<TcpStream>) -> Result<(), String> {
+        let result = self.serve(ws).await;
+        self.ctx.fanout.borrow_mut().unsubscribe_all(self.conn);
+        result
+    }
+
+    async fn serve(&mut self, mut ws: WebSocketStream<TcpStream>) -> Result<(), String> {
         // tqsdk-js peeks only after it has received something: say who we are first.
         let hello = json!({"aid": "rtn_brokers", "brokers": ["local"]}).to_string();
         ws.send(Message::text(hello)).await.map_err(|e| e.to_string())?;
         loop {
-            let next = futures_lite::future::or(async { Some(ws.next().await) }, async {
-                while !self.ctx.stopping() {
-                    glommio::timer::sleep(Duration::from_millis(50)).await;
-                }
-                None
+            let wake = &self.wake_rx;
+            let stopping = || self.ctx.stopping();
+            let next = futures_lite::future::or(async { Event::Message(ws.next().await) }, async {
+                futures_lite::future::or(
+                    async {
+                        let _ = wake.recv().await;
+                        Event::Woken
+                    },
+                    async {
+                        while !stopping() {
+                            glommio::timer::sleep(Duration::from_millis(50)).await;
+                        }
+                        Event::Stop
+                    },
+                )
+                .await
             })
             .await;
             let message = match next {
-                None => return close(&mut ws, CloseCode::Away, "server shutting down").await,
-                Some(None) => return Ok(()),
-                Some(Some(Err(e))) => return Err(e.to_string()),
-                Some(Some(Ok(message))) => message,
+                Event::Stop => return close(&mut ws, CloseCode::Away, "server shutting down").await,
+                Event::Woken => None,
+                Event::Message(None) => return Ok(()),
+                Event::Message(Some(Err(e))) => return Err(e.to_string()),
+                Event::Message(Some(Ok(message))) => Some(message),
             };
-            match message {
-                Message::Text(text) => self.handle(text.as_str()).await,
-                Message::Binary(bytes) => match std::str::from_utf8(&bytes) {
-                    Ok(text) => self.handle(text).await,
-                    Err(_) => self.notify_error(codes::MALFORMED, "a binary frame that is not UTF-8 text"),
-                },
-                Message::Close(_) => return Ok(()),
-                // tungstenite answers pings itself with the next write.
-                Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
+            if let Some(message) = message {
+                match message {
+                    Message::Text(text) => self.handle(text.as_str()).await,
+                    Message::Binary(bytes) => match std::str::from_utf8(&bytes) {
+                        Ok(text) => self.handle(text).await,
+                        Err(_) => self.notify_error(codes::MALFORMED, "a binary frame that is not UTF-8 text"),
+                    },
+                    Message::Close(_) => return Ok(()),
+                    // tungstenite answers pings itself with the next write.
+                    Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
+                }
             }
-            if let Some(over) = self.session.over_limit(MAX_PENDING_BYTES) {
+            // Borrows end before each await: the fan-out borrows the session meanwhile.
+            let over = self.session.borrow().over_limit(MAX_PENDING_BYTES);
+            if let Some(over) = over {
                 return close(&mut ws, CloseCode::Policy, &over.to_string()).await;
             }
-            if let Some(text) = self.session.take_ready() {
+            let ready = self.session.borrow_mut().take_ready();
+            if let Some(text) = ready {
                 ws.send(Message::text(text)).await.map_err(|e| e.to_string())?;
             }
         }
@@ -114,12 +145,14 @@ impl<'a> DiffSession<'a> {
             }
         };
         match message {
-            ClientMessage::PeekMessage => self.session.peek(),
+            ClientMessage::PeekMessage => self.session.borrow_mut().peek(),
             ClientMessage::ConfirmSettlement => {}
             ClientMessage::SetChart(chart) => self.set_chart(chart).await,
             ClientMessage::SubscribeQuote(subscribe) => {
                 let symbols: Vec<String> = subscribe.instruments().map(str::to_owned).collect();
-                self.session.push(&json!({"ins_list": subscribe.ins_list, "mdhis_more_data": false}));
+                // The new set replaces the old one.
+                self.ctx.fanout.borrow_mut().unsubscribe_all(self.conn);
+                self.session.borrow_mut().push(&json!({"ins_list": subscribe.ins_list, "mdhis_more_data": false}));
                 for symbol in symbols {
                     self.push_quote(&symbol).await;
                 }
@@ -138,7 +171,7 @@ impl<'a> DiffSession<'a> {
     async fn set_chart(&mut self, chart: SetChart) {
         let symbols: Vec<&str> = chart.instruments().collect();
         let symbol = match symbols[..] {
-            [] => return self.session.push(&json!({"charts": {chart.chart_id.as_str(): null}})),
+            [] => return self.session.borrow_mut().push(&json!({"charts": {chart.chart_id.as_str(): null}})),
             [one] => one.to_owned(),
             _ => return self.notify_error(codes::NOT_SERVED_YET, "set_chart with several instruments"),
         };
@@ -177,7 +210,7 @@ impl<'a> DiffSession<'a> {
             .collect();
         let mut state = serde_json::to_value(&chart).unwrap_or(Value::Null);
         state["aid"] = json!("set_chart");
-        self.session.push(&json!({
+        self.session.borrow_mut().push(&json!({
             "klines": {full.as_str(): {chart.duration.to_string(): {"last_id": right_id, "data": data}}},
             "charts": {chart.chart_id.as_str(): {"left_id": left_id, "right_id": right_id, "more_data": false, "state": state}},
         }));
@@ -190,6 +223,9 @@ impl<'a> DiffSession<'a> {
             let text = format!("unknown instrument {symbol}");
             return self.notify(NotifyLevel::Warning, codes::UNKNOWN_INSTRUMENT, &text);
         };
+        // Follow changes before asking for the snapshot: a change published meanwhile is
+        // older than the snapshot and composes before it, so none is missed.
+        self.ctx.fanout.borrow_mut().subscribe(&full, self.conn, &self.session, self.wake_tx.clone());
         let reply = self.ctx.call(self.conn, self.answers, Action::Query(Query::Tick(id))).await;
         let body: Value = serde_json::from_slice(&reply.body).unwrap_or(Value::Null);
         if reply.status != 200 {
@@ -197,7 +233,7 @@ impl<'a> DiffSession<'a> {
             return self.notify(NotifyLevel::Warning, codes::UNKNOWN_INSTRUMENT, &text);
         }
         let quote = diff_quote(&full, &body["data"], now_ns());
-        self.session.push(&json!({"quotes": {full: quote}}));
+        self.session.borrow_mut().push(&json!({"quotes": {full: quote}}));
     }
 
     fn notify_error(&mut self, code: i64, content: &str) {
@@ -207,12 +243,16 @@ impl<'a> DiffSession<'a> {
     fn notify(&mut self, level: NotifyLevel, code: i64, content: &str) {
         self.notices += 1;
         let key = format!("qx{}", self.notices);
-        self.session.push(&notify(&key, NotifyType::Message, level, code, content));
+        self.session.borrow_mut().push(&notify(&key, NotifyType::Message, level, code, content));
     }
 }
 
-fn now_ns() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
+/// What woke the session's loop.
+enum Event {
+    Message(Option<Result<Message, tungstenite::Error>>),
+    /// The quote fan-out added to the pending data.
+    Woken,
+    Stop,
 }
 
 /// Closes with a code and a reason the client can show.

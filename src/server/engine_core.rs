@@ -11,8 +11,10 @@
 use super::conn::ShardCounters;
 use super::http::HttpErrorCode;
 use super::metrics::ShardMetrics;
+use super::quote_fanout::QuoteFanout;
 use super::service::{Action, Answer, Origin, Query, Reply, Service, Staged};
 use super::wal_record::{encode, WalRecord};
+use crate::domain::market_data::Quote;
 use crate::domain::shard::{Outgoing, PeerMsg};
 use crate::storage::wal::WalWriter;
 use glommio::channels::local_channel::{LocalReceiver, LocalSender};
@@ -20,6 +22,7 @@ use glommio::channels::shared_channel::ConnectedSender;
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 /// Everything that crosses from one shard to another (one bounded channel per ordered pair).
@@ -32,6 +35,9 @@ pub enum ShardMsg {
     Reply { origin: Origin, answer: Answer, sent: Instant },
     /// Account aggregation between shards: holds, fills, cancels, modifies, marks.
     Peer { seq: u64, msg: PeerMsg },
+    /// DIFF fan-out: a quote of the sender's instrument changed (durably); the patch
+    /// (`{"quotes":{symbol:{..}}}`) is built once by the sender and shared.
+    Quote { symbol: Arc<str>, patch: Arc<serde_json::Value> },
 }
 
 /// Connections of one shard waiting for their answers, each tagged with the request it answers.
@@ -64,7 +70,7 @@ pub struct EngineCore {
     pub metrics: ShardMetrics,
     connections: Rc<ShardCounters>,
     notify: LocalSender<()>,
-    activity: std::sync::Arc<Activity>,
+    activity: Arc<Activity>,
     closing: bool,
     /// Whether a WAL failure stopped the core: every later action is refused.
     failed: bool,
@@ -80,7 +86,7 @@ impl EngineCore {
     pub fn new(
         service: Service,
         notify: LocalSender<()>,
-        activity: std::sync::Arc<Activity>,
+        activity: Arc<Activity>,
         connections: Rc<ShardCounters>,
     ) -> Self {
         Self {
@@ -196,6 +202,8 @@ pub struct Routes {
     pub shard: usize,
     pub local: Waiters,
     pub remote: Rc<Vec<Option<ConnectedSender<ShardMsg>>>>,
+    /// This shard's DIFF sessions by quote.
+    pub fanout: Rc<RefCell<QuoteFanout>>,
 }
 
 impl Routes {
@@ -205,6 +213,23 @@ impl Routes {
         } else if let Some(Some(tx)) = self.remote.get(origin.shard) {
             // Bounded: a full channel makes the committer wait for that shard (backpressure).
             let _ = tx.send(ShardMsg::Reply { origin, answer, sent: Instant::now() }).await;
+        }
+    }
+
+    /// Sends each changed quote, as a DIFF patch built once, to this shard's sessions and to
+    /// every other shard (bounded channels: a full one makes the committer wait).
+    async fn publish_quotes(&self, quotes: &[Quote]) {
+        let now = super::diff_quote::now_ns();
+        for quote in quotes {
+            let symbol: Arc<str> = format!("{}.{}", quote.exchange_id.as_str(), quote.instrument_id.as_str()).into();
+            let fields = serde_json::to_value(quote).unwrap_or(serde_json::Value::Null);
+            let patch = Arc::new(
+                serde_json::json!({"quotes": {&*symbol: super::diff_quote::diff_quote(&symbol, &fields, now)}}),
+            );
+            self.fanout.borrow_mut().publish(&symbol, &patch);
+            for tx in self.remote.iter().flatten() {
+                let _ = tx.send(ShardMsg::Quote { symbol: symbol.clone(), patch: patch.clone() }).await;
+            }
         }
     }
 
@@ -237,15 +262,16 @@ pub async fn run_committer(
     let mut stamps: Vec<Instant> = Vec::new();
     let activity = core.borrow().activity.clone();
     loop {
-        let (mut batch, closing) = {
+        let (mut batch, closing, quotes) = {
             let mut c = core.borrow_mut();
+            let quotes = c.service.take_changed_quotes();
             std::mem::swap(&mut c.staged, &mut spare);
             std::mem::swap(&mut c.staged_at, &mut stamps);
             c.staged_at.clear();
             if spare.is_empty() {
                 activity.busy.store(false, Ordering::SeqCst);
             }
-            (std::mem::take(&mut spare), c.closing)
+            (std::mem::take(&mut spare), c.closing, quotes)
         };
         if batch.is_empty() {
             if closing {
@@ -297,6 +323,9 @@ pub async fn run_committer(
                     c.metrics.stage_since("commit_wait", *at);
                 }
             }
+            // Before the replies: a client that reads a quote after its order's answer sees
+            // the quote that order made.
+            routes.publish_quotes(&quotes).await;
             for (origin, answer) in batch.replies.drain(..) {
                 routes.reply(origin, answer).await;
             }

@@ -10,6 +10,7 @@ pub mod engine_core;
 pub mod http;
 pub mod journal;
 pub mod metrics;
+pub mod quote_fanout;
 pub mod recovery;
 pub mod runtime;
 pub mod service;

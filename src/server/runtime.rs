@@ -336,12 +336,14 @@ async fn run_shard(
     let counters = Rc::new(super::conn::ShardCounters::default());
     let core = Rc::new(RefCell::new(EngineCore::new(service, notify_tx, activity, counters.clone())));
     let waiters: Waiters = Rc::new(RefCell::new(Default::default()));
+    let fanout = Rc::new(RefCell::new(super::quote_fanout::QuoteFanout::default()));
     // Receivers first, as tasks: a sender's connect waits for its receiver.
     let mut receivers = Vec::new();
     for (from, rx) in boot.receivers.into_iter().enumerate() {
         let Some(rx) = rx else { continue };
         let core = core.clone();
         let waiters = waiters.clone();
+        let fanout = fanout.clone();
         receivers.push(glommio::spawn_local(async move {
             let rx = rx.connect().await;
             while let Some(msg) = rx.recv().await {
@@ -356,6 +358,7 @@ async fn run_shard(
                         deliver_local(&waiters, origin, answer);
                     }
                     ShardMsg::Peer { seq, msg } => core.borrow_mut().deliver(from as u16, seq, msg),
+                    ShardMsg::Quote { symbol, patch } => fanout.borrow_mut().publish(&symbol, &patch),
                 }
             }
         }));
@@ -379,12 +382,13 @@ async fn run_shard(
         counters,
         quiesce.stop.clone(),
         config.max_connections_per_shard as u64,
+        fanout.clone(),
     ));
     let limits = match &config.storage {
         Some(s) => GroupLimits { max_records: s.group_commit_max_records, max_bytes: s.group_commit_max_bytes },
         None => GroupLimits { max_records: usize::MAX, max_bytes: usize::MAX },
     };
-    let routes = Routes { shard, local: waiters, remote: links };
+    let routes = Routes { shard, local: waiters, remote: links, fanout };
     let committer = glommio::spawn_local(run_committer(core.clone(), wal, limits, notify_rx, routes));
     let _ = events.send((shard, StartUp::Ready));
     futures_lite::future::zip(accept_loop(ctx.clone(), listener), super::ws::accept_loop(ctx.clone(), ws_listener))

@@ -195,6 +195,9 @@ pub struct Service {
     /// Timestamps handed to the engine never go backwards, whatever the wall clock does.
     last_ts: TimestampNs,
     counters: ServiceCounters,
+    /// Quotes that changed since the committer last took them (`take_changed_quotes`), the
+    /// newest per instrument: what DIFF sessions are sent once the steps are durable.
+    changed_quotes: Vec<crate::domain::market_data::Quote>,
 }
 
 impl Service {
@@ -213,7 +216,13 @@ impl Service {
             pending: FastMap::default(),
             last_ts: 0,
             counters: ServiceCounters::default(),
+            changed_quotes: Vec::new(),
         }
+    }
+
+    /// The quotes changed by the steps since the last call, one (the newest) per instrument.
+    pub fn take_changed_quotes(&mut self) -> Vec<crate::domain::market_data::Quote> {
+        std::mem::take(&mut self.changed_quotes)
     }
 
     pub fn counters(&self) -> &ServiceCounters {
@@ -245,6 +254,12 @@ impl Service {
             match event {
                 Event::OrderAccepted { .. } => self.counters.orders_accepted += 1,
                 Event::MarketTrade { .. } => self.counters.trades += 1,
+                Event::QuoteUpdated { quote, .. } => {
+                    match self.changed_quotes.iter_mut().find(|q| q.instrument_id == quote.instrument_id) {
+                        Some(kept) => *kept = *quote,
+                        None => self.changed_quotes.push(*quote),
+                    }
+                }
                 Event::OrderRejected { reason, .. } | Event::CommandRejected { reason, .. } => {
                     *self.counters.rejects.entry(reason.reason.code()).or_default() += 1
                 }
