@@ -169,7 +169,7 @@ impl Ledger {
             return Err(RejectCode::DuplicateOrderId);
         }
         let order = self.plan_hold(req, instruments, marks, None, true)?;
-        self.apply_hold(&order, 1);
+        apply_hold(&mut self.accounts, &order, 1);
         self.by_client.insert((order.account, order.client_order_id), order.order_id);
         self.orders.insert(order.order_id, order);
         Ok(())
@@ -186,12 +186,15 @@ impl Ledger {
         replacing: Option<&LiveOrder>,
         checked: bool,
     ) -> Result<LiveOrder, RejectCode> {
-        let inst = &instruments[req.instrument as usize];
-        let account = &self.accounts[req.account as usize];
-        let mult = inst.volume_multiple;
-        // Without a limit price, the worst case for both sides: margin and commission by money
-        // grow with the price, and a market sell fills at any price up to the upper limit.
-        let freeze_price = req.limit_price.unwrap_or(inst.upper_limit);
+        let input = PlanInput {
+            account: req.account,
+            instrument: req.instrument,
+            direction: req.direction,
+            offset: req.offset,
+            limit_price: req.limit_price,
+            volume: req.volume,
+        };
+        let plan = plan_fields(&self.accounts, &input, instruments, marks, replacing, checked)?;
         let mut order = LiveOrder {
             order_id: req.order_id,
             client_order_id: req.client_order_id,
@@ -213,65 +216,8 @@ impl Ledger {
             frozen_commission_today_per_lot: 0,
             insert_time_ns: req.insert_time_ns,
         };
-        let position = account.position(req.instrument);
-        if req.offset == Offset::Open {
-            order.frozen_margin_per_lot = apply_rate(notional(freeze_price, mult, 1), inst.margin_rate(req.direction));
-            order.frozen_commission_per_lot = inst.commission.compute(CommissionKind::Open, freeze_price, mult, 1);
-            if let Some(limit) = inst.position_limit {
-                let held = position.map_or(0, |p| p.volume(Side::Long) + p.volume(Side::Short) + p.pending_open);
-                let released = replacing.map_or(0, |o| o.volume_left);
-                if checked && held - released + req.volume > limit {
-                    return Err(RejectCode::PositionLimitExceeded);
-                }
-            }
-            let need = (order.frozen_margin_per_lot + order.frozen_commission_per_lot) * req.volume;
-            let credit = replacing.map_or(0, |o| o.frozen_margin() + o.frozen_commission());
-            if checked && need > account.available(instruments, marks) + credit {
-                return Err(RejectCode::InsufficientFunds);
-            }
-        } else {
-            let side = Side::closed_by(req.direction);
-            let (mut his_free, mut today_free) =
-                position.map_or((0, 0), |p| (p.bucket(side, false).closable(), p.bucket(side, true).closable()));
-            if let Some(old) = replacing {
-                his_free += old.frozen_his;
-                today_free += old.frozen_today;
-            }
-            let (his, today) = match (req.offset, inst.exchange_id.has_strict_close_today()) {
-                (Offset::CloseToday, _) => (0, req.volume),
-                (_, true) => (req.volume, 0),
-                _ => {
-                    let his = req.volume.min(his_free);
-                    (his, req.volume - his)
-                }
-            };
-            if checked && (his > his_free || today > today_free) {
-                return Err(RejectCode::InsufficientPosition);
-            }
-            order.frozen_his = his;
-            order.frozen_today = today;
-            order.frozen_commission_his_per_lot = inst.commission.compute(CommissionKind::Close, freeze_price, mult, 1);
-            order.frozen_commission_today_per_lot =
-                inst.commission.compute(CommissionKind::CloseToday, freeze_price, mult, 1);
-            // Closing reduces risk, so it is never refused for funds (a margin call must be able
-            // to close); its commission is frozen all the same.
-        }
+        plan.write(&mut order);
         Ok(order)
-    }
-
-    /// Adds (`sign` = 1) or removes (-1) everything `order` holds right now.
-    fn apply_hold(&mut self, order: &LiveOrder, sign: i64) {
-        let account = &mut self.accounts[order.account as usize];
-        account.frozen_margin += sign * order.frozen_margin();
-        account.frozen_commission += sign * order.frozen_commission();
-        let position = account.position_mut(order.instrument);
-        if order.is_open() {
-            position.pending_open += sign * order.volume_left;
-        } else {
-            let side = Side::closed_by(order.direction);
-            position.bucket_mut(side, false).frozen += sign * order.frozen_his;
-            position.bucket_mut(side, true).frozen += sign * order.frozen_today;
-        }
     }
 
     /// Replaces a live order's price and/or volume, re-checking funds and lots with its current
@@ -284,122 +230,52 @@ impl Ledger {
         instruments: &[Instrument],
         marks: &[Price],
     ) -> Result<(), RejectCode> {
-        let old = *self.orders.get(&order_id).ok_or(RejectCode::OrderNotFound)?;
-        if old.is_open()
-            && volume == old.volume_left
-            && self.accounts[old.account as usize].status == AccountStatus::Active
-        {
-            return self.reprice_open_hold(&old, limit_price, instruments, marks);
+        let old = self.orders.get_mut(&order_id).ok_or(RejectCode::OrderNotFound)?;
+        let active = self.accounts[old.account as usize].status == AccountStatus::Active;
+        if old.is_open() && volume == old.volume_left && active {
+            return reprice_open_hold(&mut self.accounts, old, limit_price, instruments, marks);
         }
         // Re-queueing is a new order in all but name: a frozen account may only cancel or
         // shrink (a pure decrease does not come here).
-        if self.accounts[old.account as usize].status != AccountStatus::Active {
+        if !active {
             return Err(RejectCode::AccountFrozen);
         }
-        let req = HoldRequest {
-            order_id,
-            client_order_id: old.client_order_id,
-            account: old.account,
-            instrument: old.instrument,
-            direction: old.direction,
-            offset: old.offset,
-            price_type: old.price_type,
-            time_condition: old.time_condition,
-            volume_condition: old.volume_condition,
-            limit_price,
-            volume,
-            insert_time_ns: old.insert_time_ns,
-        };
-        let mut new = self.plan_hold(&req, instruments, marks, Some(&old), true)?;
-        // The order keeps its original size and history; only what is left changes.
-        new.volume_orign = old.volume_orign - old.volume_left + volume;
-        self.apply_hold(&old, -1);
-        self.apply_hold(&new, 1);
-        self.orders.insert(order_id, new);
-        Ok(())
+        replan(&mut self.accounts, old, limit_price, volume, instruments, marks, true)
     }
 
     /// Sets a live order's price and volume left to what its book reports, without checking
     /// funds or lots: the book has already acted (sharded engine; the account shard reserved
     /// enough before asking). Keeps `volume_orign - volume_left` as the volume traded.
     pub fn set_hold(&mut self, order_id: u64, limit_price: Option<Price>, volume: Volume, instruments: &[Instrument]) {
-        let Some(old) = self.orders.get(&order_id).copied() else {
+        let Some(old) = self.orders.get_mut(&order_id) else {
             return;
         };
         if volume <= 0 {
-            self.release(order_id, old.volume_left);
+            let left = old.volume_left;
+            self.release(order_id, left);
             return;
         }
-        let req = HoldRequest {
-            order_id,
-            client_order_id: old.client_order_id,
-            account: old.account,
-            instrument: old.instrument,
-            direction: old.direction,
-            offset: old.offset,
-            price_type: old.price_type,
-            time_condition: old.time_condition,
-            volume_condition: old.volume_condition,
-            limit_price,
-            volume,
-            insert_time_ns: old.insert_time_ns,
-        };
-        let Ok(mut new) = self.plan_hold(&req, instruments, &[], Some(&old), false) else {
-            return;
-        };
-        new.volume_orign = old.volume_orign - old.volume_left + volume;
-        self.apply_hold(&old, -1);
-        self.apply_hold(&new, 1);
-        self.orders.insert(order_id, new);
-    }
-
-    /// The common move: an open order changes price only. Same result as the general path of
-    /// `rehold`, with one map lookup and no position changes, since only the frozen money per
-    /// lot differs (the frozen-equals-need invariant checks it after every engine test step).
-    fn reprice_open_hold(
-        &mut self,
-        old: &LiveOrder,
-        limit_price: Option<Price>,
-        instruments: &[Instrument],
-        marks: &[Price],
-    ) -> Result<(), RejectCode> {
-        let inst = &instruments[old.instrument as usize];
-        let freeze_price = limit_price.unwrap_or(inst.upper_limit);
-        let mult = inst.volume_multiple;
-        let margin_per_lot = apply_rate(notional(freeze_price, mult, 1), inst.margin_rate(old.direction));
-        let commission_per_lot = inst.commission.compute(CommissionKind::Open, freeze_price, mult, 1);
-        let need = (margin_per_lot + commission_per_lot) * old.volume_left;
-        let credit = old.frozen_margin() + old.frozen_commission();
-        let account = &mut self.accounts[old.account as usize];
-        if need > account.available(instruments, marks) + credit {
-            return Err(RejectCode::InsufficientFunds);
-        }
-        account.frozen_margin += margin_per_lot * old.volume_left - old.frozen_margin();
-        account.frozen_commission += commission_per_lot * old.volume_left - old.frozen_commission();
-        let order = self.orders.get_mut(&old.order_id).expect("order is live");
-        order.limit_price = limit_price;
-        order.frozen_margin_per_lot = margin_per_lot;
-        order.frozen_commission_per_lot = commission_per_lot;
-        Ok(())
+        // Unchecked, the plan cannot fail.
+        let _ = replan(&mut self.accounts, old, limit_price, volume, instruments, &[], false);
     }
 
     /// Puts back a live order exactly as `old` was (undoes a `rehold` whose book step failed).
     pub fn restore(&mut self, old: LiveOrder) {
-        if let Some(current) = self.orders.get(&old.order_id).copied() {
-            self.apply_hold(&current, -1);
-            self.apply_hold(&old, 1);
-            self.orders.insert(old.order_id, old);
+        if let Some(current) = self.orders.get_mut(&old.order_id) {
+            apply_hold(&mut self.accounts, current, -1);
+            apply_hold(&mut self.accounts, &old, 1);
+            *current = old;
         }
     }
 
     /// Gives back the hold of `volume` unfilled lots (cancel, or a pure volume decrease).
     /// Returns the order's remaining volume; at zero the order is gone.
     pub fn release(&mut self, order_id: u64, volume: Volume) -> Volume {
-        let Some(mut order) = self.orders.get(&order_id).copied() else {
+        let Some(order) = self.orders.get_mut(&order_id) else {
             return 0;
         };
         debug_assert!(volume > 0 && volume <= order.volume_left);
-        self.apply_hold(&order, -1);
+        apply_hold(&mut self.accounts, order, -1);
         order.volume_left -= volume;
         if !order.is_open() {
             // Give back today's lots first: his are consumed first on fills, so keep those.
@@ -407,14 +283,14 @@ impl Ledger {
             order.frozen_today -= from_today;
             order.frozen_his -= volume - from_today;
         }
-        self.finish_update(order)
+        self.finish_update(order_id)
     }
 
     /// A pure volume decrease of a live order to `volume_left` lots (modify keeping priority):
     /// gives back the hold of the lots taken off and shrinks the order's size by as much, so
     /// `volume_orign - volume_left` stays the volume traded (as `rehold` keeps it).
     pub fn reduce(&mut self, order_id: u64, volume_left: Volume) -> Volume {
-        let Some(order) = self.orders.get(&order_id).copied() else {
+        let Some(order) = self.orders.get(&order_id) else {
             return 0;
         };
         let cut = order.volume_left - volume_left;
@@ -426,28 +302,30 @@ impl Ledger {
         left
     }
 
-    fn finish_update(&mut self, order: LiveOrder) -> Volume {
+    /// After the hold of a live order was taken off and the order changed in place: removes
+    /// it if nothing is left, else puts its hold back on.
+    fn finish_update(&mut self, order_id: u64) -> Volume {
+        let order = self.orders.get_mut(&order_id).expect("order is live");
         if order.volume_left == 0 {
-            self.orders.remove(&order.order_id);
-            self.by_client.remove(&(order.account, order.client_order_id));
+            let (account, client_order_id) = (order.account, order.client_order_id);
+            self.orders.remove(&order_id);
+            self.by_client.remove(&(account, client_order_id));
             // The position entry may now be empty; keep it (it is reused) unless nothing is held.
-            let account = &mut self.accounts[order.account as usize];
+            let account = &mut self.accounts[account as usize];
             account.positions.retain(|p| !p.is_empty() || p.pending_open != 0);
             0
         } else {
-            self.apply_hold(&order, 1);
-            let left = order.volume_left;
-            self.orders.insert(order.order_id, order);
-            left
+            apply_hold(&mut self.accounts, order, 1);
+            order.volume_left
         }
     }
 
     /// Applies a trade of `volume` lots at `price` to the order's account: positions, close
     /// profit, commission; releases the hold of the filled lots.
     pub fn fill(&mut self, order_id: u64, price: Price, volume: Volume, inst: &Instrument) -> FillApplied {
-        let mut order = *self.orders.get(&order_id).expect("fill for an order the ledger holds");
+        let order = self.orders.get_mut(&order_id).expect("fill for an order the ledger holds");
         debug_assert!(volume > 0 && volume <= order.volume_left);
-        self.apply_hold(&order, -1);
+        apply_hold(&mut self.accounts, order, -1);
         let mult = inst.volume_multiple;
         let account = &mut self.accounts[order.account as usize];
         let position = account.position_mut(order.instrument);
@@ -481,8 +359,9 @@ impl Ledger {
         account.close_profit += close_profit;
         account.refresh_margin(order.instrument, inst);
         order.volume_left -= volume;
-        let volume_left = self.finish_update(order);
-        FillApplied { account: order.account, commission, close_profit, volume_left, offset: order.offset }
+        let (account, offset) = (order.account, order.offset);
+        let volume_left = self.finish_update(order_id);
+        FillApplied { account, commission, close_profit, volume_left, offset }
     }
 
     /// Settlement for one account: realise position profit at the marks into pre_balance, roll
@@ -587,5 +466,173 @@ impl Ledger {
             }
         }
         Ok(())
+    }
+}
+
+/// The common move: an open order changes price only. Same result as the general path of
+/// `rehold`, with no position changes, since only the frozen money per lot differs (the
+/// frozen-equals-need invariant checks it after every engine test step).
+fn reprice_open_hold(
+    accounts: &mut [Account],
+    order: &mut LiveOrder,
+    limit_price: Option<Price>,
+    instruments: &[Instrument],
+    marks: &[Price],
+) -> Result<(), RejectCode> {
+    let inst = &instruments[order.instrument as usize];
+    let freeze_price = limit_price.unwrap_or(inst.upper_limit);
+    let mult = inst.volume_multiple;
+    let margin_per_lot = apply_rate(notional(freeze_price, mult, 1), inst.margin_rate(order.direction));
+    let commission_per_lot = inst.commission.compute(CommissionKind::Open, freeze_price, mult, 1);
+    let need = (margin_per_lot + commission_per_lot) * order.volume_left;
+    let credit = order.frozen_margin() + order.frozen_commission();
+    let account = &mut accounts[order.account as usize];
+    if need > account.available(instruments, marks) + credit {
+        return Err(RejectCode::InsufficientFunds);
+    }
+    account.frozen_margin += margin_per_lot * order.volume_left - order.frozen_margin();
+    account.frozen_commission += commission_per_lot * order.volume_left - order.frozen_commission();
+    order.limit_price = limit_price;
+    order.frozen_margin_per_lot = margin_per_lot;
+    order.frozen_commission_per_lot = commission_per_lot;
+    Ok(())
+}
+
+/// Re-plans a live order in place at a new price and volume left (the general path of
+/// `rehold`, and `set_hold`), its current hold counted as free. On error nothing changed.
+fn replan(
+    accounts: &mut [Account],
+    order: &mut LiveOrder,
+    limit_price: Option<Price>,
+    volume: Volume,
+    instruments: &[Instrument],
+    marks: &[Price],
+    checked: bool,
+) -> Result<(), RejectCode> {
+    let input = PlanInput {
+        account: order.account,
+        instrument: order.instrument,
+        direction: order.direction,
+        offset: order.offset,
+        limit_price,
+        volume,
+    };
+    let plan = plan_fields(accounts, &input, instruments, marks, Some(order), checked)?;
+    apply_hold(accounts, order, -1);
+    // The order keeps its original size and history; only what is left changes.
+    order.volume_orign = order.volume_orign - order.volume_left + volume;
+    order.volume_left = volume;
+    order.limit_price = limit_price;
+    plan.write(order);
+    apply_hold(accounts, order, 1);
+    Ok(())
+}
+
+/// What a hold is planned for.
+#[derive(Clone, Copy)]
+struct PlanInput {
+    account: u32,
+    instrument: u32,
+    direction: Direction,
+    offset: Offset,
+    limit_price: Option<Price>,
+    volume: Volume,
+}
+
+/// The frozen fields of a planned hold.
+#[derive(Clone, Copy, Default)]
+struct HoldPlan {
+    margin_per_lot: Money,
+    commission_per_lot: Money,
+    his: Volume,
+    today: Volume,
+    commission_his_per_lot: Money,
+    commission_today_per_lot: Money,
+}
+
+impl HoldPlan {
+    fn write(&self, order: &mut LiveOrder) {
+        order.frozen_margin_per_lot = self.margin_per_lot;
+        order.frozen_commission_per_lot = self.commission_per_lot;
+        order.frozen_his = self.his;
+        order.frozen_today = self.today;
+        order.frozen_commission_his_per_lot = self.commission_his_per_lot;
+        order.frozen_commission_today_per_lot = self.commission_today_per_lot;
+    }
+}
+
+/// Works out the frozen fields of a hold without changing anything (see `Ledger::plan_hold`).
+fn plan_fields(
+    accounts: &[Account],
+    req: &PlanInput,
+    instruments: &[Instrument],
+    marks: &[Price],
+    replacing: Option<&LiveOrder>,
+    checked: bool,
+) -> Result<HoldPlan, RejectCode> {
+    let inst = &instruments[req.instrument as usize];
+    let account = &accounts[req.account as usize];
+    let mult = inst.volume_multiple;
+    // Without a limit price, the worst case for both sides: margin and commission by money
+    // grow with the price, and a market sell fills at any price up to the upper limit.
+    let freeze_price = req.limit_price.unwrap_or(inst.upper_limit);
+    let mut plan = HoldPlan::default();
+    let position = account.position(req.instrument);
+    if req.offset == Offset::Open {
+        plan.margin_per_lot = apply_rate(notional(freeze_price, mult, 1), inst.margin_rate(req.direction));
+        plan.commission_per_lot = inst.commission.compute(CommissionKind::Open, freeze_price, mult, 1);
+        if let Some(limit) = inst.position_limit {
+            let held = position.map_or(0, |p| p.volume(Side::Long) + p.volume(Side::Short) + p.pending_open);
+            let released = replacing.map_or(0, |o| o.volume_left);
+            if checked && held - released + req.volume > limit {
+                return Err(RejectCode::PositionLimitExceeded);
+            }
+        }
+        let need = (plan.margin_per_lot + plan.commission_per_lot) * req.volume;
+        let credit = replacing.map_or(0, |o| o.frozen_margin() + o.frozen_commission());
+        if checked && need > account.available(instruments, marks) + credit {
+            return Err(RejectCode::InsufficientFunds);
+        }
+    } else {
+        let side = Side::closed_by(req.direction);
+        let (mut his_free, mut today_free) =
+            position.map_or((0, 0), |p| (p.bucket(side, false).closable(), p.bucket(side, true).closable()));
+        if let Some(old) = replacing {
+            his_free += old.frozen_his;
+            today_free += old.frozen_today;
+        }
+        let (his, today) = match (req.offset, inst.exchange_id.has_strict_close_today()) {
+            (Offset::CloseToday, _) => (0, req.volume),
+            (_, true) => (req.volume, 0),
+            _ => {
+                let his = req.volume.min(his_free);
+                (his, req.volume - his)
+            }
+        };
+        if checked && (his > his_free || today > today_free) {
+            return Err(RejectCode::InsufficientPosition);
+        }
+        plan.his = his;
+        plan.today = today;
+        plan.commission_his_per_lot = inst.commission.compute(CommissionKind::Close, freeze_price, mult, 1);
+        plan.commission_today_per_lot = inst.commission.compute(CommissionKind::CloseToday, freeze_price, mult, 1);
+        // Closing reduces risk, so it is never refused for funds (a margin call must be able
+        // to close); its commission is frozen all the same.
+    }
+    Ok(plan)
+}
+
+/// Adds (`sign` = 1) or removes (-1) everything `order` holds right now.
+fn apply_hold(accounts: &mut [Account], order: &LiveOrder, sign: i64) {
+    let account = &mut accounts[order.account as usize];
+    account.frozen_margin += sign * order.frozen_margin();
+    account.frozen_commission += sign * order.frozen_commission();
+    let position = account.position_mut(order.instrument);
+    if order.is_open() {
+        position.pending_open += sign * order.volume_left;
+    } else {
+        let side = Side::closed_by(order.direction);
+        position.bucket_mut(side, false).frozen += sign * order.frozen_his;
+        position.bucket_mut(side, true).frozen += sign * order.frozen_today;
     }
 }

@@ -17,6 +17,16 @@ use crate::domain::order_checks::{check_order, check_price};
 use crate::domain::risk::RejectCode;
 use crate::domain::types::*;
 
+/// The few fields of a live order a modify needs (a `LiveOrder` is large to copy).
+struct OrderKey {
+    order_id: u64,
+    account: u32,
+    instrument: u32,
+    offset: Offset,
+    limit_price: Option<Price>,
+    volume_left: Volume,
+}
+
 fn done(result: Result<(), RejectCode>) -> Outcome {
     Outcome::Done(result)
 }
@@ -149,15 +159,25 @@ impl ShardEngine {
         account_id: &AccountId,
         order_id: Option<u64>,
         client_order_id: Option<ClientOrderId>,
-    ) -> Result<LiveOrder, RejectCode> {
+    ) -> Result<&LiveOrder, RejectCode> {
+        if let Some(id) = order_id {
+            // The order's own account, when it is `account_id`'s (ids are unique), saves
+            // hashing the id.
+            if let Some(o) = self.ledger.order(id) {
+                if self.ledger.account(o.account).account_id == *account_id {
+                    return Ok(o);
+                }
+            }
+            self.ledger.slot_of(account_id).ok_or(RejectCode::AccountNotFound)?;
+            return Err(RejectCode::OrderNotFound);
+        }
         let account = self.ledger.slot_of(account_id).ok_or(RejectCode::AccountNotFound)?;
-        let id = match (order_id, client_order_id) {
-            (Some(id), _) => id,
-            (None, Some(client)) => self.ledger.order_by_client(account, &client).ok_or(RejectCode::OrderNotFound)?,
-            (None, None) => return Err(RejectCode::OrderNotFound),
+        let id = match client_order_id {
+            Some(client) => self.ledger.order_by_client(account, &client).ok_or(RejectCode::OrderNotFound)?,
+            None => return Err(RejectCode::OrderNotFound),
         };
         match self.ledger.order(id) {
-            Some(o) if o.account == account => Ok(*o),
+            Some(o) if o.account == account => Ok(o),
             _ => Err(RejectCode::OrderNotFound),
         }
     }
@@ -171,9 +191,10 @@ impl ShardEngine {
     ) -> Outcome {
         match self.find_order(&account_id, order_id, client_order_id) {
             Ok(order) => {
-                let msg = PeerMsg::Cancel { order_id: order.order_id, instrument: order.instrument };
-                self.send(self.instrument_owner[order.instrument as usize], msg, out);
-                Outcome::Pending(order.order_id)
+                let (order_id, instrument) = (order.order_id, order.instrument);
+                let msg = PeerMsg::Cancel { order_id, instrument };
+                self.send(self.instrument_owner[instrument as usize], msg, out);
+                Outcome::Pending(order_id)
             }
             Err(code) => done(Err(code)),
         }
@@ -189,7 +210,14 @@ impl ShardEngine {
         out: &mut StepOutput,
     ) -> Outcome {
         let order = match self.find_order(&account_id, order_id, client_order_id) {
-            Ok(order) => order,
+            Ok(o) => OrderKey {
+                order_id: o.order_id,
+                account: o.account,
+                instrument: o.instrument,
+                offset: o.offset,
+                limit_price: o.limit_price,
+                volume_left: o.volume_left,
+            },
             Err(code) => return done(Err(code)),
         };
         if self.modifying.contains_key(&order.order_id) {
@@ -250,34 +278,37 @@ impl ShardEngine {
     pub(super) fn on_matched(&mut self, ts: TimestampNs, report: &MatchReport, out: &mut StepOutput) {
         let order_id = report.order_id;
         self.modifying.remove(&order_id);
-        let Some(order) = self.ledger.order(order_id).copied() else {
+        let Some(order) = self.ledger.order(order_id) else {
             return;
         };
+        let (account, instrument, offset, price_type) =
+            (order.account, order.instrument, order.offset, order.price_type);
         if let MatchResult::Rejected(code) = report.result {
-            self.ledger.release(order_id, order.volume_left);
-            let inst = &self.instruments[order.instrument as usize];
+            let (client_order_id, volume_left) = (order.client_order_id, order.volume_left);
+            self.ledger.release(order_id, volume_left);
+            let inst = &self.instruments[instrument as usize];
             out.events.push(Event::OrderRejected {
                 ts,
-                account_id: self.ledger.account(order.account).account_id,
-                client_order_id: order.client_order_id,
+                account_id: self.ledger.account(account).account_id,
+                client_order_id,
                 instrument_id: inst.instrument_id,
                 reason: Reason::from(code),
             });
             out.completions.push(Completion::Submit { order_id, result: Err(code) });
             return;
         }
-        out.events.push(Event::OrderAccepted { ts, order: self.order_info(&order, report.match_limit) });
+        out.events.push(Event::OrderAccepted { ts, order: self.order_info(order, report.match_limit) });
         for fill in &report.fills {
             self.apply_fill(fill, out);
         }
-        if report.rested > 0 && order.price_type != PriceType::Limit {
+        if report.rested > 0 && price_type != PriceType::Limit {
             // BEST / FIVELEVEL held at the band edge; what rests now holds at its price.
             self.ledger.set_hold(order_id, report.match_limit, report.rested, &self.instruments);
         }
         if report.cancelled > 0 {
             self.end_order(ts, order_id, report.cancelled, report.end_reason, out);
         } else {
-            self.touched.hold(order.account, order.instrument, order.offset);
+            self.touched.hold(account, instrument, offset);
         }
         out.completions.push(Completion::Submit { order_id, result: Ok(()) });
     }
@@ -286,19 +317,21 @@ impl ShardEngine {
     pub(super) fn apply_fill(&mut self, fill: &FillReport, out: &mut StepOutput) {
         // A fill the ledger cannot hold (unknown order, more than it has left) is not this
         // venue's: it changes nothing.
-        let Some(order) = self.ledger.order(fill.order_id).copied() else {
+        let Some(order) = self.ledger.order(fill.order_id) else {
             return;
         };
         if fill.volume < 1 || fill.volume > order.volume_left {
             return;
         }
-        let inst = &self.instruments[order.instrument as usize];
+        let (account, instrument, direction, offset, client_order_id) =
+            (order.account, order.instrument, order.direction, order.offset, order.client_order_id);
+        let inst = &self.instruments[instrument as usize];
         let applied = self.ledger.fill(fill.order_id, fill.price, fill.volume, inst);
         if fill.volume_left == 0 && applied.volume_left > 0 {
             // The book is done with it; a modify reserve beyond that is given back.
             self.ledger.release(fill.order_id, applied.volume_left);
         }
-        let inst = &self.instruments[order.instrument as usize];
+        let inst = &self.instruments[instrument as usize];
         out.events.push(Event::Fill {
             ts: fill.ts,
             trade_id: fill.trade_id,
@@ -306,37 +339,39 @@ impl ShardEngine {
             instrument_id: inst.instrument_id,
             price: fill.price,
             volume: fill.volume,
-            direction: order.direction,
+            direction,
             side: TradeSide {
-                order_id: order.order_id,
-                client_order_id: order.client_order_id,
-                account_id: self.ledger.account(order.account).account_id,
-                offset: order.offset,
+                order_id: fill.order_id,
+                client_order_id,
+                account_id: self.ledger.account(account).account_id,
+                offset,
                 commission: applied.commission,
                 close_profit: applied.close_profit,
                 volume_left: fill.volume_left,
             },
         });
-        self.touched.position(order.account, order.instrument);
+        self.touched.position(account, instrument);
     }
 
     /// Gives back the whole hold of an order the book no longer has, reporting `volume` lots
     /// (the book's count) ended with `why`.
     fn end_order(&mut self, ts: TimestampNs, order_id: u64, volume: Volume, why: RejectCode, out: &mut StepOutput) {
-        let Some(order) = self.ledger.order(order_id).copied() else {
+        let Some(order) = self.ledger.order(order_id) else {
             return;
         };
+        let (account, instrument, offset, client_order_id) =
+            (order.account, order.instrument, order.offset, order.client_order_id);
         self.ledger.release(order_id, order.volume_left);
         out.events.push(Event::OrderCancelled {
             ts,
             order_id,
-            client_order_id: order.client_order_id,
-            account_id: self.ledger.account(order.account).account_id,
-            instrument_id: self.instruments[order.instrument as usize].instrument_id,
+            client_order_id,
+            account_id: self.ledger.account(account).account_id,
+            instrument_id: self.instruments[instrument as usize].instrument_id,
             volume_cancelled: volume,
             reason: Reason::from(why),
         });
-        self.touched.hold(order.account, order.instrument, order.offset);
+        self.touched.hold(account, instrument, offset);
     }
 
     pub(super) fn on_cancel_done(&mut self, ts: TimestampNs, order_id: u64, volume: Volume, out: &mut StepOutput) {
@@ -352,15 +387,17 @@ impl ShardEngine {
     pub(super) fn on_modify_done(&mut self, ts: TimestampNs, report: &ModifyReport, out: &mut StepOutput) {
         let order_id = report.order_id;
         self.modifying.remove(&order_id);
-        let Some(order) = self.ledger.order(order_id).copied() else {
+        let Some(order) = self.ledger.order(order_id) else {
             return;
         };
+        let (account, instrument, offset, client_order_id) =
+            (order.account, order.instrument, order.offset, order.client_order_id);
         self.ledger.set_hold(order_id, Some(report.price), report.volume, &self.instruments);
         out.events.push(Event::OrderModified {
             ts,
             order_id,
-            client_order_id: order.client_order_id,
-            account_id: self.ledger.account(order.account).account_id,
+            client_order_id,
+            account_id: self.ledger.account(account).account_id,
             limit_price: Some(report.price),
             volume_left: report.volume,
             kept_priority: report.kept_priority,
@@ -368,7 +405,7 @@ impl ShardEngine {
         for fill in &report.fills {
             self.apply_fill(fill, out);
         }
-        self.touched.hold(order.account, order.instrument, order.offset);
+        self.touched.hold(account, instrument, offset);
         out.completions.push(Completion::Modify { order_id, result: Ok(()) });
     }
 
@@ -380,15 +417,17 @@ impl ShardEngine {
         out: &mut StepOutput,
     ) {
         self.modifying.remove(&order_id);
-        if let Some(order) = self.ledger.order(order_id).copied() {
+        if let Some(order) = self.ledger.order(order_id) {
+            let (account, instrument, offset, volume_left) =
+                (order.account, order.instrument, order.offset, order.volume_left);
             match live {
                 // Back to what the book has: the refused modify changes nothing.
                 Some((price, volume)) => self.ledger.set_hold(order_id, Some(price), volume, &self.instruments),
                 None => {
-                    self.ledger.release(order_id, order.volume_left);
+                    self.ledger.release(order_id, volume_left);
                 }
             }
-            self.touched.hold(order.account, order.instrument, order.offset);
+            self.touched.hold(account, instrument, offset);
         }
         out.completions.push(Completion::Modify { order_id, result: Err(code) });
     }
