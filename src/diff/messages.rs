@@ -106,6 +106,9 @@ pub struct ReqTransfer {
     pub amount: f64,
 }
 
+/// The order enums are the domain's own (same DIFF spellings); this defines the notify ones.
+pub use crate::domain::types::{Direction, Offset, PriceType, TimeCondition, VolumeCondition};
+
 /// Defines a wire enum with its exact DIFF spelling, parsed and written by serde.
 macro_rules! wire_enum {
     ($(#[$doc:meta])* $name:ident { $($variant:ident = $wire:literal),+ $(,)? }) => {
@@ -132,26 +135,6 @@ macro_rules! wire_enum {
     };
 }
 
-wire_enum!(
-    /// Order side.
-    Direction { Buy = "BUY", Sell = "SELL" }
-);
-wire_enum!(
-    /// Open or close (CLOSETODAY: close today's position, SHFE/INE).
-    Offset { Open = "OPEN", Close = "CLOSE", CloseToday = "CLOSETODAY" }
-);
-wire_enum!(
-    /// LIMIT uses `limit_price`; ANY is a market order.
-    PriceType { Limit = "LIMIT", Any = "ANY", Best = "BEST", FiveLevel = "FIVELEVEL" }
-);
-wire_enum!(
-    /// Validity: IOC with volume ANY is FAK (and tqsdk's market order), IOC with ALL is FOK.
-    TimeCondition { Ioc = "IOC", Gfs = "GFS", Gfd = "GFD", Gtd = "GTD", Gtc = "GTC", Gfa = "GFA" }
-);
-wire_enum!(
-    /// Fill requirement.
-    VolumeCondition { Any = "ANY", Min = "MIN", All = "ALL" }
-);
 wire_enum!(
     /// Notify `type`.
     NotifyType { Message = "MESSAGE", Text = "TEXT", Html = "HTML", Settlement = "SETTLEMENT" }

@@ -3,6 +3,7 @@
 //! as `instrument_id`, and `datetime` as Beijing wall-clock text, which tqsdk needs non-empty
 //! before `get_quote` returns.
 
+use crate::domain::engine::civil_from_days;
 use serde_json::{Map, Value};
 
 /// Beijing time is UTC+8 all year (no daylight saving).
@@ -13,18 +14,9 @@ pub fn beijing_datetime(ns: i64) -> String {
     let local = ns + BEIJING_OFFSET_NS;
     let secs = local.div_euclid(1_000_000_000);
     let micros = local.rem_euclid(1_000_000_000) / 1_000;
-    let days = secs.div_euclid(86_400);
+    let day = civil_from_days(secs.div_euclid(86_400));
     let of_day = secs.rem_euclid(86_400);
-    // Civil date from days since 1970-01-01 (proleptic Gregorian).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
+    let (year, month, day) = (day / 10_000, day / 100 % 100, day % 100);
     format!(
         "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}.{micros:06}",
         of_day / 3_600,

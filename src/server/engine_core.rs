@@ -219,6 +219,9 @@ impl Routes {
     /// Sends each changed quote, as a DIFF patch built once, to this shard's sessions and to
     /// every other shard (bounded channels: a full one makes the committer wait).
     async fn publish_quotes(&self, quotes: &[Quote]) {
+        if quotes.is_empty() || !super::quote_fanout::anyone_follows() {
+            return;
+        }
         let now = super::diff_quote::now_ns();
         for quote in quotes {
             let symbol: Arc<str> = format!("{}.{}", quote.exchange_id.as_str(), quote.instrument_id.as_str()).into();

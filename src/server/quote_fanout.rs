@@ -10,6 +10,17 @@ use glommio::channels::local_channel::LocalSender;
 use serde_json::Value;
 use std::cell::RefCell;
 use std::rc::{Rc, Weak};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// Subscriptions on all shards of this process. While it is 0 the committers skip building
+/// and sending quote patches, so a server without DIFF sessions pays nothing per trade. (One
+/// server per process; tests start servers as processes.)
+static SUBSCRIPTIONS: AtomicUsize = AtomicUsize::new(0);
+
+/// Whether any session anywhere follows a quote.
+pub fn anyone_follows() -> bool {
+    SUBSCRIPTIONS.load(Ordering::Relaxed) > 0
+}
 
 struct Subscriber {
     session_id: u64,
@@ -35,20 +46,26 @@ impl QuoteFanout {
         let list = self.by_symbol.entry(symbol.to_owned()).or_default();
         if list.iter().all(|s| s.session_id != session_id) {
             list.push(Subscriber { session_id, output: Rc::downgrade(output), wake });
+            SUBSCRIPTIONS.fetch_add(1, Ordering::Relaxed);
         }
     }
 
     /// Drops every subscription of a session (a new `subscribe_quote`, or the session ended).
     pub fn unsubscribe_all(&mut self, session_id: u64) {
+        let mut removed = 0;
         self.by_symbol.retain(|_, list| {
+            let before = list.len();
             list.retain(|s| s.session_id != session_id);
+            removed += before - list.len();
             !list.is_empty()
         });
+        SUBSCRIPTIONS.fetch_sub(removed, Ordering::Relaxed);
     }
 
     /// Composes `patch` into every session following `symbol` and wakes them.
     pub fn publish(&mut self, symbol: &str, patch: &Value) {
         let Some(list) = self.by_symbol.get_mut(symbol) else { return };
+        let before = list.len();
         list.retain(|s| match s.output.upgrade() {
             Some(output) => {
                 output.borrow_mut().push(patch);
@@ -57,6 +74,7 @@ impl QuoteFanout {
             }
             None => false,
         });
+        SUBSCRIPTIONS.fetch_sub(before - list.len(), Ordering::Relaxed);
     }
 
     /// Sessions following `symbol` (for tests and metrics).

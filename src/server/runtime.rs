@@ -20,7 +20,7 @@ use super::wal_record::{encode, instruments_fingerprint, WalRecord, WAL_FORMAT};
 use crate::domain::instrument::{parse_instruments, Instrument};
 use crate::storage::wal::{ResumePoint, WalConfig, WalWriter};
 use glommio::channels::shared_channel::{self, SharedReceiver, SharedSender};
-use glommio::net::TcpListener;
+use glommio::net::{TcpListener, TcpStream};
 use glommio::{LocalExecutorBuilder, Placement};
 use std::cell::RefCell;
 use std::net::SocketAddr;
@@ -267,8 +267,9 @@ async fn open_wal(
     Ok((service, Some(wal), rebuilt.redeliver))
 }
 
-/// Accepts connections until shutdown, then waits for the open ones to finish.
-async fn accept_loop(ctx: Rc<ShardContext>, listener: TcpListener) {
+/// The next accepted connection, or None once the server is stopping. Accept errors are
+/// logged and retried after a short pause (both listeners, HTTP and WebSocket, use this).
+pub(super) async fn next_connection(ctx: &ShardContext, listener: &TcpListener, what: &str) -> Option<TcpStream> {
     loop {
         let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
             while !ctx.stopping() {
@@ -277,15 +278,19 @@ async fn accept_loop(ctx: Rc<ShardContext>, listener: TcpListener) {
             None
         })
         .await;
-        let stream = match accepted {
-            None => break,
-            Some(Ok(stream)) => stream,
-            Some(Err(e)) => {
-                tracing::warn!("shard {}: accept failed: {e}", ctx.shard);
+        match accepted? {
+            Ok(stream) => return Some(stream),
+            Err(e) => {
+                tracing::warn!("shard {}: {what} accept failed: {e}", ctx.shard);
                 glommio::timer::sleep(Duration::from_millis(10)).await;
-                continue;
             }
-        };
+        }
+    }
+}
+
+/// Accepts connections until shutdown, then waits for the open ones to finish.
+async fn accept_loop(ctx: Rc<ShardContext>, listener: TcpListener) {
+    while let Some(stream) = next_connection(&ctx, &listener, "HTTP").await {
         if ctx.counters.connections_open.get() >= ctx.max_connections {
             refuse(&ctx, stream).await;
             continue;

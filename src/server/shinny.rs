@@ -3,6 +3,7 @@
 //! `price_tick`, `price_decs`, `volume_multiple` and `expired`; the rest is what its quote
 //! objects show (margin and commission per lot, delivery date, trading hours).
 
+use crate::domain::engine::days_from_civil;
 use crate::domain::instrument::{Instrument, InstrumentStatus};
 use crate::domain::types::{MONEY_SCALE, PRICE_SCALE, RATE_SCALE};
 use serde_json::{json, Map, Value};
@@ -22,16 +23,10 @@ fn price_decimals(price_tick: i64) -> u32 {
 /// the usual last trading day of Chinese futures; 0 when the config gives no delivery month.
 fn expire_seconds(year: Option<i32>, month: Option<u32>) -> f64 {
     let (Some(year), Some(month)) = (year, month) else { return 0.0 };
-    if !(1..=12).contains(&month) {
+    if !(1..=12).contains(&month) || !(1970..=9999).contains(&year) {
         return 0.0;
     }
-    // Days from 1970-01-01 to year-month-15 (proleptic Gregorian, civil-from-days inverse).
-    let (y, m) = if month <= 2 { (year - 1, month + 9) } else { (year, month - 3) };
-    let era = y.div_euclid(400);
-    let year_of_era = y - era * 400;
-    let day_of_year = (153 * m as i32 + 2) / 5 + 15 - 1;
-    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
-    let days = era as i64 * 146_097 + day_of_era as i64 - 719_468;
+    let days = days_from_civil(year as u32 * 10_000 + month * 100 + 15);
     (days * 86_400 + 7 * 3_600) as f64
 }
 

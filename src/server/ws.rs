@@ -15,23 +15,7 @@ const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 
 /// Accepts WebSocket connections until shutdown, then waits for the open sessions to end.
 pub async fn accept_loop(ctx: Rc<ShardContext>, listener: TcpListener) {
-    loop {
-        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
-            while !ctx.stopping() {
-                glommio::timer::sleep(Duration::from_millis(50)).await;
-            }
-            None
-        })
-        .await;
-        let stream = match accepted {
-            None => break,
-            Some(Ok(stream)) => stream,
-            Some(Err(e)) => {
-                tracing::warn!("shard {}: WebSocket accept failed: {e}", ctx.shard);
-                glommio::timer::sleep(Duration::from_millis(10)).await;
-                continue;
-            }
-        };
+    while let Some(stream) = super::runtime::next_connection(&ctx, &listener, "WebSocket").await {
         if ctx.counters.ws_open.get() >= ctx.max_connections {
             // Over the limit: closed before the upgrade (the client sees the connection drop).
             drop(stream);

@@ -7,6 +7,8 @@
 
 mod orders;
 mod settlement;
+// Calendar arithmetic the server also needs (DIFF datetimes, instrument expiry dates).
+pub(crate) use settlement::{civil_from_days, days_from_civil};
 mod state;
 
 pub use settlement::{is_valid_day, next_weekday};

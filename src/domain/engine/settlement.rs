@@ -204,7 +204,7 @@ fn days_in_month(year: u32, month: u32) -> u32 {
 }
 
 /// Days since 1970-01-01 for a valid yyyymmdd (Howard Hinnant's civil calendar arithmetic).
-fn days_from_civil(day: u32) -> i64 {
+pub(crate) fn days_from_civil(day: u32) -> i64 {
     let (y, m, d) = ((day / 10_000) as i64, (day / 100 % 100) as i64, (day % 100) as i64);
     let y = if m <= 2 { y - 1 } else { y };
     let era = y.div_euclid(400);
@@ -215,7 +215,7 @@ fn days_from_civil(day: u32) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
-fn civil_from_days(days: i64) -> u32 {
+pub(crate) fn civil_from_days(days: i64) -> u32 {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z - era * 146_097;
