@@ -6,74 +6,15 @@
 mod server_support;
 
 use serde_json::{json, Value};
+use server_support::diff::{connect, notifies, peek, recv, send, send_text, Ws};
 use server_support::{start, Options};
-use std::net::TcpStream;
 use std::time::Duration;
-use tungstenite::{Message, WebSocket};
-
-type Ws = WebSocket<TcpStream>;
+use tungstenite::Message;
 
 fn options(dir: &std::path::Path) -> Options {
     let mut opts = Options::new(Some(dir));
     opts.extra = vec!["--instruments".into(), "tests/data/server_instruments.toml".into()];
     opts
-}
-
-fn connect(server: &server_support::ServerProcess) -> Ws {
-    let addr = server.ready_field("ws").expect("ready line names ws=");
-    let stream = TcpStream::connect(&addr).expect("connect");
-    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let (ws, _) = tungstenite::client(format!("ws://{addr}/any/path?access_token=x"), stream).expect("handshake");
-    ws
-}
-
-fn send(ws: &mut Ws, v: Value) {
-    ws.send(Message::text(v.to_string())).expect("send");
-}
-
-fn send_text(ws: &mut Ws, text: &str) {
-    ws.send(Message::text(text.to_owned())).expect("send");
-}
-
-/// The next text message as JSON.
-fn recv(ws: &mut Ws) -> Value {
-    loop {
-        match ws.read().expect("read") {
-            Message::Text(t) => return serde_json::from_str(t.as_str()).expect("JSON"),
-            Message::Ping(_) | Message::Pong(_) => {}
-            other => panic!("unexpected {other:?}"),
-        }
-    }
-}
-
-/// Peeks and returns the one rtn_data's patches merged in order (a transaction).
-fn peek(ws: &mut Ws) -> Value {
-    send(ws, json!({"aid": "peek_message"}));
-    let m = recv(ws);
-    assert_eq!(m["aid"], "rtn_data", "{m}");
-    let mut tree = json!({});
-    for patch in m["data"].as_array().expect("data is an array") {
-        qaexchange::diff::merge_patch::apply(&mut tree, patch);
-    }
-    tree
-}
-
-/// The notifies in a patch, as (level, code, content).
-fn notifies(tree: &Value) -> Vec<(String, i64, String)> {
-    tree["notify"]
-        .as_object()
-        .map(|m| {
-            m.values()
-                .map(|n| {
-                    (
-                        n["level"].as_str().unwrap_or("").to_owned(),
-                        n["code"].as_i64().unwrap_or(0),
-                        n["content"].as_str().unwrap_or("").to_owned(),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 #[test]
@@ -140,7 +81,7 @@ fn greeting_peek_flow_and_quotes_from_both_shards() {
     let tree = peek(&mut ws);
     let mut codes: Vec<i64> = notifies(&tree).iter().map(|n| n.1).collect();
     codes.sort();
-    assert_eq!(codes, vec![9101, 9102, 9105], "{tree}");
+    assert_eq!(codes, vec![9101, 9102, 9106], "{tree}");
     // The chart: the one 1-minute bar of SR501's trade, ready as tqsdk requires.
     let chart = &tree["charts"]["c1"];
     assert_eq!((chart["left_id"].as_i64(), chart["right_id"].as_i64()), (Some(0), Some(0)), "{tree}");

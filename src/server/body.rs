@@ -27,6 +27,9 @@ struct OpenBody {
     account_id: AccountId,
     #[serde(default, with = "fixed4_opt")]
     init_cash: Option<Money>,
+    /// The DIFF login password (hashed before it leaves the connection's shard).
+    #[serde(default)]
+    password: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -115,7 +118,15 @@ fn order_ref(
 
 pub fn open_account(body: &[u8]) -> Result<Action, BodyError> {
     let b: OpenBody = decode(body)?;
-    Ok(Action::OpenAccount { account_id: b.account_id, init_cash: b.init_cash.filter(|&cash| cash != 0) })
+    if let Some(clear) = &b.password {
+        super::credentials::check_password(clear)
+            .map_err(|e| BodyError(format!("request body is not valid for this endpoint: {e}")))?;
+    }
+    Ok(Action::OpenAccount {
+        account_id: b.account_id,
+        init_cash: b.init_cash.filter(|&cash| cash != 0),
+        password: b.password.map(super::credentials::Password::Clear),
+    })
 }
 
 pub fn transfer(body: &[u8], deposit: bool) -> Result<Action, BodyError> {
@@ -213,11 +224,15 @@ mod tests {
     fn open_with_and_without_cash() {
         assert_eq!(
             open_account(br#"{"account_id":"a1","init_cash":1000.5}"#),
-            Ok(Action::OpenAccount { account_id: AccountId::new("a1").unwrap(), init_cash: Some(10_005_000) })
+            Ok(Action::OpenAccount {
+                account_id: AccountId::new("a1").unwrap(),
+                init_cash: Some(10_005_000),
+                password: None
+            })
         );
         assert_eq!(
             open_account(br#"{"account_id":"a1"}"#),
-            Ok(Action::OpenAccount { account_id: AccountId::new("a1").unwrap(), init_cash: None })
+            Ok(Action::OpenAccount { account_id: AccountId::new("a1").unwrap(), init_cash: None, password: None })
         );
     }
 }

@@ -4,6 +4,7 @@
 //! (see `Batch`), so they share that shard's group commit.
 
 use super::body::{self, BodyError};
+use super::credentials::Password;
 use super::engine_core::{ShardMsg, SharedCore, Waiters};
 use super::http::{
     parse_request, route, write_response, write_response_with_headers, HttpError, HttpErrorCode, Limits, ParseOutcome,
@@ -56,6 +57,7 @@ impl Router {
         match action {
             Action::OpenAccount { account_id, .. }
             | Action::Transfer { account_id, .. }
+            | Action::Follow { account_id, .. }
             | Action::Cancel { account_id, .. }
             | Action::Modify { account_id, .. } => account(account_id),
             Action::Submit(order) => account(&order.account_id),
@@ -107,6 +109,8 @@ pub struct ShardContext {
     pub max_connections: u64,
     /// This shard's DIFF sessions by quote (fed by every shard's committer).
     pub fanout: Rc<std::cell::RefCell<super::quote_fanout::QuoteFanout>>,
+    /// This shard's DIFF sessions by the account they are logged in to.
+    pub accounts: Rc<std::cell::RefCell<super::account_fanout::AccountFanout>>,
     next_conn: Cell<u64>,
     auto_ids: Cell<u64>,
 }
@@ -124,6 +128,7 @@ impl ShardContext {
         stop: Arc<AtomicBool>,
         max_connections: u64,
         fanout: Rc<std::cell::RefCell<super::quote_fanout::QuoteFanout>>,
+        accounts: Rc<std::cell::RefCell<super::account_fanout::AccountFanout>>,
     ) -> Self {
         Self {
             shard,
@@ -137,6 +142,7 @@ impl ShardContext {
             counters,
             max_connections,
             fanout,
+            accounts,
             next_conn: Cell::new(1),
             auto_ids: Cell::new(0),
         }
@@ -162,8 +168,14 @@ impl ShardContext {
         let target = self.router.target(&action, self.shard);
         match self.ask(conn, answers, target, action).await {
             Answer::Reply(reply) => reply,
-            Answer::State(_) | Answer::Metrics(_) => Reply::http(HttpErrorCode::InternalError),
+            _ => Reply::http(HttpErrorCode::InternalError),
         }
+    }
+
+    /// Like [`Self::call`], but the shard's answer as it came (a DIFF login's is not a reply).
+    pub async fn call_answer(&self, conn: u64, answers: &LocalReceiver<(u32, Answer)>, action: Action) -> Answer {
+        let target = self.router.target(&action, self.shard);
+        self.ask(conn, answers, target, action).await
     }
 
     /// The `EXCHANGE.symbol` of an instrument (bare or full id), if listed.
@@ -222,7 +234,7 @@ impl ShardContext {
             match self.ask(conn, answers, target, Action::Query(Query::ShardMetrics)).await {
                 Answer::Metrics(m) => all.push((target, *m)),
                 Answer::Reply(reply) => return Err(reply),
-                Answer::State(_) => return Err(Reply::http(HttpErrorCode::InternalError)),
+                _ => return Err(Reply::http(HttpErrorCode::InternalError)),
             }
         }
         Ok(Gathered(all))
@@ -247,7 +259,7 @@ impl ShardContext {
             match self.ask(conn, answers, target, Action::Query(Query::ShardState)).await {
                 Answer::State(state) => states.push(*state),
                 Answer::Reply(reply) => return reply,
-                Answer::Metrics(_) => return Reply::http(HttpErrorCode::InternalError),
+                _ => return Reply::http(HttpErrorCode::InternalError),
             }
         }
         cluster_reply(states, |id| self.router.instrument_slot(id))
@@ -333,7 +345,7 @@ impl Batch {
             self.outstanding -= 1;
             let output = match answer {
                 Answer::Reply(reply) => Output::Json(reply, None),
-                Answer::State(_) | Answer::Metrics(_) => Output::Json(Reply::http(HttpErrorCode::InternalError), None),
+                _ => Output::Json(Reply::http(HttpErrorCode::InternalError), None),
             };
             // A tag that names no waiting request would be a bug: that request is then
             // answered 500 by `write_entry`, and nothing else is disturbed.
@@ -448,6 +460,13 @@ async fn run_step(
 ) -> Option<Output> {
     let action = match step {
         Step::Answer(reply, allow) => return Some(Output::Json(reply, allow)),
+        Step::Ask(Action::OpenAccount { account_id, init_cash, password: Some(Password::Clear(clear)) }) => {
+            // Hashed here, off the executor, so only the hash travels and is logged.
+            match super::credentials::hash_off_executor(clear).await {
+                Ok(hash) => Action::OpenAccount { account_id, init_cash, password: Some(Password::Hashed(hash)) },
+                Err(e) => return Some(Output::Json(Reply::http_message(HttpErrorCode::InternalError, &e), None)),
+            }
+        }
         Step::Ask(action) => action,
         Step::Gather => {
             batch.settle(answers).await;

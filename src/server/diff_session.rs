@@ -4,10 +4,10 @@
 //! Served so far: `peek_message`, `subscribe_quote` (the `ins_list` echo, `mdhis_more_data`,
 //! each listed quote as the owning shard has it, then its changes through the shard's quote
 //! fan-out), `set_chart` for the k-lines of one instrument (the bars its shard keeps) and
-//! `confirm_settlement`. Not yet: chart updates, tick charts, login and trading (`req_login`, `insert_order`, `cancel_order`,
-//! `req_transfer`): each of those is answered with an ERROR notify naming it (code 9105), so a
-//! client learns at once instead of waiting. Bad messages get an ERROR notify too; the
-//! connection stays open.
+//! `confirm_settlement`, and login and trading (`req_login`, `insert_order`, `cancel_order`,
+//! `req_transfer`, in `diff_trading`). Not yet: chart updates and tick charts, answered with an
+//! ERROR notify naming them (code 9105), so a client learns at once instead of waiting. Bad
+//! messages get an ERROR notify too; the connection stays open.
 
 use super::conn::ShardContext;
 use super::diff_quote::{diff_quote, now_ns};
@@ -50,32 +50,43 @@ pub mod codes {
     pub const BAD_REQUEST: i64 = 9104;
     /// A request this server does not serve over DIFF yet.
     pub const NOT_SERVED_YET: i64 = 9105;
+    /// `req_login` with an unknown user name or a wrong password (one message for both).
+    pub const LOGIN_FAILED: i64 = 9106;
+    /// A trading request before a successful `req_login`, or a second login.
+    pub const NOT_LOGGED_IN: i64 = 9107;
+    /// A request naming another user than the one logged in.
+    pub const OTHER_USER: i64 = 9108;
 }
 
 pub struct DiffSession<'a> {
-    ctx: &'a ShardContext,
-    conn: u64,
-    answers: &'a LocalReceiver<(u32, Answer)>,
-    /// Shared with the shard's quote fan-out, which composes quote changes into it.
-    session: Rc<RefCell<Session>>,
-    /// The fan-out wakes the session's task here when it added something.
-    wake_tx: Rc<LocalSender<()>>,
+    pub(super) ctx: &'a ShardContext,
+    pub(super) conn: u64,
+    pub(super) answers: &'a LocalReceiver<(u32, Answer)>,
+    /// Shared with the shard's quote and account fan-outs, which compose changes into it.
+    pub(super) session: Rc<RefCell<Session>>,
+    /// The fan-outs wake the session's task here when they added something.
+    pub(super) wake_tx: Rc<LocalSender<()>>,
     wake_rx: LocalReceiver<()>,
     /// Notifies sent so far (their keys must be unique within a session).
     notices: u64,
+    /// The account logged in to, with its password hash (`req_transfer` checks it too).
+    pub(super) login: Option<super::diff_trading::Login>,
+    /// Transfers answered so far (keys of `trade/<user>/transfers`).
+    pub(super) transfers: u64,
 }
 
 impl<'a> DiffSession<'a> {
     pub fn new(ctx: &'a ShardContext, conn: u64, answers: &'a LocalReceiver<(u32, Answer)>) -> Self {
         let (wake_tx, wake_rx) = local_channel::new_bounded(1);
         let session = Rc::new(RefCell::new(Session::new()));
-        Self { ctx, conn, answers, session, wake_tx: Rc::new(wake_tx), wake_rx, notices: 0 }
+        Self { ctx, conn, answers, session, wake_tx: Rc::new(wake_tx), wake_rx, notices: 0, login: None, transfers: 0 }
     }
 
     /// Runs the session until the client closes, the connection fails, or shutdown.
     pub async fn run(mut self, ws: WebSocketStream<TcpStream>) -> Result<(), String> {
         let result = self.serve(ws).await;
         self.ctx.fanout.borrow_mut().unsubscribe_all(self.conn);
+        self.logout().await;
         result
     }
 
@@ -147,6 +158,10 @@ impl<'a> DiffSession<'a> {
         match message {
             ClientMessage::PeekMessage => self.session.borrow_mut().peek(),
             ClientMessage::ConfirmSettlement => {}
+            ClientMessage::ReqLogin(login) => self.login(login).await,
+            ClientMessage::InsertOrder(order) => self.insert_order(order).await,
+            ClientMessage::CancelOrder(cancel) => self.cancel_order(cancel).await,
+            ClientMessage::ReqTransfer(transfer) => self.transfer(transfer).await,
             ClientMessage::SetChart(chart) => self.set_chart(chart).await,
             ClientMessage::SubscribeQuote(subscribe) => {
                 let symbols: Vec<String> = subscribe.instruments().map(str::to_owned).collect();
@@ -156,10 +171,6 @@ impl<'a> DiffSession<'a> {
                 for symbol in symbols {
                     self.push_quote(&symbol).await;
                 }
-            }
-            other => {
-                let text = format!("{} is not served over DIFF by this server yet", other.aid());
-                self.notify_error(codes::NOT_SERVED_YET, &text);
             }
         }
     }
@@ -236,11 +247,11 @@ impl<'a> DiffSession<'a> {
         self.session.borrow_mut().push(&json!({"quotes": {full: quote}}));
     }
 
-    fn notify_error(&mut self, code: i64, content: &str) {
+    pub(super) fn notify_error(&mut self, code: i64, content: &str) {
         self.notify(NotifyLevel::Error, code, content);
     }
 
-    fn notify(&mut self, level: NotifyLevel, code: i64, content: &str) {
+    pub(super) fn notify(&mut self, level: NotifyLevel, code: i64, content: &str) {
         self.notices += 1;
         let key = format!("qx{}", self.notices);
         self.session.borrow_mut().push(&notify(&key, NotifyType::Message, level, code, content));

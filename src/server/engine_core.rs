@@ -8,6 +8,7 @@
 //! Replies of queries are staged behind the inputs before them too, so a client never reads
 //! state that is not yet durable.
 
+use super::account_fanout::AccountFanout;
 use super::conn::ShardCounters;
 use super::http::HttpErrorCode;
 use super::metrics::ShardMetrics;
@@ -15,6 +16,7 @@ use super::quote_fanout::QuoteFanout;
 use super::service::{Action, Answer, Origin, Query, Reply, Service, Staged};
 use super::wal_record::{encode, WalRecord};
 use crate::domain::market_data::Quote;
+use crate::domain::name::AccountId;
 use crate::domain::shard::{Outgoing, PeerMsg};
 use crate::storage::wal::WalWriter;
 use glommio::channels::local_channel::{LocalReceiver, LocalSender};
@@ -38,6 +40,9 @@ pub enum ShardMsg {
     /// DIFF fan-out: a quote of the sender's instrument changed (durably); the patch
     /// (`{"quotes":{symbol:{..}}}`) is built once by the sender and shared.
     Quote { symbol: Arc<str>, patch: Arc<serde_json::Value> },
+    /// DIFF fan-out: what a commit group of the sender changed (durably) in an account's
+    /// trade tree, sent only to shards with sessions following that account.
+    Account { account: AccountId, patch: Arc<serde_json::Value> },
 }
 
 /// Connections of one shard waiting for their answers, each tagged with the request it answers.
@@ -204,6 +209,8 @@ pub struct Routes {
     pub remote: Rc<Vec<Option<ConnectedSender<ShardMsg>>>>,
     /// This shard's DIFF sessions by quote.
     pub fanout: Rc<RefCell<QuoteFanout>>,
+    /// This shard's DIFF sessions by the account they are logged in to.
+    pub accounts: Rc<RefCell<AccountFanout>>,
 }
 
 impl Routes {
@@ -232,6 +239,20 @@ impl Routes {
             self.fanout.borrow_mut().publish(&symbol, &patch);
             for tx in self.remote.iter().flatten() {
                 let _ = tx.send(ShardMsg::Quote { symbol: symbol.clone(), patch: patch.clone() }).await;
+            }
+        }
+    }
+
+    /// Sends each changed account's trade patch to the shards whose sessions follow it.
+    async fn publish_trades(&self, patches: Vec<(AccountId, Vec<usize>, serde_json::Value)>) {
+        for (account, shards, patch) in patches {
+            let patch = Arc::new(patch);
+            for shard in shards {
+                if shard == self.shard {
+                    self.accounts.borrow_mut().publish(&account, &patch);
+                } else if let Some(Some(tx)) = self.remote.get(shard) {
+                    let _ = tx.send(ShardMsg::Account { account, patch: patch.clone() }).await;
+                }
             }
         }
     }
@@ -265,16 +286,18 @@ pub async fn run_committer(
     let mut stamps: Vec<Instant> = Vec::new();
     let activity = core.borrow().activity.clone();
     loop {
-        let (mut batch, closing, quotes) = {
+        let (mut batch, closing, quotes, trades) = {
             let mut c = core.borrow_mut();
             let quotes = c.service.take_changed_quotes();
+            // Built now, from the state the staged group left: each object as of its end.
+            let trades = c.service.take_trade_patches();
             std::mem::swap(&mut c.staged, &mut spare);
             std::mem::swap(&mut c.staged_at, &mut stamps);
             c.staged_at.clear();
             if spare.is_empty() {
                 activity.busy.store(false, Ordering::SeqCst);
             }
-            (std::mem::take(&mut spare), c.closing, quotes)
+            (std::mem::take(&mut spare), c.closing, quotes, trades)
         };
         if batch.is_empty() {
             if closing {
@@ -329,6 +352,9 @@ pub async fn run_committer(
             // Before the replies: a client that reads a quote after its order's answer sees
             // the quote that order made.
             routes.publish_quotes(&quotes).await;
+            // Before the replies too: a login's tree (a reply) comes after the patches of
+            // the groups before it, which its session holds and applies after the tree.
+            routes.publish_trades(trades).await;
             for (origin, answer) in batch.replies.drain(..) {
                 routes.reply(origin, answer).await;
             }

@@ -1,11 +1,16 @@
-//! The server around the domain core: HTTP on every shard, the engine on shard 0 behind
-//! bounded channels, and its WAL (docs/ARCHITECTURE.md "Server").
+//! The server around the domain core: HTTP and WebSocket (DIFF) on every shard, each shard's
+//! engine, WAL and sessions, and the bounded channels between shards (docs/ARCHITECTURE.md
+//! "Server").
 
+pub mod account_fanout;
 pub mod body;
 pub mod config;
 pub mod conn;
+pub mod credentials;
 pub mod diff_quote;
 pub mod diff_session;
+pub mod diff_trade;
+pub mod diff_trading;
 pub mod engine_core;
 pub mod http;
 pub mod journal;

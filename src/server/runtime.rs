@@ -342,6 +342,7 @@ async fn run_shard(
     let core = Rc::new(RefCell::new(EngineCore::new(service, notify_tx, activity, counters.clone())));
     let waiters: Waiters = Rc::new(RefCell::new(Default::default()));
     let fanout = Rc::new(RefCell::new(super::quote_fanout::QuoteFanout::default()));
+    let accounts = Rc::new(RefCell::new(super::account_fanout::AccountFanout::default()));
     // Receivers first, as tasks: a sender's connect waits for its receiver.
     let mut receivers = Vec::new();
     for (from, rx) in boot.receivers.into_iter().enumerate() {
@@ -349,6 +350,7 @@ async fn run_shard(
         let core = core.clone();
         let waiters = waiters.clone();
         let fanout = fanout.clone();
+        let accounts = accounts.clone();
         receivers.push(glommio::spawn_local(async move {
             let rx = rx.connect().await;
             while let Some(msg) = rx.recv().await {
@@ -364,6 +366,7 @@ async fn run_shard(
                     }
                     ShardMsg::Peer { seq, msg } => core.borrow_mut().deliver(from as u16, seq, msg),
                     ShardMsg::Quote { symbol, patch } => fanout.borrow_mut().publish(&symbol, &patch),
+                    ShardMsg::Account { account, patch } => accounts.borrow_mut().publish(&account, &patch),
                 }
             }
         }));
@@ -388,12 +391,13 @@ async fn run_shard(
         quiesce.stop.clone(),
         config.max_connections_per_shard as u64,
         fanout.clone(),
+        accounts.clone(),
     ));
     let limits = match &config.storage {
         Some(s) => GroupLimits { max_records: s.group_commit_max_records, max_bytes: s.group_commit_max_bytes },
         None => GroupLimits { max_records: usize::MAX, max_bytes: usize::MAX },
     };
-    let routes = Routes { shard, local: waiters, remote: links, fanout };
+    let routes = Routes { shard, local: waiters, remote: links, fanout, accounts };
     let committer = glommio::spawn_local(run_committer(core.clone(), wal, limits, notify_rx, routes));
     let _ = events.send((shard, StartUp::Ready));
     futures_lite::future::zip(accept_loop(ctx.clone(), listener), super::ws::accept_loop(ctx.clone(), ws_listener))

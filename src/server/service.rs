@@ -3,6 +3,8 @@
 //! (no I/O, no clock: the caller passes the time), so the same code serves live requests and
 //! rebuilds state from the WAL at start-up.
 
+use super::credentials::Password;
+use super::diff_trade::{self, TradeWatch};
 use super::http::{push_error_body, push_success_body, HttpErrorCode};
 use super::journal::{Journal, JournalLimits, OrderRecord};
 use super::wal_record::WalRecord;
@@ -25,6 +27,15 @@ pub enum Action {
     OpenAccount {
         account_id: AccountId,
         init_cash: Option<Money>,
+        /// The DIFF login password: clear in the request, hashed by the connection's shard
+        /// before the action leaves it (`credentials`).
+        password: Option<Password>,
+    },
+    /// A DIFF session on shard `origin.shard` starts (`on`) or stops following the account's
+    /// trade tree; starting answers the whole tree and the password hash (`Answer::Follow`).
+    Follow {
+        account_id: AccountId,
+        on: bool,
     },
     Transfer {
         account_id: AccountId,
@@ -45,13 +56,6 @@ pub enum Action {
         new_volume: Option<Volume>,
     },
     Query(Query),
-}
-
-impl Action {
-    /// Whether the action may change state (and so goes through the WAL).
-    pub fn is_command(&self) -> bool {
-        !matches!(self, Action::Query(_))
-    }
 }
 
 /// Read-only requests.
@@ -150,6 +154,15 @@ pub enum Answer {
     Reply(Reply),
     State(Box<ShardState>),
     Metrics(Box<super::metrics::ShardMetrics>),
+    Follow(Box<FollowAnswer>),
+}
+
+/// The answer to `Action::Follow { on: true }`: the account's password hash (None: it has no
+/// password) for the session's shard to check, and the account's whole DIFF trade tree.
+#[derive(Debug)]
+pub struct FollowAnswer {
+    pub password_hash: Option<String>,
+    pub snapshot: serde_json::Value,
 }
 
 /// What the service counts as it runs (the rest of a shard's metrics lives in its core).
@@ -198,6 +211,10 @@ pub struct Service {
     /// Quotes that changed since the committer last took them (`take_changed_quotes`), the
     /// newest per instrument: what DIFF sessions are sent once the steps are durable.
     changed_quotes: Vec<crate::domain::market_data::Quote>,
+    /// Accounts' DIFF login password hashes (logged as `WalRecord::Credential`).
+    credentials: FastMap<AccountId, String>,
+    /// Accounts DIFF sessions follow, and what changed for them (`take_trade_patches`).
+    watch: TradeWatch,
 }
 
 impl Service {
@@ -217,7 +234,38 @@ impl Service {
             last_ts: 0,
             counters: ServiceCounters::default(),
             changed_quotes: Vec::new(),
+            credentials: FastMap::default(),
+            watch: TradeWatch::default(),
         }
+    }
+
+    /// One DIFF trade patch per followed account the steps since the last call changed, with
+    /// the shards whose sessions follow it.
+    pub fn take_trade_patches(&mut self) -> Vec<(AccountId, Vec<usize>, serde_json::Value)> {
+        let (changed, marked) = self.watch.take();
+        let mut out = Vec::with_capacity(changed.len());
+        for (account_id, shards, changes) in changed {
+            let Some(slot) = self.engine.account_slot(&account_id) else { continue };
+            let engine = &self.engine;
+            let ledger_account = engine.ledger().account(slot);
+            let held_marked = marked.iter().any(|&i| ledger_account.position(i).is_some());
+            if changes.is_empty() && !held_marked {
+                continue;
+            }
+            // Positions that changed, and those whose mark moved, at the marks of now.
+            let positions: Vec<PositionSnapshot> = self
+                .positions(slot, account_id)
+                .into_iter()
+                .filter(|p| {
+                    changes.positions.contains(&p.instrument_id)
+                        || marked.iter().any(|&i| engine.instruments()[i as usize].instrument_id == p.instrument_id)
+                })
+                .collect();
+            let snapshot = engine.ledger().snapshot(slot, engine.instruments(), engine.marks());
+            let patch = diff_trade::patch(&account_id, &changes, &self.journal, Some(&snapshot), &positions);
+            out.push((account_id, shards, patch));
+        }
+        out
     }
 
     /// The quotes changed by the steps since the last call, one (the newest) per instrument.
@@ -251,9 +299,15 @@ impl Service {
     fn journal_step(&mut self) {
         for event in &self.out.events {
             self.journal.apply(event);
+            self.watch.observe(event);
             match event {
                 Event::OrderAccepted { .. } => self.counters.orders_accepted += 1,
-                Event::MarketTrade { .. } => self.counters.trades += 1,
+                Event::MarketTrade { instrument_id, .. } => {
+                    self.counters.trades += 1;
+                    if let Some(slot) = self.engine.instrument_slot(instrument_id) {
+                        self.watch.marked(slot);
+                    }
+                }
                 Event::QuoteUpdated { quote, .. } => {
                     match self.changed_quotes.iter_mut().find(|q| q.instrument_id == quote.instrument_id) {
                         Some(kept) => *kept = *quote,
@@ -289,6 +343,10 @@ impl Service {
                     Delivery::Refused(why) => return Err(why),
                 }
             }
+            WalRecord::Credential { account_id, password_hash } => {
+                self.credentials.insert(*account_id, password_hash.clone());
+                return Ok(Vec::new());
+            }
             WalRecord::Genesis { .. } => return Err("a second genesis record".into()),
         }
         self.journal_step();
@@ -319,6 +377,10 @@ impl Service {
                     Delivery::Refused(why) => Err(why),
                 }
             }
+            WalRecord::Credential { account_id, password_hash } => {
+                self.credentials.insert(*account_id, password_hash.clone());
+                Ok(())
+            }
             WalRecord::Genesis { .. } => Err("a second genesis record".into()),
         };
         std::mem::swap(&mut self.out.events, events);
@@ -348,8 +410,24 @@ impl Service {
     pub fn handle(&mut self, action: Action, now_ns: TimestampNs, origin: Origin, staged: &mut Staged) {
         let ts = self.stamp(now_ns);
         let reply = match action {
-            Action::OpenAccount { account_id, init_cash } => {
+            Action::OpenAccount { account_id, init_cash, password } => {
+                let password_hash = match password {
+                    None => None,
+                    Some(Password::Hashed(hash)) => Some(hash),
+                    // The connection's shard hashes every password before sending it here.
+                    Some(Password::Clear(_)) => {
+                        let reply = Reply::http_message(
+                            HttpErrorCode::InternalError,
+                            "internal server error: a password arrived unhashed",
+                        );
+                        return staged.replies.push((origin, Answer::Reply(reply)));
+                    }
+                };
                 let mut result = self.run(Command::OpenAccount { ts, account_id }, staged);
+                if let (Outcome::Done(Ok(())), Some(password_hash)) = (result, password_hash) {
+                    staged.records.push(WalRecord::Credential { account_id, password_hash: password_hash.clone() });
+                    self.credentials.insert(account_id, password_hash);
+                }
                 if let (Outcome::Done(Ok(())), Some(amount)) = (result, init_cash) {
                     result = self.run(Command::Deposit { ts, account_id, amount }, staged);
                 }
@@ -357,6 +435,23 @@ impl Service {
                     Outcome::Done(Err(code)) => Reply::reject(code),
                     _ => self.account_reply(&account_id),
                 }
+            }
+            Action::Follow { account_id, on: true } => match self.engine.account_slot(&account_id) {
+                None => Reply::reject(RejectCode::AccountNotFound),
+                Some(slot) => {
+                    self.watch.follow(account_id, origin.shard);
+                    let engine = &self.engine;
+                    let account = engine.ledger().snapshot(slot, engine.instruments(), engine.marks());
+                    let positions = self.positions(slot, account_id);
+                    let snapshot = diff_trade::snapshot(&account, &positions, &self.journal, engine.trading_day());
+                    let password_hash = self.credentials.get(&account_id).cloned();
+                    let answer = Answer::Follow(Box::new(FollowAnswer { password_hash, snapshot }));
+                    return staged.replies.push((origin, answer));
+                }
+            },
+            Action::Follow { account_id, on: false } => {
+                self.watch.unfollow(&account_id, origin.shard);
+                Reply::success(&"unfollowed")
             }
             Action::Transfer { account_id, amount, deposit } => {
                 let command = if deposit {
@@ -414,7 +509,11 @@ impl Service {
         let ts = self.stamp(now_ns);
         self.out.clear();
         match self.engine.deliver(ts, from, seq, &msg, &mut self.out) {
-            Delivery::Applied => {}
+            Delivery::Applied => {
+                if let PeerMsg::Mark { instrument, .. } = msg {
+                    self.watch.marked(instrument);
+                }
+            }
             // Redelivered after a restart and already handled.
             Delivery::Duplicate => return,
             // Cannot come from this venue's shards; logged, and nothing changed.
@@ -465,6 +564,19 @@ impl Service {
         }
         self.out.completions = completions;
         self.out.completions.clear();
+    }
+
+    /// The account's open positions, in instrument config order.
+    fn positions(&self, slot: u32, id: AccountId) -> Vec<PositionSnapshot> {
+        let engine = &self.engine;
+        let account = engine.ledger().account(slot);
+        (0..engine.instruments().len() as u32)
+            .filter_map(|i| {
+                let p = account.position(i)?;
+                let mark = engine.marks()[i as usize];
+                Some(PositionSnapshot::new(id, p, &engine.instruments()[i as usize], mark))
+            })
+            .collect()
     }
 
     fn account_reply(&self, account_id: &AccountId) -> Reply {
@@ -529,15 +641,7 @@ impl Service {
             }
             Query::Positions(id) => {
                 let slot = self.account(&id)?;
-                let account = engine.ledger().account(slot);
-                let positions: Vec<PositionSnapshot> = (0..engine.instruments().len() as u32)
-                    .filter_map(|i| {
-                        let p = account.position(i)?;
-                        let mark = engine.marks()[i as usize];
-                        Some(PositionSnapshot::new(id, p, &engine.instruments()[i as usize], mark))
-                    })
-                    .collect();
-                Reply::success(&positions)
+                Reply::success(&self.positions(slot, id))
             }
             Query::Instruments => {
                 Reply::success(&engine.instruments().iter().map(InstrumentView::from).collect::<Vec<_>>())

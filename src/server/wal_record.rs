@@ -12,7 +12,7 @@ use crate::domain::types::TimestampNs;
 use rkyv::rancor::Error as RkyvError;
 
 /// Bumped when the record layout changes, so an old log is refused instead of misread.
-pub const WAL_FORMAT: u32 = 2;
+pub const WAL_FORMAT: u32 = 3;
 
 #[derive(Clone, Debug, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub enum WalRecord {
@@ -24,6 +24,12 @@ pub enum WalRecord {
         shard: u16,
     },
     Command(Command),
+    /// The DIFF login password hash of an account opened with a password (right after its
+    /// `OpenAccount` command). Not the engine's state: the server keeps it beside the engine.
+    Credential {
+        account_id: crate::domain::name::AccountId,
+        password_hash: String,
+    },
     /// Message `seq` from shard `from`, run at `ts`.
     Peer {
         ts: TimestampNs,
@@ -80,6 +86,7 @@ mod tests {
                 shard: 1,
             },
             WalRecord::Command(Command::OpenAccount { ts: 5, account_id: AccountId::new("a1").unwrap() }),
+            WalRecord::Credential { account_id: AccountId::new("a1").unwrap(), password_hash: "$argon2id$x".into() },
         ];
         let peer = WalRecord::Peer { ts: 9, from: 1, seq: 42, msg: PeerMsg::CancelMissed { order_id: 5 } };
         assert_eq!(peer_header(&encode(&peer).unwrap()).unwrap(), Some((1, 42)));

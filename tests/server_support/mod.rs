@@ -2,6 +2,8 @@
 //! HTTP/1.1 to it with a small blocking keep-alive client.
 #![allow(dead_code)]
 
+pub mod diff;
+
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};

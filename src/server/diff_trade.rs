@@ -1,0 +1,361 @@
+//! The DIFF trade tree of one account (`trade/<user>`: `accounts/CNY`, `positions`, `orders`,
+//! `trades`), built on the account's shard: the whole tree when a session logs in, and one
+//! patch per commit group with what the group changed, for the shards whose sessions follow
+//! the account. Field names are the ones tqsdk reads (reference/diff-protocol.md).
+//!
+//! Orders are keyed by the client's order id (tqsdk matches fills to orders by it), with the
+//! exchange's number as `exchange_order_id`; trades by `<trade id>|<direction>` (both sides of
+//! a self-trade stay apart).
+
+use super::journal::{Journal, OrderRecord, OrderStatus, UserTrade};
+use crate::domain::event::{Event, Reason};
+use crate::domain::fast_hash::FastMap;
+use crate::domain::ledger::account::{AccountSnapshot, PositionSnapshot};
+use crate::domain::name::{AccountId, ClientOrderId, InstrumentId};
+use crate::domain::types::price_to_f64;
+use serde_json::{json, Map, Value};
+
+/// Most finished orders and most trades a login snapshot carries (the newest; live orders
+/// always come): the tree stays far below a session's pending bound however long the day.
+pub const SNAPSHOT_MAX_FINISHED_ORDERS: usize = 2_000;
+pub const SNAPSHOT_MAX_TRADES: usize = 2_000;
+
+/// A kept order as DIFF `trade/<user>/orders/<order_id>`.
+pub fn diff_order(order: &OrderRecord) -> Value {
+    let mut v = json!({
+        "seqno": order.order_id,
+        "user_id": order.account_id.as_str(),
+        "order_id": order.client_order_id.as_str(),
+        "exchange_id": order.exchange_id.as_str(),
+        "instrument_id": order.instrument_id.as_str(),
+        "direction": order.direction,
+        "offset": order.offset,
+        "volume_orign": order.volume_orign,
+        "volume_left": diff_volume_left(order),
+        "price_type": order.price_type,
+        "time_condition": order.time_condition,
+        "volume_condition": order.volume_condition,
+        "insert_date_time": order.insert_time_ns,
+        "exchange_order_id": order.order_id.to_string(),
+        "status": order.status,
+        "last_msg": last_msg(order),
+    });
+    if let Some(price) = order.limit_price {
+        v["limit_price"] = json!(price_to_f64(price));
+    }
+    v
+}
+
+/// DIFF keeps the unfilled lots in `volume_left` after an order ends (tqsdk counts the filled
+/// ones as `volume_orign - volume_left`); the journal counts what may still trade (0 once ended).
+fn diff_volume_left(order: &OrderRecord) -> i64 {
+    match order.status {
+        OrderStatus::Alive => order.volume_left,
+        OrderStatus::Finished => (order.volume_orign - order.filled_volume).max(0),
+    }
+}
+
+fn last_msg(order: &OrderRecord) -> String {
+    match (order.status, order.last_msg, order.last_code) {
+        (OrderStatus::Alive, _, _) if order.filled_volume > 0 => "partly filled".into(),
+        (OrderStatus::Alive, _, _) => "accepted".into(),
+        (OrderStatus::Finished, Some(msg), Some(code)) => format!("{msg} (code {code})"),
+        (OrderStatus::Finished, Some(msg), None) => msg.into(),
+        (OrderStatus::Finished, None, _) => "filled".into(),
+    }
+}
+
+/// The key of a trade in `trade/<user>/trades`.
+pub fn trade_key(trade: &UserTrade) -> String {
+    format!("{}|{}", trade.trade_id, trade.direction.as_str())
+}
+
+/// One side of a trade as DIFF `trade/<user>/trades/<key>`.
+pub fn diff_trade(trade: &UserTrade) -> Value {
+    json!({
+        "seqno": trade.trade_id,
+        "user_id": trade.account_id.as_str(),
+        "trade_id": trade_key(trade),
+        "order_id": trade.client_order_id.as_str(),
+        "exchange_order_id": trade.order_id.to_string(),
+        "exchange_id": trade.exchange_id.as_str(),
+        "instrument_id": trade.instrument_id.as_str(),
+        "exchange_trade_id": trade.trade_id.to_string(),
+        "direction": trade.direction,
+        "offset": trade.offset,
+        "volume": trade.volume,
+        "price": price_to_f64(trade.price),
+        "trade_date_time": trade.ts,
+        "commission": crate::domain::types::money_to_f64(trade.commission),
+        "close_profit": crate::domain::types::money_to_f64(trade.close_profit),
+    })
+}
+
+/// The account as DIFF `trade/<user>/accounts/CNY`.
+pub fn diff_account(account: &AccountSnapshot) -> Value {
+    let mut v = serde_json::to_value(account).unwrap_or_else(|_| json!({}));
+    v["user_id"] = json!(account.account_id.as_str());
+    v["currency"] = json!("CNY");
+    v
+}
+
+/// A position as DIFF `trade/<user>/positions/<EXCH.sym>` (with its key).
+pub fn diff_position(position: &PositionSnapshot) -> (String, Value) {
+    let key = format!("{}.{}", position.exchange_id.as_str(), position.instrument_id.as_str());
+    let mut v = serde_json::to_value(position).unwrap_or_else(|_| json!({}));
+    v["user_id"] = json!(position.account_id.as_str());
+    (key, v)
+}
+
+/// An order insert that was refused, as DIFF shows it: FINISHED with an empty
+/// `exchange_order_id` (tqsdk's sign of an error) and the reason in `last_msg`.
+pub fn diff_rejected_order(
+    account_id: &str,
+    client_order_id: &str,
+    instrument_id: &str,
+    code: u32,
+    message: &str,
+    ts: i64,
+) -> Value {
+    // The event may name the instrument with its exchange; DIFF orders name it bare.
+    let (exchange_id, bare) = instrument_id.split_once('.').unwrap_or(("", instrument_id));
+    let mut v = json!({
+        "user_id": account_id,
+        "order_id": client_order_id,
+        "instrument_id": bare,
+        "exchange_order_id": "",
+        "status": "FINISHED",
+        "last_msg": format!("{message} (code {code})"),
+        "insert_date_time": ts,
+    });
+    if !exchange_id.is_empty() {
+        v["exchange_id"] = json!(exchange_id);
+    }
+    v
+}
+
+/// What the steps since the last patch changed for one followed account.
+#[derive(Debug, Default)]
+pub struct AccountChanges {
+    pub orders: Vec<u64>,
+    /// Fills since the last patch: the account's newest trades in the journal.
+    pub new_trades: usize,
+    /// Instruments (bare ids) whose position changed.
+    pub positions: Vec<InstrumentId>,
+    /// Whether the account's stored state changed.
+    pub account: bool,
+    pub rejected: Vec<(ClientOrderId, InstrumentId, Reason, i64)>,
+}
+
+impl AccountChanges {
+    pub fn is_empty(&self) -> bool {
+        self.orders.is_empty()
+            && self.new_trades == 0
+            && self.positions.is_empty()
+            && !self.account
+            && self.rejected.is_empty()
+    }
+}
+
+/// The accounts that sessions follow, and what changed for them since the committer last took
+/// the patches.
+#[derive(Debug, Default)]
+pub struct TradeWatch {
+    /// Account -> shards with sessions following it (a count per shard).
+    followers: FastMap<AccountId, Vec<(usize, u32)>>,
+    changes: FastMap<AccountId, AccountChanges>,
+    /// Instruments (config slots) whose mark price moved: followed accounts holding them see
+    /// their positions' and account's profit change without an event of their own.
+    marked: Vec<u32>,
+}
+
+impl TradeWatch {
+    pub fn follow(&mut self, account: AccountId, shard: usize) {
+        let list = self.followers.entry(account).or_default();
+        match list.iter_mut().find(|(s, _)| *s == shard) {
+            Some((_, n)) => *n += 1,
+            None => list.push((shard, 1)),
+        }
+    }
+
+    pub fn unfollow(&mut self, account: &AccountId, shard: usize) {
+        let Some(list) = self.followers.get_mut(account) else { return };
+        if let Some(at) = list.iter().position(|(s, _)| *s == shard) {
+            list[at].1 -= 1;
+            if list[at].1 == 0 {
+                list.swap_remove(at);
+            }
+        }
+        if list.is_empty() {
+            self.followers.remove(account);
+            self.changes.remove(account);
+        }
+    }
+
+    /// The mark price of instrument `slot` moved (a trade here, or a `Mark` from its shard).
+    pub fn marked(&mut self, slot: u32) {
+        if !self.followers.is_empty() && !self.marked.contains(&slot) {
+            self.marked.push(slot);
+        }
+    }
+
+    /// Notes what `event` changed, if its account is followed (cheap when nobody follows).
+    pub fn observe(&mut self, event: &Event) {
+        if self.followers.is_empty() {
+            return;
+        }
+        let account = match event {
+            Event::OrderAccepted { order, .. } => order.account_id,
+            Event::Fill { side, .. } => side.account_id,
+            Event::OrderCancelled { account_id, .. }
+            | Event::OrderModified { account_id, .. }
+            | Event::OrderRejected { account_id, .. }
+            | Event::FundsTransferred { account_id, .. } => *account_id,
+            Event::AccountUpdated { account, .. } => account.account_id,
+            Event::PositionUpdated { position, .. } => position.account_id,
+            _ => return,
+        };
+        if !self.followers.contains_key(&account) {
+            return;
+        }
+        let changes = self.changes.entry(account).or_default();
+        let mut order = |id: u64| {
+            if !changes.orders.contains(&id) {
+                changes.orders.push(id);
+            }
+        };
+        match event {
+            Event::OrderAccepted { order: info, .. } => order(info.order_id),
+            Event::Fill { side, .. } => {
+                order(side.order_id);
+                changes.new_trades += 1;
+            }
+            Event::OrderCancelled { order_id, .. } | Event::OrderModified { order_id, .. } => order(*order_id),
+            // A duplicate id names a live order, which must not show as refused.
+            Event::OrderRejected { reason, .. }
+                if reason.reason == crate::domain::risk::RejectCode::DuplicateOrderId => {}
+            Event::OrderRejected { ts, client_order_id, instrument_id, reason, .. } => {
+                changes.rejected.push((*client_order_id, *instrument_id, *reason, *ts))
+            }
+            Event::AccountUpdated { .. } | Event::FundsTransferred { .. } => changes.account = true,
+            Event::PositionUpdated { position, .. } => {
+                if !changes.positions.contains(&position.instrument_id) {
+                    changes.positions.push(position.instrument_id);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// What changed since the last call for each followed account, with the shards following
+    /// it and the instruments whose mark moved meanwhile (the caller adds the positions the
+    /// account holds in them). Accounts with no change are left out only when no mark moved.
+    #[allow(clippy::type_complexity)]
+    pub fn take(&mut self) -> (Vec<(AccountId, Vec<usize>, AccountChanges)>, Vec<u32>) {
+        let marked = std::mem::take(&mut self.marked);
+        if self.changes.is_empty() && marked.is_empty() {
+            return (Vec::new(), marked);
+        }
+        let mut out = Vec::new();
+        if marked.is_empty() {
+            for (account, changes) in self.changes.drain() {
+                if let Some(followers) = self.followers.get(&account) {
+                    out.push((account, followers.iter().map(|(s, _)| *s).collect(), changes));
+                }
+            }
+        } else {
+            for (account, followers) in &self.followers {
+                let changes = self.changes.remove(account).unwrap_or_default();
+                out.push((*account, followers.iter().map(|(s, _)| *s).collect(), changes));
+            }
+            self.changes.clear();
+        }
+        (out, marked)
+    }
+}
+
+/// The patch of one account's changes: `orders` and `trades` from the journal (as the steps
+/// left them), `positions` and `accounts/CNY` as given (computed now, at the current marks).
+pub fn patch(
+    account: &AccountId,
+    changes: &AccountChanges,
+    journal: &Journal,
+    snapshot: Option<&AccountSnapshot>,
+    positions: &[PositionSnapshot],
+) -> Value {
+    let mut user = Map::new();
+    let mut orders = Map::new();
+    for (client_order_id, instrument_id, reason, ts) in &changes.rejected {
+        let v = diff_rejected_order(
+            account.as_str(),
+            client_order_id.as_str(),
+            instrument_id.as_str(),
+            reason.code,
+            reason.reason.message(),
+            *ts,
+        );
+        orders.insert(client_order_id.as_str().to_owned(), v);
+    }
+    for id in &changes.orders {
+        if let Some(order) = journal.order(*id) {
+            orders.insert(order.client_order_id.as_str().to_owned(), diff_order(order));
+        }
+    }
+    if !orders.is_empty() {
+        user.insert("orders".into(), Value::Object(orders));
+    }
+    if changes.new_trades > 0 {
+        let trades: Map<String, Value> =
+            journal.recent_account_trades(account, changes.new_trades).map(|t| (trade_key(t), diff_trade(t))).collect();
+        user.insert("trades".into(), Value::Object(trades));
+    }
+    if !positions.is_empty() {
+        let positions: Map<String, Value> = positions.iter().map(diff_position).collect();
+        user.insert("positions".into(), Value::Object(positions));
+    }
+    if let Some(a) = snapshot {
+        user.insert("accounts".into(), json!({"CNY": diff_account(a)}));
+    }
+    json!({"trade": {account.as_str(): Value::Object(user)}})
+}
+
+/// The whole trade tree of an account for a login: the account, its positions, its live orders
+/// and newest finished ones, its newest trades, and `trade_more_data: false`.
+pub fn snapshot(
+    account: &AccountSnapshot,
+    positions: &[PositionSnapshot],
+    journal: &Journal,
+    trading_day: u32,
+) -> Value {
+    let id = &account.account_id;
+    let kept: Vec<&OrderRecord> = journal.account_orders(id).collect();
+    let finished = kept.iter().filter(|o| !o.is_alive()).count();
+    let skip_finished = finished.saturating_sub(SNAPSHOT_MAX_FINISHED_ORDERS);
+    let mut skipped = 0;
+    let mut orders = Map::new();
+    for order in kept {
+        if !order.is_alive() && skipped < skip_finished {
+            skipped += 1;
+            continue;
+        }
+        orders.insert(order.client_order_id.as_str().to_owned(), diff_order(order));
+    }
+    let all_trades = journal.account_trades(id).count();
+    let trades: Map<String, Value> = journal
+        .account_trades(id)
+        .skip(all_trades.saturating_sub(SNAPSHOT_MAX_TRADES))
+        .map(|t| (trade_key(t), diff_trade(t)))
+        .collect();
+    let positions: Map<String, Value> = positions.iter().map(diff_position).collect();
+    json!({"trade": {id.as_str(): {
+        "user_id": id.as_str(),
+        "session": {"user_id": id.as_str(), "trading_day": trading_day.to_string()},
+        "accounts": {"CNY": diff_account(account)},
+        "positions": positions,
+        "orders": orders,
+        "trades": trades,
+        "banks": {},
+        "transfers": {},
+        "trade_more_data": false,
+    }}})
+}
