@@ -147,7 +147,7 @@ fn login_orders_fills_cancels_and_transfers() {
     let refused = &tree["trade"]["A"]["orders"]["o3"];
     assert_eq!(refused["exchange_order_id"], "", "{refused}");
     assert!(refused["last_msg"].as_str().unwrap().contains(&rest_refusal.to_string()), "{refused}");
-    let notified: Vec<i64> = got.iter().flat_map(|m| notifies(m)).map(|n| n.1).collect();
+    let notified: Vec<i64> = got.iter().flat_map(notifies).map(|n| n.1).collect();
     assert!(notified.contains(&(rest_refusal as i64)), "{notified:?}");
 
     // Requests for another user are refused and change nothing; so is cancelling an unknown order.

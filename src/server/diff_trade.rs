@@ -238,10 +238,8 @@ impl TradeWatch {
                 changes.rejected.push((*client_order_id, *instrument_id, *reason, *ts))
             }
             Event::AccountUpdated { .. } | Event::FundsTransferred { .. } => changes.account = true,
-            Event::PositionUpdated { position, .. } => {
-                if !changes.positions.contains(&position.instrument_id) {
-                    changes.positions.push(position.instrument_id);
-                }
+            Event::PositionUpdated { position, .. } if !changes.positions.contains(&position.instrument_id) => {
+                changes.positions.push(position.instrument_id);
             }
             _ => {}
         }
