@@ -146,6 +146,100 @@ fn oversized_and_binary_garbage_frames() {
     assert_eq!(peek(&mut other)["quotes"]["SHFE.cu2501"]["instrument_id"], "SHFE.cu2501");
 }
 
+/// Slow consumers: a client that never peeks while its pending data grows past the bound is
+/// closed with a reason; a client that peeks but stops reading is cut off once a write waits
+/// past the send timeout. Others are served meanwhile, and the server counts both.
+#[test]
+fn slow_readers_are_cut_off_without_harming_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("exchange.toml");
+    std::fs::write(&config, "[websocket]\nmax_pending_kib = 256\nsend_timeout_ms = 500\n").unwrap();
+    let mut opts = options(&dir.path().join("data"));
+    opts.config = Some(config);
+    let server = start(&opts);
+    let mut c = server.client();
+    for a in ["A", "B"] {
+        c.ok("POST", "/api/account/open", Some(json!({"account_id": a, "init_cash": 10_000_000})));
+    }
+    let mut healthy = connect(&server);
+    recv(&mut healthy);
+    send(&mut healthy, json!({"aid": "subscribe_quote", "ins_list": "CZCE.SR501"}));
+    peek(&mut healthy);
+
+    // Each unknown symbol is a WARNING notify with its own key: pending data grows until the
+    // client peeks. This one never does.
+    let unknown: Vec<String> = (0..3000).map(|i| format!("DCE.x{i:05}")).collect();
+    let flood = json!({"aid": "subscribe_quote", "ins_list": unknown.join(",")}).to_string();
+    let mut hoarder = connect(&server);
+    recv(&mut hoarder);
+    hoarder.get_ref().set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    let mut closed = None;
+    for _ in 0..20 {
+        let _ = hoarder.send(Message::text(flood.clone()));
+        match hoarder.read() {
+            Ok(Message::Close(frame)) => {
+                closed = frame;
+                break;
+            }
+            Ok(_) => {}
+            Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => panic!("no close frame: {e}"),
+        }
+    }
+    let frame = closed.expect("closed with a close frame");
+    assert_eq!(frame.code, tungstenite::protocol::frame::coding::CloseCode::Policy);
+    assert!(frame.reason.contains("pending"), "{frame:?}");
+
+    // This one peeks (each answer ~160 KB of notifies, under the pending bound) but never reads
+    // what comes back.
+    let half = json!({"aid": "subscribe_quote", "ins_list": unknown[..1500].join(",")}).to_string();
+    let addr = server.ready_field("ws").unwrap();
+    let stream = std::net::TcpStream::connect(&addr).unwrap();
+    stream.set_write_timeout(Some(Duration::from_millis(200))).unwrap();
+    let (mut deaf, _) = tungstenite::client(format!("ws://{addr}/"), stream).unwrap();
+    let mut sent = 0;
+    for _ in 0..200 {
+        let ok = deaf.send(Message::text(half.clone())).is_ok()
+            && deaf.send(Message::text(r#"{"aid":"peek_message"}"#.to_owned())).is_ok();
+        if !ok {
+            break;
+        }
+        sent += 1;
+    }
+    assert!(sent > 0);
+    // The healthy session is served while the deaf one's writes wait.
+    send(&mut healthy, json!({"aid": "peek_message"}));
+    let order = |a: &str, d: &str| json!({"account_id": a, "instrument_id": "SR501", "direction": d, "offset": "OPEN", "limit_price": 5010.0, "volume": 1});
+    c.ok("POST", "/api/order/submit", Some(order("A", "BUY")));
+    c.ok("POST", "/api/order/submit", Some(order("B", "SELL")));
+    let mut seen = json!({});
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while seen["quotes"]["CZCE.SR501"]["volume"] != 1 {
+        assert!(std::time::Instant::now() < deadline, "the healthy session got no quote: {seen}");
+        let m = recv(&mut healthy);
+        for patch in m["data"].as_array().unwrap() {
+            qaexchange::diff::merge_patch::apply(&mut seen, patch);
+        }
+        send(&mut healthy, json!({"aid": "peek_message"}));
+    }
+    // The deaf one is cut off after the send timeout; /metrics counts it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let metrics = c.get("/metrics");
+        let text = String::from_utf8_lossy(&metrics.body).to_string();
+        let dropped: u64 = text
+            .lines()
+            .filter(|l| l.starts_with("qaexchange_ws_slow_disconnects_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum();
+        if dropped >= 1 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no slow disconnect counted:\n{text}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// Quote fan-out: sessions on every shard that follow an instrument get its changes, each
 /// composed into their pending patch until they peek; all end with the same final quote.
 #[test]
@@ -156,8 +250,8 @@ fn quote_changes_reach_every_subscribed_session() {
     for a in ["A", "B"] {
         c.ok("POST", "/api/account/open", Some(json!({"account_id": a, "init_cash": 10_000_000})));
     }
-    // 300 sessions (the kernel spreads them over both shards), each following SR501 (shard 0).
-    let mut sessions: Vec<Ws> = (0..300).map(|_| connect(&server)).collect();
+    // 1,000 sessions (the kernel spreads them over both shards), each following SR501 (shard 0).
+    let mut sessions: Vec<Ws> = (0..1000).map(|_| connect(&server)).collect();
     for ws in &mut sessions {
         recv(ws);
         send(ws, json!({"aid": "subscribe_quote", "ins_list": "CZCE.SR501"}));
@@ -196,6 +290,6 @@ fn quote_changes_reach_every_subscribed_session() {
         let q = &tree["quotes"]["CZCE.SR501"];
         assert_eq!(q["volume"], 21, "session {i}: {tree}");
         assert_eq!(q["last_price"], want["last_price"], "session {i}");
-        assert_eq!(q["bid_price1"], Value::Null, "session {i}: the book is empty again");
+        assert_eq!(q["bid_price1"], "-", "session {i}: the book is empty again");
     }
 }

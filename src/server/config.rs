@@ -106,10 +106,28 @@ pub struct ServerConfig {
     pub storage: Option<StorageConfig>,
     pub http_limits: Limits,
     pub max_connections_per_shard: usize,
+    pub ws_limits: WsLimits,
     pub engine: EngineConfig,
     pub journal: JournalLimits,
     /// Bound of each cross-shard channel, so a slow shard pushes back instead of growing memory.
     pub queue_depth: usize,
+}
+
+/// Bounds of one WebSocket session: what a client that stops reading may cost before it is
+/// disconnected with a reason.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WsLimits {
+    /// Most bytes of changes pending for a client that does not peek ([websocket] max_pending_kib).
+    pub max_pending_bytes: usize,
+    /// Longest a message may take to be written to a client that does not read
+    /// ([websocket] send_timeout_ms).
+    pub send_timeout: std::time::Duration,
+}
+
+impl Default for WsLimits {
+    fn default() -> Self {
+        Self { max_pending_bytes: 4 << 20, send_timeout: std::time::Duration::from_secs(10) }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -148,6 +166,7 @@ impl Default for ServerConfig {
             storage: Some(StorageConfig::default()),
             http_limits: Limits::default(),
             max_connections_per_shard: DEFAULT_MAX_CONNECTIONS_PER_SHARD,
+            ws_limits: WsLimits::default(),
             engine: EngineConfig::default(),
             journal: JournalLimits::default(),
             queue_depth: DEFAULT_QUEUE_DEPTH,
@@ -421,6 +440,8 @@ struct HttpSection {
 #[serde(deny_unknown_fields)]
 struct WebsocketSection {
     listen: Option<SocketAddr>,
+    max_pending_kib: Option<usize>,
+    send_timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -486,6 +507,21 @@ impl FileConfig {
             1,
             key("http", "max_connections_per_shard"),
         )?;
+
+        let websocket = &self.websocket;
+        let default_ws = WsLimits::default();
+        let ws_limits = WsLimits {
+            max_pending_bytes: at_least(
+                websocket.max_pending_kib.unwrap_or(default_ws.max_pending_bytes >> 10),
+                1,
+                key("websocket", "max_pending_kib"),
+            )? << 10,
+            send_timeout: std::time::Duration::from_millis(at_least(
+                websocket.send_timeout_ms.unwrap_or(default_ws.send_timeout.as_millis() as u64) as usize,
+                1,
+                key("websocket", "send_timeout_ms"),
+            )? as u64),
+        };
 
         let storage = self.storage;
         let segment_mib = storage.segment_mib.unwrap_or(DEFAULT_SEGMENT_MIB);
@@ -561,6 +597,7 @@ impl FileConfig {
             storage: Some(storage_config),
             http_limits,
             max_connections_per_shard,
+            ws_limits,
             engine,
             journal,
             queue_depth,

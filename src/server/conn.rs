@@ -82,6 +82,8 @@ pub struct ShardCounters {
     pub connections_accepted: Cell<u64>,
     /// DIFF WebSocket sessions open now.
     pub ws_open: Cell<u64>,
+    /// WebSocket sessions cut off because their client stopped reading.
+    pub ws_slow_dropped: Cell<u64>,
     pub connections_open: Cell<u64>,
     pub connections_refused: Cell<u64>,
     pub requests: Cell<u64>,
@@ -111,6 +113,7 @@ pub struct ShardContext {
     pub fanout: Rc<std::cell::RefCell<super::quote_fanout::QuoteFanout>>,
     /// This shard's DIFF sessions by the account they are logged in to.
     pub accounts: Rc<std::cell::RefCell<super::account_fanout::AccountFanout>>,
+    pub ws_limits: super::config::WsLimits,
     next_conn: Cell<u64>,
     auto_ids: Cell<u64>,
 }
@@ -143,6 +146,7 @@ impl ShardContext {
             max_connections,
             fanout,
             accounts,
+            ws_limits: super::config::WsLimits::default(),
             next_conn: Cell::new(1),
             auto_ids: Cell::new(0),
         }
@@ -156,6 +160,12 @@ impl ShardContext {
         let (tx, rx) = local_channel::new_bounded::<(u32, Answer)>(MAX_PIPELINED);
         self.waiters.borrow_mut().insert(conn, tx);
         (conn, rx)
+    }
+
+    /// The WebSocket session bounds (default: `WsLimits::default()`).
+    pub fn with_ws_limits(mut self, ws_limits: super::config::WsLimits) -> Self {
+        self.ws_limits = ws_limits;
+        self
     }
 
     pub fn unregister(&self, conn: u64) {

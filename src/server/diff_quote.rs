@@ -1,7 +1,9 @@
 //! A quote as DIFF clients read it (`quotes/<EXCHANGE.symbol>`), made from the server's quote
 //! JSON (`GET /api/market/tick/{id}`): numbered depth fields instead of arrays, the full symbol
 //! as `instrument_id`, and `datetime` as Beijing wall-clock text, which tqsdk needs non-empty
-//! before `get_quote` returns.
+//! before `get_quote` returns. A price the quote does not have (an empty depth level, no trade
+//! yet) is `"-"`, never null: under `quotes` tqsdk ignores nulls (it would keep showing the old
+//! price) and reads `"-"` as NaN; a null would also delete the key for a merge-patch client.
 
 use crate::domain::engine::civil_from_days;
 use serde_json::{Map, Value};
@@ -36,8 +38,7 @@ pub fn diff_quote(symbol: &str, quote: &Value, now_ns: i64) -> Value {
         for field in ["price", "volume"] {
             let levels = quote.get(format!("{side}_{field}")).and_then(Value::as_array);
             for (i, level) in levels.into_iter().flatten().enumerate() {
-                // A missing level is null: clients show it as empty.
-                out.insert(format!("{side}_{field}{}", i + 1), level.clone());
+                out.insert(format!("{side}_{field}{}", i + 1), or_dash(level.clone()));
             }
         }
     }
@@ -58,9 +59,18 @@ pub fn diff_quote(symbol: &str, quote: &Value, now_ns: i64) -> Value {
         "upper_limit",
         "lower_limit",
     ] {
-        out.insert(field.into(), quote.get(field).cloned().unwrap_or(Value::Null));
+        out.insert(field.into(), or_dash(quote.get(field).cloned().unwrap_or(Value::Null)));
     }
     Value::Object(out)
+}
+
+/// `"-"` for a missing value (see the module docs).
+fn or_dash(value: Value) -> Value {
+    if value.is_null() {
+        Value::from("-")
+    } else {
+        value
+    }
 }
 
 /// Wall-clock nanoseconds since the epoch (0 if the clock is before 1970).
@@ -90,10 +100,10 @@ mod tests {
         assert_eq!(q["instrument_id"], "CZCE.SR501");
         assert_eq!(q["datetime"], "2024-12-02 14:59:59.999500");
         assert_eq!(q["ask_price1"], 5001.0);
-        assert_eq!(q["ask_price2"], Value::Null);
+        assert_eq!(q["ask_price2"], "-");
         assert_eq!(q["bid_volume1"], 2);
         assert_eq!(q["last_price"], 5000.0);
         assert_eq!(q["volume"], 7);
-        assert_eq!(q["settlement"], Value::Null);
+        assert_eq!(q["settlement"], "-");
     }
 }

@@ -28,12 +28,6 @@ use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::CloseFrame;
 use tungstenite::Message;
 
-/// Most bytes a session may have pending while its client does not peek; past it the client
-/// is disconnected with a reason. Pending data is one merged patch, bounded by the size of the
-/// client's tree (quotes of its instruments, its account), so only a client whose tree is
-/// this large, or a bug, reaches it.
-pub const MAX_PENDING_BYTES: usize = 4 << 20;
-
 /// Most bars one chart gets (the HTTP k-line query's limit).
 const MAX_CHART_BARS: i64 = 2_000;
 
@@ -94,6 +88,9 @@ impl<'a> DiffSession<'a> {
         // tqsdk-js peeks only after it has received something: say who we are first.
         let hello = json!({"aid": "rtn_brokers", "brokers": ["local"]}).to_string();
         ws.send(Message::text(hello)).await.map_err(|e| e.to_string())?;
+        // tqsdk's TqApi waits for `mdhis_more_data: false` before it subscribes to anything,
+        // and md and td look alike: every session's first peek gets it (harmless to td).
+        self.session.borrow_mut().push(&json!({"ins_list": "", "mdhis_more_data": false}));
         loop {
             let wake = &self.wake_rx;
             let stopping = || self.ctx.stopping();
@@ -133,13 +130,29 @@ impl<'a> DiffSession<'a> {
                 }
             }
             // Borrows end before each await: the fan-out borrows the session meanwhile.
-            let over = self.session.borrow().over_limit(MAX_PENDING_BYTES);
+            // Pending data is one merged patch, bounded by the size of the client's tree, so
+            // only a client that never peeks while its tree grows (trades), or a bug, gets here.
+            let over = self.session.borrow().over_limit(self.ctx.ws_limits.max_pending_bytes);
             if let Some(over) = over {
                 return close(&mut ws, CloseCode::Policy, &over.to_string()).await;
             }
             let ready = self.session.borrow_mut().take_ready();
             if let Some(text) = ready {
-                ws.send(Message::text(text)).await.map_err(|e| e.to_string())?;
+                // A client that stopped reading fills the socket buffers and the write waits:
+                // past the timeout it is cut off (without a close frame: none could be written).
+                let limit = self.ctx.ws_limits.send_timeout;
+                let sent = futures_lite::future::or(async { Some(ws.send(Message::text(text)).await) }, async {
+                    glommio::timer::sleep(limit).await;
+                    None
+                })
+                .await;
+                match sent {
+                    Some(result) => result.map_err(|e| e.to_string())?,
+                    None => {
+                        self.ctx.counters.ws_slow_dropped.set(self.ctx.counters.ws_slow_dropped.get() + 1);
+                        return Err(format!("client did not read for {} ms: disconnected", limit.as_millis()));
+                    }
+                }
             }
         }
     }

@@ -14,16 +14,22 @@
 //! `exchange_order_id` and the reason in `last_msg` (tqsdk's sign of an error), with an ERROR
 //! notify whose code is the risk code.
 
+use super::conn::ShardContext;
 use super::credentials::verify_off_executor;
 use super::diff_session::{codes, DiffSession};
 use super::diff_trade::diff_rejected_order;
 use super::service::{Action, Answer, Reply};
+use crate::diff::merge_patch::ComposedPatch;
 use crate::diff::messages::{CancelOrder, InsertOrder, NotifyLevel, ReqLogin, ReqTransfer};
+use crate::diff::session::Session;
 use crate::domain::command;
 use crate::domain::name::{AccountId, ClientOrderId, InstrumentId};
 use crate::domain::risk::RejectCode;
 use crate::domain::types::{fixed4, price_to_f64};
+use glommio::channels::local_channel::{LocalReceiver, LocalSender};
 use serde_json::{json, Value};
+use std::cell::RefCell;
+use std::rc::Rc;
 
 /// Who a session is logged in as.
 pub struct Login {
@@ -32,11 +38,72 @@ pub struct Login {
 }
 
 /// The `code` and `message` of an error envelope (code 0 if it has none).
-fn error_of(reply: &Reply) -> (u32, String) {
+pub(super) fn error_of(reply: &Reply) -> (u32, String) {
     let body: Value = serde_json::from_slice(&reply.body).unwrap_or(Value::Null);
     let code = body["error"]["code"].as_u64().unwrap_or(0) as u32;
     let message = body["error"]["message"].as_str().unwrap_or("refused").to_owned();
     (code, message)
+}
+
+/// A session's way to its account's shard, for following the account's trade tree (shared by
+/// the DIFF session and the legacy JSON session).
+pub(super) struct FollowLink<'a> {
+    pub ctx: &'a ShardContext,
+    pub conn: u64,
+    pub answers: &'a LocalReceiver<(u32, Answer)>,
+}
+
+/// A successful [`FollowLink::follow`]: who is logged in, the account's whole trade tree, and
+/// the patches made while it was on its way (to apply after it).
+pub(super) struct Followed {
+    pub login: Login,
+    pub snapshot: Value,
+    pub early: Option<ComposedPatch>,
+}
+
+impl FollowLink<'_> {
+    /// Checks `password` and starts delivering the account's patches into `session` (waking
+    /// `wake`). None (and nothing followed) for an unknown account or a wrong password.
+    pub async fn follow(
+        &self,
+        account: AccountId,
+        password: String,
+        session: &Rc<RefCell<Session>>,
+        wake: &Rc<LocalSender<()>>,
+    ) -> Option<Followed> {
+        // Join first: patches made while the tree is on its way are held, not lost.
+        self.ctx.accounts.borrow_mut().join(account, self.conn, session, wake.clone());
+        let answer =
+            self.ctx.call_answer(self.conn, self.answers, Action::Follow { account_id: account, on: true }).await;
+        let follow = match answer {
+            Answer::Follow(follow) => follow,
+            // No such account (or a shard is gone): nothing is followed.
+            _ => {
+                self.ctx.accounts.borrow_mut().leave(&account, self.conn);
+                return None;
+            }
+        };
+        let verified = match follow.password_hash {
+            Some(hash) => verify_off_executor(password, hash.clone()).await.then_some(hash),
+            None => None,
+        };
+        let Some(password_hash) = verified else {
+            self.ctx.accounts.borrow_mut().leave(&account, self.conn);
+            let _ = self.ctx.call(self.conn, self.answers, Action::Follow { account_id: account, on: false }).await;
+            return None;
+        };
+        let early = self.ctx.accounts.borrow_mut().ready(&account, self.conn);
+        Some(Followed { login: Login { account, password_hash }, snapshot: follow.snapshot, early })
+    }
+
+    /// Stops following `account` (the session ended).
+    pub async fn unfollow(&self, account: &AccountId) {
+        self.ctx.accounts.borrow_mut().leave(account, self.conn);
+        if !self.ctx.stopping() {
+            let action = Action::Follow { account_id: *account, on: false };
+            let _ = self.ctx.call(self.conn, self.answers, action).await;
+        }
+    }
 }
 
 impl DiffSession<'_> {
@@ -49,47 +116,25 @@ impl DiffSession<'_> {
         let Some(account) = AccountId::new(&req.user_name) else {
             return self.notify_error(codes::LOGIN_FAILED, failed);
         };
-        // Join first: patches made while the tree is on its way are held, not lost.
-        self.ctx.accounts.borrow_mut().join(account, self.conn, &self.session, self.wake_tx.clone());
-        let answer =
-            self.ctx.call_answer(self.conn, self.answers, Action::Follow { account_id: account, on: true }).await;
-        let follow = match answer {
-            Answer::Follow(follow) => follow,
-            // No such account (or a shard is gone): nothing is followed.
-            _ => {
-                self.ctx.accounts.borrow_mut().leave(&account, self.conn);
-                return self.notify_error(codes::LOGIN_FAILED, failed);
-            }
-        };
-        let verified = match follow.password_hash {
-            Some(hash) => verify_off_executor(req.password, hash.clone()).await.then_some(hash),
-            None => None,
-        };
-        let Some(password_hash) = verified else {
-            self.ctx.accounts.borrow_mut().leave(&account, self.conn);
-            let _ = self.ctx.call(self.conn, self.answers, Action::Follow { account_id: account, on: false }).await;
+        let link = FollowLink { ctx: self.ctx, conn: self.conn, answers: self.answers };
+        let Some(followed) = link.follow(account, req.password, &self.session, &self.wake_tx).await else {
             return self.notify_error(codes::LOGIN_FAILED, failed);
         };
-        let early = self.ctx.accounts.borrow_mut().ready(&account, self.conn);
         self.notify(NotifyLevel::Info, 0, &format!("login succeeded: {}", account.as_str()));
         {
             let mut session = self.session.borrow_mut();
-            session.push(&follow.snapshot);
-            for patch in early.iter().flat_map(|e| e.patches()) {
+            session.push(&followed.snapshot);
+            for patch in followed.early.iter().flat_map(|e| e.patches()) {
                 session.push(patch);
             }
         }
-        self.login = Some(Login { account, password_hash });
+        self.login = Some(followed.login);
     }
 
     /// Stops following the account (the session ended).
     pub(super) async fn logout(&mut self) {
         let Some(login) = self.login.take() else { return };
-        self.ctx.accounts.borrow_mut().leave(&login.account, self.conn);
-        if !self.ctx.stopping() {
-            let action = Action::Follow { account_id: login.account, on: false };
-            let _ = self.ctx.call(self.conn, self.answers, action).await;
-        }
+        FollowLink { ctx: self.ctx, conn: self.conn, answers: self.answers }.unfollow(&login.account).await;
     }
 
     /// The logged-in account if `user_id` names it; otherwise an ERROR notify and None.

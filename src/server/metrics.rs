@@ -42,6 +42,10 @@ pub struct Counters {
     /// Records staged and not yet committed, sampled at each commit.
     pub staged_records: u64,
     pub connections_open: u64,
+    /// WebSocket (DIFF and legacy) sessions open.
+    pub ws_sessions_open: u64,
+    /// WebSocket sessions cut off because their client stopped reading.
+    pub ws_slow_disconnects: u64,
     pub connections_accepted: u64,
     pub connections_refused: u64,
     pub http_requests: u64,
@@ -189,6 +193,13 @@ impl Gathered {
             per_shard(&|c| c.staged_records),
         );
         family("qaexchange_connections_open", "gauge", "HTTP connections open.", per_shard(&|c| c.connections_open));
+        family("qaexchange_ws_sessions_open", "gauge", "WebSocket sessions open.", per_shard(&|c| c.ws_sessions_open));
+        family(
+            "qaexchange_ws_slow_disconnects_total",
+            "counter",
+            "WebSocket sessions cut off because their client stopped reading.",
+            per_shard(&|c| c.ws_slow_disconnects),
+        );
         family(
             "qaexchange_connections_accepted_total",
             "counter",

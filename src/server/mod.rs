@@ -14,6 +14,7 @@ pub mod diff_trading;
 pub mod engine_core;
 pub mod http;
 pub mod journal;
+pub mod legacy_session;
 pub mod metrics;
 pub mod quote_fanout;
 pub mod recovery;

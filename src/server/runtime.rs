@@ -380,19 +380,22 @@ async fn run_shard(
     }
     let links = Rc::new(links);
     core.borrow_mut().redeliver(redeliver);
-    let ctx = Rc::new(ShardContext::new(
-        shard,
-        config.http_limits,
-        core.clone(),
-        links.clone(),
-        router,
-        waiters.clone(),
-        counters,
-        quiesce.stop.clone(),
-        config.max_connections_per_shard as u64,
-        fanout.clone(),
-        accounts.clone(),
-    ));
+    let ctx = Rc::new(
+        ShardContext::new(
+            shard,
+            config.http_limits,
+            core.clone(),
+            links.clone(),
+            router,
+            waiters.clone(),
+            counters,
+            quiesce.stop.clone(),
+            config.max_connections_per_shard as u64,
+            fanout.clone(),
+            accounts.clone(),
+        )
+        .with_ws_limits(config.ws_limits),
+    );
     let limits = match &config.storage {
         Some(s) => GroupLimits { max_records: s.group_commit_max_records, max_bytes: s.group_commit_max_bytes },
         None => GroupLimits { max_records: usize::MAX, max_bytes: usize::MAX },

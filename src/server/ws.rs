@@ -1,11 +1,14 @@
-//! The DIFF WebSocket endpoint of one shard: accept on the shared WebSocket port (every shard
-//! binds it, SO_REUSEPORT), upgrade with async-tungstenite, then run one DIFF session per
-//! connection (`diff_session`). The URL path and extra handshake headers do not matter: tqsdk
-//! uses one connection for market data and one for trading, either may do both.
+//! The WebSocket endpoint of one shard: accept on the shared WebSocket port (every shard binds
+//! it, SO_REUSEPORT), upgrade with async-tungstenite, then run one session per connection: the
+//! original QAExchange's legacy JSON API (`legacy_session`) on the path `/ws/legacy` (any query
+//! string), a DIFF session (`diff_session`) on every other path. Extra handshake headers do not
+//! matter: tqsdk uses one connection for market data and one for trading, either may do both.
 
 use super::conn::ShardContext;
 use super::diff_session::DiffSession;
+use super::legacy_session::{self, LegacySession};
 use glommio::net::{TcpListener, TcpStream};
+use std::cell::Cell;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -35,12 +38,22 @@ async fn serve(ctx: Rc<ShardContext>, stream: TcpStream) {
     let config = tungstenite::protocol::WebSocketConfig::default()
         .max_message_size(Some(MAX_MESSAGE_BYTES))
         .max_frame_size(Some(MAX_MESSAGE_BYTES));
-    match async_tungstenite::accept_async_with_config(stream, Some(config)).await {
+    // The handshake's request says which protocol the connection speaks.
+    let legacy = Cell::new(false);
+    let record_path = |request: &tungstenite::handshake::server::Request, response| {
+        legacy.set(request.uri().path() == legacy_session::PATH);
+        Ok(response)
+    };
+    match async_tungstenite::accept_hdr_async_with_config(stream, record_path, Some(config)).await {
         Ok(ws) => {
             let (conn, answers) = ctx.register();
-            let result = DiffSession::new(&ctx, conn, &answers).run(ws).await;
+            let (protocol, result) = if legacy.get() {
+                ("legacy", LegacySession::new(&ctx, conn, &answers).run(ws).await)
+            } else {
+                ("DIFF", DiffSession::new(&ctx, conn, &answers).run(ws).await)
+            };
             if let Err(e) = result {
-                tracing::debug!("DIFF session {conn} on shard {}: {e}", ctx.shard);
+                tracing::debug!("{protocol} session {conn} on shard {}: {e}", ctx.shard);
             }
             ctx.unregister(conn);
         }
