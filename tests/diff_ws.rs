@@ -5,7 +5,7 @@
 
 mod server_support;
 
-use serde_json::{json, Value};
+use serde_json::json;
 use server_support::diff::{connect, notifies, peek, recv, send, send_text, Ws};
 use server_support::{start, Options};
 use std::time::Duration;
