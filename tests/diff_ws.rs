@@ -106,7 +106,15 @@ fn greeting_peek_flow_and_quotes_from_both_shards() {
     let tree = peek(&mut ws);
     let mut codes: Vec<i64> = notifies(&tree).iter().map(|n| n.1).collect();
     codes.sort();
-    assert_eq!(codes, vec![9103, 9104, 9105, 9105], "{tree}");
+    assert_eq!(codes, vec![9103, 9104, 9105], "{tree}");
+    // Ticks (duration 0): the one trade's tick, ready as tqsdk requires.
+    let ticks = &tree["ticks"]["CZCE.SR501"];
+    assert_eq!(ticks["last_id"], 0, "{tree}");
+    assert_eq!(ticks["data"]["0"]["last_price"], 5010.0, "{tree}");
+    assert_eq!(
+        (tree["charts"]["c3"]["left_id"].as_i64(), tree["charts"]["c3"]["right_id"].as_i64()),
+        (Some(0), Some(0))
+    );
     send(&mut ws, chart("c1", "", 60_000_000_000));
     send(&mut ws, json!({"aid": "peek_message"}));
     let raw = recv(&mut ws);
@@ -144,6 +152,66 @@ fn oversized_and_binary_garbage_frames() {
     assert_eq!(recv(&mut other)["aid"], "rtn_brokers");
     send(&mut other, json!({"aid": "subscribe_quote", "ins_list": "SHFE.cu2501"}));
     assert_eq!(peek(&mut other)["quotes"]["SHFE.cu2501"]["instrument_id"], "SHFE.cu2501");
+}
+
+/// Charts follow trades: after the history, each trade's tick and the bar it changed reach
+/// the chart's session (its instrument on the other shard or the same one); a replaced chart
+/// stops following its old series.
+#[test]
+fn charts_follow_trades() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(&options(dir.path()));
+    let mut c = server.client();
+    for a in ["A", "B"] {
+        c.ok("POST", "/api/account/open", Some(json!({"account_id": a, "init_cash": 10_000_000})));
+    }
+    let trade = |c: &mut server_support::Client, price: f64| {
+        for (a, d) in [("A", "BUY"), ("B", "SELL")] {
+            let order = json!({"account_id": a, "instrument_id": "cu2501", "direction": d, "offset": "OPEN",
+                               "limit_price": price, "volume": 1});
+            c.ok("POST", "/api/order/submit", Some(order));
+        }
+    };
+    trade(&mut c, 70100.0);
+    let mut ws = connect(&server);
+    recv(&mut ws);
+    let minute = 60_000_000_000i64;
+    send(
+        &mut ws,
+        json!({"aid": "set_chart", "chart_id": "k", "ins_list": "SHFE.cu2501", "duration": minute, "view_width": 50}),
+    );
+    send(
+        &mut ws,
+        json!({"aid": "set_chart", "chart_id": "t", "ins_list": "SHFE.cu2501", "duration": 0, "view_width": 50}),
+    );
+    let mut tree = peek(&mut ws);
+    assert_eq!(tree["ticks"]["SHFE.cu2501"]["last_id"], 0, "{tree}");
+    assert_eq!(tree["klines"]["SHFE.cu2501"][minute.to_string()]["last_id"], 0, "{tree}");
+    for (i, price) in [70110.0, 70090.0, 70120.0].into_iter().enumerate() {
+        trade(&mut c, price);
+        let want = i as i64 + 1;
+        server_support::diff::peek_until(&mut ws, &mut tree, |t| t["ticks"]["SHFE.cu2501"]["last_id"] == want);
+        assert_eq!(tree["ticks"]["SHFE.cu2501"]["data"][want.to_string()]["last_price"], price, "{tree}");
+    }
+    let series = &tree["klines"]["SHFE.cu2501"][minute.to_string()];
+    let last = series["last_id"].as_i64().unwrap();
+    let bar = &series["data"][last.to_string()];
+    assert_eq!(bar["close"], 70120.0, "{tree}");
+    assert_eq!(bar["high"].as_f64().unwrap(), 70120.0f64.max(bar["open"].as_f64().unwrap()), "{bar}");
+    // The k-line volume over the bars equals the trades.
+    let volume: i64 = series["data"].as_object().unwrap().values().map(|b| b["volume"].as_i64().unwrap()).sum();
+    assert_eq!(volume, 4, "{tree}");
+    // Replacing chart t with one of SR501 stops the cu2501 ticks.
+    send(
+        &mut ws,
+        json!({"aid": "set_chart", "chart_id": "t", "ins_list": "CZCE.SR501", "duration": 0, "view_width": 5}),
+    );
+    peek(&mut ws);
+    trade(&mut c, 70130.0);
+    std::thread::sleep(Duration::from_millis(300));
+    let after = peek(&mut ws);
+    assert!(after.get("ticks").is_none(), "no ticks of an unfollowed series: {after}");
+    assert!(after["klines"]["SHFE.cu2501"].is_object(), "the k-line chart still follows: {after}");
 }
 
 /// Slow consumers: a client that never peeks while its pending data grows past the bound is

@@ -69,7 +69,8 @@ impl Router {
                 Query::OrderBook { instrument_id, .. }
                 | Query::Tick(instrument_id)
                 | Query::MarketTrades { instrument_id, .. }
-                | Query::Kline { instrument_id, .. } => instrument(instrument_id),
+                | Query::Kline { instrument_id, .. }
+                | Query::Chart { instrument_id, .. } => instrument(instrument_id),
                 Query::Instruments | Query::ShardState | Query::ShardMetrics | Query::ResetLatency => here,
             },
         }

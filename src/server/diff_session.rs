@@ -3,14 +3,17 @@
 //!
 //! Served so far: `peek_message`, `subscribe_quote` (the `ins_list` echo, `mdhis_more_data`,
 //! each listed quote as the owning shard has it, then its changes through the shard's quote
-//! fan-out), `set_chart` for the k-lines of one instrument (the bars its shard keeps) and
-//! `confirm_settlement`, and login and trading (`req_login`, `insert_order`, `cancel_order`,
-//! `req_transfer`, in `diff_trading`). Not yet: chart updates and tick charts, answered with an
-//! ERROR notify naming them (code 9105), so a client learns at once instead of waiting. Bad
-//! messages get an ERROR notify too; the connection stays open.
+//! fan-out), `set_chart` for the k-lines or ticks of one instrument (the history its shard
+//! keeps, then live changes through the same fan-out), `confirm_settlement`, and login and
+//! trading (`req_login`, `insert_order`, `cancel_order`, `req_transfer`, in `diff_trading`).
+//! Charts of several instruments are answered with an ERROR notify (code 9105), so a client
+//! learns at once instead of waiting. Bad messages get an ERROR notify too; the connection
+//! stays open.
 
 use super::conn::ShardContext;
+use super::diff_chart::{kline_topic, tick_topic};
 use super::diff_quote::{diff_quote, now_ns};
+use super::quote_fanout::Topic;
 use super::service::{Action, Answer, Query};
 use crate::diff::messages::{notify, ClientMessage, NotifyLevel, NotifyType, SetChart};
 use crate::diff::session::Session;
@@ -67,13 +70,26 @@ pub struct DiffSession<'a> {
     pub(super) login: Option<super::diff_trading::Login>,
     /// Transfers answered so far (keys of `trade/<user>/transfers`).
     pub(super) transfers: u64,
+    /// Open charts: chart id -> the fan-out topic of its series.
+    charts: std::collections::HashMap<String, String>,
 }
 
 impl<'a> DiffSession<'a> {
     pub fn new(ctx: &'a ShardContext, conn: u64, answers: &'a LocalReceiver<(u32, Answer)>) -> Self {
         let (wake_tx, wake_rx) = local_channel::new_bounded(1);
         let session = Rc::new(RefCell::new(Session::new()));
-        Self { ctx, conn, answers, session, wake_tx: Rc::new(wake_tx), wake_rx, notices: 0, login: None, transfers: 0 }
+        Self {
+            ctx,
+            conn,
+            answers,
+            session,
+            wake_tx: Rc::new(wake_tx),
+            wake_rx,
+            notices: 0,
+            login: None,
+            transfers: 0,
+            charts: Default::default(),
+        }
     }
 
     /// Runs the session until the client closes, the connection fails, or shutdown.
@@ -179,7 +195,7 @@ impl<'a> DiffSession<'a> {
             ClientMessage::SubscribeQuote(subscribe) => {
                 let symbols: Vec<String> = subscribe.instruments().map(str::to_owned).collect();
                 // The new set replaces the old one.
-                self.ctx.fanout.borrow_mut().unsubscribe_all(self.conn);
+                self.ctx.fanout.borrow_mut().unsubscribe_quotes(self.conn);
                 self.session.borrow_mut().push(&json!({"ins_list": subscribe.ins_list, "mdhis_more_data": false}));
                 for symbol in symbols {
                     self.push_quote(&symbol).await;
@@ -188,56 +204,70 @@ impl<'a> DiffSession<'a> {
         }
     }
 
-    /// `set_chart` for k-lines of one instrument: the last `view_width` bars its shard keeps,
-    /// as `klines/<symbol>/<duration>` and `charts/<chart_id>`. An empty `ins_list` deletes the
-    /// chart. Ticks (`duration` 0), several instruments in one chart and durations the server
-    /// does not keep are refused with a notify.
+    /// `set_chart` for the k-lines (`duration` > 0, one the server keeps) or ticks
+    /// (`duration` 0) of one instrument: the last `view_width` its shard keeps, as
+    /// `klines/<symbol>/<duration>` or `ticks/<symbol>`, and `charts/<chart_id>`; then the
+    /// series' changes as they trade. A new `set_chart` with the same id replaces the chart; an
+    /// empty `ins_list` deletes it. Several instruments in one chart are refused with a notify.
     async fn set_chart(&mut self, chart: SetChart) {
         let symbols: Vec<&str> = chart.instruments().collect();
         let symbol = match symbols[..] {
-            [] => return self.session.borrow_mut().push(&json!({"charts": {chart.chart_id.as_str(): null}})),
+            [] => {
+                self.drop_chart(&chart.chart_id);
+                return self.session.borrow_mut().push(&json!({"charts": {chart.chart_id.as_str(): null}}));
+            }
             [one] => one.to_owned(),
             _ => return self.notify_error(codes::NOT_SERVED_YET, "set_chart with several instruments"),
         };
-        if chart.duration == 0 {
-            return self.notify_error(codes::NOT_SERVED_YET, "set_chart for ticks (duration 0)");
-        }
-        let Some(period_index) = kline_period_index(chart.duration) else {
+        if chart.duration != 0 && kline_period_index(chart.duration).is_none() {
             let kept: Vec<String> = KLINE_PERIODS_NS.iter().map(|p| p.to_string()).collect();
-            let text =
-                format!("k-lines of {} ns are not kept; kept durations (ns): {}", chart.duration, kept.join(", "));
+            let text = format!(
+                "k-lines of {} ns are not kept; kept durations (ns): {} (0 for ticks)",
+                chart.duration,
+                kept.join(", ")
+            );
             return self.notify_error(codes::BAD_REQUEST, &text);
-        };
+        }
         let listed = InstrumentId::new(&symbol).and_then(|id| Some((self.ctx.full_symbol(&id)?, id)));
         let Some((full, instrument_id)) = listed else {
             return self.notify_error(codes::UNKNOWN_INSTRUMENT, &format!("unknown instrument {symbol}"));
         };
+        let topic = if chart.duration == 0 { tick_topic(&full) } else { kline_topic(&full, chart.duration) };
+        // Follow the series before asking for its history (as for quotes): nothing is missed.
+        self.drop_chart(&chart.chart_id);
+        self.charts.insert(chart.chart_id.clone(), topic.clone());
+        self.ctx.fanout.borrow_mut().subscribe(&topic, Topic::Chart, self.conn, &self.session, self.wake_tx.clone());
         let count = chart.view_width.clamp(1, MAX_CHART_BARS) as u32;
-        let query = Query::Kline { instrument_id, period_index, count };
+        let query = Query::Chart { instrument_id, duration_ns: chart.duration, count };
         let reply = self.ctx.call(self.conn, self.answers, Action::Query(query)).await;
         let body: Value = serde_json::from_slice(&reply.body).unwrap_or(Value::Null);
-        let Some(bars) = body["data"]["bars"].as_array().filter(|_| reply.status == 200) else {
-            let text = format!("k-lines of {full}: {}", body["error"]["message"].as_str().unwrap_or("unavailable"));
+        let data = &body["data"];
+        if reply.status != 200 || !data["series"].is_object() {
+            let text = format!("chart of {full}: {}", body["error"]["message"].as_str().unwrap_or("unavailable"));
             return self.notify_error(codes::UNKNOWN_INSTRUMENT, &text);
-        };
-        let id_of = |bar: Option<&Value>| bar.and_then(|b| b["id"].as_i64()).unwrap_or(-1);
-        let (left_id, right_id) = (id_of(bars.first()), id_of(bars.last()));
-        let data: serde_json::Map<String, Value> = bars
-            .iter()
-            .map(|bar| {
-                let fields = json!({
-                    "datetime": bar["datetime_ns"], "open": bar["open"], "high": bar["high"], "low": bar["low"],
-                    "close": bar["close"], "volume": bar["volume"], "open_oi": bar["open_oi"], "close_oi": bar["close_oi"],
-                });
-                (id_of(Some(bar)).to_string(), fields)
-            })
-            .collect();
+        }
+        let (left_id, right_id) =
+            (data["from_id"].as_i64().unwrap_or(-1), data["series"]["last_id"].as_i64().unwrap_or(-1));
         let mut state = serde_json::to_value(&chart).unwrap_or(Value::Null);
         state["aid"] = json!("set_chart");
-        self.session.borrow_mut().push(&json!({
-            "klines": {full.as_str(): {chart.duration.to_string(): {"last_id": right_id, "data": data}}},
-            "charts": {chart.chart_id.as_str(): {"left_id": left_id, "right_id": right_id, "more_data": false, "state": state}},
-        }));
+        let series = if chart.duration == 0 {
+            json!({"ticks": {full.as_str(): data["series"]}})
+        } else {
+            json!({"klines": {full.as_str(): {chart.duration.to_string(): data["series"]}}})
+        };
+        let mut session = self.session.borrow_mut();
+        session.push(&series);
+        session.push(&json!({"charts": {chart.chart_id.as_str(): {
+            "left_id": left_id, "right_id": right_id, "more_data": false, "state": state,
+        }}}));
+    }
+
+    /// Forgets chart `chart_id`; its series is no longer followed unless another chart shows it.
+    fn drop_chart(&mut self, chart_id: &str) {
+        let Some(topic) = self.charts.remove(chart_id) else { return };
+        if !self.charts.values().any(|t| *t == topic) {
+            self.ctx.fanout.borrow_mut().unsubscribe(&topic, self.conn);
+        }
     }
 
     /// The quote of `symbol` as its shard has it now, or a WARNING notify if it is not listed.
@@ -249,7 +279,13 @@ impl<'a> DiffSession<'a> {
         };
         // Follow changes before asking for the snapshot: a change published meanwhile is
         // older than the snapshot and composes before it, so none is missed.
-        self.ctx.fanout.borrow_mut().subscribe(&full, self.conn, &self.session, self.wake_tx.clone());
+        self.ctx.fanout.borrow_mut().subscribe(
+            &full,
+            super::quote_fanout::Topic::Quote,
+            self.conn,
+            &self.session,
+            self.wake_tx.clone(),
+        );
         let reply = self.ctx.call(self.conn, self.answers, Action::Query(Query::Tick(id))).await;
         let body: Value = serde_json::from_slice(&reply.body).unwrap_or(Value::Null);
         if reply.status != 200 {

@@ -245,6 +245,18 @@ impl Routes {
         }
     }
 
+    /// Sends each chart patch to this shard's sessions on its topic and to every other shard.
+    async fn publish_topics(&self, patches: Vec<(String, serde_json::Value)>) {
+        for (topic, patch) in patches {
+            let topic: Arc<str> = topic.into();
+            let patch = Arc::new(patch);
+            self.fanout.borrow_mut().publish(&topic, &patch);
+            for tx in self.remote.iter().flatten() {
+                let _ = tx.send(ShardMsg::Quote { symbol: topic.clone(), patch: patch.clone() }).await;
+            }
+        }
+    }
+
     /// Sends each changed account's trade patch to the shards whose sessions follow it.
     async fn publish_trades(&self, patches: Vec<(AccountId, Vec<usize>, serde_json::Value)>) {
         for (account, shards, patch) in patches {
@@ -288,9 +300,11 @@ pub async fn run_committer(
     let mut stamps: Vec<Instant> = Vec::new();
     let activity = core.borrow().activity.clone();
     loop {
-        let (mut batch, closing, quotes, trades) = {
+        let (mut batch, closing, quotes, charts, trades) = {
             let mut c = core.borrow_mut();
             let quotes = c.service.take_changed_quotes();
+            let charts =
+                if super::quote_fanout::anyone_charts() { c.service.take_chart_patches(&quotes) } else { Vec::new() };
             // Built now, from the state the staged group left: each object as of its end.
             let trades = c.service.take_trade_patches();
             std::mem::swap(&mut c.staged, &mut spare);
@@ -299,7 +313,7 @@ pub async fn run_committer(
             if spare.is_empty() {
                 activity.busy.store(false, Ordering::SeqCst);
             }
-            (std::mem::take(&mut spare), c.closing, quotes, trades)
+            (std::mem::take(&mut spare), c.closing, quotes, charts, trades)
         };
         if batch.is_empty() {
             if closing {
@@ -354,6 +368,7 @@ pub async fn run_committer(
             // Before the replies: a client that reads a quote after its order's answer sees
             // the quote that order made.
             routes.publish_quotes(&quotes).await;
+            routes.publish_topics(charts).await;
             // Before the replies too: a login's tree (a reply) comes after the patches of
             // the groups before it, which its session holds and applies after the tree.
             routes.publish_trades(trades).await;

@@ -7,6 +7,7 @@ pub mod body;
 pub mod config;
 pub mod conn;
 pub mod credentials;
+pub mod diff_chart;
 pub mod diff_quote;
 pub mod diff_session;
 pub mod diff_trade;

@@ -4,6 +4,7 @@
 //! rebuilds state from the WAL at start-up.
 
 use super::credentials::Password;
+use super::diff_chart;
 use super::diff_trade::{self, TradeWatch};
 use super::http::{push_error_body, push_success_body, HttpErrorCode};
 use super::journal::{Journal, JournalLimits, OrderRecord};
@@ -80,6 +81,12 @@ pub enum Query {
     Kline {
         instrument_id: InstrumentId,
         period_index: usize,
+        count: u32,
+    },
+    /// A DIFF chart series: k-lines of `duration_ns`, or ticks when it is 0 (`diff_chart`).
+    Chart {
+        instrument_id: InstrumentId,
+        duration_ns: i64,
         count: u32,
     },
     /// One shard's whole state (`/admin/state` gathers every shard's and checks the invariants
@@ -215,6 +222,8 @@ pub struct Service {
     credentials: FastMap<AccountId, String>,
     /// Accounts DIFF sessions follow, and what changed for them (`take_trade_patches`).
     watch: TradeWatch,
+    /// Per instrument (config slot): what of its chart series was last published.
+    chart_cursors: FastMap<u32, diff_chart::ChartCursor>,
 }
 
 impl Service {
@@ -236,7 +245,25 @@ impl Service {
             changed_quotes: Vec::new(),
             credentials: FastMap::default(),
             watch: TradeWatch::default(),
+            chart_cursors: FastMap::default(),
         }
+    }
+
+    /// The DIFF chart patches (by fan-out topic) of the instruments whose quotes changed: new
+    /// ticks, and the bars they changed. Call only while some session follows a chart.
+    pub fn take_chart_patches(
+        &mut self,
+        quotes: &[crate::domain::market_data::Quote],
+    ) -> Vec<(String, serde_json::Value)> {
+        let mut out = Vec::new();
+        for quote in quotes {
+            let Some(slot) = self.engine.instrument_slot(&quote.instrument_id) else { continue };
+            let Some(market) = self.engine.market(slot) else { continue };
+            let symbol = format!("{}.{}", quote.exchange_id.as_str(), quote.instrument_id.as_str());
+            let cursor = self.chart_cursors.entry(slot).or_insert_with(|| diff_chart::ChartCursor::before_last(market));
+            out.extend(cursor.patches(&symbol, market));
+        }
+        out
     }
 
     /// One DIFF trade patch per followed account the steps since the last call changed, with
@@ -690,6 +717,18 @@ impl Service {
                     period_ns: series.period_ns(),
                     bars: bars.iter_from(from).map(|(id, bar)| BarView { id, bar }).collect(),
                 })
+            }
+            Query::Chart { instrument_id, duration_ns, count } => {
+                let slot = self.instrument(&instrument_id)?;
+                let market = engine.market(slot).ok_or_else(Self::not_here)?;
+                let (from_id, series) = if duration_ns == 0 {
+                    diff_chart::tick_history(market, i64::from(count))
+                } else {
+                    diff_chart::kline_history(market, duration_ns, i64::from(count)).ok_or_else(|| {
+                        Reply::http_message(HttpErrorCode::InvalidQueryParameter, "invalid query parameter: duration")
+                    })?
+                };
+                Reply::success(&serde_json::json!({"from_id": from_id, "series": series}))
             }
             Query::ShardState => Reply::success(&engine.state()),
             // Answered by the shard's core, which holds the metrics.
