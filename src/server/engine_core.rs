@@ -226,34 +226,49 @@ impl Routes {
     }
 
     /// Sends each changed quote, as a DIFF patch built once, to this shard's sessions and to
-    /// every other shard (bounded channels: a full one makes the committer wait).
+    /// every other shard with sessions following it (bounded channels: a full one makes the
+    /// committer wait).
     async fn publish_quotes(&self, quotes: &[Quote]) {
-        if quotes.is_empty() || !super::quote_fanout::anyone_follows() {
+        let directory = self.fanout.borrow().directory().clone();
+        if quotes.is_empty() || !directory.anyone_follows() {
             return;
         }
         let now = super::diff_quote::now_ns();
         for quote in quotes {
+            let Some(slot) = self.fanout.borrow().slot_of(&quote.instrument_id) else { continue };
             let symbol: Arc<str> = format!("{}.{}", quote.exchange_id.as_str(), quote.instrument_id.as_str()).into();
             let fields = serde_json::to_value(quote).unwrap_or(serde_json::Value::Null);
             let patch = Arc::new(
                 serde_json::json!({"quotes": {&*symbol: super::diff_quote::diff_quote(&symbol, &fields, now)}}),
             );
-            self.fanout.borrow_mut().publish(&symbol, &patch);
-            for tx in self.remote.iter().flatten() {
-                let _ = tx.send(ShardMsg::Quote { symbol: symbol.clone(), patch: patch.clone() }).await;
+            self.publish(slot, symbol, patch, &directory).await;
+        }
+    }
+
+    /// Hands a market data patch to this shard's sessions on `topic` and sends it to the other
+    /// shards whose sessions follow instrument `slot`.
+    async fn publish(
+        &self,
+        slot: u32,
+        topic: Arc<str>,
+        patch: Arc<serde_json::Value>,
+        directory: &super::quote_fanout::FanoutDirectory,
+    ) {
+        self.fanout.borrow_mut().publish(&topic, &patch);
+        for (shard, tx) in self.remote.iter().enumerate() {
+            if let Some(tx) = tx {
+                if directory.shard_follows(slot, shard) {
+                    let _ = tx.send(ShardMsg::Quote { symbol: topic.clone(), patch: patch.clone() }).await;
+                }
             }
         }
     }
 
-    /// Sends each chart patch to this shard's sessions on its topic and to every other shard.
-    async fn publish_topics(&self, patches: Vec<(String, serde_json::Value)>) {
-        for (topic, patch) in patches {
-            let topic: Arc<str> = topic.into();
-            let patch = Arc::new(patch);
-            self.fanout.borrow_mut().publish(&topic, &patch);
-            for tx in self.remote.iter().flatten() {
-                let _ = tx.send(ShardMsg::Quote { symbol: topic.clone(), patch: patch.clone() }).await;
-            }
+    /// Sends each chart patch like a quote's, on its series' topic.
+    async fn publish_topics(&self, patches: Vec<(u32, String, serde_json::Value)>) {
+        let directory = self.fanout.borrow().directory().clone();
+        for (slot, topic, patch) in patches {
+            self.publish(slot, topic.into(), Arc::new(patch), &directory).await;
         }
     }
 
@@ -303,8 +318,11 @@ pub async fn run_committer(
         let (mut batch, closing, quotes, charts, trades) = {
             let mut c = core.borrow_mut();
             let quotes = c.service.take_changed_quotes();
-            let charts =
-                if super::quote_fanout::anyone_charts() { c.service.take_chart_patches(&quotes) } else { Vec::new() };
+            let charts = if routes.fanout.borrow().directory().anyone_charts() {
+                c.service.take_chart_patches(&quotes)
+            } else {
+                Vec::new()
+            };
             // Built now, from the state the staged group left: each object as of its end.
             let trades = c.service.take_trade_patches();
             std::mem::swap(&mut c.staged, &mut spare);

@@ -1,33 +1,79 @@
 //! Which DIFF sessions of this shard follow which market data topics, and delivering a change
 //! to them. A topic is a quote (`EXCHANGE.symbol`) or a chart series (`klines/<symbol>/<ns>`,
 //! `ticks/<symbol>`, see `diff_chart`). A change is published once per commit group by the
-//! instrument's shard: to its own sessions directly and to every other shard as one
-//! `ShardMsg::Quote` (the patch is built once and shared). Delivering composes the patch into
-//! each session's pending data (bounded by the session's tree, `diff::session`) and wakes its
-//! task; nothing queues per event.
+//! instrument's shard: to its own sessions directly and, as one `ShardMsg::Quote` (the patch is
+//! built once and shared), to each other shard that has sessions following that instrument
+//! (the shared [`FanoutDirectory`] says which). Delivering composes the patch into each
+//! session's pending data (bounded by the session's tree, `diff::session`) and wakes its task;
+//! nothing queues per event.
 
+use super::conn::Router;
 use crate::diff::session::Session;
 use crate::domain::fast_hash::FastMap;
+use crate::domain::name::InstrumentId;
 use glommio::channels::local_channel::LocalSender;
 use serde_json::Value;
 use std::cell::RefCell;
 use std::rc::{Rc, Weak};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 
-/// Quote and chart subscriptions on all shards of this process. While one is 0 the committers
-/// skip building and sending that kind of patch, so a server without DIFF sessions pays nothing
-/// per trade. (One server per process; tests start servers as processes.)
-static QUOTE_SUBSCRIPTIONS: AtomicUsize = AtomicUsize::new(0);
-static CHART_SUBSCRIPTIONS: AtomicUsize = AtomicUsize::new(0);
-
-/// Whether any session anywhere follows a quote.
-pub fn anyone_follows() -> bool {
-    QUOTE_SUBSCRIPTIONS.load(Ordering::Relaxed) > 0
+/// What every shard's publishers need to know about every shard's subscriptions, shared by all
+/// shards: how many quote and chart subscriptions exist (while one is 0 the committers skip
+/// building that kind of patch, so a server without DIFF sessions pays nothing per trade), and
+/// per instrument which shards have sessions following it (a bit per shard; with more than 64
+/// shards every shard is sent everything).
+pub struct FanoutDirectory {
+    quotes: AtomicUsize,
+    charts: AtomicUsize,
+    /// Per instrument (config slot): bit k set while shard k has a subscription to it.
+    shard_bits: Vec<AtomicU64>,
+    shards: usize,
 }
 
-/// Whether any session anywhere follows a chart (k-lines or ticks).
-pub fn anyone_charts() -> bool {
-    CHART_SUBSCRIPTIONS.load(Ordering::Relaxed) > 0
+impl FanoutDirectory {
+    pub fn new(instruments: usize, shards: usize) -> Self {
+        Self {
+            quotes: AtomicUsize::new(0),
+            charts: AtomicUsize::new(0),
+            shard_bits: (0..instruments).map(|_| AtomicU64::new(0)).collect(),
+            shards,
+        }
+    }
+
+    /// Whether any session anywhere follows a quote.
+    pub fn anyone_follows(&self) -> bool {
+        self.quotes.load(Ordering::Relaxed) > 0
+    }
+
+    /// Whether any session anywhere follows a chart (k-lines or ticks).
+    pub fn anyone_charts(&self) -> bool {
+        self.charts.load(Ordering::Relaxed) > 0
+    }
+
+    /// Whether shard `shard` has sessions following instrument `slot`.
+    pub fn shard_follows(&self, slot: u32, shard: usize) -> bool {
+        if self.shards > 64 {
+            return true;
+        }
+        self.shard_bits.get(slot as usize).is_some_and(|bits| bits.load(Ordering::Relaxed) & (1 << shard) != 0)
+    }
+
+    fn counter(&self, kind: Topic) -> &AtomicUsize {
+        match kind {
+            Topic::Quote => &self.quotes,
+            Topic::Chart => &self.charts,
+        }
+    }
+
+    fn set(&self, slot: u32, shard: usize, on: bool) {
+        let (Some(bits), true) = (self.shard_bits.get(slot as usize), shard < 64) else { return };
+        if on {
+            bits.fetch_or(1 << shard, Ordering::Relaxed);
+        } else {
+            bits.fetch_and(!(1 << shard), Ordering::Relaxed);
+        }
+    }
 }
 
 /// What a topic is, for the counters above.
@@ -37,30 +83,63 @@ pub enum Topic {
     Chart,
 }
 
-impl Topic {
-    fn counter(self) -> &'static AtomicUsize {
-        match self {
-            Topic::Quote => &QUOTE_SUBSCRIPTIONS,
-            Topic::Chart => &CHART_SUBSCRIPTIONS,
-        }
+/// The instrument a topic is about: `EXCH.sym`, `klines/EXCH.sym/<ns>`, `ticks/EXCH.sym`.
+fn topic_symbol(topic: &str) -> &str {
+    match topic.split_once('/') {
+        Some((_, rest)) => rest.split('/').next().unwrap_or(rest),
+        None => topic,
     }
 }
 
 struct Subscriber {
     session_id: u64,
     kind: Topic,
+    /// The instrument's config slot (None for a symbol the router does not know).
+    slot: Option<u32>,
     output: Weak<RefCell<Session>>,
     /// Capacity 1: a full channel means the task is already woken.
     wake: Rc<LocalSender<()>>,
 }
 
 /// The shard's subscriptions, by topic.
-#[derive(Default)]
 pub struct QuoteFanout {
+    shard: usize,
+    directory: Arc<FanoutDirectory>,
+    router: Rc<Router>,
     by_topic: FastMap<String, Vec<Subscriber>>,
+    /// Subscriptions of this shard per instrument slot (the directory's bit is set while > 0).
+    per_slot: FastMap<u32, usize>,
 }
 
 impl QuoteFanout {
+    pub fn new(shard: usize, directory: Arc<FanoutDirectory>, router: Rc<Router>) -> Self {
+        Self { shard, directory, router, by_topic: FastMap::default(), per_slot: FastMap::default() }
+    }
+
+    fn added(&mut self, kind: Topic, slot: Option<u32>) {
+        self.directory.counter(kind).fetch_add(1, Ordering::Relaxed);
+        if let Some(slot) = slot {
+            let n = self.per_slot.entry(slot).or_default();
+            *n += 1;
+            if *n == 1 {
+                self.directory.set(slot, self.shard, true);
+            }
+        }
+    }
+
+    fn removed(directory: &FanoutDirectory, per_slot: &mut FastMap<u32, usize>, shard: usize, s: &Subscriber) {
+        directory.counter(s.kind).fetch_sub(1, Ordering::Relaxed);
+        if let Some(slot) = s.slot {
+            if let Some(n) = per_slot.get_mut(&slot) {
+                *n -= 1;
+                if *n == 0 {
+                    per_slot.remove(&slot);
+                    directory.set(slot, shard, false);
+                }
+            }
+        }
+    }
+
     pub fn subscribe(
         &mut self,
         topic: &str,
@@ -69,10 +148,11 @@ impl QuoteFanout {
         output: &Rc<RefCell<Session>>,
         wake: Rc<LocalSender<()>>,
     ) {
+        let slot = InstrumentId::new(topic_symbol(topic)).and_then(|id| self.router.instrument_slot(&id));
         let list = self.by_topic.entry(topic.to_owned()).or_default();
         if list.iter().all(|s| s.session_id != session_id) {
-            list.push(Subscriber { session_id, kind, output: Rc::downgrade(output), wake });
-            kind.counter().fetch_add(1, Ordering::Relaxed);
+            list.push(Subscriber { session_id, kind, slot, output: Rc::downgrade(output), wake });
+            self.added(kind, slot);
         }
     }
 
@@ -92,11 +172,12 @@ impl QuoteFanout {
     }
 
     fn retain(&mut self, keep: impl Fn(&str, &Subscriber) -> bool) {
+        let (directory, per_slot, shard) = (&self.directory, &mut self.per_slot, self.shard);
         self.by_topic.retain(|topic, list| {
             list.retain(|s| {
                 let kept = keep(topic, s);
                 if !kept {
-                    s.kind.counter().fetch_sub(1, Ordering::Relaxed);
+                    Self::removed(directory, per_slot, shard, s);
                 }
                 kept
             });
@@ -107,6 +188,7 @@ impl QuoteFanout {
     /// Composes `patch` into every session following `topic` and wakes them.
     pub fn publish(&mut self, topic: &str, patch: &Value) {
         let Some(list) = self.by_topic.get_mut(topic) else { return };
+        let (directory, per_slot, shard) = (&self.directory, &mut self.per_slot, self.shard);
         list.retain(|s| match s.output.upgrade() {
             Some(output) => {
                 output.borrow_mut().push(patch);
@@ -114,7 +196,7 @@ impl QuoteFanout {
                 true
             }
             None => {
-                s.kind.counter().fetch_sub(1, Ordering::Relaxed);
+                Self::removed(directory, per_slot, shard, s);
                 false
             }
         });
@@ -123,8 +205,42 @@ impl QuoteFanout {
         }
     }
 
+    pub fn directory(&self) -> &Arc<FanoutDirectory> {
+        &self.directory
+    }
+
+    /// The config slot of an instrument (bare or full id).
+    pub fn slot_of(&self, id: &InstrumentId) -> Option<u32> {
+        self.router.instrument_slot(id)
+    }
+
     /// Sessions following `topic` (for tests and metrics).
     pub fn followers(&self, topic: &str) -> usize {
         self.by_topic.get(topic).map_or(0, Vec::len)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topics_name_their_instrument() {
+        assert_eq!(topic_symbol("SHFE.cu2501"), "SHFE.cu2501");
+        assert_eq!(topic_symbol("klines/SHFE.cu2501/60000000000"), "SHFE.cu2501");
+        assert_eq!(topic_symbol("ticks/SHFE.cu2501"), "SHFE.cu2501");
+    }
+
+    #[test]
+    fn the_directory_tracks_which_shards_follow_an_instrument() {
+        let d = FanoutDirectory::new(3, 4);
+        assert!(!d.shard_follows(1, 2));
+        d.set(1, 2, true);
+        d.set(1, 3, true);
+        assert!(d.shard_follows(1, 2) && d.shard_follows(1, 3) && !d.shard_follows(0, 2));
+        d.set(1, 2, false);
+        assert!(!d.shard_follows(1, 2) && d.shard_follows(1, 3));
+        assert!(!d.shard_follows(7, 0), "an unknown slot is followed by nobody");
+        assert!(FanoutDirectory::new(1, 65).shard_follows(0, 64), "past 64 shards everyone gets everything");
     }
 }

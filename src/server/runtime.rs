@@ -189,6 +189,7 @@ pub fn start(config: ServerConfig) -> Result<Server, String> {
         idle_shards: AtomicUsize::new(0),
         activity: (0..shards).map(|_| Arc::new(Activity::default())).collect(),
     });
+    let directory = Arc::new(super::quote_fanout::FanoutDirectory::new(instruments.len(), shards));
     let (events_tx, events_rx) = mpsc::channel::<(usize, StartUp)>();
     let mut handles = Vec::with_capacity(shards);
     let mut http = config.http;
@@ -203,9 +204,12 @@ pub fn start(config: ServerConfig) -> Result<Server, String> {
         let shard_config = config.clone();
         let shard_instruments = instruments.clone();
         let shard_quiesce = quiesce.clone();
+        let directory = directory.clone();
         let events = events_tx.clone();
         let handle = executor(shard, shards)
-            .spawn(move || run_shard(boot, shard_config, shard_instruments, (http, ws), shard_quiesce, events))
+            .spawn(move || {
+                run_shard(boot, shard_config, shard_instruments, (http, ws), shard_quiesce, directory, events)
+            })
             .map_err(|e| format!("starting shard {shard}: {e}"))?;
         handles.push(handle);
         // Each shard binds before the next starts, so port 0 resolves once, on shard 0.
@@ -310,6 +314,7 @@ async fn run_shard(
     instruments: Vec<Instrument>,
     (http, ws): (SocketAddr, SocketAddr),
     quiesce: Arc<Quiesce>,
+    directory: Arc<super::quote_fanout::FanoutDirectory>,
     events: mpsc::Sender<(usize, StartUp)>,
 ) -> Result<(), String> {
     let shard = boot.shard;
@@ -341,7 +346,7 @@ async fn run_shard(
     let counters = Rc::new(super::conn::ShardCounters::default());
     let core = Rc::new(RefCell::new(EngineCore::new(service, notify_tx, activity, counters.clone())));
     let waiters: Waiters = Rc::new(RefCell::new(Default::default()));
-    let fanout = Rc::new(RefCell::new(super::quote_fanout::QuoteFanout::default()));
+    let fanout = Rc::new(RefCell::new(super::quote_fanout::QuoteFanout::new(shard, directory, router.clone())));
     let accounts = Rc::new(RefCell::new(super::account_fanout::AccountFanout::default()));
     // Receivers first, as tasks: a sender's connect waits for its receiver.
     let mut receivers = Vec::new();

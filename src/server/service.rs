@@ -249,19 +249,19 @@ impl Service {
         }
     }
 
-    /// The DIFF chart patches (by fan-out topic) of the instruments whose quotes changed: new
+    /// The DIFF chart patches (instrument slot, fan-out topic, patch) of the instruments whose quotes changed: new
     /// ticks, and the bars they changed. Call only while some session follows a chart.
     pub fn take_chart_patches(
         &mut self,
         quotes: &[crate::domain::market_data::Quote],
-    ) -> Vec<(String, serde_json::Value)> {
+    ) -> Vec<(u32, String, serde_json::Value)> {
         let mut out = Vec::new();
         for quote in quotes {
             let Some(slot) = self.engine.instrument_slot(&quote.instrument_id) else { continue };
             let Some(market) = self.engine.market(slot) else { continue };
             let symbol = format!("{}.{}", quote.exchange_id.as_str(), quote.instrument_id.as_str());
             let cursor = self.chart_cursors.entry(slot).or_insert_with(|| diff_chart::ChartCursor::before_last(market));
-            out.extend(cursor.patches(&symbol, market));
+            out.extend(cursor.patches(&symbol, market).into_iter().map(|(topic, patch)| (slot, topic, patch)));
         }
         out
     }
