@@ -14,6 +14,7 @@ use super::conn::ShardContext;
 use super::diff_quote::{diff_quote, now_ns};
 use super::diff_session::codes as diff_codes;
 use super::diff_trading::{error_of, FollowLink, Login};
+use super::quote_fanout::Topic;
 use super::service::{Action, Answer, Query, Reply};
 use crate::diff::merge_patch;
 use crate::diff::session::Session;
@@ -193,9 +194,8 @@ pub struct LegacySession<'a> {
     wake_tx: Rc<LocalSender<()>>,
     wake_rx: LocalReceiver<()>,
     login: Option<Login>,
-    /// Subscribed quotes (full symbols) as the client last got them: a `quote` message carries
-    /// the whole quote, the fan-out's patches only what changed.
-    quotes: BTreeMap<String, Value>,
+    /// What the client was last sent of the quotes and the account.
+    pushed: Pushed,
     /// Answers to the client's messages, sent before the pushed changes.
     replies: Vec<Value>,
     /// Orders submitted without a `client_order_id` so far.
@@ -213,7 +213,7 @@ impl<'a> LegacySession<'a> {
             wake_tx: Rc::new(wake_tx),
             wake_rx,
             login: None,
-            quotes: BTreeMap::new(),
+            pushed: Pushed::default(),
             replies: Vec::new(),
             auto_ids: 0,
         }
@@ -285,7 +285,7 @@ impl<'a> LegacySession<'a> {
             if let Some(text) = pending {
                 let mut out = Vec::new();
                 let account = self.login.as_ref().map(|l| l.account);
-                translate_rtn_data(&text, account.as_ref().map(AccountId::as_str), &mut self.quotes, &mut out);
+                translate_rtn_data(&text, account.as_ref().map(AccountId::as_str), &mut self.pushed, &mut out);
                 for message in out {
                     self.send(&mut ws, message.to_string()).await?;
                 }
@@ -358,7 +358,9 @@ impl<'a> LegacySession<'a> {
         // The state now: the account and its live orders (history is on the REST API).
         let tree = &followed.snapshot["trade"][account.as_str()];
         if let Some(cny) = tree["accounts"]["CNY"].as_object() {
-            self.replies.push(account_update(cny));
+            let update = account_update(cny);
+            self.pushed.account = Some(update.clone());
+            self.replies.push(update);
         }
         for order in tree["orders"].as_object().into_iter().flat_map(Map::values) {
             if order["status"] == "ALIVE" {
@@ -387,13 +389,13 @@ impl<'a> LegacySession<'a> {
             };
             // Follow changes before asking for the quote: a change published meanwhile is
             // older than the quote and composes before it, so none is missed.
-            self.quotes.entry(full.clone()).or_insert_with(|| json!({}));
-            self.ctx.fanout.borrow_mut().subscribe(&full, self.conn, &self.session, self.wake_tx.clone());
+            self.pushed.quotes.entry(full.clone()).or_insert_with(|| json!({}));
+            self.ctx.fanout.borrow_mut().subscribe(&full, Topic::Quote, self.conn, &self.session, self.wake_tx.clone());
             let reply = self.ctx.call(self.conn, self.answers, Action::Query(Query::Tick(id))).await;
             if reply.status != 200 {
                 unknown.push(symbol.clone());
-                self.quotes.remove(&full);
-                self.resubscribe();
+                self.pushed.quotes.remove(&full);
+                self.ctx.fanout.borrow_mut().unsubscribe(&full, self.conn);
                 continue;
             }
             let body: Value = serde_json::from_slice(&reply.body).unwrap_or(Value::Null);
@@ -401,7 +403,7 @@ impl<'a> LegacySession<'a> {
             self.session.borrow_mut().push(&json!({"quotes": {full: quote}}));
         }
         let message = if unknown.is_empty() {
-            format!("subscribed to {} instruments", self.quotes.len())
+            format!("subscribed to {} instruments", self.pushed.quotes.len())
         } else {
             format!("unknown instruments: {}", unknown.join(", "))
         };
@@ -413,25 +415,16 @@ impl<'a> LegacySession<'a> {
     fn unsubscribe(&mut self, req: Subscribe) {
         for symbol in &req.instruments {
             if let Some(full) = InstrumentId::new(symbol).and_then(|id| self.ctx.full_symbol(&id)) {
-                self.quotes.remove(&full);
+                self.pushed.quotes.remove(&full);
+                self.ctx.fanout.borrow_mut().unsubscribe(&full, self.conn);
             }
         }
-        self.resubscribe();
-        let message = format!("subscribed to {} instruments", self.quotes.len());
+        let message = format!("subscribed to {} instruments", self.pushed.quotes.len());
         self.subscribe_response(true, &req.channels, message);
     }
 
-    /// Makes the quote fan-out's subscriptions those of `quotes` (no await: nothing is missed).
-    fn resubscribe(&mut self) {
-        let mut fanout = self.ctx.fanout.borrow_mut();
-        fanout.unsubscribe_all(self.conn);
-        for full in self.quotes.keys() {
-            fanout.subscribe(full, self.conn, &self.session, self.wake_tx.clone());
-        }
-    }
-
     fn subscribe_response(&mut self, success: bool, channels: &[String], message: String) {
-        let instruments: Vec<&String> = self.quotes.keys().collect();
+        let instruments: Vec<&String> = self.pushed.quotes.keys().collect();
         let reply = json!({
             "type": "subscribe_response",
             "success": success,
@@ -535,13 +528,27 @@ impl<'a> LegacySession<'a> {
         let reply = self.ctx.call(self.conn, self.answers, Action::Query(Query::Account(account))).await;
         let body: Value = serde_json::from_slice(&reply.body).unwrap_or(Value::Null);
         match body["data"].as_object().filter(|_| reply.status == 200) {
-            Some(data) => self.replies.push(account_update(data)),
+            Some(data) => {
+                let update = account_update(data);
+                self.pushed.account = Some(update.clone());
+                self.replies.push(update);
+            }
             None => {
                 let (code, message) = error_of(&reply);
                 self.error(i64::from(code), &format!("query_account: {message}"));
             }
         }
     }
+}
+
+/// What a session's client was last sent of what is pushed to it.
+#[derive(Debug, Default)]
+struct Pushed {
+    /// Subscribed quotes (full symbols) as last sent: a `quote` message carries the whole
+    /// quote, the fan-out's patches only what changed.
+    quotes: BTreeMap<String, Value>,
+    /// The last `account_update` (an unchanged account is not sent again).
+    account: Option<Value>,
 }
 
 /// What woke the session's loop.
@@ -665,19 +672,19 @@ fn quote(full: &Value) -> Option<Value> {
 }
 
 /// The legacy messages for one `rtn_data` text the session composed: quotes of subscribed
-/// instruments (applied to `quotes`, sent whole), then the `account`'s orders, trades and
-/// account, in that order (so a fill's `order_status` and `trade` come before the
-/// `account_update` they changed).
-fn translate_rtn_data(text: &str, account: Option<&str>, quotes: &mut BTreeMap<String, Value>, out: &mut Vec<Value>) {
+/// instruments (applied to `pushed.quotes`, sent whole), then the `account`'s orders, trades
+/// and account (if it changed), in that order (so a fill's `order_status` and `trade` come
+/// before the `account_update` they changed).
+fn translate_rtn_data(text: &str, account: Option<&str>, pushed: &mut Pushed, out: &mut Vec<Value>) {
     let Ok(rtn_data) = serde_json::from_str::<Value>(text) else { return };
     for patch in rtn_data["data"].as_array().into_iter().flatten() {
-        translate(patch, account, quotes, out);
+        translate(patch, account, pushed, out);
     }
 }
 
-fn translate(patch: &Value, account: Option<&str>, quotes: &mut BTreeMap<String, Value>, out: &mut Vec<Value>) {
+fn translate(patch: &Value, account: Option<&str>, pushed: &mut Pushed, out: &mut Vec<Value>) {
     for (symbol, change) in patch["quotes"].as_object().into_iter().flatten() {
-        let Some(current) = quotes.get_mut(symbol) else { continue };
+        let Some(current) = pushed.quotes.get_mut(symbol) else { continue };
         merge_patch::apply(current, change);
         if !current.is_object() {
             *current = json!({});
@@ -693,7 +700,11 @@ fn translate(patch: &Value, account: Option<&str>, quotes: &mut BTreeMap<String,
         out.extend(trade(one));
     }
     if let Some(cny) = tree["accounts"]["CNY"].as_object() {
-        out.push(account_update(cny));
+        let update = account_update(cny);
+        if pushed.account.as_ref() != Some(&update) {
+            pushed.account = Some(update.clone());
+            out.push(update);
+        }
     }
 }
 
@@ -751,7 +762,8 @@ mod tests {
             "accounts": {"CNY": {"account_id": "A", "user_id": "A", "currency": "CNY", "balance": 1.0}},
         }, "B": {"accounts": {"CNY": {"balance": 2.0}}}}});
         let mut out = Vec::new();
-        translate(&patch, Some("A"), &mut BTreeMap::new(), &mut out);
+        let mut pushed = Pushed::default();
+        translate(&patch, Some("A"), &mut pushed, &mut out);
         let kinds: Vec<&str> = out.iter().map(|m| m["type"].as_str().unwrap()).collect();
         assert_eq!(kinds, ["order_status", "trade", "account_update"]);
         assert_eq!(out[0]["order_id"], 5);
@@ -761,24 +773,29 @@ mod tests {
         assert_eq!(out[1]["trade_id"], 3);
         assert_eq!(out[1]["ts"], 10);
         assert_eq!(out[2], json!({"type": "account_update", "account_id": "A", "balance": 1.0}));
+        // The same account again is not sent again.
+        out.clear();
+        translate(&patch, Some("A"), &mut pushed, &mut out);
+        let kinds: Vec<&str> = out.iter().map(|m| m["type"].as_str().unwrap()).collect();
+        assert_eq!(kinds, ["order_status", "trade"]);
         // Nothing for a session that is not authenticated.
         out.clear();
-        translate(&patch, None, &mut BTreeMap::new(), &mut out);
+        translate(&patch, None, &mut Pushed::default(), &mut out);
         assert!(out.is_empty());
     }
 
     #[test]
     fn quotes_are_sent_whole_for_subscribed_symbols_only() {
-        let mut quotes = BTreeMap::new();
-        quotes.insert("CZCE.SR501".to_owned(), json!({}));
+        let mut pushed = Pushed::default();
+        pushed.quotes.insert("CZCE.SR501".to_owned(), json!({}));
         let mut out = Vec::new();
         let first = json!({"quotes": {
             "CZCE.SR501": {"instrument_id": "CZCE.SR501", "datetime": "-", "last_price": "-", "volume": 0},
             "SHFE.cu2501": {"last_price": 1.0},
         }});
-        translate(&first, None, &mut quotes, &mut out);
+        translate(&first, None, &mut pushed, &mut out);
         let change = json!({"quotes": {"CZCE.SR501": {"last_price": 5010.0, "volume": 2}}});
-        translate(&change, None, &mut quotes, &mut out);
+        translate(&change, None, &mut pushed, &mut out);
         assert_eq!(out.len(), 2);
         assert_eq!(out[0]["last_price"], Value::Null, "{}", out[0]);
         assert_eq!(out[0]["datetime"], "-");

@@ -40,6 +40,8 @@ async fn serve(ctx: Rc<ShardContext>, stream: TcpStream) {
         .max_frame_size(Some(MAX_MESSAGE_BYTES));
     // The handshake's request says which protocol the connection speaks.
     let legacy = Cell::new(false);
+    // The error type is tungstenite's (a whole HTTP response); this closure never returns it.
+    #[allow(clippy::result_large_err)]
     let record_path = |request: &tungstenite::handshake::server::Request, response| {
         legacy.set(request.uri().path() == legacy_session::PATH);
         Ok(response)
