@@ -359,7 +359,7 @@ fn auth_quotes_orders_fills_cancels_and_errors() {
     );
     let response = next_reply(&mut ws);
     assert_eq!(response["success"], true, "{response}");
-    assert!(response["client_order_id"].as_str().is_some_and(|id| id.starts_with("ws-")), "{response}");
+    assert!(response["client_order_id"].as_str().is_some_and(|id| id.starts_with("auto-")), "{response}");
     let market = c.ok("GET", &format!("/api/order/{}", response["order_id"]), None);
     assert_eq!((market["price_type"].as_str(), market["time_condition"].as_str()), (Some("ANY"), Some("IOC")));
     drain(&mut ws, Duration::from_millis(300));
@@ -400,7 +400,9 @@ fn the_path_chooses_legacy_or_diff() {
         send(&mut ws, json!({"aid": "peek_message"}));
         let m = recv(&mut ws);
         assert_eq!(m["aid"], "rtn_data", "{path}: {m}");
-        let notify = m["data"][0]["notify"].as_object().expect("a notify").values().next().unwrap().clone();
+        let patches = m["data"].as_array().expect("data");
+        let notify =
+            patches.iter().find_map(|p| p["notify"].as_object()).expect("a notify").values().next().unwrap().clone();
         assert_eq!(notify["code"], 9101, "DIFF reads a legacy message as malformed: {notify}");
     }
 }

@@ -8,6 +8,11 @@
 //! of events: a million updates of the same quote fields keep one copy of each field. A client
 //! that stops reading therefore costs at most its tree; [`Session::over_limit`] lets the server
 //! cut it off, with a reason, when even that exceeds a bound.
+//!
+//! Notifies are kept apart and sent as a patch of their own, after the data, in the same
+//! `rtn_data` (one transaction either way): tqsdk-js takes every element of `data` that has a
+//! `notify` out of the array and never applies the rest of that element, so a login's tree or
+//! a refused order sharing a patch with its notify would be lost to it.
 
 use super::merge_patch::ComposedPatch;
 use serde_json::Value;
@@ -17,6 +22,8 @@ use std::fmt;
 #[derive(Debug, Clone, Default)]
 pub struct Session {
     pending: ComposedPatch,
+    /// The `notify` parts of what was pushed.
+    notices: ComposedPatch,
     peeked: bool,
 }
 
@@ -53,7 +60,17 @@ impl Session {
 
     /// Merges `patch` into the pending data (sent at the next peek, after earlier pushes).
     pub fn push(&mut self, patch: &Value) {
-        self.pending.push(patch);
+        match patch.as_object() {
+            Some(fields) if fields.contains_key("notify") => {
+                let (notify, rest): (serde_json::Map<String, Value>, serde_json::Map<String, Value>) =
+                    fields.iter().map(|(k, v)| (k.clone(), v.clone())).partition(|(k, _)| k == "notify");
+                if !rest.is_empty() {
+                    self.pending.push(&Value::Object(rest));
+                }
+                self.notices.push(&Value::Object(notify));
+            }
+            _ => self.pending.push(patch),
+        }
     }
 
     /// Pushes patches that must reach the client in the same `rtn_data` (e.g. an order, its
@@ -63,7 +80,7 @@ impl Session {
     /// call sites.
     pub fn push_transaction(&mut self, patches: impl IntoIterator<Item = Value>) {
         for p in patches {
-            self.pending.push(&p);
+            self.push(&p);
         }
     }
 
@@ -79,13 +96,13 @@ impl Session {
 
     /// Whether something is waiting for the client.
     pub fn has_pending(&self) -> bool {
-        !self.pending.is_empty()
+        !self.pending.is_empty() || !self.notices.is_empty()
     }
 
     /// The one `rtn_data` text to send now, if a peek is outstanding and something is pending.
     /// Clears both: the server then sends nothing until the next peek.
     pub fn take_ready(&mut self) -> Option<String> {
-        if !self.peeked || self.pending.is_empty() {
+        if !self.peeked || !self.has_pending() {
             return None;
         }
         self.peeked = false;
@@ -96,7 +113,7 @@ impl Session {
     /// outstanding), or `None` if nothing is pending. For the one message a server sends
     /// unprompted on connect: tqsdk-js only peeks after it received something.
     pub fn take_unsolicited(&mut self) -> Option<String> {
-        if self.pending.is_empty() {
+        if !self.has_pending() {
             return None;
         }
         Some(self.take_pending())
@@ -105,7 +122,7 @@ impl Session {
     /// Upper bound of the size of the `rtn_data` text [`Session::take_ready`] would return,
     /// kept in O(1) per changed field (never serializes).
     pub fn pending_bytes(&self) -> usize {
-        ENVELOPE_BYTES + self.pending.estimated_bytes()
+        ENVELOPE_BYTES + self.pending.estimated_bytes() + self.notices.estimated_bytes()
     }
 
     /// `Some(reason)` when the pending data exceeds `max_bytes`: the server should disconnect.
@@ -115,7 +132,8 @@ impl Session {
     }
 
     fn take_pending(&mut self) -> String {
-        let patches = std::mem::take(&mut self.pending).into_patches();
+        let mut patches = std::mem::take(&mut self.pending).into_patches();
+        patches.extend(std::mem::take(&mut self.notices).into_patches());
         let mut out = String::with_capacity(ENVELOPE_BYTES + 64);
         out.push_str(r#"{"aid":"rtn_data","data":["#);
         for (i, p) in patches.iter().enumerate() {
@@ -178,10 +196,29 @@ mod tests {
         s.push(&json!({"notify":{"n1":{"code":1}}}));
         s.push(&json!({"notify":{"n1":null}}));
         s.peek();
+        // The data as one patch, then the notifies as their own.
         assert_eq!(
             data(&s.take_ready().unwrap()),
-            vec![json!({"quotes":{"X":{"last_price":2,"volume":3}},"notify":{"n1":null}})]
+            vec![json!({"quotes":{"X":{"last_price":2,"volume":3}}}), json!({"notify":{"n1":null}})]
         );
+    }
+
+    #[test]
+    fn notifies_travel_in_a_patch_of_their_own() {
+        // tqsdk-js drops the rest of any element of `data` that has a `notify`.
+        let mut s = Session::new();
+        s.push(&json!({"notify":{"qx1":{"code":0}},"trade":{"u":{"session":{"user_id":"u"}}}}));
+        s.push(&json!({"trade":{"u":{"trade_more_data":false}}}));
+        s.peek();
+        let patches = data(&s.take_ready().unwrap());
+        assert_eq!(
+            patches,
+            vec![
+                json!({"trade":{"u":{"session":{"user_id":"u"},"trade_more_data":false}}}),
+                json!({"notify":{"qx1":{"code":0}}}),
+            ]
+        );
+        assert!(!s.has_pending());
     }
 
     #[test]

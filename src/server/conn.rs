@@ -202,7 +202,7 @@ impl ShardContext {
 
     /// A client order id for an order submitted without one: unique across shards and restarts
     /// (wall-clock nanoseconds, shard, counter).
-    fn auto_client_id(&self) -> ClientOrderId {
+    pub fn auto_client_id(&self) -> ClientOrderId {
         let n = self.auto_ids.get() + 1;
         self.auto_ids.set(n);
         let now = std::time::SystemTime::now()

@@ -198,8 +198,6 @@ pub struct LegacySession<'a> {
     pushed: Pushed,
     /// Answers to the client's messages, sent before the pushed changes.
     replies: Vec<Value>,
-    /// Orders submitted without a `client_order_id` so far.
-    auto_ids: u64,
 }
 
 impl<'a> LegacySession<'a> {
@@ -215,7 +213,6 @@ impl<'a> LegacySession<'a> {
             login: None,
             pushed: Pushed::default(),
             replies: Vec::new(),
-            auto_ids: 0,
         }
     }
 
@@ -455,14 +452,6 @@ impl<'a> LegacySession<'a> {
         }
     }
 
-    /// A client order id for an order submitted without one: unique across sessions, shards
-    /// and restarts (wall-clock ns, shard, connection, counter).
-    fn auto_client_id(&mut self) -> ClientOrderId {
-        self.auto_ids += 1;
-        let text = format!("ws-{}-{}-{}-{}", now_ns(), self.ctx.shard, self.conn, self.auto_ids);
-        let tail = &text[text.len().saturating_sub(63)..];
-        ClientOrderId::new(tail).expect("at most 63 ASCII bytes")
-    }
 
     async fn submit_order(&mut self, req: SubmitOrder) {
         let Some(account) = self.own_account(req.account_id.as_deref(), "submit_order") else { return };
@@ -478,7 +467,7 @@ impl<'a> LegacySession<'a> {
         let default_time = if price_type == PriceType::Limit { TimeCondition::Gfd } else { TimeCondition::Ioc };
         let client_order_id = match req.client_order_id {
             Some(id) => id,
-            None => self.auto_client_id(),
+            None => self.ctx.auto_client_id(),
         };
         let order = InsertOrder {
             account_id: account,
