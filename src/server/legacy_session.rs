@@ -452,7 +452,6 @@ impl<'a> LegacySession<'a> {
         }
     }
 
-
     async fn submit_order(&mut self, req: SubmitOrder) {
         let Some(account) = self.own_account(req.account_id.as_deref(), "submit_order") else { return };
         let price_type = match req.order_type {
