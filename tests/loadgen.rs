@@ -3,7 +3,8 @@
 //! request is answered, the refusals are only the ones an exchange-core mix makes (self-trade
 //! prevention, cancels and moves of orders already filled), the `.hgrm` files are written, and
 //! the server's invariants hold afterwards with the trades the load made. The same with
-//! HTTP/1.1 pipelining (`--pipeline 8`): every request sent is answered, in order.
+//! HTTP/1.1 pipelining (`--pipeline 8`): every request sent is answered, in order. And with
+//! DIFF quote subscribers beside the order flow: every session gets the quote, and its changes.
 
 mod server_support;
 
@@ -172,6 +173,59 @@ fn loadgen_pipelines_to_the_server() {
     assert!((240.0..=360.0).contains(&answered), "open loop answered {answered}/s: {stdout}");
     only_mix_refusals(&stdout, true);
     assert!(consistent_and_traded(&server), "the load made no trade");
+}
+
+/// DIFF sessions beside the HTTP order flow: 20 sessions follow SHFE.cu2501 while the flow
+/// trades it; each gets the quote, the changes are delivered and timed, nothing breaks.
+#[test]
+fn loadgen_fans_quotes_out_to_diff_sessions() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(&Options::new(None));
+    let target = server.addr.to_string();
+    let ws = server.ready_field("ws").expect("ready line names ws=");
+    let out = dir.path().join("hgrm");
+    let out = out.to_str().unwrap();
+    let (fields, stdout) = loadgen(&[
+        "--target",
+        &target,
+        "--connections",
+        "4",
+        "--rate",
+        "400",
+        "--warmup",
+        "0.5",
+        "--duration",
+        "2",
+        "--instruments",
+        "cu2501",
+        "--diff-sessions",
+        "20",
+        "--diff-target",
+        &ws,
+        "--diff-instrument",
+        "SHFE.cu2501",
+        "--cpu-pid",
+        &server.child.id().to_string(),
+        "--out",
+        out,
+        "--label",
+        "fanout",
+    ]);
+    all_answered(&fields, 2.0, &stdout);
+    assert_eq!(num(&fields, "diff_sessions"), 20.0, "{stdout}");
+    assert_eq!(num(&fields, "diff_connected"), 20.0, "{stdout}");
+    assert_eq!(num(&fields, "diff_with_quote"), 20.0, "a session never got the quote: {stdout}");
+    assert_eq!(num(&fields, "diff_broken"), 0.0, "{stdout}");
+    let deliveries = num(&fields, "diff_deliveries");
+    assert!(deliveries > 0.0, "{stdout}");
+    assert!((num(&fields, "diff_deliveries_per_s") * 2.0 - deliveries).abs() <= 1.0, "{stdout}");
+    // Latency from the quote's datetime (the change's time) to the read: positive, ordered,
+    // and far below the run's length on an idle quote flow.
+    let (p50, p99, max) = (num(&fields, "diff_p50_us"), num(&fields, "diff_p99_us"), num(&fields, "diff_max_us"));
+    assert!(p50 > 0.0 && p99 >= p50 && max >= p99 && max < 2_500_000.0, "{stdout}");
+    assert!(num(&fields, "server_cores") > 0.0, "{stdout}");
+    let text = std::fs::read_to_string(dir.path().join("hgrm").join("fanout-diff.hgrm")).unwrap();
+    assert!(text.contains(&format!("Total count    = {:>12}", deliveries as u64)), "{text}");
 }
 
 #[test]

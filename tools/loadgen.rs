@@ -6,8 +6,14 @@
 //! connection or up to `--pipeline D` outstanding (HTTP/1.1 pipelining). It opens its own
 //! accounts and funds them. `--raw` targets the raw responder (`qaexchange-raw-responder`): no
 //! set-up, a made-up instrument.
+//!
+//! `--diff-sessions N --diff-target WS_ADDR --diff-instrument EXCHANGE.id` adds N DIFF
+//! WebSocket sessions that subscribe to that quote and peek in a loop while the HTTP flow
+//! trades: it reports the quote deliveries per second over all sessions and the trade-to-client
+//! latency of each (read time minus the quote's `datetime`), written as `<label>-diff.hgrm`.
 
 use clap::Parser;
+use qaexchange::loadgen::diff::{self, DiffConfig};
 use qaexchange::loadgen::mix::{Market, MixWeights, Path};
 use qaexchange::loadgen::{run, setup, LoadConfig};
 use qaexchange::metrics::hgrm::{summary_us, to_hgrm};
@@ -15,10 +21,10 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 #[derive(Parser, Debug)]
-#[command(name = "qaexchange-loadgen", about = "Load generator for qaexchange-server (HTTP)")]
+#[command(name = "qaexchange-loadgen", about = "Load generator for qaexchange-server (HTTP and DIFF quotes)")]
 struct Cli {
     /// The server's HTTP address (127.0.0.1 only for tests and benchmarks).
     #[arg(long, default_value = "127.0.0.1:8080")]
@@ -64,6 +70,84 @@ struct Cli {
     /// Target is the raw responder: no instruments query, no accounts.
     #[arg(long)]
     raw: bool,
+    /// DIFF WebSocket sessions that follow `--diff-instrument`'s quote during the run
+    /// (subscribe_quote, then peek_message -> rtn_data in a loop); 0 = none.
+    #[arg(long, default_value_t = 0)]
+    diff_sessions: usize,
+    /// The server's WebSocket (DIFF) address, the `ws=` of its ready line.
+    #[arg(long)]
+    diff_target: Option<SocketAddr>,
+    /// The quote the DIFF sessions follow, as DIFF names it: EXCHANGE.id (e.g. SHFE.cu2501).
+    /// Give `--instruments` the same id so the order flow moves it.
+    #[arg(long)]
+    diff_instrument: Option<String>,
+    /// glommio executors (threads) for the DIFF sessions.
+    #[arg(long, default_value_t = 1)]
+    diff_executors: usize,
+    /// Pin every DIFF executor to this core (default: unpinned).
+    #[arg(long)]
+    diff_pin: Option<usize>,
+    /// Also measure the CPU time (user + system) this process (the server) uses in the
+    /// measured window, from /proc/PID/stat, and report it beside the generator's own.
+    #[arg(long)]
+    cpu_pid: Option<u32>,
+}
+
+/// CPU seconds (user + system) process `pid` used so far, from /proc/PID/stat (`self` for
+/// this process); None where that cannot be read.
+fn cpu_seconds(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces: count from after it.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // USER_HZ, 100 on every Linux architecture this runs on (getconf CLK_TCK).
+    Some(ticks as f64 / 100.0)
+}
+
+/// The machine's CPU seconds so far from /proc/stat: (busy, of which softirq). Busy is all but
+/// idle and iowait; softirq is here mostly loopback TCP delivery (tick accounting also charges
+/// it to the process it interrupted, so it overlaps the per-process figures).
+fn machine_seconds() -> Option<(f64, f64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().next()?.strip_prefix("cpu ")?;
+    let ticks: Vec<u64> = line.split_whitespace().filter_map(|t| t.parse().ok()).collect();
+    // user nice system idle iowait irq softirq steal guest guest_nice; guest time is already
+    // counted in user.
+    let total: u64 = ticks.iter().take(8).sum();
+    let busy = total - ticks.get(3)? - ticks.get(4)?;
+    Some((busy as f64 / 100.0, *ticks.get(6)? as f64 / 100.0))
+}
+
+/// CPU use over the measured window, as CPU seconds over wall seconds (1.0 = one core busy).
+#[derive(Clone, Copy, Debug, Default)]
+struct CpuUse {
+    server: Option<f64>,
+    loadgen: Option<f64>,
+    /// The whole machine: every process (other work too) and softirq.
+    machine: Option<f64>,
+    softirq: Option<f64>,
+}
+
+/// Samples the CPU time of `pid` and of this process at `from` and at `from + window`.
+fn sample_cpu(pid: Option<u32>, from: Instant, window: Duration) -> std::thread::JoinHandle<CpuUse> {
+    std::thread::spawn(move || {
+        std::thread::sleep(from.saturating_duration_since(Instant::now()));
+        let pid = pid.map(|p| p.to_string());
+        let sample = || (pid.as_deref().and_then(cpu_seconds), cpu_seconds("self"), machine_seconds(), Instant::now());
+        let begin = sample();
+        std::thread::sleep(window);
+        let end = sample();
+        let wall = end.3.duration_since(begin.3).as_secs_f64();
+        let cores = |a: Option<f64>, b: Option<f64>| Some((b? - a?) / wall);
+        CpuUse {
+            server: cores(begin.0, end.0),
+            loadgen: cores(begin.1, end.1),
+            machine: cores(begin.2.map(|m| m.0), end.2.map(|m| m.0)),
+            softirq: cores(begin.2.map(|m| m.1), end.2.map(|m| m.1)),
+        }
+    })
 }
 
 fn main() -> ExitCode {
@@ -85,6 +169,27 @@ fn run_cli(cli: &Cli) -> Result<(), String> {
         "exchange-core" => MixWeights::default(),
         "submit" => MixWeights::submit_only(),
         other => return Err(format!("unknown --mix {other} (exchange-core or submit)")),
+    };
+    let diff_config = if cli.diff_sessions > 0 {
+        let target = cli.diff_target.ok_or("--diff-sessions needs --diff-target (the server's ws= address)")?;
+        if !target.ip().is_loopback() {
+            return Err(format!("{target}: this tool only sends to 127.0.0.1 / ::1"));
+        }
+        let symbol = cli.diff_instrument.clone().ok_or("--diff-sessions needs --diff-instrument EXCHANGE.id")?;
+        if !symbol.contains('.') || symbol.contains(['"', '\\', ',']) {
+            return Err(format!("--diff-instrument {symbol}: expected one EXCHANGE.id, e.g. SHFE.cu2501"));
+        }
+        Some(DiffConfig {
+            target,
+            sessions: cli.diff_sessions,
+            symbol,
+            executors: cli.diff_executors.max(1),
+            pin: cli.diff_pin,
+            warmup: Duration::from_secs_f64(cli.warmup.max(0.0)),
+            duration: Duration::from_secs_f64(cli.duration.max(0.1)),
+        })
+    } else {
+        None
     };
     let run_id = format!(
         "{:x}",
@@ -120,36 +225,65 @@ fn run_cli(cli: &Cli) -> Result<(), String> {
         config.duration,
         markets.iter().map(|m| m.instrument_id.as_str()).collect::<Vec<_>>()
     );
+    if let Some(d) = &diff_config {
+        eprintln!(
+            "loadgen {}: {} DIFF sessions on {} following {} over {} executor(s)",
+            cli.label, d.sessions, d.target, d.symbol, d.executors
+        );
+    }
     let progress = Arc::new(AtomicU64::new(0));
+    let deliveries = Arc::new(AtomicU64::new(0));
     let finished = Arc::new(AtomicBool::new(false));
     let printer = {
-        let (progress, finished) = (progress.clone(), finished.clone());
+        let (progress, deliveries, finished) = (progress.clone(), deliveries.clone(), finished.clone());
+        let with_diff = diff_config.is_some();
         std::thread::spawn(move || {
-            let mut last = 0;
+            let (mut last, mut last_deliveries) = (0, 0);
             let mut second = 0;
             while !finished.load(Ordering::Relaxed) {
                 std::thread::sleep(Duration::from_millis(250));
                 second += 1;
                 if second % 4 == 0 {
                     let now = progress.load(Ordering::Relaxed);
-                    eprintln!("  {:>4} s: {:>9} answers/s", second / 4, now - last);
-                    last = now;
+                    let delivered = deliveries.load(Ordering::Relaxed);
+                    if with_diff {
+                        eprintln!(
+                            "  {:>4} s: {:>9} answers/s {:>9} deliveries/s",
+                            second / 4,
+                            now - last,
+                            delivered - last_deliveries
+                        );
+                    } else {
+                        eprintln!("  {:>4} s: {:>9} answers/s", second / 4, now - last);
+                    }
+                    (last, last_deliveries) = (now, delivered);
                 }
             }
         })
     };
-    let report = run(&config, &markets, progress);
+    // The measured window begins 200 ms after the start plus the warm-up (as in `run`).
+    let cpu = sample_cpu(cli.cpu_pid, Instant::now() + Duration::from_millis(200) + config.warmup, config.duration);
+    // The DIFF sessions first: they connect and subscribe while the HTTP flow starts, and
+    // their measured window is the HTTP one (both start 200 ms after their spawn).
+    let diff_run = diff_config.as_ref().map(|d| diff::spawn(d, deliveries)).transpose();
+    let report = match diff_run {
+        Ok(diff_run) => run(&config, &markets, progress).map(|r| (r, diff_run)),
+        Err(e) => Err(e),
+    };
+    let report = report.and_then(|(r, diff_run)| Ok((r, diff_run.map(|d| d.join()).transpose()?)));
     finished.store(true, Ordering::Relaxed);
     let _ = printer.join();
-    let report = report?;
+    let (report, diff_report) = report?;
+    let cpu = cpu.join().unwrap_or_default();
 
     println!("loadgen {}: {mode}, {} connections, pipeline {}", cli.label, config.connections, config.pipeline);
     println!(
-        "  throughput: {:.0} answers/s ({} of {} sent in {:?})",
+        "  throughput: {:.0} answers/s ({} of {} sent in {:?}; {:.0}/s answered within it)",
         report.throughput(),
         report.completed,
         report.sent,
-        report.measured
+        report.measured,
+        report.answered_per_s()
     );
     println!("  all:    {}", summary_us(&report.all));
     for path in Path::ALL {
@@ -167,8 +301,35 @@ fn run_cli(cli: &Cli) -> Result<(), String> {
     if report.broken_connections > 0 {
         println!("  broken connections: {}", report.broken_connections);
     }
+    if let Some(d) = &diff_report {
+        println!(
+            "  diff:   {} sessions ({} connected, {} got the quote, {} broken), {} deliveries, {:.0} deliveries/s",
+            d.sessions,
+            d.connected,
+            d.with_quote,
+            d.broken,
+            d.deliveries,
+            d.deliveries_per_s()
+        );
+        println!("  diff trade-to-client: {}", summary_us(&d.latency));
+        if d.undated > 0 {
+            println!("  diff deliveries without a datetime: {}", d.undated);
+        }
+    }
+    if let Some(server) = cpu.server {
+        println!(
+            "  cpu:    server {server:.2} cores, loadgen {:.2}, machine {:.2} of {} (softirq {:.2}) (CPU s / wall s in the measured window)",
+            cpu.loadgen.unwrap_or(f64::NAN),
+            cpu.machine.unwrap_or(f64::NAN),
+            std::thread::available_parallelism().map_or(0, |n| n.get()),
+            cpu.softirq.unwrap_or(f64::NAN)
+        );
+    }
     std::fs::create_dir_all(&cli.out).map_err(|e| format!("{}: {e}", cli.out.display()))?;
     let mut files = vec![(format!("{}-all.hgrm", cli.label), &report.all)];
+    if let Some(d) = &diff_report {
+        files.push((format!("{}-diff.hgrm", cli.label), &d.latency));
+    }
     for path in Path::ALL {
         if !report.per_path[&path].is_empty() {
             files.push((format!("{}-{}.hgrm", cli.label, path.name()), &report.per_path[&path]));
@@ -179,8 +340,37 @@ fn run_cli(cli: &Cli) -> Result<(), String> {
         std::fs::write(&file, to_hgrm(h)).map_err(|e| format!("{}: {e}", file.display()))?;
     }
     let us = |q: f64| report.all.value_at_quantile(q) as f64 / 1000.0;
+    let diff_fields = match &diff_report {
+        None => String::new(),
+        Some(d) => {
+            let us = |q: f64| d.latency.value_at_quantile(q) as f64 / 1000.0;
+            format!(
+                " diff_sessions={} diff_connected={} diff_with_quote={} diff_broken={} diff_deliveries={} diff_deliveries_per_s={:.0} diff_p50_us={:.1} diff_p90_us={:.1} diff_p99_us={:.1} diff_p999_us={:.1} diff_max_us={:.1}",
+                d.sessions,
+                d.connected,
+                d.with_quote,
+                d.broken,
+                d.deliveries,
+                d.deliveries_per_s(),
+                us(0.5),
+                us(0.9),
+                us(0.99),
+                us(0.999),
+                d.latency.max() as f64 / 1000.0
+            )
+        }
+    };
+    let cpu_fields = match cpu.server {
+        Some(server) => format!(
+            " server_cores={server:.3} loadgen_cores={:.3} machine_cores={:.3} softirq_cores={:.3}",
+            cpu.loadgen.unwrap_or(f64::NAN),
+            cpu.machine.unwrap_or(f64::NAN),
+            cpu.softirq.unwrap_or(f64::NAN)
+        ),
+        None => String::new(),
+    };
     println!(
-        "RESULT label={} rate={} connections={} pipeline={} throughput={:.0} completed={} sent={} p50_us={:.1} p90_us={:.1} p99_us={:.1} p999_us={:.1} max_us={:.1} refused={} broken={}",
+        "RESULT label={} rate={} connections={} pipeline={} throughput={:.0} completed={} sent={} answered_per_s={:.0} p50_us={:.1} p90_us={:.1} p99_us={:.1} p999_us={:.1} max_us={:.1} refused={} broken={}{diff_fields}{cpu_fields}",
         cli.label,
         config.rate,
         config.connections,
@@ -188,6 +378,7 @@ fn run_cli(cli: &Cli) -> Result<(), String> {
         report.throughput(),
         report.completed,
         report.sent,
+        report.answered_per_s(),
         us(0.5),
         us(0.9),
         us(0.99),

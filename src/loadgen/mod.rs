@@ -6,7 +6,11 @@
 //! keeps up to that many requests outstanding (HTTP/1.1 pipelining): a writer task sends,
 //! batching the requests that are due into one write, and a reader task matches the answers,
 //! which come in request order, to what was sent.
+//!
+//! Beside the HTTP flow, `diff` runs DIFF WebSocket sessions that follow one quote and measure
+//! how fast and how soon its changes reach them.
 
+pub mod diff;
 pub mod mix;
 pub mod response;
 pub mod setup;
@@ -53,6 +57,10 @@ pub struct Report {
     pub per_path: BTreeMap<Path, Histogram<u64>>,
     pub all: Histogram<u64>,
     pub completed: u64,
+    /// Answers read within the measured window, whenever their requests were meant to be
+    /// sent: the server's pace in the window, below the rate when it fell behind (and then
+    /// answered the rest only after the end; open loop `completed` still counts those).
+    pub answered_in_window: u64,
     /// Requests sent in the measured window; equal to `completed` when no connection broke
     /// (every answer still in flight at the end is waited for).
     pub sent: u64,
@@ -70,6 +78,7 @@ impl Report {
             per_path: Path::ALL.iter().map(|&p| (p, latency_histogram())).collect(),
             all: latency_histogram(),
             completed: 0,
+            answered_in_window: 0,
             sent: 0,
             refused: BTreeMap::new(),
             broken_connections: 0,
@@ -85,6 +94,7 @@ impl Report {
         }
         let _ = self.all.add(&other.all);
         self.completed += other.completed;
+        self.answered_in_window += other.answered_in_window;
         self.sent += other.sent;
         for (key, n) in other.refused {
             *self.refused.entry(key).or_default() += n;
@@ -94,6 +104,11 @@ impl Report {
 
     pub fn throughput(&self) -> f64 {
         self.completed as f64 / self.measured.as_secs_f64()
+    }
+
+    /// Answers per second read within the measured window.
+    pub fn answered_per_s(&self) -> f64 {
+        self.answered_in_window as f64 / self.measured.as_secs_f64()
     }
 }
 
@@ -246,7 +261,14 @@ async fn connection(
     };
     let (read_half, write_half) = futures_lite::io::split(stream);
     let (to_reader, in_flight) = local_channel::new_unbounded();
-    let reader = glommio::spawn_local(read_answers(read_half, in_flight, shared.clone(), open_loop, progress));
+    let reader = glommio::spawn_local(read_answers(
+        read_half,
+        in_flight,
+        shared.clone(),
+        open_loop,
+        (measure_from, end),
+        progress,
+    ));
     let writer = glommio::spawn_local(send_requests(write_half, to_reader, shared.clone(), schedule));
     // The writer ends at the end of the run (or when the reader stopped), the reader when every
     // answer is in; whatever is not done by `give_up` never will be (dropping a task cancels it).
@@ -349,6 +371,7 @@ async fn read_answers(
     in_flight: local_channel::LocalReceiver<InFlight>,
     shared: Rc<Shared>,
     open_loop: bool,
+    (measure_from, end): (Instant, Instant),
     progress: Arc<AtomicU64>,
 ) {
     let mut buf = Vec::with_capacity(64 * 1024);
@@ -395,6 +418,9 @@ async fn read_answers(
             if let Err(code) = outcome {
                 *report.refused.entry((request.request.path, code)).or_default() += 1;
             }
+        }
+        if done >= measure_from && done < end {
+            shared.report.borrow_mut().answered_in_window += 1;
         }
         progress.fetch_add(1, Ordering::Relaxed);
         at += framed.consumed;
