@@ -17,14 +17,49 @@
 use super::merge_patch::ComposedPatch;
 use serde_json::Value;
 use std::fmt;
+use std::sync::Arc;
+
+/// A patch published to many sessions, with its JSON text encoded once. A session whose
+/// pending data is just this patch sends the text as it is (the common case: a client that
+/// peeks again after each answer gets each change alone); otherwise the value is composed.
+#[derive(Debug)]
+pub struct SharedPatch {
+    pub value: Value,
+    pub text: Box<str>,
+}
+
+impl SharedPatch {
+    pub fn new(value: Value) -> Self {
+        let text = value.to_string().into_boxed_str();
+        Self { value, text }
+    }
+}
 
 /// Output state of one DIFF session.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Session {
     pending: ComposedPatch,
     /// The `notify` parts of what was pushed.
     notices: ComposedPatch,
+    /// Everything pending, when that is one shared patch (then `pending` and `notices` are
+    /// empty).
+    shared: Option<Arc<SharedPatch>>,
     peeked: bool,
+    /// Pending bytes past which publishers wake the session even without a peek, so it can
+    /// cut the client off ([`Session::over_limit`]); `usize::MAX`: never.
+    wake_past_bytes: usize,
+}
+
+impl Default for Session {
+    fn default() -> Self {
+        Self {
+            pending: ComposedPatch::default(),
+            notices: ComposedPatch::default(),
+            shared: None,
+            peeked: false,
+            wake_past_bytes: usize::MAX,
+        }
+    }
 }
 
 /// Why a session should be disconnected: its pending data grew past the server's bound because
@@ -58,8 +93,34 @@ impl Session {
         Self::default()
     }
 
+    /// A session whose publishers wake it past `bytes` pending even without a peek.
+    pub fn with_wake_past(bytes: usize) -> Self {
+        Self { wake_past_bytes: bytes, ..Self::default() }
+    }
+
+    /// Whether a publisher that just pushed should wake the session's task: a peek is
+    /// waiting for data, or the pending data grew past the bound (the task then cuts the
+    /// client off). A session without a peek is otherwise left asleep: its next peek finds
+    /// everything composed.
+    pub fn wants_wake(&self) -> bool {
+        self.peeked || self.pending_bytes() > self.wake_past_bytes
+    }
+
+    /// Pushes a patch shared by many sessions: kept as its encoded text when nothing else is
+    /// pending, composed otherwise.
+    pub fn push_shared(&mut self, patch: &Arc<SharedPatch>) {
+        if self.shared.is_none() && self.pending.is_empty() && self.notices.is_empty() {
+            self.shared = Some(patch.clone());
+        } else {
+            self.push(&patch.value);
+        }
+    }
+
     /// Merges `patch` into the pending data (sent at the next peek, after earlier pushes).
     pub fn push(&mut self, patch: &Value) {
+        if let Some(shared) = self.shared.take() {
+            self.pending.push(&shared.value);
+        }
         match patch.as_object() {
             Some(fields) if fields.contains_key("notify") => {
                 let (notify, rest): (serde_json::Map<String, Value>, serde_json::Map<String, Value>) =
@@ -96,7 +157,7 @@ impl Session {
 
     /// Whether something is waiting for the client.
     pub fn has_pending(&self) -> bool {
-        !self.pending.is_empty() || !self.notices.is_empty()
+        self.shared.is_some() || !self.pending.is_empty() || !self.notices.is_empty()
     }
 
     /// The one `rtn_data` text to send now, if a peek is outstanding and something is pending.
@@ -122,7 +183,8 @@ impl Session {
     /// Upper bound of the size of the `rtn_data` text [`Session::take_ready`] would return,
     /// kept in O(1) per changed field (never serializes).
     pub fn pending_bytes(&self) -> usize {
-        ENVELOPE_BYTES + self.pending.estimated_bytes() + self.notices.estimated_bytes()
+        let shared = self.shared.as_ref().map_or(0, |p| p.text.len());
+        ENVELOPE_BYTES + shared + self.pending.estimated_bytes() + self.notices.estimated_bytes()
     }
 
     /// `Some(reason)` when the pending data exceeds `max_bytes`: the server should disconnect.
@@ -132,6 +194,13 @@ impl Session {
     }
 
     fn take_pending(&mut self) -> String {
+        if let Some(shared) = self.shared.take() {
+            let mut out = String::with_capacity(ENVELOPE_BYTES + shared.text.len());
+            out.push_str(r#"{"aid":"rtn_data","data":["#);
+            out.push_str(&shared.text);
+            out.push_str("]}");
+            return out;
+        }
         let mut patches = std::mem::take(&mut self.pending).into_patches();
         patches.extend(std::mem::take(&mut self.notices).into_patches());
         let mut out = String::with_capacity(ENVELOPE_BYTES + 64);
@@ -201,6 +270,33 @@ mod tests {
             data(&s.take_ready().unwrap()),
             vec![json!({"quotes":{"X":{"last_price":2,"volume":3}}}), json!({"notify":{"n1":null}})]
         );
+    }
+
+    #[test]
+    fn a_shared_patch_alone_is_sent_as_encoded_and_composes_otherwise() {
+        let first = Arc::new(SharedPatch::new(json!({"quotes":{"X":{"last_price":1,"volume":3}}})));
+        let second = Arc::new(SharedPatch::new(json!({"quotes":{"X":{"last_price":2}}})));
+        let mut s = Session::new();
+        s.push_shared(&first);
+        assert!(s.has_pending() && !s.wants_wake());
+        s.peek();
+        assert!(s.wants_wake());
+        assert_eq!(s.take_ready().unwrap(), format!(r#"{{"aid":"rtn_data","data":[{}]}}"#, first.text));
+        // Two shared patches, or a shared one and another push, compose as usual.
+        s.push_shared(&first);
+        s.push_shared(&second);
+        s.push(&json!({"notify":{"n":{"code":1}}}));
+        s.peek();
+        assert_eq!(
+            data(&s.take_ready().unwrap()),
+            vec![json!({"quotes":{"X":{"last_price":2,"volume":3}}}), json!({"notify":{"n":{"code":1}}})]
+        );
+        // Past its bound a session is woken without a peek, to be cut off.
+        let mut bounded = Session::with_wake_past(100);
+        bounded.push_shared(&first);
+        assert!(!bounded.wants_wake());
+        bounded.push(&json!({"notify":{"n":{"content":"x".repeat(200)}}}));
+        assert!(bounded.wants_wake());
     }
 
     #[test]

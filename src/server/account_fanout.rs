@@ -74,8 +74,11 @@ impl AccountFanout {
             }
             match f.output.upgrade() {
                 Some(output) => {
-                    output.borrow_mut().push(patch);
-                    let _ = f.wake.try_send(());
+                    let mut output = output.borrow_mut();
+                    output.push(patch);
+                    if output.wants_wake() {
+                        let _ = f.wake.try_send(());
+                    }
                     true
                 }
                 None => false,

@@ -77,7 +77,7 @@ pub struct DiffSession<'a> {
 impl<'a> DiffSession<'a> {
     pub fn new(ctx: &'a ShardContext, conn: u64, answers: &'a LocalReceiver<(u32, Answer)>) -> Self {
         let (wake_tx, wake_rx) = local_channel::new_bounded(1);
-        let session = Rc::new(RefCell::new(Session::new()));
+        let session = Rc::new(RefCell::new(Session::with_wake_past(ctx.ws_limits.max_pending_bytes)));
         Self {
             ctx,
             conn,

@@ -15,6 +15,7 @@ use super::metrics::ShardMetrics;
 use super::quote_fanout::QuoteFanout;
 use super::service::{Action, Answer, Origin, Query, Reply, Service, Staged};
 use super::wal_record::{encode, WalRecord};
+use crate::diff::session::SharedPatch;
 use crate::domain::market_data::Quote;
 use crate::domain::name::AccountId;
 use crate::domain::shard::{Outgoing, PeerMsg};
@@ -39,7 +40,7 @@ pub enum ShardMsg {
     Peer { seq: u64, msg: PeerMsg },
     /// DIFF fan-out: a quote of the sender's instrument changed (durably); the patch
     /// (`{"quotes":{symbol:{..}}}`) is built once by the sender and shared.
-    Quote { symbol: Arc<str>, patch: Arc<serde_json::Value> },
+    Quote { symbol: Arc<str>, patch: Arc<crate::diff::session::SharedPatch> },
     /// DIFF fan-out: what a commit group of the sender changed (durably) in an account's
     /// trade tree, sent only to shards with sessions following that account.
     Account { account: AccountId, patch: Arc<serde_json::Value> },
@@ -238,9 +239,9 @@ impl Routes {
             let Some(slot) = self.fanout.borrow().slot_of(&quote.instrument_id) else { continue };
             let symbol: Arc<str> = format!("{}.{}", quote.exchange_id.as_str(), quote.instrument_id.as_str()).into();
             let fields = serde_json::to_value(quote).unwrap_or(serde_json::Value::Null);
-            let patch = Arc::new(
+            let patch = Arc::new(SharedPatch::new(
                 serde_json::json!({"quotes": {&*symbol: super::diff_quote::diff_quote(&symbol, &fields, now)}}),
-            );
+            ));
             self.publish(slot, symbol, patch, &directory).await;
         }
     }
@@ -251,7 +252,7 @@ impl Routes {
         &self,
         slot: u32,
         topic: Arc<str>,
-        patch: Arc<serde_json::Value>,
+        patch: Arc<SharedPatch>,
         directory: &super::quote_fanout::FanoutDirectory,
     ) {
         self.fanout.borrow_mut().publish(&topic, &patch);
@@ -268,7 +269,7 @@ impl Routes {
     async fn publish_topics(&self, patches: Vec<(u32, String, serde_json::Value)>) {
         let directory = self.fanout.borrow().directory().clone();
         for (slot, topic, patch) in patches {
-            self.publish(slot, topic.into(), Arc::new(patch), &directory).await;
+            self.publish(slot, topic.into(), Arc::new(SharedPatch::new(patch)), &directory).await;
         }
     }
 

@@ -200,6 +200,15 @@ pub struct LegacySession<'a> {
     replies: Vec<Value>,
 }
 
+/// A session output that always has a peek outstanding: the legacy protocol pushes every
+/// change as it comes (taken with `take_unsolicited`, which leaves the peek in place), so the
+/// fan-outs always wake the session.
+fn always_waiting(max_pending_bytes: usize) -> Session {
+    let mut session = Session::with_wake_past(max_pending_bytes);
+    session.peek();
+    session
+}
+
 impl<'a> LegacySession<'a> {
     pub fn new(ctx: &'a ShardContext, conn: u64, answers: &'a LocalReceiver<(u32, Answer)>) -> Self {
         let (wake_tx, wake_rx) = local_channel::new_bounded(1);
@@ -207,7 +216,7 @@ impl<'a> LegacySession<'a> {
             ctx,
             conn,
             answers,
-            session: Rc::new(RefCell::new(Session::new())),
+            session: Rc::new(RefCell::new(always_waiting(ctx.ws_limits.max_pending_bytes))),
             wake_tx: Rc::new(wake_tx),
             wake_rx,
             login: None,

@@ -8,11 +8,10 @@
 //! nothing queues per event.
 
 use super::conn::Router;
-use crate::diff::session::Session;
+use crate::diff::session::{Session, SharedPatch};
 use crate::domain::fast_hash::FastMap;
 use crate::domain::name::InstrumentId;
 use glommio::channels::local_channel::LocalSender;
-use serde_json::Value;
 use std::cell::RefCell;
 use std::rc::{Rc, Weak};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -185,14 +184,18 @@ impl QuoteFanout {
         });
     }
 
-    /// Composes `patch` into every session following `topic` and wakes them.
-    pub fn publish(&mut self, topic: &str, patch: &Value) {
+    /// Composes `patch` into every session following `topic` and wakes those that wait for
+    /// it (a peek outstanding, or past their pending bound).
+    pub fn publish(&mut self, topic: &str, patch: &Arc<SharedPatch>) {
         let Some(list) = self.by_topic.get_mut(topic) else { return };
         let (directory, per_slot, shard) = (&self.directory, &mut self.per_slot, self.shard);
         list.retain(|s| match s.output.upgrade() {
             Some(output) => {
-                output.borrow_mut().push(patch);
-                let _ = s.wake.try_send(());
+                let mut output = output.borrow_mut();
+                output.push_shared(patch);
+                if output.wants_wake() {
+                    let _ = s.wake.try_send(());
+                }
                 true
             }
             None => {

@@ -16,15 +16,33 @@ use std::time::Duration;
 /// close the connection (clients send small JSON objects).
 const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 
+/// Bytes tungstenite reads at once (see `serve`).
+const READ_BUFFER_BYTES: usize = 4096;
+
+/// CPU shares of the WebSocket sessions' task queue, against the default queue's 1,000 (HTTP
+/// connections, the committer, messages from other shards): when a shard is saturated, order
+/// flow keeps most of it and market data fan-out takes the rest.
+const SESSION_SHARES: usize = 250;
+
 /// Accepts WebSocket connections until shutdown, then waits for the open sessions to end.
 pub async fn accept_loop(ctx: Rc<ShardContext>, listener: TcpListener) {
+    let sessions = glommio::executor().create_task_queue(
+        glommio::Shares::Static(SESSION_SHARES),
+        glommio::Latency::NotImportant,
+        "websocket-sessions",
+    );
     while let Some(stream) = super::runtime::next_connection(&ctx, &listener, "WebSocket").await {
         if ctx.counters.ws_open.get() >= ctx.max_connections {
             // Over the limit: closed before the upgrade (the client sees the connection drop).
             drop(stream);
             continue;
         }
-        glommio::spawn_local(serve(ctx.clone(), stream)).detach();
+        match glommio::spawn_local_into(serve(ctx.clone(), stream), sessions) {
+            Ok(task) => {
+                task.detach();
+            }
+            Err(e) => tracing::warn!("shard {}: cannot start a WebSocket session: {e}", ctx.shard),
+        }
     }
     drop(listener);
     while ctx.counters.ws_open.get() > 0 {
@@ -35,7 +53,11 @@ pub async fn accept_loop(ctx: Rc<ShardContext>, listener: TcpListener) {
 async fn serve(ctx: Rc<ShardContext>, stream: TcpStream) {
     let _ = stream.set_nodelay(true);
     ctx.counters.ws_open.set(ctx.counters.ws_open.get() + 1);
+    // tungstenite clears its whole read buffer before each read: with the default 128 KiB that
+    // was most of the fan-out's CPU (every quote change wakes a session, which reads again).
+    // Client messages are small; longer ones still arrive over several reads.
     let config = tungstenite::protocol::WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER_BYTES)
         .max_message_size(Some(MAX_MESSAGE_BYTES))
         .max_frame_size(Some(MAX_MESSAGE_BYTES));
     // The handshake's request says which protocol the connection speaks.
