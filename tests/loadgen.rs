@@ -5,6 +5,8 @@
 //! the server's invariants hold afterwards with the trades the load made. The same with
 //! HTTP/1.1 pipelining (`--pipeline 8`): every request sent is answered, in order. And with
 //! DIFF quote subscribers beside the order flow: every session gets the quote, and its changes.
+//! And the order flow over DIFF trading sessions (`--diff-orders`): every session logs in, every
+//! insert and cancel sent is seen through in an `rtn_data`, open and closed loop.
 
 mod server_support;
 
@@ -226,6 +228,60 @@ fn loadgen_fans_quotes_out_to_diff_sessions() {
     assert!(num(&fields, "server_cores") > 0.0, "{stdout}");
     let text = std::fs::read_to_string(dir.path().join("hgrm").join("fanout-diff.hgrm")).unwrap();
     assert!(text.contains(&format!("Total count    = {:>12}", deliveries as u64)), "{text}");
+}
+
+/// The order flow over DIFF (`--diff-orders`): four sessions, each logged in to its own
+/// account, insert and cancel; every order sent shows up in an `rtn_data` (inserts) or ends
+/// (cancels), both paths get round trips and `.hgrm` files, and the only refusals are the
+/// mix's: self-trade (2008) for inserts, an order that filled before its cancel came (3001).
+#[test]
+fn loadgen_sends_orders_over_diff_sessions() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(&Options::new(Some(dir.path())));
+    let target = server.addr.to_string();
+    let ws = server.ready_field("ws").expect("ready line names ws=");
+    let out = dir.path().join("hgrm");
+    let out = out.to_str().unwrap();
+    let common = ["--target", &target, "--diff-orders", "--diff-target", &ws, "--connections", "4", "--out", out];
+    let check = |fields: &BTreeMap<String, String>, measured_s: f64, stdout: &str| {
+        all_answered(fields, measured_s, stdout);
+        assert_eq!(fields["mode"], "diff-orders", "{stdout}");
+        assert_eq!(num(fields, "diff_logged_in"), 4.0, "{stdout}");
+        assert_eq!(num(fields, "other_notifies"), 0.0, "{stdout}");
+        let (inserts, cancels) = (num(fields, "diff_insert_n"), num(fields, "diff_cancel_n"));
+        assert!(inserts > 0.0 && cancels > 0.0, "{stdout}");
+        assert_eq!(inserts + cancels, num(fields, "completed"), "{stdout}");
+        for path in ["diff_insert", "diff_cancel"] {
+            let (p50, p99) = (num(fields, &format!("{path}_p50_us")), num(fields, &format!("{path}_p99_us")));
+            assert!(p50 > 0.0 && p99 >= p50, "{path}: {stdout}");
+        }
+        assert!(num(fields, "rtn_data") >= inserts, "{stdout}");
+        for line in stdout.lines().filter(|l| l.trim_start().starts_with("refused: ") && !l.contains("none")) {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            let expected = matches!((words[1], words[2]), ("diff_insert", "2008") | ("diff_cancel", "3001"));
+            assert!(expected, "unexpected refusal: {line}\n{stdout}");
+        }
+        assert!(!stdout.contains("broken connections"), "{stdout}");
+    };
+    // Open loop, 200 orders/s over 4 sessions for 1.5 s.
+    let (open, stdout) = loadgen(
+        &[&common[..], &["--rate", "200", "--warmup", "0.3", "--duration", "1.5", "--label", "diffopen"]].concat(),
+    );
+    check(&open, 1.5, &stdout);
+    let answered = num(&open, "throughput");
+    assert!((160.0..=240.0).contains(&answered), "open loop completed {answered}/s: {stdout}");
+    for (name, key) in [("diffopen-diff_insert.hgrm", "diff_insert_n"), ("diffopen-diff_cancel.hgrm", "diff_cancel_n")]
+    {
+        let text = std::fs::read_to_string(dir.path().join("hgrm").join(name)).unwrap();
+        assert!(text.contains(&format!("Total count    = {:>12}", num(&open, key) as u64)), "{name}: {text}");
+    }
+    // Closed loop: one order outstanding per session, the next as soon as it is seen through.
+    let (closed, stdout) = loadgen(
+        &[&common[..], &["--rate", "0", "--warmup", "0.2", "--duration", "0.5", "--label", "diffclosed"]].concat(),
+    );
+    check(&closed, 0.5, &stdout);
+    assert!(num(&closed, "throughput") > 20.0, "{stdout}");
+    assert!(consistent_and_traded(&server), "the load made no trade");
 }
 
 #[test]

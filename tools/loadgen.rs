@@ -11,16 +11,22 @@
 //! WebSocket sessions that subscribe to that quote and peek in a loop while the HTTP flow
 //! trades: it reports the quote deliveries per second over all sessions and the trade-to-client
 //! latency of each (read time minus the quote's `datetime`), written as `<label>-diff.hgrm`.
+//!
+//! `--diff-orders --diff-target WS_ADDR` sends the order flow over DIFF trading sessions instead
+//! of HTTP (one per `--connections`, each logged in to its own account): `insert_order` and
+//! `cancel_order`, each timed to the `rtn_data` that shows its order (paths `diff_insert` and
+//! `diff_cancel`; `src/loadgen/diff_orders.rs`).
 
 use clap::Parser;
 use qaexchange::loadgen::diff::{self, DiffConfig};
+use qaexchange::loadgen::diff_orders::{self, DiffOrderConfig};
 use qaexchange::loadgen::mix::{Market, MixWeights, Path};
 use qaexchange::loadgen::{run, setup, LoadConfig};
 use qaexchange::metrics::hgrm::{summary_us, to_hgrm};
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 #[derive(Parser, Debug)]
@@ -47,7 +53,8 @@ struct Cli {
     /// Pin executors to cores from this one on (default: unpinned).
     #[arg(long)]
     pin_from: Option<usize>,
-    /// `exchange-core` (GTC/IOC inserts, cancels, moves) or `submit` (inserts only).
+    /// `exchange-core` (GTC/IOC inserts, cancels, moves), `submit` (inserts only) or
+    /// `no-modify` (exchange-core with every move sent as a cancel: what DIFF sends).
     #[arg(long, default_value = "exchange-core")]
     mix: String,
     /// Instruments to trade (ids, comma-separated; default: every listed one).
@@ -59,7 +66,8 @@ struct Cli {
     /// Name of this run in file names and the result line.
     #[arg(long, default_value = "run")]
     label: String,
-    /// Requests outstanding per connection (HTTP/1.1 pipelining). 1 = one at a time: send,
+    /// Requests outstanding per connection (HTTP/1.1 pipelining; with --diff-orders, orders
+    /// outstanding per DIFF session). 1 = one at a time: send,
     /// wait for the answer, send the next. D > 1: up to D sent before their answers come (those
     /// due together go in one write); closed loop keeps D outstanding and measures each from its
     /// send, open loop still from its intended send time. The flow learns of an order only from
@@ -77,6 +85,16 @@ struct Cli {
     /// The server's WebSocket (DIFF) address, the `ws=` of its ready line.
     #[arg(long)]
     diff_target: Option<SocketAddr>,
+    /// Send the order flow over DIFF WebSocket sessions instead of HTTP: one session per
+    /// connection, logged in (req_login) to its own account, sending insert_order (GFD or IOC)
+    /// and cancel_order (moves of the mix are sent as cancels) with a peek_message always
+    /// outstanding. Each is timed to the first rtn_data showing its order (inserts) or showing
+    /// it FINISHED (cancels), or to the ERROR notify refusing it. Needs --diff-target.
+    #[arg(long)]
+    diff_orders: bool,
+    /// The password the --diff-orders accounts are opened with and log in with.
+    #[arg(long, default_value = "loadgen-pw")]
+    diff_password: String,
     /// The quote the DIFF sessions follow, as DIFF names it: EXCHANGE.id (e.g. SHFE.cu2501).
     /// Give `--instruments` the same id so the order flow moves it.
     #[arg(long)]
@@ -130,9 +148,25 @@ struct CpuUse {
     softirq: Option<f64>,
 }
 
-/// Samples the CPU time of `pid` and of this process at `from` and at `from + window`.
-fn sample_cpu(pid: Option<u32>, from: Instant, window: Duration) -> std::thread::JoinHandle<CpuUse> {
+/// Samples the CPU time of `pid` and of this process at `start + warmup` (once `start` is set)
+/// and `window` later; nothing (default) if `start` is not set before `finished`.
+fn sample_cpu(
+    pid: Option<u32>,
+    start: Arc<OnceLock<Instant>>,
+    warmup: Duration,
+    window: Duration,
+    finished: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<CpuUse> {
     std::thread::spawn(move || {
+        let from = loop {
+            if let Some(start) = start.get() {
+                break *start + warmup;
+            }
+            if finished.load(Ordering::Relaxed) {
+                return CpuUse::default();
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        };
         std::thread::sleep(from.saturating_duration_since(Instant::now()));
         let pid = pid.map(|p| p.to_string());
         let sample = || (pid.as_deref().and_then(cpu_seconds), cpu_seconds("self"), machine_seconds(), Instant::now());
@@ -168,7 +202,20 @@ fn run_cli(cli: &Cli) -> Result<(), String> {
     let weights = match cli.mix.as_str() {
         "exchange-core" => MixWeights::default(),
         "submit" => MixWeights::submit_only(),
-        other => return Err(format!("unknown --mix {other} (exchange-core or submit)")),
+        "no-modify" => MixWeights::default().without_modify(),
+        other => return Err(format!("unknown --mix {other} (exchange-core, submit or no-modify)")),
+    };
+    let diff_orders_ws = if cli.diff_orders {
+        let target = cli.diff_target.ok_or("--diff-orders needs --diff-target (the server's ws= address)")?;
+        if !target.ip().is_loopback() {
+            return Err(format!("{target}: this tool only sends to 127.0.0.1 / ::1"));
+        }
+        if cli.raw || cli.diff_sessions > 0 {
+            return Err("--diff-orders goes with neither --raw nor --diff-sessions".into());
+        }
+        Some(target)
+    } else {
+        None
     };
     let diff_config = if cli.diff_sessions > 0 {
         let target = cli.diff_target.ok_or("--diff-sessions needs --diff-target (the server's ws= address)")?;
@@ -200,7 +247,8 @@ fn run_cli(cli: &Cli) -> Result<(), String> {
     } else {
         let markets = setup::markets(cli.target, &cli.instruments)?;
         // 100 billion each: no order of a run is refused for funds.
-        setup::open_accounts(cli.target, &run_id, cli.connections, 100_000_000_000)?;
+        let password = cli.diff_orders.then_some(cli.diff_password.as_str());
+        setup::open_accounts(cli.target, &run_id, cli.connections, 100_000_000_000, password)?;
         markets
     };
     let config = LoadConfig {
@@ -215,7 +263,12 @@ fn run_cli(cli: &Cli) -> Result<(), String> {
         pipeline: cli.pipeline as usize,
         run_id,
     };
-    let mode = if config.rate > 0.0 { format!("open loop at {} req/s", config.rate) } else { "closed loop".into() };
+    let transport = if diff_orders_ws.is_some() { "DIFF orders, " } else { "" };
+    let mode = if config.rate > 0.0 {
+        format!("{transport}open loop at {} req/s", config.rate)
+    } else {
+        format!("{transport}closed loop")
+    };
     eprintln!(
         "loadgen {}: {} connections, pipeline {}, {mode}, {:?} warm-up + {:?} measured, instruments {:?}",
         cli.label,
@@ -261,14 +314,28 @@ fn run_cli(cli: &Cli) -> Result<(), String> {
             }
         })
     };
-    // The measured window begins 200 ms after the start plus the warm-up (as in `run`).
-    let cpu = sample_cpu(cli.cpu_pid, Instant::now() + Duration::from_millis(200) + config.warmup, config.duration);
+    // The measured window begins the warm-up after the start: HTTP starts 200 ms after `run`
+    // is called (as in `run`), DIFF orders once every session has logged in.
+    let started = Arc::new(OnceLock::new());
+    if diff_orders_ws.is_none() {
+        let _ = started.set(Instant::now() + Duration::from_millis(200));
+    }
+    let cpu = sample_cpu(cli.cpu_pid, started.clone(), config.warmup, config.duration, finished.clone());
     // The DIFF sessions first: they connect and subscribe while the HTTP flow starts, and
     // their measured window is the HTTP one (both start 200 ms after their spawn).
     let diff_run = diff_config.as_ref().map(|d| diff::spawn(d, deliveries)).transpose();
-    let report = match diff_run {
-        Ok(diff_run) => run(&config, &markets, progress).map(|r| (r, diff_run)),
-        Err(e) => Err(e),
+    let report = match (diff_run, diff_orders_ws) {
+        (Ok(diff_run), None) => run(&config, &markets, progress).map(|r| (r, diff_run)),
+        (Ok(diff_run), Some(ws)) => {
+            let diff_config = DiffOrderConfig {
+                load: config.clone(),
+                ws,
+                password: cli.diff_password.clone(),
+                login_timeout: Duration::from_secs(30),
+            };
+            diff_orders::run(&diff_config, &markets, progress, started.clone()).map(|r| (r, diff_run))
+        }
+        (Err(e), _) => Err(e),
     };
     let report = report.and_then(|(r, diff_run)| Ok((r, diff_run.map(|d| d.join()).transpose()?)));
     finished.store(true, Ordering::Relaxed);
@@ -300,6 +367,18 @@ fn run_cli(cli: &Cli) -> Result<(), String> {
     }
     if report.broken_connections > 0 {
         println!("  broken connections: {}", report.broken_connections);
+    }
+    if diff_orders_ws.is_some() {
+        println!(
+            "  diff orders: {} of {} sessions logged in, {} rtn_data read (whole run), {:.0} bytes each on average",
+            report.logged_in,
+            config.connections,
+            report.rtn_data,
+            report.rtn_data_bytes as f64 / report.rtn_data.max(1) as f64
+        );
+        for (code, n) in &report.other_notifies {
+            println!("  diff notifies naming no outstanding order: code {code} x {n}");
+        }
     }
     if let Some(d) = &diff_report {
         println!(
@@ -369,9 +448,42 @@ fn run_cli(cli: &Cli) -> Result<(), String> {
         ),
         None => String::new(),
     };
+    // Per path: count and percentiles (`submit_p99_us`, `diff_insert_p50_us`, ...).
+    let mut path_fields = String::new();
+    for path in Path::ALL {
+        let h = &report.per_path[&path];
+        if !h.is_empty() {
+            let us = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+            let name = path.name();
+            path_fields += &format!(
+                " {name}_n={} {name}_p50_us={:.1} {name}_p90_us={:.1} {name}_p99_us={:.1} {name}_p999_us={:.1} {name}_max_us={:.1} {name}_refused={}",
+                h.len(),
+                us(0.5),
+                us(0.9),
+                us(0.99),
+                us(0.999),
+                h.max() as f64 / 1000.0,
+                report.refused.iter().filter(|((p, _), _)| *p == path).map(|(_, n)| n).sum::<u64>()
+            );
+        }
+    }
+    let refused_codes: Vec<String> =
+        report.refused.iter().map(|((path, code), n)| format!("{}:{code}:{n}", path.name())).collect();
+    let diff_order_fields = if diff_orders_ws.is_some() {
+        format!(
+            " diff_logged_in={} rtn_data={} rtn_data_avg_bytes={:.0} other_notifies={}",
+            report.logged_in,
+            report.rtn_data,
+            report.rtn_data_bytes as f64 / report.rtn_data.max(1) as f64,
+            report.other_notifies.values().sum::<u64>()
+        )
+    } else {
+        String::new()
+    };
     println!(
-        "RESULT label={} rate={} connections={} pipeline={} throughput={:.0} completed={} sent={} answered_per_s={:.0} p50_us={:.1} p90_us={:.1} p99_us={:.1} p999_us={:.1} max_us={:.1} refused={} broken={}{diff_fields}{cpu_fields}",
+        "RESULT label={} mode={} rate={} connections={} pipeline={} throughput={:.0} completed={} sent={} answered_per_s={:.0} p50_us={:.1} p90_us={:.1} p99_us={:.1} p999_us={:.1} max_us={:.1} refused={} refused_codes={} broken={}{path_fields}{diff_order_fields}{diff_fields}{cpu_fields}",
         cli.label,
+        if diff_orders_ws.is_some() { "diff-orders" } else if cli.raw { "raw" } else { "http" },
         config.rate,
         config.connections,
         config.pipeline,
@@ -385,6 +497,7 @@ fn run_cli(cli: &Cli) -> Result<(), String> {
         us(0.999),
         report.all.max() as f64 / 1000.0,
         report.refused.values().sum::<u64>(),
+        if refused_codes.is_empty() { "-".to_string() } else { refused_codes.join(",") },
         report.broken_connections
     );
     Ok(())

@@ -8,9 +8,12 @@
 //! which come in request order, to what was sent.
 //!
 //! Beside the HTTP flow, `diff` runs DIFF WebSocket sessions that follow one quote and measure
-//! how fast and how soon its changes reach them.
+//! how fast and how soon its changes reach them; instead of it, `diff_orders` sends the same
+//! order flow over DIFF trading sessions (`insert_order`, `cancel_order`) and measures each
+//! order's round trip to the `rtn_data` that shows it.
 
 pub mod diff;
+pub mod diff_orders;
 pub mod mix;
 pub mod response;
 pub mod setup;
@@ -67,8 +70,17 @@ pub struct Report {
     /// Refusals by path and error code (the envelope's `code`; 0 = none found).
     pub refused: BTreeMap<(Path, u32), u64>,
     /// Connections that failed (connect, write, read, an unframeable answer, or answers still
-    /// missing `DRAIN` after the end of the run).
+    /// missing `DRAIN` after the end of the run); DIFF: also a failed login.
     pub broken_connections: u64,
+    /// DIFF sessions that logged in (`trade_more_data: false` came); 0 for HTTP.
+    pub logged_in: u64,
+    /// DIFF `rtn_data` messages read over the whole run (warm-up and drain included), and
+    /// their bytes.
+    pub rtn_data: u64,
+    pub rtn_data_bytes: u64,
+    /// DIFF ERROR notifies that named none of the session's outstanding orders, by code
+    /// (0: an `rtn_data` that did not parse).
+    pub other_notifies: BTreeMap<u32, u64>,
     pub measured: Duration,
 }
 
@@ -82,6 +94,10 @@ impl Report {
             sent: 0,
             refused: BTreeMap::new(),
             broken_connections: 0,
+            logged_in: 0,
+            rtn_data: 0,
+            rtn_data_bytes: 0,
+            other_notifies: BTreeMap::new(),
             measured,
         }
     }
@@ -100,6 +116,12 @@ impl Report {
             *self.refused.entry(key).or_default() += n;
         }
         self.broken_connections += other.broken_connections;
+        self.logged_in += other.logged_in;
+        self.rtn_data += other.rtn_data;
+        self.rtn_data_bytes += other.rtn_data_bytes;
+        for (code, n) in other.other_notifies {
+            *self.other_notifies.entry(code).or_default() += n;
+        }
     }
 
     pub fn throughput(&self) -> f64 {

@@ -44,13 +44,10 @@ pub fn markets(addr: SocketAddr, only: &[String]) -> Result<Vec<Market>, String>
             continue;
         }
         let num = |k: &str| i[k].as_f64().ok_or_else(|| format!("instrument {id} without {k}"));
-        markets.push(Market::new(
-            id,
-            num("price_tick")?,
-            num("lower_limit")?,
-            num("upper_limit")?,
-            num("pre_settlement")?,
-        ));
+        markets.push(
+            Market::new(id, num("price_tick")?, num("lower_limit")?, num("upper_limit")?, num("pre_settlement")?)
+                .with_exchange(exchange),
+        );
     }
     if markets.is_empty() {
         return Err(format!("no instruments to trade (asked for {only:?})"));
@@ -58,11 +55,22 @@ pub fn markets(addr: SocketAddr, only: &[String]) -> Result<Vec<Market>, String>
     Ok(markets)
 }
 
-/// Opens `n` accounts `account_of(run_id, i)` with `cash` each.
-pub fn open_accounts(addr: SocketAddr, run_id: &str, n: usize, cash: u64) -> Result<(), String> {
+/// Opens `n` accounts `account_of(run_id, i)` with `cash` each, and with `password` when given
+/// (what DIFF's `req_login` checks; the server hashes it with Argon2id, some ms per account).
+pub fn open_accounts(
+    addr: SocketAddr,
+    run_id: &str,
+    n: usize,
+    cash: u64,
+    password: Option<&str>,
+) -> Result<(), String> {
+    let password = match password {
+        Some(p) => format!(r#","password":{}"#, serde_json::Value::from(p)),
+        None => String::new(),
+    };
     for i in 0..n {
         let account = super::account_of(run_id, i);
-        let body = format!(r#"{{"account_id":"{account}","init_cash":{cash}}}"#);
+        let body = format!(r#"{{"account_id":"{account}","init_cash":{cash}{password}}}"#);
         let (status, answer) = call(addr, "POST", "/api/account/open", Some(&body))?;
         if status != 200 {
             return Err(format!("opening {account}: {status} {}", String::from_utf8_lossy(&answer)));

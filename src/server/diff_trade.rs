@@ -15,6 +15,12 @@ use crate::domain::name::{AccountId, ClientOrderId, InstrumentId};
 use crate::domain::types::price_to_f64;
 use serde_json::{json, Map, Value};
 
+/// Least time between two refreshes of followed accounts for marks alone (a price moved, the
+/// account did not change): every trade moves a mark, and refreshing every logged-in account
+/// holding the instrument on each commit group costs the shard more than the orders do. An
+/// account that changes is sent at once, at the marks of then; the rest catch up within this.
+pub const MARK_REFRESH_NS: i64 = 100_000_000;
+
 /// Most finished orders and most trades a login snapshot carries (the newest; live orders
 /// always come): the tree stays far below a session's pending bound however long the day.
 pub const SNAPSHOT_MAX_FINISHED_ORDERS: usize = 2_000;
@@ -164,9 +170,12 @@ pub struct TradeWatch {
     /// Account -> shards with sessions following it (a count per shard).
     followers: FastMap<AccountId, Vec<(usize, u32)>>,
     changes: FastMap<AccountId, AccountChanges>,
-    /// Instruments (config slots) whose mark price moved: followed accounts holding them see
-    /// their positions' and account's profit change without an event of their own.
+    /// Instruments (config slots) whose mark price moved since the last mark refresh: followed
+    /// accounts holding them see their positions' and account's profit change without an event
+    /// of their own.
     marked: Vec<u32>,
+    /// When followed accounts were last refreshed for marks alone (ns).
+    last_mark_refresh_ns: i64,
 }
 
 impl TradeWatch {
@@ -190,6 +199,11 @@ impl TradeWatch {
             self.followers.remove(account);
             self.changes.remove(account);
         }
+    }
+
+    /// Whether marks moved since the last refresh (see [`Self::take`]).
+    pub fn marks_waiting(&self) -> bool {
+        !self.marked.is_empty()
     }
 
     /// The mark price of instrument `slot` moved (a trade here, or a `Mark` from its shard).
@@ -246,11 +260,18 @@ impl TradeWatch {
     }
 
     /// What changed since the last call for each followed account, with the shards following
-    /// it and the instruments whose mark moved meanwhile (the caller adds the positions the
-    /// account holds in them). Accounts with no change are left out only when no mark moved.
+    /// it, and, at most once per [`MARK_REFRESH_NS`] (at `now_ns`), the instruments whose mark
+    /// moved meanwhile (the caller adds the positions the account holds in them; then every
+    /// followed account is listed, changed or not).
     #[allow(clippy::type_complexity)]
-    pub fn take(&mut self) -> (Vec<(AccountId, Vec<usize>, AccountChanges)>, Vec<u32>) {
-        let marked = std::mem::take(&mut self.marked);
+    pub fn take(&mut self, now_ns: i64) -> (Vec<(AccountId, Vec<usize>, AccountChanges)>, Vec<u32>) {
+        let refresh = !self.marked.is_empty() && now_ns - self.last_mark_refresh_ns >= MARK_REFRESH_NS;
+        let marked = if refresh {
+            self.last_mark_refresh_ns = now_ns;
+            std::mem::take(&mut self.marked)
+        } else {
+            Vec::new()
+        };
         if self.changes.is_empty() && marked.is_empty() {
             return (Vec::new(), marked);
         }

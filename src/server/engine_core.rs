@@ -325,7 +325,7 @@ pub async fn run_committer(
                 Vec::new()
             };
             // Built now, from the state the staged group left: each object as of its end.
-            let trades = c.service.take_trade_patches();
+            let trades = c.service.take_trade_patches(now_ns());
             std::mem::swap(&mut c.staged, &mut spare);
             std::mem::swap(&mut c.staged_at, &mut stamps);
             c.staged_at.clear();
@@ -335,10 +335,25 @@ pub async fn run_committer(
             (std::mem::take(&mut spare), c.closing, quotes, charts, trades)
         };
         if batch.is_empty() {
+            // Nothing staged: everything is durable, so account refreshes for marks alone
+            // (held back to one per `MARK_REFRESH_NS`) may go now.
+            routes.publish_trades(trades).await;
             if closing {
                 break;
             }
-            if notify.recv().await.is_none() {
+            let marks_waiting = core.borrow().service.marks_waiting();
+            let woken = if marks_waiting {
+                // Come back for the held refresh even if nothing else happens.
+                let refresh = std::time::Duration::from_nanos(super::diff_trade::MARK_REFRESH_NS as u64);
+                futures_lite::future::or(async { notify.recv().await.map(|_| true) }, async {
+                    glommio::timer::sleep(refresh).await;
+                    Some(false)
+                })
+                .await
+            } else {
+                notify.recv().await.map(|_| true)
+            };
+            if woken.is_none() {
                 break;
             }
             spare = batch;

@@ -266,10 +266,16 @@ impl Service {
         out
     }
 
+    /// Whether followed accounts wait for a refresh for marks alone (held back to one per
+    /// `diff_trade::MARK_REFRESH_NS`).
+    pub fn marks_waiting(&self) -> bool {
+        self.watch.marks_waiting()
+    }
+
     /// One DIFF trade patch per followed account the steps since the last call changed, with
     /// the shards whose sessions follow it.
-    pub fn take_trade_patches(&mut self) -> Vec<(AccountId, Vec<usize>, serde_json::Value)> {
-        let (changed, marked) = self.watch.take();
+    pub fn take_trade_patches(&mut self, now_ns: TimestampNs) -> Vec<(AccountId, Vec<usize>, serde_json::Value)> {
+        let (changed, marked) = self.watch.take(now_ns);
         let mut out = Vec::with_capacity(changed.len());
         for (account_id, shards, changes) in changed {
             let Some(slot) = self.engine.account_slot(&account_id) else { continue };
