@@ -2,4 +2,5 @@
 //! recovery rules) as pure functions over bytes; the io_uring writer that uses it comes with the
 //! server (issue 3).
 
+pub mod lsm;
 pub mod wal;

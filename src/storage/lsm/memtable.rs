@@ -1,0 +1,193 @@
+//! The mutable head of the store: an ordered map from byte keys to the newest versioned value,
+//! on crossbeam-skiplist. A value of `None` is a tombstone (a delete that must shadow older
+//! versions in SSTables until compaction drops it). Writes carry a sequence number; a write
+//! never replaces a newer one already present.
+
+use crate::storage::lsm::Entry;
+use crossbeam_skiplist::SkipMap;
+use std::ops::Bound;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+/// Bytes charged per entry on top of key and value: skiplist node, tower, sequence number.
+const ENTRY_OVERHEAD: usize = 64;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Versioned {
+    seq: u64,
+    value: Option<Vec<u8>>,
+}
+
+fn charge(key: &[u8], value: &Option<Vec<u8>>) -> usize {
+    key.len() + value.as_ref().map_or(0, Vec::len) + ENTRY_OVERHEAD
+}
+
+/// The memtable. `put` takes `&self`: the skiplist is concurrent, though the store writes from
+/// one task only.
+#[derive(Default)]
+pub struct Memtable {
+    map: SkipMap<Vec<u8>, Versioned>,
+    bytes: AtomicUsize,
+    max_seq: AtomicU64,
+}
+
+impl Memtable {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Inserts `value` (`None`: tombstone) at `seq` unless the key already holds a newer
+    /// sequence number. Returns whether the write took effect.
+    pub fn put(&self, key: Vec<u8>, seq: u64, value: Option<Vec<u8>>) -> bool {
+        let old = self.map.get(&key).map(|e| (e.value().seq, charge(e.key(), &e.value().value)));
+        if let Some((old_seq, _)) = old {
+            if old_seq > seq {
+                return false;
+            }
+        }
+        let added = charge(&key, &value);
+        let entry = self.map.compare_insert(key, Versioned { seq, value }, |cur| cur.seq <= seq);
+        if entry.value().seq != seq {
+            return false;
+        }
+        match old {
+            Some((_, removed)) => {
+                self.bytes.fetch_add(added, Ordering::Relaxed);
+                self.bytes.fetch_sub(removed, Ordering::Relaxed);
+            }
+            None => {
+                self.bytes.fetch_add(added, Ordering::Relaxed);
+            }
+        }
+        self.max_seq.fetch_max(seq, Ordering::Relaxed);
+        true
+    }
+
+    /// The newest version of `key`: `Some((seq, None))` is a tombstone, `None` means unknown
+    /// here (look further down).
+    pub fn get(&self, key: &[u8]) -> Option<(u64, Option<Vec<u8>>)> {
+        self.map.get(key).map(|e| (e.value().seq, e.value().value.clone()))
+    }
+
+    /// Visits the entries with keys in `(lo, hi)`, in key order, tombstones included.
+    pub fn scan(&self, lo: Bound<&[u8]>, hi: Bound<&[u8]>, mut f: impl FnMut(&[u8], u64, Option<&[u8]>)) {
+        if let (Bound::Included(a) | Bound::Excluded(a), Bound::Included(b) | Bound::Excluded(b)) = (lo, hi) {
+            // SkipMap::range panics on an inverted range; an inverted range is simply empty.
+            if a > b || (a == b && !(matches!(lo, Bound::Included(_)) && matches!(hi, Bound::Included(_)))) {
+                return;
+            }
+        }
+        for e in self.map.range::<[u8], _>((lo, hi)) {
+            let v = e.value();
+            f(e.key(), v.seq, v.value.as_deref());
+        }
+    }
+
+    /// Approximate memory held, in bytes (keys, values and a fixed per-entry overhead).
+    pub fn approximate_bytes(&self) -> usize {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Highest sequence number written (0 when empty).
+    pub fn max_seq(&self) -> u64 {
+        self.max_seq.load(Ordering::Relaxed)
+    }
+
+    /// Ends the memtable's mutable life: what is left can only be read, in key order, to be
+    /// flushed into an SSTable.
+    pub fn freeze(self) -> FrozenMemtable {
+        FrozenMemtable { inner: self }
+    }
+}
+
+/// A memtable that takes no more writes, waiting to be flushed.
+pub struct FrozenMemtable {
+    inner: Memtable,
+}
+
+impl FrozenMemtable {
+    /// All entries in key order (one version per key, tombstones included).
+    pub fn iter(&self) -> impl Iterator<Item = Entry> + '_ {
+        self.inner.map.iter().map(|e| Entry {
+            key: e.key().clone(),
+            seq: e.value().seq,
+            value: e.value().value.clone(),
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.inner.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.inner.is_empty()
+    }
+
+    pub fn max_seq(&self) -> u64 {
+        self.inner.max_seq()
+    }
+
+    pub fn approximate_bytes(&self) -> usize {
+        self.inner.approximate_bytes()
+    }
+
+    /// Makes it writable again (a flush that failed keeps its data in memory).
+    pub fn thaw(self) -> Memtable {
+        self.inner
+    }
+
+    /// Point read while the flush is in progress.
+    pub fn get(&self, key: &[u8]) -> Option<(u64, Option<Vec<u8>>)> {
+        self.inner.get(key)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn newer_sequence_wins_and_size_tracks() {
+        let m = Memtable::new();
+        assert!(m.put(b"a".to_vec(), 2, Some(b"two".to_vec())));
+        assert!(!m.put(b"a".to_vec(), 1, Some(b"one".to_vec())));
+        assert_eq!(m.get(b"a"), Some((2, Some(b"two".to_vec()))));
+        let size = m.approximate_bytes();
+        assert_eq!(size, 1 + 3 + ENTRY_OVERHEAD);
+        assert!(m.put(b"a".to_vec(), 3, None));
+        assert_eq!(m.get(b"a"), Some((3, None)));
+        assert_eq!(m.approximate_bytes(), 1 + ENTRY_OVERHEAD);
+        assert!(m.put(b"b".to_vec(), 4, Some(vec![0; 10])));
+        assert_eq!(m.max_seq(), 4);
+        let frozen = m.freeze();
+        let all: Vec<Entry> = frozen.iter().collect();
+        assert_eq!(all.len(), 2);
+        assert_eq!(all[0], Entry { key: b"a".to_vec(), seq: 3, value: None });
+        assert_eq!(all[1].key, b"b".to_vec());
+    }
+
+    #[test]
+    fn scan_bounds_and_inverted_ranges() {
+        let m = Memtable::new();
+        for (i, k) in [b"a", b"b", b"c", b"d"].iter().enumerate() {
+            m.put(k.to_vec(), i as u64 + 1, Some(vec![i as u8]));
+        }
+        let mut seen = Vec::new();
+        m.scan(Bound::Included(b"b"), Bound::Excluded(b"d"), |k, _, _| seen.push(k.to_vec()));
+        assert_eq!(seen, vec![b"b".to_vec(), b"c".to_vec()]);
+        seen.clear();
+        m.scan(Bound::Included(b"d"), Bound::Included(b"a"), |k, _, _| seen.push(k.to_vec()));
+        m.scan(Bound::Excluded(b"b"), Bound::Excluded(b"b"), |k, _, _| seen.push(k.to_vec()));
+        m.scan(Bound::Included(b"b"), Bound::Excluded(b"b"), |k, _, _| seen.push(k.to_vec()));
+        assert!(seen.is_empty());
+        m.scan(Bound::Included(b"b"), Bound::Included(b"b"), |k, _, _| seen.push(k.to_vec()));
+        assert_eq!(seen, vec![b"b".to_vec()]);
+    }
+}
