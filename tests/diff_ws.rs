@@ -312,6 +312,9 @@ fn slow_readers_are_cut_off_without_harming_others() {
 /// composed into their pending patch until they peek; all end with the same final quote.
 #[test]
 fn quote_changes_reach_every_subscribed_session() {
+    // A thousand sockets on each side (the server inherits the limit).
+    let fds = server_support::raise_fd_limit();
+    assert!(fds >= 1100, "this test needs 1,100 open files per process; the limit is {fds}");
     let dir = tempfile::tempdir().unwrap();
     let server = start(&options(dir.path()));
     let mut c = server.client();
