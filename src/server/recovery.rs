@@ -17,7 +17,7 @@
 
 use super::journal::{Journal, JournalLimits};
 use super::service::Service;
-use super::wal_record::{decode, instruments_fingerprint, peer_header, WalRecord, WAL_FORMAT};
+use super::wal_record::{instruments_fingerprint, Decoder, WalRecord, WAL_FORMAT};
 use crate::domain::engine::EngineConfig;
 use crate::domain::event::Event;
 use crate::domain::instrument::Instrument;
@@ -147,11 +147,12 @@ fn consumed_by(storage: &Path, shard: u16, n: usize) -> Result<Vec<u64>, String>
     let dir = shard_wal_dir(storage, shard);
     let mut row = vec![0u64; n];
     let mut failure: Option<String> = None;
+    let mut decoder = Decoder::default();
     recover(&dir, 1, |sequence, payload| {
         if failure.is_some() {
             return;
         }
-        match peer_header(payload) {
+        match decoder.peer_header(payload) {
             Ok(Some((from, seq))) if (from as usize) < n => row[from as usize] = row[from as usize].max(seq),
             Ok(Some((from, _))) => failure = Some(format!("record {sequence}: message from shard {from}")),
             Ok(None) => {}
@@ -200,8 +201,9 @@ pub fn replay_shard(
     let (recovered, folded) = std::thread::scope(|scope| {
         let reader = scope.spawn(move || {
             let mut batch = Vec::with_capacity(BATCH);
+            let mut decoder = Decoder::default();
             let result = recover(dir, 1, |sequence, payload| {
-                batch.push((sequence, decode(payload)));
+                batch.push((sequence, decoder.decode(payload)));
                 if batch.len() == BATCH {
                     let _ = tx.send(std::mem::replace(&mut batch, Vec::with_capacity(BATCH)));
                 }
