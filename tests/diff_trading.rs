@@ -204,6 +204,18 @@ fn login_orders_fills_cancels_and_transfers() {
     peek_until(&mut other, &mut other_tree, |t| t["trade"]["A"]["positions"] == tree["trade"]["A"]["positions"]);
     assert_eq!(other_tree["trade"]["A"]["accounts"], tree["trade"]["A"]["accounts"]);
 
+    // Closing the whole position shows it at zero (not left at its last volume).
+    let close = json!({"account_id": "B", "instrument_id": "cu2501", "direction": "BUY", "offset": "CLOSETODAY",
+                       "limit_price": 70100.0, "volume": 2});
+    c.ok("POST", "/api/order/submit", Some(close));
+    let mut sell = insert("o5", "A", "SELL", 70100.0, 2);
+    sell["offset"] = json!("CLOSETODAY");
+    send(&mut ws, sell);
+    peek_until(&mut ws, &mut tree, |t| t["trade"]["A"]["orders"]["o5"]["status"] == "FINISHED");
+    peek_until(&mut ws, &mut tree, |t| t["trade"]["A"]["positions"]["SHFE.cu2501"]["volume_long"] == 0);
+    assert_eq!(tree["trade"]["A"]["positions"]["SHFE.cu2501"]["pos_long_today"], 0, "{tree}");
+    assert_eq!(c.ok("GET", "/api/position/A", None), json!([]), "REST: no open position");
+
     // Passwords survive a restart.
     drop((ws, other));
     let status = server.terminate();
@@ -214,6 +226,6 @@ fn login_orders_fills_cancels_and_transfers() {
     let tree = login(&mut ws, "B", "pb");
     assert_eq!(codes(&tree), vec![("INFO".into(), 0)], "{tree}");
     let orders = tree["trade"]["B"]["orders"].as_object().unwrap();
-    assert_eq!(orders.len(), 1, "{tree}");
-    assert_eq!(tree["trade"]["B"]["positions"]["SHFE.cu2501"]["pos_short_today"], 2, "{tree}");
+    assert_eq!(orders.len(), 2, "{tree}");
+    assert!(tree["trade"]["B"]["positions"].get("SHFE.cu2501").is_none(), "closed: {tree}");
 }

@@ -293,13 +293,7 @@ fn slow_readers_are_cut_off_without_harming_others() {
     // The deaf one is cut off after the send timeout; /metrics counts it.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let metrics = c.get("/metrics");
-        let text = String::from_utf8_lossy(&metrics.body).to_string();
-        let dropped: u64 = text
-            .lines()
-            .filter(|l| l.starts_with("qaexchange_ws_slow_disconnects_total{"))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-            .sum();
+        let (dropped, text) = server_support::metric_sum(&mut c, "qaexchange_ws_slow_disconnects_total");
         if dropped >= 1 {
             break;
         }

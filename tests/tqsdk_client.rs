@@ -8,9 +8,9 @@
 
 mod server_support;
 
-use server_support::{manifest_dir, start, Options};
-use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
+use server_support::{manifest_dir, run_limited, start, Options};
+use std::path::PathBuf;
+use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -19,35 +19,6 @@ use std::time::{Duration, Instant};
 const SETUP_LIMIT: Duration = Duration::from_secs(900);
 /// What one scenario run may take (it bounds every wait itself; this is the backstop).
 const SCENARIO_LIMIT: Duration = Duration::from_secs(240);
-
-/// Runs `cmd` with stdout and stderr to files, killing it after `limit`: (status or None when
-/// killed, stdout, stderr).
-fn run_limited(mut cmd: Command, limit: Duration, dir: &Path, name: &str) -> (Option<ExitStatus>, String, String) {
-    let out_path = dir.join(format!("{name}.stdout"));
-    let err_path = dir.join(format!("{name}.stderr"));
-    let out = std::fs::File::create(&out_path).expect("stdout file");
-    let err = std::fs::File::create(&err_path).expect("stderr file");
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(out)
-        .stderr(err)
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
-    let deadline = Instant::now() + limit;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            break Some(status);
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
-    (status, read(&out_path), read(&err_path))
-}
 
 /// The venv's python, made by `tools/tqsdk/setup.sh` once per test binary.
 fn venv_python() -> PathBuf {

@@ -12,44 +12,15 @@
 mod server_support;
 
 use serde_json::Value;
-use server_support::{manifest_dir, start, Options};
+use server_support::{manifest_dir, run_limited, start, Options};
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// What `npm ci` may take (it downloads a few small packages).
 const NPM_LIMIT: Duration = Duration::from_secs(600);
 /// What one scenario run may take (it bounds every wait itself, at 10 s; this is the backstop).
 const SCENARIO_LIMIT: Duration = Duration::from_secs(120);
-
-/// Runs `cmd` with stdout and stderr to files, killing it after `limit`: (status or None when
-/// killed, stdout, stderr).
-fn run_limited(mut cmd: Command, limit: Duration, dir: &Path, name: &str) -> (Option<ExitStatus>, String, String) {
-    let out_path = dir.join(format!("{name}.stdout"));
-    let err_path = dir.join(format!("{name}.stderr"));
-    let out = std::fs::File::create(&out_path).expect("stdout file");
-    let err = std::fs::File::create(&err_path).expect("stderr file");
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(out)
-        .stderr(err)
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
-    let deadline = Instant::now() + limit;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            break Some(status);
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
-    (status, read(&out_path), read(&err_path))
-}
 
 fn js_dir() -> PathBuf {
     manifest_dir().join("tools/tqsdk-js")

@@ -180,6 +180,18 @@ impl Session {
         Some(self.take_pending())
     }
 
+    /// The pending patches as values, regardless of peeks, for a server that pushes changes
+    /// in another form (the legacy JSON API); empty when nothing is pending.
+    pub fn take_patches(&mut self) -> Vec<Value> {
+        let mut patches = match self.shared.take() {
+            Some(shared) => vec![shared.value.clone()],
+            None => Vec::new(),
+        };
+        patches.extend(std::mem::take(&mut self.pending).into_patches());
+        patches.extend(std::mem::take(&mut self.notices).into_patches());
+        patches
+    }
+
     /// Upper bound of the size of the `rtn_data` text [`Session::take_ready`] would return,
     /// kept in O(1) per changed field (never serializes).
     pub fn pending_bytes(&self) -> usize {

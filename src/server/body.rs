@@ -92,14 +92,14 @@ struct ModifyBody {
 
 /// `order_id` as the exchange's number, either a JSON number or a string of digits (the
 /// original API sent strings).
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(untagged)]
-enum OrderRef {
+pub enum OrderRef {
     Number(u64),
     Text(String),
 }
 
-fn order_ref(
+pub fn order_ref(
     order_id: Option<OrderRef>,
     client_order_id: Option<ClientOrderId>,
 ) -> Result<(Option<u64>, Option<ClientOrderId>), BodyError> {
@@ -134,12 +134,21 @@ pub fn transfer(body: &[u8], deposit: bool) -> Result<Action, BodyError> {
     Ok(Action::Transfer { account_id: b.account_id, amount: b.amount, deposit })
 }
 
+/// The time condition of an order that states none: GFD for a limit order; IOC otherwise, since
+/// market orders never rest.
+pub fn default_time_condition(price_type: PriceType) -> TimeCondition {
+    if price_type == PriceType::Limit {
+        TimeCondition::Gfd
+    } else {
+        TimeCondition::Ioc
+    }
+}
+
 /// `auto_client_id` names an order whose body gave no `client_order_id`.
 pub fn submit(body: &[u8], auto_client_id: impl FnOnce() -> ClientOrderId) -> Result<Action, BodyError> {
     let b: SubmitBody = decode(body)?;
     let price_type = b.price_type.unwrap_or(if b.limit_price.is_some() { PriceType::Limit } else { PriceType::Any });
-    // Market orders never rest, so without a stated time condition they are IOC.
-    let default_time = if price_type == PriceType::Limit { TimeCondition::Gfd } else { TimeCondition::Ioc };
+    let default_time = default_time_condition(price_type);
     Ok(Action::Submit(InsertOrder {
         account_id: b.account_id,
         client_order_id: b.client_order_id.unwrap_or_else(auto_client_id),

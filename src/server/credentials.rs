@@ -3,7 +3,7 @@
 //! thread of the connection's shard, never on a shard's executor: a hash costs tens of
 //! milliseconds, which would stall that shard's order flow. Only the hash reaches the engine's
 //! shard, the WAL and recovery; the clear text lives in the request that carried it and in
-//! nothing else (its `Debug` prints a placeholder).
+//! nothing else (its `Debug` hides it).
 
 use argon2::password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;

@@ -15,20 +15,18 @@ use super::diff_chart::{kline_topic, tick_topic};
 use super::diff_quote::{diff_quote, now_ns};
 use super::quote_fanout::Topic;
 use super::service::{Action, Answer, Query};
+use super::ws_io::{self, Event, Incoming};
 use crate::diff::messages::{notify, ClientMessage, NotifyLevel, NotifyType, SetChart};
 use crate::diff::session::Session;
 use crate::domain::market_data::kline::{kline_period_index, KLINE_PERIODS_NS};
 use crate::domain::name::InstrumentId;
 use async_tungstenite::WebSocketStream;
-use futures_lite::StreamExt;
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use glommio::net::TcpStream;
 use serde_json::{json, Value};
 use std::cell::RefCell;
 use std::rc::Rc;
-use std::time::Duration;
 use tungstenite::protocol::frame::coding::CloseCode;
-use tungstenite::protocol::CloseFrame;
 use tungstenite::Message;
 
 /// Most bars one chart gets (the HTTP k-line query's limit).
@@ -108,67 +106,28 @@ impl<'a> DiffSession<'a> {
         // and md and td look alike: every session's first peek gets it (harmless to td).
         self.session.borrow_mut().push(&json!({"ins_list": "", "mdhis_more_data": false}));
         loop {
-            let wake = &self.wake_rx;
-            let stopping = || self.ctx.stopping();
-            let next = futures_lite::future::or(async { Event::Message(ws.next().await) }, async {
-                futures_lite::future::or(
-                    async {
-                        let _ = wake.recv().await;
-                        Event::Woken
-                    },
-                    async {
-                        while !stopping() {
-                            glommio::timer::sleep(Duration::from_millis(50)).await;
-                        }
-                        Event::Stop
-                    },
-                )
-                .await
-            })
-            .await;
-            let message = match next {
-                Event::Stop => return close(&mut ws, CloseCode::Away, "server shutting down").await,
-                Event::Woken => None,
+            match ws_io::next_event(self.ctx, &mut ws, &self.wake_rx).await {
+                Event::Stop => return ws_io::close(&mut ws, CloseCode::Away, "server shutting down").await,
+                Event::Woken => {}
                 Event::Message(None) => return Ok(()),
                 Event::Message(Some(Err(e))) => return Err(e.to_string()),
-                Event::Message(Some(Ok(message))) => Some(message),
-            };
-            if let Some(message) = message {
-                match message {
-                    Message::Text(text) => self.handle(text.as_str()).await,
-                    Message::Binary(bytes) => match std::str::from_utf8(&bytes) {
-                        Ok(text) => self.handle(text).await,
-                        Err(_) => self.notify_error(codes::MALFORMED, "a binary frame that is not UTF-8 text"),
-                    },
-                    Message::Close(_) => return Ok(()),
-                    // tungstenite answers pings itself with the next write.
-                    Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
-                }
+                Event::Message(Some(Ok(message))) => match ws_io::incoming(&message) {
+                    Incoming::Text(text) => self.handle(text).await,
+                    Incoming::NotText => self.notify_error(codes::MALFORMED, "a binary frame that is not UTF-8 text"),
+                    Incoming::Close => return Ok(()),
+                    Incoming::Nothing => {}
+                },
             }
             // Borrows end before each await: the fan-out borrows the session meanwhile.
             // Pending data is one merged patch, bounded by the size of the client's tree, so
             // only a client that never peeks while its tree grows (trades), or a bug, gets here.
             let over = self.session.borrow().over_limit(self.ctx.ws_limits.max_pending_bytes);
             if let Some(over) = over {
-                return close(&mut ws, CloseCode::Policy, &over.to_string()).await;
+                return ws_io::close(&mut ws, CloseCode::Policy, &over.to_string()).await;
             }
             let ready = self.session.borrow_mut().take_ready();
             if let Some(text) = ready {
-                // A client that stopped reading fills the socket buffers and the write waits:
-                // past the timeout it is cut off (without a close frame: none could be written).
-                let limit = self.ctx.ws_limits.send_timeout;
-                let sent = futures_lite::future::or(async { Some(ws.send(Message::text(text)).await) }, async {
-                    glommio::timer::sleep(limit).await;
-                    None
-                })
-                .await;
-                match sent {
-                    Some(result) => result.map_err(|e| e.to_string())?,
-                    None => {
-                        self.ctx.counters.ws_slow_dropped.set(self.ctx.counters.ws_slow_dropped.get() + 1);
-                        return Err(format!("client did not read for {} ms: disconnected", limit.as_millis()));
-                    }
-                }
+                ws_io::send(self.ctx, &mut ws, text).await?;
             }
         }
     }
@@ -305,23 +264,4 @@ impl<'a> DiffSession<'a> {
         let key = format!("qx{}", self.notices);
         self.session.borrow_mut().push(&notify(&key, NotifyType::Message, level, code, content));
     }
-}
-
-/// What woke the session's loop.
-enum Event {
-    Message(Option<Result<Message, tungstenite::Error>>),
-    /// The quote fan-out added to the pending data.
-    Woken,
-    Stop,
-}
-
-/// Closes with a code and a reason the client can show.
-async fn close(ws: &mut WebSocketStream<TcpStream>, code: CloseCode, reason: &str) -> Result<(), String> {
-    // A close reason is at most 123 bytes.
-    let mut end = reason.len().min(123);
-    while !reason.is_char_boundary(end) {
-        end -= 1;
-    }
-    let frame = CloseFrame { code, reason: reason[..end].to_owned().into() };
-    ws.close(Some(frame)).await.map_err(|e| e.to_string())
 }

@@ -10,19 +10,20 @@
 //! What waits for the client is therefore one composed patch, bounded like a DIFF session's
 //! (`[websocket] max_pending_kib`), and a client that stops reading is cut off with a reason.
 
+use super::body::OrderRef;
 use super::conn::ShardContext;
 use super::diff_quote::{diff_quote, now_ns};
 use super::diff_session::codes as diff_codes;
 use super::diff_trading::{error_of, FollowLink, Login};
 use super::quote_fanout::Topic;
 use super::service::{Action, Answer, Query, Reply};
+use super::ws_io::{self, Event, Incoming};
 use crate::diff::merge_patch;
 use crate::diff::session::Session;
 use crate::domain::command::InsertOrder;
 use crate::domain::name::{AccountId, ClientOrderId, InstrumentId};
 use crate::domain::types::{fixed4_opt, Direction, Offset, Price, PriceType, TimeCondition, Volume, VolumeCondition};
 use async_tungstenite::WebSocketStream;
-use futures_lite::StreamExt;
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use glommio::net::TcpStream;
 use serde::Deserialize;
@@ -30,10 +31,7 @@ use serde_json::{json, Map, Value};
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
-use std::time::Duration;
 use tungstenite::protocol::frame::coding::CloseCode;
-use tungstenite::protocol::CloseFrame;
-use tungstenite::Message;
 
 /// The URL path of the legacy API on the WebSocket port (any query string); every other path
 /// is DIFF.
@@ -130,14 +128,6 @@ struct CancelOrder {
     client_order_id: Option<ClientOrderId>,
 }
 
-/// The exchange's order id as a JSON number or a string of digits (the original sent strings).
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum OrderRef {
-    Number(u64),
-    Text(String),
-}
-
 /// Why a message was refused: an `error` with this code and message.
 #[derive(Debug, PartialEq, Eq)]
 struct Refusal {
@@ -201,7 +191,7 @@ pub struct LegacySession<'a> {
 }
 
 /// A session output that always has a peek outstanding: the legacy protocol pushes every
-/// change as it comes (taken with `take_unsolicited`, which leaves the peek in place), so the
+/// change as it comes (taken with `take_patches`, which leaves the peek in place), so the
 /// fan-outs always wake the session.
 fn always_waiting(max_pending_bytes: usize) -> Session {
     let mut session = Session::with_wake_past(max_pending_bytes);
@@ -241,42 +231,20 @@ impl<'a> LegacySession<'a> {
 
     async fn serve(&mut self, mut ws: WebSocketStream<TcpStream>) -> Result<(), String> {
         loop {
-            let wake = &self.wake_rx;
-            let stopping = || self.ctx.stopping();
-            let next = futures_lite::future::or(async { Event::Message(ws.next().await) }, async {
-                futures_lite::future::or(
-                    async {
-                        let _ = wake.recv().await;
-                        Event::Woken
-                    },
-                    async {
-                        while !stopping() {
-                            glommio::timer::sleep(Duration::from_millis(50)).await;
-                        }
-                        Event::Stop
-                    },
-                )
-                .await
-            })
-            .await;
-            match next {
-                Event::Stop => return close(&mut ws, CloseCode::Away, "server shutting down").await,
+            match ws_io::next_event(self.ctx, &mut ws, &self.wake_rx).await {
+                Event::Stop => return ws_io::close(&mut ws, CloseCode::Away, "server shutting down").await,
                 Event::Woken => {}
                 Event::Message(None) => return Ok(()),
                 Event::Message(Some(Err(e))) => return Err(e.to_string()),
-                Event::Message(Some(Ok(message))) => match message {
-                    Message::Text(text) => self.handle(text.as_str()).await,
-                    Message::Binary(bytes) => match std::str::from_utf8(&bytes) {
-                        Ok(text) => self.handle(text).await,
-                        Err(_) => self.error(codes::MALFORMED, "a binary frame that is not UTF-8 text"),
-                    },
-                    Message::Close(_) => return Ok(()),
-                    // tungstenite answers pings itself with the next write.
-                    Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
+                Event::Message(Some(Ok(message))) => match ws_io::incoming(&message) {
+                    Incoming::Text(text) => self.handle(text).await,
+                    Incoming::NotText => self.error(codes::MALFORMED, "a binary frame that is not UTF-8 text"),
+                    Incoming::Close => return Ok(()),
+                    Incoming::Nothing => {}
                 },
             }
             for reply in std::mem::take(&mut self.replies) {
-                self.send(&mut ws, reply.to_string()).await?;
+                ws_io::send(self.ctx, &mut ws, reply.to_string()).await?;
             }
             // Borrows end before each await: the fan-outs borrow the session meanwhile.
             let over = self.session.borrow().over_limit(self.ctx.ws_limits.max_pending_bytes);
@@ -285,34 +253,18 @@ impl<'a> LegacySession<'a> {
                     "client too slow: {} bytes of updates pending (limit {})",
                     over.pending_bytes, over.max_bytes
                 );
-                return close(&mut ws, CloseCode::Policy, &reason).await;
+                return ws_io::close(&mut ws, CloseCode::Policy, &reason).await;
             }
-            let pending = self.session.borrow_mut().take_unsolicited();
-            if let Some(text) = pending {
+            let patches = self.session.borrow_mut().take_patches();
+            if !patches.is_empty() {
                 let mut out = Vec::new();
                 let account = self.login.as_ref().map(|l| l.account);
-                translate_rtn_data(&text, account.as_ref().map(AccountId::as_str), &mut self.pushed, &mut out);
-                for message in out {
-                    self.send(&mut ws, message.to_string()).await?;
+                for patch in &patches {
+                    translate(patch, account.as_ref().map(AccountId::as_str), &mut self.pushed, &mut out);
                 }
-            }
-        }
-    }
-
-    /// Sends one message; a client that stopped reading fills the socket buffers and the write
-    /// waits: past the send timeout it is cut off (without a close frame: none could be written).
-    async fn send(&self, ws: &mut WebSocketStream<TcpStream>, text: String) -> Result<(), String> {
-        let limit = self.ctx.ws_limits.send_timeout;
-        let sent = futures_lite::future::or(async { Some(ws.send(Message::text(text)).await) }, async {
-            glommio::timer::sleep(limit).await;
-            None
-        })
-        .await;
-        match sent {
-            Some(result) => result.map_err(|e| e.to_string()),
-            None => {
-                self.ctx.counters.ws_slow_dropped.set(self.ctx.counters.ws_slow_dropped.get() + 1);
-                Err(format!("client did not read for {} ms: disconnected", limit.as_millis()))
+                for message in out {
+                    ws_io::send(self.ctx, &mut ws, message.to_string()).await?;
+                }
             }
         }
     }
@@ -471,8 +423,7 @@ impl<'a> LegacySession<'a> {
             None if req.price.is_some() => PriceType::Limit,
             None => PriceType::Any,
         };
-        // Market orders never rest, so without a stated time condition they are IOC.
-        let default_time = if price_type == PriceType::Limit { TimeCondition::Gfd } else { TimeCondition::Ioc };
+        let default_time = super::body::default_time_condition(price_type);
         let client_order_id = match req.client_order_id {
             Some(id) => id,
             None => self.ctx.auto_client_id(),
@@ -496,22 +447,12 @@ impl<'a> LegacySession<'a> {
 
     async fn cancel_order(&mut self, req: CancelOrder) {
         let Some(account) = self.own_account(req.account_id.as_deref(), "cancel_order") else { return };
-        let order_id = match req.order_id {
-            None => None,
-            Some(OrderRef::Number(n)) => Some(n),
-            Some(OrderRef::Text(text)) => match text.parse::<u64>() {
-                Ok(n) => Some(n),
-                Err(_) => {
-                    let message = format!("cancel_order: order_id must be the exchange's number, got {text:?}");
-                    return self.error(codes::MALFORMED, &message);
-                }
-            },
+        let (order_id, client_order_id) = match super::body::order_ref(req.order_id, req.client_order_id) {
+            Ok(named) => named,
+            Err(e) => return self.error(codes::MALFORMED, &format!("cancel_order: {}", e.0)),
         };
-        if order_id.is_none() && req.client_order_id.is_none() {
-            return self.error(codes::MALFORMED, "cancel_order: give order_id or client_order_id");
-        }
-        let client = req.client_order_id.as_ref().map(ClientOrderId::as_str).unwrap_or("").to_owned();
-        let action = Action::Cancel { account_id: account, order_id, client_order_id: req.client_order_id };
+        let client = client_order_id.as_ref().map(ClientOrderId::as_str).unwrap_or("").to_owned();
+        let action = Action::Cancel { account_id: account, order_id, client_order_id };
         let reply = self.ctx.call(self.conn, self.answers, action).await;
         let mut response = order_response(&reply, &client);
         if reply.status != 200 && response["order_id"].is_null() {
@@ -546,25 +487,6 @@ struct Pushed {
     quotes: BTreeMap<String, Value>,
     /// The last `account_update` (an unchanged account is not sent again).
     account: Option<Value>,
-}
-
-/// What woke the session's loop.
-enum Event {
-    Message(Option<Result<Message, tungstenite::Error>>),
-    /// A fan-out added to the pending data.
-    Woken,
-    Stop,
-}
-
-/// Closes with a code and a reason the client can show.
-async fn close(ws: &mut WebSocketStream<TcpStream>, code: CloseCode, reason: &str) -> Result<(), String> {
-    // A close reason is at most 123 bytes.
-    let mut end = reason.len().min(123);
-    while !reason.is_char_boundary(end) {
-        end -= 1;
-    }
-    let frame = CloseFrame { code, reason: reason[..end].to_owned().into() };
-    ws.close(Some(frame)).await.map_err(|e| e.to_string())
 }
 
 /// `order_response` for the reply to a submit or a cancel (`{order, trades}` on success).
@@ -672,13 +594,6 @@ fn quote(full: &Value) -> Option<Value> {
 /// instruments (applied to `pushed.quotes`, sent whole), then the `account`'s orders, trades
 /// and account (if it changed), in that order (so a fill's `order_status` and `trade` come
 /// before the `account_update` they changed).
-fn translate_rtn_data(text: &str, account: Option<&str>, pushed: &mut Pushed, out: &mut Vec<Value>) {
-    let Ok(rtn_data) = serde_json::from_str::<Value>(text) else { return };
-    for patch in rtn_data["data"].as_array().into_iter().flatten() {
-        translate(patch, account, pushed, out);
-    }
-}
-
 fn translate(patch: &Value, account: Option<&str>, pushed: &mut Pushed, out: &mut Vec<Value>) {
     for (symbol, change) in patch["quotes"].as_object().into_iter().flatten() {
         let Some(current) = pushed.quotes.get_mut(symbol) else { continue };

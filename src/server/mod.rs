@@ -24,3 +24,4 @@ pub mod service;
 pub mod shinny;
 pub mod wal_record;
 pub mod ws;
+pub mod ws_io;

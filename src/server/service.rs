@@ -15,6 +15,7 @@ use crate::domain::event::Event;
 use crate::domain::fast_hash::FastMap;
 use crate::domain::instrument::Instrument;
 use crate::domain::ledger::account::PositionSnapshot;
+use crate::domain::ledger::position::Position;
 use crate::domain::name::{AccountId, ClientOrderId, InstrumentId};
 use crate::domain::risk::RejectCode;
 use crate::domain::shard::{Completion, Delivery, Outcome, Outgoing, PeerMsg, ShardEngine, ShardState, StepOutput};
@@ -285,13 +286,22 @@ impl Service {
             if changes.is_empty() && !held_marked {
                 continue;
             }
-            // Positions that changed, and those whose mark moved, at the marks of now.
-            let positions: Vec<PositionSnapshot> = self
-                .positions(slot, account_id)
-                .into_iter()
-                .filter(|p| {
-                    changes.positions.contains(&p.instrument_id)
-                        || marked.iter().any(|&i| engine.instruments()[i as usize].instrument_id == p.instrument_id)
+            // Positions that changed (a closed one as zeros, as the engine reports it) and those
+            // held whose mark moved, at the marks of now; only those are computed.
+            let instruments = engine.instruments();
+            let positions: Vec<PositionSnapshot> = (0..instruments.len() as u32)
+                .filter_map(|i| {
+                    let inst = &instruments[i as usize];
+                    let mark = engine.marks()[i as usize];
+                    match ledger_account.position(i) {
+                        Some(p) if marked.contains(&i) || changes.positions.contains(&inst.instrument_id) => {
+                            Some(PositionSnapshot::new(account_id, p, inst, mark))
+                        }
+                        None if changes.positions.contains(&inst.instrument_id) => {
+                            Some(PositionSnapshot::new(account_id, &Position::new(i), inst, mark))
+                        }
+                        _ => None,
+                    }
                 })
                 .collect();
             let snapshot = engine.ledger().snapshot(slot, engine.instruments(), engine.marks());

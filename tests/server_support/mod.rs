@@ -61,6 +61,49 @@ pub fn raise_fd_limit() -> u64 {
     limit.rlim_cur
 }
 
+/// Runs `cmd` with stdout and stderr to files in `dir`, killing it after `limit`: (status, or
+/// None when killed; stdout; stderr). For the real-client tests.
+pub fn run_limited(
+    mut cmd: Command,
+    limit: Duration,
+    dir: &Path,
+    name: &str,
+) -> (Option<std::process::ExitStatus>, String, String) {
+    let out_path = dir.join(format!("{name}.stdout"));
+    let err_path = dir.join(format!("{name}.stderr"));
+    let out = std::fs::File::create(&out_path).expect("stdout file");
+    let err = std::fs::File::create(&err_path).expect("stderr file");
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
+    (status, read(&out_path), read(&err_path))
+}
+
+/// The sum over shards of a Prometheus counter family from `GET /metrics`, and the whole text.
+pub fn metric_sum(client: &mut Client, family: &str) -> (u64, String) {
+    let text = String::from_utf8_lossy(&client.get("/metrics").body).to_string();
+    let prefix = format!("{family}{{");
+    let sum =
+        text.lines().filter(|l| l.starts_with(&prefix)).filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok()).sum();
+    (sum, text)
+}
+
 pub fn manifest_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
