@@ -122,7 +122,12 @@ fn main() {
         let j = (mix(i as u64 + 5) % m.saturating_sub(100).max(1)) as usize;
         let (lo, hi) = (&entries[j].key, &entries[(j + 99).min(entries.len() - 1)].key);
         let mut seen = 0;
-        table.scan(Bound::Included(lo), Bound::Included(hi), |_, _, _| seen += 1).unwrap();
+        table
+            .scan(Bound::Included(lo), Bound::Included(hi), |_, _, _| {
+                seen += 1;
+                true
+            })
+            .unwrap();
         black_box(seen);
     });
     report("sstable range (100 keys)", scans, secs, lat);

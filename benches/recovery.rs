@@ -107,7 +107,8 @@ fn main() {
 
     let t = Instant::now();
     let mut rebuilt =
-        rebuild_cluster(&storage, 1, &instruments, EngineConfig::default(), JournalLimits::default()).expect("rebuild");
+        rebuild_cluster(&storage, 1, &instruments, EngineConfig::default(), JournalLimits::default(), Vec::new())
+            .expect("rebuild");
     let rebuild_s = t.elapsed().as_secs_f64();
     let service = rebuilt.shards.remove(0).service.expect("a service");
     qaexchange::domain::shard::check_cluster(&[service.engine().state()]).expect("invariants after rebuild");

@@ -167,8 +167,15 @@ fn undelivered_messages_are_found_and_delivered_once() {
     for shard in 0..2u16 {
         write_wal(storage.path(), shard, crashed.logs[shard as usize].clone());
     }
-    let cluster = rebuild_cluster(storage.path(), 2, &instruments(), EngineConfig::default(), JournalLimits::default())
-        .expect("recovers");
+    let cluster = rebuild_cluster(
+        storage.path(),
+        2,
+        &instruments(),
+        EngineConfig::default(),
+        JournalLimits::default(),
+        Vec::new(),
+    )
+    .expect("recovers");
     assert_eq!(cluster.recovered.redelivered, pending.iter().sum::<usize>());
 
     // Delivered again (by the runtime, first thing after start-up): the same state as never
@@ -213,8 +220,15 @@ fn a_log_that_consumed_more_than_its_peer_sent_is_refused() {
     short.truncate(last_match);
     write_wal(storage.path(), 0, short);
     write_wal(storage.path(), 1, pair.logs[1].clone());
-    let error = rebuild_cluster(storage.path(), 2, &instruments(), EngineConfig::default(), JournalLimits::default())
-        .err()
-        .expect("refused");
+    let error = rebuild_cluster(
+        storage.path(),
+        2,
+        &instruments(),
+        EngineConfig::default(),
+        JournalLimits::default(),
+        Vec::new(),
+    )
+    .err()
+    .expect("refused");
     assert!(error.contains("the logs disagree"), "{error}");
 }

@@ -30,6 +30,10 @@ pub const DEFAULT_SEGMENT_MIB: u64 = 64;
 /// Segment sizes beyond this only delay the release of old segments.
 pub const MAX_SEGMENT_MIB: u64 = 1024;
 pub const DEFAULT_GROUP_COMMIT_MAX_RECORDS: usize = 4096;
+/// History store: a shard's memtable is flushed to an SSTable at about this size.
+pub const DEFAULT_MEMTABLE_KIB: usize = 64 << 10;
+/// History store: level 0 is compacted into level 1 once it has this many tables.
+pub const DEFAULT_COMPACTION_TRIGGER_TABLES: usize = 4;
 pub const DEFAULT_GROUP_COMMIT_MAX_BYTES: usize = 1 << 20;
 
 const MIB: u64 = 1 << 20;
@@ -140,6 +144,11 @@ pub struct StorageConfig {
     pub group_commit_max_records: usize,
     /// ...or this many bytes (at most one segment, since a batch never spans segments).
     pub group_commit_max_bytes: usize,
+    /// History store (`[storage] memtable_kib`): flush a shard's memtable at this size.
+    pub memtable_bytes: usize,
+    /// History store (`[storage] compaction_trigger_tables`): compact at this many level-0
+    /// tables.
+    pub compaction_trigger_tables: usize,
 }
 
 impl Default for StorageConfig {
@@ -150,6 +159,8 @@ impl Default for StorageConfig {
             segment_bytes: DEFAULT_SEGMENT_MIB * MIB,
             group_commit_max_records: DEFAULT_GROUP_COMMIT_MAX_RECORDS,
             group_commit_max_bytes: DEFAULT_GROUP_COMMIT_MAX_BYTES,
+            memtable_bytes: DEFAULT_MEMTABLE_KIB << 10,
+            compaction_trigger_tables: DEFAULT_COMPACTION_TRIGGER_TABLES,
         }
     }
 }
@@ -453,6 +464,8 @@ struct StorageSection {
     segment_mib: Option<u64>,
     group_commit_max_records: Option<usize>,
     group_commit_max_bytes: Option<usize>,
+    memtable_kib: Option<usize>,
+    compaction_trigger_tables: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -551,12 +564,26 @@ impl FileConfig {
                 ),
             ));
         }
+        let memtable_kib = storage.memtable_kib.unwrap_or(DEFAULT_MEMTABLE_KIB);
+        if !(64..=4 << 20).contains(&memtable_kib) {
+            return Err(invalid(
+                key("storage", "memtable_kib")(),
+                format!("must be 64..=4194304 (64 KiB to 4 GiB), got {memtable_kib}"),
+            ));
+        }
+        let compaction_trigger_tables = at_least(
+            storage.compaction_trigger_tables.unwrap_or(DEFAULT_COMPACTION_TRIGGER_TABLES),
+            1,
+            key("storage", "compaction_trigger_tables"),
+        )?;
         let storage_config = StorageConfig {
             dir: storage.dir.unwrap_or_else(|| PathBuf::from(DEFAULT_STORAGE_DIR)),
             sync: storage.sync.map_or(SyncMode::Durable, SyncMode::from),
             segment_bytes,
             group_commit_max_records,
             group_commit_max_bytes,
+            memtable_bytes: memtable_kib << 10,
+            compaction_trigger_tables,
         };
 
         let engine = self.engine;

@@ -6,6 +6,7 @@
 use super::body::{self, BodyError};
 use super::credentials::Password;
 use super::engine_core::{ShardMsg, SharedCore, Waiters};
+use super::history::HistorySeries;
 use super::http::{
     parse_request, route, write_response, write_response_with_headers, HttpError, HttpErrorCode, Limits, ParseOutcome,
     Route, CONTENT_TYPE_JSON, CONTENT_TYPE_PROMETHEUS,
@@ -71,7 +72,18 @@ impl Router {
                 | Query::MarketTrades { instrument_id, .. }
                 | Query::Kline { instrument_id, .. }
                 | Query::Chart { instrument_id, .. } => instrument(instrument_id),
-                Query::Instruments | Query::ShardState | Query::ShardMetrics | Query::ResetLatency => here,
+                Query::History { series, .. } => match series {
+                    HistorySeries::Orders(id) | HistorySeries::Trades(id) => account(id),
+                    HistorySeries::MarketTrades(id) | HistorySeries::Ticks(id) | HistorySeries::Klines(id, _) => {
+                        instrument(id)
+                    }
+                },
+                Query::Instruments
+                | Query::ShardState
+                | Query::ShardMetrics
+                | Query::ResetLatency
+                | Query::StorageStats
+                | Query::TriggerCompaction => here,
             },
         }
     }
@@ -261,6 +273,24 @@ impl ShardContext {
             }
         }
         Reply::success(&serde_json::json!({"reset": self.shards}))
+    }
+
+    /// Every shard's answer to `query` (a JSON reply each), as one list in shard order.
+    async fn gather_each(&self, conn: u64, answers: &LocalReceiver<(u32, Answer)>, query: Query) -> Reply {
+        let mut all = Vec::with_capacity(self.shards);
+        for target in 0..self.shards {
+            match self.ask(conn, answers, target, Action::Query(query.clone())).await {
+                Answer::Reply(reply) if reply.status == 200 => {
+                    match serde_json::from_slice::<serde_json::Value>(&reply.body) {
+                        Ok(mut v) => all.push(v["data"].take()),
+                        Err(_) => return Reply::http(HttpErrorCode::InternalError),
+                    }
+                }
+                Answer::Reply(reply) => return reply,
+                _ => return Reply::http(HttpErrorCode::InternalError),
+            }
+        }
+        Reply::success(&all)
     }
 
     /// `/admin/state`: every shard's state, merged, with the invariants checked over all.
@@ -483,6 +513,10 @@ async fn run_step(
             batch.settle(answers).await;
             return Some(Output::Json(ctx.gather_state(conn, answers).await, None));
         }
+        Step::Storage(query) => {
+            batch.settle(answers).await;
+            return Some(Output::Json(ctx.gather_each(conn, answers, query).await, None));
+        }
         Step::ResetLatency => {
             batch.settle(answers).await;
             return Some(Output::Json(ctx.reset_latency(conn, answers).await, None));
@@ -566,6 +600,9 @@ enum Step {
     Ask(Action),
     /// Needs every shard (`/admin/state`).
     Gather,
+    /// Every shard's answer to this query, as one list (`/admin/storage/stats`,
+    /// `/admin/compaction/trigger`).
+    Storage(Query),
 }
 
 fn bad_body(e: BodyError) -> Step {
@@ -610,6 +647,9 @@ fn plan(ctx: &ShardContext, target: Route, body: &[u8]) -> Step {
             Ok(Action::Query(Query::Kline { instrument_id, period_index: period.index(), count }))
         }
         Route::AdminState => return Step::Gather,
+        Route::History { series, range } => Ok(Action::Query(Query::History { series, range })),
+        Route::AdminStorageStats => return Step::Storage(Query::StorageStats),
+        Route::AdminCompactionTrigger => return Step::Storage(Query::TriggerCompaction),
     };
     match decoded {
         Ok(action) => Step::Ask(action),

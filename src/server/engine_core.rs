@@ -10,6 +10,8 @@
 
 use super::account_fanout::AccountFanout;
 use super::conn::ShardCounters;
+use super::history::{self, HistoryQuery, HistorySeries};
+use super::history_store::SharedHistory;
 use super::http::HttpErrorCode;
 use super::metrics::ShardMetrics;
 use super::quote_fanout::QuoteFanout;
@@ -80,6 +82,8 @@ pub struct EngineCore {
     closing: bool,
     /// Whether a WAL failure stopped the core: every later action is refused.
     failed: bool,
+    /// The shard's history store (None without storage).
+    history: Option<SharedHistory>,
 }
 
 pub type SharedCore = Rc<RefCell<EngineCore>>;
@@ -105,6 +109,72 @@ impl EngineCore {
             activity,
             closing: false,
             failed: false,
+            history: None,
+        }
+    }
+
+    /// Gives the core its history store: the committer feeds it, queries read it.
+    pub fn set_history(&mut self, history: SharedHistory) {
+        self.service.set_history(true);
+        self.history = Some(history);
+    }
+
+    pub fn history(&self) -> Option<&SharedHistory> {
+        self.history.as_ref()
+    }
+
+    fn history_answer(&self, query: Query) -> Reply {
+        let Some(history) = &self.history else {
+            return Reply::http_message(
+                HttpErrorCode::NotFound,
+                "not found: this server runs without storage (--no-storage), so it keeps no history",
+            );
+        };
+        match query {
+            Query::History { series, range } => {
+                let (code, name, period_ns) = match series {
+                    HistorySeries::Orders(id) | HistorySeries::Trades(id) => {
+                        if let Err(reply) = self.service.owned_account(&id) {
+                            return reply;
+                        }
+                        let code = if matches!(series, HistorySeries::Orders(_)) {
+                            history::ORDERS
+                        } else {
+                            history::USER_TRADES
+                        };
+                        (code, id.as_str().to_string(), 0)
+                    }
+                    HistorySeries::MarketTrades(id) | HistorySeries::Ticks(id) | HistorySeries::Klines(id, _) => {
+                        let bare = match self.service.owned_instrument(&id) {
+                            Ok(bare) => bare,
+                            Err(reply) => return reply,
+                        };
+                        let (code, period) = match series {
+                            HistorySeries::MarketTrades(_) => (history::MARKET_TRADES, 0),
+                            HistorySeries::Ticks(_) => (history::TICKS, 0),
+                            HistorySeries::Klines(_, period) => (history::KLINES, period),
+                            _ => unreachable!("an instrument series"),
+                        };
+                        (code, bare.as_str().to_string(), period)
+                    }
+                };
+                let q = HistoryQuery {
+                    series: code,
+                    name,
+                    period_ns,
+                    start_ns: range.start_ns,
+                    end_ns: range.end_ns,
+                    limit: range.limit as usize,
+                    after: range.cursor.map(|c| c.as_bytes().to_vec()),
+                };
+                history.borrow().query(&q)
+            }
+            Query::StorageStats => Reply::success(&history.borrow().stats()),
+            Query::TriggerCompaction => {
+                history.borrow_mut().trigger();
+                Reply::success(&serde_json::json!({"shard": history.borrow().stats()["shard"], "triggered": true}))
+            }
+            _ => Reply::http(HttpErrorCode::InternalError),
         }
     }
 
@@ -151,6 +221,10 @@ impl EngineCore {
             Action::Query(Query::ShardMetrics) => {
                 let answer = Answer::Metrics(Box::new(self.metrics_snapshot()));
                 self.staged.replies.push((origin, answer));
+            }
+            Action::Query(query @ (Query::History { .. } | Query::StorageStats | Query::TriggerCompaction)) => {
+                let reply = self.history_answer(query);
+                self.staged.replies.push((origin, Answer::Reply(reply)));
             }
             Action::Query(Query::ResetLatency) => {
                 self.metrics.reset_latency();
@@ -316,8 +390,9 @@ pub async fn run_committer(
     let mut stamps: Vec<Instant> = Vec::new();
     let activity = core.borrow().activity.clone();
     loop {
-        let (mut batch, closing, quotes, charts, trades) = {
+        let (mut batch, closing, quotes, charts, trades, history_writes) = {
             let mut c = core.borrow_mut();
+            let history_writes = c.service.take_history();
             let quotes = c.service.take_changed_quotes();
             let charts = if routes.fanout.borrow().directory().anyone_charts() {
                 c.service.take_chart_patches(&quotes)
@@ -332,7 +407,7 @@ pub async fn run_committer(
             if spare.is_empty() {
                 activity.busy.store(false, Ordering::SeqCst);
             }
-            (std::mem::take(&mut spare), c.closing, quotes, charts, trades)
+            (std::mem::take(&mut spare), c.closing, quotes, charts, trades, history_writes)
         };
         if batch.is_empty() {
             // Nothing staged: everything is durable, so account refreshes for marks alone
@@ -384,6 +459,13 @@ pub async fn run_committer(
                 routes.reply(origin, Answer::Reply(Reply::http(HttpErrorCode::StorageFailed))).await;
             }
         } else {
+            // Durable now: the group's history goes into the store before anything leaves,
+            // so a client that got its answer finds its order in the history.
+            if let (Some(w), Some(history)) = (wal.as_ref(), core.borrow().history.clone()) {
+                if !history_writes.is_empty() || !batch.records.is_empty() {
+                    history.borrow_mut().apply(history_writes, w.next_sequence().saturating_sub(1));
+                }
+            }
             for out in batch.sends.drain(..) {
                 let to = out.to;
                 activity.peer_sent.fetch_add(1, Ordering::SeqCst);

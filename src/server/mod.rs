@@ -13,6 +13,8 @@ pub mod diff_session;
 pub mod diff_trade;
 pub mod diff_trading;
 pub mod engine_core;
+pub mod history;
+pub mod history_store;
 pub mod http;
 pub mod journal;
 pub mod legacy_session;

@@ -15,6 +15,7 @@
 //! matched after the restart; fills an instrument shard logged but an account shard did not
 //! are applied once.
 
+use super::history::HistoryWriter;
 use super::journal::{Journal, JournalLimits};
 use super::service::Service;
 use super::wal_record::{instruments_fingerprint, Decoder, WalRecord, WAL_FORMAT};
@@ -22,6 +23,7 @@ use crate::domain::engine::EngineConfig;
 use crate::domain::event::Event;
 use crate::domain::instrument::Instrument;
 use crate::domain::shard::Outgoing;
+use crate::storage::lsm::Store;
 use crate::storage::wal::{recover, RecoveryReport, ResumePoint};
 use std::path::{Path, PathBuf};
 
@@ -47,6 +49,9 @@ pub struct RebuiltShard {
     pub torn_tail: bool,
     /// Messages this shard sent that their receivers had not logged: send them first.
     pub redeliver: Vec<Outgoing>,
+    /// The shard's history store, holding (in tables or its memtable) the history of every
+    /// replayed record: what it lacked past its watermark was re-derived during the replay.
+    pub history: Option<Store>,
 }
 
 pub struct RebuiltCluster {
@@ -65,7 +70,8 @@ fn torn_line(report: &RecoveryReport) -> Option<String> {
     })
 }
 
-/// Rebuilds all `shards` shards from their WALs under `storage`. Errors mention
+/// Rebuilds all `shards` shards from their WALs under `storage`, and brings each shard's
+/// history store (`stores`, one per shard, or none) up to its WAL. Errors mention
 /// `<instruments>` where the caller's instruments file belongs.
 pub fn rebuild_cluster(
     storage: &Path,
@@ -73,7 +79,10 @@ pub fn rebuild_cluster(
     instruments: &[Instrument],
     engine: EngineConfig,
     journal: JournalLimits,
+    stores: Vec<Option<Store>>,
 ) -> Result<RebuiltCluster, String> {
+    let mut stores = stores;
+    stores.resize_with(shards as usize, || None);
     let began = std::time::Instant::now();
     let n = shards as usize;
     // Pass 1, a thread per shard: what each shard consumed from each other shard (nothing to
@@ -92,10 +101,11 @@ pub fn rebuild_cluster(
     let consumed = &consumed;
     let replayed: Vec<Result<(RebuiltShard, RecoveryReport), String>> = std::thread::scope(|scope| {
         let threads: Vec<_> = (0..shards)
-            .map(|shard| {
+            .zip(stores)
+            .map(|(shard, store)| {
                 scope.spawn(move || {
                     let dir = shard_wal_dir(storage, shard);
-                    replay_shard(&dir, shard, shards, instruments, engine, journal, |to, seq| {
+                    replay_shard(&dir, shard, shards, instruments, engine, journal, store, |to, seq| {
                         seq > consumed[to as usize][shard as usize]
                     })
                 })
@@ -168,7 +178,9 @@ fn consumed_by(storage: &Path, shard: u16, n: usize) -> Result<Vec<u64>, String>
 
 /// Replays one shard's WAL in `dir`. It must begin with a genesis record written with these
 /// instruments and shard layout. `keep(to, seq)` says which regenerated messages to keep for
-/// redelivery.
+/// redelivery. With a history store, the history of the records past its watermark is
+/// derived again and put into it (flushing as its memtable fills).
+#[allow(clippy::too_many_arguments)]
 pub fn replay_shard(
     dir: &Path,
     shard: u16,
@@ -176,8 +188,12 @@ pub fn replay_shard(
     instruments: &[Instrument],
     engine: EngineConfig,
     journal: JournalLimits,
+    mut store: Option<Store>,
     mut keep: impl FnMut(u16, u64) -> bool,
 ) -> Result<(RebuiltShard, RecoveryReport), String> {
+    // Records up to the store's watermark already have their history in its tables.
+    let history_from = store.as_ref().map(Store::watermark);
+    let store_present = store.is_some();
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let fingerprint = instruments_fingerprint(instruments);
     let mut service: Option<Service> = None;
@@ -196,7 +212,7 @@ pub fn replay_shard(
     // one runs the next batches: the same journal as folding them here, off the critical path.
     // Emptied event batches come back for reuse (a batch is about a megabyte).
     const QUEUED_EVENT_BATCHES: usize = 16;
-    let (events_tx, events_rx) = std::sync::mpsc::sync_channel::<Vec<Event>>(QUEUED_EVENT_BATCHES);
+    let (events_tx, events_rx) = std::sync::mpsc::sync_channel::<EventBatch>(QUEUED_EVENT_BATCHES);
     let (spare_tx, spare_rx) = std::sync::mpsc::channel::<Vec<Event>>();
     let (recovered, folded) = std::thread::scope(|scope| {
         let reader = scope.spawn(move || {
@@ -213,18 +229,38 @@ pub fn replay_shard(
             }
             result
         });
+        let store = &mut store;
         let folder = scope.spawn(move || {
             let mut folded = Journal::new(journal);
-            for mut events in events_rx {
-                for event in &events {
+            let mut writer = HistoryWriter::default();
+            writer.set_on(store.is_some());
+            let mut failed: Option<String> = None;
+            for mut batch in events_rx {
+                for (i, event) in batch.events.iter().enumerate() {
                     folded.apply(event);
+                    if i >= batch.history_from {
+                        writer.observe(event, &folded);
+                    }
                 }
-                events.clear();
-                let _ = spare_tx.send(events);
+                if let (Some(store), Some(last)) = (store.as_mut(), batch.last_sequence) {
+                    if failed.is_none() {
+                        if let Err(e) = put_history(store, writer.take(), batch.market_writes, last) {
+                            failed = Some(e);
+                        }
+                    }
+                }
+                batch.events.clear();
+                let _ = spare_tx.send(batch.events);
             }
-            folded
+            (folded, failed)
         });
         let mut events: Vec<Event> = Vec::new();
+        // Where this batch's records past the store's watermark begin (their events get
+        // history), the tick and bar writes of those records, and the last such record.
+        let mut history_start = usize::MAX;
+        let mut market = HistoryWriter::default();
+        market.set_on(store_present);
+        let mut last_history_sequence: Option<u64> = None;
         for batch in rx {
             // By reference: a record is some 200 bytes, and moving each out of the batch
             // (written by the reader on another core) was a fifth of this thread's time.
@@ -240,6 +276,11 @@ pub fn replay_shard(
                         continue;
                     }
                 };
+                let derive = history_from.is_some_and(|from| sequence > from);
+                let before = events.len();
+                if derive && history_start == usize::MAX {
+                    history_start = before;
+                }
                 apply_record(
                     record,
                     sequence,
@@ -250,10 +291,22 @@ pub fn replay_shard(
                     &mut keep,
                     (shard, shards, fingerprint, instruments, engine, journal),
                 );
+                if derive {
+                    if let Some(service) = service.as_ref() {
+                        market.end_step(&events[before..], service.engine());
+                    }
+                    last_history_sequence = Some(sequence);
+                }
             }
-            if !events.is_empty() {
+            if !events.is_empty() || last_history_sequence.is_some() {
                 let spare = spare_rx.try_recv().unwrap_or_default();
-                let _ = events_tx.send(std::mem::replace(&mut events, spare));
+                let _ = events_tx.send(EventBatch {
+                    events: std::mem::replace(&mut events, spare),
+                    history_from: history_start,
+                    market_writes: market.take(),
+                    last_sequence: last_history_sequence.take(),
+                });
+                history_start = usize::MAX;
             }
         }
         drop(events_tx);
@@ -266,7 +319,11 @@ pub fn replay_shard(
         });
         (recovered, folded)
     });
-    let folded = folded.map_err(|_| "WAL recovery stopped: the journal thread panicked".to_string())?;
+    let (folded, history_failed) =
+        folded.map_err(|_| "WAL recovery stopped: the journal thread panicked".to_string())?;
+    if let Some(e) = history_failed {
+        return Err(format!("history store of shard {shard}: {e}"));
+    }
     let (resume, report) = recovered.map_err(|e| format!("WAL recovery stopped: {e}"))?;
     if let Some(failure) = failure {
         return Err(format!("WAL recovery stopped in {}: {failure}", dir.display()));
@@ -277,7 +334,36 @@ pub fn replay_shard(
         service.set_report_snapshots(true);
         service.reset_counters();
     }
-    Ok((RebuiltShard { service, resume, torn_tail, redeliver }, report))
+    Ok((RebuiltShard { service, resume, torn_tail, redeliver, history: store }, report))
+}
+
+/// A batch of replayed events for the journal thread, with what it needs for the history.
+struct EventBatch {
+    events: Vec<Event>,
+    /// Events from this index on belong to records past the store's watermark.
+    history_from: usize,
+    /// Ticks and bars of those records (derived where the engine is).
+    market_writes: Vec<(Vec<u8>, Vec<u8>)>,
+    /// The last such record, if the batch has any.
+    last_sequence: Option<u64>,
+}
+
+/// Puts re-derived history into the store, flushing (here, synchronously: nothing else runs
+/// during recovery) whenever its memtable is full, so recovery's memory stays bounded.
+fn put_history(
+    store: &mut Store,
+    writes: Vec<(Vec<u8>, Vec<u8>)>,
+    market: Vec<(Vec<u8>, Vec<u8>)>,
+    last_sequence: u64,
+) -> Result<(), String> {
+    for (key, value) in writes.into_iter().chain(market) {
+        store.put_owned(key, value);
+    }
+    store.set_watermark(last_sequence);
+    if store.needs_flush() {
+        store.flush().map_err(|e| e.to_string())?;
+    }
+    Ok(())
 }
 
 /// What a shard's replay needs to know about the venue: shard, shard count, instruments

@@ -14,6 +14,7 @@
 use super::config::ServerConfig;
 use super::conn::{refuse, serve, Router, ShardContext};
 use super::engine_core::{deliver_local, run_committer, Activity, EngineCore, GroupLimits, Routes, ShardMsg, Waiters};
+use super::history_store::{open_store, spawn_background, ShardHistory};
 use super::recovery::{rebuild_cluster, shard_wal_dir, RebuiltShard, Recovered};
 use super::service::Service;
 use super::wal_record::{encode, instruments_fingerprint, WalRecord, WAL_FORMAT};
@@ -144,8 +145,12 @@ pub fn start(config: ServerConfig) -> Result<Server, String> {
     let shards = config.shards.clamp(1, usize::from(u16::MAX));
     let (mut rebuilt, recovered): (Vec<Option<RebuiltShard>>, Recovered) = match &config.storage {
         Some(storage) => {
-            let cluster = rebuild_cluster(&storage.dir, shards as u16, &instruments, config.engine, config.journal)
-                .map_err(|e| e.replace("<instruments>", &config.instruments_path.display().to_string()))?;
+            let stores = (0..shards as u16)
+                .map(|shard| open_store(&storage.dir, shard, storage.memtable_bytes).map(Some))
+                .collect::<Result<Vec<_>, String>>()?;
+            let cluster =
+                rebuild_cluster(&storage.dir, shards as u16, &instruments, config.engine, config.journal, stores)
+                    .map_err(|e| e.replace("<instruments>", &config.instruments_path.display().to_string()))?;
             if let Some(line) = &cluster.recovered.torn_tail {
                 tracing::warn!("WAL recovery: {line}");
             }
@@ -337,7 +342,9 @@ async fn run_shard(
         (Err(e), _) | (_, Err(e)) => return failed(e.to_string()),
     }
     let router = Rc::new(Router::new(instruments.clone(), config.shards as u16));
-    let (service, wal, redeliver) = match open_wal(&config, shard, instruments, boot.rebuilt).await {
+    let mut rebuilt = boot.rebuilt;
+    let store = rebuilt.as_mut().and_then(|r| r.history.take());
+    let (service, wal, redeliver) = match open_wal(&config, shard, instruments, rebuilt).await {
         Ok(opened) => opened,
         Err(e) => return failed(e),
     };
@@ -345,6 +352,16 @@ async fn run_shard(
     let activity = quiesce.activity[shard].clone();
     let counters = Rc::new(super::conn::ShardCounters::default());
     let core = Rc::new(RefCell::new(EngineCore::new(service, notify_tx, activity, counters.clone())));
+    let mut background = None;
+    let mut history = None;
+    if let (Some(store), Some(storage)) = (store, &config.storage) {
+        let (shared, woken) = ShardHistory::new(shard, store, storage.compaction_trigger_tables);
+        // Recovery may have left a full memtable: let the background task look at once.
+        shared.borrow_mut().apply(Vec::new(), 0);
+        core.borrow_mut().set_history(shared.clone());
+        background = spawn_background(shared.clone(), woken);
+        history = Some(shared);
+    }
     let waiters: Waiters = Rc::new(RefCell::new(Default::default()));
     let fanout = Rc::new(RefCell::new(super::quote_fanout::QuoteFanout::new(shard, directory, router.clone())));
     let accounts = Rc::new(RefCell::new(super::account_fanout::AccountFanout::default()));
@@ -415,6 +432,11 @@ async fn run_shard(
     quiesce.settled().await;
     core.borrow_mut().close();
     let result = committer.await;
+    if let (Some(history), Some(background)) = (history, background) {
+        // Flushes what the memtable holds, so the next start has nothing to derive again.
+        history.borrow_mut().close();
+        background.await;
+    }
     if let Some(storage) = &config.storage {
         // The latency histograms of the run, for whoever compares runs after the fact.
         let dir = storage.dir.join("latency");

@@ -6,6 +6,7 @@
 use super::credentials::Password;
 use super::diff_chart;
 use super::diff_trade::{self, TradeWatch};
+use super::history::HistoryWriter;
 use super::http::{push_error_body, push_success_body, HttpErrorCode};
 use super::journal::{Journal, JournalLimits, OrderRecord};
 use super::wal_record::WalRecord;
@@ -97,6 +98,15 @@ pub enum Query {
     ShardMetrics,
     /// Clears one shard's latency histograms.
     ResetLatency,
+    /// A page of a history series (answered by the shard's core, which holds the store).
+    History {
+        series: crate::server::history::HistorySeries,
+        range: crate::server::history::HistoryRange,
+    },
+    /// One shard's history store statistics.
+    StorageStats,
+    /// One shard flushes and compacts its history store now.
+    TriggerCompaction,
 }
 
 /// An answer: HTTP status and the JSON envelope body.
@@ -225,6 +235,8 @@ pub struct Service {
     watch: TradeWatch,
     /// Per instrument (config slot): what of its chart series was last published.
     chart_cursors: FastMap<u32, diff_chart::ChartCursor>,
+    /// What the steps leave for the history store (off without storage).
+    history: HistoryWriter,
 }
 
 impl Service {
@@ -247,7 +259,18 @@ impl Service {
             credentials: FastMap::default(),
             watch: TradeWatch::default(),
             chart_cursors: FastMap::default(),
+            history: HistoryWriter::default(),
         }
+    }
+
+    /// Turns the history writes of later steps on or off.
+    pub fn set_history(&mut self, on: bool) {
+        self.history.set_on(on);
+    }
+
+    /// The history writes of the steps since the last call, in order.
+    pub fn take_history(&mut self) -> Vec<(Vec<u8>, Vec<u8>)> {
+        self.history.take()
     }
 
     /// The DIFF chart patches (instrument slot, fan-out topic, patch) of the instruments whose quotes changed: new
@@ -342,6 +365,7 @@ impl Service {
     fn journal_step(&mut self) {
         for event in &self.out.events {
             self.journal.apply(event);
+            self.history.observe(event, &self.journal);
             self.watch.observe(event);
             match event {
                 Event::OrderAccepted { .. } => self.counters.orders_accepted += 1,
@@ -363,6 +387,7 @@ impl Service {
                 _ => {}
             }
         }
+        self.history.end_step(&self.out.events, &self.engine);
     }
 
     /// Whether steps report snapshot events (recovery turns them off while it replays).
@@ -649,6 +674,19 @@ impl Service {
         self.engine.instrument_slot(id).ok_or_else(|| Reply::reject(RejectCode::InstrumentNotFound))
     }
 
+    /// The bare id of an instrument this shard owns (`cu2501` or `SHFE.cu2501`), or the
+    /// refusal a query about it gets.
+    pub fn owned_instrument(&self, id: &InstrumentId) -> Result<InstrumentId, Reply> {
+        let slot = self.instrument(id)?;
+        self.engine.market(slot).ok_or_else(Self::not_here)?;
+        Ok(self.engine.instruments()[slot as usize].instrument_id)
+    }
+
+    /// Ok when this shard holds the account, else the refusal a query about it gets.
+    pub fn owned_account(&self, id: &AccountId) -> Result<(), Reply> {
+        self.account(id).map(|_| ())
+    }
+
     fn account(&self, id: &AccountId) -> Result<u32, Reply> {
         self.engine.account_slot(id).ok_or_else(|| Reply::reject(RejectCode::AccountNotFound))
     }
@@ -748,7 +786,11 @@ impl Service {
             }
             Query::ShardState => Reply::success(&engine.state()),
             // Answered by the shard's core, which holds the metrics.
-            Query::ShardMetrics | Query::ResetLatency => Reply::http(HttpErrorCode::InternalError),
+            Query::ShardMetrics
+            | Query::ResetLatency
+            | Query::History { .. }
+            | Query::StorageStats
+            | Query::TriggerCompaction => Reply::http(HttpErrorCode::InternalError),
         })
     }
 }

@@ -23,6 +23,7 @@ use super::request::Method;
 use crate::domain::market_data::KLINE_PERIODS_NS;
 use crate::domain::name::{AccountId, ClientOrderId, InstrumentId};
 use crate::domain::risk::RejectCode;
+use crate::server::history::{Cursor, HistoryRange, HistorySeries};
 
 pub const DEFAULT_DEPTH: u32 = 5;
 pub const MAX_DEPTH: u32 = 50;
@@ -31,6 +32,8 @@ pub const MAX_TRADES_LIMIT: u32 = 1000;
 pub const DEFAULT_KLINE_COUNT: u32 = 200;
 pub const MAX_KLINE_COUNT: u32 = 2000;
 pub const DEFAULT_KLINE_PERIOD: KlinePeriod = KlinePeriod::M1;
+pub const DEFAULT_HISTORY_LIMIT: u32 = crate::server::history::DEFAULT_LIMIT as u32;
+pub const MAX_HISTORY_LIMIT: u32 = crate::server::history::MAX_LIMIT as u32;
 
 /// A k-line period the engine keeps (`crate::domain::market_data::KLINE_PERIODS_NS`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -145,6 +148,14 @@ pub enum Route {
     AdminLatency,
     /// `POST /admin/latency/reset`: clear them.
     AdminLatencyReset,
+    /// `GET /api/history/{orders|trades}/{account}` and
+    /// `GET /api/history/{market_trades|ticks|klines}/{instrument}`
+    /// `?start=NS&end=NS&limit=N&cursor=HEX` (k-lines also `period=P`).
+    History { series: HistorySeries, range: HistoryRange },
+    /// `GET /admin/storage/stats`: every shard's history store.
+    AdminStorageStats,
+    /// `POST /admin/compaction/trigger`: every shard flushes and compacts its history store.
+    AdminCompactionTrigger,
 }
 
 impl Route {
@@ -173,11 +184,20 @@ impl Route {
             Route::AdminState => "GET /admin/state",
             Route::AdminLatency => "GET /admin/latency",
             Route::AdminLatencyReset => "POST /admin/latency/reset",
+            Route::History { series, .. } => match series {
+                HistorySeries::Orders(_) => "GET /api/history/orders/{user_id}",
+                HistorySeries::Trades(_) => "GET /api/history/trades/{user_id}",
+                HistorySeries::MarketTrades(_) => "GET /api/history/market_trades/{id}",
+                HistorySeries::Ticks(_) => "GET /api/history/ticks/{id}",
+                HistorySeries::Klines(..) => "GET /api/history/klines/{id}",
+            },
+            Route::AdminStorageStats => "GET /admin/storage/stats",
+            Route::AdminCompactionTrigger => "POST /admin/compaction/trigger",
         }
     }
 }
 
-/// The most segments of any route (`/api/market/orderbook/{id}`).
+/// The most segments of any route (`/api/market/orderbook/{id}`, `/api/history/ticks/{id}`).
 const MAX_SEGMENTS: usize = 4;
 
 /// Finds the route of a request (`path` still percent-encoded, `query` raw, as in `Request`).
@@ -206,6 +226,33 @@ pub fn route(method: Method, path: &str, query: &str) -> Result<Route, HttpError
             } else {
                 Err(HttpError::method_not_allowed("POST"))
             }
+        }
+        ["admin", "storage", "stats"] => get_only().map(|()| Route::AdminStorageStats),
+        ["admin", "compaction", "trigger"] => {
+            if is_post {
+                Ok(Route::AdminCompactionTrigger)
+            } else {
+                Err(HttpError::method_not_allowed("POST"))
+            }
+        }
+        ["api", "history", kind @ ("orders" | "trades"), id] if !id.is_empty() => {
+            get_only()?;
+            let account = account_id(id)?;
+            let range = history_range(query)?;
+            let series =
+                if *kind == "orders" { HistorySeries::Orders(account) } else { HistorySeries::Trades(account) };
+            Ok(Route::History { series, range })
+        }
+        ["api", "history", kind @ ("market_trades" | "ticks" | "klines"), id] if !id.is_empty() => {
+            get_only()?;
+            let instrument = instrument_id(id)?;
+            let range = history_range(query)?;
+            let series = match *kind {
+                "market_trades" => HistorySeries::MarketTrades(instrument),
+                "ticks" => HistorySeries::Ticks(instrument),
+                _ => HistorySeries::Klines(instrument, KLINE_PERIODS_NS[period_param(query)?.index()]),
+            };
+            Ok(Route::History { series, range })
         }
         ["api", "account", action @ ("open" | "deposit" | "withdraw")] => {
             get_or_post()?;
@@ -313,6 +360,12 @@ const LIMIT_MESSAGES: ParamMessages =
     ("query parameter limit must be an integer in 1..=1000", "query parameter limit is given more than once");
 const COUNT_MESSAGES: ParamMessages =
     ("query parameter count must be an integer in 1..=2000", "query parameter count is given more than once");
+const HISTORY_LIMIT_MESSAGES: ParamMessages =
+    ("query parameter limit must be an integer in 1..=1000", "query parameter limit is given more than once");
+const CURSOR_MESSAGES: ParamMessages = (
+    "query parameter cursor must be the `next` value of a previous page",
+    "query parameter cursor is given more than once",
+);
 const PERIOD_MESSAGES: ParamMessages = (
     "query parameter period must be one of 3, 60, 300, 900, 1800, 3600, 86400 (seconds) or 3s, 1m, 5m, 15m, 30m, 1h, 1d",
     "query parameter period is given more than once",
@@ -341,6 +394,44 @@ fn number_param(query: &str, key: &str, default: u32, max: u32, messages: ParamM
         None => Ok(default),
         Some(text) => parse_in_range(text, 1..=max).ok_or_else(|| query_error(messages.0)),
     }
+}
+
+/// `start` and `end` (ns since the epoch, `[start, end)`, defaults: everything), `limit`
+/// (1..=1000, default 100) and `cursor` (the `next` of the previous page).
+fn history_range(query: &str) -> Result<HistoryRange, HttpError> {
+    let time = |key: &str, default: i64, bad: &'static str, twice: &'static str| -> Result<i64, HttpError> {
+        match query_value(query, key).map_err(|_| query_error(twice))? {
+            None => Ok(default),
+            Some(text) => {
+                let digits = text.strip_prefix('-').unwrap_or(text);
+                if digits.is_empty() || digits.len() > 19 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                    return Err(query_error(bad));
+                }
+                text.parse::<i64>().map_err(|_| query_error(bad))
+            }
+        }
+    };
+    let start_ns = time(
+        "start",
+        i64::MIN,
+        "query parameter start must be an integer (ns since the epoch)",
+        "query parameter start is given more than once",
+    )?;
+    let end_ns = time(
+        "end",
+        i64::MAX,
+        "query parameter end must be an integer (ns since the epoch)",
+        "query parameter end is given more than once",
+    )?;
+    if end_ns < start_ns {
+        return Err(query_error("query parameter end must not be before start"));
+    }
+    let limit = number_param(query, "limit", DEFAULT_HISTORY_LIMIT, MAX_HISTORY_LIMIT, HISTORY_LIMIT_MESSAGES)?;
+    let cursor = match query_value(query, "cursor").map_err(|_| query_error(CURSOR_MESSAGES.1))? {
+        None => None,
+        Some(text) => Some(Cursor::parse(text).ok_or_else(|| query_error(CURSOR_MESSAGES.0))?),
+    };
+    Ok(HistoryRange { start_ns, end_ns, limit, cursor })
 }
 
 fn period_param(query: &str) -> Result<KlinePeriod, HttpError> {

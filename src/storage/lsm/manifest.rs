@@ -2,7 +2,8 @@
 //! number they hold and the next table id. It is the single source of truth at open: a table
 //! file it does not list is garbage, a table it lists must exist and validate.
 //!
-//! Format (little endian): magic u64, version u32, max_seq u64, next_id u64, count u32, then
+//! Format (little endian): magic u64, version u32, max_seq u64, watermark u64, next_id u64,
+//! count u32, then
 //! `count` times (level u8, table id u64), then CRC32 of everything before it. Written with
 //! `fsio::write_atomic` (new file, fsync, rename, fsync dir), so a crash leaves the old or the
 //! new manifest, never a mix.
@@ -13,8 +14,8 @@ use std::path::Path;
 
 pub const FILE_NAME: &str = "MANIFEST";
 const MAGIC: u64 = u64::from_le_bytes(*b"QXMANIF\x01");
-const VERSION: u32 = 1;
-const HEADER: usize = 8 + 4 + 8 + 8 + 4;
+const VERSION: u32 = 2;
+const HEADER: usize = 8 + 4 + 8 + 8 + 8 + 4;
 const RECORD: usize = 9;
 
 /// One table of the store.
@@ -28,6 +29,9 @@ pub struct TableRef {
 pub struct Manifest {
     /// Highest sequence number in any listed table.
     pub max_seq: u64,
+    /// The owner's position (for the server: a WAL sequence) up to which everything written
+    /// is in the listed tables; recovery re-derives only what came after it.
+    pub watermark: u64,
     /// The id the next table will get (ids are never reused).
     pub next_id: u64,
     pub tables: Vec<TableRef>,
@@ -39,6 +43,7 @@ impl Manifest {
         b.extend_from_slice(&MAGIC.to_le_bytes());
         b.extend_from_slice(&VERSION.to_le_bytes());
         b.extend_from_slice(&self.max_seq.to_le_bytes());
+        b.extend_from_slice(&self.watermark.to_le_bytes());
         b.extend_from_slice(&self.next_id.to_le_bytes());
         b.extend_from_slice(&(self.tables.len() as u32).to_le_bytes());
         for t in &self.tables {
@@ -66,7 +71,7 @@ impl Manifest {
         if version != VERSION {
             return Err(format!("unsupported manifest version {version}"));
         }
-        let count = u32::from_le_bytes(body[28..32].try_into().expect("4 bytes")) as usize;
+        let count = u32::from_le_bytes(body[36..40].try_into().expect("4 bytes")) as usize;
         if body.len() != HEADER + count * RECORD {
             return Err(format!("manifest lists {count} tables in {} bytes", body.len()));
         }
@@ -74,11 +79,11 @@ impl Manifest {
             .chunks_exact(RECORD)
             .map(|r| TableRef { level: r[0], id: u64::from_le_bytes(r[1..9].try_into().expect("8 bytes")) })
             .collect();
-        let next_id = u64_at(20);
+        let next_id = u64_at(28);
         if let Some(t) = tables.iter().find(|t| t.id >= next_id) {
             return Err(format!("table {} not below next id {next_id}", t.id));
         }
-        Ok(Manifest { max_seq: u64_at(12), next_id, tables })
+        Ok(Manifest { max_seq: u64_at(12), watermark: u64_at(20), next_id, tables })
     }
 
     /// Reads `dir/MANIFEST`; `Ok(None)` when there is none (a new store).
@@ -105,6 +110,7 @@ mod tests {
     fn round_trip_and_every_flip_detected() {
         let m = Manifest {
             max_seq: 42,
+            watermark: 7,
             next_id: 9,
             tables: vec![TableRef { level: 0, id: 8 }, TableRef { level: 1, id: 3 }],
         };
@@ -124,7 +130,7 @@ mod tests {
     fn store_and_load() {
         let dir = tempfile::tempdir().unwrap();
         assert_eq!(Manifest::load(dir.path()).unwrap(), None);
-        let m = Manifest { max_seq: 1, next_id: 2, tables: vec![TableRef { level: 0, id: 1 }] };
+        let m = Manifest { max_seq: 1, watermark: 0, next_id: 2, tables: vec![TableRef { level: 0, id: 1 }] };
         m.store(dir.path()).unwrap();
         assert_eq!(Manifest::load(dir.path()).unwrap(), Some(m));
         std::fs::write(dir.path().join(FILE_NAME), b"garbage").unwrap();

@@ -68,8 +68,9 @@ impl Memtable {
         self.map.get(key).map(|e| (e.value().seq, e.value().value.clone()))
     }
 
-    /// Visits the entries with keys in `(lo, hi)`, in key order, tombstones included.
-    pub fn scan(&self, lo: Bound<&[u8]>, hi: Bound<&[u8]>, mut f: impl FnMut(&[u8], u64, Option<&[u8]>)) {
+    /// Visits the entries with keys in `(lo, hi)`, in key order, tombstones included, while
+    /// `f` returns true.
+    pub fn scan(&self, lo: Bound<&[u8]>, hi: Bound<&[u8]>, mut f: impl FnMut(&[u8], u64, Option<&[u8]>) -> bool) {
         if let (Bound::Included(a) | Bound::Excluded(a), Bound::Included(b) | Bound::Excluded(b)) = (lo, hi) {
             // SkipMap::range panics on an inverted range; an inverted range is simply empty.
             if a > b || (a == b && !(matches!(lo, Bound::Included(_)) && matches!(hi, Bound::Included(_)))) {
@@ -78,7 +79,9 @@ impl Memtable {
         }
         for e in self.map.range::<[u8], _>((lo, hi)) {
             let v = e.value();
-            f(e.key(), v.seq, v.value.as_deref());
+            if !f(e.key(), v.seq, v.value.as_deref()) {
+                return;
+            }
         }
     }
 
@@ -147,6 +150,11 @@ impl FrozenMemtable {
     pub fn get(&self, key: &[u8]) -> Option<(u64, Option<Vec<u8>>)> {
         self.inner.get(key)
     }
+
+    /// Range read while the flush is in progress.
+    pub fn scan(&self, lo: Bound<&[u8]>, hi: Bound<&[u8]>, f: impl FnMut(&[u8], u64, Option<&[u8]>) -> bool) {
+        self.inner.scan(lo, hi, f)
+    }
 }
 
 #[cfg(test)]
@@ -180,14 +188,29 @@ mod tests {
             m.put(k.to_vec(), i as u64 + 1, Some(vec![i as u8]));
         }
         let mut seen = Vec::new();
-        m.scan(Bound::Included(b"b"), Bound::Excluded(b"d"), |k, _, _| seen.push(k.to_vec()));
+        m.scan(Bound::Included(b"b"), Bound::Excluded(b"d"), |k, _, _| {
+            seen.push(k.to_vec());
+            true
+        });
         assert_eq!(seen, vec![b"b".to_vec(), b"c".to_vec()]);
         seen.clear();
-        m.scan(Bound::Included(b"d"), Bound::Included(b"a"), |k, _, _| seen.push(k.to_vec()));
-        m.scan(Bound::Excluded(b"b"), Bound::Excluded(b"b"), |k, _, _| seen.push(k.to_vec()));
-        m.scan(Bound::Included(b"b"), Bound::Excluded(b"b"), |k, _, _| seen.push(k.to_vec()));
+        m.scan(Bound::Included(b"d"), Bound::Included(b"a"), |k, _, _| {
+            seen.push(k.to_vec());
+            true
+        });
+        m.scan(Bound::Excluded(b"b"), Bound::Excluded(b"b"), |k, _, _| {
+            seen.push(k.to_vec());
+            true
+        });
+        m.scan(Bound::Included(b"b"), Bound::Excluded(b"b"), |k, _, _| {
+            seen.push(k.to_vec());
+            true
+        });
         assert!(seen.is_empty());
-        m.scan(Bound::Included(b"b"), Bound::Included(b"b"), |k, _, _| seen.push(k.to_vec()));
+        m.scan(Bound::Included(b"b"), Bound::Included(b"b"), |k, _, _| {
+            seen.push(k.to_vec());
+            true
+        });
         assert_eq!(seen, vec![b"b".to_vec()]);
     }
 }

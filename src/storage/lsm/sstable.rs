@@ -199,8 +199,14 @@ impl Table {
         }))
     }
 
-    /// Visits entries with keys in `(lo, hi)` in key order, tombstones included, zero-copy.
-    pub fn scan(&self, lo: Bound<&[u8]>, hi: Bound<&[u8]>, mut f: impl FnMut(&[u8], u64, Option<&[u8]>)) -> Result<()> {
+    /// Visits entries with keys in `(lo, hi)` in key order, tombstones included, zero-copy,
+    /// while `f` returns true.
+    pub fn scan(
+        &self,
+        lo: Bound<&[u8]>,
+        hi: Bound<&[u8]>,
+        mut f: impl FnMut(&[u8], u64, Option<&[u8]>) -> bool,
+    ) -> Result<()> {
         let start = match lo {
             Bound::Included(k) | Bound::Excluded(k) => self.index.partition_point(|b| b.last_key.as_slice() < k),
             Bound::Unbounded => 0,
@@ -211,8 +217,11 @@ impl Table {
             }
             for e in self.block(i)?.iter() {
                 let key = e.key.as_slice();
-                if above_lo(key, lo) && below_hi(key, hi) {
-                    f(key, e.seq.to_native(), e.value.as_ref().map(|v| v.as_slice()));
+                if above_lo(key, lo)
+                    && below_hi(key, hi)
+                    && !f(key, e.seq.to_native(), e.value.as_ref().map(|v| v.as_slice()))
+                {
+                    return Ok(());
                 }
             }
         }
@@ -223,7 +232,8 @@ impl Table {
     pub fn entries(&self) -> Result<Vec<Entry>> {
         let mut out = Vec::with_capacity(self.footer.entry_count as usize);
         self.scan(Bound::Unbounded, Bound::Unbounded, |k, seq, v| {
-            out.push(Entry { key: k.to_vec(), seq, value: v.map(<[u8]>::to_vec) })
+            out.push(Entry { key: k.to_vec(), seq, value: v.map(<[u8]>::to_vec) });
+            true
         })?;
         Ok(out)
     }

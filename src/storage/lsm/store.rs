@@ -1,19 +1,25 @@
-//! The store: a memtable over level-0 tables (newest first, key ranges may overlap) over
-//! level-1 tables (sorted, disjoint key ranges). Flush and compaction are explicit calls; each
-//! writes its new tables durably, then the manifest, and only then changes what reads see, so a
-//! crash at any step leaves the old or the new set of tables. Unflushed writes live only in the
-//! memtable and are lost in a crash.
+//! The store: a memtable (and, while a flush runs, the frozen one it writes) over level-0
+//! tables (newest first, key ranges may overlap) over level-1 tables (sorted, disjoint key
+//! ranges). Flush and compaction are jobs: `begin_*` takes what the job needs (cheap, on the
+//! owner's thread), the job's `run` builds and writes the new tables and the manifest (CPU and
+//! blocking I/O: the server runs it off its executor), and `finish_*` makes reads see the
+//! result. At most one job runs at a time, so the manifest a job writes is the newest. Each
+//! job writes its tables durably, then the manifest, so a crash at any step leaves the old or
+//! the new set of tables. Unflushed writes live only in memory and are lost in a crash: the
+//! owner records a `watermark` (its own log position) with each flush and re-derives what came
+//! after it.
 
 use crate::storage::lsm::compaction;
 use crate::storage::lsm::error::{LsmError, Result};
 use crate::storage::lsm::format::BuildOptions;
 use crate::storage::lsm::fsio::{self, WriteMode};
 use crate::storage::lsm::manifest::{Manifest, TableRef};
-use crate::storage::lsm::memtable::Memtable;
+use crate::storage::lsm::memtable::{FrozenMemtable, Memtable};
 use crate::storage::lsm::sstable::{self, Table};
 use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 #[derive(Clone, Copy, Debug)]
 pub struct StoreOptions {
@@ -69,24 +75,123 @@ pub struct StoreStats {
     pub flushes: u64,
     pub compactions: u64,
     pub max_seq: u64,
+    /// What the tables cover (see `Store::watermark`).
+    pub watermark: u64,
+    /// Frozen memtable being flushed (or left by a failed flush).
+    pub frozen_bytes: usize,
+    pub job_running: bool,
+    pub bytes_flushed: u64,
+    pub bytes_compacted_in: u64,
+    pub bytes_compacted_out: u64,
 }
+
+/// A key and its value.
+pub type KeyValue = (Vec<u8>, Vec<u8>);
 
 pub struct Store {
     dir: PathBuf,
     opts: StoreOptions,
     mem: Memtable,
+    /// What the memtable covers, set by the owner after each batch of writes.
+    mem_watermark: u64,
+    /// A memtable waiting for (or in) its flush, with its watermark: read after `mem`.
+    frozen: Option<(Arc<FrozenMemtable>, u64)>,
     /// Newest first.
-    l0: Vec<Table>,
+    l0: Vec<Arc<Table>>,
     /// Sorted by key, disjoint.
-    l1: Vec<Table>,
+    l1: Vec<Arc<Table>>,
     manifest: Manifest,
     next_seq: u64,
+    job_running: bool,
     flushes: u64,
     compactions: u64,
+    bytes_flushed: u64,
+    bytes_compacted_in: u64,
+    bytes_compacted_out: u64,
 }
 
 fn table_ref(level: u8, t: &Table) -> TableRef {
     TableRef { level, id: t.id() }
+}
+
+/// A flush to run off the owner's thread: writes the frozen memtable as table `id`, then the
+/// manifest `next`.
+pub struct FlushJob {
+    dir: PathBuf,
+    build: crate::storage::lsm::format::BuildOptions,
+    frozen: Arc<FrozenMemtable>,
+    id: u64,
+    next: Manifest,
+}
+
+/// What a flush job made, for `Store::finish_flush`.
+pub struct FlushDone {
+    /// None when the frozen memtable was empty (only the watermark moved).
+    table: Option<Table>,
+    mode: WriteMode,
+    next: Manifest,
+}
+
+impl FlushJob {
+    pub fn run(self) -> Result<FlushDone> {
+        let (table, mode) = if self.frozen.is_empty() {
+            (None, WriteMode::Buffered)
+        } else {
+            let entries: Vec<_> = self.frozen.iter().collect();
+            let (table, mode) = sstable::write_table(&self.dir, self.id, &entries, self.build)?;
+            (Some(table), mode)
+        };
+        self.next.store(&self.dir)?;
+        Ok(FlushDone { table, mode, next: self.next })
+    }
+}
+
+/// A compaction to run off the owner's thread: merges `inputs` into new level-1 tables, then
+/// writes the manifest listing them in place of the inputs.
+pub struct CompactionJob {
+    dir: PathBuf,
+    opts: StoreOptions,
+    inputs: Vec<Arc<Table>>,
+    /// The manifest when the job began (no other job changes it meanwhile).
+    manifest: Manifest,
+    removed: Vec<TableRef>,
+}
+
+pub struct CompactionDone {
+    outputs: Vec<Table>,
+    removed: Vec<TableRef>,
+    next: Manifest,
+    report: CompactionReport,
+}
+
+impl CompactionJob {
+    pub fn run(self) -> Result<CompactionDone> {
+        let mut report = CompactionReport { input_tables: self.inputs.len(), ..Default::default() };
+        let mut runs = Vec::with_capacity(self.inputs.len());
+        for t in &self.inputs {
+            report.entries_in += t.entry_count();
+            report.bytes_in += t.file_bytes();
+            runs.push(t.entries()?);
+        }
+        let merged = compaction::merge_newest(runs, true);
+        let mut next = self.manifest;
+        let mut outputs = Vec::new();
+        for run in compaction::split_runs(merged, self.opts.table_bytes) {
+            let id = next.next_id;
+            // Ids are never reused, even when this job fails after writing the file.
+            next.next_id += 1;
+            let (table, mode) = sstable::write_table(&self.dir, id, &run, self.opts.build)?;
+            report.entries_out += table.entry_count();
+            report.bytes_out += table.file_bytes();
+            report.direct_writes += usize::from(mode == WriteMode::Direct);
+            outputs.push(table);
+        }
+        report.output_tables = outputs.len();
+        next.tables.retain(|t| !self.removed.contains(t));
+        next.tables.extend(outputs.iter().map(|t| table_ref(1, t)));
+        next.store(&self.dir)?;
+        Ok(CompactionDone { outputs, removed: self.removed, next, report })
+    }
 }
 
 impl Store {
@@ -96,14 +201,15 @@ impl Store {
     pub fn open(dir: &Path, opts: StoreOptions) -> Result<(Store, OpenReport)> {
         std::fs::create_dir_all(dir).map_err(|e| LsmError::io(format!("creating {}", dir.display()), e))?;
         let mut report = OpenReport { removed_temporaries: fsio::remove_temporaries(dir)?, ..Default::default() };
-        let manifest = Manifest::load(dir)?.unwrap_or(Manifest { max_seq: 0, next_id: 1, tables: Vec::new() });
+        let manifest =
+            Manifest::load(dir)?.unwrap_or(Manifest { max_seq: 0, watermark: 0, next_id: 1, tables: Vec::new() });
         let (mut l0, mut l1) = (Vec::new(), Vec::new());
         for t in &manifest.tables {
             let path = dir.join(sstable::file_name(t.id));
             if !path.exists() {
                 return Err(LsmError::corrupt(&path, "listed in the manifest but missing"));
             }
-            let table = Table::open(&path, t.id)?;
+            let table = Arc::new(Table::open(&path, t.id)?);
             match t.level {
                 0 => l0.push(table),
                 1 => l1.push(table),
@@ -141,12 +247,18 @@ impl Store {
             dir: dir.to_path_buf(),
             opts,
             mem: Memtable::new(),
+            mem_watermark: manifest.watermark,
+            frozen: None,
             l0,
             l1,
             manifest,
             next_seq,
+            job_running: false,
             flushes: 0,
             compactions: 0,
+            bytes_flushed: 0,
+            bytes_compacted_in: 0,
+            bytes_compacted_out: 0,
         };
         Ok((store, report))
     }
@@ -155,9 +267,28 @@ impl Store {
         &self.dir
     }
 
+    /// The owner's position up to which everything it wrote is in tables (durable).
+    pub fn watermark(&self) -> u64 {
+        self.manifest.watermark
+    }
+
+    /// Records that the memtable now holds everything the owner wrote up to `watermark`; the
+    /// next flush makes that durable.
+    pub fn set_watermark(&mut self, watermark: u64) {
+        self.mem_watermark = self.mem_watermark.max(watermark);
+    }
+
     /// Writes `key = value`; returns its sequence number.
     pub fn put(&mut self, key: &[u8], value: &[u8]) -> u64 {
         self.write(key, Some(value.to_vec()))
+    }
+
+    /// Writes `key = value`, taking both buffers.
+    pub fn put_owned(&mut self, key: Vec<u8>, value: Vec<u8>) -> u64 {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.mem.put(key, seq, Some(value));
+        seq
     }
 
     /// Deletes `key` (a tombstone until compaction drops it).
@@ -177,9 +308,22 @@ impl Store {
         self.mem.approximate_bytes() >= self.opts.memtable_bytes
     }
 
-    /// The newest value of `key`: memtable, then level 0 newest first, then level 1.
+    /// Whether a flush or compaction job has begun and not finished.
+    pub fn job_running(&self) -> bool {
+        self.job_running
+    }
+
+    /// Level-0 tables waiting for compaction.
+    pub fn level0_tables(&self) -> usize {
+        self.l0.len()
+    }
+
+    /// The newest value of `key`: memtable, frozen memtable, level 0 newest first, level 1.
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         if let Some((_, v)) = self.mem.get(key) {
+            return Ok(v);
+        }
+        if let Some((_, v)) = self.frozen.as_ref().and_then(|(f, _)| f.get(key)) {
             return Ok(v);
         }
         for t in &self.l0 {
@@ -198,111 +342,224 @@ impl Store {
 
     /// Live keys and values in `(lo, hi)`, in key order.
     pub fn range(&self, lo: Bound<&[u8]>, hi: Bound<&[u8]>) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        let mut merged: BTreeMap<Vec<u8>, (u64, Option<Vec<u8>>)> = BTreeMap::new();
-        let mut visit = |k: &[u8], seq: u64, v: Option<&[u8]>| match merged.get(k) {
-            Some((cur, _)) if *cur >= seq => {}
-            _ => {
-                merged.insert(k.to_vec(), (seq, v.map(<[u8]>::to_vec)));
+        Ok(self.merge_sources(lo, hi, usize::MAX)?.0.into_iter().filter_map(|(k, (_, v))| v.map(|v| (k, v))).collect())
+    }
+
+    /// The first `limit` live keys and values in `(lo, hi)`, in key order, and whether more
+    /// follow. Each source is read only as far as needed (no tombstones: `limit` keys from
+    /// each; tombstones may need another, longer pass).
+    pub fn range_limited(
+        &self,
+        lo: Bound<&[u8]>,
+        hi: Bound<&[u8]>,
+        limit: usize,
+    ) -> Result<(Vec<KeyValue>, bool)> {
+        let mut per_source = limit.saturating_add(1);
+        loop {
+            let (merged, certain_to) = self.merge_sources(lo, hi, per_source)?;
+            // Past `certain_to` (the smallest last key of the sources cut short) a source may
+            // hold keys not read yet: only keys up to it are known.
+            let truncated = certain_to.is_some();
+            let mut live: Vec<(Vec<u8>, Vec<u8>)> = merged
+                .into_iter()
+                .filter(|(k, _)| certain_to.as_ref().map_or(true, |c| k <= c))
+                .filter_map(|(k, (_, v))| v.map(|v| (k, v)))
+                .collect();
+            if live.len() > limit || !truncated {
+                let more = live.len() > limit || truncated;
+                live.truncate(limit);
+                return Ok((live, more));
             }
+            per_source = per_source.saturating_mul(4);
+        }
+    }
+
+    /// Newest version per key in `(lo, hi)` over every source, each read for at most
+    /// `per_source` keys; and, when any source had more, the smallest last key read from
+    /// such a source.
+    #[allow(clippy::type_complexity)]
+    fn merge_sources(
+        &self,
+        lo: Bound<&[u8]>,
+        hi: Bound<&[u8]>,
+        per_source: usize,
+    ) -> Result<(BTreeMap<Vec<u8>, (u64, Option<Vec<u8>>)>, Option<Vec<u8>>)> {
+        let mut merged: BTreeMap<Vec<u8>, (u64, Option<Vec<u8>>)> = BTreeMap::new();
+        let mut certain_to: Option<Vec<u8>> = None;
+        let mut source = |scan: &mut dyn FnMut(&mut dyn FnMut(&[u8], u64, Option<&[u8]>) -> bool) -> Result<()>| {
+            let mut seen = 0usize;
+            let mut last: Option<Vec<u8>> = None;
+            let mut cut = false;
+            scan(&mut |k, seq, v| {
+                if seen == per_source {
+                    cut = true;
+                    return false;
+                }
+                seen += 1;
+                match merged.get(k) {
+                    Some((cur, _)) if *cur >= seq => {}
+                    _ => {
+                        merged.insert(k.to_vec(), (seq, v.map(<[u8]>::to_vec)));
+                    }
+                }
+                if per_source != usize::MAX {
+                    last = Some(k.to_vec());
+                }
+                true
+            })?;
+            if cut {
+                if let Some(last) = last {
+                    if certain_to.as_ref().map_or(true, |c| &last < c) {
+                        certain_to = Some(last);
+                    }
+                }
+            }
+            Ok::<(), LsmError>(())
         };
-        self.mem.scan(lo, hi, &mut visit);
+        source(&mut |f| {
+            self.mem.scan(lo, hi, f);
+            Ok(())
+        })?;
+        if let Some((frozen, _)) = &self.frozen {
+            source(&mut |f| {
+                frozen.scan(lo, hi, f);
+                Ok(())
+            })?;
+        }
         for t in self.l0.iter().chain(&self.l1) {
             let overlaps =
                 t.key_range().is_some_and(|(first, last)| sstable::above_lo(last, lo) && sstable::below_hi(first, hi));
             if overlaps {
-                t.scan(lo, hi, &mut visit)?;
+                source(&mut |f| t.scan(lo, hi, f))?;
             }
         }
-        Ok(merged.into_iter().filter_map(|(k, (_, v))| v.map(|v| (k, v))).collect())
+        Ok((merged, certain_to))
     }
 
-    /// Writes the memtable as a new level-0 table and lists it in the manifest. `None` when
-    /// the memtable is empty. On error the memtable is kept.
-    pub fn flush(&mut self) -> Result<Option<FlushReport>> {
-        if self.mem.is_empty() {
-            return Ok(None);
+    /// Starts a flush of the memtable (or retries the one a failed flush left): freezes it
+    /// (reads still see it) and reserves its table id. `None` when a job is running or there
+    /// is nothing to flush.
+    pub fn begin_flush(&mut self) -> Option<FlushJob> {
+        if self.job_running {
+            return None;
         }
-        let frozen = std::mem::take(&mut self.mem).freeze();
+        if self.frozen.is_none() {
+            if self.mem.is_empty() && self.mem_watermark == self.manifest.watermark {
+                return None;
+            }
+            let frozen = std::mem::take(&mut self.mem).freeze();
+            self.frozen = Some((Arc::new(frozen), self.mem_watermark));
+        }
+        let (frozen, watermark) = self.frozen.clone()?;
         let id = self.manifest.next_id;
         // Ids are never reused, even when this flush fails after writing the file.
         self.manifest.next_id += 1;
-        let entries: Vec<_> = frozen.iter().collect();
         let mut next = self.manifest.clone();
         next.max_seq = next.max_seq.max(frozen.max_seq());
-        next.tables.push(TableRef { level: 0, id });
-        let written = sstable::write_table(&self.dir, id, &entries, self.opts.build)
-            .and_then(|(table, mode)| next.store(&self.dir).map(|()| (table, mode)));
-        let (table, mode) = match written {
-            Ok(w) => w,
-            Err(e) => {
-                self.mem = frozen.thaw();
-                return Err(e);
-            }
+        next.watermark = next.watermark.max(watermark);
+        if !frozen.is_empty() {
+            next.tables.push(TableRef { level: 0, id });
+        }
+        self.job_running = true;
+        Some(FlushJob { dir: self.dir.clone(), build: self.opts.build, frozen, id, next })
+    }
+
+    /// Ends a flush: on success the new table replaces the frozen memtable in reads. On error
+    /// the frozen memtable stays readable and the next `begin_flush` retries it.
+    pub fn finish_flush(&mut self, result: Result<FlushDone>) -> Result<Option<FlushReport>> {
+        self.job_running = false;
+        let done = result?;
+        self.frozen = None;
+        self.manifest = done.next;
+        let Some(table) = done.table else { return Ok(None) };
+        let report = FlushReport {
+            table_id: table.id(),
+            entries: table.entry_count(),
+            file_bytes: table.file_bytes(),
+            mode: done.mode,
         };
-        let report = FlushReport { table_id: id, entries: table.entry_count(), file_bytes: table.file_bytes(), mode };
-        self.manifest = next;
-        self.l0.insert(0, table);
+        self.bytes_flushed += table.file_bytes();
+        self.l0.insert(0, Arc::new(table));
         self.flushes += 1;
         Ok(Some(report))
     }
 
-    /// Merges every level-0 table and the level-1 tables overlapping them into new level-1
-    /// tables (newest version per key; tombstones dropped, level 1 being the bottom), lists
-    /// them in the manifest in place of the inputs, then deletes the inputs. `None` when level
-    /// 0 is empty.
-    pub fn compact(&mut self) -> Result<Option<CompactionReport>> {
-        let Some(lo) = self.l0.iter().filter_map(|t| t.key_range().map(|r| r.0.to_vec())).min() else {
-            return Ok(None);
-        };
+    /// Starts a compaction of every level-0 table and the level-1 tables overlapping them.
+    /// `None` when a job is running or level 0 is empty.
+    pub fn begin_compaction(&mut self) -> Option<CompactionJob> {
+        if self.job_running {
+            return None;
+        }
+        let lo = self.l0.iter().filter_map(|t| t.key_range().map(|r| r.0.to_vec())).min()?;
         let hi = self.l0.iter().filter_map(|t| t.key_range().map(|r| r.1.to_vec())).max().unwrap_or_default();
-        let overlapping: Vec<usize> = (0..self.l1.len())
-            .filter(|&i| self.l1[i].key_range().is_some_and(|(f, l)| l >= lo.as_slice() && f <= hi.as_slice()))
-            .collect();
-        let inputs: Vec<&Table> = self.l0.iter().chain(overlapping.iter().map(|&i| &self.l1[i])).collect();
-        let mut report = CompactionReport { input_tables: inputs.len(), ..Default::default() };
-        let mut runs = Vec::with_capacity(inputs.len());
-        for t in &inputs {
-            report.entries_in += t.entry_count();
-            report.bytes_in += t.file_bytes();
-            runs.push(t.entries()?);
-        }
-        let merged = compaction::merge_newest(runs, true);
-        let mut outputs = Vec::new();
-        for run in compaction::split_runs(merged, self.opts.table_bytes) {
-            let id = self.manifest.next_id;
-            self.manifest.next_id += 1;
-            let (table, mode) = sstable::write_table(&self.dir, id, &run, self.opts.build)?;
-            report.entries_out += table.entry_count();
-            report.bytes_out += table.file_bytes();
-            report.direct_writes += usize::from(mode == WriteMode::Direct);
-            outputs.push(table);
-        }
-        report.output_tables = outputs.len();
-        let removed: Vec<TableRef> = self
-            .l0
+        let overlapping: Vec<&Arc<Table>> = self
+            .l1
             .iter()
-            .map(|t| table_ref(0, t))
-            .chain(overlapping.iter().map(|&i| table_ref(1, &self.l1[i])))
+            .filter(|t| t.key_range().is_some_and(|(f, l)| l >= lo.as_slice() && f <= hi.as_slice()))
             .collect();
-        let mut next = self.manifest.clone();
-        next.tables.retain(|t| !removed.contains(t));
-        next.tables.extend(outputs.iter().map(|t| table_ref(1, t)));
-        next.store(&self.dir)?;
-        self.manifest = next;
-        let mut old: Vec<Table> = std::mem::take(&mut self.l0);
-        for &i in overlapping.iter().rev() {
-            old.push(self.l1.remove(i));
-        }
-        self.l1.extend(outputs);
+        let removed: Vec<TableRef> =
+            self.l0.iter().map(|t| table_ref(0, t)).chain(overlapping.iter().map(|t| table_ref(1, t))).collect();
+        let inputs: Vec<Arc<Table>> = self.l0.iter().chain(overlapping).cloned().collect();
+        self.job_running = true;
+        Some(CompactionJob { dir: self.dir.clone(), opts: self.opts, inputs, manifest: self.manifest.clone(), removed })
+    }
+
+    /// Ends a compaction: the outputs replace the inputs in reads and the input files go.
+    pub fn finish_compaction(&mut self, result: Result<CompactionDone>) -> Result<Option<CompactionReport>> {
+        self.job_running = false;
+        // A failed job's files are not listed: the next job overwrites them or the next open
+        // removes them.
+        let done = result?;
+        self.manifest = done.next;
+        let mut old = Vec::new();
+        self.l0.retain(|t| {
+            let gone = done.removed.contains(&table_ref(0, t));
+            if gone {
+                old.push(t.clone());
+            }
+            !gone
+        });
+        self.l1.retain(|t| {
+            let gone = done.removed.contains(&table_ref(1, t));
+            if gone {
+                old.push(t.clone());
+            }
+            !gone
+        });
+        self.l1.extend(done.outputs.into_iter().map(Arc::new));
         self.l1.sort_by(|a, b| a.key_range().cmp(&b.key_range()));
         // The manifest no longer lists the inputs; a file that fails to go now is an orphan
-        // the next open removes.
+        // the next open removes. (A reader holding an input keeps its mapping.)
         for t in old {
             let _ = std::fs::remove_file(t.path());
         }
         let _ = fsio::sync_dir(&self.dir);
         self.compactions += 1;
-        Ok(Some(report))
+        self.bytes_compacted_in += done.report.bytes_in;
+        self.bytes_compacted_out += done.report.bytes_out;
+        Ok(Some(done.report))
+    }
+
+    /// Flushes now, on this thread. `None` when there was nothing to flush.
+    pub fn flush(&mut self) -> Result<Option<FlushReport>> {
+        match self.begin_flush() {
+            Some(job) => {
+                let done = job.run();
+                self.finish_flush(done)
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Compacts now, on this thread. `None` when level 0 is empty.
+    pub fn compact(&mut self) -> Result<Option<CompactionReport>> {
+        match self.begin_compaction() {
+            Some(job) => {
+                let done = job.run();
+                self.finish_compaction(done)
+            }
+            None => Ok(None),
+        }
     }
 
     pub fn stats(&self) -> StoreStats {
@@ -310,10 +567,16 @@ impl Store {
             memtable_bytes: self.mem.approximate_bytes(),
             memtable_entries: self.mem.len(),
             tables: [self.l0.len(), self.l1.len()],
-            table_bytes: [self.l0.iter().map(Table::file_bytes).sum(), self.l1.iter().map(Table::file_bytes).sum()],
+            table_bytes: [self.l0.iter().map(|t| t.file_bytes()).sum(), self.l1.iter().map(|t| t.file_bytes()).sum()],
             flushes: self.flushes,
             compactions: self.compactions,
             max_seq: self.next_seq - 1,
+            watermark: self.manifest.watermark,
+            frozen_bytes: self.frozen.as_ref().map_or(0, |(f, _)| f.approximate_bytes()),
+            job_running: self.job_running,
+            bytes_flushed: self.bytes_flushed,
+            bytes_compacted_in: self.bytes_compacted_in,
+            bytes_compacted_out: self.bytes_compacted_out,
         }
     }
 }

@@ -1,0 +1,364 @@
+//! The shard's history: what its events leave behind, as keys and values of its LSM store
+//! (`crate::storage::lsm`), and the time-range queries over them.
+//!
+//! Keys sort by series, then name, then time, so one series of one account or instrument over a
+//! time range is one contiguous key range:
+//!
+//! | series                 | key                                          | value (JSON)        |
+//! |------------------------|----------------------------------------------|---------------------|
+//! | orders of an account   | `O` account `\0` insert time, order id       | the order as now    |
+//! | trades of an account   | `T` account `\0` time, trade id, direction   | the account's side  |
+//! | trades of an instrument| `M` instrument `\0` time, trade id           | the market trade    |
+//! | ticks of an instrument | `K` instrument `\0` time, tick id            | the tick            |
+//! | k-lines                | `B` instrument `\0` period ns, bar start     | the bar as now      |
+//!
+//! Numbers are 8 bytes big-endian; times have their sign bit flipped so negative ones sort
+//! first. An order's key does not change while it lives: each change rewrites its value, and
+//! the newest version wins. A bar is rewritten by each trade in it.
+//!
+//! [`HistoryWriter`] is pure: it turns a step's events (with the journal and the engine as
+//! that step left them) into writes. The shard's core puts them into the store once the step's
+//! WAL group is durable, so the store never holds what the WAL could lose.
+
+use super::journal::Journal;
+use crate::domain::event::Event;
+use crate::domain::market_data::KLINE_PERIODS_NS;
+use crate::domain::name::{AccountId, InstrumentId};
+use crate::domain::shard::ShardEngine;
+use crate::domain::types::{Direction, TimestampNs};
+use crate::storage::lsm::Store;
+use std::ops::Bound;
+
+pub const ORDERS: u8 = b'O';
+pub const USER_TRADES: u8 = b'T';
+pub const MARKET_TRADES: u8 = b'M';
+pub const TICKS: u8 = b'K';
+pub const KLINES: u8 = b'B';
+
+/// Most items one history query returns; `limit` defaults to `DEFAULT_LIMIT`.
+pub const MAX_LIMIT: usize = 1000;
+pub const DEFAULT_LIMIT: usize = 100;
+
+/// A time as 8 bytes that sort like the signed number.
+pub fn time_bytes(ts: TimestampNs) -> [u8; 8] {
+    ((ts as u64) ^ (1 << 63)).to_be_bytes()
+}
+
+/// `series`, `name` and the separator: the prefix of one series.
+pub fn series_prefix(series: u8, name: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(2 + name.len() + 17);
+    key.push(series);
+    key.extend_from_slice(name.as_bytes());
+    key.push(0);
+    key
+}
+
+fn key(series: u8, name: &str, parts: &[[u8; 8]]) -> Vec<u8> {
+    let mut key = series_prefix(series, name);
+    for p in parts {
+        key.extend_from_slice(p);
+    }
+    key
+}
+
+/// Turns events into store writes. Off (no storage, or recovery before the store's
+/// watermark) it only keeps track of what traded.
+#[derive(Debug, Default)]
+pub struct HistoryWriter {
+    on: bool,
+    writes: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Instruments with a trade in the current step (scratch of `end_step`).
+    traded: Vec<u32>,
+}
+
+fn json<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    // The records are plain structs of numbers and short strings: serialising cannot fail.
+    serde_json::to_vec(value).unwrap_or_default()
+}
+
+impl HistoryWriter {
+    pub fn set_on(&mut self, on: bool) {
+        self.on = on;
+        if !on {
+            self.writes.clear();
+        }
+    }
+
+    pub fn is_on(&self) -> bool {
+        self.on
+    }
+
+    /// The writes made since the last call, in order.
+    pub fn take(&mut self) -> Vec<(Vec<u8>, Vec<u8>)> {
+        std::mem::take(&mut self.writes)
+    }
+
+    pub fn pending(&self) -> usize {
+        self.writes.len()
+    }
+
+    /// Records what `event` leaves behind; `journal` has already applied it. Needs no
+    /// engine, so recovery can run it where it folds the journal.
+    pub fn observe(&mut self, event: &Event, journal: &Journal) {
+        if !self.on {
+            return;
+        }
+        match event {
+            Event::OrderAccepted { order, .. } => self.order(journal, order.order_id),
+            Event::OrderCancelled { order_id, .. } | Event::OrderModified { order_id, .. } => {
+                self.order(journal, *order_id)
+            }
+            Event::Fill { side, direction, .. } => {
+                self.order(journal, side.order_id);
+                self.user_trade(journal, &side.account_id, *direction);
+            }
+            Event::Trade { buy, sell, instrument_id, .. } => {
+                self.order(journal, buy.order_id);
+                self.user_trade(journal, &buy.account_id, Direction::Buy);
+                self.order(journal, sell.order_id);
+                self.user_trade(journal, &sell.account_id, Direction::Sell);
+                self.market_trade(journal, instrument_id);
+            }
+            Event::MarketTrade { instrument_id, .. } => self.market_trade(journal, instrument_id),
+            _ => {}
+        }
+    }
+
+    /// After a step: the tick and the bars of each instrument its `events` traded, from the
+    /// market data the step left in `engine`.
+    pub fn end_step(&mut self, events: &[Event], engine: &ShardEngine) {
+        if !self.on {
+            return;
+        }
+        for event in events {
+            if let Event::MarketTrade { instrument_id, .. } | Event::Trade { instrument_id, .. } = event {
+                if let Some(slot) = engine.instrument_slot(instrument_id) {
+                    if !self.traded.contains(&slot) {
+                        self.traded.push(slot);
+                    }
+                }
+            }
+        }
+        for slot in std::mem::take(&mut self.traded) {
+            self.tick_and_bars(slot, engine);
+        }
+    }
+
+    fn order(&mut self, journal: &Journal, order_id: u64) {
+        if let Some(o) = journal.order(order_id) {
+            let k = key(ORDERS, o.account_id.as_str(), &[time_bytes(o.insert_time_ns), o.order_id.to_be_bytes()]);
+            self.writes.push((k, json(o)));
+        }
+    }
+
+    fn user_trade(&mut self, journal: &Journal, account: &AccountId, direction: Direction) {
+        if let Some(t) = journal.recent_account_trades(account, 1).next() {
+            let dir = [u8::from(direction == Direction::Sell); 8];
+            let k = key(USER_TRADES, account.as_str(), &[time_bytes(t.ts), t.trade_id.to_be_bytes(), dir]);
+            self.writes.push((k, json(t)));
+        }
+    }
+
+    fn market_trade(&mut self, journal: &Journal, instrument: &InstrumentId) {
+        if let Some(t) = journal.market_trades(instrument, 1).next() {
+            let k = key(MARKET_TRADES, instrument.as_str(), &[time_bytes(t.ts), t.trade_id.to_be_bytes()]);
+            self.writes.push((k, json(t)));
+        }
+    }
+
+    fn tick_and_bars(&mut self, slot: u32, engine: &ShardEngine) {
+        let Some(market) = engine.market(slot) else { return };
+        let name = engine.instruments()[slot as usize].instrument_id;
+        let ticks = market.ticks();
+        if let Some(tick) = ticks.last() {
+            let k = key(TICKS, name.as_str(), &[time_bytes(tick.datetime_ns), ticks.last_id().to_be_bytes()]);
+            self.writes.push((k, json(tick)));
+        }
+        for (i, &period) in KLINE_PERIODS_NS.iter().enumerate() {
+            if let Some(bar) = market.klines(i).and_then(|s| s.bars().last()) {
+                let k = key(KLINES, name.as_str(), &[period.to_be_bytes(), time_bytes(bar.datetime_ns)]);
+                self.writes.push((k, json(bar)));
+            }
+        }
+    }
+}
+
+/// Longest key of any series (series byte, a 31-byte name, separator, three numbers).
+pub const MAX_KEY_BYTES: usize = 1 + 31 + 1 + 24;
+
+/// Where a page ends: the last key it returned, for the next request (`cursor=<hex>`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cursor {
+    len: u8,
+    bytes: [u8; MAX_KEY_BYTES],
+}
+
+impl Cursor {
+    /// From the hex text of the `next` field; None when it is not one.
+    pub fn parse(text: &str) -> Option<Cursor> {
+        let raw = from_hex(text)?;
+        if raw.is_empty() || raw.len() > MAX_KEY_BYTES {
+            return None;
+        }
+        let mut bytes = [0; MAX_KEY_BYTES];
+        bytes[..raw.len()].copy_from_slice(&raw);
+        Some(Cursor { len: raw.len() as u8, bytes })
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len as usize]
+    }
+}
+
+/// Which series a history request reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HistorySeries {
+    Orders(AccountId),
+    Trades(AccountId),
+    MarketTrades(InstrumentId),
+    Ticks(InstrumentId),
+    Klines(InstrumentId, i64),
+}
+
+/// The time range `[start_ns, end_ns)` and page of a history request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HistoryRange {
+    pub start_ns: TimestampNs,
+    pub end_ns: TimestampNs,
+    pub limit: u32,
+    pub cursor: Option<Cursor>,
+}
+
+/// One history query: a series, a time range `[start_ns, end_ns)` and a page.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HistoryQuery {
+    pub series: u8,
+    /// The account or the bare instrument id.
+    pub name: String,
+    /// K-lines only: the bar period.
+    pub period_ns: i64,
+    pub start_ns: TimestampNs,
+    pub end_ns: TimestampNs,
+    pub limit: usize,
+    /// Resume after this key (the `next` of the previous page, hex).
+    pub after: Option<Vec<u8>>,
+}
+
+/// The lower and upper key bounds of a query.
+fn bounds(q: &HistoryQuery) -> (Vec<u8>, Vec<u8>) {
+    let mut prefix = series_prefix(q.series, &q.name);
+    if q.series == KLINES {
+        prefix.extend_from_slice(&q.period_ns.to_be_bytes());
+    }
+    let mut lo = prefix.clone();
+    lo.extend_from_slice(&time_bytes(q.start_ns));
+    let mut hi = prefix;
+    hi.extend_from_slice(&time_bytes(q.end_ns));
+    (lo, hi)
+}
+
+pub fn to_hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub fn from_hex(text: &str) -> Option<Vec<u8>> {
+    if text.len() % 2 != 0 || text.len() > 256 {
+        return None;
+    }
+    (0..text.len()).step_by(2).map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok()).collect()
+}
+
+/// A page of a query: the stored JSON values, in time order, and the cursor of the next page.
+pub struct Page {
+    pub items: Vec<Vec<u8>>,
+    pub next: Option<String>,
+}
+
+/// Why a query cannot run.
+#[derive(Debug, PartialEq, Eq)]
+pub enum QueryError {
+    /// The cursor does not belong to this query.
+    BadCursor,
+    /// The store could not be read (a corrupt table: named in the message).
+    Store(String),
+}
+
+/// Runs `q` over `store`.
+pub fn query(store: &Store, q: &HistoryQuery) -> Result<Page, QueryError> {
+    let (lo, hi) = bounds(q);
+    let lo_bound = match &q.after {
+        Some(after) => {
+            if after.as_slice() < lo.as_slice() || after.as_slice() >= hi.as_slice() {
+                return Err(QueryError::BadCursor);
+            }
+            Bound::Excluded(after.as_slice())
+        }
+        None => Bound::Included(lo.as_slice()),
+    };
+    let (rows, more) = store
+        .range_limited(lo_bound, Bound::Excluded(hi.as_slice()), q.limit)
+        .map_err(|e| QueryError::Store(e.to_string()))?;
+    let next = if more { rows.last().map(|(k, _)| to_hex(k)) } else { None };
+    Ok(Page { items: rows.into_iter().map(|(_, v)| v).collect(), next })
+}
+
+/// The reply body: `{"success":true,"data":{"items":[..],"next":".."|null},"error":null}`.
+pub fn page_body(page: &Page) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64 + page.items.iter().map(|i| i.len() + 1).sum::<usize>());
+    out.extend_from_slice(br#"{"success":true,"data":{"items":["#);
+    for (i, item) in page.items.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(item);
+    }
+    out.extend_from_slice(br#"],"next":"#);
+    match &page.next {
+        Some(next) => {
+            out.push(b'"');
+            out.extend_from_slice(next.as_bytes());
+            out.push(b'"');
+        }
+        None => out.extend_from_slice(b"null"),
+    }
+    out.extend_from_slice(br#"},"error":null}"#);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_sort_like_numbers_and_hex_round_trips() {
+        let mut ts = [i64::MIN, -5, -1, 0, 1, 7, i64::MAX];
+        let mut keys: Vec<[u8; 8]> = ts.iter().map(|&t| time_bytes(t)).collect();
+        keys.sort();
+        ts.sort();
+        assert_eq!(keys, ts.iter().map(|&t| time_bytes(t)).collect::<Vec<_>>());
+        let k = key(ORDERS, "acc", &[time_bytes(3), 9u64.to_be_bytes()]);
+        assert_eq!(from_hex(&to_hex(&k)), Some(k));
+        assert_eq!(from_hex("abc"), None);
+        assert_eq!(from_hex("zz"), None);
+    }
+
+    #[test]
+    fn one_name_never_reads_into_another() {
+        // "ab" then "\0" sorts before "ab" followed by any other byte: "abc"'s keys are after
+        // every key of "ab".
+        let ab = key(ORDERS, "ab", &[time_bytes(i64::MAX)]);
+        let abc = key(ORDERS, "abc", &[time_bytes(i64::MIN)]);
+        assert!(ab < abc);
+        let q = HistoryQuery {
+            series: ORDERS,
+            name: "ab".into(),
+            period_ns: 0,
+            start_ns: i64::MIN,
+            end_ns: i64::MAX,
+            limit: 10,
+            after: None,
+        };
+        let (lo, hi) = bounds(&q);
+        assert!(lo <= ab && ab < abc && hi < abc);
+    }
+}

@@ -1,0 +1,261 @@
+//! A shard's history store at run time: the LSM store (`crate::storage::lsm`) the committer
+//! feeds once each WAL group is durable, the queries over it, and the background task that
+//! flushes and compacts it.
+//!
+//! The background task runs in a task queue of its own with few shares, so when the shard is
+//! busy, order flow gets the executor. The heavy part of each job (building tables, merging,
+//! writing and syncing files) runs on the executor's blocking thread (`spawn_blocking`): a
+//! 64 MiB table build is a second of CPU that a cooperative task could not give up in between,
+//! and file syscalls would block the executor. The executor thread only freezes the memtable
+//! and swaps the new tables in, each a few microseconds.
+
+use super::history::{self, HistoryQuery, Page, QueryError};
+use super::http::HttpErrorCode;
+use super::service::Reply;
+use crate::storage::lsm::{Store, StoreOptions};
+use glommio::channels::local_channel::{LocalReceiver, LocalSender};
+use std::cell::RefCell;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::time::Instant;
+
+/// CPU shares of the history task queue, against the default queue's 1,000.
+const BACKGROUND_SHARES: usize = 50;
+
+/// The history store directory of shard `shard` under the storage directory.
+pub fn shard_history_dir(storage: &Path, shard: u16) -> PathBuf {
+    storage.join(format!("shard-{shard}")).join("history")
+}
+
+/// Opens shard `shard`'s store (removing debris of interrupted writes); errors name the file.
+pub fn open_store(storage: &Path, shard: u16, memtable_bytes: usize) -> Result<Store, String> {
+    let dir = shard_history_dir(storage, shard);
+    let opts = StoreOptions { memtable_bytes, ..StoreOptions::default() };
+    let (store, report) = Store::open(&dir, opts).map_err(|e| format!("history store of shard {shard}: {e}"))?;
+    if report.removed_temporaries + report.removed_orphans > 0 {
+        tracing::info!(
+            "history store of shard {shard}: removed {} unfinished and {} unlisted files of an interrupted flush or \
+             compaction",
+            report.removed_temporaries,
+            report.removed_orphans
+        );
+    }
+    Ok(store)
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct JobTimes {
+    flush_us: u64,
+    compaction_us: u64,
+    failures: u64,
+}
+
+pub struct ShardHistory {
+    shard: usize,
+    store: Store,
+    compaction_trigger_tables: usize,
+    wake: LocalSender<()>,
+    /// `POST /admin/compaction/trigger`: flush and compact even below the thresholds.
+    forced: bool,
+    closing: bool,
+    times: JobTimes,
+    last_error: Option<String>,
+    writes: u64,
+}
+
+pub type SharedHistory = Rc<RefCell<ShardHistory>>;
+
+impl ShardHistory {
+    /// The store and the receiver its background task waits on.
+    pub fn new(shard: usize, store: Store, compaction_trigger_tables: usize) -> (SharedHistory, LocalReceiver<()>) {
+        let (wake, woken) = glommio::channels::local_channel::new_bounded(1);
+        let history = ShardHistory {
+            shard,
+            store,
+            compaction_trigger_tables: compaction_trigger_tables.max(1),
+            wake,
+            forced: false,
+            closing: false,
+            times: JobTimes::default(),
+            last_error: None,
+            writes: 0,
+        };
+        (Rc::new(RefCell::new(history)), woken)
+    }
+
+    /// What the tables cover: recovery re-derives the history of WAL records after it.
+    pub fn watermark(&self) -> u64 {
+        self.store.watermark()
+    }
+
+    /// Puts a durable WAL group's history writes; `wal_sequence` is its last record's.
+    pub fn apply(&mut self, writes: Vec<(Vec<u8>, Vec<u8>)>, wal_sequence: u64) {
+        self.writes += writes.len() as u64;
+        for (key, value) in writes {
+            self.store.put_owned(key, value);
+        }
+        self.store.set_watermark(wal_sequence);
+        if self.work_due() {
+            let _ = self.wake.try_send(());
+        }
+    }
+
+    fn work_due(&self) -> bool {
+        self.store.needs_flush() || self.store.level0_tables() >= self.compaction_trigger_tables || self.forced
+    }
+
+    pub fn query(&self, q: &HistoryQuery) -> Reply {
+        match history::query(&self.store, q) {
+            Ok(page) => Reply { status: 200, body: history::page_body(&page) },
+            Err(QueryError::BadCursor) => Reply::http_message(
+                HttpErrorCode::InvalidQueryParameter,
+                "query parameter cursor does not belong to this query (pass the `next` of the previous page)",
+            ),
+            Err(QueryError::Store(e)) => {
+                tracing::error!("shard {}: history read failed: {e}", self.shard);
+                Reply::http_message(HttpErrorCode::InternalError, "internal server error: the history store failed")
+            }
+        }
+    }
+
+    /// A page of a query, for callers that use the values themselves (DIFF charts).
+    pub fn page(&self, q: &HistoryQuery) -> Option<Page> {
+        history::query(&self.store, q).ok()
+    }
+
+    /// Flush and compact now, whatever the thresholds.
+    pub fn trigger(&mut self) {
+        self.forced = true;
+        let _ = self.wake.try_send(());
+    }
+
+    /// Asks the background task to flush what is left and stop.
+    pub fn close(&mut self) {
+        self.closing = true;
+        let _ = self.wake.try_send(());
+    }
+
+    pub fn stats(&self) -> serde_json::Value {
+        let s = self.store.stats();
+        serde_json::json!({
+            "shard": self.shard,
+            "memtable_bytes": s.memtable_bytes,
+            "memtable_entries": s.memtable_entries,
+            "flushing_bytes": s.frozen_bytes,
+            "tables_per_level": s.tables,
+            "table_bytes_per_level": s.table_bytes,
+            "flushes": s.flushes,
+            "compactions": s.compactions,
+            "bytes_flushed": s.bytes_flushed,
+            "compaction_bytes_in": s.bytes_compacted_in,
+            "compaction_bytes_out": s.bytes_compacted_out,
+            "flush_time_us": self.times.flush_us,
+            "compaction_time_us": self.times.compaction_us,
+            "job_running": s.job_running,
+            "job_failures": self.times.failures,
+            "last_error": self.last_error,
+            "writes": self.writes,
+            "watermark_wal_sequence": s.watermark,
+            // Checkpoints come later (issue 6): restart replays the whole WAL.
+            "checkpoint_wal_sequence": serde_json::Value::Null,
+        })
+    }
+}
+
+/// What the background task does next.
+enum Job {
+    Flush(crate::storage::lsm::store::FlushJob),
+    Compaction(crate::storage::lsm::store::CompactionJob),
+}
+
+fn next_job(h: &mut ShardHistory) -> Option<Job> {
+    let flush = h.store.needs_flush() || h.forced || h.closing;
+    if flush {
+        if let Some(job) = h.store.begin_flush() {
+            return Some(Job::Flush(job));
+        }
+    }
+    let compact = h.store.level0_tables() >= h.compaction_trigger_tables || (h.forced && h.store.level0_tables() > 0);
+    if compact && !h.closing {
+        if let Some(job) = h.store.begin_compaction() {
+            return Some(Job::Compaction(job));
+        }
+    }
+    // Nothing (more) to do for a forced round.
+    h.forced = false;
+    None
+}
+
+/// Flushes and compacts `history` whenever the committer says work is due, until it is
+/// closed (then it flushes what is left and returns).
+pub async fn run_background(history: SharedHistory, woken: LocalReceiver<()>) {
+    let shard = history.borrow().shard;
+    loop {
+        loop {
+            let Some(job) = next_job(&mut history.borrow_mut()) else { break };
+            let began = Instant::now();
+            match job {
+                Job::Flush(job) => {
+                    let done = glommio::executor().spawn_blocking(move || job.run()).await;
+                    let mut h = history.borrow_mut();
+                    match h.store.finish_flush(done) {
+                        Ok(report) => {
+                            h.times.flush_us += began.elapsed().as_micros() as u64;
+                            if let Some(r) = report {
+                                tracing::debug!("shard {shard}: history flush {r:?}");
+                            }
+                        }
+                        Err(e) => failed(&mut h, "flush", e.to_string()),
+                    }
+                }
+                Job::Compaction(job) => {
+                    let done = glommio::executor().spawn_blocking(move || job.run()).await;
+                    let mut h = history.borrow_mut();
+                    match h.store.finish_compaction(done) {
+                        Ok(report) => {
+                            h.times.compaction_us += began.elapsed().as_micros() as u64;
+                            tracing::debug!("shard {shard}: history compaction {report:?}");
+                        }
+                        Err(e) => failed(&mut h, "compaction", e.to_string()),
+                    }
+                }
+            }
+            if history.borrow().last_error.is_some() {
+                // Do not spin on a failing disk: wait for the next wake-up.
+                break;
+            }
+        }
+        if history.borrow().closing {
+            return;
+        }
+        if woken.recv().await.is_none() {
+            return;
+        }
+        history.borrow_mut().last_error = None;
+    }
+}
+
+fn failed(h: &mut ShardHistory, what: &str, error: String) {
+    // The WAL still holds everything: a failed flush keeps its memtable readable and is tried
+    // again; nothing acknowledged is lost.
+    tracing::error!("shard {}: history {what} failed (will retry): {error}", h.shard);
+    h.times.failures += 1;
+    h.forced = false;
+    h.last_error = Some(format!("{what}: {error}"));
+}
+
+/// Spawns the background task in its low-priority task queue.
+pub fn spawn_background(history: SharedHistory, woken: LocalReceiver<()>) -> Option<glommio::task::JoinHandle<()>> {
+    let queue = glommio::executor().create_task_queue(
+        glommio::Shares::Static(BACKGROUND_SHARES),
+        glommio::Latency::NotImportant,
+        "history-store",
+    );
+    match glommio::spawn_local_into(run_background(history, woken), queue) {
+        Ok(task) => Some(task.detach()),
+        Err(e) => {
+            tracing::error!("cannot start the history store's background task: {e}");
+            None
+        }
+    }
+}

@@ -1,0 +1,264 @@
+//! History store through the real server: orders, trades, market trades, ticks and k-lines of a
+//! trading session come back from `/api/history/*` by time range and page, agree with the
+//! journal's REST view, survive a restart and a SIGKILL, and flushes and compactions (forced
+//! and by size) keep them; `/admin/storage/stats` shows the store; bad requests get clear errors.
+
+mod server_support;
+
+use serde_json::{json, Value};
+use server_support::{start, Client, Options};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// A small memtable and an eager compaction, so the session flushes and compacts by itself.
+fn options(dir: &Path, config: &Path) -> Options {
+    let mut opts = Options::new(Some(dir));
+    opts.extra = vec!["--instruments".into(), "tests/data/server_instruments.toml".into()];
+    opts.config = Some(config.to_path_buf());
+    opts
+}
+
+fn small_store_config(dir: &Path) -> std::path::PathBuf {
+    let path = dir.join("exchange.toml");
+    std::fs::write(&path, "[storage]\nmemtable_kib = 64\ncompaction_trigger_tables = 2\n").unwrap();
+    path
+}
+
+fn order(account: &str, id: &str, instrument: &str, direction: &str, price: f64, volume: i64) -> Value {
+    json!({"account_id": account, "client_order_id": id, "instrument_id": instrument, "direction": direction,
+        "offset": "OPEN", "price_type": "LIMIT", "limit_price": price, "volume": volume})
+}
+
+/// Every item of a history series, following the pages of `limit`.
+fn all_pages(c: &mut Client, path: &str, limit: usize) -> Vec<Value> {
+    let mut items = Vec::new();
+    let mut cursor: Option<String> = None;
+    let sep = if path.contains('?') { '&' } else { '?' };
+    loop {
+        let url = match &cursor {
+            Some(next) => format!("{path}{sep}limit={limit}&cursor={next}"),
+            None => format!("{path}{sep}limit={limit}"),
+        };
+        let page = c.ok("GET", &url, None);
+        let got = page["items"].as_array().unwrap();
+        assert!(got.len() <= limit, "{url}: {} items", got.len());
+        items.extend(got.iter().cloned());
+        match page["next"].as_str() {
+            Some(next) => cursor = Some(next.to_string()),
+            None => return items,
+        }
+        assert!(items.len() < 1_000_000, "paging does not end");
+    }
+}
+
+fn by_order_id(items: &[Value]) -> BTreeMap<u64, Value> {
+    items.iter().map(|o| (o["order_id"].as_u64().unwrap(), o.clone())).collect()
+}
+
+fn trade_key(t: &Value) -> (u64, String) {
+    (t["trade_id"].as_u64().unwrap(), t["direction"].as_str().unwrap().to_string())
+}
+
+/// The history of each account and instrument agrees with the journal's REST view.
+fn check_against_journal(c: &mut Client, accounts: &[&str]) -> (usize, usize) {
+    let (mut orders, mut trades) = (0, 0);
+    for account in accounts {
+        let journal = c.ok("GET", &format!("/api/order/user/{account}"), None);
+        let history = all_pages(c, &format!("/api/history/orders/{account}"), 7);
+        assert_eq!(by_order_id(history.as_slice()), by_order_id(journal.as_array().unwrap()), "{account} orders");
+        // Ordered by insert time.
+        let times: Vec<i64> = history.iter().map(|o| o["insert_time_ns"].as_i64().unwrap()).collect();
+        assert!(times.windows(2).all(|w| w[0] <= w[1]), "{account}: {times:?}");
+        orders += history.len();
+        let journal = c.ok("GET", &format!("/api/trades/user/{account}"), None);
+        let history = all_pages(c, &format!("/api/history/trades/{account}"), 5);
+        let mut a: Vec<_> = history.iter().map(|t| (trade_key(t), t.clone())).collect();
+        let mut b: Vec<_> = journal.as_array().unwrap().iter().map(|t| (trade_key(t), t.clone())).collect();
+        a.sort_by(|x, y| x.0.cmp(&y.0));
+        b.sort_by(|x, y| x.0.cmp(&y.0));
+        assert_eq!(a, b, "{account} trades");
+        trades += history.len();
+    }
+    for instrument in ["SR501", "cu2501"] {
+        let journal = c.ok("GET", &format!("/api/market/trades/{instrument}?limit=1000"), None);
+        let mut journal: Vec<Value> = journal.as_array().unwrap().clone();
+        journal.reverse();
+        let history = all_pages(c, &format!("/api/history/market_trades/{instrument}"), 3);
+        assert_eq!(history, journal, "{instrument} market trades");
+        // One tick per trading step, each at or after the trade it follows.
+        let ticks = all_pages(c, &format!("/api/history/ticks/{instrument}"), 50);
+        assert!(!ticks.is_empty() && ticks.len() <= history.len(), "{instrument}: {} ticks", ticks.len());
+        let last_tick = ticks.last().unwrap();
+        let quote = c.ok("GET", &format!("/api/market/tick/{instrument}"), None);
+        assert_eq!(last_tick["last_price"], quote["last_price"], "{instrument}");
+        assert_eq!(last_tick["volume"], quote["volume"], "{instrument}");
+        // The newest 1-minute bars equal the engine's.
+        let engine = c.ok("GET", &format!("/api/market/kline/{instrument}?period=60&count=2000"), None);
+        let engine_bars: Vec<Value> = engine["bars"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| {
+                let mut b = b.clone();
+                b.as_object_mut().unwrap().remove("id");
+                b
+            })
+            .collect();
+        let bars = all_pages(c, &format!("/api/history/klines/{instrument}?period=1m"), 1000);
+        assert_eq!(bars, engine_bars, "{instrument} bars");
+    }
+    (orders, trades)
+}
+
+fn stats(c: &mut Client) -> Vec<Value> {
+    c.ok("GET", "/admin/storage/stats", None).as_array().unwrap().clone()
+}
+
+fn wait_for(c: &mut Client, what: &str, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    let began = Instant::now();
+    loop {
+        let s = stats(c);
+        if done(&s) {
+            return s;
+        }
+        assert!(began.elapsed() < Duration::from_secs(20), "{what}: {s:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn history_of_a_session_by_range_and_page_across_flush_compaction_restart_and_kill() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = small_store_config(dir.path());
+    let data = dir.path().join("data");
+    let mut server = start(&options(&data, &config));
+    let mut c = server.client();
+    let accounts = ["A", "B", "C"];
+    for a in accounts {
+        c.ok("POST", "/api/account/open", Some(json!({"account_id": a, "init_cash": 1_000_000_000})));
+    }
+    // Enough orders that 64 KiB memtables flush several times and compactions run.
+    let mut n = 0;
+    let mut first_half_end = 0i64;
+    for round in 0..150 {
+        for (instrument, mid, tick) in [("SR501", 5000.0, 1.0), ("cu2501", 70000.0, 10.0)] {
+            n += 1;
+            let price = mid + f64::from(round % 5) * tick;
+            c.ok("POST", "/api/order/submit", Some(order("A", &format!("a{n}"), instrument, "BUY", price, 2)));
+            c.ok("POST", "/api/order/submit", Some(order("B", &format!("b{n}"), instrument, "SELL", price, 1)));
+            let resting = c.ok(
+                "POST",
+                "/api/order/submit",
+                Some(order("C", &format!("c{n}"), instrument, "SELL", price + 50.0 * tick, 1)),
+            );
+            if round % 3 == 0 {
+                let id = resting["order"]["order_id"].as_u64().unwrap();
+                c.ok("POST", "/api/order/cancel", Some(json!({"account_id": "C", "order_id": id})));
+            }
+        }
+        if round == 74 {
+            first_half_end = c.ok("GET", "/api/order/user/A", None).as_array().unwrap().last().unwrap()
+                ["insert_time_ns"]
+                .as_i64()
+                .unwrap();
+        }
+    }
+    let s = wait_for(&mut c, "flushes by size", |s| s.iter().map(|x| x["flushes"].as_u64().unwrap()).sum::<u64>() >= 2);
+    eprintln!("after the session: {s:?}");
+    let (orders, trades) = check_against_journal(&mut c, &accounts);
+    assert!(orders >= 900 && trades >= 600, "{orders} orders, {trades} trades");
+
+    // A time range: A's orders of the first half only.
+    let first = all_pages(&mut c, &format!("/api/history/orders/A?end={}", first_half_end + 1), 100);
+    assert_eq!(first.len(), 150, "A placed 150 orders in the first 75 rounds");
+    let second = all_pages(&mut c, &format!("/api/history/orders/A?start={}", first_half_end + 1), 100);
+    assert_eq!(first.len() + second.len(), 300);
+
+    // Forced flush and compaction: everything in level 1, nothing in memory, same answers.
+    let triggered = c.ok("POST", "/admin/compaction/trigger", None);
+    assert_eq!(triggered.as_array().unwrap().len(), 2, "{triggered}");
+    let s = wait_for(&mut c, "a forced compaction", |s| {
+        s.iter().all(|x| {
+            x["job_running"] == false
+                && x["memtable_entries"] == 0
+                && x["tables_per_level"][0] == 0
+                && x["tables_per_level"][1].as_u64().unwrap() >= 1
+        })
+    });
+    eprintln!("after the forced compaction: {s:?}");
+    assert!(s.iter().all(|x| x["compactions"].as_u64().unwrap() >= 1 && x["job_failures"] == 0), "{s:?}");
+    check_against_journal(&mut c, &accounts);
+
+    // Graceful restart: the memtable is flushed at shutdown, nothing to derive again.
+    let more = c.ok("POST", "/api/order/submit", Some(order("A", "after-compaction", "SR501", "BUY", 4990.0, 1)));
+    drop(c);
+    assert!(server.terminate().success());
+    server = start(&options(&data, &config));
+    let mut c = server.client();
+    let s = stats(&mut c);
+    assert!(s.iter().all(|x| x["memtable_entries"] == 0), "a clean stop flushed: {s:?}");
+    check_against_journal(&mut c, &accounts);
+    let a = all_pages(&mut c, "/api/history/orders/A", 1000);
+    assert_eq!(a.last().unwrap()["order_id"], more["order"]["order_id"]);
+
+    // SIGKILL right after acknowledged orders: their history is derived again from the WAL.
+    let mut ids = Vec::new();
+    for k in 0..20 {
+        let o = c.ok("POST", "/api/order/submit", Some(order("B", &format!("kill{k}"), "cu2501", "SELL", 70100.0, 1)));
+        ids.push(o["order"]["order_id"].as_u64().unwrap());
+    }
+    drop(c);
+    server.kill9();
+    server = start(&options(&data, &config));
+    let mut c = server.client();
+    let s = stats(&mut c);
+    assert!(s.iter().any(|x| x["memtable_entries"].as_u64().unwrap() > 0), "re-derived into memory: {s:?}");
+    let b = by_order_id(&all_pages(&mut c, "/api/history/orders/B", 1000));
+    for id in ids {
+        assert_eq!(b[&id]["status"], "ALIVE", "order {id}");
+    }
+    check_against_journal(&mut c, &accounts);
+}
+
+#[test]
+fn bad_history_requests_get_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = Options::new(Some(dir.path()));
+    opts.extra = vec!["--instruments".into(), "tests/data/server_instruments.toml".into()];
+    let server = start(&opts);
+    let mut c = server.client();
+    c.ok("POST", "/api/account/open", Some(json!({"account_id": "A", "init_cash": 1000})));
+    let empty = c.ok("GET", "/api/history/orders/A", None);
+    assert_eq!(empty, json!({"items": [], "next": null}));
+    assert_eq!(c.refused("GET", "/api/history/orders/nobody", None, 404), 1001);
+    // The same refusals as the other endpoints naming an account or an instrument.
+    assert_eq!(c.refused("GET", "/api/account/nobody", None, 404), 1001);
+    let unknown_instrument = c.refused("GET", "/api/market/tick/XX999", None, 404);
+    assert_eq!(c.refused("GET", "/api/history/ticks/XX999", None, 404), unknown_instrument);
+    for bad in [
+        "/api/history/orders/A?start=abc",
+        "/api/history/orders/A?start=5&end=4",
+        "/api/history/orders/A?limit=0",
+        "/api/history/orders/A?limit=1001",
+        "/api/history/orders/A?cursor=zz",
+        "/api/history/orders/A?cursor=00",
+        "/api/history/orders/A?start=1&start=2",
+        "/api/history/klines/SR501?period=7m",
+    ] {
+        assert_eq!(c.refused("GET", bad, None, 400), 9004, "{bad}");
+    }
+    // A cursor of another series does not read it.
+    let other = "4b53523530310080000000000000000000000000000001";
+    assert_eq!(c.refused("GET", &format!("/api/history/orders/A?cursor={other}"), None, 400), 9004);
+    assert_eq!(c.refused("POST", "/api/history/orders/A", None, 405), 9007);
+    assert_eq!(c.refused("GET", "/admin/compaction/trigger", None, 405), 9007);
+    // Still serving.
+    c.ok("GET", "/health", None);
+
+    let nostore = start(&Options::new(None));
+    let mut c = nostore.client();
+    c.ok("POST", "/api/account/open", Some(json!({"account_id": "A", "init_cash": 1000})));
+    assert_eq!(c.refused("GET", "/api/history/orders/A", None, 404), 9006);
+    assert_eq!(c.refused("GET", "/admin/storage/stats", None, 404), 9006);
+}
