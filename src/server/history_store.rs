@@ -12,6 +12,7 @@
 use super::history::{self, HistoryQuery, Page, QueryError};
 use super::http::HttpErrorCode;
 use super::service::Reply;
+use crate::storage::lsm::store::remove_obsolete;
 use crate::storage::lsm::{Store, StoreOptions};
 use glommio::channels::local_channel::{LocalReceiver, LocalSender};
 use std::cell::RefCell;
@@ -196,7 +197,8 @@ pub async fn run_background(history: SharedHistory, woken: LocalReceiver<()>) {
             let began = Instant::now();
             match job {
                 Job::Flush(job) => {
-                    let done = glommio::executor().spawn_blocking(move || job.run()).await;
+                    let done =
+                        glommio::executor().spawn_blocking(move || in_background_thread(move || job.run())).await;
                     let mut h = history.borrow_mut();
                     match h.store.finish_flush(done) {
                         Ok(report) => {
@@ -209,15 +211,28 @@ pub async fn run_background(history: SharedHistory, woken: LocalReceiver<()>) {
                     }
                 }
                 Job::Compaction(job) => {
-                    let done = glommio::executor().spawn_blocking(move || job.run()).await;
-                    let mut h = history.borrow_mut();
-                    match h.store.finish_compaction(done) {
-                        Ok(report) => {
-                            h.times.compaction_us += began.elapsed().as_micros() as u64;
-                            tracing::debug!("shard {shard}: history compaction {report:?}");
+                    let done =
+                        glommio::executor().spawn_blocking(move || in_background_thread(move || job.run())).await;
+                    let obsolete = {
+                        let mut h = history.borrow_mut();
+                        match h.store.finish_compaction(done) {
+                            Ok(report) => {
+                                h.times.compaction_us += began.elapsed().as_micros() as u64;
+                                tracing::debug!("shard {shard}: history compaction {report:?}");
+                            }
+                            Err(e) => failed(&mut h, "compaction", e.to_string()),
                         }
-                        Err(e) => failed(&mut h, "compaction", e.to_string()),
-                    }
+                        h.store.take_obsolete()
+                    };
+                    glommio::executor()
+                        .spawn_blocking(move || {
+                            in_background_thread(move || {
+                                remove_obsolete(obsolete);
+                                Ok(())
+                            })
+                        })
+                        .await
+                        .ok();
                 }
             }
             if history.borrow().last_error.is_some() {
@@ -232,6 +247,39 @@ pub async fn run_background(history: SharedHistory, woken: LocalReceiver<()>) {
             return;
         }
         history.borrow_mut().last_error = None;
+    }
+}
+
+/// Nice value of the threads that build and write tables: the kernel gives them only what
+/// the shard (nice 0) leaves, so a flush or compaction takes idle time, not order flow's.
+const JOB_NICE: libc::c_int = 19;
+
+/// Runs `job` on a thread of its own at `JOB_NICE` and waits for it. (Not on the blocking
+/// pool's thread itself: a thread cannot raise its priority back, and that pool also hashes
+/// passwords for logins, which must not wait behind a compaction.)
+fn in_background_thread<T: Send + 'static>(
+    job: impl FnOnce() -> crate::storage::lsm::Result<T> + Send + 'static,
+) -> crate::storage::lsm::Result<T> {
+    let thread = std::thread::Builder::new().name("history-job".into()).spawn(move || {
+        lower_thread_priority(JOB_NICE);
+        job()
+    });
+    match thread {
+        Ok(handle) => handle.join().unwrap_or_else(|_| {
+            Err(crate::storage::lsm::LsmError::io("history job", std::io::Error::other("the job thread panicked")))
+        }),
+        Err(e) => Err(crate::storage::lsm::LsmError::io("starting a history job thread", e)),
+    }
+}
+
+/// Sets the calling thread's nice value (Linux: per thread). Failure only means the job runs
+/// at normal priority.
+#[allow(unsafe_code)]
+fn lower_thread_priority(nice: libc::c_int) {
+    // SAFETY: plain syscalls on this thread's own id; no memory is passed.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, nice);
     }
 }
 

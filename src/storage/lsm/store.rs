@@ -103,6 +103,8 @@ pub struct Store {
     manifest: Manifest,
     next_seq: u64,
     job_running: bool,
+    /// Files of tables compaction replaced, not deleted yet (`take_obsolete`).
+    obsolete: Vec<PathBuf>,
     flushes: u64,
     compactions: u64,
     bytes_flushed: u64,
@@ -112,6 +114,18 @@ pub struct Store {
 
 fn table_ref(level: u8, t: &Table) -> TableRef {
     TableRef { level, id: t.id() }
+}
+
+/// Deletes `files` (from `Store::take_obsolete`) and syncs `dir`. Best effort: a file left
+/// behind is an orphan the next open removes.
+pub fn remove_obsolete((dir, files): (PathBuf, Vec<PathBuf>)) {
+    if files.is_empty() {
+        return;
+    }
+    for f in &files {
+        let _ = std::fs::remove_file(f);
+    }
+    let _ = fsio::sync_dir(&dir);
 }
 
 /// A flush to run off the owner's thread: writes the frozen memtable as table `id`, then the
@@ -254,6 +268,7 @@ impl Store {
             manifest,
             next_seq,
             job_running: false,
+            obsolete: Vec::new(),
             flushes: 0,
             compactions: 0,
             bytes_flushed: 0,
@@ -348,12 +363,7 @@ impl Store {
     /// The first `limit` live keys and values in `(lo, hi)`, in key order, and whether more
     /// follow. Each source is read only as far as needed (no tombstones: `limit` keys from
     /// each; tombstones may need another, longer pass).
-    pub fn range_limited(
-        &self,
-        lo: Bound<&[u8]>,
-        hi: Bound<&[u8]>,
-        limit: usize,
-    ) -> Result<(Vec<KeyValue>, bool)> {
+    pub fn range_limited(&self, lo: Bound<&[u8]>, hi: Bound<&[u8]>, limit: usize) -> Result<(Vec<KeyValue>, bool)> {
         let mut per_source = limit.saturating_add(1);
         loop {
             let (merged, certain_to) = self.merge_sources(lo, hi, per_source)?;
@@ -528,12 +538,10 @@ impl Store {
         });
         self.l1.extend(done.outputs.into_iter().map(Arc::new));
         self.l1.sort_by(|a, b| a.key_range().cmp(&b.key_range()));
-        // The manifest no longer lists the inputs; a file that fails to go now is an orphan
-        // the next open removes. (A reader holding an input keeps its mapping.)
-        for t in old {
-            let _ = std::fs::remove_file(t.path());
-        }
-        let _ = fsio::sync_dir(&self.dir);
+        // The manifest no longer lists the inputs: their files go with `remove_obsolete` (a
+        // file that never goes is an orphan the next open removes). A reader holding an input
+        // keeps its mapping.
+        self.obsolete.extend(old.iter().map(|t| t.path().to_path_buf()));
         self.compactions += 1;
         self.bytes_compacted_in += done.report.bytes_in;
         self.bytes_compacted_out += done.report.bytes_out;
@@ -551,15 +559,24 @@ impl Store {
         }
     }
 
-    /// Compacts now, on this thread. `None` when level 0 is empty.
+    /// Compacts now, on this thread, and deletes the replaced files. `None` when level 0 is
+    /// empty.
     pub fn compact(&mut self) -> Result<Option<CompactionReport>> {
         match self.begin_compaction() {
             Some(job) => {
                 let done = job.run();
-                self.finish_compaction(done)
+                let report = self.finish_compaction(done);
+                remove_obsolete(self.take_obsolete());
+                report
             }
             None => Ok(None),
         }
+    }
+
+    /// The files of tables compactions replaced since the last call, for `remove_obsolete`
+    /// (blocking file system calls: the server makes them off its executor).
+    pub fn take_obsolete(&mut self) -> (PathBuf, Vec<PathBuf>) {
+        (self.dir.clone(), std::mem::take(&mut self.obsolete))
     }
 
     pub fn stats(&self) -> StoreStats {

@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# Order flow with the history store flushing and compacting all the time, beside the same
+# server whose store does neither during the run (docs/PERFORMANCE.md "History store under
+# load"). Same load generator, same run, three rounds interleaved (quiet, busy, quiet, busy...)
+# because this machine is noisy; a raw glommio+httparse responder run is the baseline.
+#
+#   quiet: [storage] memtable_kib = 4194304, compaction_trigger_tables = 1000 (no flush, no
+#          compaction while it runs; history still goes into the memtable);
+#   busy:  memtable_kib = $BUSY_KIB (default 1024), compaction_trigger_tables = 2 (a flush every ~1 MiB of history
+#          and a compaction every second flush, all through the run).
+# For each: closed-loop max, then open loop at 50 % of the first quiet max (p99).
+# Usage: tools/compaction_load.sh  (knobs: ROUNDS=3 CONNECTIONS=32 PIPELINE=1 DURATION=5 WARMUP=2
+#                                   LOAD_CORE=1 OUT=target/compaction_load/<time>)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROUNDS=${ROUNDS:-3}
+CONNECTIONS=${CONNECTIONS:-32}
+PIPELINE=${PIPELINE:-1}
+DURATION=${DURATION:-5}
+WARMUP=${WARMUP:-2}
+LOAD_CORE=${LOAD_CORE:-1}
+OUT=${OUT:-target/compaction_load/$(date -u +%Y%m%dT%H%M%S)}
+mkdir -p "$OUT"
+cargo build --release --quiet --bin qaexchange-server --bin qaexchange-loadgen --bin qaexchange-raw-responder
+BIN=target/release
+DATA=$(mktemp -d)
+PIDS=()
+cleanup() { for p in "${PIDS[@]:-}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$DATA"; }
+trap cleanup EXIT
+printf '[storage]\nmemtable_kib = 4194304\ncompaction_trigger_tables = 1000\n' > "$DATA/quiet.toml"
+printf "[storage]\nmemtable_kib = %s\ncompaction_trigger_tables = 2\n" "${BUSY_KIB:-1024}" > "$DATA/busy.toml"
+
+start_and_wait() {
+  local name=$1; shift
+  "$@" > "$OUT/$name.stdout" 2> "$OUT/$name.stderr" &
+  PID=$!; PIDS+=("$PID")
+  for _ in $(seq 1 200); do
+    ADDR=$(grep -o 'http=[^ ]*' "$OUT/$name.stdout" 2>/dev/null | head -1 | cut -d= -f2 || true)
+    [ -n "$ADDR" ] && return 0
+    sleep 0.05
+  done
+  echo "$name did not start: $(cat "$OUT/$name.stderr")" >&2; exit 1
+}
+
+load() {
+  local label=$1 addr=$2 rate=$3; shift 3
+  local line
+  line=$("$BIN/qaexchange-loadgen" --target "$addr" --connections "$CONNECTIONS" --pipeline "$PIPELINE" \
+      --rate "$rate" --duration "$DURATION" --warmup "$WARMUP" --pin-from "$LOAD_CORE" --out "$OUT" \
+      --label "$label" "$@" 2>>"$OUT/loadgen.stderr" | tee -a "$OUT/results.txt" | grep '^RESULT')
+  echo "$line"
+  THROUGHPUT=$(echo "$line" | grep -o 'throughput=[0-9.]*' | cut -d= -f2)
+}
+
+start_and_wait raw "$BIN/qaexchange-raw-responder" --http 127.0.0.1:0 --shards 1
+load raw-max "$ADDR" 0 --raw
+kill "$PID" 2>/dev/null || true
+
+HALF=""
+for round in $(seq 1 "$ROUNDS"); do
+  for mode in quiet busy; do
+    rm -rf "$DATA/$mode"
+    start_and_wait "server-$mode-$round" "$BIN/qaexchange-server" --config "$DATA/$mode.toml" \
+        --http 127.0.0.1:0 --ws 127.0.0.1:0 --shards 1 --storage "$DATA/$mode"
+    load "$mode-max-$round" "$ADDR" 0
+    [ -z "$HALF" ] && HALF=$(python3 -c "print(max(1, round($THROUGHPUT / 2)))")
+    load "$mode-half-$round" "$ADDR" "$HALF"
+    curl -s "http://$ADDR/admin/storage/stats" > "$OUT/stats-$mode-$round.json" || true
+    echo "STATS $mode-$round $(cat "$OUT/stats-$mode-$round.json")" >> "$OUT/results.txt"
+    kill -TERM "$PID"; wait "$PID" || true
+  done
+done
+
+python3 - "$OUT/results.txt" <<'PY'
+import json, statistics, sys
+rows, stats = {}, {}
+for line in open(sys.argv[1]):
+    if line.startswith("RESULT "):
+        f = dict(kv.split("=", 1) for kv in line.split()[1:])
+        rows[f["label"]] = f
+    elif line.startswith("STATS "):
+        _, label, text = line.split(" ", 2)
+        stats[label] = json.loads(text)["data"][0]
+print("| run | rate | answers/s | p50 us | p99 us | p99.9 us | flushes | compactions |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|")
+for label, f in rows.items():
+    s = stats.get("-".join(label.split("-")[::2]), {})
+    print(f"| {label} | {f['rate']} | {float(f['throughput']):,.0f} | {f['p50_us']} | {f['p99_us']} | {f['p999_us']} | {s.get('flushes', '')} | {s.get('compactions', '')} |")
+def med(prefix, key):
+    return statistics.median(float(f[key]) for l, f in rows.items() if l.startswith(prefix))
+raw = float(rows["raw-max"]["throughput"])
+qm, bm = med("quiet-max", "throughput"), med("busy-max", "throughput")
+qp, bp = med("quiet-half", "p99_us"), med("busy-half", "p99_us")
+print(f"\nmedian max: quiet {qm:,.0f}/s ({qm/raw:.2f} of raw {raw:,.0f}), busy {bm:,.0f}/s ({bm/raw:.2f} of raw): busy/quiet = {bm/qm:.3f}")
+print(f"median p99 at 50 %: quiet {qp:.0f} us, busy {bp:.0f} us: busy/quiet = {bp/qp:.3f}")
+PY
+echo "files: $OUT"
