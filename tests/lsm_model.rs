@@ -34,7 +34,7 @@ use std::path::Path;
 fn small_options() -> StoreOptions {
     // Tiny blocks and tables so a few dozen keys span many blocks and several level-1 tables.
     StoreOptions {
-        build: BuildOptions { block_bytes: 64, bloom_bits_per_key: 10 },
+        build: BuildOptions { block_bytes: 64, bloom_bits_per_key: 10, write_pause_us: 0 },
         memtable_bytes: 1 << 20,
         table_bytes: 200,
     }

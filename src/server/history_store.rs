@@ -20,6 +20,10 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::Instant;
 
+/// Pause between 512 KiB pieces of a table write: the shard's WAL syncs (same disk, and
+/// usually no I/O scheduler to order them) wait behind one piece, not a whole table.
+const TABLE_WRITE_PAUSE_US: u64 = 500;
+
 /// CPU shares of the history task queue, against the default queue's 1,000.
 const BACKGROUND_SHARES: usize = 50;
 
@@ -31,7 +35,8 @@ pub fn shard_history_dir(storage: &Path, shard: u16) -> PathBuf {
 /// Opens shard `shard`'s store (removing debris of interrupted writes); errors name the file.
 pub fn open_store(storage: &Path, shard: u16, memtable_bytes: usize) -> Result<Store, String> {
     let dir = shard_history_dir(storage, shard);
-    let opts = StoreOptions { memtable_bytes, ..StoreOptions::default() };
+    let mut opts = StoreOptions { memtable_bytes, ..StoreOptions::default() };
+    opts.build.write_pause_us = TABLE_WRITE_PAUSE_US;
     let (store, report) = Store::open(&dir, opts).map_err(|e| format!("history store of shard {shard}: {e}"))?;
     if report.removed_temporaries + report.removed_orphans > 0 {
         tracing::info!(
@@ -199,16 +204,20 @@ pub async fn run_background(history: SharedHistory, woken: LocalReceiver<()>) {
                 Job::Flush(job) => {
                     let done =
                         glommio::executor().spawn_blocking(move || in_background_thread(move || job.run())).await;
-                    let mut h = history.borrow_mut();
-                    match h.store.finish_flush(done) {
-                        Ok(report) => {
-                            h.times.flush_us += began.elapsed().as_micros() as u64;
-                            if let Some(r) = report {
-                                tracing::debug!("shard {shard}: history flush {r:?}");
+                    let obsolete = {
+                        let mut h = history.borrow_mut();
+                        match h.store.finish_flush(done) {
+                            Ok(report) => {
+                                h.times.flush_us += began.elapsed().as_micros() as u64;
+                                if let Some(r) = report {
+                                    tracing::debug!("shard {shard}: history flush {r:?}");
+                                }
                             }
+                            Err(e) => failed(&mut h, "flush", e.to_string()),
                         }
-                        Err(e) => failed(&mut h, "flush", e.to_string()),
-                    }
+                        h.store.take_obsolete()
+                    };
+                    release(obsolete).await;
                 }
                 Job::Compaction(job) => {
                     let done =
@@ -224,15 +233,7 @@ pub async fn run_background(history: SharedHistory, woken: LocalReceiver<()>) {
                         }
                         h.store.take_obsolete()
                     };
-                    glommio::executor()
-                        .spawn_blocking(move || {
-                            in_background_thread(move || {
-                                remove_obsolete(obsolete);
-                                Ok(())
-                            })
-                        })
-                        .await
-                        .ok();
+                    release(obsolete).await;
                 }
             }
             if history.borrow().last_error.is_some() {
@@ -248,6 +249,18 @@ pub async fn run_background(history: SharedHistory, woken: LocalReceiver<()>) {
         }
         history.borrow_mut().last_error = None;
     }
+}
+
+/// Frees and deletes what a job replaced, on a background thread.
+async fn release(obsolete: crate::storage::lsm::store::Obsolete) {
+    let _ = glommio::executor()
+        .spawn_blocking(move || {
+            in_background_thread(move || {
+                remove_obsolete(obsolete);
+                Ok(())
+            })
+        })
+        .await;
 }
 
 /// Nice value of the threads that build and write tables: the kernel gives them only what

@@ -123,11 +123,15 @@ pub struct BuildOptions {
     /// A block is closed once its keys and values reach this many bytes.
     pub block_bytes: usize,
     pub bloom_bits_per_key: u32,
+    /// When writing the table: a pause of this many microseconds after every
+    /// `fsio::PACED_CHUNK_BYTES`, so that a server's WAL syncs are not queued behind one large
+    /// write (0: one write).
+    pub write_pause_us: u64,
 }
 
 impl Default for BuildOptions {
     fn default() -> Self {
-        BuildOptions { block_bytes: 4096, bloom_bits_per_key: 10 }
+        BuildOptions { block_bytes: 4096, bloom_bits_per_key: 10, write_pause_us: 0 }
     }
 }
 

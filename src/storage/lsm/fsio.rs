@@ -7,6 +7,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
+use std::time::Duration;
 
 /// Suffix of files being written; anything with it is garbage after a crash.
 pub const TMP_SUFFIX: &str = ".tmp";
@@ -25,9 +26,21 @@ pub enum WriteMode {
 /// size; 4 KiB covers every common device.
 const DIRECT_ALIGN: usize = 4096;
 
-fn try_direct(tmp: &Path, bytes: &[u8]) -> std::io::Result<()> {
+/// Paced writes go out in pieces of this size (a multiple of `DIRECT_ALIGN`).
+pub const PACED_CHUNK_BYTES: usize = 512 << 10;
+
+fn try_direct(tmp: &Path, bytes: &[u8], pause: Duration) -> std::io::Result<()> {
     let mut file = OpenOptions::new().write(true).create(true).truncate(true).custom_flags(libc::O_DIRECT).open(tmp)?;
-    file.write_all(bytes)?;
+    if pause.is_zero() {
+        file.write_all(bytes)?;
+    } else {
+        for (i, chunk) in bytes.chunks(PACED_CHUNK_BYTES).enumerate() {
+            if i > 0 {
+                std::thread::sleep(pause);
+            }
+            file.write_all(chunk)?;
+        }
+    }
     file.sync_data()
 }
 
@@ -47,10 +60,16 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
 /// Writes `bytes` as `dir/name` atomically and durably. With `direct`, O_DIRECT is tried first
 /// when the buffer allows it, falling back to a buffered write; the mode used is returned.
 pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8], direct: bool) -> Result<WriteMode> {
+    write_atomic_paced(dir, name, bytes, direct, Duration::ZERO)
+}
+
+/// `write_atomic`, with the O_DIRECT write cut into `PACED_CHUNK_BYTES` pieces and `pause`
+/// between them.
+pub fn write_atomic_paced(dir: &Path, name: &str, bytes: &[u8], direct: bool, pause: Duration) -> Result<WriteMode> {
     let tmp = dir.join(format!("{name}{TMP_SUFFIX}"));
     let target = dir.join(name);
     let aligned = bytes.as_ptr() as usize % DIRECT_ALIGN == 0 && bytes.len() % DIRECT_ALIGN == 0;
-    let mode = if direct && aligned && try_direct(&tmp, bytes).is_ok() {
+    let mode = if direct && aligned && try_direct(&tmp, bytes, pause).is_ok() {
         WriteMode::Direct
     } else {
         write_buffered(&tmp, bytes).map_err(|e| LsmError::io(format!("writing {}", tmp.display()), e))?;

@@ -78,7 +78,8 @@ impl std::fmt::Debug for Table {
 pub fn write_table(dir: &Path, id: u64, entries: &[Entry], opts: BuildOptions) -> Result<(Table, WriteMode)> {
     let path = dir.join(file_name(id));
     let image = format::build_table(entries, opts).map_err(|reason| LsmError::corrupt(&path, reason))?;
-    let mode = fsio::write_atomic(dir, &file_name(id), &image, true)?;
+    let pause = std::time::Duration::from_micros(opts.write_pause_us);
+    let mode = fsio::write_atomic_paced(dir, &file_name(id), &image, true, pause)?;
     Ok((Table::open(&path, id)?, mode))
 }
 

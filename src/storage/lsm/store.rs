@@ -103,8 +103,8 @@ pub struct Store {
     manifest: Manifest,
     next_seq: u64,
     job_running: bool,
-    /// Files of tables compaction replaced, not deleted yet (`take_obsolete`).
-    obsolete: Vec<PathBuf>,
+    /// What flushes and compactions replaced, not freed yet (`take_obsolete`).
+    obsolete: Obsolete,
     flushes: u64,
     compactions: u64,
     bytes_flushed: u64,
@@ -116,9 +116,21 @@ fn table_ref(level: u8, t: &Table) -> TableRef {
     TableRef { level, id: t.id() }
 }
 
-/// Deletes `files` (from `Store::take_obsolete`) and syncs `dir`. Best effort: a file left
-/// behind is an orphan the next open removes.
-pub fn remove_obsolete((dir, files): (PathBuf, Vec<PathBuf>)) {
+/// Flushed memtables and replaced tables, to free and delete away from readers' threads.
+#[derive(Default)]
+pub struct Obsolete {
+    dir: PathBuf,
+    files: Vec<PathBuf>,
+    tables: Vec<Arc<Table>>,
+    memtables: Vec<Arc<FrozenMemtable>>,
+}
+
+/// Frees what `Store::take_obsolete` handed over, deletes the replaced files and syncs the
+/// directory. Best effort: a file left behind is an orphan the next open removes.
+pub fn remove_obsolete(obsolete: Obsolete) {
+    let Obsolete { dir, files, tables, memtables } = obsolete;
+    drop(memtables);
+    drop(tables);
     if files.is_empty() {
         return;
     }
@@ -268,7 +280,7 @@ impl Store {
             manifest,
             next_seq,
             job_running: false,
-            obsolete: Vec::new(),
+            obsolete: Obsolete::default(),
             flushes: 0,
             compactions: 0,
             bytes_flushed: 0,
@@ -479,7 +491,10 @@ impl Store {
     pub fn finish_flush(&mut self, result: Result<FlushDone>) -> Result<Option<FlushReport>> {
         self.job_running = false;
         let done = result?;
-        self.frozen = None;
+        // Freeing a large skiplist takes milliseconds: the owner does it off its thread.
+        if let Some((frozen, _)) = self.frozen.take() {
+            self.obsolete.memtables.push(frozen);
+        }
         self.manifest = done.next;
         let Some(table) = done.table else { return Ok(None) };
         let report = FlushReport {
@@ -541,7 +556,8 @@ impl Store {
         // The manifest no longer lists the inputs: their files go with `remove_obsolete` (a
         // file that never goes is an orphan the next open removes). A reader holding an input
         // keeps its mapping.
-        self.obsolete.extend(old.iter().map(|t| t.path().to_path_buf()));
+        self.obsolete.files.extend(old.iter().map(|t| t.path().to_path_buf()));
+        self.obsolete.tables.extend(old);
         self.compactions += 1;
         self.bytes_compacted_in += done.report.bytes_in;
         self.bytes_compacted_out += done.report.bytes_out;
@@ -573,10 +589,12 @@ impl Store {
         }
     }
 
-    /// The files of tables compactions replaced since the last call, for `remove_obsolete`
-    /// (blocking file system calls: the server makes them off its executor).
-    pub fn take_obsolete(&mut self) -> (PathBuf, Vec<PathBuf>) {
-        (self.dir.clone(), std::mem::take(&mut self.obsolete))
+    /// What flushes and compactions replaced since the last call, for `remove_obsolete`
+    /// (blocking file system calls and large frees: the server makes them off its executor).
+    pub fn take_obsolete(&mut self) -> Obsolete {
+        let mut taken = std::mem::take(&mut self.obsolete);
+        taken.dir = self.dir.clone();
+        taken
     }
 
     pub fn stats(&self) -> StoreStats {
