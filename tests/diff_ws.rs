@@ -358,3 +358,78 @@ fn quote_changes_reach_every_subscribed_session() {
         assert_eq!(q["bid_price1"], "-", "session {i}: the book is empty again");
     }
 }
+
+/// `set_chart` wider than what the engine keeps in memory: the older ticks and bars come from
+/// the history store, with the ids they had, before and after a restart.
+#[test]
+fn charts_reach_past_the_engine_into_the_history_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("small_rings.toml");
+    std::fs::write(&config, "[engine]\ntick_capacity = 8\nkline_capacity = 2\n").unwrap();
+    let mut opts = options(&dir.path().join("data"));
+    opts.config = Some(config);
+    let mut server = start(&opts);
+    let mut c = server.client();
+    for a in ["A", "B"] {
+        c.ok("POST", "/api/account/open", Some(json!({"account_id": a, "init_cash": 100_000_000})));
+    }
+    let trade = |c: &mut server_support::Client, price: f64| {
+        for (a, d) in [("A", "BUY"), ("B", "SELL")] {
+            let order = json!({"account_id": a, "instrument_id": "SR501", "direction": d, "offset": "OPEN",
+                               "limit_price": price, "volume": 1});
+            c.ok("POST", "/api/order/submit", Some(order));
+        }
+    };
+    // Three 3-second bars (the ring keeps 2) and 20 ticks (the ring keeps 8).
+    let mut prices = Vec::new();
+    for bar in 0..3 {
+        if bar > 0 {
+            std::thread::sleep(Duration::from_millis(3100));
+        }
+        for k in 0..7 {
+            let price = 5000.0 + f64::from(bar * 10 + k);
+            trade(&mut c, price);
+            prices.push(price);
+        }
+    }
+    let three_s = 3_000_000_000i64;
+    let check = |server: &server_support::ServerProcess| {
+        let mut ws = connect(server);
+        recv(&mut ws);
+        send(
+            &mut ws,
+            json!({"aid": "set_chart", "chart_id": "t", "ins_list": "CZCE.SR501", "duration": 0, "view_width": 15}),
+        );
+        send(
+            &mut ws,
+            json!({"aid": "set_chart", "chart_id": "k", "ins_list": "CZCE.SR501", "duration": three_s, "view_width": 10}),
+        );
+        let tree = peek(&mut ws);
+        let ticks = &tree["ticks"]["CZCE.SR501"];
+        assert_eq!(ticks["last_id"], 20, "{tree}");
+        let data = ticks["data"].as_object().unwrap();
+        assert_eq!(data.len(), 15, "{ticks}");
+        // Tick n is the n-th trading step's (counted from 0); ticks 6..=12 come from the store.
+        for id in 6..=20usize {
+            assert_eq!(data[&id.to_string()]["last_price"], prices[id], "tick {id}: {ticks}");
+        }
+        assert_eq!(tree["charts"]["t"]["left_id"], 6, "{tree}");
+        let bars = &tree["klines"]["CZCE.SR501"][three_s.to_string()];
+        assert_eq!(bars["last_id"], 2, "{tree}");
+        let data = bars["data"].as_object().unwrap();
+        assert_eq!(data.len(), 3, "{bars}");
+        for bar in 0..3usize {
+            let b = &data[&bar.to_string()];
+            assert_eq!(
+                (&b["open"], &b["close"], &b["volume"]),
+                (&json!(prices[bar * 7]), &json!(prices[bar * 7 + 6]), &json!(7)),
+                "bar {bar}: {bars}"
+            );
+        }
+        assert_eq!(tree["charts"]["k"]["left_id"], 0, "{tree}");
+    };
+    check(&server);
+    server.kill9();
+    let server = start(&opts);
+    check(&server);
+}

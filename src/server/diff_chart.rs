@@ -81,6 +81,17 @@ pub fn tick_history(market: &InstrumentMarket, count: i64) -> (i64, Value) {
     })
 }
 
+/// Puts `older` (oldest first, each with its id) into a history `series` built by
+/// [`kline_history`] or [`tick_history`] and returns the new first id.
+pub fn prepend(series: &mut Value, from_id: i64, older: Vec<(i64, Value)>) -> i64 {
+    let Some(data) = series.get_mut("data").and_then(Value::as_object_mut) else { return from_id };
+    let first = older.first().map_or(from_id, |(id, _)| *id);
+    for (id, v) in older {
+        data.insert(id.to_string(), v);
+    }
+    first.min(from_id)
+}
+
 fn history(first_id: i64, last_id: i64, count: i64, items: impl Fn(i64) -> Vec<(i64, Value)>) -> (i64, Value) {
     if last_id < first_id || last_id < 0 {
         return (-1, json!({"last_id": -1, "data": {}}));

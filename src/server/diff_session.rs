@@ -30,7 +30,9 @@ use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::Message;
 
 /// Most bars one chart gets (the HTTP k-line query's limit).
-const MAX_CHART_BARS: i64 = 2_000;
+/// tqsdk's own limit on `data_length` (what the engine keeps comes first, older bars from the
+/// history store).
+const MAX_CHART_BARS: i64 = 8_964;
 
 /// Stable codes of the server's DIFF notifies.
 pub mod codes {

@@ -10,6 +10,7 @@
 
 use super::account_fanout::AccountFanout;
 use super::conn::ShardCounters;
+use super::diff_chart;
 use super::history::{self, HistoryQuery, HistorySeries};
 use super::history_store::SharedHistory;
 use super::http::HttpErrorCode;
@@ -19,7 +20,7 @@ use super::service::{Action, Answer, Origin, Query, Reply, Service, Staged};
 use super::wal_record::{encode, WalRecord};
 use crate::diff::session::SharedPatch;
 use crate::domain::market_data::Quote;
-use crate::domain::name::AccountId;
+use crate::domain::name::{AccountId, InstrumentId};
 use crate::domain::shard::{Outgoing, PeerMsg};
 use crate::storage::wal::WalWriter;
 use glommio::channels::local_channel::{LocalReceiver, LocalSender};
@@ -123,6 +124,48 @@ impl EngineCore {
         self.history.as_ref()
     }
 
+    /// A DIFF chart's history: the newest `count` bars or ticks the engine keeps, and, when it
+    /// keeps fewer than asked and older ones exist, those from the history store (ids counted
+    /// back from the engine's first one: both number every bar or tick since the WAL began).
+    fn chart_reply(&self, instrument_id: InstrumentId, duration_ns: i64, count: u32) -> Reply {
+        let bare = match self.service.owned_instrument(&instrument_id) {
+            Ok(bare) => bare,
+            Err(reply) => return reply,
+        };
+        let engine = self.service.engine();
+        let Some(market) = engine.instrument_slot(&bare).and_then(|slot| engine.market(slot)) else {
+            return Reply::http(HttpErrorCode::InternalError);
+        };
+        let bad_duration =
+            || Reply::http_message(HttpErrorCode::InvalidQueryParameter, "invalid query parameter: duration");
+        let (mut from_id, mut series, first_ts, step_ns) = if duration_ns == 0 {
+            let (from, series) = diff_chart::tick_history(market, i64::from(count));
+            let ticks = market.ticks();
+            let first_ts = ticks.iter_from(ticks.first_id()).next().map(|(_, t)| t.datetime_ns);
+            (from, series, first_ts, 1_000_000_000)
+        } else {
+            let Some((from, series)) = diff_chart::kline_history(market, duration_ns, i64::from(count)) else {
+                return bad_duration();
+            };
+            let Some(bars) = market.klines_for_duration(duration_ns).map(|s| s.bars()) else {
+                return bad_duration();
+            };
+            let first_ts = bars.iter_from(bars.first_id()).next().map(|(_, b)| b.datetime_ns);
+            (from, series, first_ts, duration_ns)
+        };
+        let last_id = series["last_id"].as_i64().unwrap_or(-1);
+        let have = if last_id < 0 { 0 } else { last_id - from_id + 1 };
+        let missing = (i64::from(count) - have).min(from_id.max(0));
+        if let (Some(history), Some(first_ts), true) = (&self.history, first_ts, missing > 0) {
+            let older = history.borrow().chart_before(bare.as_str(), duration_ns, first_ts, from_id, missing, step_ns);
+            match older {
+                Ok(older) => from_id = diff_chart::prepend(&mut series, from_id, older),
+                Err(e) => tracing::warn!("chart history of {bare} from the store: {e}"),
+            }
+        }
+        Reply::success(&serde_json::json!({"from_id": from_id, "series": series}))
+    }
+
     fn history_answer(&self, query: Query) -> Reply {
         let Some(history) = &self.history else {
             return Reply::http_message(
@@ -221,6 +264,10 @@ impl EngineCore {
             Action::Query(Query::ShardMetrics) => {
                 let answer = Answer::Metrics(Box::new(self.metrics_snapshot()));
                 self.staged.replies.push((origin, answer));
+            }
+            Action::Query(Query::Chart { instrument_id, duration_ns, count }) if self.history.is_some() => {
+                let reply = self.chart_reply(instrument_id, duration_ns, count);
+                self.staged.replies.push((origin, Answer::Reply(reply)));
             }
             Action::Query(query @ (Query::History { .. } | Query::StorageStats | Query::TriggerCompaction)) => {
                 let reply = self.history_answer(query);

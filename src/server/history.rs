@@ -26,6 +26,7 @@ use crate::domain::market_data::KLINE_PERIODS_NS;
 use crate::domain::name::{AccountId, InstrumentId};
 use crate::domain::shard::ShardEngine;
 use crate::domain::types::{Direction, TimestampNs};
+use crate::storage::lsm::store::KeyValue;
 use crate::storage::lsm::Store;
 use std::ops::Bound;
 
@@ -300,6 +301,50 @@ pub fn query(store: &Store, q: &HistoryQuery) -> Result<Page, QueryError> {
         .map_err(|e| QueryError::Store(e.to_string()))?;
     let next = if more { rows.last().map(|(k, _)| to_hex(k)) } else { None };
     Ok(Page { items: rows.into_iter().map(|(_, v)| v).collect(), next })
+}
+
+/// The newest `n` values of a series strictly before `end_ns` (k-lines: of `period_ns`), oldest
+/// first: looks back over windows that grow fourfold from `n` x `step_ns` (series have gaps),
+/// at most `MAX_LOOKBACK_ROUNDS` times, then from the beginning.
+pub fn newest_before(
+    store: &Store,
+    series: u8,
+    name: &str,
+    period_ns: i64,
+    end_ns: TimestampNs,
+    n: usize,
+    step_ns: i64,
+) -> Result<Vec<KeyValue>, QueryError> {
+    const MAX_LOOKBACK_ROUNDS: u32 = 12;
+    let mut window = (n as i64).saturating_mul(step_ns.max(1));
+    for round in 0..=MAX_LOOKBACK_ROUNDS {
+        let start_ns = if round == MAX_LOOKBACK_ROUNDS { i64::MIN } else { end_ns.saturating_sub(window) };
+        let q = HistoryQuery {
+            series,
+            name: name.to_string(),
+            period_ns,
+            start_ns,
+            end_ns,
+            limit: usize::MAX,
+            after: None,
+        };
+        let (lo, hi) = bounds(&q);
+        let rows = store
+            .range(Bound::Included(lo.as_slice()), Bound::Excluded(hi.as_slice()))
+            .map_err(|e| QueryError::Store(e.to_string()))?;
+        if rows.len() >= n || start_ns == i64::MIN {
+            let skip = rows.len().saturating_sub(n);
+            return Ok(rows.into_iter().skip(skip).collect());
+        }
+        window = window.saturating_mul(4);
+    }
+    Ok(Vec::new())
+}
+
+/// The tick id in a tick key (its last 8 bytes).
+pub fn tick_id_of(key: &[u8]) -> Option<i64> {
+    let tail: [u8; 8] = key.get(key.len().checked_sub(8)?..)?.try_into().ok()?;
+    Some(i64::from_be_bytes(tail))
 }
 
 /// The reply body: `{"success":true,"data":{"items":[..],"next":".."|null},"error":null}`.

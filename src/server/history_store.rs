@@ -9,9 +9,11 @@
 //! and file syscalls would block the executor. The executor thread only freezes the memtable
 //! and swaps the new tables in, each a few microseconds.
 
-use super::history::{self, HistoryQuery, Page, QueryError};
+use super::history::{self, HistoryQuery, QueryError};
 use super::http::HttpErrorCode;
 use super::service::Reply;
+use crate::domain::market_data::kline::Kline;
+use crate::domain::market_data::tick::Tick;
 use crate::storage::lsm::store::remove_obsolete;
 use crate::storage::lsm::{Store, StoreOptions};
 use glommio::channels::local_channel::{LocalReceiver, LocalSender};
@@ -124,9 +126,54 @@ impl ShardHistory {
         }
     }
 
-    /// A page of a query, for callers that use the values themselves (DIFF charts).
-    pub fn page(&self, q: &HistoryQuery) -> Option<Page> {
-        history::query(&self.store, q).ok()
+    /// The `missing` bars of `duration_ns` (ticks: 0) of instrument `bare` before the
+    /// engine's first one (`first_id`, starting at `first_ts`), as DIFF chart entries with
+    /// their ids, oldest first.
+    pub fn chart_before(
+        &self,
+        bare: &str,
+        duration_ns: i64,
+        first_ts: i64,
+        first_id: i64,
+        missing: i64,
+        step_ns: i64,
+    ) -> Result<Vec<(i64, serde_json::Value)>, String> {
+        let n = missing.max(0) as usize;
+        if duration_ns == 0 {
+            // Ticks carry their ids in their keys; one may share the first one's time.
+            let rows = history::newest_before(
+                &self.store,
+                history::TICKS,
+                bare,
+                0,
+                first_ts.saturating_add(1),
+                n + 1,
+                step_ns,
+            )
+            .map_err(|e| format!("{e:?}"))?;
+            let mut out = Vec::with_capacity(n);
+            for (key, value) in rows {
+                let Some(id) = history::tick_id_of(&key) else { continue };
+                if id >= first_id {
+                    continue;
+                }
+                let tick: Tick = serde_json::from_slice(&value).map_err(|e| e.to_string())?;
+                out.push((id, super::diff_chart::diff_tick(&tick)));
+            }
+            let skip = out.len().saturating_sub(n);
+            Ok(out.into_iter().skip(skip).collect())
+        } else {
+            let rows = history::newest_before(&self.store, history::KLINES, bare, duration_ns, first_ts, n, step_ns)
+                .map_err(|e| format!("{e:?}"))?;
+            let first = first_id - rows.len() as i64;
+            rows.into_iter()
+                .enumerate()
+                .map(|(i, (_, value))| {
+                    let bar: Kline = serde_json::from_slice(&value).map_err(|e| e.to_string())?;
+                    Ok((first + i as i64, super::diff_chart::diff_bar(&bar)))
+                })
+                .collect()
+        }
     }
 
     /// Flush and compact now, whatever the thresholds.
