@@ -9,6 +9,11 @@
 //!    pass reading which messages each shard consumed, then scan + decode + shard engine
 //!    execution + journal.
 //!
+//! 5. `rebuild+history (empty store)`: the same with a new history store, so the history of
+//!    every record is derived and flushed (first start of a venue whose WAL predates its store),
+//! 6. `rebuild+history (store current)`: the same once the store holds it all (its watermark at
+//!    the WAL's end): a normal restart, where only history past the watermark is derived.
+//!
 //! Run: `cargo bench --bench recovery`. Knobs: `RECOVERY_BENCH_RECORDS` (default 2,000,000;
 //! the issue's figure uses 10,000,000), `RECOVERY_BENCH_DIR` (default: the system temp dir).
 
@@ -20,6 +25,7 @@ mod mix;
 use engine_commands::{instrument, prepare};
 use mix::{Mix, MixConfig};
 use qaexchange::domain::engine::EngineConfig;
+use qaexchange::server::history_store::open_store;
 use qaexchange::server::journal::JournalLimits;
 use qaexchange::server::recovery::{rebuild_cluster, shard_wal_dir};
 use qaexchange::server::wal_record::{decode, encode, instruments_fingerprint, WalRecord, WAL_FORMAT};
@@ -116,6 +122,32 @@ fn main() {
     assert_eq!(report.records, records);
     assert_eq!(read, file_bytes);
 
+    // History: derived for every record into an empty store, then a restart with it current.
+    let memtable_bytes = 64 << 20;
+    let store = open_store(&storage, 0, memtable_bytes).expect("history store");
+    let t = Instant::now();
+    let mut with_history = rebuild_cluster(
+        &storage,
+        1,
+        &instruments,
+        EngineConfig::default(),
+        JournalLimits::default(),
+        vec![Some(store)],
+    )
+    .expect("rebuild with history");
+    let derive_s = t.elapsed().as_secs_f64();
+    let mut store = with_history.shards.remove(0).history.expect("the store comes back");
+    let t = Instant::now();
+    store.flush().expect("flush");
+    let last_flush_s = t.elapsed().as_secs_f64();
+    let stats = store.stats();
+    drop(store);
+    let store = open_store(&storage, 0, memtable_bytes).expect("history store");
+    let t = Instant::now();
+    rebuild_cluster(&storage, 1, &instruments, EngineConfig::default(), JournalLimits::default(), vec![Some(store)])
+        .expect("rebuild with a current store");
+    let current_s = t.elapsed().as_secs_f64();
+
     let wal_mb = report.bytes as f64 / 1e6;
     println!(
         "recovery bench: {} records, {:.1} MB of records in {} segment files ({:.1} MB on disk)",
@@ -129,9 +161,15 @@ fn main() {
         read_s,
         file_bytes as f64 / 1e6 / read_s
     );
-    for (name, seconds) in [("scan+crc", scan_s), ("decode", decode_s), ("rebuild", rebuild_s)] {
+    for (name, seconds) in [
+        ("scan+crc", scan_s),
+        ("decode", decode_s),
+        ("rebuild", rebuild_s),
+        ("rebuild+history (empty store)", derive_s),
+        ("rebuild+history (store current)", current_s),
+    ] {
         println!(
-            "  {name:<12} {seconds:>8.3} s  {:>8.0} MB/s of records  {:>6.2} M records/s",
+            "  {name:<32} {seconds:>8.3} s  {:>8.0} MB/s of records  {:>6.2} M records/s",
             wal_mb / seconds,
             report.records as f64 / seconds / 1e6
         );
@@ -140,6 +178,16 @@ fn main() {
         "  rebuild / scan: {:.2}x the time; engine live orders after: {}",
         rebuild_s / scan_s,
         service.engine().ledger().live_order_count()
+    );
+    println!(
+        "  history: {} tables, {:.1} MB ({} flushes during the replay, the last {:.3} s after it); derived history \
+         costs {:.2}x the plain rebuild, a current store {:.2}x",
+        stats.tables[0] + stats.tables[1],
+        (stats.table_bytes[0] + stats.table_bytes[1]) as f64 / 1e6,
+        stats.flushes,
+        last_flush_s,
+        derive_s / rebuild_s,
+        current_s / rebuild_s
     );
     let _ = std::fs::remove_dir_all(&storage);
 }
