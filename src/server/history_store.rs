@@ -250,7 +250,7 @@ pub async fn run_background(history: SharedHistory, woken: LocalReceiver<()>) {
             match job {
                 Job::Flush(job) => {
                     let done =
-                        glommio::executor().spawn_blocking(move || in_background_thread(move || job.run())).await;
+                        glommio::executor().spawn_blocking(move || in_background_thread(move || paused(move || job.run()))).await;
                     let obsolete = {
                         let mut h = history.borrow_mut();
                         match h.store.finish_flush(done) {
@@ -268,7 +268,7 @@ pub async fn run_background(history: SharedHistory, woken: LocalReceiver<()>) {
                 }
                 Job::Compaction(job) => {
                     let done =
-                        glommio::executor().spawn_blocking(move || in_background_thread(move || job.run())).await;
+                        glommio::executor().spawn_blocking(move || in_background_thread(move || paused(move || job.run()))).await;
                     let obsolete = {
                         let mut h = history.borrow_mut();
                         match h.store.finish_compaction(done) {
@@ -308,6 +308,28 @@ async fn release(obsolete: crate::storage::lsm::store::Obsolete) {
             })
         })
         .await;
+}
+
+/// Crash tests only: `QAEXCHANGE_HISTORY_JOB_PAUSE_MS` makes every flush and compaction
+/// job wait that long before it writes anything and again after it wrote its tables and
+/// manifest (before the shard takes the result), so a test can kill the server at either
+/// point. Unset (always, in production): no pause.
+fn paused<T>(job: impl FnOnce() -> T) -> T {
+    static PAUSE: std::sync::OnceLock<Option<std::time::Duration>> = std::sync::OnceLock::new();
+    let pause = *PAUSE.get_or_init(|| {
+        std::env::var("QAEXCHANGE_HISTORY_JOB_PAUSE_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .map(std::time::Duration::from_millis)
+    });
+    if let Some(p) = pause {
+        std::thread::sleep(p);
+    }
+    let result = job();
+    if let Some(p) = pause {
+        std::thread::sleep(p);
+    }
+    result
 }
 
 /// Nice value of the threads that build and write tables: the kernel gives them only what

@@ -32,6 +32,8 @@ pub struct Options {
     pub extra: Vec<String>,
     /// Config file passed with `--config`; None: the shipped config/exchange.toml.
     pub config: Option<PathBuf>,
+    /// Environment variables for the server process.
+    pub env: Vec<(String, String)>,
 }
 
 impl Options {
@@ -43,6 +45,7 @@ impl Options {
             port: 0,
             extra: Vec::new(),
             config: None,
+            env: Vec::new(),
         }
     }
 }
@@ -126,6 +129,7 @@ pub fn command(opts: &Options) -> Command {
         None => cmd.arg("--no-storage"),
     };
     cmd.args(&opts.extra);
+    cmd.envs(opts.env.iter().map(|(k, v)| (k, v)));
     cmd
 }
 
