@@ -1,4 +1,4 @@
-//! SSTable files: written once (built in memory by `format::build_table`, stored with
+//! SSTable files: written once (built in memory by `format::TableBuilder`, stored with
 //! `fsio::write_atomic`, O_DIRECT where allowed), then read through a read-only mmap. Opening
 //! validates the footer (magic, version, CRC), the index and filter CRCs and the index's
 //! structure; every block read checks the block's CRC and validates the rkyv archive before
@@ -76,11 +76,64 @@ impl std::fmt::Debug for Table {
 
 /// Writes `entries` (sorted, one version per key) as table `id` in `dir` and opens it.
 pub fn write_table(dir: &Path, id: u64, entries: &[Entry], opts: BuildOptions) -> Result<(Table, WriteMode)> {
-    let path = dir.join(file_name(id));
-    let image = format::build_table(entries, opts).map_err(|reason| LsmError::corrupt(&path, reason))?;
+    let image =
+        format::build_table(entries, opts).map_err(|reason| LsmError::corrupt(&dir.join(file_name(id)), reason))?;
+    write_image(dir, id, &image, opts)
+}
+
+/// Writes a built table image (`format::TableBuilder::finish`) as table `id` in `dir`, durably
+/// (O_DIRECT where allowed, paced by `opts.write_pause_us`), and opens it.
+pub fn write_image(dir: &Path, id: u64, image: &[u8], opts: BuildOptions) -> Result<(Table, WriteMode)> {
     let pause = std::time::Duration::from_micros(opts.write_pause_us);
-    let mode = fsio::write_atomic_paced(dir, &file_name(id), &image, true, pause)?;
-    Ok((Table::open(&path, id)?, mode))
+    let mode = fsio::write_atomic_paced(dir, &file_name(id), image, true, pause)?;
+    Ok((Table::open(&dir.join(file_name(id)), id)?, mode))
+}
+
+/// One entry of a table, borrowed from its mapping: `value: None` is a tombstone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EntryRef<'a> {
+    pub key: &'a [u8],
+    pub seq: u64,
+    pub value: Option<&'a [u8]>,
+}
+
+impl EntryRef<'_> {
+    pub fn to_entry(&self) -> Entry {
+        Entry { key: self.key.to_vec(), seq: self.seq, value: self.value.map(<[u8]>::to_vec) }
+    }
+}
+
+/// Every entry of a table in key order, zero-copy, block by block (each block CRC-checked and
+/// validated as it is reached, as for reads). Ends after the first error.
+pub struct TableIter<'a> {
+    table: &'a Table,
+    next_block: usize,
+    entries: std::slice::Iter<'a, ArchivedEntry>,
+}
+
+impl<'a> Iterator for TableIter<'a> {
+    type Item = Result<EntryRef<'a>>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(e) = self.entries.next() {
+                let value = e.value.as_ref().map(|v| v.as_slice());
+                return Some(Ok(EntryRef { key: e.key.as_slice(), seq: e.seq.to_native(), value }));
+            }
+            if self.next_block >= self.table.index.len() {
+                return None;
+            }
+            let i = self.next_block;
+            self.next_block += 1;
+            match self.table.block(i) {
+                Ok(block) => self.entries = block.as_slice().iter(),
+                Err(e) => {
+                    self.next_block = self.table.index.len();
+                    return Some(Err(e));
+                }
+            }
+        }
+    }
 }
 
 fn check_index(path: &Path, index: &[IndexEntry], footer: &Footer) -> Result<()> {
@@ -229,14 +282,18 @@ impl Table {
         Ok(())
     }
 
-    /// Every entry, owned (for compaction).
+    /// Every entry, owned.
     pub fn entries(&self) -> Result<Vec<Entry>> {
         let mut out = Vec::with_capacity(self.footer.entry_count as usize);
-        self.scan(Bound::Unbounded, Bound::Unbounded, |k, seq, v| {
-            out.push(Entry { key: k.to_vec(), seq, value: v.map(<[u8]>::to_vec) });
-            true
-        })?;
+        for e in self.iter() {
+            out.push(e?.to_entry());
+        }
         Ok(out)
+    }
+
+    /// Every entry in key order, borrowed from the mapping (for compaction).
+    pub fn iter(&self) -> TableIter<'_> {
+        TableIter { table: self, next_block: 0, entries: [].iter() }
     }
 
     /// Reads every block (CRC and rkyv validation): a full integrity check.

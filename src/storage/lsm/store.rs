@@ -11,11 +11,12 @@
 
 use crate::storage::lsm::compaction;
 use crate::storage::lsm::error::{LsmError, Result};
-use crate::storage::lsm::format::BuildOptions;
+use crate::storage::lsm::format::{BuildOptions, FILE_ALIGN};
 use crate::storage::lsm::fsio::{self, WriteMode};
 use crate::storage::lsm::manifest::{Manifest, TableRef};
 use crate::storage::lsm::memtable::{FrozenMemtable, Memtable};
 use crate::storage::lsm::sstable::{self, Table};
+use rkyv::util::AlignedVec;
 use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
@@ -163,8 +164,21 @@ impl FlushJob {
         let (table, mode) = if self.frozen.is_empty() {
             (None, WriteMode::Buffered)
         } else {
-            let entries: Vec<_> = self.frozen.iter().collect();
-            let (table, mode) = sstable::write_table(&self.dir, self.id, &entries, self.build)?;
+            // The memtable's entries go straight into the image (its byte count, with 64 bytes
+            // per entry, covers the image's 32 per entry plus bloom and index).
+            let path = self.dir.join(sstable::file_name(self.id));
+            let capacity = self.frozen.approximate_bytes() + 16 * crate::storage::lsm::format::FILE_ALIGN;
+            let mut builder = crate::storage::lsm::format::TableBuilder::with_capacity(self.build, capacity);
+            let mut failed = None;
+            self.frozen.scan(Bound::Unbounded, Bound::Unbounded, |key, seq, value| {
+                failed = builder.add(key, seq, value).err();
+                failed.is_none()
+            });
+            if let Some(reason) = failed {
+                return Err(LsmError::corrupt(&path, reason));
+            }
+            let image = builder.finish().map_err(|reason| LsmError::corrupt(&path, reason))?;
+            let (table, mode) = sstable::write_image(&self.dir, self.id, &image, self.build)?;
             (Some(table), mode)
         };
         self.next.store(&self.dir)?;
@@ -193,25 +207,42 @@ pub struct CompactionDone {
 impl CompactionJob {
     pub fn run(self) -> Result<CompactionDone> {
         let mut report = CompactionReport { input_tables: self.inputs.len(), ..Default::default() };
-        let mut runs = Vec::with_capacity(self.inputs.len());
         for t in &self.inputs {
             report.entries_in += t.entry_count();
             report.bytes_in += t.file_bytes();
-            runs.push(t.entries()?);
         }
-        let merged = compaction::merge_newest(runs, true);
+        let inputs: Vec<&Table> = self.inputs.iter().map(|t| &**t).collect();
         let mut next = self.manifest;
         let mut outputs = Vec::new();
-        for run in compaction::split_runs(merged, self.opts.table_bytes) {
-            let id = next.next_id;
-            // Ids are never reused, even when this job fails after writing the file.
-            next.next_id += 1;
-            let (table, mode) = sstable::write_table(&self.dir, id, &run, self.opts.build)?;
-            report.entries_out += table.entry_count();
-            report.bytes_out += table.file_bytes();
-            report.direct_writes += usize::from(mode == WriteMode::Direct);
-            outputs.push(table);
-        }
+        // The merge reads the inputs in place and builds each output table while the previous
+        // one is written (a scoped thread: building is CPU, writing is mostly waiting).
+        std::thread::scope(|scope| -> Result<()> {
+            let (send, recv) = std::sync::mpsc::sync_channel::<(u64, AlignedVec<FILE_ALIGN>)>(1);
+            let (dir, build) = (&self.dir, self.opts.build);
+            let writer = scope.spawn(move || -> Result<Vec<(Table, WriteMode)>> {
+                recv.iter().map(|(id, image)| sstable::write_image(dir, id, &image, build)).collect()
+            });
+            let merged = compaction::merge_into_tables(&inputs, true, self.opts.table_bytes, build, |builder| {
+                let id = next.next_id;
+                // Ids are never reused, even when this job fails after writing the file.
+                next.next_id += 1;
+                let image =
+                    builder.finish().map_err(|reason| LsmError::corrupt(&dir.join(sstable::file_name(id)), reason))?;
+                // A closed channel means the writer failed: its error is the one to report.
+                let _ = send.send((id, image));
+                Ok(())
+            });
+            drop(send);
+            let written = writer.join().map_err(|panic| std::panic::resume_unwind(panic))?;
+            merged?;
+            for (table, mode) in written? {
+                report.entries_out += table.entry_count();
+                report.bytes_out += table.file_bytes();
+                report.direct_writes += usize::from(mode == WriteMode::Direct);
+                outputs.push(table);
+            }
+            Ok(())
+        })?;
         report.output_tables = outputs.len();
         next.tables.retain(|t| !self.removed.contains(t));
         next.tables.extend(outputs.iter().map(|t| table_ref(1, t)));
