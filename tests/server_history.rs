@@ -233,6 +233,23 @@ fn bad_history_requests_get_clear_errors() {
     c.ok("POST", "/api/account/open", Some(json!({"account_id": "A", "init_cash": 1000})));
     let empty = c.ok("GET", "/api/history/orders/A", None);
     assert_eq!(empty, json!({"items": [], "next": null}));
+    // Account changes: the opening, its initial cash, then each deposit and withdrawal.
+    c.ok("POST", "/api/account/deposit", Some(json!({"account_id": "A", "amount": 5})));
+    c.ok("POST", "/api/account/withdraw", Some(json!({"account_id": "A", "amount": 2})));
+    let changes = c.ok("GET", "/api/history/account_changes/A", None)["items"].clone();
+    let kinds: Vec<(String, f64)> = changes
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["event"].as_str().unwrap().to_string(), e["amount"].as_f64().unwrap_or(0.0)))
+        .collect();
+    let want = [
+        ("account_opened", 0.0),
+        ("funds_transferred", 1000.0),
+        ("funds_transferred", 5.0),
+        ("funds_transferred", -2.0),
+    ];
+    assert_eq!(kinds, want.map(|(k, a)| (k.to_string(), a)).to_vec(), "{changes}");
     assert_eq!(c.refused("GET", "/api/history/orders/nobody", None, 404), 1001);
     // The same refusals as the other endpoints naming an account or an instrument.
     assert_eq!(c.refused("GET", "/api/account/nobody", None, 404), 1001);
@@ -301,7 +318,8 @@ fn sigkill_during_flush_and_compaction_jobs_keeps_the_history() {
         wait_for(&mut c, "a job in progress", |s| {
             s.iter().any(|x| {
                 x["job_running"] == true
-                    && (!compaction || x["flushes"].as_u64().unwrap() >= 1 && x["tables_per_level"][0].as_u64().unwrap() >= 1)
+                    && (!compaction
+                        || x["flushes"].as_u64().unwrap() >= 1 && x["tables_per_level"][0].as_u64().unwrap() >= 1)
             })
         });
         std::thread::sleep(Duration::from_millis(kill_after_ms));

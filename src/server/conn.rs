@@ -73,7 +73,9 @@ impl Router {
                 | Query::Kline { instrument_id, .. }
                 | Query::Chart { instrument_id, .. } => instrument(instrument_id),
                 Query::History { series, .. } => match series {
-                    HistorySeries::Orders(id) | HistorySeries::Trades(id) => account(id),
+                    HistorySeries::Orders(id) | HistorySeries::Trades(id) | HistorySeries::AccountChanges(id) => {
+                        account(id)
+                    }
                     HistorySeries::MarketTrades(id) | HistorySeries::Ticks(id) | HistorySeries::Klines(id, _) => {
                         instrument(id)
                     }

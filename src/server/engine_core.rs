@@ -176,14 +176,14 @@ impl EngineCore {
         match query {
             Query::History { series, range } => {
                 let (code, name, period_ns) = match series {
-                    HistorySeries::Orders(id) | HistorySeries::Trades(id) => {
+                    HistorySeries::Orders(id) | HistorySeries::Trades(id) | HistorySeries::AccountChanges(id) => {
                         if let Err(reply) = self.service.owned_account(&id) {
                             return reply;
                         }
-                        let code = if matches!(series, HistorySeries::Orders(_)) {
-                            history::ORDERS
-                        } else {
-                            history::USER_TRADES
+                        let code = match series {
+                            HistorySeries::Orders(_) => history::ORDERS,
+                            HistorySeries::Trades(_) => history::USER_TRADES,
+                            _ => history::ACCOUNT_CHANGES,
                         };
                         (code, id.as_str().to_string(), 0)
                     }

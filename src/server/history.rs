@@ -11,6 +11,7 @@
 //! | trades of an instrument| `M` instrument `\0` time, trade id           | the market trade    |
 //! | ticks of an instrument | `K` instrument `\0` time, tick id            | the tick            |
 //! | k-lines                | `B` instrument `\0` period ns, bar start     | the bar as now      |
+//! | account changes        | `A` account `\0` time, kind                  | the event           |
 //!
 //! Numbers are 8 bytes big-endian; times have their sign bit flipped so negative ones sort
 //! first. An order's key does not change while it lives: each change rewrites its value, and
@@ -35,6 +36,7 @@ pub const USER_TRADES: u8 = b'T';
 pub const MARKET_TRADES: u8 = b'M';
 pub const TICKS: u8 = b'K';
 pub const KLINES: u8 = b'B';
+pub const ACCOUNT_CHANGES: u8 = b'A';
 
 /// Most items one history query returns; `limit` defaults to `DEFAULT_LIMIT`.
 pub const MAX_LIMIT: usize = 1000;
@@ -121,8 +123,18 @@ impl HistoryWriter {
                 self.market_trade(journal, instrument_id);
             }
             Event::MarketTrade { instrument_id, .. } => self.market_trade(journal, instrument_id),
+            // Cash and status changes (one of each kind per client action, whose time is its
+            // own: `Service::stamp`).
+            Event::AccountOpened { ts, account_id } => self.account_change(account_id, *ts, 0, event),
+            Event::FundsTransferred { ts, account_id, .. } => self.account_change(account_id, *ts, 1, event),
+            Event::AccountFrozenChanged { ts, account_id, .. } => self.account_change(account_id, *ts, 2, event),
             _ => {}
         }
+    }
+
+    fn account_change(&mut self, account: &AccountId, ts: TimestampNs, kind: u64, event: &Event) {
+        let k = key(ACCOUNT_CHANGES, account.as_str(), &[time_bytes(ts), kind.to_be_bytes()]);
+        self.writes.push((k, json(event)));
     }
 
     /// After a step: the tick and the bars of each instrument its `events` traded, from the
@@ -215,6 +227,7 @@ impl Cursor {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HistorySeries {
     Orders(AccountId),
+    AccountChanges(AccountId),
     Trades(AccountId),
     MarketTrades(InstrumentId),
     Ticks(InstrumentId),

@@ -249,8 +249,9 @@ pub async fn run_background(history: SharedHistory, woken: LocalReceiver<()>) {
             let began = Instant::now();
             match job {
                 Job::Flush(job) => {
-                    let done =
-                        glommio::executor().spawn_blocking(move || in_background_thread(move || paused(move || job.run()))).await;
+                    let done = glommio::executor()
+                        .spawn_blocking(move || in_background_thread(move || paused(move || job.run())))
+                        .await;
                     let obsolete = {
                         let mut h = history.borrow_mut();
                         match h.store.finish_flush(done) {
@@ -267,8 +268,9 @@ pub async fn run_background(history: SharedHistory, woken: LocalReceiver<()>) {
                     release(obsolete).await;
                 }
                 Job::Compaction(job) => {
-                    let done =
-                        glommio::executor().spawn_blocking(move || in_background_thread(move || paused(move || job.run()))).await;
+                    let done = glommio::executor()
+                        .spawn_blocking(move || in_background_thread(move || paused(move || job.run())))
+                        .await;
                     let obsolete = {
                         let mut h = history.borrow_mut();
                         match h.store.finish_compaction(done) {

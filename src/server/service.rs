@@ -356,9 +356,10 @@ impl Service {
         &self.journal
     }
 
-    /// A monotonic timestamp at or after `now_ns`.
+    /// A timestamp at or after `now_ns`, and after every one before: each client action of a
+    /// shard has its own (the history store keys account changes by it).
     fn stamp(&mut self, now_ns: TimestampNs) -> TimestampNs {
-        self.last_ts = self.last_ts.max(now_ns);
+        self.last_ts = now_ns.max(self.last_ts.saturating_add(1));
         self.last_ts
     }
 

@@ -148,7 +148,7 @@ pub enum Route {
     AdminLatency,
     /// `POST /admin/latency/reset`: clear them.
     AdminLatencyReset,
-    /// `GET /api/history/{orders|trades}/{account}` and
+    /// `GET /api/history/{orders|trades|account_changes}/{account}` and
     /// `GET /api/history/{market_trades|ticks|klines}/{instrument}`
     /// `?start=NS&end=NS&limit=N&cursor=HEX` (k-lines also `period=P`).
     History { series: HistorySeries, range: HistoryRange },
@@ -187,6 +187,7 @@ impl Route {
             Route::History { series, .. } => match series {
                 HistorySeries::Orders(_) => "GET /api/history/orders/{user_id}",
                 HistorySeries::Trades(_) => "GET /api/history/trades/{user_id}",
+                HistorySeries::AccountChanges(_) => "GET /api/history/account_changes/{user_id}",
                 HistorySeries::MarketTrades(_) => "GET /api/history/market_trades/{id}",
                 HistorySeries::Ticks(_) => "GET /api/history/ticks/{id}",
                 HistorySeries::Klines(..) => "GET /api/history/klines/{id}",
@@ -235,12 +236,15 @@ pub fn route(method: Method, path: &str, query: &str) -> Result<Route, HttpError
                 Err(HttpError::method_not_allowed("POST"))
             }
         }
-        ["api", "history", kind @ ("orders" | "trades"), id] if !id.is_empty() => {
+        ["api", "history", kind @ ("orders" | "trades" | "account_changes"), id] if !id.is_empty() => {
             get_only()?;
             let account = account_id(id)?;
             let range = history_range(query)?;
-            let series =
-                if *kind == "orders" { HistorySeries::Orders(account) } else { HistorySeries::Trades(account) };
+            let series = match *kind {
+                "orders" => HistorySeries::Orders(account),
+                "trades" => HistorySeries::Trades(account),
+                _ => HistorySeries::AccountChanges(account),
+            };
             Ok(Route::History { series, range })
         }
         ["api", "history", kind @ ("market_trades" | "ticks" | "klines"), id] if !id.is_empty() => {
