@@ -414,18 +414,17 @@ fn charts_reach_past_the_engine_into_the_history_store() {
             assert_eq!(data[&id.to_string()]["last_price"], prices[id], "tick {id}: {ticks}");
         }
         assert_eq!(tree["charts"]["t"]["left_id"], 6, "{tree}");
+        // At least three bars (a group of trades may straddle a 3 s boundary); the ring keeps
+        // two, so the first ones come from the store. Every bar since the first is there.
         let bars = &tree["klines"]["CZCE.SR501"][three_s.to_string()];
-        assert_eq!(bars["last_id"], 2, "{tree}");
+        let last = bars["last_id"].as_i64().unwrap();
+        assert!(last >= 2, "{tree}");
         let data = bars["data"].as_object().unwrap();
-        assert_eq!(data.len(), 3, "{bars}");
-        for bar in 0..3usize {
-            let b = &data[&bar.to_string()];
-            assert_eq!(
-                (&b["open"], &b["close"], &b["volume"]),
-                (&json!(prices[bar * 7]), &json!(prices[bar * 7 + 6]), &json!(7)),
-                "bar {bar}: {bars}"
-            );
-        }
+        assert_eq!(data.len() as i64, last + 1, "{bars}");
+        let volume: i64 = data.values().map(|b| b["volume"].as_i64().unwrap()).sum();
+        assert_eq!(volume, 21, "{bars}");
+        assert_eq!(data["0"]["open"], json!(prices[0]), "{bars}");
+        assert_eq!(data[&last.to_string()]["close"], json!(prices[20]), "{bars}");
         assert_eq!(tree["charts"]["k"]["left_id"], 0, "{tree}");
     };
     check(&server);

@@ -167,7 +167,7 @@ impl FlushJob {
             // The memtable's entries go straight into the image (its byte count, with 64 bytes
             // per entry, covers the image's 32 per entry plus bloom and index).
             let path = self.dir.join(sstable::file_name(self.id));
-            let capacity = self.frozen.approximate_bytes() + 16 * crate::storage::lsm::format::FILE_ALIGN;
+            let capacity = self.frozen.approximate_bytes() + 16 * FILE_ALIGN;
             let mut builder = crate::storage::lsm::format::TableBuilder::with_capacity(self.build, capacity);
             let mut failed = None;
             self.frozen.scan(Bound::Unbounded, Bound::Unbounded, |key, seq, value| {
@@ -228,14 +228,14 @@ impl CompactionJob {
                 next.next_id += 1;
                 let image =
                     builder.finish().map_err(|reason| LsmError::corrupt(&dir.join(sstable::file_name(id)), reason))?;
-                // A closed channel means the writer failed: its error is the one to report.
-                let _ = send.send((id, image));
-                Ok(())
+                // A closed channel means the writer stopped on an error: stop too, and report
+                // the writer's error.
+                send.send((id, image)).map_err(|_| LsmError::corrupt(dir, "table writer stopped"))
             });
             drop(send);
-            let written = writer.join().map_err(|panic| std::panic::resume_unwind(panic))?;
+            let written = writer.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
             merged?;
-            for (table, mode) in written? {
+            for (table, mode) in written {
                 report.entries_out += table.entry_count();
                 report.bytes_out += table.file_bytes();
                 report.direct_writes += usize::from(mode == WriteMode::Direct);
