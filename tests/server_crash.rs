@@ -119,7 +119,9 @@ fn state(c: &mut Client) -> Value {
         }
         assert!(
             s["invariants"].as_str().is_some_and(|i| i.starts_with("messages in flight"))
-                && began.elapsed() < Duration::from_secs(5),
+                // Debug builds on a busy 2-core CI machine, with recovery's history flushes
+                // and the history store's first jobs right after start: give them time.
+                && began.elapsed() < Duration::from_secs(20),
             "{s}"
         );
         std::thread::sleep(Duration::from_millis(20));
