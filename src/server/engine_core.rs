@@ -175,31 +175,23 @@ impl EngineCore {
         };
         match query {
             Query::History { series, range } => {
-                let (code, name, period_ns) = match series {
-                    HistorySeries::Orders(id) | HistorySeries::Trades(id) | HistorySeries::AccountChanges(id) => {
-                        if let Err(reply) = self.service.owned_account(&id) {
-                            return reply;
-                        }
-                        let code = match series {
-                            HistorySeries::Orders(_) => history::ORDERS,
-                            HistorySeries::Trades(_) => history::USER_TRADES,
-                            _ => history::ACCOUNT_CHANGES,
-                        };
-                        (code, id.as_str().to_string(), 0)
-                    }
-                    HistorySeries::MarketTrades(id) | HistorySeries::Ticks(id) | HistorySeries::Klines(id, _) => {
-                        let bare = match self.service.owned_instrument(&id) {
-                            Ok(bare) => bare,
-                            Err(reply) => return reply,
-                        };
-                        let (code, period) = match series {
-                            HistorySeries::MarketTrades(_) => (history::MARKET_TRADES, 0),
-                            HistorySeries::Ticks(_) => (history::TICKS, 0),
-                            HistorySeries::Klines(_, period) => (history::KLINES, period),
-                            _ => unreachable!("an instrument series"),
-                        };
-                        (code, bare.as_str().to_string(), period)
-                    }
+                let account = |code: u8, id: AccountId| {
+                    self.service.owned_account(&id).map(|()| (code, id.as_str().to_string(), 0))
+                };
+                let instrument = |code: u8, id: InstrumentId, period: i64| {
+                    self.service.owned_instrument(&id).map(|bare| (code, bare.as_str().to_string(), period))
+                };
+                let resolved = match series {
+                    HistorySeries::Orders(id) => account(history::ORDERS, id),
+                    HistorySeries::Trades(id) => account(history::USER_TRADES, id),
+                    HistorySeries::AccountChanges(id) => account(history::ACCOUNT_CHANGES, id),
+                    HistorySeries::MarketTrades(id) => instrument(history::MARKET_TRADES, id, 0),
+                    HistorySeries::Ticks(id) => instrument(history::TICKS, id, 0),
+                    HistorySeries::Klines(id, period) => instrument(history::KLINES, id, period),
+                };
+                let (code, name, period_ns) = match resolved {
+                    Ok(resolved) => resolved,
+                    Err(reply) => return reply,
                 };
                 let q = HistoryQuery {
                     series: code,
