@@ -2,7 +2,9 @@
 //! cut; corruption before the tail refused with the file and offset; empty and missing files.
 //! Files live under cargo's target tmp dir: O_DIRECT needs a real disk, and /tmp may be tmpfs.
 
-use qaexchange::storage::wal::{recover, RecoveryError, SyncMode, WalConfig, WalStats, WalWriter};
+use qaexchange::storage::wal::{
+    recover, RecoveryError, RecoveryReport, ResumePoint, SyncMode, WalConfig, WalStats, WalWriter,
+};
 use std::path::{Path, PathBuf};
 
 const SEGMENT_BYTES: u64 = 64 * 1024;
@@ -246,4 +248,201 @@ fn batches_written_during_a_sync_are_torn_together() {
     bytes[at(5).payload.start] ^= 0x01;
     std::fs::write(&only, &bytes).unwrap();
     assert!(matches!(read_all(&dir), Err(RecoveryError::Corrupt(..))));
+}
+
+/// `recover` from a checkpoint: (records applied, resume point, report).
+type FromCheckpoint = (Vec<(u64, Vec<u8>)>, ResumePoint, RecoveryReport);
+
+fn read_from(dir: &Path, first_sequence: u64) -> Result<FromCheckpoint, RecoveryError> {
+    let mut records = Vec::new();
+    let (resume, report) = recover(dir, first_sequence, |sequence, bytes| records.push((sequence, bytes.to_vec())))?;
+    Ok((records, resume, report))
+}
+
+/// Checks `records` are exactly `from..=to` with their payloads.
+fn expect_range(records: &[(u64, Vec<u8>)], from: u64, to: u64) {
+    let sequences: Vec<u64> = records.iter().map(|(s, _)| *s).collect();
+    assert_eq!(sequences, (from..=to).collect::<Vec<_>>());
+    for (sequence, bytes) in records {
+        assert_eq!(bytes, &payload(*sequence), "payload of {sequence}");
+    }
+}
+
+/// On a glommio executor: recovers `dir` from `first_sequence`, opens the writer where that
+/// resumes (which must be `from`), writes `from..to` in batches of 1..=37, closes.
+fn write_after_checkpoint(dir: &Path, first_sequence: u64, from: u64, to: u64) {
+    let dir = dir.to_path_buf();
+    glommio::LocalExecutorBuilder::default()
+        .io_memory(1 << 20)
+        .spawn(move || async move {
+            let (resume, report) = recover(&dir, first_sequence, |_, _| {}).expect("recovers");
+            assert_eq!(resume.next_sequence, from);
+            let config = WalConfig { dir: dir.clone(), segment_bytes: SEGMENT_BYTES, sync: SyncMode::Durable };
+            let mut wal = WalWriter::open(config, &resume, report.torn_tail.is_some()).await.expect("opens");
+            let mut sequence = from;
+            let mut batch = 1;
+            while sequence < to {
+                for _ in 0..batch {
+                    if sequence < to {
+                        assert_eq!(wal.append(&payload(sequence)).unwrap(), sequence);
+                        sequence += 1;
+                    }
+                }
+                wal.commit().await.unwrap();
+                batch = batch % 37 + 1;
+            }
+            wal.close().await.unwrap();
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+}
+
+/// Segment first sequences of `dir`, with the durable bytes of each (`next_offset`) and the
+/// offset of each record.
+/// (first sequence, end of the durable data, (sequence, offset) of each record) of a segment.
+type SegmentLayout = (u64, usize, Vec<(u64, usize)>);
+
+fn layout(dir: &Path) -> Vec<SegmentLayout> {
+    qaexchange::storage::wal::segment::list_segments(dir)
+        .unwrap()
+        .into_iter()
+        .map(|(first, path)| {
+            let scan = qaexchange::storage::wal::scan_segment(&std::fs::read(&path).unwrap(), first).unwrap();
+            (first, scan.next_offset, scan.records.iter().map(|r| (r.sequence, r.offset)).collect())
+        })
+        .collect()
+}
+
+#[test]
+fn recovery_from_a_checkpoint_in_the_middle_of_a_segment() {
+    let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let dir = tmp.path().to_path_buf();
+    write(&dir, SyncMode::Durable, 1, 2_001);
+    let laid = layout(&dir);
+    assert!(laid.len() >= 5, "{} segments", laid.len());
+    let (k, (first_k, end_k, records_k)) = (2, laid[2].clone());
+    let next_first = laid[3].0;
+    let first_sequence = first_k + (next_first - first_k) / 2;
+    assert!(first_sequence > first_k);
+    let (records, resume, report) = read_from(&dir, first_sequence).unwrap();
+    expect_range(&records, first_sequence, 2_000);
+    assert_eq!(resume.next_sequence, 2_001);
+    let (last_first, last_end, _) = laid.last().unwrap().clone();
+    assert_eq!(resume.segment.as_ref().map(|(first, _)| *first), Some(last_first));
+    assert_eq!(resume.offset, last_end as u64);
+    assert_eq!(report.segments, laid.len() - k);
+    assert_eq!(report.records, 2_001 - first_sequence);
+    let from = records_k.iter().find(|(s, _)| *s == first_sequence).unwrap().1;
+    let bytes = (end_k - from) + laid[k + 1..].iter().map(|(_, end, _)| end).sum::<usize>();
+    assert_eq!(report.bytes, bytes as u64);
+    assert_eq!(report.torn_tail, None);
+
+    // Segments before the one holding the checkpoint's sequence are never read: damage (or
+    // deletion) there stops a full replay, not this one.
+    let all = segments(&dir);
+    std::fs::write(&all[0], vec![0x5Au8; 4096]).unwrap();
+    std::fs::remove_file(&all[1]).unwrap();
+    assert!(read_all(&dir).is_err());
+    let (again, resume_again, _) = read_from(&dir, first_sequence).unwrap();
+    assert_eq!((again, resume_again), (records, resume));
+
+    // A checkpoint at a segment's first record applies that segment whole.
+    let (records, _, report) = read_from(&dir, first_k).unwrap();
+    expect_range(&records, first_k, 2_000);
+    assert_eq!(report.segments, laid.len() - k);
+
+    // The writer resumes where the checkpoint's recovery leaves it; the log reads back from
+    // the checkpoint with everything written after it.
+    write_after_checkpoint(&dir, first_sequence, 2_001, 2_600);
+    let (records, resume, _) = read_from(&dir, first_sequence).unwrap();
+    expect_range(&records, first_sequence, 2_599);
+    assert_eq!(resume.next_sequence, 2_600);
+
+    // A checkpoint covering the whole log: nothing to apply, resume at the end.
+    let (records, resume, report) = read_from(&dir, 2_600).unwrap();
+    assert!(records.is_empty());
+    assert_eq!((report.records, report.bytes, report.segments), (0, 0, 1));
+    let (last_first, last_end, _) = layout(&dir).last().unwrap().clone();
+    assert_eq!(resume.segment.as_ref().map(|(first, _)| *first), Some(last_first));
+    assert_eq!((resume.offset, resume.next_sequence), (last_end as u64, 2_600));
+    write_after_checkpoint(&dir, 2_600, 2_600, 2_700);
+    let (records, _, _) = read_from(&dir, 2_600).unwrap();
+    expect_range(&records, 2_600, 2_699);
+}
+
+#[test]
+fn a_log_that_misses_checkpointed_records_is_refused() {
+    let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let dir = tmp.path().to_path_buf();
+    // Missing or empty: a fresh log only without a checkpoint.
+    let (records, resume, _) = read_from(&dir.join("none"), 1).unwrap();
+    assert!(records.is_empty() && resume.segment.is_none() && resume.next_sequence == 1);
+    match read_from(&dir.join("none"), 10) {
+        Err(RecoveryError::EndsBeforeCheckpoint { last: 0, first_sequence: 10, .. }) => {}
+        other => panic!("{:?}", other.map(|(r, p, _)| (r.len(), p))),
+    }
+    write(&dir, SyncMode::Durable, 1, 1_501);
+    let all = layout(&dir);
+    assert!(all.len() >= 4, "{} segments", all.len());
+
+    // The log ends before the checkpoint's sequence.
+    let error = read_from(&dir, 1_502).expect_err("a log ending at 1500 cannot serve a checkpoint at 1501");
+    assert!(matches!(error, RecoveryError::EndsBeforeCheckpoint { last: 1_500, first_sequence: 1_502, .. }));
+    let message = error.to_string();
+    assert!(message.contains(&format!("the WAL in {} ends at sequence 1500", dir.display())), "{message}");
+    assert!(message.contains("before the checkpoint's sequence 1501"), "{message}");
+    // Ending exactly at the checkpoint is fine.
+    assert_eq!(read_from(&dir, 1_501).unwrap().1.next_sequence, 1_501);
+    // A torn last record moves the end before the checkpoint that covered it.
+    tear_last_record(&dir, 1_500);
+    assert!(matches!(read_from(&dir, 1_501), Err(RecoveryError::EndsBeforeCheckpoint { last: 1_499, .. })));
+
+    // The first kept segment starts after the checkpoint's sequence: a gap.
+    let (second, third) = (all[1].0, all[2].0);
+    std::fs::remove_file(segments(&dir)[0].clone()).unwrap();
+    let error = read_from(&dir, second - 5).expect_err("records before the second segment are gone");
+    match &error {
+        RecoveryError::CheckpointGap { first_sequence, found, .. } => {
+            assert_eq!((*first_sequence, *found), (second - 5, second));
+        }
+        other => panic!("{other}"),
+    }
+    let message = error.to_string();
+    let name = qaexchange::storage::wal::segment::segment_name(second);
+    assert!(message.contains(&name) && message.contains(&dir.display().to_string()), "{message}");
+    assert!(message.contains(&format!("records {}..={} are missing", second - 5, second - 1)), "{message}");
+    // From the second segment on, the log is whole.
+    let (records, _, _) = read_from(&dir, second + 1).unwrap();
+    expect_range(&records, second + 1, 1_499);
+    // A checkpoint still starts within the log when later segments are gone, but the gap
+    // after its segment is refused as before.
+    std::fs::remove_file(qaexchange::storage::wal::segment::segment_path(&dir, third)).unwrap();
+    assert!(matches!(read_from(&dir, second + 1), Err(RecoveryError::Gap { .. })));
+}
+
+/// A segment whose only batch is torn at its first record holds no record, but the batch's
+/// intact later records are still on disk: recovery reports the torn tail so the writer clears
+/// them, else the log rewritten from the cut could run into them and replay records that were
+/// never acknowledged.
+#[test]
+fn a_torn_first_batch_is_cleared_before_its_sequences_are_reused() {
+    let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let dir = tmp.path().to_path_buf();
+    write_batches(&dir, SyncMode::Durable, 1, 11, Some(10));
+    let only = segments(&dir).remove(0);
+    let mut bytes = std::fs::read(&only).unwrap();
+    let scan = qaexchange::storage::wal::scan_segment(&bytes, 1).unwrap();
+    bytes[scan.records[0].payload.start] ^= 0x01;
+    std::fs::write(&only, &bytes).unwrap();
+    let (records, resume, report) = read_from(&dir, 1).unwrap();
+    assert!(records.is_empty());
+    assert_eq!((resume.next_sequence, resume.offset), (1, 0));
+    assert_eq!(report.torn_tail, Some((only.clone(), 0, 9)));
+    // The same payloads again, fewer of them: records 6..=10 of the torn batch would line up
+    // right after them.
+    write_batches(&dir, SyncMode::Durable, 1, 6, Some(5));
+    let (records, resume, report) = read_from(&dir, 1).unwrap();
+    expect_records(&records, 5);
+    assert_eq!((resume.next_sequence, report.torn_tail), (6, None));
 }

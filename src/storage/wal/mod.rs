@@ -1,11 +1,16 @@
 //! Write-ahead log: format (`frame`), per-segment scan and recovery rules (`scan`, `recover`),
 //! segment files (`segment`) and the glommio writer with group commit (`writer`).
 //!
-//! A WAL segment is a preallocated, zero-filled file of framed records. Records are appended in
-//! batches (group commit); a batch is durable once fdatasync returns. After a crash the scan
-//! decides where the durable log ends: a damaged record with nothing of a later batch after it
-//! is the torn tail of an unsynced batch (cut it), damage with a later batch after it is
-//! corruption (refuse to start).
+//! A WAL segment is a preallocated file of framed records, zero-filled when new. Records are
+//! appended in batches (group commit); a batch is durable once fdatasync returns. After a crash
+//! the scan decides where the durable log ends: a damaged record with nothing of a later batch
+//! after it is the torn tail of an unsynced batch (cut it), damage with a later batch after it
+//! is corruption (refuse to start).
+//!
+//! With checkpoints, recovery replays from the checkpoint's next sequence and never reads the
+//! segments before it; the writer retires those into a small free pool and reuses them as new
+//! segments without zeroing them (their stale records have lower sequences, which the scan
+//! reads as "nothing written"), so syncs into a reused segment stay data-only.
 
 pub mod frame;
 pub mod recover;

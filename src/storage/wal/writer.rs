@@ -9,14 +9,40 @@
 //! O_DIRECT writes whole blocks, so the block holding the end of the previous batch is written
 //! again with the new records after it. Its old bytes are written unchanged, so a sector-atomic
 //! device cannot lose synced data by a crash during that write.
+//!
+//! Segment recycling. Once a checkpoint covers every record through some sequence, the
+//! segments holding only such records are never read again (recovery starts at the segment
+//! holding the checkpoint's next sequence). `retire_through` takes them out of the log by
+//! renaming them into a small free pool (`wal-free-<last>.tmp`, not a segment name), and the
+//! next segment the writer needs is a pool file renamed into place rather than a new file.
+//! The point is the sync cost: every block of a used segment has been written, so writing it
+//! again and fdatasyncing is a data-only flush, where a fresh file needs either a zero-write of
+//! the whole segment (a second write of every byte) or an extent conversion, and a journal
+//! commit, on every sync (a segment that was only preallocated and not filled, or whose torn
+//! tail was deallocated, still has unwritten extents there, which convert on first write as in
+//! a fresh unzeroed segment). A recycled segment is not zeroed: its old records carry sequences
+//! below any the new use writes (the pool name bounds them, and a pool file is used only for a
+//! segment starting after that bound), and `scan.rs` reads valid records with an older sequence
+//! as "nothing written". Three details keep the ends of such a segment readable as clean (see
+//! `recover.rs` for why that matters): the block holding the end of each batch is zero-padded
+//! as before, a batch that ends exactly on a block boundary also writes the next block as
+//! zeros, and a pool file's first block is zeroed before use, so the slot where the next record
+//! would start always reads as zeros (no record length), never as a stale fragment.
+//!
+//! Ordering: `retire_through` only touches segments before the current one whose successor
+//! starts at or below `sequence + 1` (so every record in them is covered), and its renames are
+//! made durable by one directory fsync before it returns. A crash before that fsync may leave
+//! some of them under their old names: recovery from the checkpoint never reads them, and the
+//! next `retire_through` retires them again. The caller must make the checkpoint durable
+//! before calling it, since retired records are gone for good.
 
 use super::frame::{encode_record, frame_len, MAX_PAYLOAD};
 use super::recover::ResumePoint;
-use super::segment::segment_path;
+use super::segment::{list_pool, list_segments, pool_name, segment_path};
 use glommio::io::{DmaFile, OpenOptions};
 use std::future::Future;
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 /// Whether `commit` waits for the disk.
@@ -46,6 +72,10 @@ pub struct WalStats {
     pub segments_created: u64,
     /// Of those, segments only preallocated, not zero-written (`BULK_BATCH_BYTES`).
     pub segments_unzeroed: u64,
+    /// Segments made from free-pool files (retired segments) instead of new files.
+    pub segments_recycled: u64,
+    /// Segments taken out of the log by `retire_through` (into the pool, or deleted).
+    pub segments_retired: u64,
 }
 
 pub struct WalWriter {
@@ -54,8 +84,11 @@ pub struct WalWriter {
     file: Rc<DmaFile>,
     /// The next segment, being created and zero-written in the background under a temporary
     /// name (`SPARE_NAME`), so a rotation only renames it.
-    /// `true` with the file: it was only preallocated.
-    spare: Option<glommio::Task<io::Result<(DmaFile, bool)>>>,
+    /// With the file: how it was prepared.
+    spare: Option<glommio::Task<io::Result<(DmaFile, SpareKind)>>>,
+    /// Free-pool files, retired segments waiting for reuse: (the highest sequence the file may
+    /// hold, path). At most `POOL_FILES`.
+    pool: Vec<(u64, PathBuf)>,
     segment_first: u64,
     /// Where the next record goes in the current segment.
     offset: u64,
@@ -77,6 +110,16 @@ pub struct WalWriter {
     recent_batch_bytes: u64,
 }
 
+/// How the spare segment was prepared.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SpareKind {
+    Zeroed,
+    /// Only preallocated (`BULK_BATCH_BYTES`).
+    Unzeroed,
+    /// A free-pool file whose records are all at or below this sequence.
+    Recycled(u64),
+}
+
 /// An fdatasync in flight, covering every record through `through`.
 pub struct SyncTicket {
     task: Option<glommio::Task<io::Result<()>>>,
@@ -90,6 +133,10 @@ const WRITE_CHUNK_BYTES: usize = 1024 * 1024;
 
 /// The segment prepared ahead; not a segment name, so recovery never reads it.
 const SPARE_NAME: &str = "wal-spare.tmp";
+
+/// Free-pool files kept for reuse. Rotation takes one per segment and the spare is prepared
+/// ahead, so two cover a checkpoint retiring segments in bursts; more would only hold disk.
+const POOL_FILES: usize = 2;
 
 /// From this many bytes per batch (smoothed) on, the next segment is only preallocated, not
 /// zero-written. Zero-writing makes later syncs data-only (see `zero_fill`), but costs the
@@ -120,6 +167,24 @@ fn invalid(message: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidInput, message)
 }
 
+/// A pool file for a segment starting at `first`. One that may hold records at or after
+/// `first` (a leftover of another log) is deleted, never reused: its records could pass for
+/// the new segment's.
+fn take_pool_file(pool: &mut Vec<(u64, PathBuf)>, first: u64) -> Option<(u64, PathBuf)> {
+    while let Some((last, path)) = pool.pop() {
+        if last < first {
+            return Some((last, path));
+        }
+        let _ = std::fs::remove_file(&path);
+    }
+    None
+}
+
+async fn sync_dir(dir: &Path) -> io::Result<()> {
+    glommio::io::Directory::open(dir).await?.sync().await?;
+    Ok(())
+}
+
 impl WalWriter {
     /// Opens the log where recovery left it (`resume`), or starts a new segment. `torn`: recovery
     /// cut a torn tail, so the bytes from the cut on are zeroed first, and reused sequence
@@ -134,6 +199,17 @@ impl WalWriter {
             Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
             _ => {}
         }
+        // Pool files left by an earlier run are adopted; ones that may hold records at or after
+        // the resume point (another log's) and those beyond `POOL_FILES` are deleted.
+        let mut pool = Vec::new();
+        for (last, path) in list_pool(&config.dir)?.into_iter().rev() {
+            if last < resume.next_sequence && pool.len() < POOL_FILES {
+                pool.push((last, path));
+            } else {
+                std::fs::remove_file(&path)?;
+            }
+        }
+        let mut recycled = false;
         let (file, segment_first, offset) = match &resume.segment {
             Some((first, path)) => {
                 let file = OpenOptions::new().read(true).write(true).dma_open(path).await?;
@@ -148,7 +224,12 @@ impl WalWriter {
                 }
                 (file, *first, resume.offset)
             }
-            None => (Self::create_segment(&config, resume.next_sequence).await?, resume.next_sequence, 0),
+            None => {
+                let pooled = take_pool_file(&mut pool, resume.next_sequence);
+                let (file, reused) = Self::create_segment(&config, resume.next_sequence, pooled).await?;
+                recycled = reused;
+                (file, resume.next_sequence, 0)
+            }
         };
         let block = file.align_down(offset);
         let mut tail_block = vec![0u8; (offset - block) as usize];
@@ -161,6 +242,7 @@ impl WalWriter {
             config,
             file: Rc::new(file),
             spare: None,
+            pool,
             segment_first,
             offset,
             tail_block,
@@ -168,7 +250,7 @@ impl WalWriter {
             pending_first: resume.next_sequence,
             sync_point: resume.next_sequence,
             next_sequence: resume.next_sequence,
-            stats: WalStats::default(),
+            stats: WalStats { segments_recycled: u64::from(recycled), ..WalStats::default() },
             recent_batch_bytes: 0,
         };
         if torn && !writer.tail_block.is_empty() {
@@ -188,32 +270,86 @@ impl WalWriter {
         }
     }
 
-    /// Starts creating the next segment in the background: zero-written, or under a busy log
-    /// only preallocated (`BULK_BATCH_BYTES`).
+    /// Starts preparing the next segment in the background: a free-pool file when there is
+    /// one, else a new file, zero-written or under a busy log only preallocated
+    /// (`BULK_BATCH_BYTES`).
     fn prepare_spare(&mut self) {
         let config = self.config.clone();
         // Small test segments cannot hold 256 KiB batches: an eighth of a segment is bulk too.
         let bulk = self.recent_batch_bytes >= BULK_BATCH_BYTES.min(self.config.segment_bytes / 8);
+        // The spare becomes the segment of a batch starting at `pending_first` or later.
+        let pooled = take_pool_file(&mut self.pool, self.pending_first);
         self.spare = Some(glommio::spawn_local(async move {
             let path = config.dir.join(SPARE_NAME);
+            if let Some((last, from)) = pooled {
+                if let Some(file) = Self::reuse_pool_file(&from, &path, config.segment_bytes).await? {
+                    return Ok((file, SpareKind::Recycled(last)));
+                }
+            }
             let file = OpenOptions::new().create(true).read(true).write(true).dma_open(&path).await?;
             if bulk {
                 file.pre_allocate(config.segment_bytes, false).await?;
                 file.fdatasync().await?;
+                Ok((file, SpareKind::Unzeroed))
             } else {
                 Self::zero_fill(&file, config.segment_bytes).await?;
+                Ok((file, SpareKind::Zeroed))
             }
-            Ok((file, bulk))
         }));
     }
 
-    async fn create_segment(config: &WalConfig, first: u64) -> io::Result<DmaFile> {
+    /// Creates segment `first` now, from pool file `pooled` when given and usable (then
+    /// `true`), else a new zero-written file.
+    async fn create_segment(
+        config: &WalConfig,
+        first: u64,
+        pooled: Option<(u64, PathBuf)>,
+    ) -> io::Result<(DmaFile, bool)> {
         let path = segment_path(&config.dir, first);
+        if let Some((_, from)) = pooled {
+            // Prepared under the spare's name (free here: no spare is in flight when a segment
+            // is created directly), so a crash midway leaves no segment with stale contents.
+            let spare = config.dir.join(SPARE_NAME);
+            if let Some(file) = Self::reuse_pool_file(&from, &spare, config.segment_bytes).await? {
+                std::fs::rename(&spare, &path)?;
+                sync_dir(&config.dir).await?;
+                return Ok((file, true));
+            }
+        }
         let file = OpenOptions::new().create(true).read(true).write(true).dma_open(&path).await?;
         Self::zero_fill(&file, config.segment_bytes).await?;
         // The new name must survive a crash before the records in it are acknowledged.
-        glommio::io::Directory::open(&config.dir).await?.sync().await?;
-        Ok(file)
+        sync_dir(&config.dir).await?;
+        Ok((file, false))
+    }
+
+    /// Turns pool file `from` into a segment file ready at `to`: renamed, `segment_bytes` long
+    /// and allocated, its first block zeroed and synced (an unused recycled segment then reads
+    /// as empty, not as stale data). Its other blocks keep their stale records. `None` when the
+    /// file is gone or has another size (the setting changed): the caller makes a new one.
+    async fn reuse_pool_file(from: &Path, to: &Path, segment_bytes: u64) -> io::Result<Option<DmaFile>> {
+        if std::fs::rename(from, to).is_err() {
+            // The pool only saves work: a file that cannot be taken is dropped.
+            let _ = std::fs::remove_file(from);
+            return Ok(None);
+        }
+        let file = OpenOptions::new().read(true).write(true).dma_open(to).await?;
+        if file.file_size().await? != segment_bytes {
+            file.close().await?;
+            std::fs::remove_file(to)?;
+            return Ok(None);
+        }
+        // A torn tail's cut deallocated blocks: allocate them again (as unwritten extents), so
+        // no write into this segment can find the disk full.
+        file.pre_allocate(segment_bytes, false).await?;
+        let mut zeros = file.alloc_dma_buffer(file.alignment() as usize);
+        zeros.as_bytes_mut().fill(0);
+        let written = file.write_at(zeros, 0).await?;
+        if written as u64 != file.alignment() {
+            return Err(io::Error::new(io::ErrorKind::WriteZero, "short write zeroing a recycled WAL segment"));
+        }
+        file.fdatasync().await?;
+        Ok(Some(file))
     }
 
     /// Preallocates `len` bytes and writes zeros over them: fallocate leaves "unwritten"
@@ -307,6 +443,18 @@ impl WalWriter {
         SyncTicket { task: Some(task), through }
     }
 
+    /// Writes what is pending and fdatasyncs, whatever the sync mode; returns the last
+    /// sequence now durable. For a checkpoint: with `sync = none` its records may not be on
+    /// disk yet, and a checkpoint must never cover records the WAL could still lose (recovery
+    /// refuses a log that ends before its checkpoint).
+    pub async fn sync_now(&mut self) -> io::Result<u64> {
+        let through = self.write_pending().await?;
+        self.file.fdatasync().await?;
+        self.stats.syncs += 1;
+        self.sync_point = self.sync_point.max(through + 1);
+        Ok(through)
+    }
+
     /// Waits for a sync; returns the last sequence it made durable.
     pub async fn finish_sync(&mut self, ticket: SyncTicket) -> io::Result<u64> {
         if let Some(task) = ticket.task {
@@ -338,7 +486,14 @@ impl WalWriter {
     async fn write_blocks(&mut self, batch: &[u8]) -> io::Result<()> {
         let start = self.file.align_down(self.offset);
         let len = self.tail_block.len() + batch.len();
-        let aligned = self.file.align_up(len as u64) as usize;
+        let mut aligned = self.file.align_up(len as u64) as usize;
+        // A batch ending on a block boundary writes the next block as zeros too: the slot
+        // after the last record must read as "no record here" even in a recycled segment,
+        // whose unwritten blocks hold stale data (see the module docs and `recover.rs`).
+        let alignment = self.file.alignment() as usize;
+        if len > 0 && aligned == len && start + (aligned + alignment) as u64 <= self.config.segment_bytes {
+            aligned += alignment;
+        }
         let mut writes = Vec::with_capacity(aligned.div_ceil(WRITE_CHUNK_BYTES));
         let mut chunk_start = 0;
         while chunk_start < aligned {
@@ -386,14 +541,27 @@ impl WalWriter {
             Some(spare) => {
                 // Name the prepared spare after the batch's first sequence; the rename must
                 // survive a crash before the records in it are acknowledged.
-                let (file, unzeroed) = spare.await?;
-                self.stats.segments_unzeroed += u64::from(unzeroed);
+                let (file, kind) = spare.await?;
+                match kind {
+                    SpareKind::Zeroed => {}
+                    SpareKind::Unzeroed => self.stats.segments_unzeroed += 1,
+                    SpareKind::Recycled(last) => {
+                        // `prepare_spare` checked this against an earlier `pending_first`.
+                        debug_assert!(last < self.pending_first);
+                        self.stats.segments_recycled += 1;
+                    }
+                }
                 let path = segment_path(&self.config.dir, self.pending_first);
                 std::fs::rename(self.config.dir.join(SPARE_NAME), &path)?;
-                glommio::io::Directory::open(&self.config.dir).await?.sync().await?;
+                sync_dir(&self.config.dir).await?;
                 file
             }
-            None => Self::create_segment(&self.config, self.pending_first).await?,
+            None => {
+                let pooled = take_pool_file(&mut self.pool, self.pending_first);
+                let (file, recycled) = Self::create_segment(&self.config, self.pending_first, pooled).await?;
+                self.stats.segments_recycled += u64::from(recycled);
+                file
+            }
         };
         let old = std::mem::replace(&mut self.file, Rc::new(file));
         // A sync still in flight holds the old file; the last holder closes it.
@@ -411,6 +579,49 @@ impl WalWriter {
         self.segment_first
     }
 
+    /// Takes out of the log every segment whose records are all at or below `sequence`
+    /// (its successor starts at or below `sequence + 1`), except the current one: a checkpoint
+    /// covers them, so recovery never reads them again. Up to `POOL_FILES` go to the free pool
+    /// for reuse as later segments; the rest are deleted. The directory is fsynced once before
+    /// this returns. Returns how many segments were retired.
+    ///
+    /// Call it only once the checkpoint covering `sequence` is durable.
+    pub async fn retire_through(&mut self, sequence: u64) -> io::Result<usize> {
+        let dir = self.config.dir.clone();
+        let segments = list_segments(&dir)?;
+        let mut retired = 0;
+        let mut result = Ok(());
+        for pair in segments.windows(2) {
+            let ((first, path), (next_first, _)) = (&pair[0], &pair[1]);
+            // Sorted: once one segment stays, every later one does too.
+            if *first >= self.segment_first || *next_first > sequence.saturating_add(1) {
+                break;
+            }
+            let last = next_first - 1;
+            let reusable = std::fs::metadata(path).is_ok_and(|m| m.len() == self.config.segment_bytes);
+            let step = if reusable && self.pool.len() < POOL_FILES {
+                let to = dir.join(pool_name(last));
+                std::fs::rename(path, &to).map(|()| {
+                    self.pool.retain(|(l, _)| *l != last);
+                    self.pool.push((last, to));
+                })
+            } else {
+                std::fs::remove_file(path)
+            };
+            if let Err(e) = step {
+                result = Err(e);
+                break;
+            }
+            retired += 1;
+        }
+        if retired > 0 {
+            self.stats.segments_retired += retired as u64;
+            // Even after a failure: what was renamed stays renamed.
+            sync_dir(&dir).await?;
+        }
+        result.map(|()| retired)
+    }
+
     /// Commits what is pending and closes the file (a spare being prepared is dropped).
     pub async fn close(mut self) -> io::Result<()> {
         self.commit().await?;
@@ -418,10 +629,19 @@ impl WalWriter {
             self.file.fdatasync().await?;
         }
         if let Some(spare) = self.spare.take() {
-            if let Ok((file, _)) = spare.await {
+            let path = self.config.dir.join(SPARE_NAME);
+            let mut pooled = false;
+            if let Ok((file, kind)) = spare.await {
                 file.close().await?;
+                // A recycled spare goes back to the pool for the next run (only its first block
+                // changed, to zeros); a crash before this rename just loses it.
+                if let SpareKind::Recycled(last) = kind {
+                    pooled = std::fs::rename(&path, self.config.dir.join(pool_name(last))).is_ok();
+                }
             }
-            let _ = std::fs::remove_file(self.config.dir.join(SPARE_NAME));
+            if !pooled {
+                let _ = std::fs::remove_file(&path);
+            }
         }
         match Rc::try_unwrap(self.file) {
             Ok(file) => Ok(file.close().await?),
