@@ -13,6 +13,13 @@
 //!    every record is derived and flushed (first start of a venue whose WAL predates its store),
 //! 6. `rebuild+history (store current)`: the same once the store holds it all (its watermark at
 //!    the WAL's end): a normal restart, where only history past the watermark is derived.
+//! 7. `checkpoint at 80% + tail`: a restart from a checkpoint taken after the first 80 % of the
+//!    records (written as the server writes them), replaying the last 20 % of the log;
+//! 8. `fresh checkpoint`: a restart from a checkpoint at the WAL's end (nothing to replay):
+//!    reading, checking and decoding the state of every record, which is what a restart costs
+//!    however long the history is (issue 6's target: under a second).
+//!
+//! The checkpoints' encode and write times are printed too.
 //!
 //! Run: `cargo bench --bench recovery`. Knobs: `RECOVERY_BENCH_RECORDS` (default 2,000,000;
 //! the issue's figure uses 10,000,000), `RECOVERY_BENCH_DIR` (default: the system temp dir).
@@ -25,9 +32,11 @@ mod mix;
 use engine_commands::{instrument, prepare};
 use mix::{Mix, MixConfig};
 use qaexchange::domain::engine::EngineConfig;
+use qaexchange::server::checkpoint::{self, checkpoint_dir, CheckpointMeta};
 use qaexchange::server::history_store::open_store;
 use qaexchange::server::journal::JournalLimits;
 use qaexchange::server::recovery::{rebuild_cluster, shard_wal_dir};
+use qaexchange::server::service::Service;
 use qaexchange::server::wal_record::{decode, encode, instruments_fingerprint, WalRecord, WAL_FORMAT};
 use qaexchange::storage::wal::segment::list_segments;
 use qaexchange::storage::wal::{recover, ResumePoint, SyncMode, WalConfig, WalWriter};
@@ -56,37 +65,26 @@ fn main() {
     eprintln!("generated {} commands in {:.1?}", commands.len(), began.elapsed());
 
     // Write the WAL as the server does (records framed, 64 MiB segments), without syncs: the
-    // write side is the WAL bench's subject, not this one's.
-    let write_dir = dir.clone();
+    // write side is the WAL bench's subject, not this one's. First 80 % of the commands; the
+    // state after them is checkpointed (as the server would), then the rest is written.
     let fingerprint = instruments_fingerprint(&instruments);
-    let written = glommio::LocalExecutorBuilder::default()
-        .io_memory(1 << 20)
-        .spawn(move || async move {
-            let config = WalConfig { dir: write_dir, segment_bytes: 64 << 20, sync: SyncMode::None };
-            let resume = ResumePoint { segment: None, offset: 0, next_sequence: 1 };
-            let mut wal = WalWriter::open(config, &resume, false).await.expect("open WAL");
-            let genesis = WalRecord::Genesis {
-                format: WAL_FORMAT,
-                trading_day: 20250102,
-                instruments_fingerprint: fingerprint,
-                shards: 1,
-                shard: 0,
-            };
-            wal.append(&encode(&genesis).unwrap()).unwrap();
-            for (i, command) in commands.iter().enumerate() {
-                wal.append(&encode(&WalRecord::Command(*command)).unwrap()).unwrap();
-                if i % 8192 == 8191 {
-                    wal.commit().await.expect("commit");
-                }
-            }
-            let stats = wal.stats();
-            wal.close().await.expect("close");
-            stats
-        })
-        .expect("executor")
-        .join()
-        .expect("writer");
-    eprintln!("wrote {} records, {} bytes, {} segments", written.records, written.bytes, written.segments_created + 1);
+    let split = commands.len() * 4 / 5;
+    let written_first = write_wal(&dir, &commands[..split], true, fingerprint);
+    let t = Instant::now();
+    let mut early =
+        rebuild_cluster(&storage, 1, &instruments, EngineConfig::default(), JournalLimits::default(), Vec::new())
+            .expect("rebuild the first 80 %");
+    eprintln!("replayed the first {} records in {:.1?}", early.recovered.records, t.elapsed());
+    let early_service = early.shards.remove(0).service.expect("a service");
+    let early_sequence = written_first.records;
+    let early_file = checkpoint_file(&early_service, early_sequence, fingerprint).0;
+    drop(early_service);
+    let written_rest = write_wal(&dir, &commands[split..], false, fingerprint);
+    eprintln!(
+        "wrote {} records, {} bytes",
+        written_first.records + written_rest.records,
+        written_first.bytes + written_rest.bytes
+    );
 
     let segments = list_segments(&dir).expect("segments");
     let file_bytes: u64 = segments.iter().map(|(_, p)| std::fs::metadata(p).unwrap().len()).sum();
@@ -148,6 +146,51 @@ fn main() {
         .expect("rebuild with a current store");
     let current_s = t.elapsed().as_secs_f64();
 
+    // Checkpoints: one at 80 % (the tail is the last 20 % of the log), then a fresh one.
+    let ckpt_dir = checkpoint_dir(&storage, 0);
+    let t = Instant::now();
+    checkpoint::write(&ckpt_dir, early_sequence, &early_file, || {}).expect("write the 80 % checkpoint");
+    let early_write_s = t.elapsed().as_secs_f64();
+    let store = open_store(&storage, 0, memtable_bytes).expect("history store");
+    let t = Instant::now();
+    let from_early = rebuild_cluster(
+        &storage,
+        1,
+        &instruments,
+        EngineConfig::default(),
+        JournalLimits::default(),
+        vec![Some(store)],
+    )
+    .expect("restart from the 80 % checkpoint");
+    let early_restart_s = t.elapsed().as_secs_f64();
+    assert_eq!(from_early.recovered.checkpoints, vec![early_sequence]);
+    let tail_records = from_early.recovered.records;
+    let tail_bytes = from_early.recovered.bytes;
+    let restored = from_early.shards.into_iter().next().and_then(|s| s.service).expect("a service");
+    let full_state = serde_json::to_value(service.engine().state()).expect("state");
+    assert_eq!(serde_json::to_value(restored.engine().state()).expect("state"), full_state, "checkpoint + tail");
+    drop(restored);
+    let (fresh_file, encode_s) = checkpoint_file(&service, report.records, fingerprint);
+    let t = Instant::now();
+    checkpoint::write(&ckpt_dir, report.records, &fresh_file, || {}).expect("write the fresh checkpoint");
+    let fresh_write_s = t.elapsed().as_secs_f64();
+    let store = open_store(&storage, 0, memtable_bytes).expect("history store");
+    let t = Instant::now();
+    let from_fresh = rebuild_cluster(
+        &storage,
+        1,
+        &instruments,
+        EngineConfig::default(),
+        JournalLimits::default(),
+        vec![Some(store)],
+    )
+    .expect("restart from the fresh checkpoint");
+    let fresh_restart_s = t.elapsed().as_secs_f64();
+    assert_eq!(from_fresh.recovered.records, 0);
+    let restored = from_fresh.shards.into_iter().next().and_then(|s| s.service).expect("a service");
+    assert_eq!(serde_json::to_value(restored.engine().state()).expect("state"), full_state, "fresh checkpoint");
+    drop(restored);
+
     let wal_mb = report.bytes as f64 / 1e6;
     println!(
         "recovery bench: {} records, {:.1} MB of records in {} segment files ({:.1} MB on disk)",
@@ -189,5 +232,88 @@ fn main() {
         derive_s / rebuild_s,
         current_s / rebuild_s
     );
+    println!(
+        "  checkpoint: {:.1} MB (state after {} records); encode {:.3} s ({:.0} MB/s), write+fsync {:.3} s ({:.0} MB/s)",
+        fresh_file.len() as f64 / 1e6,
+        report.records,
+        encode_s,
+        fresh_file.len() as f64 / 1e6 / encode_s,
+        fresh_write_s,
+        fresh_file.len() as f64 / 1e6 / fresh_write_s
+    );
+    println!(
+        "  restart from a fresh checkpoint (store current)      {:>8.3} s  (full replay: {:.3} s, {:.1}x faster)",
+        fresh_restart_s,
+        current_s,
+        current_s / fresh_restart_s
+    );
+    println!(
+        "  restart from the checkpoint at 80% + {} records of tail ({:.1} MB)  {:>8.3} s; the tail at {:.0} MB/s after \
+         the load (80% checkpoint written in {:.3} s)",
+        tail_records,
+        tail_bytes as f64 / 1e6,
+        early_restart_s,
+        tail_bytes as f64 / 1e6 / (early_restart_s - fresh_restart_s).max(1e-9),
+        early_write_s
+    );
     let _ = std::fs::remove_dir_all(&storage);
+}
+
+/// Appends `commands` as Command records to the WAL in `dir` (starting it with a genesis when
+/// `genesis`), as the server frames them, in groups of 8192 without syncs.
+fn write_wal(
+    dir: &std::path::Path,
+    commands: &[qaexchange::domain::command::Command],
+    genesis: bool,
+    fingerprint: u64,
+) -> qaexchange::storage::wal::WalStats {
+    let (resume, _) = recover(dir, 1, |_, _| {}).expect("find the WAL's end");
+    let commands = commands.to_vec();
+    let dir = dir.to_path_buf();
+    glommio::LocalExecutorBuilder::default()
+        .io_memory(1 << 20)
+        .spawn(move || async move {
+            let config = WalConfig { dir, segment_bytes: 64 << 20, sync: SyncMode::None };
+            let start = if genesis { ResumePoint { segment: None, offset: 0, next_sequence: 1 } } else { resume };
+            let mut wal = WalWriter::open(config, &start, false).await.expect("open WAL");
+            if genesis {
+                let record = WalRecord::Genesis {
+                    format: WAL_FORMAT,
+                    trading_day: 20250102,
+                    instruments_fingerprint: fingerprint,
+                    shards: 1,
+                    shard: 0,
+                };
+                wal.append(&encode(&record).unwrap()).unwrap();
+            }
+            for (i, command) in commands.iter().enumerate() {
+                wal.append(&encode(&WalRecord::Command(*command)).unwrap()).unwrap();
+                if i % 8192 == 8191 {
+                    wal.commit().await.expect("commit");
+                }
+            }
+            wal.commit().await.expect("commit");
+            let stats = wal.stats();
+            wal.close().await.expect("close");
+            stats
+        })
+        .expect("executor")
+        .join()
+        .expect("writer")
+}
+
+/// A checkpoint file of `service` at `wal_sequence` (no outbox: one shard), and the seconds
+/// its encoding took.
+fn checkpoint_file(service: &Service, wal_sequence: u64, fingerprint: u64) -> (Vec<u8>, f64) {
+    let t = Instant::now();
+    let state = service.encode_checkpoint().expect("encode");
+    let meta = CheckpointMeta {
+        shard: 0,
+        shards: 1,
+        instruments_fingerprint: fingerprint,
+        wal_format: WAL_FORMAT,
+        wal_sequence,
+    };
+    let file = checkpoint::encode_file(&meta, &state, &checkpoint::encode_outbox(&[]).expect("outbox"));
+    (file, t.elapsed().as_secs_f64())
 }

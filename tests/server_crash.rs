@@ -17,11 +17,17 @@ const ROUNDS: u64 = 5;
 const MAX_REQUESTS_PER_CLIENT: u64 = 1500;
 
 /// The server on `dir`, with a history store small enough that the rounds flush and compact
-/// it often (so kills also land during flushes and compactions).
+/// it often, and checkpoints every MiB of WAL (so kills also land during flushes, compactions
+/// and checkpoints).
 fn options(dir: &std::path::Path) -> Options {
     let config = dir.with_extension("toml");
     if !config.exists() {
-        std::fs::write(&config, "[storage]\nmemtable_kib = 64\ncompaction_trigger_tables = 2\n").unwrap();
+        // Small WAL segments, so the checkpoints the rounds ask for retire some.
+        std::fs::write(
+            &config,
+            "[storage]\nmemtable_kib = 64\ncompaction_trigger_tables = 2\nsegment_mib = 1\ncheckpoint_wal_mib = 1\n",
+        )
+        .unwrap();
     }
     let mut opts = Options::new(Some(dir));
     opts.extra = vec!["--instruments".into(), "tests/data/server_instruments.toml".into()];
@@ -187,6 +193,7 @@ fn sigkill_at_random_moments_loses_nothing_acknowledged() {
     let acked = Arc::new(Mutex::new(Acked::default()));
     let mut seed = 0x9e37_79b9_7f4a_7c15u64;
     let mut redelivered_total = 0;
+    let mut restarts_from_checkpoints = 0;
     for round in 0..ROUNDS {
         let began = Instant::now();
         let threads: Vec<_> = (0..ACCOUNTS)
@@ -196,21 +203,44 @@ fn sigkill_at_random_moments_loses_nothing_acknowledged() {
                 std::thread::spawn(move || stream(addr, format!("K{k}"), round, s, acked))
             })
             .collect();
+        // Checkpoints asked for while the orders stream (the kill lands in one or not).
+        let addr = server.addr;
+        let checkpoints = std::thread::spawn(move || {
+            let began = Instant::now();
+            let mut taken = 0;
+            while began.elapsed() < Duration::from_secs(10) {
+                let Ok(mut c) = Client::try_connect(addr) else { break };
+                if c.send("POST", "/admin/checkpoint", None).is_err() {
+                    break;
+                }
+                match c.read_response() {
+                    Ok(r) if r.status == 200 => taken += 1,
+                    _ => break,
+                }
+                std::thread::sleep(Duration::from_millis(30));
+            }
+            taken
+        });
         std::thread::sleep(Duration::from_millis(100 + xorshift(&mut seed) % 400));
         server.kill9();
         for t in threads {
             t.join().unwrap();
         }
+        let checkpoints_taken = checkpoints.join().unwrap();
         let acked_now = acked.lock().unwrap().orders.len();
         server = start(&options(dir.path()));
         let redelivered: usize = server.ready_field("redelivered").unwrap().parse().unwrap();
         redelivered_total += redelivered;
         eprintln!(
-            "round {round}: {acked_now} orders acknowledged so far, recovered {} records and redelivered {redelivered} \
-             messages in {:?}",
+            "round {round}: {acked_now} orders acknowledged so far, {checkpoints_taken} checkpoints taken; started from \
+             checkpoints {}, recovered {} records and redelivered {redelivered} messages in {:?}",
+            server.ready_field("checkpoints").unwrap(),
             server.ready_field("recovered_records").unwrap(),
             began.elapsed()
         );
+        if server.ready_field("checkpoints").is_some_and(|c| c.split(',').any(|s| s != "0")) {
+            restarts_from_checkpoints += 1;
+        }
         check_acked(&server, &acked.lock().unwrap(), initial_cash);
         // Recovery is idempotent: a kill with no traffic gives the same state again.
         let before = state(&mut server.client());
@@ -227,6 +257,7 @@ fn sigkill_at_random_moments_loses_nothing_acknowledged() {
         stats.as_array().unwrap().iter().map(|s| s["table_bytes_per_level"][1].as_u64().unwrap()).sum();
     assert!(compacted > 0, "the history store was never flushed and compacted: {stats}");
     eprintln!("{redelivered_total} messages between shards delivered again over {ROUNDS} rounds");
+    assert!(restarts_from_checkpoints > 0, "no restart started from a checkpoint");
     // Some orders rest in the books at the end, so the state comparison covered books.
     let last = state(&mut server.client());
     let resting: usize = last["books"]

@@ -52,10 +52,19 @@ fn main() -> ExitCode {
     };
     let r = &server.recovered;
     let torn = r.torn_tail.as_deref().unwrap_or("none");
+    // Per shard, the WAL sequence of the checkpoint it started from (0: none).
+    let checkpoints = r.checkpoints.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
     println!(
         "qaexchange-server ready http={} ws={} shards={shards} storage={storage} trading_day={} recovered_records={} \
-         recovered_bytes={} replay_ms={} redelivered={} torn_tail={torn}",
-        server.http, server.ws, r.trading_day, r.records, r.bytes, r.replay_ms, r.redelivered
+         recovered_bytes={} replay_ms={} redelivered={} checkpoints={} torn_tail={torn}",
+        server.http,
+        server.ws,
+        r.trading_day,
+        r.records,
+        r.bytes,
+        r.replay_ms,
+        r.redelivered,
+        if checkpoints.is_empty() { "none" } else { &checkpoints }
     );
     let _ = std::io::stdout().flush();
     let stop = server.stop_flag();

@@ -175,14 +175,24 @@ mod tests {
 
 /// Serde for fixed-point prices and money (scale 1e4) as plain decimal JSON numbers, so logs and
 /// dumps read like an exchange's (3800.2, not 38002000). Decoding rounds to the nearest unit.
+///
+/// Only human-readable formats (JSON, TOML) get decimals. Binary formats (`is_human_readable()`
+/// false: bincode, for the shard checkpoints) get the exact integer: decimals through an `f64`
+/// are not exact beyond 2^53 units, and decoding refuses values beyond 1e14.
 pub mod fixed4 {
     use serde::{Deserialize, Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(value: &i64, serializer: S) -> Result<S::Ok, S::Error> {
+        if !serializer.is_human_readable() {
+            return serializer.serialize_i64(*value);
+        }
         serializer.serialize_f64(*value as f64 / super::PRICE_SCALE as f64)
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
+        if !deserializer.is_human_readable() {
+            return i64::deserialize(deserializer);
+        }
         let value = f64::deserialize(deserializer)?;
         from_decimal(value).ok_or_else(|| serde::de::Error::custom("number out of range for a price or amount"))
     }
@@ -193,11 +203,17 @@ pub mod fixed4 {
     }
 }
 
-/// `fixed4` for optional values (null when absent).
+/// `fixed4` for optional values (null when absent); exact integers in binary formats.
 pub mod fixed4_opt {
     use serde::{Deserialize, Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(value: &Option<i64>, serializer: S) -> Result<S::Ok, S::Error> {
+        if !serializer.is_human_readable() {
+            return match value {
+                Some(v) => serializer.serialize_some(v),
+                None => serializer.serialize_none(),
+            };
+        }
         match value {
             Some(v) => serializer.serialize_f64(*v as f64 / super::PRICE_SCALE as f64),
             None => serializer.serialize_none(),
@@ -205,6 +221,9 @@ pub mod fixed4_opt {
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<i64>, D::Error> {
+        if !deserializer.is_human_readable() {
+            return Option::<i64>::deserialize(deserializer);
+        }
         match Option::<f64>::deserialize(deserializer)? {
             None => Ok(None),
             Some(value) => super::fixed4::from_decimal(value)
@@ -214,8 +233,10 @@ pub mod fixed4_opt {
     }
 }
 
-/// `fixed4_opt` for a fixed-size array of optional prices (depth levels).
+/// `fixed4_opt` for a fixed-size array of optional prices (depth levels); in binary formats a
+/// tuple of `N` exact optional integers.
 pub mod fixed4_opt_array {
+    use serde::de::{SeqAccess, Visitor};
     use serde::ser::SerializeTuple;
     use serde::{Deserialize, Deserializer, Serializer};
 
@@ -223,9 +244,14 @@ pub mod fixed4_opt_array {
         values: &[Option<i64>; N],
         serializer: S,
     ) -> Result<S::Ok, S::Error> {
+        let binary = !serializer.is_human_readable();
         let mut tuple = serializer.serialize_tuple(N)?;
         for value in values {
-            tuple.serialize_element(&value.map(|v| v as f64 / super::PRICE_SCALE as f64))?;
+            if binary {
+                tuple.serialize_element(value)?;
+            } else {
+                tuple.serialize_element(&value.map(|v| v as f64 / super::PRICE_SCALE as f64))?;
+            }
         }
         tuple.end()
     }
@@ -233,6 +259,9 @@ pub mod fixed4_opt_array {
     pub fn deserialize<'de, D: Deserializer<'de>, const N: usize>(
         deserializer: D,
     ) -> Result<[Option<i64>; N], D::Error> {
+        if !deserializer.is_human_readable() {
+            return deserializer.deserialize_tuple(N, ExactLevels::<N>);
+        }
         let decimals = Vec::<Option<f64>>::deserialize(deserializer)?;
         if decimals.len() != N {
             return Err(serde::de::Error::custom(format!("expected {N} levels, got {}", decimals.len())));
@@ -247,5 +276,24 @@ pub mod fixed4_opt_array {
             };
         }
         Ok(out)
+    }
+
+    /// The binary form: `N` optional integers.
+    struct ExactLevels<const N: usize>;
+
+    impl<'de, const N: usize> Visitor<'de> for ExactLevels<N> {
+        type Value = [Option<i64>; N];
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            write!(f, "{N} optional prices")
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let mut out = [None; N];
+            for (n, slot) in out.iter_mut().enumerate() {
+                *slot = seq.next_element()?.ok_or_else(|| serde::de::Error::invalid_length(n, &self))?;
+            }
+            Ok(out)
+        }
     }
 }

@@ -85,7 +85,8 @@ impl Router {
                 | Query::ShardMetrics
                 | Query::ResetLatency
                 | Query::StorageStats
-                | Query::TriggerCompaction => here,
+                | Query::TriggerCompaction
+                | Query::Checkpoint => here,
             },
         }
     }
@@ -652,6 +653,7 @@ fn plan(ctx: &ShardContext, target: Route, body: &[u8]) -> Step {
         Route::History { series, range } => Ok(Action::Query(Query::History { series, range })),
         Route::AdminStorageStats => return Step::Storage(Query::StorageStats),
         Route::AdminCompactionTrigger => return Step::Storage(Query::TriggerCompaction),
+        Route::AdminCheckpoint => return Step::Storage(Query::Checkpoint),
     };
     match decoded {
         Ok(action) => Step::Ask(action),

@@ -9,6 +9,9 @@
 //! state that is not yet durable.
 
 use super::account_fanout::AccountFanout;
+use super::checkpointer::{
+    self, CheckpointControl, CheckpointPolicy, CheckpointTarget, DurableReceived, Outbox, Snapshot,
+};
 use super::conn::ShardCounters;
 use super::diff_chart;
 use super::history::{self, HistoryQuery, HistorySeries};
@@ -85,6 +88,13 @@ pub struct EngineCore {
     failed: bool,
     /// The shard's history store (None without storage).
     history: Option<SharedHistory>,
+    /// Checkpoints: when they are due, the one running, the last one (None without storage).
+    pub checkpoint: CheckpointControl,
+    checkpoint_target: Option<CheckpointTarget>,
+    /// Messages sent that their receivers may not hold durably yet (kept for checkpoints).
+    outbox: Outbox,
+    /// What every shard's WAL holds of the others' messages (None with one shard).
+    durable: Option<Arc<DurableReceived>>,
 }
 
 pub type SharedCore = Rc<RefCell<EngineCore>>;
@@ -111,7 +121,63 @@ impl EngineCore {
             closing: false,
             failed: false,
             history: None,
+            checkpoint: CheckpointControl::new(CheckpointPolicy { every_wal_bytes: 0, interval: Default::default() }),
+            checkpoint_target: None,
+            outbox: Outbox::default(),
+            durable: None,
         }
+    }
+
+    /// Turns checkpoints on: written under `target`, taken per `policy` and on request.
+    /// `durable` (with several shards) tells what the receivers hold of this shard's messages.
+    pub fn set_checkpoints(
+        &mut self,
+        target: CheckpointTarget,
+        policy: CheckpointPolicy,
+        durable: Option<Arc<DurableReceived>>,
+    ) {
+        self.checkpoint.policy = policy;
+        self.checkpoint_target = Some(target);
+        self.outbox = Outbox::new(self.service.engine().sent().len());
+        self.durable = durable;
+    }
+
+    /// Encodes the state for a checkpoint at `wal_sequence` (the last record of the group
+    /// being taken, whose messages `sending` are about to go out).
+    fn snapshot(&mut self, wal_sequence: u64, sending: &[Outgoing], wal_bytes: u64) -> Option<Snapshot> {
+        let began = Instant::now();
+        self.checkpoint.begin(wal_bytes, began);
+        match self.service.encode_checkpoint() {
+            Ok(service) => Some(Snapshot {
+                wal_sequence,
+                service,
+                outbox: self.outbox.all().chain(sending).cloned().collect(),
+                encode_us: began.elapsed().as_micros() as u64,
+            }),
+            Err(e) => {
+                self.checkpoint_ended(Err(format!("encoding the state: {e}")));
+                None
+            }
+        }
+    }
+
+    /// A checkpoint ended: answers the requests that waited for it.
+    fn checkpoint_ended(&mut self, result: Result<(checkpointer::CheckpointInfo, u64), String>) {
+        if let Err(e) = &result {
+            let shard = self.service.engine().shard();
+            tracing::error!("shard {shard}: checkpoint failed (the WAL still holds everything): {e}");
+        }
+        let waiters = self.checkpoint.finish(&result);
+        let before = self.staged.replies.len();
+        for origin in waiters {
+            let reply = match &result {
+                Ok((info, _)) => Reply::success(info),
+                Err(e) => Reply::http_message(HttpErrorCode::StorageFailed, &format!("checkpoint failed: {e}")),
+            };
+            self.staged.replies.push((origin, Answer::Reply(reply)));
+        }
+        self.stamp_replies(before);
+        self.wake();
     }
 
     /// Gives the core its history store: the committer feeds it, queries read it.
@@ -204,7 +270,13 @@ impl EngineCore {
                 };
                 history.borrow().query(&q)
             }
-            Query::StorageStats => Reply::success(&history.borrow().stats()),
+            Query::StorageStats => {
+                let mut stats = history.borrow().stats();
+                if let (Some(all), serde_json::Value::Object(more)) = (stats.as_object_mut(), self.checkpoint.stats()) {
+                    all.extend(more);
+                }
+                Reply::success(&stats)
+            }
             Query::TriggerCompaction => {
                 history.borrow_mut().trigger();
                 Reply::success(&serde_json::json!({"shard": history.borrow().stats()["shard"], "triggered": true}))
@@ -264,6 +336,18 @@ impl EngineCore {
             Action::Query(query @ (Query::History { .. } | Query::StorageStats | Query::TriggerCompaction)) => {
                 let reply = self.history_answer(query);
                 self.staged.replies.push((origin, Answer::Reply(reply)));
+            }
+            Action::Query(Query::Checkpoint) => {
+                if self.checkpoint_target.is_some() {
+                    // Answered when the checkpoint is written (`checkpoint_ended`).
+                    self.checkpoint.request(origin);
+                } else {
+                    let reply = Reply::http_message(
+                        HttpErrorCode::NotFound,
+                        "not found: this server runs without storage (--no-storage), so it takes no checkpoints",
+                    );
+                    self.staged.replies.push((origin, Answer::Reply(reply)));
+                }
             }
             Action::Query(Query::ResetLatency) => {
                 self.metrics.reset_latency();
@@ -428,8 +512,17 @@ pub async fn run_committer(
     let mut spare = Staged::default();
     let mut stamps: Vec<Instant> = Vec::new();
     let activity = core.borrow().activity.clone();
+    let mut received: Vec<u64> = Vec::new();
     loop {
-        let (mut batch, closing, quotes, charts, trades, history_writes) = {
+        // WAL segments that a written checkpoint made unnecessary.
+        let retire = core.borrow_mut().checkpoint.retire_through.take();
+        if let (Some(through), Some(w)) = (retire, wal.as_mut()) {
+            match w.retire_through(through).await {
+                Ok(n) => core.borrow_mut().checkpoint.segments_retired += n as u64,
+                Err(e) => tracing::warn!("shard {}: retiring WAL segments through {through}: {e}", routes.shard),
+            }
+        }
+        let (mut batch, closing, quotes, charts, trades, history_writes, mut snapshot) = {
             let mut c = core.borrow_mut();
             let history_writes = c.service.take_history();
             let quotes = c.service.take_changed_quotes();
@@ -446,26 +539,55 @@ pub async fn run_committer(
             if spare.is_empty() {
                 activity.busy.store(false, Ordering::SeqCst);
             }
-            (std::mem::take(&mut spare), c.closing, quotes, charts, trades, history_writes)
+            // The engine's state now is the state after the taken group's last record.
+            let snapshot = match wal.as_ref() {
+                Some(w)
+                    if c.checkpoint_target.is_some()
+                        && !c.closing
+                        && c.checkpoint.due(w.stats().bytes, Instant::now()) =>
+                {
+                    let sequence = w.next_sequence() - 1 + spare.records.len() as u64;
+                    c.snapshot(sequence, &spare.sends, w.stats().bytes)
+                }
+                _ => None,
+            };
+            if c.durable.is_some() && !spare.records.is_empty() {
+                received.clear();
+                received.extend_from_slice(c.service.engine().received());
+            }
+            (std::mem::take(&mut spare), c.closing, quotes, charts, trades, history_writes, snapshot)
         };
         if batch.is_empty() {
+            if let Some(snapshot) = snapshot.take() {
+                // Nothing new to write: the state is that of the last durable record.
+                start_checkpoint(&core, wal.as_mut(), snapshot, routes.shard).await;
+            }
             // Nothing staged: everything is durable, so account refreshes for marks alone
             // (held back to one per `MARK_REFRESH_NS`) may go now.
             routes.publish_trades(trades).await;
             if closing {
                 break;
             }
-            let marks_waiting = core.borrow().service.marks_waiting();
-            let woken = if marks_waiting {
-                // Come back for the held refresh even if nothing else happens.
-                let refresh = std::time::Duration::from_nanos(super::diff_trade::MARK_REFRESH_NS as u64);
-                futures_lite::future::or(async { notify.recv().await.map(|_| true) }, async {
-                    glommio::timer::sleep(refresh).await;
-                    Some(false)
-                })
-                .await
-            } else {
-                notify.recv().await.map(|_| true)
+            // Come back even if nothing else happens: for a held mark refresh, or when a
+            // checkpoint falls due by time over a quiet log.
+            let refresh = core
+                .borrow()
+                .service
+                .marks_waiting()
+                .then(|| std::time::Duration::from_nanos(super::diff_trade::MARK_REFRESH_NS as u64));
+            let checkpoint_in = match wal.as_ref() {
+                Some(w) => core.borrow().checkpoint.due_in(w.stats().bytes, Instant::now()),
+                None => None,
+            };
+            let woken = match refresh.into_iter().chain(checkpoint_in).min() {
+                Some(wait) => {
+                    futures_lite::future::or(async { notify.recv().await.map(|_| true) }, async {
+                        glommio::timer::sleep(wait).await;
+                        Some(false)
+                    })
+                    .await
+                }
+                None => notify.recv().await.map(|_| true),
             };
             if woken.is_none() {
                 break;
@@ -493,6 +615,9 @@ pub async fn run_committer(
             // Nothing of this group is durable: send none of it, refuse it and everything after.
             tracing::error!("shard {}: WAL write failed, refusing requests from now on: {e}", routes.shard);
             core.borrow_mut().failed = true;
+            if snapshot.take().is_some() {
+                core.borrow_mut().checkpoint_ended(Err(format!("the WAL write failed: {e}")));
+            }
             batch.sends.clear();
             for (origin, _) in batch.replies.drain(..) {
                 routes.reply(origin, Answer::Reply(Reply::http(HttpErrorCode::StorageFailed))).await;
@@ -505,14 +630,29 @@ pub async fn run_committer(
                     history.borrow_mut().apply(history_writes, w.next_sequence().saturating_sub(1));
                 }
             }
+            let durable = core.borrow().durable.clone();
+            if let Some(durable) = &durable {
+                if !batch.records.is_empty() {
+                    // The peer messages this group logged are durable now: their senders may
+                    // forget them.
+                    durable.publish(routes.shard, &received);
+                }
+            }
             for out in batch.sends.drain(..) {
                 let to = out.to;
+                let kept = durable.as_ref().map(|_| out.clone());
                 activity.peer_sent.fetch_add(1, Ordering::SeqCst);
                 if !routes.peer(out).await {
                     // Only while shutting down; recovery delivers it after the restart.
                     activity.peer_sent.fetch_sub(1, Ordering::SeqCst);
                     tracing::warn!("shard {}: shard {to} is gone; a message waits for the restart", routes.shard);
                 }
+                if let (Some(kept), Some(durable)) = (kept, &durable) {
+                    core.borrow_mut().outbox.sent(kept, routes.shard, durable);
+                }
+            }
+            if let Some(snapshot) = snapshot.take() {
+                start_checkpoint(&core, wal.as_mut(), snapshot, routes.shard).await;
             }
             {
                 let mut c = core.borrow_mut();
@@ -539,6 +679,40 @@ pub async fn run_committer(
         wal.close().await.map_err(|e| format!("closing the WAL: {e}"))?;
     }
     Ok(())
+}
+
+/// Finishes a checkpoint whose state is durable in the WAL, in a task of its own (history
+/// flush, file write); its end answers the requests that waited for it.
+async fn start_checkpoint(core: &SharedCore, wal: Option<&mut WalWriter>, snapshot: Snapshot, shard: usize) {
+    if let Some(wal) = wal {
+        // With `sync = "none"` the group's records may not be on disk yet; a checkpoint must
+        // never cover records the WAL could lose.
+        if let Err(e) = wal.sync_now().await {
+            core.borrow_mut().checkpoint_ended(Err(format!("syncing the WAL: {e}")));
+            return;
+        }
+    }
+    let (history, target) = {
+        let c = core.borrow();
+        (c.history.clone(), c.checkpoint_target.clone())
+    };
+    let Some(target) = target else { return };
+    let core = core.clone();
+    glommio::spawn_local(async move {
+        let result = checkpointer::finish(snapshot, history, target, shard).await;
+        if let Ok((info, _)) = &result {
+            tracing::info!(
+                "shard {shard}: checkpoint at WAL sequence {} ({} bytes; encode {} us, history flush {} us, write {} us)",
+                info.wal_sequence,
+                info.bytes,
+                info.encode_us,
+                info.history_flush_us,
+                info.write_us
+            );
+        }
+        core.borrow_mut().checkpoint_ended(result);
+    })
+    .detach();
 }
 
 async fn write_batch(wal: &mut WalWriter, records: &[WalRecord], limits: GroupLimits) -> Result<(), String> {

@@ -65,6 +65,8 @@ pub struct ShardHistory {
     wake: LocalSender<()>,
     /// `POST /admin/compaction/trigger`: flush and compact even below the thresholds.
     forced: bool,
+    /// A checkpoint waits for the tables to cover the WAL through this sequence.
+    flush_wanted: u64,
     closing: bool,
     times: JobTimes,
     last_error: Option<String>,
@@ -83,6 +85,7 @@ impl ShardHistory {
             compaction_trigger_tables: compaction_trigger_tables.max(1),
             wake,
             forced: false,
+            flush_wanted: 0,
             closing: false,
             times: JobTimes::default(),
             last_error: None,
@@ -109,7 +112,32 @@ impl ShardHistory {
     }
 
     fn work_due(&self) -> bool {
-        self.store.needs_flush() || self.store.level0_tables() >= self.compaction_trigger_tables || self.forced
+        self.store.needs_flush()
+            || self.store.level0_tables() >= self.compaction_trigger_tables
+            || self.forced
+            || self.flush_owed()
+    }
+
+    /// Whether a checkpoint waits for a flush.
+    fn flush_owed(&self) -> bool {
+        self.store.watermark() < self.flush_wanted
+    }
+
+    /// Flushes the memtable so the tables cover the WAL through `wal_sequence` (every record
+    /// through it is durable and its history already applied, which the caller guarantees).
+    pub fn flush_through(&mut self, wal_sequence: u64) {
+        self.store.set_watermark(wal_sequence);
+        self.flush_wanted = self.flush_wanted.max(wal_sequence);
+        let _ = self.wake.try_send(());
+    }
+
+    /// Flush and compaction failures so far.
+    pub fn failures(&self) -> u64 {
+        self.times.failures
+    }
+
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.clone()
     }
 
     pub fn query(&self, q: &HistoryQuery) -> Reply {
@@ -209,8 +237,6 @@ impl ShardHistory {
             "last_error": self.last_error,
             "writes": self.writes,
             "watermark_wal_sequence": s.watermark,
-            // Checkpoints come later (issue 6): restart replays the whole WAL.
-            "checkpoint_wal_sequence": serde_json::Value::Null,
         })
     }
 }
@@ -222,7 +248,7 @@ enum Job {
 }
 
 fn next_job(h: &mut ShardHistory) -> Option<Job> {
-    let flush = h.store.needs_flush() || h.forced || h.closing;
+    let flush = h.store.needs_flush() || h.forced || h.closing || h.flush_owed();
     if flush {
         if let Some(job) = h.store.begin_flush() {
             return Some(Job::Flush(job));
@@ -354,6 +380,26 @@ fn in_background_thread<T: Send + 'static>(
         }),
         Err(e) => Err(crate::storage::lsm::LsmError::io("starting a history job thread", e)),
     }
+}
+
+/// Runs `job` on a thread of its own at `JOB_NICE` (like the history jobs) and waits for it
+/// without blocking the shard: for checkpoint writing.
+pub async fn on_background_thread<T: Send + 'static>(
+    what: &'static str,
+    job: impl FnOnce() -> Result<T, String> + Send + 'static,
+) -> Result<T, String> {
+    glommio::executor()
+        .spawn_blocking(move || {
+            let thread = std::thread::Builder::new().name(what.into()).spawn(move || {
+                lower_thread_priority(JOB_NICE);
+                job()
+            });
+            match thread {
+                Ok(handle) => handle.join().unwrap_or_else(|_| Err(format!("the {what} thread panicked"))),
+                Err(e) => Err(format!("starting a {what} thread: {e}")),
+            }
+        })
+        .await
 }
 
 /// Sets the calling thread's nice value (Linux: per thread). Failure only means the job runs

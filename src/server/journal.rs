@@ -32,11 +32,11 @@ use crate::domain::name::{AccountId, ClientOrderId, InstrumentId};
 use crate::domain::types::{
     Direction, Money, Offset, Price, PriceType, TimeCondition, TimestampNs, Volume, VolumeCondition,
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 /// How much the journal keeps.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JournalLimits {
     /// Orders kept per account (live ones are kept beyond this).
     pub orders_per_account: usize,
@@ -53,15 +53,16 @@ impl Default for JournalLimits {
 }
 
 /// Whether an order can still trade.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum OrderStatus {
     Alive,
     Finished,
 }
 
-/// An order as the journal knows it (DIFF-like field names).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+/// An order as the journal knows it (DIFF-like field names). Prices are exact integers in
+/// binary serde (the checkpoints), decimals in JSON (`fixed4`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrderRecord {
     pub order_id: u64,
     pub client_order_id: ClientOrderId,
@@ -88,7 +89,9 @@ pub struct OrderRecord {
     /// The reason the order ended unfilled (code of `RejectCode`); None while alive or when it
     /// ended fully filled.
     pub last_code: Option<u32>,
-    pub last_msg: Option<&'static str>,
+    /// A `RejectCode` message (decoding finds the code's own text again).
+    #[serde(with = "reject_message")]
+    pub last_msg: Option<RejectMessage>,
     pub insert_time_ns: TimestampNs,
     pub update_time_ns: TimestampNs,
 }
@@ -138,7 +141,7 @@ impl OrderRecord {
 }
 
 /// One side of a trade, as the account that traded sees it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UserTrade {
     pub trade_id: u64,
     pub order_id: u64,
@@ -160,7 +163,7 @@ pub struct UserTrade {
 }
 
 /// A trade as the market sees it (no accounts).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MarketTrade {
     pub trade_id: u64,
     #[serde(with = "crate::domain::types::fixed4")]
@@ -171,8 +174,69 @@ pub struct MarketTrade {
     pub ts: TimestampNs,
 }
 
+/// `&'static str` under another name: serde's derive would take a field spelled `&str` as
+/// borrowed from the input, and a journal could then be decoded only from `'static` bytes.
+type RejectMessage = &'static str;
+
+/// Serde for `OrderRecord::last_msg`: the message as a string (what JSON always showed); read
+/// back as the `RejectCode` message with that text, so it stays `&'static`.
+mod reject_message {
+    use crate::domain::risk::RejectCode;
+    use serde::de::{Deserializer, Error, Visitor};
+    use serde::{Serialize, Serializer};
+    use std::fmt;
+
+    pub fn serialize<S: Serializer>(message: &Option<&'static str>, serializer: S) -> Result<S::Ok, S::Error> {
+        message.serialize(serializer)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<&'static str>, D::Error> {
+        deserializer.deserialize_option(MaybeMessage)
+    }
+
+    struct MaybeMessage;
+
+    impl<'de> Visitor<'de> for MaybeMessage {
+        type Value = Option<&'static str>;
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a reject message or none")
+        }
+
+        fn visit_none<E: Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_unit<E: Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+            deserializer.deserialize_str(Message).map(Some)
+        }
+    }
+
+    struct Message;
+
+    impl Visitor<'_> for Message {
+        type Value = &'static str;
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a reject message")
+        }
+
+        fn visit_str<E: Error>(self, text: &str) -> Result<Self::Value, E> {
+            RejectCode::ALL
+                .iter()
+                .map(|code| code.message())
+                .find(|message| *message == text)
+                .ok_or_else(|| E::custom(format!("{text:?} is no reject message")))
+        }
+    }
+}
+
 /// A kept order with its place in its account's acceptance order.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
 struct Slot {
     record: OrderRecord,
     seq: u64,
@@ -181,7 +245,7 @@ struct Slot {
 /// The finished orders, by order id: records in a slab whose freed slots are reused, found
 /// through an index of small entries. The bulk of the journal lives here; a map of records
 /// would move every record each time it grows and spread them over more memory.
-#[derive(Default, Debug)]
+#[derive(Default, Debug, Serialize, Deserialize)]
 struct FinishedOrders {
     index: FastMap<u64, u32>,
     slots: Vec<Slot>,
@@ -226,7 +290,7 @@ impl FinishedOrders {
 }
 
 /// What the journal keeps for one account.
-#[derive(Default, Debug)]
+#[derive(Default, Debug, Serialize, Deserialize)]
 struct AccountJournal {
     /// Kept orders by acceptance sequence: seq -> order id.
     orders: BTreeMap<u64, u64>,
@@ -237,7 +301,8 @@ struct AccountJournal {
 }
 
 /// Finished orders and past trades folded from the engine's events. See the module docs.
-#[derive(Debug)]
+/// Serde (the shard checkpoints) covers all of it, limits included.
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Journal {
     limits: JournalLimits,
     /// The kept orders that are ALIVE, by order id.
@@ -276,6 +341,29 @@ impl Journal {
 
     pub fn limits(&self) -> JournalLimits {
         self.limits
+    }
+
+    /// Keeps to `limits` from now on. Records over a smaller limit are dropped (oldest first)
+    /// as events of their account or instrument come, not at once.
+    pub fn set_limits(&mut self, limits: JournalLimits) {
+        self.limits = limits;
+    }
+
+    /// Checks what a decoded journal (a checkpoint) must hold for lookups not to index out of
+    /// bounds: every finished order's slot exists, no slot is both used and free.
+    pub fn check_decoded(&self) -> Result<(), String> {
+        let finished = &self.finished;
+        let slots = finished.slots.len();
+        if finished.index.values().chain(&finished.free).any(|&at| at as usize >= slots)
+            || finished.index.len() + finished.free.len() != slots
+        {
+            return Err(format!(
+                "{} finished orders and {} free slots in {slots} slots",
+                finished.index.len(),
+                finished.free.len()
+            ));
+        }
+        Ok(())
     }
 
     /// Folds one engine event in. Events other than order acceptance, trades, cancels and

@@ -4,6 +4,8 @@
 
 pub mod account_fanout;
 pub mod body;
+pub mod checkpoint;
+pub mod checkpointer;
 pub mod config;
 pub mod conn;
 pub mod credentials;

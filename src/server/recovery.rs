@@ -14,7 +14,14 @@
 //! An order held by its account shard whose `Match` the instrument shard never logged is
 //! matched after the restart; fills an instrument shard logged but an account shard did not
 //! are applied once.
+//!
+//! With checkpoints (`checkpoint.rs`) each shard starts from its newest valid checkpoint at
+//! WAL sequence S and replays only the records after S: "consumed" starts from the
+//! checkpoint's received counts, and the messages the records before S sent, which the
+//! replay cannot regenerate, come from the checkpoint's outbox (every message its receiver
+//! had not yet made durable when the checkpoint was taken).
 
+use super::checkpoint::{self, checkpoint_dir, CheckpointMeta};
 use super::history::HistoryWriter;
 use super::journal::{Journal, JournalLimits};
 use super::service::Service;
@@ -39,6 +46,50 @@ pub struct Recovered {
     pub replay_ms: u128,
     /// Messages between shards delivered again after the restart.
     pub redelivered: usize,
+    /// Per shard, the WAL sequence of the checkpoint it started from (0: none, whole log).
+    pub checkpoints: Vec<u64>,
+    /// Time spent reading and decoding checkpoints (summed over shards).
+    pub checkpoint_load_ms: u128,
+    /// Checkpoints that failed a check and were passed over, one line each.
+    pub checkpoint_warnings: Vec<String>,
+}
+
+/// A shard's state as its newest valid checkpoint holds it.
+pub struct Restored {
+    /// The WAL sequence the checkpoint was taken at: replay starts after it.
+    pub sequence: u64,
+    pub service: Service,
+    /// Messages sent before the checkpoint that their receivers had not made durable.
+    pub outbox: Vec<Outgoing>,
+}
+
+/// What pass 1 learns of a shard: what it consumed from each shard, its checkpoint (if any),
+/// and the checkpoints passed over.
+type ShardStart = (Vec<u64>, Option<Restored>, Vec<String>);
+
+/// The newest checkpoint of shard `shard` that passes every check, decoded; the ones passed
+/// over are described in `warnings`.
+pub fn load_checkpoint(
+    storage: &Path,
+    meta: CheckpointMeta,
+    journal: JournalLimits,
+    warnings: &mut Vec<String>,
+) -> Result<Option<Restored>, String> {
+    let dir = checkpoint_dir(storage, meta.shard);
+    checkpoint::remove_temporary(&dir).map_err(|e| format!("cleaning {}: {e}", dir.display()))?;
+    let files = checkpoint::list(&dir).map_err(|e| format!("listing checkpoints in {}: {e}", dir.display()))?;
+    for (_, path) in files.into_iter().rev() {
+        let loaded = std::fs::read(&path).map_err(|e| e.to_string()).and_then(|bytes| {
+            let file = checkpoint::check(bytes, &meta)?;
+            let service = Service::decode_checkpoint(file.service_bytes(), journal)?;
+            Ok(Restored { sequence: file.meta.wal_sequence, service, outbox: file.outbox()? })
+        });
+        match loaded {
+            Ok(restored) => return Ok(Some(restored)),
+            Err(e) => warnings.push(format!("{}: not used: {e}", path.display())),
+        }
+    }
+    Ok(None)
 }
 
 /// One shard rebuilt from its WAL, and where its writer resumes.
@@ -85,40 +136,62 @@ pub fn rebuild_cluster(
     stores.resize_with(shards as usize, || None);
     let began = std::time::Instant::now();
     let n = shards as usize;
-    // Pass 1, a thread per shard: what each shard consumed from each other shard (nothing to
-    // learn with one shard).
-    let rows: Vec<Result<Vec<u64>, String>> = if shards == 1 {
-        vec![Ok(vec![0])]
-    } else {
-        std::thread::scope(|scope| {
-            let threads: Vec<_> =
-                (0..shards).map(|shard| scope.spawn(move || consumed_by(storage, shard, n))).collect();
-            threads.into_iter().map(|t| t.join().unwrap_or_else(|_| Err("a recovery thread panicked".into()))).collect()
-        })
-    };
-    let consumed: Vec<Vec<u64>> = rows.into_iter().collect::<Result<_, _>>()?;
+    // Pass 1, a thread per shard: its newest valid checkpoint, and what it consumed from each
+    // other shard (the checkpoint's counts, then the log after it).
+    let fingerprint = instruments_fingerprint(instruments);
+    let loaded: Vec<Result<ShardStart, String>> = std::thread::scope(|scope| {
+        let threads: Vec<_> = (0..shards)
+            .map(|shard| {
+                scope.spawn(move || {
+                    let meta = CheckpointMeta {
+                        shard,
+                        shards,
+                        instruments_fingerprint: fingerprint,
+                        wal_format: WAL_FORMAT,
+                        wal_sequence: 0,
+                    };
+                    let mut warnings = Vec::new();
+                    let restored = load_checkpoint(storage, meta, journal, &mut warnings)?;
+                    let row = consumed_by(storage, shard, n, restored.as_ref())?;
+                    Ok((row, restored, warnings))
+                })
+            })
+            .collect();
+        threads.into_iter().map(|t| t.join().unwrap_or_else(|_| Err("a recovery thread panicked".into()))).collect()
+    });
+    let mut consumed: Vec<Vec<u64>> = Vec::with_capacity(n);
+    let mut restored: Vec<Option<Restored>> = Vec::with_capacity(n);
+    let mut checkpoint_warnings = Vec::new();
+    for one in loaded {
+        let (row, state, warnings) = one?;
+        consumed.push(row);
+        restored.push(state);
+        checkpoint_warnings.extend(warnings);
+    }
+    let checkpoint_load_ms = began.elapsed().as_millis();
     // Pass 2, a thread per shard: replay each, keeping what its peers have not consumed.
     let consumed = &consumed;
-    let replayed: Vec<Result<(RebuiltShard, RecoveryReport), String>> = std::thread::scope(|scope| {
+    let replayed: Vec<Result<(RebuiltShard, RecoveryReport, u64), String>> = std::thread::scope(|scope| {
         let threads: Vec<_> = (0..shards)
             .zip(stores)
-            .map(|(shard, store)| {
+            .zip(restored)
+            .map(|((shard, store), start)| {
                 scope.spawn(move || {
                     let dir = shard_wal_dir(storage, shard);
-                    replay_shard(&dir, shard, shards, instruments, engine, journal, store, |to, seq| {
-                        seq > consumed[to as usize][shard as usize]
-                    })
+                    let layout = (shard, shards, fingerprint, instruments, engine, journal);
+                    replay_shard(&dir, layout, store, start, |to, seq| seq > consumed[to as usize][shard as usize])
                 })
             })
             .collect();
         threads.into_iter().map(|t| t.join().unwrap_or_else(|_| Err("a recovery thread panicked".into()))).collect()
     });
     let mut rebuilt = Vec::with_capacity(n);
-    let mut recovered = Recovered::default();
+    let mut recovered = Recovered { checkpoint_warnings, checkpoint_load_ms, ..Default::default() };
     let mut torn = Vec::new();
     for (shard, result) in (0..shards).zip(replayed) {
         let dir = shard_wal_dir(storage, shard);
-        let (one, report) = result?;
+        let (one, report, checkpoint_sequence) = result?;
+        recovered.checkpoints.push(checkpoint_sequence);
         if let Some(service) = &one.service {
             for to in 0..shards {
                 let sent = service.engine().sent()[to as usize];
@@ -152,13 +225,25 @@ pub fn rebuild_cluster(
     Ok(RebuiltCluster { shards: rebuilt, recovered })
 }
 
-/// The last message sequence shard `shard` logged from each of the `n` shards.
-fn consumed_by(storage: &Path, shard: u16, n: usize) -> Result<Vec<u64>, String> {
-    let dir = shard_wal_dir(storage, shard);
+/// The last message sequence shard `shard` logged from each of the `n` shards: the counts of
+/// its checkpoint (if it starts from one), then those of the records after it.
+fn consumed_by(storage: &Path, shard: u16, n: usize, start: Option<&Restored>) -> Result<Vec<u64>, String> {
     let mut row = vec![0u64; n];
+    let mut first_sequence = 1;
+    if let Some(start) = start {
+        for (from, &seq) in start.service.engine().received().iter().enumerate().take(n) {
+            row[from] = seq;
+        }
+        first_sequence = start.sequence + 1;
+    }
+    if n == 1 {
+        // Nothing to learn with one shard.
+        return Ok(row);
+    }
+    let dir = shard_wal_dir(storage, shard);
     let mut failure: Option<String> = None;
     let mut decoder = Decoder::default();
-    recover(&dir, 1, |sequence, payload| {
+    recover(&dir, first_sequence, |sequence, payload| {
         if failure.is_some() {
             return;
         }
@@ -176,29 +261,39 @@ fn consumed_by(storage: &Path, shard: u16, n: usize) -> Result<Vec<u64>, String>
     }
 }
 
-/// Replays one shard's WAL in `dir`. It must begin with a genesis record written with these
-/// instruments and shard layout. `keep(to, seq)` says which regenerated messages to keep for
-/// redelivery. With a history store, the history of the records past its watermark is
-/// derived again and put into it (flushing as its memtable fills).
-#[allow(clippy::too_many_arguments)]
+/// Replays one shard's WAL in `dir`: from a checkpoint (`start`), the records after it;
+/// without one, the whole log, which must begin with a genesis record written with these
+/// instruments and shard layout. `keep(to, seq)` says which messages (of the checkpoint's
+/// outbox, and regenerated ones) to keep for redelivery. With a history store, the history of
+/// the records past its watermark is derived again and put into it (flushing as its memtable
+/// fills). Returns the checkpoint's sequence too (0: none).
 pub fn replay_shard(
     dir: &Path,
-    shard: u16,
-    shards: u16,
-    instruments: &[Instrument],
-    engine: EngineConfig,
-    journal: JournalLimits,
+    layout: ShardLayout<'_>,
     mut store: Option<Store>,
+    start: Option<Restored>,
     mut keep: impl FnMut(u16, u64) -> bool,
-) -> Result<(RebuiltShard, RecoveryReport), String> {
+) -> Result<(RebuiltShard, RecoveryReport, u64), String> {
+    let (shard, _, _, _, _, journal) = layout;
     // Records up to the store's watermark already have their history in its tables.
     let history_from = store.as_ref().map(Store::watermark);
     let store_present = store.is_some();
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let fingerprint = instruments_fingerprint(instruments);
     let mut service: Option<Service> = None;
     let mut failure: Option<String> = None;
     let mut redeliver = Vec::new();
+    let mut first_sequence = 1;
+    let mut checkpoint_sequence = 0;
+    // The journal thread folds into the checkpoint's journal, or a new one.
+    let mut start_journal = Journal::new(journal);
+    if let Some(mut start) = start {
+        first_sequence = start.sequence + 1;
+        checkpoint_sequence = start.sequence;
+        start_journal = start.service.take_journal();
+        start.service.set_report_snapshots(false);
+        redeliver.extend(start.outbox.into_iter().filter(|o| keep(o.to, o.seq)));
+        service = Some(start.service);
+    }
     // A reader thread reads, checks and decodes the log while this one runs the records, in
     // batches over a bounded channel (the log is read once, and I/O overlaps execution).
     const BATCH: usize = 1024;
@@ -218,7 +313,7 @@ pub fn replay_shard(
         let reader = scope.spawn(move || {
             let mut batch = Vec::with_capacity(BATCH);
             let mut decoder = Decoder::default();
-            let result = recover(dir, 1, |sequence, payload| {
+            let result = recover(dir, first_sequence, |sequence, payload| {
                 batch.push((sequence, decoder.decode(payload)));
                 if batch.len() == BATCH {
                     let _ = tx.send(std::mem::replace(&mut batch, Vec::with_capacity(BATCH)));
@@ -231,7 +326,7 @@ pub fn replay_shard(
         });
         let store = &mut store;
         let folder = scope.spawn(move || {
-            let mut folded = Journal::new(journal);
+            let mut folded = start_journal;
             let mut writer = HistoryWriter::default();
             writer.set_on(store.is_some());
             let mut failed: Option<String> = None;
@@ -289,7 +384,7 @@ pub fn replay_shard(
                     &mut failure,
                     &mut redeliver,
                     &mut keep,
-                    (shard, shards, fingerprint, instruments, engine, journal),
+                    layout,
                 );
                 if derive {
                     if let Some(service) = service.as_ref() {
@@ -334,7 +429,7 @@ pub fn replay_shard(
         service.set_report_snapshots(true);
         service.reset_counters();
     }
-    Ok((RebuiltShard { service, resume, torn_tail, redeliver, history: store }, report))
+    Ok((RebuiltShard { service, resume, torn_tail, redeliver, history: store }, report, checkpoint_sequence))
 }
 
 /// A batch of replayed events for the journal thread, with what it needs for the history.
@@ -368,7 +463,7 @@ fn put_history(
 
 /// What a shard's replay needs to know about the venue: shard, shard count, instruments
 /// fingerprint, instruments, engine and journal settings.
-type ShardLayout<'a> = (u16, u16, u64, &'a [Instrument], EngineConfig, JournalLimits);
+pub type ShardLayout<'a> = (u16, u16, u64, &'a [Instrument], EngineConfig, JournalLimits);
 
 /// Runs one decoded record: the genesis creates the service, every other record replays,
 /// appending its events to `events` for the journal thread.

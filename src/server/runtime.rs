@@ -11,6 +11,8 @@
 //! connections finish the request in hand; once no shard has a connection, nothing is staged
 //! anywhere and every message sent was received, each shard commits, syncs and closes its WAL.
 
+use super::checkpoint::{checkpoint_dir, CheckpointMeta};
+use super::checkpointer::{CheckpointPolicy, CheckpointTarget, DurableReceived};
 use super::config::ServerConfig;
 use super::conn::{refuse, serve, Router, ShardContext};
 use super::engine_core::{deliver_local, run_committer, Activity, EngineCore, GroupLimits, Routes, ShardMsg, Waiters};
@@ -65,12 +67,14 @@ impl Server {
     }
 }
 
-/// What every shard shares for an orderly shutdown.
+/// What every shard shares for an orderly shutdown (and, for checkpoints, how far each
+/// shard's WAL holds the others' messages).
 struct Quiesce {
     stop: Arc<AtomicBool>,
     /// Shards whose connections are all closed.
     idle_shards: AtomicUsize,
     activity: Vec<Arc<Activity>>,
+    durable_received: Option<Arc<DurableReceived>>,
 }
 
 impl Quiesce {
@@ -154,6 +158,16 @@ pub fn start(config: ServerConfig) -> Result<Server, String> {
             if let Some(line) = &cluster.recovered.torn_tail {
                 tracing::warn!("WAL recovery: {line}");
             }
+            for line in &cluster.recovered.checkpoint_warnings {
+                tracing::warn!("checkpoint: {line}");
+            }
+            if cluster.recovered.checkpoints.iter().any(|&s| s > 0) {
+                tracing::info!(
+                    "recovery: started from checkpoints at WAL sequences {:?} (loaded in {} ms)",
+                    cluster.recovered.checkpoints,
+                    cluster.recovered.checkpoint_load_ms
+                );
+            }
             if cluster.recovered.redelivered > 0 {
                 tracing::info!(
                     "recovery: {} messages between shards will be delivered again",
@@ -193,6 +207,7 @@ pub fn start(config: ServerConfig) -> Result<Server, String> {
         stop: stop.clone(),
         idle_shards: AtomicUsize::new(0),
         activity: (0..shards).map(|_| Arc::new(Activity::default())).collect(),
+        durable_received: (shards > 1).then(|| Arc::new(DurableReceived::new(shards))),
     });
     let directory = Arc::new(super::quote_fanout::FanoutDirectory::new(instruments.len(), shards));
     let (events_tx, events_rx) = mpsc::channel::<(usize, StartUp)>();
@@ -342,6 +357,7 @@ async fn run_shard(
         (Err(e), _) | (_, Err(e)) => return failed(e.to_string()),
     }
     let router = Rc::new(Router::new(instruments.clone(), config.shards as u16));
+    let fingerprint = instruments_fingerprint(&instruments);
     let mut rebuilt = boot.rebuilt;
     let store = rebuilt.as_mut().and_then(|r| r.history.take());
     let (service, wal, redeliver) = match open_wal(&config, shard, instruments, rebuilt).await {
@@ -361,6 +377,23 @@ async fn run_shard(
         core.borrow_mut().set_history(shared.clone());
         background = spawn_background(shared.clone(), woken);
         history = Some(shared);
+    }
+    if let Some(storage) = &config.storage {
+        let target = CheckpointTarget {
+            dir: checkpoint_dir(&storage.dir, shard as u16),
+            meta: CheckpointMeta {
+                shard: shard as u16,
+                shards: config.shards as u16,
+                instruments_fingerprint: fingerprint,
+                wal_format: WAL_FORMAT,
+                wal_sequence: 0,
+            },
+        };
+        let policy = CheckpointPolicy {
+            every_wal_bytes: storage.checkpoint_wal_bytes,
+            interval: Duration::from_secs(storage.checkpoint_interval_secs),
+        };
+        core.borrow_mut().set_checkpoints(target, policy, quiesce.durable_received.clone());
     }
     let waiters: Waiters = Rc::new(RefCell::new(Default::default()));
     let fanout = Rc::new(RefCell::new(super::quote_fanout::QuoteFanout::new(shard, directory, router.clone())));

@@ -21,6 +21,7 @@ use crate::domain::name::{AccountId, ClientOrderId, InstrumentId};
 use crate::domain::risk::RejectCode;
 use crate::domain::shard::{Completion, Delivery, Outcome, Outgoing, PeerMsg, ShardEngine, ShardState, StepOutput};
 use crate::domain::types::*;
+use bincode::Options;
 use serde::Serialize;
 use std::collections::VecDeque;
 
@@ -107,6 +108,8 @@ pub enum Query {
     StorageStats,
     /// One shard flushes and compacts its history store now.
     TriggerCompaction,
+    /// One shard writes a checkpoint now (answered once it is written).
+    Checkpoint,
 }
 
 /// An answer: HTTP status and the JSON envelope body.
@@ -206,6 +209,36 @@ impl Staged {
     pub fn is_empty(&self) -> bool {
         self.records.is_empty() && self.sends.is_empty() && self.replies.is_empty()
     }
+}
+
+/// The first bytes of a shard checkpoint.
+const CHECKPOINT_MAGIC: [u8; 8] = *b"QAXSHCKP";
+/// The checkpoint layout; any change to the serialised types (fields, their order, enum
+/// variants) needs a new number.
+pub const CHECKPOINT_FORMAT: u32 = 1;
+
+/// bincode as both sides of a checkpoint use it: varint integers, little endian, trailing bytes
+/// refused.
+fn checkpoint_options() -> impl Options {
+    bincode::DefaultOptions::new().with_varint_encoding().with_little_endian().reject_trailing_bytes()
+}
+
+/// The durable part of a [`Service`], borrowed to encode ...
+#[derive(Serialize)]
+struct CheckpointRef<'a> {
+    engine: &'a ShardEngine,
+    journal: &'a Journal,
+    last_ts: TimestampNs,
+    credentials: &'a FastMap<AccountId, String>,
+}
+
+/// ... and owned once decoded (the same fields in the same order).
+#[derive(serde::Deserialize)]
+struct CheckpointOwned {
+    engine: ShardEngine,
+    journal: Journal,
+    last_ts: TimestampNs,
+    credentials: FastMap<AccountId, String>,
 }
 
 /// Which client request an order's pending reply belongs to.
@@ -460,6 +493,89 @@ impl Service {
     /// [`Service::replay_engine`]'s events); returns the old one.
     pub fn replace_journal(&mut self, journal: Journal) -> Journal {
         std::mem::replace(&mut self.journal, journal)
+    }
+
+    /// Takes the journal out, leaving an empty one with the same limits (recovery from a
+    /// checkpoint folds the replayed events into the checkpoint's journal on another thread,
+    /// then puts it back with [`Service::replace_journal`]).
+    pub fn take_journal(&mut self) -> Journal {
+        let limits = self.journal.limits();
+        std::mem::replace(&mut self.journal, Journal::new(limits))
+    }
+
+    /// The shard's durable state as a checkpoint: what replaying its WAL up to now rebuilds
+    /// (engine, journal, the last timestamp handed out, the accounts' password hashes). The
+    /// rest (replies waiting for other shards, DIFF followers and chart cursors, counters,
+    /// quotes and history not yet taken, step scratch) belongs to this process's connections
+    /// and starts empty after a restart. Take it between steps, once the committer has taken
+    /// what the steps left (`take_changed_quotes`, `take_history`).
+    ///
+    /// Layout: `CHECKPOINT_MAGIC`, `CHECKPOINT_FORMAT` (u32 LE), the bincode payload
+    /// (`checkpoint_options`), and the CRC32 of all that (u32 LE).
+    pub fn encode_checkpoint(&self) -> Result<Vec<u8>, String> {
+        let state = CheckpointRef {
+            engine: &self.engine,
+            journal: &self.journal,
+            last_ts: self.last_ts,
+            credentials: &self.credentials,
+        };
+        let mut bytes = Vec::with_capacity(1 << 16);
+        bytes.extend_from_slice(&CHECKPOINT_MAGIC);
+        bytes.extend_from_slice(&CHECKPOINT_FORMAT.to_le_bytes());
+        checkpoint_options().serialize_into(&mut bytes, &state).map_err(|e| format!("checkpoint: {e}"))?;
+        let crc = crc32fast::hash(&bytes);
+        bytes.extend_from_slice(&crc.to_le_bytes());
+        Ok(bytes)
+    }
+
+    /// A service from [`Service::encode_checkpoint`]'s bytes, in the state it was taken in;
+    /// everything else starts as in [`Service::new`] (history writes off, snapshot events
+    /// on, no followers, counters at zero). The journal keeps to `limits` (the config's, as
+    /// `new` takes them) from now on. Refuses (never panics on) bytes that are not a whole,
+    /// intact checkpoint of this format; bytes with the right checksum are trusted as written
+    /// by `encode_checkpoint` (only their shape is checked, not every invariant).
+    ///
+    /// The shard, shard count, instruments, trading day and engine sizes are the checkpoint's:
+    /// the caller checks them against its config (`engine()`).
+    pub fn decode_checkpoint(bytes: &[u8], limits: JournalLimits) -> Result<Service, String> {
+        let header = CHECKPOINT_MAGIC.len() + 4;
+        if bytes.len() < header + 4 {
+            return Err(format!("checkpoint of {} bytes: too short", bytes.len()));
+        }
+        let word = |at: usize| u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
+        let body = &bytes[..bytes.len() - 4];
+        if body[..CHECKPOINT_MAGIC.len()] != CHECKPOINT_MAGIC {
+            return Err("not a shard checkpoint".into());
+        }
+        let format = word(CHECKPOINT_MAGIC.len());
+        if format != CHECKPOINT_FORMAT {
+            return Err(format!("checkpoint format {format}, this server reads {CHECKPOINT_FORMAT}"));
+        }
+        if crc32fast::hash(body) != word(body.len()) {
+            return Err("checkpoint checksum mismatch: damaged or cut short".into());
+        }
+        let payload = &body[header..];
+        let state: CheckpointOwned = checkpoint_options()
+            .with_limit(payload.len() as u64)
+            .deserialize(payload)
+            .map_err(|e| format!("checkpoint: {e}"))?;
+        let CheckpointOwned { mut engine, mut journal, last_ts, credentials } = state;
+        engine.finish_decode().map_err(|e| format!("checkpoint: {e}"))?;
+        journal.check_decoded().map_err(|e| format!("checkpoint: {e}"))?;
+        journal.set_limits(limits);
+        Ok(Self {
+            engine,
+            journal,
+            out: StepOutput::default(),
+            pending: FastMap::default(),
+            last_ts,
+            counters: ServiceCounters::default(),
+            changed_quotes: Vec::new(),
+            credentials,
+            watch: TradeWatch::default(),
+            chart_cursors: FastMap::default(),
+            history: HistoryWriter::default(),
+        })
     }
 
     /// Runs `command` now; pushes it to `staged` when it changed state or sent something.
@@ -791,7 +907,8 @@ impl Service {
             | Query::ResetLatency
             | Query::History { .. }
             | Query::StorageStats
-            | Query::TriggerCompaction => Reply::http(HttpErrorCode::InternalError),
+            | Query::TriggerCompaction
+            | Query::Checkpoint => Reply::http(HttpErrorCode::InternalError),
         })
     }
 }

@@ -5,10 +5,11 @@
 
 use super::RestingOrder;
 use crate::domain::fast_hash::FastMap;
+use serde::{Deserialize, Serialize};
 
 pub const NIL: u32 = u32::MAX;
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Node {
     pub order: RestingOrder,
     pub prev: u32,
@@ -17,7 +18,7 @@ pub struct Node {
 
 pub type OrderIndex = FastMap<u64, u32>;
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Arena {
     nodes: Vec<Node>,
     free_head: u32,
@@ -27,6 +28,11 @@ pub struct Arena {
 impl Arena {
     pub fn with_capacity(capacity: usize) -> Self {
         Self { nodes: Vec::with_capacity(capacity), free_head: NIL, live: 0 }
+    }
+
+    /// Reserves room for `capacity` nodes in all.
+    pub fn reserve(&mut self, capacity: usize) {
+        self.nodes.reserve(capacity.saturating_sub(self.nodes.len()));
     }
 
     pub fn insert(&mut self, order: RestingOrder) -> u32 {

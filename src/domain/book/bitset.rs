@@ -4,7 +4,7 @@
 //! with 64 x 64 = 4096 levels per summary word it is a couple of `leading_zeros` calls instead of a
 //! walk over empty levels.
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct LevelBitset {
     words: Vec<u64>,
     summary: Vec<u64>,

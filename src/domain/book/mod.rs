@@ -14,10 +14,10 @@ mod bitset;
 use crate::domain::types::{Direction, Price, Volume};
 use arena::{Arena, OrderIndex, NIL};
 pub use bitset::LevelBitset;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// An order resting in the book.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RestingOrder {
     pub order_id: u64,
     pub owner: u64,
@@ -63,7 +63,7 @@ pub enum MatchOutcome {
     Done { filled: Volume, rested: Volume, cancelled: Volume },
 }
 
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
 struct Level {
     head: u32,
     tail: u32,
@@ -73,7 +73,7 @@ struct Level {
 
 const EMPTY_LEVEL: Level = Level { head: NIL, tail: NIL, volume: 0, count: 0 };
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 struct BookSide {
     levels: Vec<Level>,
     occupied: LevelBitset,
@@ -144,7 +144,7 @@ impl BookSide {
 }
 
 /// Price-time priority order book for one instrument.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct OrderBook {
     price_tick: Price,
     lower_limit: Price,
@@ -177,6 +177,12 @@ impl OrderBook {
             index,
             depth_dirty: true,
         }
+    }
+
+    /// Reserves the slab and the index for `capacity` resting orders in all (as `new`).
+    pub fn reserve(&mut self, capacity: usize) {
+        self.arena.reserve(capacity);
+        self.index.reserve(capacity.saturating_sub(self.index.len()));
     }
 
     pub fn price_tick(&self) -> Price {

@@ -29,7 +29,7 @@ use crate::domain::touched::Touched;
 use crate::domain::types::*;
 
 /// Sizes that bound the engine's memory.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct EngineConfig {
     /// Resting orders per book reserved up front (the book grows past it if needed).
     pub book_capacity: usize,

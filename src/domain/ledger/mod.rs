@@ -49,7 +49,7 @@ pub struct FillApplied {
     pub offset: Offset,
 }
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct Ledger {
     accounts: Vec<Account>,
     by_id: FastMap<AccountId, u32>,
@@ -68,6 +68,12 @@ impl Ledger {
         ledger.orders.reserve(live_orders);
         ledger.by_client.reserve(live_orders);
         ledger
+    }
+
+    /// Reserves the live-order maps for `live_orders` orders in all (as `with_capacity`).
+    pub fn reserve_live_orders(&mut self, live_orders: usize) {
+        self.orders.reserve(live_orders.saturating_sub(self.orders.len()));
+        self.by_client.reserve(live_orders.saturating_sub(self.by_client.len()));
     }
 
     pub fn accounts(&self) -> &[Account] {

@@ -64,7 +64,7 @@ pub struct Kline {
 }
 
 /// The bars of one period, newest last, in a bounded ring.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KlineSeries {
     period_ns: i64,
     /// Exclusive end of the newest bar; i64::MIN while there is none.

@@ -20,7 +20,7 @@ use crate::domain::instrument::Instrument;
 use crate::domain::types::{Direction, Price, TimestampNs, Volume};
 
 /// Quote, k-lines and ticks of one instrument.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct InstrumentMarket {
     quote: Quote,
     volume_multiple: i64,

@@ -6,7 +6,8 @@
 //! construction and never grows past it, so pushing never allocates after the first lap.
 
 /// Keeps the newest `capacity` records, each with its id.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "RingParts<T>")]
 pub struct Ring<T> {
     slots: Vec<T>,
     /// Index in `slots` of the oldest record; 0 until the ring has wrapped.
@@ -124,6 +125,32 @@ impl<T> Ring<T> {
         let mut iter = self.iter();
         iter.front = iter.front.max(from_id).min(iter.back);
         iter
+    }
+}
+
+/// A ring as decoded (checkpoints), before its fields are checked against each other.
+#[derive(serde::Deserialize)]
+struct RingParts<T> {
+    slots: Vec<T>,
+    head: usize,
+    capacity: usize,
+    pushed: i64,
+}
+
+impl<T> TryFrom<RingParts<T>> for Ring<T> {
+    type Error = String;
+
+    /// Refuses fields no sequence of pushes leaves (they would index out of bounds), and
+    /// reserves the whole capacity again, as `with_capacity` does.
+    fn try_from(parts: RingParts<T>) -> Result<Self, String> {
+        let RingParts { mut slots, head, capacity, pushed } = parts;
+        let len = slots.len();
+        let head_ok = if len < capacity { head == 0 } else { head < len };
+        if capacity == 0 || len > capacity || !head_ok || pushed < len as i64 {
+            return Err(format!("a ring of {len} records, head {head}, capacity {capacity}, {pushed} pushed"));
+        }
+        slots.try_reserve_exact(capacity - len).map_err(|e| format!("a ring of capacity {capacity}: {e}"))?;
+        Ok(Ring { slots, head, capacity, pushed })
     }
 }
 

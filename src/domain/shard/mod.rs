@@ -76,12 +76,15 @@ pub fn find_instrument(
 }
 
 /// What the instrument side keeps about a resting order besides the book.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 struct RestInfo {
     offset: Offset,
 }
 
-#[derive(Clone, Debug)]
+/// Serde (the shard checkpoints) covers the state; the per-step scratch (`local`, `touched`,
+/// `fills`: empty or dead between steps) is skipped and starts empty, and `report_snapshots`
+/// starts on, as `new` makes them.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct ShardEngine {
     shard: u16,
     shards: u16,
@@ -115,13 +118,24 @@ pub struct ShardEngine {
     sent: Vec<u64>,
     /// Last sequence received from each shard.
     received: Vec<u64>,
-    /// Messages to this shard, handled within the current step.
+    /// Messages to this shard, handled within the current step (empty between steps).
+    #[serde(skip)]
     local: VecDeque<PeerMsg>,
+    /// What the current step touched (empty between steps: `finish_step` clears it).
+    #[serde(skip)]
     touched: Touched,
+    /// The fills of the current match (cleared before each use).
+    #[serde(skip)]
     fills: Vec<Fill>,
     /// Whether steps report account, position and quote snapshots (off while replaying a log:
-    /// nobody reads them then, and building them was a large part of replay time).
+    /// nobody reads them then, and building them was a large part of replay time). A setting
+    /// of the process, not state: a decoded engine reports them, as a new one does.
+    #[serde(skip, default = "reports_snapshots")]
     report_snapshots: bool,
+}
+
+fn reports_snapshots() -> bool {
+    true
 }
 
 impl ShardEngine {
@@ -190,6 +204,44 @@ impl ShardEngine {
     /// state is the same either way; quotes and ticks are still recorded.
     pub fn set_report_snapshots(&mut self, on: bool) {
         self.report_snapshots = on;
+    }
+
+    /// Readies an engine decoded from a checkpoint: refuses one whose tables disagree in size
+    /// (a step would index out of bounds), and reserves what `new` reserves, so the steps after
+    /// a restart allocate no more than before it.
+    pub fn finish_decode(&mut self) -> Result<(), String> {
+        let n = self.instruments.len();
+        if self.shard >= self.shards {
+            return Err(format!("shard {} of {}", self.shard, self.shards));
+        }
+        if self.instrument_index.values().any(|&slot| slot as usize >= n) {
+            return Err(format!("an instrument index beyond the {n} instruments"));
+        }
+        let per_instrument = [
+            self.instrument_owner.len(),
+            self.marks.len(),
+            self.books.len(),
+            self.markets.len(),
+            self.open_interest.len(),
+            self.broadcast_marks.len(),
+        ];
+        if per_instrument.iter().any(|&len| len != n) {
+            return Err(format!("tables of {per_instrument:?} entries for {n} instruments"));
+        }
+        if self.sent.len() != self.shards as usize || self.received.len() != self.shards as usize {
+            return Err(format!(
+                "message counts for {} and {} of {} shards",
+                self.sent.len(),
+                self.received.len(),
+                self.shards
+            ));
+        }
+        self.ledger.reserve_live_orders(self.config.live_order_capacity);
+        for book in self.books.iter_mut().flatten() {
+            book.reserve(self.config.book_capacity);
+        }
+        self.fills.reserve(256);
+        Ok(())
     }
 
     pub fn shard(&self) -> u16 {

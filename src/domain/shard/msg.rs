@@ -5,10 +5,11 @@
 
 use crate::domain::risk::RejectCode;
 use crate::domain::types::*;
+use serde::{Deserialize, Serialize};
 
 /// One message from one shard to another (or to itself: then it is handled at once, in the
 /// same step, and never logged separately).
-#[derive(Clone, Debug, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub enum PeerMsg {
     /// Account -> instrument shard: an order whose funds or lots are held; match it.
     Match(MatchRequest),
@@ -52,7 +53,9 @@ impl PeerMsg {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+)]
 pub struct MatchRequest {
     pub order_id: u64,
     /// Self-trade key of the account: (account shard << 32) | ledger slot.
@@ -70,7 +73,9 @@ pub struct MatchRequest {
 }
 
 /// One trade as one side's account shard needs it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+)]
 pub struct FillReport {
     pub order_id: u64,
     pub trade_id: u64,
@@ -82,7 +87,9 @@ pub struct FillReport {
     pub ts: TimestampNs,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+)]
 pub enum MatchResult {
     /// Nothing happened on the book (self-trade, bad price): the order is refused.
     Rejected(RejectCode),
@@ -90,7 +97,7 @@ pub enum MatchResult {
     Accepted,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct MatchReport {
     pub order_id: u64,
     pub result: MatchResult,
@@ -103,7 +110,7 @@ pub struct MatchReport {
     pub end_reason: RejectCode,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct ModifyReport {
     pub order_id: u64,
     pub price: Price,
@@ -151,8 +158,8 @@ impl Completion {
     }
 }
 
-/// A message to send once the step that made it is durable.
-#[derive(Clone, Debug, PartialEq)]
+/// A message to send once the step that made it is durable (serde: a checkpoint's outbox).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Outgoing {
     pub to: u16,
     /// Per (sender, receiver) pair, from 1 with no gaps.

@@ -156,6 +156,8 @@ pub enum Route {
     AdminStorageStats,
     /// `POST /admin/compaction/trigger`: every shard flushes and compacts its history store.
     AdminCompactionTrigger,
+    /// `POST /admin/checkpoint`: every shard writes a checkpoint now.
+    AdminCheckpoint,
 }
 
 impl Route {
@@ -194,6 +196,7 @@ impl Route {
             },
             Route::AdminStorageStats => "GET /admin/storage/stats",
             Route::AdminCompactionTrigger => "POST /admin/compaction/trigger",
+            Route::AdminCheckpoint => "POST /admin/checkpoint",
         }
     }
 }
@@ -232,6 +235,13 @@ pub fn route(method: Method, path: &str, query: &str) -> Result<Route, HttpError
         ["admin", "compaction", "trigger"] => {
             if is_post {
                 Ok(Route::AdminCompactionTrigger)
+            } else {
+                Err(HttpError::method_not_allowed("POST"))
+            }
+        }
+        ["admin", "checkpoint"] => {
+            if is_post {
+                Ok(Route::AdminCheckpoint)
             } else {
                 Err(HttpError::method_not_allowed("POST"))
             }

@@ -1,0 +1,959 @@
+//! Shard checkpoints (`Service::encode_checkpoint` / `decode_checkpoint`): a decoded service
+//! must be the same shard as the one encoded, not just in its state dump but in everything it
+//! does next. Two (and one) shard services trade on four instruments (partial fills, resting
+//! orders on both sides, cancels, modifies, closes, rings of ticks and bars that wrap, journals
+//! that evict); each is then checkpointed and decoded, and the decoded cluster must show the
+//! same state and REST views, and answer the same further commands with the same replies, WAL
+//! records, messages, quotes and history writes as the original, ending in the same state.
+//! Damaged checkpoints are refused, never a panic.
+
+use qaexchange::domain::command::InsertOrder;
+use qaexchange::domain::engine::EngineConfig;
+use qaexchange::domain::instrument::{parse_instruments, Instrument};
+use qaexchange::domain::market_data::KLINE_PERIODS_NS;
+use qaexchange::domain::name::{AccountId, ClientOrderId, InstrumentId};
+use qaexchange::domain::shard::{account_shard, check_cluster, order_shard, Outgoing};
+use qaexchange::domain::types::{
+    price_from_f64, Direction, Offset, PriceType, TimeCondition, TimestampNs, Volume, VolumeCondition,
+};
+use qaexchange::server::credentials::Password;
+use qaexchange::server::journal::JournalLimits;
+use qaexchange::server::service::{Action, Origin, Query, Service, ServiceCounters, Staged};
+use std::collections::VecDeque;
+
+const INSTRUMENTS: &str = r#"
+[[instrument]]
+instrument_id = "SR501"
+exchange_id = "CZCE"
+product_id = "SR"
+volume_multiple = 10
+price_tick = 1.0
+margin_rate_long = 0.1
+margin_rate_short = 0.1
+limit_rate = 0.05
+pre_settlement = 5000.0
+max_order_volume = 100
+shard = 0
+[instrument.commission]
+open_per_lot = 3.0
+close_per_lot = 3.0
+
+[[instrument]]
+instrument_id = "cu2501"
+exchange_id = "SHFE"
+product_id = "cu"
+volume_multiple = 5
+price_tick = 10.0
+margin_rate_long = 0.1
+margin_rate_short = 0.12
+limit_rate = 0.05
+pre_settlement = 70000.0
+max_order_volume = 100
+shard = 1
+[instrument.commission]
+open_per_lot = 2.0
+close_per_lot = 2.0
+close_today_per_lot = 4.0
+
+[[instrument]]
+instrument_id = "cu2502"
+exchange_id = "SHFE"
+product_id = "cu"
+volume_multiple = 5
+price_tick = 10.0
+margin_rate_long = 0.1
+margin_rate_short = 0.1
+limit_rate = 0.05
+pre_settlement = 70500.0
+max_order_volume = 100
+shard = 0
+[instrument.commission]
+open_rate = 0.0001
+close_rate = 0.0001
+close_today_rate = 0.0002
+
+[[instrument]]
+instrument_id = "SR503"
+exchange_id = "CZCE"
+product_id = "SR"
+volume_multiple = 10
+price_tick = 1.0
+margin_rate_long = 0.08
+margin_rate_short = 0.08
+limit_rate = 0.05
+pre_settlement = 5100.0
+max_order_volume = 100
+shard = 1
+[instrument.commission]
+open_per_lot = 1.5
+close_per_lot = 1.5
+"#;
+
+fn instruments() -> Vec<Instrument> {
+    parse_instruments(INSTRUMENTS).unwrap()
+}
+
+/// Small rings and journal limits, so the scenario wraps the tick and bar rings and evicts.
+fn engine_config() -> EngineConfig {
+    EngineConfig { book_capacity: 8, live_order_capacity: 32, kline_capacity: 3, tick_capacity: 5 }
+}
+
+fn limits() -> JournalLimits {
+    JournalLimits { orders_per_account: 6, trades_per_account: 5, trades_per_instrument: 4 }
+}
+
+const ACCOUNTS: [&str; 8] = ["A", "B", "C", "D", "E", "F", "G", "H"];
+const SYMBOLS: [&str; 4] = ["SR501", "cu2501", "cu2502", "SR503"];
+
+fn acc(name: &str) -> AccountId {
+    AccountId::new(name).unwrap()
+}
+
+fn inst(name: &str) -> InstrumentId {
+    InstrumentId::new(name).unwrap()
+}
+
+#[allow(clippy::too_many_arguments)]
+fn order_with(
+    account: &str,
+    client: &str,
+    instrument: &str,
+    direction: Direction,
+    offset: Offset,
+    price: Option<f64>,
+    volume: Volume,
+    time_condition: TimeCondition,
+    volume_condition: VolumeCondition,
+) -> Action {
+    Action::Submit(InsertOrder {
+        account_id: acc(account),
+        client_order_id: ClientOrderId::new(client).unwrap(),
+        instrument_id: inst(instrument),
+        direction,
+        offset,
+        price_type: if price.is_some() { PriceType::Limit } else { PriceType::Any },
+        limit_price: price.map(price_from_f64),
+        volume,
+        time_condition,
+        volume_condition,
+        min_volume: 0,
+    })
+}
+
+/// A GFD limit order.
+fn limit(account: &str, client: &str, instrument: &str, direction: Direction, price: f64, volume: Volume) -> Action {
+    order_with(
+        account,
+        client,
+        instrument,
+        direction,
+        Offset::Open,
+        Some(price),
+        volume,
+        TimeCondition::Gfd,
+        VolumeCondition::Any,
+    )
+}
+
+fn close(account: &str, client: &str, instrument: &str, direction: Direction, price: f64, volume: Volume) -> Action {
+    order_with(
+        account,
+        client,
+        instrument,
+        direction,
+        Offset::Close,
+        Some(price),
+        volume,
+        TimeCondition::Gfd,
+        VolumeCondition::Any,
+    )
+}
+
+fn cancel(account: &str, client: &str) -> Action {
+    Action::Cancel {
+        account_id: acc(account),
+        order_id: None,
+        client_order_id: Some(ClientOrderId::new(client).unwrap()),
+    }
+}
+
+fn modify(account: &str, client: &str, price: Option<f64>, volume: Option<Volume>) -> Action {
+    Action::Modify {
+        account_id: acc(account),
+        order_id: None,
+        client_order_id: Some(ClientOrderId::new(client).unwrap()),
+        new_price: price.map(price_from_f64),
+        new_volume: volume,
+    }
+}
+
+fn open(account: &str, cash: f64, password: bool) -> Action {
+    Action::OpenAccount {
+        account_id: acc(account),
+        init_cash: Some(price_from_f64(cash)),
+        password: password.then(|| Password::Hashed(format!("$argon2id$v=19$m=19456,t=2,p=1$salt-{account}$hash"))),
+    }
+}
+
+fn transfer(account: &str, amount: f64, deposit: bool) -> Action {
+    Action::Transfer { account_id: acc(account), amount: price_from_f64(amount), deposit }
+}
+
+/// Shard services joined by FIFO queues, recording everything each step produced.
+struct Cluster {
+    services: Vec<Service>,
+    /// Per receiving shard: (sender, message), in order.
+    queues: Vec<VecDeque<(u16, Outgoing)>>,
+    clock: TimestampNs,
+    tag: u32,
+    /// What every step produced: WAL records, messages, replies, quotes, history writes.
+    log: Vec<String>,
+    /// The DIFF patches every step produced (charts, followed accounts).
+    patches: Vec<String>,
+    /// Replies are logged for requests from this tag on: the connections of requests made
+    /// before a checkpoint are gone after a restart, and their answers with them.
+    replies_from: u32,
+    /// Whether the steps publish chart patches. Which bars and ticks were published is the
+    /// process's (a restart publishes from the newest again), so both clusters start doing so
+    /// after the checkpoint.
+    charts: bool,
+}
+
+impl Cluster {
+    fn new(shards: u16) -> Self {
+        let services: Vec<Service> = (0..shards)
+            .map(|shard| {
+                let mut service = Service::new(shard, shards, instruments(), 20250102, engine_config(), limits());
+                service.set_history(true);
+                service
+            })
+            .collect();
+        Self {
+            services,
+            queues: vec![VecDeque::new(); shards as usize],
+            clock: 0,
+            tag: 0,
+            log: Vec::new(),
+            patches: Vec::new(),
+            replies_from: 0,
+            charts: false,
+        }
+    }
+
+    fn shards(&self) -> u16 {
+        self.services.len() as u16
+    }
+
+    /// 0.7 s a step, from 2025-01-02 09:30 China time: 3 s bars and 1 min bars roll over.
+    fn now(&mut self) -> TimestampNs {
+        self.clock += 700_000_000;
+        1_735_781_400_000_000_000 + self.clock
+    }
+
+    fn instrument_shard(&self, instrument: &InstrumentId) -> usize {
+        let engine = self.services[0].engine();
+        engine.instrument_owner(engine.instrument_slot(instrument).unwrap()) as usize
+    }
+
+    fn shard_of(&self, action: &Action) -> usize {
+        let n = self.shards();
+        let by_account = |id: &AccountId| account_shard(id, n) as usize;
+        match action {
+            Action::OpenAccount { account_id, .. }
+            | Action::Follow { account_id, .. }
+            | Action::Transfer { account_id, .. }
+            | Action::Cancel { account_id, .. }
+            | Action::Modify { account_id, .. } => by_account(account_id),
+            Action::Submit(order) => by_account(&order.account_id),
+            Action::Query(query) => match query {
+                Query::Account(id) | Query::UserOrders(id) | Query::Positions(id) | Query::UserTrades(id) => {
+                    by_account(id)
+                }
+                Query::Order(id) => order_shard(*id, n) as usize,
+                Query::OrderBook { instrument_id, .. }
+                | Query::Tick(instrument_id)
+                | Query::MarketTrades { instrument_id, .. }
+                | Query::Kline { instrument_id, .. }
+                | Query::Chart { instrument_id, .. } => self.instrument_shard(instrument_id),
+                _ => 0,
+            },
+        }
+    }
+
+    /// Records what the step left, as the committer would take it.
+    fn absorb(&mut self, shard: usize, staged: Staged, now: TimestampNs) {
+        let service = &mut self.services[shard];
+        let quotes = service.take_changed_quotes();
+        let charts = if self.charts { service.take_chart_patches(&quotes) } else { Vec::new() };
+        let trades = service.take_trade_patches(now);
+        let history = service.take_history();
+        let replies: Vec<_> = staged.replies.iter().filter(|(origin, _)| origin.tag >= self.replies_from).collect();
+        self.log.push(format!(
+            "shard {shard}: records {:?}\nsends {:?}\nreplies {replies:?}\nquotes {quotes:?}\nhistory {history:?}",
+            staged.records, staged.sends
+        ));
+        self.patches.push(format!("shard {shard}: charts {charts:?}\ntrades {trades:?}"));
+        for out in staged.sends {
+            self.queues[out.to as usize].push_back((shard as u16, out));
+        }
+    }
+
+    fn act_at(&mut self, action: Action, now: TimestampNs) {
+        let shard = self.shard_of(&action);
+        self.tag += 1;
+        let origin = Origin { shard, conn: 7, tag: self.tag };
+        let mut staged = Staged::default();
+        self.services[shard].handle(action, now, origin, &mut staged);
+        self.absorb(shard, staged, now);
+    }
+
+    fn act(&mut self, action: Action) {
+        let now = self.now();
+        self.act_at(action, now);
+    }
+
+    /// Delivers one queued message (to the lowest shard with any); false when none is queued.
+    fn deliver_one(&mut self) -> bool {
+        let Some(to) = (0..self.queues.len()).find(|&s| !self.queues[s].is_empty()) else { return false };
+        let (from, out) = self.queues[to].pop_front().unwrap();
+        let now = self.now();
+        let mut staged = Staged::default();
+        self.services[to].deliver(from, out.seq, out.msg, now, &mut staged);
+        self.absorb(to, staged, now);
+        true
+    }
+
+    fn drain(&mut self) {
+        while self.deliver_one() {}
+    }
+
+    fn in_flight(&self) -> usize {
+        self.queues.iter().map(VecDeque::len).sum()
+    }
+
+    /// Every shard checkpointed and decoded, with the messages in flight as they are (the
+    /// checkpoint file's outbox carries those). The original's per-process state is reset as a
+    /// restart resets it, so the two can be compared: counters from zero.
+    fn checkpoint(&mut self) -> Cluster {
+        let services = self
+            .services
+            .iter_mut()
+            .map(|service| {
+                let bytes = service.encode_checkpoint().unwrap();
+                let mut decoded = Service::decode_checkpoint(&bytes, limits()).unwrap();
+                decoded.set_history(true);
+                service.reset_counters();
+                decoded
+            })
+            .collect();
+        Cluster {
+            services,
+            queues: self.queues.clone(),
+            clock: self.clock,
+            tag: self.tag,
+            log: Vec::new(),
+            patches: Vec::new(),
+            replies_from: self.tag + 1,
+            charts: self.charts,
+        }
+    }
+
+    /// Everything observable without a step: the state dump, the engine's tables, market data,
+    /// the journal's listings.
+    fn dump(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for service in &self.services {
+            let engine = service.engine();
+            out.push(format!("{:?}", engine.state()));
+            out.push(format!(
+                "{} {} {} {:?} {:?} {:?} {:?}",
+                engine.shard(),
+                engine.shards(),
+                engine.trading_day(),
+                engine.config(),
+                engine.marks(),
+                engine.sent(),
+                engine.received()
+            ));
+            out.push(format!("{:?}", engine.instruments()));
+            out.push(format!("{:?}", engine.ledger().accounts()));
+            out.push(format!("{:?}", engine.ledger().live_orders_sorted()));
+            for slot in 0..engine.instruments().len() as u32 {
+                out.push(format!("{:?} {:?}", engine.open_interest(slot), engine.market(slot)));
+                if let Some(book) = engine.book(slot) {
+                    let mut orders = Vec::new();
+                    for direction in [Direction::Buy, Direction::Sell] {
+                        book.for_each_order(direction, |o| orders.push(*o));
+                    }
+                    out.push(format!("{orders:?}"));
+                }
+            }
+            let journal = service.journal();
+            out.push(format!("{:?} {}", journal.limits(), journal.order_count()));
+            for name in ACCOUNTS {
+                let id = acc(name);
+                out.push(format!("{:?}", journal.account_orders(&id).collect::<Vec<_>>()));
+                out.push(format!("{:?}", journal.account_trades(&id).collect::<Vec<_>>()));
+            }
+            for symbol in SYMBOLS {
+                out.push(format!("{:?}", journal.market_trades(&inst(symbol), 100).collect::<Vec<_>>()));
+            }
+            for id in 0..200 {
+                out.push(format!("{:?}", journal.order(id)));
+            }
+            out.push(format!("{:?}", service.counters()));
+        }
+        out
+    }
+
+    /// The REST answers about every account, instrument and order (steps: they stamp times).
+    fn query_everything(&mut self) {
+        let mut queries = Vec::new();
+        for name in ACCOUNTS {
+            let id = acc(name);
+            queries.extend([Query::Account(id), Query::UserOrders(id), Query::UserTrades(id), Query::Positions(id)]);
+        }
+        for symbol in SYMBOLS {
+            let id = inst(symbol);
+            queries.extend([
+                Query::OrderBook { instrument_id: id, depth: 10 },
+                Query::Tick(id),
+                Query::MarketTrades { instrument_id: id, limit: 100 },
+                Query::Chart { instrument_id: id, duration_ns: 0, count: 100 },
+            ]);
+            for (period_index, &duration_ns) in KLINE_PERIODS_NS.iter().enumerate() {
+                queries.push(Query::Kline { instrument_id: id, period_index, count: 100 });
+                queries.push(Query::Chart { instrument_id: id, duration_ns, count: 100 });
+            }
+        }
+        queries.extend((0..120).map(Query::Order));
+        queries.push(Query::Instruments);
+        for query in queries {
+            self.act(Action::Query(query));
+        }
+        for shard in 0..self.services.len() {
+            self.tag += 1;
+            let mut staged = Staged::default();
+            let origin = Origin { shard, conn: 7, tag: self.tag };
+            let now = self.now();
+            self.services[shard].handle(Action::Query(Query::ShardState), now, origin, &mut staged);
+            self.absorb(shard, staged, now);
+        }
+    }
+
+    fn check_invariants(&self) {
+        for service in &self.services {
+            service.engine().check_local().unwrap();
+        }
+        if self.in_flight() == 0 {
+            let states: Vec<_> = self.services.iter().map(|s| s.engine().state()).collect();
+            check_cluster(&states).unwrap();
+        }
+    }
+}
+
+use Direction::{Buy, Sell};
+
+/// The owner of resting bid `b{i}{level}` and of resting ask `s{i}{level}` on `SYMBOLS[i]`.
+fn buyer(i: usize, level: usize) -> &'static str {
+    ACCOUNTS[(i + level) % 8]
+}
+
+fn seller(i: usize, level: usize) -> &'static str {
+    ACCOUNTS[(i + level + 3) % 8]
+}
+
+/// Mid price and tick of `SYMBOLS[i]`.
+fn mid(i: usize) -> (f64, f64) {
+    match SYMBOLS[i] {
+        "SR501" => (5000.0, 1.0),
+        "SR503" => (5100.0, 1.0),
+        "cu2502" => (70500.0, 10.0),
+        _ => (70000.0, 10.0),
+    }
+}
+
+impl Cluster {
+    /// An account whose shard does not own `symbol` (any account with one shard): its orders
+    /// on `symbol` cross shards.
+    fn remote_account(&self, symbol: &str) -> &'static str {
+        let owner = self.instrument_shard(&inst(symbol));
+        let n = self.shards();
+        ACCOUNTS.into_iter().find(|name| n == 1 || account_shard(&acc(name), n) as usize != owner).unwrap()
+    }
+
+    /// The lots offered at `price` or lower.
+    fn ask_volume_through(&self, symbol: &str, price: i64) -> Volume {
+        let engine = self.services[self.instrument_shard(&inst(symbol))].engine();
+        let book = engine.book(engine.instrument_slot(&inst(symbol)).unwrap()).unwrap();
+        let mut volume = 0;
+        book.for_each_level(Sell, usize::MAX, |level, lots, _| {
+            if level <= price {
+                volume += lots;
+            }
+        });
+        volume
+    }
+
+    /// An account holding at least one closable long lot of `symbol`.
+    fn long_holder(&self, symbol: &str) -> &'static str {
+        let n = self.shards();
+        ACCOUNTS
+            .into_iter()
+            .find(|name| {
+                let engine = self.services[account_shard(&acc(name), n) as usize].engine();
+                let slot = engine.instrument_slot(&inst(symbol)).unwrap();
+                let account = engine.ledger().account(engine.account_slot(&acc(name)).unwrap());
+                account.position(slot).is_some_and(|p| p.long_today.closable() + p.long_his.closable() > 0)
+            })
+            .expect("someone holds a long position")
+    }
+}
+
+/// The trading before the checkpoint: accounts with and without passwords, transfers, books
+/// with resting orders on both sides of every instrument (several at one price: time
+/// priority), partial fills, IOC and FOK orders, a market order, cancels, modifies that keep
+/// and lose priority, k-line and tick rings that wrap, journals that evict; and left resting at
+/// the checkpoint: a close order, and a modify waiting for another shard.
+fn trade_before(c: &mut Cluster) {
+    for (n, name) in ACCOUNTS.iter().enumerate() {
+        c.act(open(name, 2_000_000.0 + n as f64 * 1000.0, n % 2 == 0));
+    }
+    c.act(transfer("A", 50_000.0, true));
+    c.act(transfer("B", 12_345.678_9, false));
+    c.drain();
+    for (i, symbol) in SYMBOLS.iter().enumerate() {
+        let (mid, tick) = mid(i);
+        for level in 1..=3 {
+            c.act(limit(
+                buyer(i, level),
+                &format!("b{i}{level}"),
+                symbol,
+                Buy,
+                mid - tick * level as f64,
+                level as i64 + 1,
+            ));
+            c.act(limit(
+                seller(i, level),
+                &format!("s{i}{level}"),
+                symbol,
+                Sell,
+                mid + tick * level as f64,
+                level as i64 + 2,
+            ));
+        }
+        c.drain();
+        // Same prices, later: behind in time priority.
+        c.act(limit(buyer(i, 6), &format!("q{i}"), symbol, Buy, mid - tick, 1));
+        c.act(limit(seller(i, 6), &format!("t{i}"), symbol, Sell, mid + tick, 1));
+        c.drain();
+    }
+    // Crossing orders: partial fills through several levels, some resting the remainder.
+    for (i, symbol) in SYMBOLS.iter().enumerate() {
+        let (mid, tick) = mid(i);
+        c.act(limit(buyer(i, 4), &format!("x{i}"), symbol, Buy, mid + 2.0 * tick, 5));
+        c.drain();
+        c.act(limit(seller(i, 4), &format!("y{i}"), symbol, Sell, mid - 2.0 * tick, 9));
+        c.drain();
+        let ioc = order_with(
+            buyer(i, 5),
+            &format!("ioc{i}"),
+            symbol,
+            Buy,
+            Offset::Open,
+            Some(mid + 3.0 * tick),
+            4,
+            TimeCondition::Ioc,
+            VolumeCondition::Any,
+        );
+        c.act(ioc);
+        c.drain();
+        let fok = order_with(
+            seller(i, 5),
+            &format!("fok{i}"),
+            symbol,
+            Sell,
+            Offset::Open,
+            Some(mid - 3.0 * tick),
+            50,
+            TimeCondition::Ioc,
+            VolumeCondition::All,
+        );
+        c.act(fok);
+        c.drain();
+    }
+    c.act(order_with("C", "mkt", "cu2501", Sell, Offset::Open, None, 1, TimeCondition::Ioc, VolumeCondition::Any));
+    c.drain();
+    // Cancels and modifies of resting orders: the volume down (keeps its place), the price
+    // (goes to the back), both; and ones that find nothing.
+    c.act(cancel(buyer(0, 3), "b03"));
+    c.act(cancel(seller(2, 3), "s23"));
+    c.act(cancel("H", "nonexistent"));
+    c.drain();
+    c.act(modify(buyer(1, 3), "b13", None, Some(1)));
+    c.act(modify(buyer(3, 2), "b32", Some(5098.0), None));
+    c.act(modify(seller(1, 3), "s13", Some(70020.0), Some(2)));
+    c.act(modify("A", "nonexistent", Some(70020.0), None));
+    c.drain();
+    // More trades at every instrument, 20 s apart, so the tick and bar rings wrap.
+    for round in 0..6 {
+        for (i, symbol) in SYMBOLS.iter().enumerate() {
+            let (price, _) = mid(i);
+            let (a, b) = (ACCOUNTS[(round + i) % 8], ACCOUNTS[(round + i + 1) % 8]);
+            c.act(limit(a, &format!("r{round}{i}a"), symbol, Buy, price, 1 + (round % 2) as i64));
+            c.act(limit(b, &format!("r{round}{i}b"), symbol, Sell, price, 1));
+            c.drain();
+        }
+        c.clock += 20_000_000_000;
+    }
+    // Resting at the checkpoint: a close order (the book must remember its offset) ...
+    let holder = c.long_holder("SR501");
+    c.act(close(holder, "cl1", "SR501", Sell, 5009.0, 1));
+    c.drain();
+    // ... and an order whose modify waits for another shard's answer.
+    let remote = c.remote_account("cu2501");
+    c.act(limit(remote, "mv", "cu2501", Buy, 69910.0, 3));
+    c.drain();
+    c.act(modify(remote, "mv", Some(69920.0), None));
+    c.act(cancel(buyer(2, 1), "b21"));
+}
+
+/// The trading after the checkpoint, the same on the original and the decoded cluster: orders
+/// that trade with what rests (time priority decides which), cancels and modifies of orders from
+/// before the checkpoint, followers, a new account, steps stamped before the last one.
+fn trade_after(c: &mut Cluster) {
+    // While the modify is in flight, another is refused (or, once answered, runs).
+    let remote = c.remote_account("cu2501");
+    c.act(modify(remote, "mv", Some(69930.0), None));
+    c.act(Action::Follow { account_id: acc("A"), on: true });
+    c.act(Action::Follow { account_id: acc("F"), on: true });
+    c.act(open("NEW", 1_000_000.0, true));
+    c.act(open("A", 1.0, false));
+    c.drain();
+    // An open order takes every ask up to the resting close's price, the close last: that
+    // trade leaves the open interest as it was (the book must know the close's offset).
+    let volume = c.ask_volume_through("SR501", price_from_f64(5009.0));
+    if volume > 0 {
+        c.act(limit("NEW", "vs-close", "SR501", Buy, 5009.0, volume));
+        c.drain();
+    }
+    for (i, symbol) in SYMBOLS.iter().enumerate() {
+        let (mid, tick) = mid(i);
+        c.act(limit(seller(i, 7), &format!("z{i}"), symbol, Sell, mid - 4.0 * tick, 6));
+        c.act(limit("NEW", &format!("n{i}"), symbol, Buy, mid + 4.0 * tick, 7));
+        c.drain();
+    }
+    c.act(cancel(buyer(1, 2), "b12"));
+    c.act(modify(seller(3, 2), "s32", Some(5101.0), None));
+    c.act(limit("A", "x0", "SR501", Buy, 5000.0, 1));
+    c.drain();
+    // The wall clock goes back: the service still stamps after its last timestamp.
+    let past = 1_735_781_400_000_000_000;
+    c.act_at(limit("C", "late", "cu2502", Sell, 70400.0, 2), past);
+    c.act_at(transfer("E", 10.0, true), past);
+    c.drain();
+    c.act(Action::Follow { account_id: acc("A"), on: false });
+    c.drain();
+}
+
+fn checkpoint_then_continue(shards: u16, drain_first: bool) {
+    let mut original = Cluster::new(shards);
+    trade_before(&mut original);
+    if drain_first {
+        original.drain();
+        assert_eq!(original.in_flight(), 0);
+    } else if shards > 1 {
+        assert!(original.in_flight() > 0, "messages in flight at the checkpoint");
+    }
+    original.check_invariants();
+    if shards > 1 {
+        // Orders crossed shards both ways.
+        for service in &original.services {
+            assert!(service.engine().sent().iter().sum::<u64>() > 0);
+            assert!(service.engine().ledger().accounts().len() > 1);
+        }
+    }
+    let trades: usize = original.services.iter().map(|s| s.counters().trades as usize).sum();
+    assert!(trades > 20, "the scenario trades ({trades} trades)");
+    for service in &original.services {
+        for slot in 0..4 {
+            if let Some(market) = service.engine().market(slot) {
+                assert!(market.ticks().pushed() > market.ticks().capacity() as i64, "tick rings wrap");
+                assert!(market.klines(0).unwrap().bars().pushed() > 3, "3 s bar rings wrap");
+            }
+        }
+    }
+    original.log.clear();
+    original.patches.clear();
+    let mut restored = original.checkpoint();
+    original.replies_from = restored.replies_from;
+    original.charts = true;
+    restored.charts = true;
+
+    // (a) The same state, as dumped and as the REST API shows it. First a step stamped before
+    // the last one: it takes the time after the last timestamp the service handed out.
+    assert_eq!(original.dump(), restored.dump());
+    for cluster in [&mut original, &mut restored] {
+        cluster.act_at(transfer("D", 1.0, true), 1);
+    }
+    original.query_everything();
+    restored.query_everything();
+    assert_eq!(original.log, restored.log);
+
+    // (b) The same further steps.
+    trade_after(&mut original);
+    trade_after(&mut restored);
+    original.drain();
+    restored.drain();
+    assert!(original.log.len() > 50);
+    for (n, (a, b)) in original.log.iter().zip(&restored.log).enumerate() {
+        assert_eq!(a, b, "step {n} after the checkpoint differs");
+    }
+    assert_eq!(original.log.len(), restored.log.len());
+    assert_eq!(original.patches, restored.patches);
+    assert!(
+        restored.patches.iter().any(|p| p.contains("klines/"))
+            && restored.patches.iter().any(|p| p.contains("\"trade\""))
+    );
+    original.check_invariants();
+    restored.check_invariants();
+    assert_eq!(original.dump(), restored.dump());
+
+    // A checkpoint of the restored cluster is as good (its followers and chart cursors, the
+    // process's, are not in it: the patches differ).
+    let mut again = restored.checkpoint();
+    restored.replies_from = again.replies_from;
+    assert_eq!(restored.dump(), again.dump());
+    restored.log.clear();
+    trade_after(&mut restored);
+    trade_after(&mut again);
+    assert_eq!(restored.log, again.log);
+}
+
+#[test]
+fn two_shards_continue_identically_after_a_checkpoint() {
+    checkpoint_then_continue(2, true);
+}
+
+#[test]
+fn two_shards_continue_identically_after_a_checkpoint_with_messages_in_flight() {
+    checkpoint_then_continue(2, false);
+}
+
+#[test]
+fn one_shard_continues_identically_after_a_checkpoint() {
+    checkpoint_then_continue(1, true);
+}
+
+#[test]
+fn decoded_service_takes_the_given_journal_limits_and_fresh_settings() {
+    let mut c = Cluster::new(1);
+    trade_before(&mut c);
+    // As recovery leaves it while it replays: no snapshot events.
+    c.services[0].set_report_snapshots(false);
+    let bytes = c.services[0].encode_checkpoint().unwrap();
+    let wider = JournalLimits { orders_per_account: 100, trades_per_account: 100, trades_per_instrument: 100 };
+    let mut decoded = Service::decode_checkpoint(&bytes, wider).unwrap();
+    assert_eq!(decoded.journal().limits(), wider);
+    assert_eq!(decoded.counters(), &ServiceCounters::default());
+    assert!(!decoded.marks_waiting());
+    let mut staged = Staged::default();
+    let now = 1_800_000_000_000_000_000;
+    decoded.handle(
+        limit("A", "fresh", "SR501", Buy, 4800.0, 1),
+        now,
+        Origin { shard: 0, conn: 1, tag: 1 },
+        &mut staged,
+    );
+    assert_eq!(staged.records.len(), 1);
+    // Snapshot events are on, as in `Service::new`: the book's new level makes a quote.
+    assert_eq!(decoded.take_changed_quotes().len(), 1);
+    // History writes are off until the runtime turns them on, as in `Service::new`.
+    assert!(decoded.take_history().is_empty());
+
+    // take_journal leaves an empty journal of the same limits; replace_journal puts it back.
+    let journal = decoded.take_journal();
+    let count = journal.order_count();
+    assert!(count > 0);
+    assert_eq!(journal.limits(), wider);
+    assert_eq!(decoded.journal().order_count(), 0);
+    assert_eq!(decoded.journal().limits(), wider);
+    decoded.replace_journal(journal);
+    assert_eq!(decoded.journal().order_count(), count);
+}
+
+/// Puts a checkpoint's payload (between the 12-byte header and the CRC) back together with a
+/// checksum that matches, so the decoder itself meets the damage.
+fn reseal(header: &[u8], payload: &[u8]) -> Vec<u8> {
+    let mut bytes = header.to_vec();
+    bytes.extend_from_slice(payload);
+    let crc = crc32fast::hash(&bytes);
+    bytes.extend_from_slice(&crc.to_le_bytes());
+    bytes
+}
+
+#[test]
+fn damaged_checkpoints_are_refused_without_a_panic() {
+    // A small shard: narrow bands (few price levels), a few accounts, orders and trades.
+    let mut small: Vec<Instrument> = instruments().into_iter().take(2).collect();
+    for inst in &mut small {
+        inst.upper_limit = inst.pre_settlement + 20 * inst.price_tick;
+        inst.lower_limit = inst.pre_settlement - 20 * inst.price_tick;
+        inst.shard = Some(0);
+    }
+    let config = EngineConfig { book_capacity: 4, live_order_capacity: 4, kline_capacity: 2, tick_capacity: 2 };
+    let mut service = Service::new(0, 1, small, 20250102, config, limits());
+    let mut tag = 0;
+    let mut act = |service: &mut Service, action: Action| {
+        tag += 1;
+        let mut staged = Staged::default();
+        service.handle(
+            action,
+            1_735_781_400_000_000_000 + i64::from(tag) * 1_000_000_000,
+            Origin { shard: 0, conn: 1, tag },
+            &mut staged,
+        );
+        assert!(staged.sends.is_empty());
+    };
+    act(&mut service, open("A", 1_000_000.0, true));
+    act(&mut service, open("B", 1_000_000.0, false));
+    act(&mut service, limit("A", "a1", "SR501", Buy, 5000.0, 3));
+    act(&mut service, limit("B", "b1", "SR501", Sell, 5000.0, 2));
+    act(&mut service, limit("B", "b2", "cu2501", Sell, 70010.0, 2));
+    act(&mut service, cancel("A", "a1"));
+    let bytes = service.encode_checkpoint().unwrap();
+    assert!(Service::decode_checkpoint(&bytes, limits()).is_ok());
+    eprintln!("small checkpoint: {} bytes", bytes.len());
+
+    // Every truncation, and every single-bit flip, of the whole file.
+    for len in 0..bytes.len() {
+        assert!(Service::decode_checkpoint(&bytes[..len], limits()).is_err(), "cut to {len} bytes");
+    }
+    for bit in 0..bytes.len() * 8 {
+        let mut damaged = bytes.clone();
+        damaged[bit / 8] ^= 1 << (bit % 8);
+        assert!(Service::decode_checkpoint(&damaged, limits()).is_err(), "bit {bit} flipped");
+    }
+    let mut longer = bytes.clone();
+    longer.push(0);
+    assert!(Service::decode_checkpoint(&longer, limits()).is_err());
+    assert!(Service::decode_checkpoint(b"", limits()).is_err());
+    assert!(Service::decode_checkpoint(&[0xff; 4096], limits()).is_err());
+
+    // Past the checksum: the decoder refuses truncated payloads, trailing bytes and garbage,
+    // and a flipped bit decodes to an error or to some service, never a panic.
+    let (header, rest) = bytes.split_at(12);
+    let payload = &rest[..rest.len() - 4];
+    assert!(Service::decode_checkpoint(&reseal(header, payload), limits()).is_ok());
+    for len in 0..payload.len() {
+        assert!(
+            Service::decode_checkpoint(&reseal(header, &payload[..len]), limits()).is_err(),
+            "payload cut to {len}"
+        );
+    }
+    let mut trailing = payload.to_vec();
+    trailing.push(0);
+    assert!(Service::decode_checkpoint(&reseal(header, &trailing), limits()).is_err());
+    let mut decoded = 0;
+    for bit in 0..payload.len() * 8 {
+        let mut damaged = payload.to_vec();
+        damaged[bit / 8] ^= 1 << (bit % 8);
+        if Service::decode_checkpoint(&reseal(header, &damaged), limits()).is_ok() {
+            decoded += 1;
+        }
+    }
+    eprintln!("{} of {} payload bit flips still decode", decoded, payload.len() * 8);
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    for _ in 0..2000 {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let len = (seed % 600) as usize;
+        let garbage: Vec<u8> = (0..len).map(|i| (seed >> (i % 57)) as u8 ^ i as u8).collect();
+        let _ = Service::decode_checkpoint(&reseal(header, &garbage), limits());
+    }
+    // Another format number is refused.
+    let mut other = header.to_vec();
+    other[8] ^= 1;
+    let refused = Service::decode_checkpoint(&reseal(&other, payload), limits()).err();
+    assert!(refused.is_some_and(|why| why.contains("format")));
+}
+
+/// Prices and amounts stay decimals in JSON, and are exact integers in the checkpoint.
+#[test]
+fn fixed_point_is_decimal_in_json_and_exact_in_checkpoints() {
+    use bincode::Options;
+    use qaexchange::domain::market_data::Kline;
+    let bar = Kline {
+        datetime_ns: 1,
+        open: 38_002_000,
+        high: i64::MAX,
+        low: i64::MIN,
+        close: 1_000_000_000_000_000_001,
+        volume: 3,
+        open_oi: 4,
+        close_oi: 5,
+    };
+    let json = serde_json::to_value(bar).unwrap();
+    assert_eq!(json["open"], serde_json::json!(3800.2));
+    assert_eq!(json["close"], serde_json::json!(1.0e14));
+    let options = bincode::DefaultOptions::new();
+    let back: Kline = options.deserialize(&options.serialize(&bar).unwrap()).unwrap();
+    assert_eq!(back, bar);
+}
+
+/// Encode and decode speed on a large shard: 100 000 accounts and a million finished orders
+/// in the journal. `cargo test --release --test checkpoint_state -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn checkpoint_speed() {
+    let accounts = 100_000;
+    let orders = 1_000_000;
+    let mut service = Service::new(0, 1, instruments(), 20250102, EngineConfig::default(), JournalLimits::default());
+    let names: Vec<String> = (0..accounts).map(|n| format!("acct{n}")).collect();
+    let mut tag = 0u32;
+    let mut now = 1_735_781_400_000_000_000i64;
+    let mut run = |service: &mut Service, action: Action| {
+        tag = tag.wrapping_add(1);
+        now += 1_000_000;
+        let mut staged = Staged::default();
+        service.handle(action, now, Origin { shard: 0, conn: 1, tag }, &mut staged);
+    };
+    for name in &names {
+        run(&mut service, open(name, 1_000_000.0, true));
+    }
+    // Orders that rest, then trade (a tenth), or are cancelled: all end finished.
+    for n in 0..orders {
+        let name = &names[n % accounts];
+        let symbol = SYMBOLS[n % 4];
+        let price = if symbol.starts_with("SR") { 5000.0 } else { 70000.0 };
+        let direction = if n % 2 == 0 { Buy } else { Sell };
+        let client = format!("o{n}");
+        run(&mut service, limit(name, &client, symbol, direction, price, 1));
+        if n % 10 != 9 {
+            run(&mut service, cancel(name, &client));
+        }
+    }
+    let resting: usize = (0..4).filter_map(|slot| service.engine().book(slot)).map(|b| b.resting_count()).sum();
+    eprintln!(
+        "{} accounts, {} orders in the journal, {} resting",
+        service.engine().ledger().accounts().len(),
+        service.journal().order_count(),
+        resting
+    );
+    let began = std::time::Instant::now();
+    let bytes = service.encode_checkpoint().unwrap();
+    let encode = began.elapsed();
+    let began = std::time::Instant::now();
+    let decoded = Service::decode_checkpoint(&bytes, JournalLimits::default()).unwrap();
+    let decode = began.elapsed();
+    let mb = bytes.len() as f64 / 1e6;
+    eprintln!(
+        "checkpoint {mb:.1} MB: encode {:.0} ms ({:.0} MB/s), decode {:.0} ms ({:.0} MB/s)",
+        encode.as_secs_f64() * 1e3,
+        mb / encode.as_secs_f64(),
+        decode.as_secs_f64() * 1e3,
+        mb / decode.as_secs_f64()
+    );
+    assert_eq!(decoded.journal().order_count(), service.journal().order_count());
+}
