@@ -66,3 +66,56 @@ impl Hasher for FastHasher {
 
 pub type FastBuild = BuildHasherDefault<FastHasher>;
 pub type FastMap<K, V> = HashMap<K, V, FastBuild>;
+
+/// Serde for large maps in checkpoints: written as a sequence of pairs, read back into a map
+/// sized for all of them at once. (Serde's own map reading grows the table step by step from
+/// a cautious guess: for the million-entry maps of a journal, rehashing several times over.)
+pub mod presized_map {
+    use super::FastMap;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use std::hash::Hash;
+
+    pub fn serialize<K: Serialize, V: Serialize, S: Serializer>(
+        map: &FastMap<K, V>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(map.iter())
+    }
+
+    pub fn deserialize<'de, K, V, D>(deserializer: D) -> Result<FastMap<K, V>, D::Error>
+    where
+        K: Deserialize<'de> + Eq + Hash,
+        V: Deserialize<'de>,
+        D: Deserializer<'de>,
+    {
+        let pairs = Vec::<(K, V)>::deserialize(deserializer)?;
+        let mut map = FastMap::with_capacity_and_hasher(pairs.len(), Default::default());
+        map.extend(pairs);
+        Ok(map)
+    }
+}
+
+/// Serde for ordered maps and sets in checkpoints: read back as a whole and built in bulk
+/// (`FromIterator` sorts, which is linear on the sorted input, then builds the tree without
+/// the per-entry searches and splits of one-by-one inserts).
+pub mod bulk_ordered {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<T, I, S>(items: T, serializer: S) -> Result<S::Ok, S::Error>
+    where
+        T: IntoIterator<Item = I>,
+        I: Serialize,
+        S: Serializer,
+    {
+        serializer.collect_seq(items)
+    }
+
+    pub fn deserialize<'de, C, I, D>(deserializer: D) -> Result<C, D::Error>
+    where
+        C: FromIterator<I>,
+        I: Deserialize<'de>,
+        D: Deserializer<'de>,
+    {
+        Ok(Vec::<I>::deserialize(deserializer)?.into_iter().collect())
+    }
+}

@@ -247,6 +247,7 @@ struct Slot {
 /// would move every record each time it grows and spread them over more memory.
 #[derive(Default, Debug, Serialize, Deserialize)]
 struct FinishedOrders {
+    #[serde(with = "crate::domain::fast_hash::presized_map")]
     index: FastMap<u64, u32>,
     slots: Vec<Slot>,
     /// Slots of evicted orders, to reuse.
@@ -293,8 +294,12 @@ impl FinishedOrders {
 #[derive(Default, Debug, Serialize, Deserialize)]
 struct AccountJournal {
     /// Kept orders by acceptance sequence: seq -> order id.
+    #[serde(serialize_with = "crate::domain::fast_hash::bulk_ordered::serialize")]
+    #[serde(deserialize_with = "crate::domain::fast_hash::bulk_ordered::deserialize")]
     orders: BTreeMap<u64, u64>,
     /// The sequence numbers of the kept orders that are FINISHED (eviction candidates).
+    #[serde(serialize_with = "crate::domain::fast_hash::bulk_ordered::serialize")]
+    #[serde(deserialize_with = "crate::domain::fast_hash::bulk_ordered::deserialize")]
     finished: BTreeSet<u64>,
     /// Kept trades, oldest first.
     trades: VecDeque<UserTrade>,
@@ -306,6 +311,7 @@ struct AccountJournal {
 pub struct Journal {
     limits: JournalLimits,
     /// The kept orders that are ALIVE, by order id.
+    #[serde(with = "crate::domain::fast_hash::presized_map")]
     live: FastMap<u64, Slot>,
     /// The kept orders that are FINISHED, by order id.
     finished: FinishedOrders,
