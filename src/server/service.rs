@@ -8,7 +8,7 @@ use super::diff_chart;
 use super::diff_trade::{self, TradeWatch};
 use super::history::HistoryWriter;
 use super::http::{push_error_body, push_success_body, HttpErrorCode};
-use super::journal::{Journal, JournalLimits, OrderRecord};
+use super::journal::{FinishedOrders, Journal, JournalLimits, OrderRecord};
 use super::wal_record::WalRecord;
 use crate::domain::command::{Command, InsertOrder};
 use crate::domain::engine::EngineConfig;
@@ -215,7 +215,7 @@ impl Staged {
 const CHECKPOINT_MAGIC: [u8; 8] = *b"QAXSHCKP";
 /// The checkpoint layout; any change to the serialised types (fields, their order, enum
 /// variants) needs a new number.
-pub const CHECKPOINT_FORMAT: u32 = 1;
+pub const CHECKPOINT_FORMAT: u32 = 2;
 
 /// bincode as both sides of a checkpoint use it: varint integers, little endian, trailing bytes
 /// refused.
@@ -510,8 +510,10 @@ impl Service {
     /// and starts empty after a restart. Take it between steps, once the committer has taken
     /// what the steps left (`take_changed_quotes`, `take_history`).
     ///
-    /// Layout: `CHECKPOINT_MAGIC`, `CHECKPOINT_FORMAT` (u32 LE), the bincode payload
-    /// (`checkpoint_options`), and the CRC32 of all that (u32 LE).
+    /// Layout: `CHECKPOINT_MAGIC`, `CHECKPOINT_FORMAT` (u32 LE), the length of the first
+    /// payload (u64 LE), the two bincode payloads (`checkpoint_options`): the state without
+    /// the journal's finished orders, then those (most of the bytes, so a second thread
+    /// decodes them alongside the first), and the CRC32 of all that (u32 LE).
     pub fn encode_checkpoint(&self) -> Result<Vec<u8>, String> {
         let state = CheckpointRef {
             engine: &self.engine,
@@ -519,10 +521,19 @@ impl Service {
             last_ts: self.last_ts,
             credentials: &self.credentials,
         };
-        let mut bytes = Vec::with_capacity(1 << 16);
+        // Both parts into one buffer, each in one pass (encoding them on two threads was no
+        // faster here: the time goes to growing and faulting in the buffer).
+        let mut bytes = Vec::with_capacity(1 << 20);
         bytes.extend_from_slice(&CHECKPOINT_MAGIC);
         bytes.extend_from_slice(&CHECKPOINT_FORMAT.to_le_bytes());
+        let length_at = bytes.len();
+        bytes.extend_from_slice(&0u64.to_le_bytes());
         checkpoint_options().serialize_into(&mut bytes, &state).map_err(|e| format!("checkpoint: {e}"))?;
+        let main_len = (bytes.len() - length_at - 8) as u64;
+        bytes[length_at..length_at + 8].copy_from_slice(&main_len.to_le_bytes());
+        checkpoint_options()
+            .serialize_into(&mut bytes, self.journal.finished_part())
+            .map_err(|e| format!("checkpoint: {e}"))?;
         let crc = crc32fast::hash(&bytes);
         bytes.extend_from_slice(&crc.to_le_bytes());
         Ok(bytes)
@@ -538,7 +549,7 @@ impl Service {
     /// The shard, shard count, instruments, trading day and engine sizes are the checkpoint's:
     /// the caller checks them against its config (`engine()`).
     pub fn decode_checkpoint(bytes: &[u8], limits: JournalLimits) -> Result<Service, String> {
-        let header = CHECKPOINT_MAGIC.len() + 4;
+        let header = CHECKPOINT_MAGIC.len() + 4 + 8;
         if bytes.len() < header + 4 {
             return Err(format!("checkpoint of {} bytes: too short", bytes.len()));
         }
@@ -554,12 +565,27 @@ impl Service {
         if crc32fast::hash(body) != word(body.len()) {
             return Err("checkpoint checksum mismatch: damaged or cut short".into());
         }
+        let mut main_len = [0u8; 8];
+        main_len.copy_from_slice(&body[header - 8..header]);
         let payload = &body[header..];
-        let state: CheckpointOwned = checkpoint_options()
-            .with_limit(payload.len() as u64)
-            .deserialize(payload)
+        let main_len = u64::from_le_bytes(main_len);
+        if main_len > payload.len() as u64 {
+            return Err(format!("checkpoint: a first part of {main_len} bytes in {} bytes", payload.len()));
+        }
+        let (main, finished) = payload.split_at(main_len as usize);
+        let (state, finished) = std::thread::scope(|scope| {
+            let part = scope.spawn(|| {
+                checkpoint_options().with_limit(finished.len() as u64).deserialize::<FinishedOrders>(finished)
+            });
+            let state = checkpoint_options().with_limit(main.len() as u64).deserialize::<CheckpointOwned>(main);
+            (state, part.join())
+        });
+        let state = state.map_err(|e| format!("checkpoint: {e}"))?;
+        let finished = finished
+            .map_err(|_| "checkpoint: the decoding thread panicked".to_string())?
             .map_err(|e| format!("checkpoint: {e}"))?;
         let CheckpointOwned { mut engine, mut journal, last_ts, credentials } = state;
+        journal.set_finished_part(finished);
         engine.finish_decode().map_err(|e| format!("checkpoint: {e}"))?;
         journal.check_decoded().map_err(|e| format!("checkpoint: {e}"))?;
         journal.set_limits(limits);
