@@ -244,6 +244,8 @@ fn wal_segments_before_the_older_checkpoint_are_retired() {
     for k in 0..rounds + 1 {
         fill_wal(&mut c, &format!("more{k}"), 2000);
     }
+    let s = c.ok("GET", "/admin/storage/stats", None)[0].clone();
+    assert!(s["wal_segments_recycled"].as_u64().unwrap() >= 1, "a rotation reused a retired file: {s}");
     let second = checkpoint(&mut c)[0]["wal_sequence"].as_u64().unwrap();
     assert!(second > first);
     assert_eq!(checkpoint_files(&data, 0).len(), 2, "the newest two are kept");

@@ -143,6 +143,8 @@ pub struct CheckpointControl {
     /// Segments through this sequence may go (the committer retires them).
     pub retire_through: Option<u64>,
     pub segments_retired: u64,
+    /// New segments made from retired files (WAL stats of this process).
+    pub segments_recycled: u64,
 }
 
 impl CheckpointControl {
@@ -161,6 +163,7 @@ impl CheckpointControl {
             last_error: None,
             retire_through: None,
             segments_retired: 0,
+            segments_recycled: 0,
         }
     }
 
@@ -224,6 +227,7 @@ impl CheckpointControl {
             "checkpoint_last_error": self.last_error,
             "checkpoint_running": self.running,
             "wal_segments_retired": self.segments_retired,
+            "wal_segments_recycled": self.segments_recycled,
         })
     }
 }

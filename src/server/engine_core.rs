@@ -603,6 +603,7 @@ pub async fn run_committer(
         if let (Some(w), false) = (wal.as_ref(), batch.records.is_empty()) {
             let stats = w.stats();
             let mut c = core.borrow_mut();
+            c.checkpoint.segments_recycled = stats.segments_recycled;
             c.metrics.stage_since("wal_write_sync", began);
             let counters = &mut c.metrics.counters;
             counters.wal_records = stats.records;
