@@ -316,3 +316,26 @@ fn checkpoint_requests_without_storage_or_with_a_wrong_method_are_refused() {
     let r = c.request("GET", "/admin/checkpoint", None);
     assert_eq!(r.status, 405);
 }
+
+#[test]
+fn a_checkpoint_of_another_shard_layout_stops_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let opts = options(&data, 2);
+    let mut server = start(&opts);
+    let mut c = server.client();
+    open_accounts(&mut c);
+    checkpoint(&mut c);
+    drop(c);
+    assert!(server.terminate().success());
+    // Intact, but another configuration's: refused, not passed over.
+    let one_shard = options(&data, 1);
+    let err = match server_support::try_start(&one_shard) {
+        Ok(s) => panic!("started: {}", s.ready_line),
+        Err(e) => e,
+    };
+    assert!(err.contains("checkpoint") && err.contains("start the server with --shards 2"), "{err}");
+    // The right layout still starts, from the checkpoint.
+    let server = start(&opts);
+    assert_ne!(server.ready_field("checkpoints").unwrap(), "0,0");
+}

@@ -12,8 +12,10 @@
 //!
 //! Files are written to a temporary name, synced, renamed to `checkpoint-<sequence>.ckpt` and
 //! the directory synced, so a crash leaves either the complete file or none (a leftover
-//! `.tmp` is removed). A file that fails any check (magic, lengths, either CRC, shard layout,
-//! instruments) is never used; an older valid one is, if the WAL still reaches back to it.
+//! `.tmp` is removed). A damaged file (magic, lengths, either CRC, or its state does not
+//! decode) is never used; an older valid one is, if the WAL still reaches back to it. An
+//! intact file of another configuration (shard layout, instruments) stops start-up: replaying
+//! this log with another configuration would be wrong whichever file it started from.
 
 use crate::domain::shard::Outgoing;
 use bincode::Options;
@@ -127,10 +129,10 @@ impl CheckedFile {
     }
 }
 
-/// Checks a checkpoint file's bytes: magic, format, header CRC, lengths, body CRC, and that
-/// it was written by shard `expect.shard` of `expect.shards` with the same instruments and
-/// WAL format (its `wal_sequence` is not compared).
-pub fn check(bytes: Vec<u8>, expect: &CheckpointMeta) -> Result<CheckedFile, String> {
+/// Checks a checkpoint file's bytes: magic, format, header CRC, lengths, body CRC. Whose it
+/// is (`CheckedFile::meta`) is for the caller to compare (`mismatch`): a file that is intact
+/// but another configuration's must stop start-up, not be passed over.
+pub fn check(bytes: Vec<u8>) -> Result<CheckedFile, String> {
     if bytes.len() < HEADER_LEN {
         return Err(format!("{} bytes, shorter than a header", bytes.len()));
     }
@@ -160,16 +162,25 @@ pub fn check(bytes: Vec<u8>, expect: &CheckpointMeta) -> Result<CheckedFile, Str
     if crc32fast::hash(&bytes[HEADER_LEN..]) != u32_at(&bytes, 48) {
         return Err("body checksum mismatch".into());
     }
-    if (meta.shard, meta.shards) != (expect.shard, expect.shards) {
-        return Err(format!("written as shard {} of {}", meta.shard, meta.shards));
-    }
-    if meta.instruments_fingerprint != expect.instruments_fingerprint {
-        return Err("written with other instruments".into());
-    }
-    if meta.wal_format != expect.wal_format {
-        return Err(format!("written with WAL format {}", meta.wal_format));
-    }
     Ok(CheckedFile { meta, bytes, service_len: service_len as usize })
+}
+
+/// Why an intact checkpoint `found` is not this server's (`expect`: shard layout,
+/// instruments, WAL format; the sequence is not compared), if it is not.
+pub fn mismatch(found: &CheckpointMeta, expect: &CheckpointMeta) -> Option<String> {
+    if (found.shard, found.shards) != (expect.shard, expect.shards) {
+        return Some(format!(
+            "written as shard {} of {}; start the server with --shards {}",
+            found.shard, found.shards, found.shards
+        ));
+    }
+    if found.instruments_fingerprint != expect.instruments_fingerprint {
+        return Some("written with other instruments than <instruments>; restore the original instruments file".into());
+    }
+    if found.wal_format != expect.wal_format {
+        return Some(format!("written with WAL format {}, this server writes {}", found.wal_format, expect.wal_format));
+    }
+    None
 }
 
 /// Checkpoint files in `dir`, oldest first. A missing directory has none.
@@ -262,22 +273,23 @@ mod tests {
     fn a_file_round_trips_and_every_damage_is_caught() {
         let outbox = encode_outbox(&[]).unwrap();
         let bytes = encode_file(&meta(42), b"service state", &outbox);
-        let checked = check(bytes.clone(), &meta(0)).unwrap();
+        let checked = check(bytes.clone()).unwrap();
         assert_eq!(checked.meta, meta(42));
+        assert_eq!(mismatch(&checked.meta, &meta(0)), None);
         assert_eq!(checked.service_bytes(), b"service state");
         assert!(checked.outbox().unwrap().is_empty());
         for len in 0..bytes.len() {
-            assert!(check(bytes[..len].to_vec(), &meta(0)).is_err(), "truncated to {len}");
+            assert!(check(bytes[..len].to_vec()).is_err(), "truncated to {len}");
         }
         for at in 0..bytes.len() {
             let mut flipped = bytes.clone();
             flipped[at] ^= 0x10;
-            assert!(check(flipped, &meta(0)).is_err(), "bit flipped at {at}");
+            assert!(check(flipped).is_err(), "bit flipped at {at}");
         }
         let other = CheckpointMeta { shard: 0, ..meta(0) };
-        assert!(check(bytes.clone(), &other).unwrap_err().contains("shard 1 of 2"));
+        assert!(mismatch(&checked.meta, &other).unwrap().contains("shard 1 of 2"));
         let other = CheckpointMeta { instruments_fingerprint: 1, ..meta(0) };
-        assert!(check(bytes, &other).unwrap_err().contains("instruments"));
+        assert!(mismatch(&checked.meta, &other).unwrap().contains("instruments"));
     }
 
     #[test]

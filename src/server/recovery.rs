@@ -79,11 +79,18 @@ pub fn load_checkpoint(
     checkpoint::remove_temporary(&dir).map_err(|e| format!("cleaning {}: {e}", dir.display()))?;
     let files = checkpoint::list(&dir).map_err(|e| format!("listing checkpoints in {}: {e}", dir.display()))?;
     for (_, path) in files.into_iter().rev() {
-        let loaded = std::fs::read(&path).map_err(|e| e.to_string()).and_then(|bytes| {
-            let file = checkpoint::check(bytes, &meta)?;
-            let service = Service::decode_checkpoint(file.service_bytes(), journal)?;
-            Ok(Restored { sequence: file.meta.wal_sequence, service, outbox: file.outbox()? })
-        });
+        let file = match std::fs::read(&path).map_err(|e| e.to_string()).and_then(checkpoint::check) {
+            Ok(file) => file,
+            Err(e) => {
+                warnings.push(format!("{}: not used: {e}", path.display()));
+                continue;
+            }
+        };
+        if let Some(why) = checkpoint::mismatch(&file.meta, &meta) {
+            return Err(format!("checkpoint {}: {why}", path.display()));
+        }
+        let loaded = Service::decode_checkpoint(file.service_bytes(), journal)
+            .and_then(|service| Ok(Restored { sequence: file.meta.wal_sequence, service, outbox: file.outbox()? }));
         match loaded {
             Ok(restored) => return Ok(Some(restored)),
             Err(e) => warnings.push(format!("{}: not used: {e}", path.display())),
