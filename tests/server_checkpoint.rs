@@ -270,6 +270,17 @@ fn wal_segments_before_the_older_checkpoint_are_retired() {
     assert_eq!(server.ready_field("checkpoints").unwrap(), first.to_string(), "fell back to the older one");
     assert!(server.stderr().contains("not used: body checksum mismatch"), "{}", server.stderr());
     assert_eq!(view(&mut server.client()), before);
+    // Set aside, so it no longer counts as one of the two kept.
+    let mut aside = newest.clone().into_os_string();
+    aside.push(".damaged");
+    assert!(!newest.exists() && Path::new(&aside).exists());
+    let mut c = server.client();
+    trade(&mut c, "after", 2);
+    let third = checkpoint(&mut c)[0]["wal_sequence"].as_u64().unwrap();
+    let kept: Vec<PathBuf> =
+        checkpoint_files(&data, 0).into_iter().filter(|p| p.extension().unwrap() == "ckpt").collect();
+    assert_eq!(kept.len(), 2, "the older good one and the new one: {kept:?}");
+    assert!(kept[1].to_str().unwrap().ends_with(&format!("{third:020}.ckpt")), "{kept:?}");
 }
 
 #[test]

@@ -63,6 +63,17 @@ pub struct Restored {
     pub outbox: Vec<Outgoing>,
 }
 
+/// Renames a damaged checkpoint to `<name>.damaged`, out of the files kept and loaded (kept for
+/// inspection); returns the warning to log.
+fn set_aside(path: &Path, why: &str) -> String {
+    let mut aside = path.as_os_str().to_owned();
+    aside.push(".damaged");
+    match std::fs::rename(path, &aside) {
+        Ok(()) => format!("{}: not used: {why} (renamed to *.damaged)", path.display()),
+        Err(e) => format!("{}: not used: {why} (could not rename it: {e})", path.display()),
+    }
+}
+
 /// What pass 1 learns of a shard: what it consumed from each shard, its checkpoint (if any),
 /// and the checkpoints passed over.
 type ShardStart = (Vec<u64>, Option<Restored>, Vec<String>);
@@ -79,10 +90,17 @@ pub fn load_checkpoint(
     checkpoint::remove_temporary(&dir).map_err(|e| format!("cleaning {}: {e}", dir.display()))?;
     let files = checkpoint::list(&dir).map_err(|e| format!("listing checkpoints in {}: {e}", dir.display()))?;
     for (_, path) in files.into_iter().rev() {
-        let file = match std::fs::read(&path).map_err(|e| e.to_string()).and_then(checkpoint::check) {
-            Ok(file) => file,
+        let bytes = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
             Err(e) => {
                 warnings.push(format!("{}: not used: {e}", path.display()));
+                continue;
+            }
+        };
+        let file = match checkpoint::check(bytes) {
+            Ok(file) => file,
+            Err(e) => {
+                warnings.push(set_aside(&path, &e));
                 continue;
             }
         };
@@ -93,7 +111,7 @@ pub fn load_checkpoint(
             .and_then(|service| Ok(Restored { sequence: file.meta.wal_sequence, service, outbox: file.outbox()? }));
         match loaded {
             Ok(restored) => return Ok(Some(restored)),
-            Err(e) => warnings.push(format!("{}: not used: {e}", path.display())),
+            Err(e) => warnings.push(set_aside(&path, &e)),
         }
     }
     Ok(None)
