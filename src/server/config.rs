@@ -786,6 +786,27 @@ mod tests {
     }
 
     #[test]
+    fn storage_history_and_checkpoint_keys_are_read_and_bounded() {
+        let text = "[storage]\nmemtable_kib = 128\ncompaction_trigger_tables = 3\ncheckpoint_wal_mib = 0\n\
+                    checkpoint_interval_secs = 30\n";
+        let storage = ServerConfig::from_toml_str(text).expect("valid").storage.expect("storage on");
+        assert_eq!(storage.memtable_bytes, 128 << 10);
+        assert_eq!(storage.compaction_trigger_tables, 3);
+        assert_eq!((storage.checkpoint_wal_bytes, storage.checkpoint_interval_secs), (0, 30));
+        let defaults = StorageConfig::default();
+        assert_eq!((defaults.checkpoint_wal_bytes, defaults.checkpoint_interval_secs), (512 << 20, 600));
+        for (bad, needle) in [
+            ("memtable_kib = 63", "[storage] memtable_kib"),
+            ("compaction_trigger_tables = 0", "[storage] compaction_trigger_tables"),
+            ("checkpoint_wal_mib = 1073741825", "[storage] checkpoint_wal_mib"),
+            ("checkpoint_interval_secs = 31536001", "[storage] checkpoint_interval_secs"),
+        ] {
+            let err = ServerConfig::from_toml_str(&format!("[storage]\n{bad}\n")).expect_err(bad);
+            assert!(err.to_string().contains(needle), "{bad}: {err}");
+        }
+    }
+
+    #[test]
     fn no_storage() {
         let missing = tempfile::tempdir().expect("temp dir");
         let default_path = missing.path().join("exchange.toml");
