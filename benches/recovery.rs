@@ -172,16 +172,6 @@ fn main() {
     assert_eq!(serde_json::to_value(restored.engine().state()).expect("state"), full_state, "checkpoint + tail");
     drop(restored);
     let (fresh_file, encode_s) = checkpoint_file(&service, report.records, fingerprint);
-    // What the shard pauses for when it takes one: a copy of the state (encoded elsewhere).
-    let t = Instant::now();
-    let copy = service.checkpoint_copy();
-    let copy_s = t.elapsed().as_secs_f64();
-    assert_eq!(
-        copy.encode().expect("encode the copy"),
-        service.encode_checkpoint().expect("encode"),
-        "the copy encodes alike"
-    );
-    drop(copy);
     let t = Instant::now();
     checkpoint::write(&ckpt_dir, report.records, &fresh_file, || {}).expect("write the fresh checkpoint");
     let fresh_write_s = t.elapsed().as_secs_f64();
@@ -245,11 +235,9 @@ fn main() {
         current_s / rebuild_s
     );
     println!(
-        "  checkpoint: {:.1} MB (state after {} records); the shard's pause (copy) {:.3} s; encode {:.3} s ({:.0} MB/s), \
-         write+fsync {:.3} s ({:.0} MB/s)",
+        "  checkpoint: {:.1} MB (state after {} records); encode {:.3} s ({:.0} MB/s), write+fsync {:.3} s ({:.0} MB/s)",
         fresh_file.len() as f64 / 1e6,
         report.records,
-        copy_s,
         encode_s,
         fresh_file.len() as f64 / 1e6 / encode_s,
         fresh_write_s,

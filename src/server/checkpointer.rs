@@ -3,8 +3,8 @@
 //! The committer decides when one is due (`[storage] checkpoint_wal_mib` of WAL written, or
 //! `checkpoint_interval_secs`, since the last one; or `POST /admin/checkpoint`). At the moment
 //! it takes a staged group, the engine's state is exactly the state after that group's last
-//! record S, so it copies the state there, in the same borrow (the shard pauses for the copy
-//! only; encoding happens on the writing thread), together with the outbox: every message to another shard that the
+//! record S, so it encodes the state there, in the same borrow (the shard pauses for the
+//! encoding only), together with the outbox: every message to another shard that the
 //! receiver has not made durable yet (sent or about to be). Once the group is durable a task
 //! finishes the checkpoint off the shard's critical path:
 //! 1. the history store flushes through S, so the tables cover every record the checkpoint
@@ -21,7 +21,7 @@
 
 use super::checkpoint::{self, CheckpointMeta};
 use super::history_store::SharedHistory;
-use super::service::{CheckpointCopy, Origin};
+use super::service::Origin;
 use crate::domain::shard::Outgoing;
 use serde::Serialize;
 use std::collections::VecDeque;
@@ -99,14 +99,13 @@ impl Outbox {
     }
 }
 
-/// A checkpoint's state, copied when its group was taken, waiting for the group to be
-/// durable (then encoded and written off the shard).
+/// A checkpoint's state, encoded when its group was taken, waiting for the group to be
+/// durable.
 pub struct Snapshot {
     pub wal_sequence: u64,
-    pub service: CheckpointCopy,
+    pub service: Vec<u8>,
     pub outbox: Vec<Outgoing>,
-    /// How long the shard paused to copy its state.
-    pub copy_us: u64,
+    pub encode_us: u64,
 }
 
 /// What the last checkpoint of a shard was (`/admin/storage/stats`, `POST /admin/checkpoint`).
@@ -116,9 +115,7 @@ pub struct CheckpointInfo {
     pub wal_sequence: u64,
     pub bytes: u64,
     pub file: String,
-    /// The shard paused this long to copy its state.
-    pub copy_us: u64,
-    /// Encoding the copy (on the writing thread).
+    /// The shard paused this long to encode its state.
     pub encode_us: u64,
     /// Waiting for the history store to flush through the checkpoint.
     pub history_flush_us: u64,
@@ -267,33 +264,26 @@ pub async fn finish(
     }
     let history_flush_us = began.elapsed().as_micros() as u64;
     let outbox_messages = snapshot.outbox.len();
-    let copy_us = snapshot.copy_us;
+    let encode_us = snapshot.encode_us;
     let meta = CheckpointMeta { wal_sequence: sequence, ..target.meta };
     let written_at = Instant::now();
     let dir = target.dir.clone();
     let written = super::history_store::on_background_thread("checkpoint", move || {
-        let began = Instant::now();
-        let service = snapshot.service.encode()?;
-        let encode_us = began.elapsed().as_micros() as u64;
         let outbox = checkpoint::encode_outbox(&snapshot.outbox)?;
+        let file = checkpoint::encode_file(&meta, &snapshot.service, &outbox);
         drop(snapshot);
-        let file = checkpoint::encode_file(&meta, &service, &outbox);
-        drop(service);
         checkpoint::write(&dir, sequence, &file, test_pause)
-            .map(|written| (written, encode_us))
             .map_err(|e| format!("writing a checkpoint in {}: {e}", dir.display()))
     })
     .await?;
-    let (written, encode_us) = written;
     let info = CheckpointInfo {
         shard,
         wal_sequence: sequence,
         bytes: written.bytes,
         file: written.path.display().to_string(),
-        copy_us,
         encode_us,
         history_flush_us,
-        write_us: (written_at.elapsed().as_micros() as u64).saturating_sub(encode_us),
+        write_us: written_at.elapsed().as_micros() as u64,
         outbox_messages,
     };
     Ok((info, written.oldest_kept))
@@ -366,7 +356,6 @@ mod tests {
             wal_sequence: 7,
             bytes: 1,
             file: String::new(),
-            copy_us: 0,
             encode_us: 0,
             history_flush_us: 0,
             write_us: 0,

@@ -142,16 +142,22 @@ impl EngineCore {
         self.durable = durable;
     }
 
-    /// Copies the state for a checkpoint at `wal_sequence` (the last record of the group
+    /// Encodes the state for a checkpoint at `wal_sequence` (the last record of the group
     /// being taken, whose messages `sending` are about to go out).
-    fn snapshot(&mut self, wal_sequence: u64, sending: &[Outgoing], wal_bytes: u64) -> Snapshot {
+    fn snapshot(&mut self, wal_sequence: u64, sending: &[Outgoing], wal_bytes: u64) -> Option<Snapshot> {
         let began = Instant::now();
         self.checkpoint.begin(wal_bytes, began);
-        Snapshot {
-            wal_sequence,
-            service: self.service.checkpoint_copy(),
-            outbox: self.outbox.all().chain(sending).cloned().collect(),
-            copy_us: began.elapsed().as_micros() as u64,
+        match self.service.encode_checkpoint() {
+            Ok(service) => Some(Snapshot {
+                wal_sequence,
+                service,
+                outbox: self.outbox.all().chain(sending).cloned().collect(),
+                encode_us: began.elapsed().as_micros() as u64,
+            }),
+            Err(e) => {
+                self.checkpoint_ended(Err(format!("encoding the state: {e}")));
+                None
+            }
         }
     }
 
@@ -541,7 +547,7 @@ pub async fn run_committer(
                         && c.checkpoint.due(w.stats().bytes, Instant::now()) =>
                 {
                     let sequence = w.next_sequence() - 1 + spare.records.len() as u64;
-                    Some(c.snapshot(sequence, &spare.sends, w.stats().bytes))
+                    c.snapshot(sequence, &spare.sends, w.stats().bytes)
                 }
                 _ => None,
             };
@@ -697,13 +703,11 @@ async fn start_checkpoint(core: &SharedCore, wal: Option<&mut WalWriter>, snapsh
         let result = checkpointer::finish(snapshot, history, target, shard).await;
         if let Ok((info, _)) = &result {
             tracing::info!(
-                "shard {shard}: checkpoint at WAL sequence {} ({} bytes; copy {} us, history flush {} us, encode {} us, \
-                 write {} us)",
+                "shard {shard}: checkpoint at WAL sequence {} ({} bytes; encode {} us, history flush {} us, write {} us)",
                 info.wal_sequence,
                 info.bytes,
-                info.copy_us,
-                info.history_flush_us,
                 info.encode_us,
+                info.history_flush_us,
                 info.write_us
             );
         }

@@ -245,7 +245,7 @@ struct Slot {
 /// The finished orders, by order id: records in a slab whose freed slots are reused, found
 /// through an index of small entries. The bulk of the journal lives here; a map of records
 /// would move every record each time it grows and spread them over more memory.
-#[derive(Clone, Default, Debug, Serialize, Deserialize)]
+#[derive(Default, Debug, Serialize, Deserialize)]
 pub struct FinishedOrders {
     #[serde(with = "crate::domain::fast_hash::presized_map")]
     index: FastMap<u64, u32>,
@@ -291,7 +291,7 @@ impl FinishedOrders {
 }
 
 /// What the journal keeps for one account.
-#[derive(Clone, Default, Debug, Serialize, Deserialize)]
+#[derive(Default, Debug, Serialize, Deserialize)]
 struct AccountJournal {
     /// Kept orders by acceptance sequence: seq -> order id.
     #[serde(serialize_with = "crate::domain::fast_hash::bulk_ordered::serialize")]
@@ -307,7 +307,7 @@ struct AccountJournal {
 
 /// Finished orders and past trades folded from the engine's events. See the module docs.
 /// Serde (the shard checkpoints) covers all of it, limits included.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Journal {
     limits: JournalLimits,
     /// The kept orders that are ALIVE, by order id.

@@ -241,45 +241,6 @@ struct CheckpointOwned {
     credentials: FastMap<AccountId, String>,
 }
 
-/// A service's durable state copied at one moment (`Service::checkpoint_copy`); it encodes
-/// to the same bytes as `Service::encode_checkpoint` did at that moment, on any thread.
-pub struct CheckpointCopy {
-    engine: ShardEngine,
-    journal: Journal,
-    last_ts: TimestampNs,
-    credentials: FastMap<AccountId, String>,
-}
-
-impl CheckpointCopy {
-    pub fn encode(&self) -> Result<Vec<u8>, String> {
-        encode_parts(&self.engine, &self.journal, self.last_ts, &self.credentials)
-    }
-}
-
-/// The checkpoint bytes of these parts (layout: `Service::encode_checkpoint`).
-fn encode_parts(
-    engine: &ShardEngine,
-    journal: &Journal,
-    last_ts: TimestampNs,
-    credentials: &FastMap<AccountId, String>,
-) -> Result<Vec<u8>, String> {
-    let state = CheckpointRef { engine, journal, last_ts, credentials };
-    // Both parts into one buffer, each in one pass (encoding them on two threads was no
-    // faster here: the time goes to growing and faulting in the buffer).
-    let mut bytes = Vec::with_capacity(1 << 20);
-    bytes.extend_from_slice(&CHECKPOINT_MAGIC);
-    bytes.extend_from_slice(&CHECKPOINT_FORMAT.to_le_bytes());
-    let length_at = bytes.len();
-    bytes.extend_from_slice(&0u64.to_le_bytes());
-    checkpoint_options().serialize_into(&mut bytes, &state).map_err(|e| format!("checkpoint: {e}"))?;
-    let main_len = (bytes.len() - length_at - 8) as u64;
-    bytes[length_at..length_at + 8].copy_from_slice(&main_len.to_le_bytes());
-    checkpoint_options().serialize_into(&mut bytes, journal.finished_part()).map_err(|e| format!("checkpoint: {e}"))?;
-    let crc = crc32fast::hash(&bytes);
-    bytes.extend_from_slice(&crc.to_le_bytes());
-    Ok(bytes)
-}
-
 /// Which client request an order's pending reply belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum Kind {
@@ -554,19 +515,28 @@ impl Service {
     /// the journal's finished orders, then those (most of the bytes, so a second thread
     /// decodes them alongside the first), and the CRC32 of all that (u32 LE).
     pub fn encode_checkpoint(&self) -> Result<Vec<u8>, String> {
-        encode_parts(&self.engine, &self.journal, self.last_ts, &self.credentials)
-    }
-
-    /// A copy of what [`Service::encode_checkpoint`] encodes, to encode elsewhere: copying is
-    /// several times faster than encoding (mostly memcpy of slabs and tables), so a shard
-    /// that takes a checkpoint pauses only for the copy.
-    pub fn checkpoint_copy(&self) -> CheckpointCopy {
-        CheckpointCopy {
-            engine: self.engine.clone(),
-            journal: self.journal.clone(),
+        let state = CheckpointRef {
+            engine: &self.engine,
+            journal: &self.journal,
             last_ts: self.last_ts,
-            credentials: self.credentials.clone(),
-        }
+            credentials: &self.credentials,
+        };
+        // Both parts into one buffer, each in one pass (encoding them on two threads was no
+        // faster here: the time goes to growing and faulting in the buffer).
+        let mut bytes = Vec::with_capacity(1 << 20);
+        bytes.extend_from_slice(&CHECKPOINT_MAGIC);
+        bytes.extend_from_slice(&CHECKPOINT_FORMAT.to_le_bytes());
+        let length_at = bytes.len();
+        bytes.extend_from_slice(&0u64.to_le_bytes());
+        checkpoint_options().serialize_into(&mut bytes, &state).map_err(|e| format!("checkpoint: {e}"))?;
+        let main_len = (bytes.len() - length_at - 8) as u64;
+        bytes[length_at..length_at + 8].copy_from_slice(&main_len.to_le_bytes());
+        checkpoint_options()
+            .serialize_into(&mut bytes, self.journal.finished_part())
+            .map_err(|e| format!("checkpoint: {e}"))?;
+        let crc = crc32fast::hash(&bytes);
+        bytes.extend_from_slice(&crc.to_le_bytes());
+        Ok(bytes)
     }
 
     /// A service from [`Service::encode_checkpoint`]'s bytes, in the state it was taken in;
