@@ -7,7 +7,7 @@
 mod server_support;
 
 use serde_json::{json, Value};
-use server_support::{start, Client, Options, ServerProcess};
+use server_support::{copy_dir, settled_state, start, Client, Options, ServerProcess};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -75,23 +75,6 @@ fn fill_wal(c: &mut Client, tag: &str, n: usize) {
     }
 }
 
-/// The merged state once the invariants hold (redelivered messages may still be landing).
-fn state(c: &mut Client) -> Value {
-    let began = Instant::now();
-    loop {
-        let s = c.ok("GET", "/admin/state", None);
-        if s["invariants"] == "ok" {
-            return s["state"].clone();
-        }
-        assert!(
-            s["invariants"].as_str().is_some_and(|i| i.starts_with("messages in flight"))
-                && began.elapsed() < Duration::from_secs(20),
-            "{s}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// What a user sees: the state, and each account's orders, trades and their history.
 fn view(c: &mut Client) -> Value {
     let mut accounts = serde_json::Map::new();
@@ -106,7 +89,7 @@ fn view(c: &mut Client) -> Value {
             }),
         );
     }
-    json!({"state": state(c), "accounts": accounts,
+    json!({"state": settled_state(c), "accounts": accounts,
         "kline": c.ok("GET", "/api/market/kline/cu2501?period=60&count=50", None)})
 }
 
@@ -126,25 +109,17 @@ fn checkpoint(c: &mut Client) -> Vec<Value> {
     taken
 }
 
+/// The ready line's `checkpoints=` for a restart from these (one answer per shard).
+fn sequences(taken: &[Value]) -> String {
+    taken.iter().map(|i| i["wal_sequence"].to_string()).collect::<Vec<_>>().join(",")
+}
+
 fn checkpoint_files(data: &Path, shard: usize) -> Vec<PathBuf> {
     let dir = data.join(format!("shard-{shard}")).join("checkpoints");
     let mut files: Vec<PathBuf> =
         std::fs::read_dir(&dir).map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect()).unwrap_or_default();
     files.sort();
     files
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
 }
 
 fn restart(server: &mut ServerProcess, opts: &Options) -> ServerProcess {
@@ -175,9 +150,7 @@ fn a_restart_from_checkpoints_equals_a_full_replay() {
     drop(c);
 
     let mut server = restart(&mut server, &opts);
-    let started_from = server.ready_field("checkpoints").unwrap();
-    let expected: Vec<String> = taken.iter().map(|i| i["wal_sequence"].to_string()).collect();
-    assert_eq!(started_from, expected.join(","), "{}", server.ready_line);
+    assert_eq!(server.ready_field("checkpoints").unwrap(), sequences(&taken), "{}", server.ready_line);
     let tail: u64 = server.ready_field("recovered_records").unwrap().parse().unwrap();
     let mut c = server.client();
     assert_eq!(view(&mut c), before, "a restart from checkpoints");
@@ -312,8 +285,7 @@ fn sigkill_while_a_checkpoint_is_written_loses_nothing() {
     }
     let server = restart(&mut server, &opts);
     asking.join().unwrap();
-    let expected: Vec<String> = first.iter().map(|i| i["wal_sequence"].to_string()).collect();
-    assert_eq!(server.ready_field("checkpoints").unwrap(), expected.join(","), "the half-written one is not used");
+    assert_eq!(server.ready_field("checkpoints").unwrap(), sequences(&first), "the half-written one is not used");
     assert!(!tmp.exists(), "the temporary file is removed at start-up");
     assert_eq!(view(&mut server.client()), before);
     assert_eq!(checkpoint_files(&data, 0).len(), 1);

@@ -18,7 +18,7 @@
 mod server_support;
 
 use serde_json::{json, Value};
-use server_support::{run_to_exit, start, try_start, Client, Options, ServerProcess};
+use server_support::{copy_dir, run_to_exit, start, try_start, Client, Options, ServerProcess};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -98,19 +98,6 @@ fn all_frames(data: &Path) -> Vec<(PathBuf, Frame)> {
         out.extend(frames(&bytes, first).into_iter().map(|f| (path.clone(), f)));
     }
     out
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
 }
 
 fn patch(path: &Path, f: impl FnOnce(&mut Vec<u8>)) {

@@ -6,7 +6,7 @@
 mod server_support;
 
 use serde_json::{json, Value};
-use server_support::{fixed4, start, Client, Options, ServerProcess};
+use server_support::{fixed4, settled_state, start, Client, Options, ServerProcess};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -111,26 +111,6 @@ fn stream(addr: std::net::SocketAddr, account: String, round: u64, seed: u64, ac
             let client_id = o["client_order_id"].as_str().unwrap().to_string();
             acked.orders.insert(id, (account.clone(), client_id, status, filled));
         }
-    }
-}
-
-/// The merged state once the invariants hold: right after a restart, messages recovery found
-/// undelivered may still be on their way between shards (`invariants` says so until they land).
-fn state(c: &mut Client) -> Value {
-    let began = Instant::now();
-    loop {
-        let s = c.ok("GET", "/admin/state", None);
-        if s["invariants"] == "ok" {
-            return s["state"].clone();
-        }
-        assert!(
-            s["invariants"].as_str().is_some_and(|i| i.starts_with("messages in flight"))
-                // Debug builds on a busy 2-core CI machine, with recovery's history flushes
-                // and the history store's first jobs right after start: give them time.
-                && began.elapsed() < Duration::from_secs(20),
-            "{s}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -243,10 +223,10 @@ fn sigkill_at_random_moments_loses_nothing_acknowledged() {
         }
         check_acked(&server, &acked.lock().unwrap(), initial_cash);
         // Recovery is idempotent: a kill with no traffic gives the same state again.
-        let before = state(&mut server.client());
+        let before = settled_state(&mut server.client());
         server.kill9();
         server = start(&options(dir.path()));
-        assert_eq!(before, state(&mut server.client()), "round {round}: a second recovery differs");
+        assert_eq!(before, settled_state(&mut server.client()), "round {round}: a second recovery differs");
     }
     assert!(acked.lock().unwrap().orders.len() > 100, "the rounds acknowledged too little to prove anything");
     let stats = server.client().ok("GET", "/admin/storage/stats", None);
@@ -259,7 +239,7 @@ fn sigkill_at_random_moments_loses_nothing_acknowledged() {
     eprintln!("{redelivered_total} messages between shards delivered again over {ROUNDS} rounds");
     assert!(restarts_from_checkpoints > 0, "no restart started from a checkpoint");
     // Some orders rest in the books at the end, so the state comparison covered books.
-    let last = state(&mut server.client());
+    let last = settled_state(&mut server.client());
     let resting: usize = last["books"]
         .as_array()
         .unwrap()

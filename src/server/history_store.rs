@@ -370,15 +370,20 @@ const JOB_NICE: libc::c_int = 19;
 fn in_background_thread<T: Send + 'static>(
     job: impl FnOnce() -> crate::storage::lsm::Result<T> + Send + 'static,
 ) -> crate::storage::lsm::Result<T> {
-    let thread = std::thread::Builder::new().name("history-job".into()).spawn(move || {
+    niced_thread("history-job", job)
+        .unwrap_or_else(|e| Err(crate::storage::lsm::LsmError::io("history job", std::io::Error::other(e))))
+}
+
+/// Runs `job` on a new thread named `name` at `JOB_NICE` and waits for it; Err when the
+/// thread cannot start or panics.
+fn niced_thread<T: Send + 'static>(name: &str, job: impl FnOnce() -> T + Send + 'static) -> Result<T, String> {
+    let thread = std::thread::Builder::new().name(name.into()).spawn(move || {
         lower_thread_priority(JOB_NICE);
         job()
     });
     match thread {
-        Ok(handle) => handle.join().unwrap_or_else(|_| {
-            Err(crate::storage::lsm::LsmError::io("history job", std::io::Error::other("the job thread panicked")))
-        }),
-        Err(e) => Err(crate::storage::lsm::LsmError::io("starting a history job thread", e)),
+        Ok(handle) => handle.join().map_err(|_| format!("the {name} thread panicked")),
+        Err(e) => Err(format!("starting a {name} thread: {e}")),
     }
 }
 
@@ -388,18 +393,7 @@ pub async fn on_background_thread<T: Send + 'static>(
     what: &'static str,
     job: impl FnOnce() -> Result<T, String> + Send + 'static,
 ) -> Result<T, String> {
-    glommio::executor()
-        .spawn_blocking(move || {
-            let thread = std::thread::Builder::new().name(what.into()).spawn(move || {
-                lower_thread_priority(JOB_NICE);
-                job()
-            });
-            match thread {
-                Ok(handle) => handle.join().unwrap_or_else(|_| Err(format!("the {what} thread panicked"))),
-                Err(e) => Err(format!("starting a {what} thread: {e}")),
-            }
-        })
-        .await
+    glommio::executor().spawn_blocking(move || niced_thread(what, job).and_then(|result| result)).await
 }
 
 /// Sets the calling thread's nice value (Linux: per thread). Failure only means the job runs

@@ -375,3 +375,37 @@ impl Client {
 pub fn fixed4(v: &Value) -> i64 {
     (v.as_f64().unwrap_or_else(|| panic!("not a number: {v}")) * 10_000.0).round() as i64
 }
+
+/// Copies a directory tree (a data dir, to restart a copy of it).
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+/// `/admin/state`'s merged state once the invariants hold: right after a restart, messages
+/// recovery found undelivered may still be on their way between shards (`invariants` says so
+/// until they land). Debug builds on a busy 2-core CI machine, with recovery's history flushes
+/// and the history store's first jobs right after start, get 20 s.
+pub fn settled_state(c: &mut Client) -> Value {
+    let began = Instant::now();
+    loop {
+        let s = c.ok("GET", "/admin/state", None);
+        if s["invariants"] == "ok" {
+            return s["state"].clone();
+        }
+        assert!(
+            s["invariants"].as_str().is_some_and(|i| i.starts_with("messages in flight"))
+                && began.elapsed() < Duration::from_secs(20),
+            "{s}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
