@@ -378,7 +378,7 @@ fn in_background_thread<T: Send + 'static>(
 /// thread cannot start or panics.
 fn niced_thread<T: Send + 'static>(name: &str, job: impl FnOnce() -> T + Send + 'static) -> Result<T, String> {
     let thread = std::thread::Builder::new().name(name.into()).spawn(move || {
-        lower_thread_priority(JOB_NICE);
+        super::thread_priority::lower_thread_priority(JOB_NICE);
         job()
     });
     match thread {
@@ -394,17 +394,6 @@ pub async fn on_background_thread<T: Send + 'static>(
     job: impl FnOnce() -> Result<T, String> + Send + 'static,
 ) -> Result<T, String> {
     glommio::executor().spawn_blocking(move || niced_thread(what, job).and_then(|result| result)).await
-}
-
-/// Sets the calling thread's nice value (Linux: per thread). Failure only means the job runs
-/// at normal priority.
-#[allow(unsafe_code)]
-fn lower_thread_priority(nice: libc::c_int) {
-    // SAFETY: plain syscalls on this thread's own id; no memory is passed.
-    unsafe {
-        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
-        libc::setpriority(libc::PRIO_PROCESS, tid, nice);
-    }
 }
 
 fn failed(h: &mut ShardHistory, what: &str, error: String) {

@@ -26,6 +26,7 @@ pub mod recovery;
 pub mod runtime;
 pub mod service;
 pub mod shinny;
+pub mod thread_priority;
 pub mod wal_record;
 pub mod ws;
 pub mod ws_io;

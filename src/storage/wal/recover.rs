@@ -159,15 +159,9 @@ pub fn recover(
     let mut resume = ResumePoint { segment: None, offset: 0, next_sequence };
     // A segment whose end was cut: (file, offset of the damage, sequence expected there).
     let mut torn: Option<(PathBuf, usize, u64)> = None;
-    // One buffer for every segment: a fresh 64 MiB allocation per segment cost a page fault
-    // and a kernel zeroing per page, as much as the read itself.
-    let mut buffer = Vec::new();
     for (first, path) in segments {
-        buffer.clear();
-        std::fs::File::open(&path)
-            .and_then(|mut file| std::io::Read::read_to_end(&mut file, &mut buffer))
-            .map_err(|e| RecoveryError::Io(path.clone(), e))?;
-        let bytes = &buffer[..];
+        let mapped = map_segment(&path).map_err(|e| RecoveryError::Io(path.clone(), e))?;
+        let bytes = mapped.as_deref().unwrap_or(&[]);
         let mut scan = scan_segment(bytes, first).map_err(|e| RecoveryError::Corrupt(path.clone(), e))?;
         settle_recycled_end(bytes, &mut scan);
         if scan.records.is_empty() {
@@ -229,6 +223,22 @@ pub fn recover(
         });
     }
     Ok((resume, report))
+}
+
+/// A segment's bytes, mapped read-only (`None` for an empty file, which cannot be mapped).
+/// Mapping instead of reading saves copying every byte of the log out of the page cache, a
+/// fifth of the reader thread's time in a replay.
+#[allow(unsafe_code)]
+fn map_segment(path: &Path) -> std::io::Result<Option<memmap2::Mmap>> {
+    let file = std::fs::File::open(path)?;
+    if file.metadata()?.len() == 0 {
+        return Ok(None);
+    }
+    // SAFETY: recovery runs before the shard's writer opens the log, and nothing else writes
+    // or truncates a segment then (another process truncating it would raise SIGBUS, as for
+    // any mmap-based reader; the history store's tables are read the same way). The mapping is
+    // dropped before the next segment is mapped, and long before the writer starts.
+    unsafe { memmap2::MmapOptions::new().populate().map(&file) }.map(Some)
 }
 
 /// A torn tail with nothing of this log after the damage point and no record header at it is
