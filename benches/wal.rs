@@ -25,9 +25,20 @@ struct Figures {
     commits: usize,
 }
 
-/// `pipelined`: batch k+1 is written while batch k's fdatasync runs (as the server's
-/// committer does); a commit's latency runs from its write to its own sync's return.
-fn run(dir: std::path::PathBuf, batch_records: usize, seconds: f64, sync: SyncMode, pipelined: bool) -> Figures {
+/// How batches overlap.
+#[derive(Clone, Copy, PartialEq)]
+enum Overlap {
+    /// Build, write, sync, one batch after the other (the server's committer).
+    None,
+    /// Batch k+1 is built and written while batch k's fdatasync runs.
+    Pipelined,
+    /// `WalWriter::write_behind`: batch k+1 is built while batch k is written and batch k-1
+    /// synced.
+    WriteBehind,
+}
+
+/// A commit's latency runs from its batch's write to its own sync's return.
+fn run(dir: std::path::PathBuf, batch_records: usize, seconds: f64, sync: SyncMode, overlap: Overlap) -> Figures {
     glommio::LocalExecutorBuilder::default()
         .io_memory(4 << 20)
         // Spin briefly before parking: an idle executor otherwise sleeps between a write's
@@ -43,12 +54,22 @@ fn run(dir: std::path::PathBuf, batch_records: usize, seconds: f64, sync: SyncMo
             let start = Instant::now();
             let deadline = Duration::from_secs_f64(seconds);
             let mut in_flight = None;
+            let mut writing = None;
             while start.elapsed() < deadline {
                 for _ in 0..batch_records {
                     wal.append(&payload).unwrap();
                 }
                 let t = Instant::now();
-                if pipelined {
+                if overlap == Overlap::WriteBehind {
+                    let ticket = wal.write_behind().await.unwrap();
+                    if let Some((previous, began)) = in_flight.take() {
+                        wal.finish_sync(previous).await.unwrap();
+                        latencies_ns.push(Instant::elapsed(&began).as_nanos() as u64);
+                    }
+                    if let (Some(ticket), Some(began)) = (ticket, writing.replace(t)) {
+                        in_flight = Some((ticket, began));
+                    }
+                } else if overlap == Overlap::Pipelined {
                     wal.write_pending().await.unwrap();
                     let ticket = wal.start_sync();
                     if let Some((previous, began)) = in_flight.replace((ticket, t)) {
@@ -62,7 +83,12 @@ fn run(dir: std::path::PathBuf, batch_records: usize, seconds: f64, sync: SyncMo
             }
             if let Some((previous, began)) = in_flight.take() {
                 wal.finish_sync(previous).await.unwrap();
-                latencies_ns.push(began.elapsed().as_nanos() as u64);
+                latencies_ns.push(Instant::elapsed(&began).as_nanos() as u64);
+            }
+            if let Some(began) = writing.take() {
+                // The last batch written behind: `commit` waits for its write, then syncs it.
+                wal.commit().await.unwrap();
+                latencies_ns.push(Instant::elapsed(&began).as_nanos() as u64);
             }
             let elapsed = start.elapsed().as_secs_f64();
             let stats = wal.stats();
@@ -103,13 +129,14 @@ fn main() {
     println!("WAL, {}-byte records (frame included), {seconds} s per row, dir {}", RECORD_BYTES + 24, base.display());
     println!("| sync | records/batch | durable records/s | MB/s | commits | commit p50 us | p99 us | p99.9 us |");
     println!("|---|---:|---:|---:|---:|---:|---:|---:|");
-    for (sync, pipelined, name) in [
-        (SyncMode::Durable, false, "fdatasync"),
-        (SyncMode::Durable, true, "fdatasync, pipelined"),
-        (SyncMode::None, false, "none"),
+    for (sync, overlap, name) in [
+        (SyncMode::Durable, Overlap::None, "fdatasync"),
+        (SyncMode::Durable, Overlap::Pipelined, "fdatasync, pipelined"),
+        (SyncMode::Durable, Overlap::WriteBehind, "fdatasync, write-behind"),
+        (SyncMode::None, Overlap::None, "none"),
     ] {
         for &batch in &batches {
-            let f = run(base.join("wal"), batch, seconds, sync, pipelined);
+            let f = run(base.join("wal"), batch, seconds, sync, overlap);
             println!(
                 "| {name} | {batch} | {:.0} | {:.1} | {} | {:.1} | {:.1} | {:.1} |",
                 f.records_per_s, f.mb_per_s, f.commits, f.p50_us, f.p99_us, f.p999_us

@@ -446,3 +446,74 @@ fn a_torn_first_batch_is_cleared_before_its_sequences_are_reused() {
     expect_records(&records, 5);
     assert_eq!((resume.next_sequence, report.torn_tail), (6, None));
 }
+
+/// `write_behind`: batches written while the next is built, each synced by the ticket the next
+/// call returns. Tickets come in order and cover exactly the batch before; `start_sync` with a
+/// write in flight claims only what was written before it; rotations, a `commit` between, and
+/// a resume after a torn tail all keep the log whole.
+#[test]
+fn write_behind_keeps_the_log_whole_and_tickets_in_order() {
+    let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let dir = tmp.path().to_path_buf();
+    let run = |from: u64, to: u64, sync: SyncMode| {
+        let dir = dir.clone();
+        glommio::LocalExecutorBuilder::default()
+            .io_memory(1 << 20)
+            .spawn(move || async move {
+                let (resume, report) = recover(&dir, 1, |_, _| {}).expect("recovers");
+                assert_eq!(resume.next_sequence, from);
+                let config = WalConfig { dir: dir.clone(), segment_bytes: SEGMENT_BYTES, sync };
+                let mut wal = WalWriter::open(config, &resume, report.torn_tail.is_some()).await.unwrap();
+                let mut sequence = from;
+                let mut durable = from - 1;
+                let mut batch_ends = Vec::new();
+                let mut size = 1;
+                let mut in_flight_first = None;
+                while sequence < to {
+                    let batch_first = sequence;
+                    for _ in 0..size.min(to - sequence) {
+                        wal.append(&payload(sequence)).unwrap();
+                        sequence += 1;
+                    }
+                    if size % 5 == 0 {
+                        // A batch in flight is not claimed by a sync started now.
+                        if let Some(first) = in_flight_first {
+                            let ticket = wal.start_sync();
+                            assert_eq!(wal.finish_sync(ticket).await.unwrap(), first - 1);
+                        }
+                    }
+                    if size % 7 == 0 {
+                        // A plain commit between waits for the batch behind and syncs both.
+                        assert_eq!(wal.commit().await.unwrap(), sequence - 1);
+                        durable = sequence - 1;
+                        batch_ends.clear();
+                        in_flight_first = None;
+                    } else {
+                        let ticket = wal.write_behind().await.unwrap();
+                        if let Some(ticket) = ticket {
+                            let through = wal.finish_sync(ticket).await.unwrap();
+                            // The batch before this one, exactly.
+                            assert_eq!(Some(through), batch_ends.last().copied());
+                            assert!(through > durable);
+                            durable = through;
+                        }
+                        batch_ends.push(sequence - 1);
+                        in_flight_first = Some(batch_first);
+                    }
+                    size = size % 40 + 1;
+                }
+                let stats = wal.stats();
+                wal.close().await.unwrap();
+                stats
+            })
+            .unwrap()
+            .join()
+            .unwrap()
+    };
+    let stats = run(1, 3_001, SyncMode::Durable);
+    assert!(stats.segments_created >= 2, "64 KiB segments must rotate: {stats:?}");
+    expect_records(&read_all(&dir).unwrap(), 3_000);
+    tear_last_record(&dir, 3_000);
+    run(3_000, 4_001, SyncMode::None);
+    expect_records(&read_all(&dir).unwrap(), 4_000);
+}

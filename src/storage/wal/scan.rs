@@ -23,7 +23,7 @@
 //! (bit rot, a lying disk) looks exactly like a torn write of an unsynced batch, because no
 //! later batch exists to prove it was synced. That case is cut as a torn tail, with a warning.
 
-use super::frame::{frame_len, record_crc, RecordHeader, FRAME_ALIGN, HEADER_LEN, MAX_PAYLOAD};
+use super::frame::{frame_len, RecordHeader, CRC_FROM, FRAME_ALIGN, HEADER_LEN, MAX_PAYLOAD};
 use std::ops::Range;
 
 /// A record found in a segment: where it is and where its payload is.
@@ -93,8 +93,7 @@ fn intact_at(bytes: &[u8], offset: usize) -> Option<(RecordHeader, Range<usize>)
         return None;
     }
     let payload = offset + HEADER_LEN..offset + HEADER_LEN + len;
-    (record_crc(header.sequence, header.batch_start, &bytes[payload.clone()]) == header.crc)
-        .then_some((header, payload))
+    (crc32fast::hash(&bytes[offset + CRC_FROM..payload.end]) == header.crc).then_some((header, payload))
 }
 
 /// Scans one segment whose first record must carry `first_sequence`.

@@ -108,6 +108,8 @@ pub struct WalWriter {
     stats: WalStats,
     /// Bytes per written batch, smoothed over the last few (picks how the spare is prepared).
     recent_batch_bytes: u64,
+    /// The batch `write_behind` is writing: its writes, and the first and last sequence it holds.
+    behind: Option<(glommio::Task<io::Result<()>>, u64, u64)>,
 }
 
 /// How the spare segment was prepared.
@@ -148,6 +150,39 @@ const POOL_FILES: usize = 2;
 const BULK_BATCH_BYTES: u64 = 256 * 1024;
 
 /// Copies the bytes `[from, from + dst.len())` of `tail ++ batch ++ zeros` into `dst`.
+/// Writes the buffers of one batch, all in flight at once (one write at a time left the device
+/// idle between them); all belong to the same batch, and the scan's recovery rule already
+/// allows any subset of a batch's blocks to be torn.
+async fn run_writes(file: Rc<DmaFile>, buffers: Vec<(glommio::io::DmaBuffer, u64)>, aligned: usize) -> io::Result<()> {
+    let mut writes: Vec<_> = buffers.into_iter().map(|(buffer, at)| Box::pin(file.write_at(buffer, at))).collect();
+    let mut results: Vec<Option<io::Result<usize>>> = (0..writes.len()).map(|_| None).collect();
+    futures_lite::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (write, result) in writes.iter_mut().zip(results.iter_mut()) {
+            if result.is_none() {
+                match write.as_mut().poll(cx) {
+                    std::task::Poll::Ready(r) => *result = Some(r.map_err(io::Error::from)),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    let mut written = 0;
+    for result in results.into_iter().flatten() {
+        written += result?;
+    }
+    if written != aligned {
+        return Err(io::Error::new(io::ErrorKind::WriteZero, format!("short WAL write: {written} of {aligned}")));
+    }
+    Ok(())
+}
+
 fn fill_chunk(dst: &mut [u8], from: usize, tail: &[u8], batch: &[u8]) {
     let mut at = 0;
     let mut pos = from;
@@ -252,6 +287,7 @@ impl WalWriter {
             next_sequence: resume.next_sequence,
             stats: WalStats { segments_recycled: u64::from(recycled), ..WalStats::default() },
             recent_batch_bytes: 0,
+            behind: None,
         };
         if torn && !writer.tail_block.is_empty() {
             // Rewrite the cut block: durable prefix, zeros after it.
@@ -410,6 +446,10 @@ impl WalWriter {
     /// Writes the pending batch without syncing it; returns the last sequence written. The
     /// next batch may be written while this one's sync (`start_sync`) is in flight.
     pub async fn write_pending(&mut self) -> io::Result<u64> {
+        // A batch still being written behind goes first; the next sync covers it.
+        if let Some((write, _, _)) = self.behind.take() {
+            write.await?;
+        }
         if self.pending.is_empty() {
             return Ok(self.next_sequence - 1);
         }
@@ -420,6 +460,42 @@ impl WalWriter {
         let result = self.write_blocks(&batch).await;
         self.pending = batch;
         result?;
+        Ok(self.written())
+    }
+
+    /// Write-behind, for a producer that builds the next batch while this one is on its way:
+    /// waits for the batch the previous call started writing (if any) and starts its fdatasync
+    /// (returned: finish it with `finish_sync`; with `sync = none` it is ready at once), then
+    /// starts writing the pending batch and returns without waiting for that write. Three
+    /// batches are then in flight together: one being built, one written, one synced. A
+    /// failed write shows at the next call (or the next `write_pending`, `commit`,
+    /// `sync_now`, `close`, which all wait for it first).
+    pub async fn write_behind(&mut self) -> io::Result<Option<SyncTicket>> {
+        let ticket = match self.behind.take() {
+            Some((write, _, through)) => {
+                write.await?;
+                Some(self.sync_ticket(through))
+            }
+            None => None,
+        };
+        if self.pending.is_empty() {
+            return Ok(ticket);
+        }
+        if self.offset + self.pending.len() as u64 > self.config.segment_bytes {
+            // The rotation syncs the old segment first (the ticket's sync then finds nothing).
+            self.rotate().await?;
+        }
+        let (writes, aligned) = self.prepare_writes(&self.pending);
+        let write = glommio::spawn_local(run_writes(self.file.clone(), writes, aligned));
+        let first = self.pending_first;
+        let through = self.written();
+        self.behind = Some((write, first, through));
+        Ok(ticket)
+    }
+
+    /// Bookkeeping once the pending batch's bytes are written (or handed to writes in flight):
+    /// returns the last sequence written.
+    fn written(&mut self) -> u64 {
         self.advance_tail();
         self.stats.batches += 1;
         self.stats.bytes += self.pending.len() as u64;
@@ -428,13 +504,22 @@ impl WalWriter {
         self.pending.clear();
         self.pending_first = self.next_sequence;
         self.maybe_prepare_spare();
-        Ok(self.next_sequence - 1)
+        self.next_sequence - 1
     }
 
     /// Starts an fdatasync of everything written so far (durable mode; with `sync = none` the
     /// ticket is ready at once). It runs while the caller writes the next batch.
     pub fn start_sync(&mut self) -> SyncTicket {
-        let through = self.next_sequence - 1 - self.pending_records();
+        // Not the batch still being written behind: this sync may finish before its write.
+        let through = match &self.behind {
+            Some((_, first, _)) => first - 1,
+            None => self.next_sequence - 1 - self.pending_records(),
+        };
+        self.sync_ticket(through)
+    }
+
+    /// An fdatasync of the current segment (none with `sync = none`), covering through `through`.
+    fn sync_ticket(&mut self, through: u64) -> SyncTicket {
         if self.config.sync == SyncMode::None {
             return SyncTicket { task: None, through };
         }
@@ -473,10 +558,16 @@ impl WalWriter {
     /// Keeps the bytes of the block that will hold the next record.
     fn advance_tail(&mut self) {
         let alignment = self.file.alignment() as usize;
-        let mut joined = std::mem::take(&mut self.tail_block);
-        joined.extend_from_slice(&self.pending);
-        let keep = (joined.len()) % alignment;
-        self.tail_block = joined[joined.len() - keep..].to_vec();
+        let keep = (self.tail_block.len() + self.pending.len()) % alignment;
+        if keep <= self.pending.len() {
+            // The usual case: the new tail lies within the batch. (Joining the old tail and
+            // the whole batch first copied every byte of a batch once more, into fresh memory.)
+            self.tail_block.clear();
+            self.tail_block.extend_from_slice(&self.pending[self.pending.len() - keep..]);
+        } else {
+            // A batch smaller than what was left of the block: the block only grows.
+            self.tail_block.extend_from_slice(&self.pending);
+        }
     }
 
     /// Writes tail_block + `batch`, zero-padded to whole blocks, at the block holding `offset`.
@@ -484,6 +575,14 @@ impl WalWriter {
     /// at a time left the device idle between them); all belong to the same batch, and the
     /// scan's recovery rule already allows any subset of a batch's blocks to be torn.
     async fn write_blocks(&mut self, batch: &[u8]) -> io::Result<()> {
+        let (writes, aligned) = self.prepare_writes(batch);
+        run_writes(self.file.clone(), writes, aligned).await
+    }
+
+    /// The DMA buffers (and their file offsets) that write tail_block + `batch`, zero-padded
+    /// to whole blocks, and the bytes they cover. The bytes are copied here, so the batch's
+    /// buffer is free again as soon as this returns.
+    fn prepare_writes(&self, batch: &[u8]) -> (Vec<(glommio::io::DmaBuffer, u64)>, usize) {
         let start = self.file.align_down(self.offset);
         let len = self.tail_block.len() + batch.len();
         let mut aligned = self.file.align_up(len as u64) as usize;
@@ -500,35 +599,10 @@ impl WalWriter {
             let size = WRITE_CHUNK_BYTES.min(aligned - chunk_start);
             let mut buffer = self.file.alloc_dma_buffer(size);
             fill_chunk(buffer.as_bytes_mut(), chunk_start, &self.tail_block, batch);
-            writes.push(Box::pin(self.file.write_at(buffer, start + chunk_start as u64)));
+            writes.push((buffer, start + chunk_start as u64));
             chunk_start += size;
         }
-        let mut results: Vec<Option<io::Result<usize>>> = (0..writes.len()).map(|_| None).collect();
-        futures_lite::future::poll_fn(|cx| {
-            let mut pending = false;
-            for (write, result) in writes.iter_mut().zip(results.iter_mut()) {
-                if result.is_none() {
-                    match write.as_mut().poll(cx) {
-                        std::task::Poll::Ready(r) => *result = Some(r.map_err(io::Error::from)),
-                        std::task::Poll::Pending => pending = true,
-                    }
-                }
-            }
-            if pending {
-                std::task::Poll::Pending
-            } else {
-                std::task::Poll::Ready(())
-            }
-        })
-        .await;
-        let mut written = 0;
-        for result in results.into_iter().flatten() {
-            written += result?;
-        }
-        if written != aligned {
-            return Err(io::Error::new(io::ErrorKind::WriteZero, format!("short WAL write: {written} of {aligned}")));
-        }
-        Ok(())
+        (writes, aligned)
     }
 
     /// Starts a new segment for the pending batch, named by the batch's first sequence.
