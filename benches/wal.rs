@@ -23,6 +23,8 @@ struct Figures {
     p99_us: f64,
     p999_us: f64,
     commits: usize,
+    /// The fdatasync alone (one batch at a time only): p50, p99.
+    sync_us: Option<(f64, f64)>,
 }
 
 /// How batches overlap.
@@ -55,6 +57,7 @@ fn run(dir: std::path::PathBuf, batch_records: usize, seconds: f64, sync: SyncMo
             let deadline = Duration::from_secs_f64(seconds);
             let mut in_flight = None;
             let mut writing = None;
+            let mut sync_ns = Vec::new();
             while start.elapsed() < deadline {
                 for _ in 0..batch_records {
                     wal.append(&payload).unwrap();
@@ -77,8 +80,13 @@ fn run(dir: std::path::PathBuf, batch_records: usize, seconds: f64, sync: SyncMo
                         latencies_ns.push(began.elapsed().as_nanos() as u64);
                     }
                 } else {
-                    wal.commit().await.unwrap();
+                    // `commit`, in its steps, to time the sync alone as well (fio's figure).
+                    wal.write_pending().await.unwrap();
+                    let synced = Instant::now();
+                    let ticket = wal.start_sync();
+                    wal.finish_sync(ticket).await.unwrap();
                     latencies_ns.push(t.elapsed().as_nanos() as u64);
+                    sync_ns.push(synced.elapsed().as_nanos() as u64);
                 }
             }
             if let Some((previous, began)) = in_flight.take() {
@@ -95,6 +103,10 @@ fn run(dir: std::path::PathBuf, batch_records: usize, seconds: f64, sync: SyncMo
             wal.close().await.unwrap();
             let _ = std::fs::remove_dir_all(&dir);
             latencies_ns.sort_unstable();
+            sync_ns.sort_unstable();
+            let sync_us = (sync == SyncMode::Durable && !sync_ns.is_empty()).then(|| {
+                (percentile(&sync_ns, 0.5) as f64 / 1e3, percentile(&sync_ns, 0.99) as f64 / 1e3)
+            });
             Figures {
                 records_per_s: stats.records as f64 / elapsed,
                 mb_per_s: stats.bytes as f64 / elapsed / 1e6,
@@ -102,6 +114,7 @@ fn run(dir: std::path::PathBuf, batch_records: usize, seconds: f64, sync: SyncMo
                 p99_us: percentile(&latencies_ns, 0.99) as f64 / 1e3,
                 p999_us: percentile(&latencies_ns, 0.999) as f64 / 1e3,
                 commits: latencies_ns.len(),
+                sync_us,
             }
         })
         .unwrap()
@@ -127,8 +140,11 @@ fn main() {
         println!("fio not on PATH: no same-run baseline (apt-get install fio)\n");
     }
     println!("WAL, {}-byte records (frame included), {seconds} s per row, dir {}", RECORD_BYTES + 24, base.display());
-    println!("| sync | records/batch | durable records/s | MB/s | commits | commit p50 us | p99 us | p99.9 us |");
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    println!(
+        "| sync | records/batch | durable records/s | MB/s | commits | commit p50 us | p99 us | p99.9 us | fdatasync \
+         alone p50 / p99 us |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (sync, overlap, name) in [
         (SyncMode::Durable, Overlap::None, "fdatasync"),
         (SyncMode::Durable, Overlap::Pipelined, "fdatasync, pipelined"),
@@ -138,8 +154,14 @@ fn main() {
         for &batch in &batches {
             let f = run(base.join("wal"), batch, seconds, sync, overlap);
             println!(
-                "| {name} | {batch} | {:.0} | {:.1} | {} | {:.1} | {:.1} | {:.1} |",
-                f.records_per_s, f.mb_per_s, f.commits, f.p50_us, f.p99_us, f.p999_us
+                "| {name} | {batch} | {:.0} | {:.1} | {} | {:.1} | {:.1} | {:.1} | {} |",
+                f.records_per_s,
+                f.mb_per_s,
+                f.commits,
+                f.p50_us,
+                f.p99_us,
+                f.p999_us,
+                f.sync_us.map_or("-".to_string(), |(p50, p99)| format!("{p50:.1} / {p99:.1}"))
             );
         }
     }
