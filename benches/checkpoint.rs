@@ -61,6 +61,7 @@ fn main() {
             account_id: account(name),
             init_cash: Some(price_from_f64(1_000_000.0)),
             password: None,
+            owner: None,
         };
         run(&mut service, open);
     }

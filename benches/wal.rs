@@ -104,9 +104,8 @@ fn run(dir: std::path::PathBuf, batch_records: usize, seconds: f64, sync: SyncMo
             let _ = std::fs::remove_dir_all(&dir);
             latencies_ns.sort_unstable();
             sync_ns.sort_unstable();
-            let sync_us = (sync == SyncMode::Durable && !sync_ns.is_empty()).then(|| {
-                (percentile(&sync_ns, 0.5) as f64 / 1e3, percentile(&sync_ns, 0.99) as f64 / 1e3)
-            });
+            let sync_us = (sync == SyncMode::Durable && !sync_ns.is_empty())
+                .then(|| (percentile(&sync_ns, 0.5) as f64 / 1e3, percentile(&sync_ns, 0.99) as f64 / 1e3));
             Figures {
                 records_per_s: stats.records as f64 / elapsed,
                 mb_per_s: stats.bytes as f64 / elapsed / 1e6,

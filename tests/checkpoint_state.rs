@@ -192,7 +192,22 @@ fn open(account: &str, cash: f64, password: bool) -> Action {
         account_id: acc(account),
         init_cash: Some(price_from_f64(cash)),
         password: password.then(|| Password::Hashed(format!("$argon2id$v=19$m=19456,t=2,p=1$salt-{account}$hash"))),
+        // Accounts with a password belong to user "u1" (users and owners are in checkpoints).
+        owner: password.then(|| acc("u1")),
     }
+}
+
+fn register(user: &str) -> Action {
+    Action::Register {
+        user_id: acc(user),
+        password: Password::Hashed(format!("$argon2id$v=19$m=19456,t=2,p=1$salt-{user}$hash")),
+        admin: false,
+    }
+}
+
+/// `action` as user `user` (not an admin) sends it.
+fn as_user(user: &str, action: Action) -> Action {
+    Action::AsUser { user: acc(user), action: Box::new(action) }
 }
 
 fn transfer(account: &str, amount: f64, deposit: bool) -> Action {
@@ -265,7 +280,10 @@ impl Cluster {
             | Action::Cancel { account_id, .. }
             | Action::Modify { account_id, .. } => by_account(account_id),
             Action::Submit(order) => by_account(&order.account_id),
+            Action::Register { user_id, .. } => by_account(user_id),
+            Action::AsUser { action, .. } => self.shard_of(action),
             Action::Query(query) => match query {
+                Query::User(id) => by_account(id),
                 Query::Account(id) | Query::UserOrders(id) | Query::Positions(id) | Query::UserTrades(id) => {
                     by_account(id)
                 }
@@ -516,6 +534,8 @@ impl Cluster {
 /// and lose priority, k-line and tick rings that wrap, journals that evict; and left resting at
 /// the checkpoint: a close order, and a modify waiting for another shard.
 fn trade_before(c: &mut Cluster) {
+    c.act(register("u1"));
+    c.act(register("u2"));
     for (n, name) in ACCOUNTS.iter().enumerate() {
         c.act(open(name, 2_000_000.0 + n as f64 * 1000.0, n % 2 == 0));
     }
@@ -653,6 +673,15 @@ fn trade_after(c: &mut Cluster) {
     c.act_at(transfer("E", 10.0, true), past);
     c.drain();
     c.act(Action::Follow { account_id: acc("A"), on: false });
+    c.drain();
+    // Users and owners came through the checkpoint: u1 owns A (opened with a password), u2
+    // owns nothing; a second registration of u1 is refused.
+    c.act(as_user("u1", Action::Query(Query::Account(acc("A")))));
+    c.act(as_user("u2", Action::Query(Query::Account(acc("A")))));
+    c.act(as_user("u2", transfer("A", 5.0, true)));
+    c.act(as_user("u1", transfer("A", 5.0, true)));
+    c.act(register("u1"));
+    c.act(Action::Query(Query::User(acc("u2"))));
     c.drain();
 }
 

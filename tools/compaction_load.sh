@@ -60,7 +60,7 @@ HALF=""
 for round in $(seq 1 "$ROUNDS"); do
   for mode in quiet busy; do
     rm -rf "$DATA/$mode"
-    start_and_wait "server-$mode-$round" "$BIN/qaexchange-server" --config "$DATA/$mode.toml" \
+    start_and_wait "server-$mode-$round" "$BIN/qaexchange-server" --no-auth --config "$DATA/$mode.toml" \
         --http 127.0.0.1:0 --ws 127.0.0.1:0 --shards 1 --storage "$DATA/$mode"
     load "$mode-max-$round" "$ADDR" 0
     [ -z "$HALF" ] && HALF=$(python3 -c "print(max(1, round($THROUGHPUT / 2)))")

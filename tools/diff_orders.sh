@@ -45,7 +45,7 @@ start_server() {
   local mode=$1 storage
   if [ "$mode" = none ]; then storage=(--no-storage); else storage=(--storage "$DATA/$mode" --sync durable); fi
   rm -rf "${DATA:?}/$mode"
-  "$BIN/qaexchange-server" --http 127.0.0.1:0 --ws 127.0.0.1:0 --shards 1 "${storage[@]}" \
+  "$BIN/qaexchange-server" --no-auth --http 127.0.0.1:0 --ws 127.0.0.1:0 --shards 1 "${storage[@]}" \
       > "$OUT/server-$mode.stdout" 2> "$OUT/server-$mode.stderr" &
   PID=$!; PIDS+=("$PID")
   for _ in $(seq 1 200); do

@@ -60,7 +60,7 @@ trap cleanup EXIT
 # start_server NAME: starts the server, waits for its ready line; sets $HTTP, $WS, $PID.
 start_server() {
   local name=$1
-  "$SERVER" --http 127.0.0.1:0 --ws 127.0.0.1:0 --shards 1 --no-storage \
+  "$SERVER" --no-auth --http 127.0.0.1:0 --ws 127.0.0.1:0 --shards 1 --no-storage \
       > "$OUT/$name.stdout" 2> "$OUT/$name.stderr" &
   PID=$!; PIDS+=("$PID")
   for _ in $(seq 1 200); do

@@ -64,7 +64,7 @@ RAW_MAX=$THROUGHPUT
 
 for sync in durable none; do
   rm -rf "$DATA/$sync"
-  start_and_wait "server-$sync" "$BIN/qaexchange-server" --http 127.0.0.1:0 --ws 127.0.0.1:0 --shards "$SHARDS" \
+  start_and_wait "server-$sync" "$BIN/qaexchange-server" --no-auth --http 127.0.0.1:0 --ws 127.0.0.1:0 --shards "$SHARDS" \
       --storage "$DATA/$sync" --sync "$sync"
   SERVER=$ADDR
   load "$sync-max" "$SERVER" 0

@@ -30,6 +30,41 @@ struct OpenBody {
     /// The DIFF login password (hashed before it leaves the connection's shard).
     #[serde(default)]
     password: Option<String>,
+    /// The user the account belongs to (auth on: only an admin names another user).
+    #[serde(default)]
+    owner: Option<AccountId>,
+}
+
+/// `POST /api/user/{user_id}/account/create`: the user is in the path.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateBody {
+    /// Generated when absent (`<user>-<8 hex digits>`).
+    #[serde(default)]
+    account_id: Option<AccountId>,
+    #[serde(default, with = "fixed4_opt")]
+    init_cash: Option<Money>,
+    #[serde(default)]
+    password: Option<String>,
+}
+
+/// `POST /api/auth/register` and `/api/auth/login`. The original's optional contact fields
+/// are accepted on register and not kept.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CredentialsBody {
+    #[serde(alias = "username")]
+    user_id: AccountId,
+    password: String,
+    #[serde(default)]
+    #[allow(dead_code)]
+    phone: Option<String>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    email: Option<String>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    real_name: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -126,7 +161,37 @@ pub fn open_account(body: &[u8]) -> Result<Action, BodyError> {
         account_id: b.account_id,
         init_cash: b.init_cash.filter(|&cash| cash != 0),
         password: b.password.map(super::credentials::Password::Clear),
+        owner: b.owner,
     })
+}
+
+/// `POST /api/user/{owner}/account/create`; `fallback_id` names the account when the body
+/// does not.
+pub fn create_account(
+    body: &[u8],
+    owner: AccountId,
+    fallback_id: impl FnOnce() -> AccountId,
+) -> Result<Action, BodyError> {
+    let b: CreateBody = if body.is_empty() { decode(b"{}")? } else { decode(body)? };
+    if let Some(clear) = &b.password {
+        super::credentials::check_password(clear)
+            .map_err(|e| BodyError(format!("request body is not valid for this endpoint: {e}")))?;
+    }
+    Ok(Action::OpenAccount {
+        account_id: b.account_id.unwrap_or_else(fallback_id),
+        init_cash: b.init_cash.filter(|&cash| cash != 0),
+        password: b.password.map(super::credentials::Password::Clear),
+        owner: Some(owner),
+    })
+}
+
+/// The user id and clear password of a register or login body; the password's length is
+/// checked (1..=128 bytes).
+pub fn credentials(body: &[u8]) -> Result<(AccountId, String), BodyError> {
+    let b: CredentialsBody = decode(body)?;
+    super::credentials::check_password(&b.password)
+        .map_err(|e| BodyError(format!("request body is not valid for this endpoint: {e}")))?;
+    Ok((b.user_id, b.password))
 }
 
 pub fn transfer(body: &[u8], deposit: bool) -> Result<Action, BodyError> {
@@ -236,12 +301,27 @@ mod tests {
             Ok(Action::OpenAccount {
                 account_id: AccountId::new("a1").unwrap(),
                 init_cash: Some(10_005_000),
-                password: None
+                password: None,
+                owner: None
             })
         );
         assert_eq!(
             open_account(br#"{"account_id":"a1"}"#),
-            Ok(Action::OpenAccount { account_id: AccountId::new("a1").unwrap(), init_cash: None, password: None })
+            Ok(Action::OpenAccount {
+                account_id: AccountId::new("a1").unwrap(),
+                init_cash: None,
+                password: None,
+                owner: None
+            })
         );
+        let alice = AccountId::new("alice").unwrap();
+        let made = create_account(b"", alice, || AccountId::new("alice-1").unwrap()).unwrap();
+        assert!(matches!(made, Action::OpenAccount { account_id, owner: Some(o), .. }
+            if account_id.as_str() == "alice-1" && o == alice));
+        assert!(create_account(br#"{"account_id":"x","owner":"y"}"#, alice, || alice).is_err());
+        assert!(credentials(br#"{"username":"u","password":""}"#).unwrap_err().0.contains("empty"));
+        let (user, password) = credentials(br#"{"username":"u","password":"p","email":"e"}"#).unwrap();
+        assert_eq!((user.as_str(), password.as_str()), ("u", "p"));
+        assert!(credentials(br#"{"username":"u","password":"p","role":"admin"}"#).is_err());
     }
 }

@@ -81,6 +81,10 @@ pub struct Cli {
     /// Instruments file [file: [server] instruments; default config/instruments.toml]
     #[arg(long, value_name = "PATH")]
     pub instruments: Option<PathBuf>,
+    /// Turn authentication off: every endpoint open, no tokens (a private test venue)
+    /// [file: [auth] enabled = false]
+    #[arg(long)]
+    pub no_auth: bool,
 }
 
 /// `sync` as written in the file and on the command line; [`SyncMode`] is the WAL's own type.
@@ -118,6 +122,7 @@ pub struct ServerConfig {
     pub ws_limits: WsLimits,
     pub engine: EngineConfig,
     pub journal: JournalLimits,
+    pub auth: AuthConfig,
     /// Bound of each cross-shard channel, so a slow shard pushes back instead of growing memory.
     pub queue_depth: usize,
 }
@@ -178,6 +183,44 @@ impl Default for StorageConfig {
     }
 }
 
+/// `[auth]` resolved.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuthConfig {
+    /// Tokens required (on by default); off: every endpoint open (`--no-auth`).
+    pub enabled: bool,
+    /// How long a login's token is valid.
+    pub token_ttl_secs: u64,
+    /// The first admin, registered at start-up when no user of that name exists.
+    pub admin_user: crate::domain::name::AccountId,
+    /// Its password; None: a random one, written once to `<storage>/admin-password` (mode
+    /// 0600), never to the log.
+    pub admin_password: Option<Secret>,
+}
+
+/// A configured secret: compared and cloned, never shown by `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+pub const DEFAULT_TOKEN_TTL_SECS: u64 = 86_400;
+pub const DEFAULT_ADMIN_USER: &str = "admin";
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            token_ttl_secs: DEFAULT_TOKEN_TTL_SECS,
+            admin_user: crate::domain::name::AccountId::new(DEFAULT_ADMIN_USER).expect("short"),
+            admin_password: None,
+        }
+    }
+}
+
 /// The built-in defaults: what runs when there is no config file and no flag.
 impl Default for ServerConfig {
     fn default() -> Self {
@@ -193,6 +236,7 @@ impl Default for ServerConfig {
             ws_limits: WsLimits::default(),
             engine: EngineConfig::default(),
             journal: JournalLimits::default(),
+            auth: AuthConfig::default(),
             queue_depth: DEFAULT_QUEUE_DEPTH,
         }
     }
@@ -321,6 +365,9 @@ impl Draft {
         if cli.no_storage {
             self.storage_enabled = false;
         }
+        if cli.no_auth {
+            config.auth.enabled = false;
+        }
         if let Some(sync) = cli.sync {
             if !self.storage_enabled {
                 return Err(invalid(
@@ -439,6 +486,17 @@ struct FileConfig {
     engine: EngineSection,
     #[serde(default)]
     journal: JournalSection,
+    #[serde(default)]
+    auth: AuthSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuthSection {
+    enabled: Option<bool>,
+    token_ttl_secs: Option<u64>,
+    admin_user: Option<String>,
+    admin_password: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -646,6 +704,28 @@ impl FileConfig {
             )?,
         };
 
+        let auth = self.auth;
+        let token_ttl_secs = auth.token_ttl_secs.unwrap_or(DEFAULT_TOKEN_TTL_SECS);
+        if !(1..=365 * 86_400).contains(&token_ttl_secs) {
+            return Err(invalid(
+                key("auth", "token_ttl_secs")(),
+                format!("must be 1..=31536000 (a year), got {token_ttl_secs}"),
+            ));
+        }
+        let admin_user = auth.admin_user.as_deref().unwrap_or(DEFAULT_ADMIN_USER);
+        let admin_user = crate::domain::name::AccountId::new(admin_user)
+            .ok_or_else(|| invalid(key("auth", "admin_user")(), "must be 1..=31 bytes".into()))?;
+        if let Some(password) = &auth.admin_password {
+            super::credentials::check_password(password)
+                .map_err(|e| invalid(key("auth", "admin_password")(), format!("is not usable: {e}")))?;
+        }
+        let auth = AuthConfig {
+            enabled: auth.enabled.unwrap_or(true),
+            token_ttl_secs,
+            admin_user,
+            admin_password: auth.admin_password.map(Secret),
+        };
+
         let config = ServerConfig {
             http: http.listen.unwrap_or(defaults.http),
             ws: self.websocket.listen.unwrap_or(defaults.ws),
@@ -658,6 +738,7 @@ impl FileConfig {
             ws_limits,
             engine,
             journal,
+            auth,
             queue_depth,
         };
         check_listen(config.http, config.ws)?;
@@ -915,11 +996,43 @@ mod tests {
     }
 
     #[test]
+    fn auth_section_and_flag() {
+        let config = ServerConfig::from_toml_str(
+            "[auth]\ntoken_ttl_secs = 60\nadmin_user = \"root\"\nadmin_password = \"hunter2\"\n",
+        )
+        .unwrap();
+        assert!(config.auth.enabled);
+        assert_eq!(config.auth.token_ttl_secs, 60);
+        assert_eq!(config.auth.admin_user.as_str(), "root");
+        assert_eq!(config.auth.admin_password, Some(Secret("hunter2".into())));
+        // The password never shows in a debug print of the config.
+        assert!(!format!("{config:?}").contains("hunter2"));
+        assert!(err("[auth]\ntoken_ttl_secs = 0\n").contains("[auth] token_ttl_secs must be 1..=31536000"));
+        assert!(err("[auth]\nadmin_user = \"\"\n").contains("[auth] admin_user must be 1..=31 bytes"));
+        assert!(err("[auth]\nadmin_password = \"\"\n").contains("[auth] admin_password is not usable"));
+        assert!(err("[auth]\nroles = 1\n").contains("roles"));
+        let missing = tempfile::tempdir().expect("temp dir");
+        let default_path = missing.path().join("exchange.toml");
+        assert!(ServerConfig::resolve_with_default(&cli(&[]), &default_path).unwrap().auth.enabled);
+        assert!(!ServerConfig::resolve_with_default(&cli(&["--no-auth"]), &default_path).unwrap().auth.enabled);
+    }
+
+    #[test]
     fn help_renders() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
         let help = Cli::command().render_long_help().to_string();
-        for flag in ["--config", "--http", "--ws", "--storage", "--no-storage", "--shards", "--sync", "--trading-day"] {
+        for flag in [
+            "--config",
+            "--http",
+            "--ws",
+            "--storage",
+            "--no-storage",
+            "--shards",
+            "--sync",
+            "--trading-day",
+            "--no-auth",
+        ] {
             assert!(help.contains(flag), "{flag} missing from help");
         }
     }

@@ -3,13 +3,14 @@
 //! reply. Pipelined requests are answered in order; those for one shard are sent together
 //! (see `Batch`), so they share that shard's group commit.
 
+use super::auth::{Claims, TokenError, TokenKey, UserId};
 use super::body::{self, BodyError};
 use super::credentials::Password;
 use super::engine_core::{ShardMsg, SharedCore, Waiters};
 use super::history::HistorySeries;
 use super::http::{
-    parse_request, route, write_response, write_response_with_headers, HttpError, HttpErrorCode, Limits, ParseOutcome,
-    Route, CONTENT_TYPE_JSON, CONTENT_TYPE_PROMETHEUS,
+    parse_request, route, write_response, write_response_with_headers, Access, Header, HttpError, HttpErrorCode,
+    Limits, ParseOutcome, Request, Route, CONTENT_TYPE_JSON, CONTENT_TYPE_PROMETHEUS,
 };
 use super::metrics::Gathered;
 use super::service::{cluster_reply, Action, Answer, Origin, Query, Reply};
@@ -62,7 +63,10 @@ impl Router {
             | Action::Cancel { account_id, .. }
             | Action::Modify { account_id, .. } => account(account_id),
             Action::Submit(order) => account(&order.account_id),
+            Action::Register { user_id, .. } => account(user_id),
+            Action::AsUser { action, .. } => self.target(action, here),
             Action::Query(query) => match query {
+                Query::User(user_id) => account(user_id),
                 Query::Account(id) | Query::UserOrders(id) | Query::Positions(id) | Query::UserTrades(id) => {
                     account(id)
                 }
@@ -86,7 +90,8 @@ impl Router {
                 | Query::ResetLatency
                 | Query::StorageStats
                 | Query::TriggerCompaction
-                | Query::Checkpoint => here,
+                | Query::Checkpoint
+                | Query::OwnedAccounts(_) => here,
             },
         }
     }
@@ -130,6 +135,8 @@ pub struct ShardContext {
     /// This shard's DIFF sessions by the account they are logged in to.
     pub accounts: Rc<std::cell::RefCell<super::account_fanout::AccountFanout>>,
     pub ws_limits: super::config::WsLimits,
+    /// Token checks (None: auth is off and every endpoint is open).
+    pub auth: Option<AuthGate>,
     next_conn: Cell<u64>,
     auto_ids: Cell<u64>,
 }
@@ -163,6 +170,7 @@ impl ShardContext {
             fanout,
             accounts,
             ws_limits: super::config::WsLimits::default(),
+            auth: None,
             next_conn: Cell::new(1),
             auto_ids: Cell::new(0),
         }
@@ -184,6 +192,37 @@ impl ShardContext {
         self
     }
 
+    /// Turns token checks on.
+    pub fn with_auth(mut self, auth: AuthGate) -> Self {
+        self.auth = Some(auth);
+        self
+    }
+
+    /// Who sends `request` for `route`: checked against its bearer token when auth is on and
+    /// the route is not public. Refusals: 401 (9201 no token, 9202 bad, 9203 expired), 403
+    /// (9204) for a user who is not an admin on an admin route.
+    fn authenticate(&self, route: &Route, request: &Request) -> Result<Caller, HttpError> {
+        let Some(gate) = &self.auth else { return Ok(Caller::Anyone) };
+        let access = route.access();
+        if access == Access::Public {
+            return Ok(Caller::Anyone);
+        }
+        let claims = super::auth::bearer(request.header(Header::Authorization))
+            .and_then(|token| gate.key.verify(token, unix_now_s()))
+            .map_err(|e| {
+                HttpError::new(match e {
+                    TokenError::Missing => HttpErrorCode::MissingToken,
+                    TokenError::Invalid => HttpErrorCode::InvalidToken,
+                    TokenError::Expired => HttpErrorCode::TokenExpired,
+                })
+            })?;
+        match (claims.admin, access) {
+            (true, _) => Ok(Caller::Admin(claims.user_id)),
+            (false, Access::Admin) => Err(HttpError::new(HttpErrorCode::AdminOnly)),
+            (false, _) => Ok(Caller::User(claims.user_id)),
+        }
+    }
+
     pub fn unregister(&self, conn: u64) {
         self.waiters.borrow_mut().remove(&conn);
     }
@@ -202,6 +241,20 @@ impl ShardContext {
     pub async fn call_answer(&self, conn: u64, answers: &LocalReceiver<(u32, Answer)>, action: Action) -> Answer {
         let target = self.router.target(&action, self.shard);
         self.ask(conn, answers, target, action).await
+    }
+
+    /// A fresh account id for a user who named none: `<user>-<8 hex digits>` (the user part cut
+    /// to fit 31 bytes), random so it is unique in practice; a clash is refused like any
+    /// duplicate account and the client asks again.
+    pub fn new_account_id(&self, user_id: &UserId) -> crate::domain::name::AccountId {
+        use argon2::password_hash::rand_core::{OsRng, RngCore};
+        let user = user_id.as_str();
+        let mut cut = user.len().min(22);
+        while !user.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        let text = format!("{}-{:08x}", &user[..cut], OsRng.next_u32());
+        crate::domain::name::AccountId::new(&text).unwrap_or(*user_id)
     }
 
     /// The `EXCHANGE.symbol` of an instrument (bare or full id), if listed.
@@ -308,6 +361,28 @@ impl ShardContext {
         }
         cluster_reply(states, |id| self.router.instrument_slot(id))
     }
+}
+
+/// What a shard needs to check tokens: the venue's key, and how long a login's token lasts.
+#[derive(Clone, Debug)]
+pub struct AuthGate {
+    pub key: Rc<TokenKey>,
+    pub token_ttl_secs: u64,
+}
+
+/// Who sends a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Caller {
+    /// Auth is off, or the route is public.
+    Anyone,
+    /// A token of an admin: everything, every account.
+    Admin(UserId),
+    /// A token of a user who is not an admin: only the accounts they own.
+    User(UserId),
+}
+
+pub fn unix_now_s() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 /// Most requests of one connection in flight at once (HTTP/1.1 pipelining). Further pipelined
@@ -434,9 +509,9 @@ async fn serve_loop(
                     let keep_alive = request.keep_alive && !ctx.stopping();
                     let target = route(request.method, request.path, request.query);
                     let pattern = target.as_ref().ok().map(Route::pattern);
-                    let step = match target {
+                    let step = match target.and_then(|t| ctx.authenticate(&t, &request).map(|caller| (t, caller))) {
                         Err(error) => Step::Answer(Reply::error(error.status, error.code, error.message), error.allow),
-                        Ok(target) => plan(ctx, target, request.body),
+                        Ok((target, caller)) => plan(ctx, target, request.body, caller),
                     };
                     // Parsing started when the bytes arrived; this counts the work, not the wait.
                     ctx.core.borrow_mut().metrics.stage_since("parse", parsed_at);
@@ -504,14 +579,22 @@ async fn run_step(
 ) -> Option<Output> {
     let action = match step {
         Step::Answer(reply, allow) => return Some(Output::Json(reply, allow)),
-        Step::Ask(Action::OpenAccount { account_id, init_cash, password: Some(Password::Clear(clear)) }) => {
-            // Hashed here, off the executor, so only the hash travels and is logged.
-            match super::credentials::hash_off_executor(clear).await {
-                Ok(hash) => Action::OpenAccount { account_id, init_cash, password: Some(Password::Hashed(hash)) },
-                Err(e) => return Some(Output::Json(Reply::http_message(HttpErrorCode::InternalError, &e), None)),
-            }
+        Step::Ask(action) => match hash_passwords(action).await {
+            Ok(action) => action,
+            Err(reply) => return Some(Output::Json(reply, None)),
+        },
+        Step::Login { user_id, password } => {
+            batch.settle(answers).await;
+            return Some(Output::Json(login(ctx, conn, answers, user_id, password).await, None));
         }
-        Step::Ask(action) => action,
+        Step::ForUser { user_id, action } => {
+            batch.settle(answers).await;
+            return Some(Output::Json(run_for_user(ctx, conn, answers, user_id, action).await, None));
+        }
+        Step::Owned(user_id) => {
+            batch.settle(answers).await;
+            return Some(Output::Json(owned_accounts(ctx, conn, answers, user_id).await, None));
+        }
         Step::Gather => {
             batch.settle(answers).await;
             return Some(Output::Json(ctx.gather_state(conn, answers).await, None));
@@ -552,6 +635,124 @@ async fn run_step(
         batch.settle(answers).await;
     }
     None
+}
+
+/// The action with every clear password in it hashed, off the executor, so only the hash
+/// travels to the owning shard and its WAL.
+async fn hash_passwords(action: Action) -> Result<Action, Reply> {
+    let hash = |clear: String| async move {
+        super::credentials::hash_off_executor(clear)
+            .await
+            .map(Password::Hashed)
+            .map_err(|e| Reply::http_message(HttpErrorCode::InternalError, &e))
+    };
+    Ok(match action {
+        Action::OpenAccount { account_id, init_cash, password: Some(Password::Clear(clear)), owner } => {
+            Action::OpenAccount { account_id, init_cash, password: Some(hash(clear).await?), owner }
+        }
+        Action::Register { user_id, password: Password::Clear(clear), admin } => {
+            Action::Register { user_id, password: hash(clear).await?, admin }
+        }
+        Action::AsUser { user, action } => {
+            Action::AsUser { user, action: Box::new(Box::pin(hash_passwords(*action)).await?) }
+        }
+        action => action,
+    })
+}
+
+/// The user's record from the user's shard (None: no such user).
+async fn find_user(
+    ctx: &ShardContext,
+    conn: u64,
+    answers: &LocalReceiver<(u32, Answer)>,
+    user_id: UserId,
+) -> Result<Option<Box<super::users::UserRecord>>, Reply> {
+    let query = Action::Query(Query::User(user_id));
+    match ctx.call_answer(conn, answers, query).await {
+        Answer::User(record) => Ok(record),
+        Answer::Reply(reply) => Err(reply),
+        _ => Err(Reply::http(HttpErrorCode::InternalError)),
+    }
+}
+
+/// `POST /api/auth/login`: the password checked off the executor against the user's hash (a
+/// missing user costs the same check, so timing does not tell which users exist), then a token.
+async fn login(
+    ctx: &ShardContext,
+    conn: u64,
+    answers: &LocalReceiver<(u32, Answer)>,
+    user_id: UserId,
+    password: String,
+) -> Reply {
+    let record = match find_user(ctx, conn, answers, user_id).await {
+        Ok(record) => record,
+        Err(reply) => return reply,
+    };
+    let admin = record.as_ref().is_some_and(|r| r.admin);
+    let hash = record.map(|r| r.password_hash);
+    if !super::credentials::verify_user_off_executor(password, hash).await {
+        return Reply::http(HttpErrorCode::LoginFailed);
+    }
+    let (key, ttl) = match &ctx.auth {
+        Some(gate) => (gate.key.clone(), gate.token_ttl_secs),
+        // Auth off: a token still identifies the user to clients that send one.
+        None => (Rc::new(TokenKey::random()), super::config::DEFAULT_TOKEN_TTL_SECS),
+    };
+    let claims = Claims { user_id, admin, expires_at_s: unix_now_s() + ttl };
+    Reply::success(&serde_json::json!({
+        "token": key.mint(&claims),
+        "token_type": "Bearer",
+        "user_id": user_id.as_str(),
+        "admin": admin,
+        "expires_at": claims.expires_at_s,
+    }))
+}
+
+/// An account opened for `user_id` by someone who is not that user (an admin, or anyone when
+/// auth is off): the user must exist.
+async fn run_for_user(
+    ctx: &ShardContext,
+    conn: u64,
+    answers: &LocalReceiver<(u32, Answer)>,
+    user_id: UserId,
+    action: Action,
+) -> Reply {
+    match find_user(ctx, conn, answers, user_id).await {
+        Ok(Some(_)) => {}
+        Ok(None) => return Reply::http(HttpErrorCode::UserNotFound),
+        Err(reply) => return reply,
+    }
+    match hash_passwords(action).await {
+        Ok(action) => ctx.call(conn, answers, action).await,
+        Err(reply) => reply,
+    }
+}
+
+/// `GET /api/user/{user_id}/accounts`: the user's accounts from every shard, as one list.
+async fn owned_accounts(
+    ctx: &ShardContext,
+    conn: u64,
+    answers: &LocalReceiver<(u32, Answer)>,
+    user_id: UserId,
+) -> Reply {
+    let mut all: Vec<serde_json::Value> = Vec::new();
+    for target in 0..ctx.shards {
+        match ctx.ask(conn, answers, target, Action::Query(Query::OwnedAccounts(user_id))).await {
+            Answer::Reply(reply) if reply.status == 200 => {
+                match serde_json::from_slice::<serde_json::Value>(&reply.body) {
+                    Ok(mut v) => match v["data"].take() {
+                        serde_json::Value::Array(items) => all.extend(items),
+                        _ => return Reply::http(HttpErrorCode::InternalError),
+                    },
+                    Err(_) => return Reply::http(HttpErrorCode::InternalError),
+                }
+            }
+            Answer::Reply(reply) => return reply,
+            _ => return Reply::http(HttpErrorCode::InternalError),
+        }
+    }
+    all.sort_by(|a, b| a["account_id"].as_str().cmp(&b["account_id"].as_str()));
+    Reply::success(&all)
 }
 
 /// Writes one answered request into `out` and counts it.
@@ -606,6 +807,12 @@ enum Step {
     /// Every shard's answer to this query, as one list (`/admin/storage/stats`,
     /// `/admin/compaction/trigger`).
     Storage(Query),
+    /// `POST /api/auth/login`.
+    Login { user_id: UserId, password: String },
+    /// An action for a user who must exist first (an account opened by an admin for a user).
+    ForUser { user_id: UserId, action: Action },
+    /// `GET /api/user/{user_id}/accounts`.
+    Owned(UserId),
 }
 
 fn bad_body(e: BodyError) -> Step {
@@ -613,7 +820,49 @@ fn bad_body(e: BodyError) -> Step {
     Step::Answer(Reply::error(error.status, error.code, &e.0), None)
 }
 
-fn plan(ctx: &ShardContext, target: Route, body: &[u8]) -> Step {
+fn plan(ctx: &ShardContext, target: Route, body: &[u8], caller: Caller) -> Step {
+    // Paths that name a user: another user's look like users that do not exist.
+    if let (Route::CreateUserAccount { user_id } | Route::UserAccounts { user_id }, Caller::User(me)) = (target, caller)
+    {
+        if user_id != me {
+            return Step::Answer(Reply::http(HttpErrorCode::UserNotFound), None);
+        }
+    }
+    let step = plan_action(ctx, target, body);
+    let (me, admin) = match caller {
+        Caller::Anyone => return for_owner(step, None),
+        Caller::Admin(me) => (me, true),
+        Caller::User(me) => (me, false),
+    };
+    match step {
+        // Opening an account: a user's own always; an admin's for the owner it names.
+        Step::Ask(Action::OpenAccount { account_id, init_cash, password, owner }) if !admin => {
+            if owner.is_some_and(|o| o != me) {
+                return Step::Answer(Reply::http(HttpErrorCode::AdminOnly), None);
+            }
+            Step::Ask(Action::OpenAccount { account_id, init_cash, password, owner: Some(me) })
+        }
+        step if admin => for_owner(step, Some(me)),
+        Step::Ask(action) if target.access() == Access::User => {
+            Step::Ask(Action::AsUser { user: me, action: Box::new(action) })
+        }
+        step => step,
+    }
+}
+
+/// An account opened for an owner other than the caller (`me`) waits for the owner's shard to
+/// say the user exists.
+fn for_owner(step: Step, me: Option<UserId>) -> Step {
+    match step {
+        Step::Ask(action @ Action::OpenAccount { owner: Some(owner), .. }) if Some(owner) != me => {
+            Step::ForUser { user_id: owner, action }
+        }
+        step => step,
+    }
+}
+
+/// The step of a route, for any caller (`plan` applies who the caller is).
+fn plan_action(ctx: &ShardContext, target: Route, body: &[u8]) -> Step {
     let decoded = match target {
         Route::Health => {
             let data = serde_json::json!({"status": "ok", "shard": ctx.shard, "shards": ctx.shards});
@@ -654,6 +903,19 @@ fn plan(ctx: &ShardContext, target: Route, body: &[u8]) -> Step {
         Route::AdminStorageStats => return Step::Storage(Query::StorageStats),
         Route::AdminCompactionTrigger => return Step::Storage(Query::TriggerCompaction),
         Route::AdminCheckpoint => return Step::Storage(Query::Checkpoint),
+        Route::Register => body::credentials(body).map(|(user_id, clear)| Action::Register {
+            user_id,
+            password: Password::Clear(clear),
+            admin: false,
+        }),
+        Route::Login => {
+            return match body::credentials(body) {
+                Ok((user_id, password)) => Step::Login { user_id, password },
+                Err(e) => bad_body(e),
+            }
+        }
+        Route::CreateUserAccount { user_id } => body::create_account(body, user_id, || ctx.new_account_id(&user_id)),
+        Route::UserAccounts { user_id } => return Step::Owned(user_id),
     };
     match decoded {
         Ok(action) => Step::Ask(action),

@@ -57,6 +57,26 @@ pub fn verify_password(clear: &str, phc: &str) -> bool {
     }
 }
 
+/// [`verify_password`] against `phc`, or, for a user that does not exist (None), against a
+/// hash of nothing anyone knows: the same work either way, so a login's timing does not tell
+/// which users exist. False for None.
+pub fn verify_or_pretend(clear: &str, phc: Option<&str>) -> bool {
+    static NOBODY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    match phc {
+        Some(phc) => verify_password(clear, phc),
+        None => {
+            let nobody = NOBODY.get_or_init(|| hash_password("\u{0}no user\u{0}").unwrap_or_default());
+            let _ = verify_password(clear, nobody);
+            false
+        }
+    }
+}
+
+/// [`verify_or_pretend`] on the executor's blocking thread pool.
+pub async fn verify_user_off_executor(clear: String, phc: Option<String>) -> bool {
+    glommio::executor().spawn_blocking(move || verify_or_pretend(&clear, phc.as_deref())).await
+}
+
 /// [`hash_password`] on the executor's blocking thread pool.
 pub async fn hash_off_executor(clear: String) -> Result<String, String> {
     glommio::executor().spawn_blocking(move || hash_password(&clear)).await

@@ -324,6 +324,20 @@ impl EngineCore {
     pub fn submit(&mut self, origin: Origin, action: Action) {
         let before = self.staged.replies.len();
         let began = Instant::now();
+        // A user's request runs only on accounts the user owns; checked here, where the
+        // account's owner lives, before whichever part of the core answers it.
+        let action = match action {
+            Action::AsUser { user, action } => match self.service.authorize(&user, &action) {
+                Ok(()) => *action,
+                Err(reply) => {
+                    self.staged.replies.push((origin, Answer::Reply(reply)));
+                    self.stamp_replies(before);
+                    self.wake();
+                    return;
+                }
+            },
+            action => action,
+        };
         match action {
             Action::Query(Query::ShardMetrics) => {
                 let answer = Answer::Metrics(Box::new(self.metrics_snapshot()));

@@ -3,6 +3,8 @@
 //! "Server").
 
 pub mod account_fanout;
+pub mod admin_bootstrap;
+pub mod auth;
 pub mod body;
 pub mod checkpoint;
 pub mod checkpointer;
@@ -27,6 +29,7 @@ pub mod runtime;
 pub mod service;
 pub mod shinny;
 pub mod thread_priority;
+pub mod users;
 pub mod wal_record;
 pub mod ws;
 pub mod ws_io;

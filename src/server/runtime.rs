@@ -14,13 +14,14 @@
 use super::checkpoint::{checkpoint_dir, CheckpointMeta};
 use super::checkpointer::{CheckpointPolicy, CheckpointTarget, DurableReceived};
 use super::config::ServerConfig;
-use super::conn::{refuse, serve, Router, ShardContext};
+use super::conn::{refuse, serve, AuthGate, Router, ShardContext};
 use super::engine_core::{deliver_local, run_committer, Activity, EngineCore, GroupLimits, Routes, ShardMsg, Waiters};
 use super::history_store::{open_store, spawn_background, ShardHistory};
 use super::recovery::{rebuild_cluster, shard_wal_dir, RebuiltShard, Recovered};
 use super::service::Service;
 use super::wal_record::{encode, instruments_fingerprint, WalRecord, WAL_FORMAT};
 use crate::domain::instrument::{parse_instruments, Instrument};
+use crate::domain::shard::account_shard;
 use crate::storage::wal::{ResumePoint, WalConfig, WalWriter};
 use glommio::channels::shared_channel::{self, SharedReceiver, SharedSender};
 use glommio::net::{TcpListener, TcpStream};
@@ -131,6 +132,8 @@ struct Boot {
     rebuilt: Option<RebuiltShard>,
     senders: Vec<Option<SharedSender<ShardMsg>>>,
     receivers: Vec<Option<SharedReceiver<ShardMsg>>>,
+    /// The venue's token key (None: auth is off).
+    token_key: Option<super::auth::TokenKey>,
 }
 
 enum StartUp {
@@ -139,6 +142,9 @@ enum StartUp {
     Ready,
     Failed(String),
 }
+
+/// The venue's token signing key, in the storage directory.
+pub const AUTH_KEY_FILE: &str = "auth.key";
 
 /// Loads the instruments, recovers every shard, starts them, and returns once every shard is
 /// accepting.
@@ -185,12 +191,21 @@ pub fn start(config: ServerConfig) -> Result<Server, String> {
             ((0..shards).map(|_| None).collect(), Recovered { trading_day: config.trading_day, ..Default::default() })
         }
     };
+    let token_key = match (&config.auth.enabled, &config.storage) {
+        (false, _) => None,
+        (true, None) => Some(super::auth::TokenKey::random()),
+        (true, Some(storage)) => {
+            std::fs::create_dir_all(&storage.dir).map_err(|e| format!("{}: {e}", storage.dir.display()))?;
+            Some(super::auth::TokenKey::load_or_create(&storage.dir.join(AUTH_KEY_FILE))?)
+        }
+    };
     let mut boots: Vec<Boot> = (0..shards)
         .map(|shard| Boot {
             shard,
             rebuilt: rebuilt[shard].take(),
             senders: (0..shards).map(|_| None).collect(),
             receivers: (0..shards).map(|_| None).collect(),
+            token_key: token_key.clone(),
         })
         .collect();
     for from in 0..shards {
@@ -338,6 +353,7 @@ async fn run_shard(
     events: mpsc::Sender<(usize, StartUp)>,
 ) -> Result<(), String> {
     let shard = boot.shard;
+    let token_key = boot.token_key.clone();
     let failed = |e: String| {
         let _ = events.send((shard, StartUp::Failed(e.clone())));
         Err(e)
@@ -435,28 +451,37 @@ async fn run_shard(
     }
     let links = Rc::new(links);
     core.borrow_mut().redeliver(redeliver);
-    let ctx = Rc::new(
-        ShardContext::new(
-            shard,
-            config.http_limits,
-            core.clone(),
-            links.clone(),
-            router,
-            waiters.clone(),
-            counters,
-            quiesce.stop.clone(),
-            config.max_connections_per_shard as u64,
-            fanout.clone(),
-            accounts.clone(),
-        )
-        .with_ws_limits(config.ws_limits),
-    );
+    let mut ctx = ShardContext::new(
+        shard,
+        config.http_limits,
+        core.clone(),
+        links.clone(),
+        router,
+        waiters.clone(),
+        counters,
+        quiesce.stop.clone(),
+        config.max_connections_per_shard as u64,
+        fanout.clone(),
+        accounts.clone(),
+    )
+    .with_ws_limits(config.ws_limits);
+    if let Some(key) = token_key {
+        ctx = ctx.with_auth(AuthGate { key: Rc::new(key), token_ttl_secs: config.auth.token_ttl_secs });
+    }
+    let ctx = Rc::new(ctx);
     let limits = match &config.storage {
         Some(s) => GroupLimits { max_records: s.group_commit_max_records, max_bytes: s.group_commit_max_bytes },
         None => GroupLimits { max_records: usize::MAX, max_bytes: usize::MAX },
     };
     let routes = Routes { shard, local: waiters, remote: links, fanout, accounts };
     let committer = glommio::spawn_local(run_committer(core.clone(), wal, limits, notify_rx, routes));
+    let admin_shard = account_shard(&config.auth.admin_user, config.shards as u16) as usize;
+    if ctx.auth.is_some() && admin_shard == shard {
+        let storage_dir = config.storage.as_ref().map(|s| s.dir.as_path());
+        if let Err(e) = super::admin_bootstrap::ensure_admin(&ctx, &config.auth, storage_dir).await {
+            tracing::error!("shard {shard}: {e}");
+        }
+    }
     let _ = events.send((shard, StartUp::Ready));
     futures_lite::future::zip(accept_loop(ctx.clone(), listener), super::ws::accept_loop(ctx.clone(), ws_listener))
         .await;

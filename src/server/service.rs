@@ -3,12 +3,14 @@
 //! (no I/O, no clock: the caller passes the time), so the same code serves live requests and
 //! rebuilds state from the WAL at start-up.
 
+use super::auth::UserId;
 use super::credentials::Password;
 use super::diff_chart;
 use super::diff_trade::{self, TradeWatch};
 use super::history::HistoryWriter;
 use super::http::{push_error_body, push_success_body, HttpErrorCode};
 use super::journal::{FinishedOrders, Journal, JournalLimits, OrderRecord};
+use super::users::{UserRecord, Users};
 use super::wal_record::WalRecord;
 use crate::domain::command::{Command, InsertOrder};
 use crate::domain::engine::EngineConfig;
@@ -34,6 +36,23 @@ pub enum Action {
         /// The DIFF login password: clear in the request, hashed by the connection's shard
         /// before the action leaves it (`credentials`).
         password: Option<Password>,
+        /// The user the account belongs to (`WalRecord::Owner`); None: no user's (a venue
+        /// without auth, or an admin's own).
+        owner: Option<UserId>,
+    },
+    /// A new user on the user's shard; the password is hashed by the connection's shard
+    /// before the action leaves it. Refused with 409 (9205) when the id is taken.
+    Register {
+        user_id: UserId,
+        password: Password,
+        admin: bool,
+    },
+    /// `action` for a user who is not an admin (auth on): the shard that owns what it names
+    /// runs it only when the user owns the account; otherwise it answers as if the account or
+    /// order did not exist (`Service::authorize`).
+    AsUser {
+        user: UserId,
+        action: Box<Action>,
     },
     /// A DIFF session on shard `origin.shard` starts (`on`) or stops following the account's
     /// trade tree; starting answers the whole tree and the password hash (`Answer::Follow`).
@@ -110,6 +129,10 @@ pub enum Query {
     TriggerCompaction,
     /// One shard writes a checkpoint now (answered once it is written).
     Checkpoint,
+    /// A user's record, on the user's shard (`Answer::User`): login checks the password.
+    User(UserId),
+    /// The accounts of this shard that the user owns, as snapshots (gathered from every shard).
+    OwnedAccounts(UserId),
 }
 
 /// An answer: HTTP status and the JSON envelope body.
@@ -176,6 +199,8 @@ pub enum Answer {
     State(Box<ShardState>),
     Metrics(Box<super::metrics::ShardMetrics>),
     Follow(Box<FollowAnswer>),
+    /// The answer to `Query::User`: None when there is no such user.
+    User(Option<Box<UserRecord>>),
 }
 
 /// The answer to `Action::Follow { on: true }`: the account's password hash (None: it has no
@@ -215,7 +240,7 @@ impl Staged {
 const CHECKPOINT_MAGIC: [u8; 8] = *b"QAXSHCKP";
 /// The checkpoint layout; any change to the serialised types (fields, their order, enum
 /// variants) needs a new number.
-pub const CHECKPOINT_FORMAT: u32 = 2;
+pub const CHECKPOINT_FORMAT: u32 = 3;
 
 /// bincode as both sides of a checkpoint use it: varint integers, little endian, trailing bytes
 /// refused.
@@ -230,6 +255,7 @@ struct CheckpointRef<'a> {
     journal: &'a Journal,
     last_ts: TimestampNs,
     credentials: &'a FastMap<AccountId, String>,
+    users: &'a Users,
 }
 
 /// ... and owned once decoded (the same fields in the same order).
@@ -239,6 +265,7 @@ struct CheckpointOwned {
     journal: Journal,
     last_ts: TimestampNs,
     credentials: FastMap<AccountId, String>,
+    users: Users,
 }
 
 /// Which client request an order's pending reply belongs to.
@@ -264,6 +291,8 @@ pub struct Service {
     changed_quotes: Vec<crate::domain::market_data::Quote>,
     /// Accounts' DIFF login password hashes (logged as `WalRecord::Credential`).
     credentials: FastMap<AccountId, String>,
+    /// Users whose id hashes to this shard, and the owners of this shard's accounts.
+    users: Users,
     /// Accounts DIFF sessions follow, and what changed for them (`take_trade_patches`).
     watch: TradeWatch,
     /// Per instrument (config slot): what of its chart series was last published.
@@ -290,6 +319,7 @@ impl Service {
             counters: ServiceCounters::default(),
             changed_quotes: Vec::new(),
             credentials: FastMap::default(),
+            users: Users::default(),
             watch: TradeWatch::default(),
             chart_cursors: FastMap::default(),
             history: HistoryWriter::default(),
@@ -445,8 +475,8 @@ impl Service {
                     Delivery::Refused(why) => return Err(why),
                 }
             }
-            WalRecord::Credential { account_id, password_hash } => {
-                self.credentials.insert(*account_id, password_hash.clone());
+            WalRecord::Credential { .. } | WalRecord::User { .. } | WalRecord::Owner { .. } => {
+                self.replay_beside_engine(record);
                 return Ok(Vec::new());
             }
             WalRecord::Genesis { .. } => return Err("a second genesis record".into()),
@@ -479,14 +509,30 @@ impl Service {
                     Delivery::Refused(why) => Err(why),
                 }
             }
-            WalRecord::Credential { account_id, password_hash } => {
-                self.credentials.insert(*account_id, password_hash.clone());
+            WalRecord::Credential { .. } | WalRecord::User { .. } | WalRecord::Owner { .. } => {
+                self.replay_beside_engine(record);
                 Ok(())
             }
             WalRecord::Genesis { .. } => Err("a second genesis record".into()),
         };
         std::mem::swap(&mut self.out.events, events);
         result.map(|()| std::mem::take(&mut self.out.sends))
+    }
+
+    /// Replays a record of what the server keeps beside the engine (passwords, users, owners).
+    fn replay_beside_engine(&mut self, record: &WalRecord) {
+        match record {
+            WalRecord::Credential { account_id, password_hash } => {
+                self.credentials.insert(*account_id, password_hash.clone());
+            }
+            WalRecord::User { ts, user_id, password_hash, admin } => {
+                self.last_ts = self.last_ts.max(*ts);
+                let record = UserRecord { password_hash: password_hash.clone(), admin: *admin, created_ns: *ts };
+                self.users.register(*user_id, record);
+            }
+            WalRecord::Owner { account_id, user_id } => self.users.bind(*account_id, *user_id),
+            WalRecord::Genesis { .. } | WalRecord::Command(_) | WalRecord::Peer { .. } => {}
+        }
     }
 
     /// Puts `journal` in place of this service's journal (recovery: the one it folded from
@@ -520,6 +566,7 @@ impl Service {
             journal: &self.journal,
             last_ts: self.last_ts,
             credentials: &self.credentials,
+            users: &self.users,
         };
         // Both parts into one buffer, each in one pass (encoding them on two threads was no
         // faster here: the time goes to growing and faulting in the buffer).
@@ -584,7 +631,7 @@ impl Service {
         let finished = finished
             .map_err(|_| "checkpoint: the decoding thread panicked".to_string())?
             .map_err(|e| format!("checkpoint: {e}"))?;
-        let CheckpointOwned { mut engine, mut journal, last_ts, credentials } = state;
+        let CheckpointOwned { mut engine, mut journal, last_ts, credentials, users } = state;
         journal.set_finished_part(finished);
         engine.finish_decode().map_err(|e| format!("checkpoint: {e}"))?;
         journal.check_decoded().map_err(|e| format!("checkpoint: {e}"))?;
@@ -598,6 +645,7 @@ impl Service {
             counters: ServiceCounters::default(),
             changed_quotes: Vec::new(),
             credentials,
+            users,
             watch: TradeWatch::default(),
             chart_cursors: FastMap::default(),
             history: HistoryWriter::default(),
@@ -621,7 +669,7 @@ impl Service {
     pub fn handle(&mut self, action: Action, now_ns: TimestampNs, origin: Origin, staged: &mut Staged) {
         let ts = self.stamp(now_ns);
         let reply = match action {
-            Action::OpenAccount { account_id, init_cash, password } => {
+            Action::OpenAccount { account_id, init_cash, password, owner } => {
                 let password_hash = match password {
                     None => None,
                     Some(Password::Hashed(hash)) => Some(hash),
@@ -635,6 +683,10 @@ impl Service {
                     }
                 };
                 let mut result = self.run(Command::OpenAccount { ts, account_id }, staged);
+                if let (Outcome::Done(Ok(())), Some(user_id)) = (result, owner) {
+                    staged.records.push(WalRecord::Owner { account_id, user_id });
+                    self.users.bind(account_id, user_id);
+                }
                 if let (Outcome::Done(Ok(())), Some(password_hash)) = (result, password_hash) {
                     staged.records.push(WalRecord::Credential { account_id, password_hash: password_hash.clone() });
                     self.credentials.insert(account_id, password_hash);
@@ -646,6 +698,35 @@ impl Service {
                     Outcome::Done(Err(code)) => Reply::reject(code),
                     _ => self.account_reply(&account_id),
                 }
+            }
+            Action::Register { user_id, password, admin } => {
+                let Password::Hashed(password_hash) = password else {
+                    let reply = Reply::http_message(
+                        HttpErrorCode::InternalError,
+                        "internal server error: a password arrived unhashed",
+                    );
+                    return staged.replies.push((origin, Answer::Reply(reply)));
+                };
+                if self.users.get(&user_id).is_some() {
+                    Reply::http(HttpErrorCode::UserExists)
+                } else {
+                    let record = UserRecord { password_hash: password_hash.clone(), admin, created_ns: ts };
+                    self.users.register(user_id, record);
+                    staged.records.push(WalRecord::User { ts, user_id, password_hash, admin });
+                    Reply::success(&UserView { user_id: user_id.as_str(), admin, created_ns: ts })
+                }
+            }
+            Action::AsUser { user, action } => {
+                // The core checks first (`ShardCore::submit`); this path serves replays of the
+                // service alone (tests), with the same rule.
+                match self.authorize(&user, &action) {
+                    Ok(()) => return self.handle(*action, now_ns, origin, staged),
+                    Err(reply) => reply,
+                }
+            }
+            Action::Query(Query::User(user_id)) => {
+                let answer = Answer::User(self.users.get(&user_id).cloned().map(Box::new));
+                return staged.replies.push((origin, answer));
             }
             Action::Follow { account_id, on: true } => match self.engine.account_slot(&account_id) {
                 None => Reply::reject(RejectCode::AccountNotFound),
@@ -695,6 +776,53 @@ impl Service {
             Action::Query(query) => self.query(query),
         };
         staged.replies.push((origin, Answer::Reply(reply)));
+    }
+
+    /// Whether `user` (not an admin) may run `action`: Ok when every account it names is the
+    /// user's; otherwise the refusal a missing account or order gets, so another user's
+    /// accounts and orders look exactly like ones that do not exist.
+    pub fn authorize(&self, user: &UserId, action: &Action) -> Result<(), Reply> {
+        let account = |id: &AccountId| {
+            if self.users.owns(user, id) {
+                Ok(())
+            } else {
+                Err(Reply::reject(RejectCode::AccountNotFound))
+            }
+        };
+        match action {
+            Action::Transfer { account_id, .. }
+            | Action::Cancel { account_id, .. }
+            | Action::Modify { account_id, .. }
+            | Action::Follow { account_id, .. } => account(account_id),
+            Action::Submit(order) => account(&order.account_id),
+            Action::Query(query) => match query {
+                Query::Account(id) | Query::UserOrders(id) | Query::Positions(id) | Query::UserTrades(id) => {
+                    account(id)
+                }
+                Query::History { series, .. } => match series {
+                    crate::server::history::HistorySeries::Orders(id)
+                    | crate::server::history::HistorySeries::Trades(id)
+                    | crate::server::history::HistorySeries::AccountChanges(id) => account(id),
+                    _ => Ok(()),
+                },
+                Query::Order(order_id) => match self.journal.order(*order_id) {
+                    Some(order) if self.users.owns(user, &order.account_id) => Ok(()),
+                    _ => Err(Reply::reject(RejectCode::OrderNotFound)),
+                },
+                Query::OwnedAccounts(owner) if owner == user => Ok(()),
+                Query::Instruments
+                | Query::OrderBook { .. }
+                | Query::Tick(_)
+                | Query::MarketTrades { .. }
+                | Query::Kline { .. }
+                | Query::Chart { .. } => Ok(()),
+                _ => Err(Reply::http(HttpErrorCode::AdminOnly)),
+            },
+            // Opening and registering are checked by the connection's shard (the owner is the
+            // token's user); nothing else is a user's to send.
+            Action::OpenAccount { owner, .. } if owner.as_ref() == Some(user) => Ok(()),
+            _ => Err(Reply::http(HttpErrorCode::AdminOnly)),
+        }
     }
 
     /// Registers the reply of an order command that waits for another shard, then answers
@@ -851,6 +979,16 @@ impl Service {
                 self.account(&id)?;
                 self.account_reply(&id)
             }
+            Query::OwnedAccounts(user) => {
+                let snapshots: Vec<_> = self
+                    .users
+                    .accounts_of(&user)
+                    .into_iter()
+                    .filter_map(|id| engine.account_slot(&id))
+                    .map(|slot| engine.ledger().snapshot(slot, engine.instruments(), engine.marks()))
+                    .collect();
+                Reply::success(&snapshots)
+            }
             Query::Order(id) => match self.journal.order(id) {
                 Some(order) => Reply::success(order),
                 None => Reply::reject(RejectCode::OrderNotFound),
@@ -934,9 +1072,18 @@ impl Service {
             | Query::History { .. }
             | Query::StorageStats
             | Query::TriggerCompaction
-            | Query::Checkpoint => Reply::http(HttpErrorCode::InternalError),
+            | Query::Checkpoint
+            | Query::User(_) => Reply::http(HttpErrorCode::InternalError),
         })
     }
+}
+
+/// A user as `POST /api/auth/register` answers it (never the password or its hash).
+#[derive(Serialize)]
+struct UserView<'a> {
+    user_id: &'a str,
+    admin: bool,
+    created_ns: TimestampNs,
 }
 
 #[derive(Serialize)]

@@ -12,7 +12,7 @@ use crate::domain::types::TimestampNs;
 use rkyv::rancor::Error as RkyvError;
 
 /// Bumped when the record layout changes, so an old log is refused instead of misread.
-pub const WAL_FORMAT: u32 = 3;
+pub const WAL_FORMAT: u32 = 4;
 
 #[derive(Clone, Debug, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub enum WalRecord {
@@ -29,6 +29,19 @@ pub enum WalRecord {
     Credential {
         account_id: crate::domain::name::AccountId,
         password_hash: String,
+    },
+    /// A user registered on this shard (the shard of the user id's hash): the Argon2id hash
+    /// of the password, never the password.
+    User {
+        ts: TimestampNs,
+        user_id: crate::domain::name::AccountId,
+        password_hash: String,
+        admin: bool,
+    },
+    /// The owner of an account of this shard (right after its `OpenAccount` command).
+    Owner {
+        account_id: crate::domain::name::AccountId,
+        user_id: crate::domain::name::AccountId,
     },
     /// Message `seq` from shard `from`, run at `ts`.
     Peer {

@@ -34,6 +34,9 @@ pub struct Options {
     pub config: Option<PathBuf>,
     /// Environment variables for the server process.
     pub env: Vec<(String, String)>,
+    /// Tokens required (`[auth]`); false (the default of these tests, which exercise the trading
+    /// core) starts the server with `--no-auth`. `tests/server_auth.rs` turns it on.
+    pub auth: bool,
 }
 
 impl Options {
@@ -46,6 +49,7 @@ impl Options {
             extra: Vec::new(),
             config: None,
             env: Vec::new(),
+            auth: false,
         }
     }
 }
@@ -128,6 +132,9 @@ pub fn command(opts: &Options) -> Command {
         Some(dir) => cmd.arg("--storage").arg(dir).arg("--sync").arg(opts.sync),
         None => cmd.arg("--no-storage"),
     };
+    if !opts.auth {
+        cmd.arg("--no-auth");
+    }
     cmd.args(&opts.extra);
     cmd.envs(opts.env.iter().map(|(k, v)| (k, v)));
     cmd
@@ -253,6 +260,8 @@ impl Drop for ServerProcess {
 pub struct Client {
     stream: TcpStream,
     buf: Vec<u8>,
+    /// Sent as `Authorization: Bearer <token>` with every request when set.
+    pub token: Option<String>,
 }
 
 /// One response: status, headers (lower-case names) and body.
@@ -279,14 +288,14 @@ impl Client {
         let stream = TcpStream::connect(addr).expect("connect");
         stream.set_nodelay(true).unwrap();
         stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        Client { stream, buf: Vec::new() }
+        Client { stream, buf: Vec::new(), token: None }
     }
 
     pub fn try_connect(addr: SocketAddr) -> std::io::Result<Client> {
         let stream = TcpStream::connect(addr)?;
         stream.set_nodelay(true)?;
         stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-        Ok(Client { stream, buf: Vec::new() })
+        Ok(Client { stream, buf: Vec::new(), token: None })
     }
 
     /// How long a read waits before it fails (30 s by default).
@@ -301,8 +310,9 @@ impl Client {
 
     pub fn send(&mut self, method: &str, path: &str, body: Option<&Value>) -> std::io::Result<()> {
         let body = body.map(|b| b.to_string()).unwrap_or_default();
+        let auth = self.token.as_ref().map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
         let head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
             body.len()
         );
         let mut bytes = head.into_bytes();

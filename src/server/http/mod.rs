@@ -34,6 +34,6 @@ pub use response::{
     write_response_with_headers, write_success, CONTENT_TYPE_JSON, CONTENT_TYPE_PROMETHEUS, CONTENT_TYPE_TEXT,
 };
 pub use route::{
-    route, KlinePeriod, Route, DEFAULT_DEPTH, DEFAULT_KLINE_COUNT, DEFAULT_KLINE_PERIOD, DEFAULT_TRADES_LIMIT,
+    route, Access, KlinePeriod, Route, DEFAULT_DEPTH, DEFAULT_KLINE_COUNT, DEFAULT_KLINE_PERIOD, DEFAULT_TRADES_LIMIT,
     MAX_DEPTH, MAX_KLINE_COUNT, MAX_TRADES_LIMIT,
 };

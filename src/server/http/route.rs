@@ -158,6 +158,25 @@ pub enum Route {
     AdminCompactionTrigger,
     /// `POST /admin/checkpoint`: every shard writes a checkpoint now.
     AdminCheckpoint,
+    /// `POST /api/auth/register`
+    Register,
+    /// `POST /api/auth/login`
+    Login,
+    /// `POST /api/user/{user_id}/account/create`
+    CreateUserAccount { user_id: AccountId },
+    /// `GET /api/user/{user_id}/accounts`
+    UserAccounts { user_id: AccountId },
+}
+
+/// Who may call a route once auth is on (`[auth] enabled`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone: health, metrics, market data, register and login.
+    Public,
+    /// A valid token; a user who is not an admin only reaches accounts and orders they own.
+    User,
+    /// A valid token of an admin.
+    Admin,
 }
 
 impl Route {
@@ -197,12 +216,56 @@ impl Route {
             Route::AdminStorageStats => "GET /admin/storage/stats",
             Route::AdminCompactionTrigger => "POST /admin/compaction/trigger",
             Route::AdminCheckpoint => "POST /admin/checkpoint",
+            Route::Register => "POST /api/auth/register",
+            Route::Login => "POST /api/auth/login",
+            Route::CreateUserAccount { .. } => "POST /api/user/{user_id}/account/create",
+            Route::UserAccounts { .. } => "GET /api/user/{user_id}/accounts",
+        }
+    }
+
+    /// Who may call it once auth is on. `/metrics` stays public so a Prometheus scraper needs no
+    /// token (it holds counts, never account data).
+    pub fn access(&self) -> Access {
+        match self {
+            Route::Health
+            | Route::Metrics
+            | Route::Instruments
+            | Route::ShinnyInstruments
+            | Route::OrderBook { .. }
+            | Route::Tick { .. }
+            | Route::MarketTrades { .. }
+            | Route::Kline { .. }
+            | Route::Register
+            | Route::Login => Access::Public,
+            Route::History { series, .. } => match series {
+                HistorySeries::MarketTrades(_) | HistorySeries::Ticks(_) | HistorySeries::Klines(..) => Access::Public,
+                HistorySeries::Orders(_) | HistorySeries::Trades(_) | HistorySeries::AccountChanges(_) => Access::User,
+            },
+            Route::OpenAccount
+            | Route::Account { .. }
+            | Route::Deposit
+            | Route::Withdraw
+            | Route::SubmitOrder
+            | Route::CancelOrder
+            | Route::ModifyOrder
+            | Route::Order { .. }
+            | Route::UserOrders { .. }
+            | Route::Positions { .. }
+            | Route::UserTrades { .. }
+            | Route::CreateUserAccount { .. }
+            | Route::UserAccounts { .. } => Access::User,
+            Route::AdminState
+            | Route::AdminLatency
+            | Route::AdminLatencyReset
+            | Route::AdminStorageStats
+            | Route::AdminCompactionTrigger
+            | Route::AdminCheckpoint => Access::Admin,
         }
     }
 }
 
-/// The most segments of any route (`/api/market/orderbook/{id}`, `/api/history/ticks/{id}`).
-const MAX_SEGMENTS: usize = 4;
+/// The most segments of any route (`/api/user/{user_id}/account/create`).
+const MAX_SEGMENTS: usize = 5;
 
 /// Finds the route of a request (`path` still percent-encoded, `query` raw, as in `Request`).
 pub fn route(method: Method, path: &str, query: &str) -> Result<Route, HttpError> {
@@ -305,6 +368,22 @@ pub fn route(method: Method, path: &str, query: &str) -> Result<Route, HttpError
         ["api", "trades", "user", id] if !id.is_empty() => {
             get_only()?;
             Ok(Route::UserTrades { user_id: account_id(id)? })
+        }
+        ["api", "auth", action @ ("register" | "login")] => {
+            if !is_post {
+                return Err(HttpError::method_not_allowed("POST"));
+            }
+            Ok(if *action == "register" { Route::Register } else { Route::Login })
+        }
+        ["api", "user", id, "account", "create"] if !id.is_empty() => {
+            if !is_post {
+                return Err(HttpError::method_not_allowed("POST"));
+            }
+            Ok(Route::CreateUserAccount { user_id: account_id(id)? })
+        }
+        ["api", "user", id, "accounts"] if !id.is_empty() => {
+            get_only()?;
+            Ok(Route::UserAccounts { user_id: account_id(id)? })
         }
         ["api", "market", "instruments"] => get_only().map(|()| Route::Instruments),
         ["api", "market", "instruments", "shinny"] => get_only().map(|()| Route::ShinnyInstruments),

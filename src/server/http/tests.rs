@@ -485,6 +485,13 @@ fn error_table_is_stable() {
         (HttpErrorCode::VersionNotSupported, 9012, 505),
         (HttpErrorCode::StorageFailed, 9013, 503),
         (HttpErrorCode::TooManyConnections, 9014, 503),
+        (HttpErrorCode::MissingToken, 9201, 401),
+        (HttpErrorCode::InvalidToken, 9202, 401),
+        (HttpErrorCode::TokenExpired, 9203, 401),
+        (HttpErrorCode::AdminOnly, 9204, 403),
+        (HttpErrorCode::UserExists, 9205, 409),
+        (HttpErrorCode::LoginFailed, 9206, 401),
+        (HttpErrorCode::UserNotFound, 9207, 404),
     ];
     assert_eq!(HttpErrorCode::ALL.len(), expected.len());
     for (&kind, &(k, code, status)) in HttpErrorCode::ALL.iter().zip(expected) {
@@ -652,12 +659,44 @@ fn unknown_paths_are_404() {
         "/api/market/unknown/cu2501",
         "/api/%61ccount/alice",
         "/a/b/c/d/e/f/g",
-        "/api/auth/login",
+        "/api/auth/logout",
+        "/api/user/bob/account",
+        "/api/user//accounts",
+        "/api/user/bob/account/create/x",
     ] {
         for method in [Method::Get, Method::Post] {
             let e = err(method, path);
             assert_eq!((e.status, e.code, e.allow), (404, 9006, None), "{method:?} {path:?}");
         }
+    }
+}
+
+#[test]
+fn user_routes_and_who_may_call_them() {
+    assert_eq!(ok(Method::Post, "/api/auth/register"), Route::Register);
+    assert_eq!(ok(Method::Post, "/api/auth/login"), Route::Login);
+    assert_eq!(err(Method::Get, "/api/auth/login").allow, Some("POST"));
+    let bob = AccountId::new("bob").unwrap();
+    assert_eq!(ok(Method::Post, "/api/user/bob/account/create"), Route::CreateUserAccount { user_id: bob });
+    assert_eq!(err(Method::Get, "/api/user/bob/account/create").allow, Some("POST"));
+    assert_eq!(ok(Method::Get, "/api/user/bob/accounts"), Route::UserAccounts { user_id: bob });
+    assert_eq!(err(Method::Post, "/api/user/bob/accounts").allow, Some("GET"));
+    assert_eq!(err(Method::Get, &format!("/api/user/{}/accounts", "u".repeat(32))).code, 1006);
+    use super::route::Access;
+    for (target, method, access) in [
+        ("/health", Method::Get, Access::Public),
+        ("/metrics", Method::Get, Access::Public),
+        ("/api/market/tick/cu2501", Method::Get, Access::Public),
+        ("/api/history/ticks/cu2501", Method::Get, Access::Public),
+        ("/api/auth/login", Method::Post, Access::Public),
+        ("/api/account/alice", Method::Get, Access::User),
+        ("/api/order/submit", Method::Post, Access::User),
+        ("/api/history/orders/alice", Method::Get, Access::User),
+        ("/api/user/bob/accounts", Method::Get, Access::User),
+        ("/admin/state", Method::Get, Access::Admin),
+        ("/admin/checkpoint", Method::Post, Access::Admin),
+    ] {
+        assert_eq!(ok(method, target).access(), access, "{target}");
     }
 }
 
