@@ -254,3 +254,32 @@ fn auth_off_leaves_every_route_open() {
 fn data_has_admin(dir: &Path) -> bool {
     dir.join("admin-password").exists() || dir.join("auth.key").exists()
 }
+
+#[test]
+fn a_connection_over_its_request_rate_is_slowed_not_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("exchange.toml");
+    std::fs::write(&config, "[http]\nmax_requests_per_sec = 5\n").unwrap();
+    let mut opts = Options::new(None);
+    opts.config = Some(config);
+    let server = start(&opts);
+    let mut c = server.client();
+    // Twenty pipelined requests at once: a burst of five runs, the rest are refused.
+    for _ in 0..20 {
+        c.send("POST", "/api/account/open", Some(&json!({"account_id": "r", "init_cash": 1.0}))).unwrap();
+    }
+    let answers: Vec<(u16, u64)> = (0..20)
+        .map(|_| {
+            let r = c.read_response().unwrap();
+            (r.status, r.json()["error"]["code"].as_u64().unwrap_or(0))
+        })
+        .collect();
+    // The first opens the account; the next four are duplicates the engine refuses (so they ran).
+    assert_eq!(answers[0], (200, 0));
+    assert!(answers[1..5].iter().all(|&a| a == (400, 1002)), "{answers:?}");
+    assert!(answers[5..].iter().all(|&a| a == (429, 9015)), "{answers:?}");
+    // Other connections have budgets of their own, and this one recovers after a pause.
+    server.client().ok("GET", "/health", None);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    c.ok("GET", "/api/account/r", None);
+}

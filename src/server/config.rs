@@ -119,6 +119,9 @@ pub struct ServerConfig {
     pub storage: Option<StorageConfig>,
     pub http_limits: Limits,
     pub max_connections_per_shard: usize,
+    /// Requests per second one HTTP connection may send (bursts up to one second's worth);
+    /// 0: no limit.
+    pub max_requests_per_sec: u32,
     pub ws_limits: WsLimits,
     pub engine: EngineConfig,
     pub journal: JournalLimits,
@@ -208,6 +211,10 @@ impl fmt::Debug for Secret {
 }
 
 pub const DEFAULT_TOKEN_TTL_SECS: u64 = 86_400;
+/// Per HTTP connection: far above what one trading client sends (the load generator's
+/// connections send a few thousand a second each), low enough that one connection cannot hold
+/// a shard.
+pub const DEFAULT_MAX_REQUESTS_PER_SEC: u32 = 20_000;
 pub const DEFAULT_ADMIN_USER: &str = "admin";
 
 impl Default for AuthConfig {
@@ -233,6 +240,7 @@ impl Default for ServerConfig {
             storage: Some(StorageConfig::default()),
             http_limits: Limits::default(),
             max_connections_per_shard: DEFAULT_MAX_CONNECTIONS_PER_SHARD,
+            max_requests_per_sec: DEFAULT_MAX_REQUESTS_PER_SEC,
             ws_limits: WsLimits::default(),
             engine: EngineConfig::default(),
             journal: JournalLimits::default(),
@@ -516,6 +524,7 @@ struct HttpSection {
     max_headers: Option<usize>,
     max_body_bytes: Option<usize>,
     max_connections_per_shard: Option<usize>,
+    max_requests_per_sec: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -735,6 +744,7 @@ impl FileConfig {
             storage: Some(storage_config),
             http_limits,
             max_connections_per_shard,
+            max_requests_per_sec: http.max_requests_per_sec.unwrap_or(DEFAULT_MAX_REQUESTS_PER_SEC),
             ws_limits,
             engine,
             journal,

@@ -137,6 +137,8 @@ pub struct ShardContext {
     pub ws_limits: super::config::WsLimits,
     /// Token checks (None: auth is off and every endpoint is open).
     pub auth: Option<AuthGate>,
+    /// Requests per second per connection (0: no limit).
+    pub max_requests_per_sec: u32,
     next_conn: Cell<u64>,
     auto_ids: Cell<u64>,
 }
@@ -171,6 +173,7 @@ impl ShardContext {
             accounts,
             ws_limits: super::config::WsLimits::default(),
             auth: None,
+            max_requests_per_sec: 0,
             next_conn: Cell::new(1),
             auto_ids: Cell::new(0),
         }
@@ -189,6 +192,12 @@ impl ShardContext {
     /// The WebSocket session bounds (default: `WsLimits::default()`).
     pub fn with_ws_limits(mut self, ws_limits: super::config::WsLimits) -> Self {
         self.ws_limits = ws_limits;
+        self
+    }
+
+    /// Limits each connection to `rate` requests per second (0: no limit).
+    pub fn with_rate_limit(mut self, rate: u32) -> Self {
+        self.max_requests_per_sec = rate;
         self
     }
 
@@ -488,6 +497,7 @@ async fn serve_loop(
     let mut out: Vec<u8> = Vec::with_capacity(8192);
     let mut chunk = vec![0u8; 16 * 1024];
     let mut batch = Batch::new();
+    let mut budget = super::rate_limit::RequestBudget::new(ctx.max_requests_per_sec);
     loop {
         // Take every complete request in the buffer (up to MAX_PIPELINED), answer them in order.
         let mut start = 0;
@@ -509,7 +519,13 @@ async fn serve_loop(
                     let keep_alive = request.keep_alive && !ctx.stopping();
                     let target = route(request.method, request.path, request.query);
                     let pattern = target.as_ref().ok().map(Route::pattern);
-                    let step = match target.and_then(|t| ctx.authenticate(&t, &request).map(|caller| (t, caller))) {
+                    let allowed = if budget.allow(parsed_at) {
+                        Ok(())
+                    } else {
+                        Err(HttpError::new(HttpErrorCode::TooManyRequests))
+                    };
+                    let checked = allowed.and(target).and_then(|t| ctx.authenticate(&t, &request).map(|c| (t, c)));
+                    let step = match checked {
                         Err(error) => Step::Answer(Reply::error(error.status, error.code, error.message), error.allow),
                         Ok((target, caller)) => plan(ctx, target, request.body, caller),
                     };

@@ -24,6 +24,7 @@ pub mod journal;
 pub mod legacy_session;
 pub mod metrics;
 pub mod quote_fanout;
+pub mod rate_limit;
 pub mod recovery;
 pub mod runtime;
 pub mod service;

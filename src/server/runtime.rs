@@ -464,7 +464,8 @@ async fn run_shard(
         fanout.clone(),
         accounts.clone(),
     )
-    .with_ws_limits(config.ws_limits);
+    .with_ws_limits(config.ws_limits)
+    .with_rate_limit(config.max_requests_per_sec);
     if let Some(key) = token_key {
         ctx = ctx.with_auth(AuthGate { key: Rc::new(key), token_ttl_secs: config.auth.token_ttl_secs });
     }

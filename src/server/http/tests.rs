@@ -485,6 +485,7 @@ fn error_table_is_stable() {
         (HttpErrorCode::VersionNotSupported, 9012, 505),
         (HttpErrorCode::StorageFailed, 9013, 503),
         (HttpErrorCode::TooManyConnections, 9014, 503),
+        (HttpErrorCode::TooManyRequests, 9015, 429),
         (HttpErrorCode::MissingToken, 9201, 401),
         (HttpErrorCode::InvalidToken, 9202, 401),
         (HttpErrorCode::TokenExpired, 9203, 401),
