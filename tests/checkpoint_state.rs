@@ -277,6 +277,7 @@ impl Cluster {
             Action::OpenAccount { account_id, .. }
             | Action::Follow { account_id, .. }
             | Action::Transfer { account_id, .. }
+            | Action::SetFrozen { account_id, .. }
             | Action::Cancel { account_id, .. }
             | Action::Modify { account_id, .. } => by_account(account_id),
             Action::Submit(order) => by_account(&order.account_id),

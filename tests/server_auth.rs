@@ -188,6 +188,23 @@ fn users_tokens_and_who_sees_what() {
     assert_eq!(alice.ok("GET", "/api/user/alice/accounts", None).as_array().unwrap().len(), 4);
     alice.ok("GET", "/api/account/al-3", None);
 
+    // Freezing: only an admin; a frozen account can cancel but neither trade nor withdraw.
+    assert_eq!(status_code(&mut bob, "POST", "/api/admin/account/bo-1/freeze", None), (403, 9204));
+    assert_eq!(admin.ok("POST", "/api/admin/account/bo-1/freeze", None)["status"], "frozen");
+    assert_eq!(status_code(&mut admin, "GET", "/api/admin/account/bo-1/freeze", None), (405, 9007));
+    assert_eq!(status_code(&mut admin, "POST", "/api/admin/account/nobody/freeze", None).0, 404);
+    assert_eq!(
+        status_code(&mut bob, "POST", "/api/order/submit", Some(order("bo-1", "b3", "SELL", 5200.0))),
+        (400, 1003)
+    );
+    let withdraw = json!({"account_id": "bo-1", "amount": 1.0});
+    assert_eq!(status_code(&mut bob, "POST", "/api/account/withdraw", Some(withdraw.clone())), (400, 1003));
+    let cancelled = bob.ok("POST", "/api/order/cancel", Some(json!({"account_id": "bo-1", "order_id": bob_live})));
+    assert_eq!(cancelled["order"]["status"], "FINISHED", "{cancelled}");
+    assert_eq!(admin.ok("POST", "/api/admin/account/bo-1/unfreeze", None)["status"], "active");
+    bob.ok("POST", "/api/account/withdraw", Some(withdraw));
+    bob.ok("POST", "/api/order/submit", Some(order("bo-1", "b4", "SELL", 5200.0)));
+
     // A restart keeps users, bindings and the signing key: the old tokens still work.
     let alice_token = alice.token.clone();
     server.terminate();

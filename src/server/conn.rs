@@ -59,6 +59,7 @@ impl Router {
         match action {
             Action::OpenAccount { account_id, .. }
             | Action::Transfer { account_id, .. }
+            | Action::SetFrozen { account_id, .. }
             | Action::Follow { account_id, .. }
             | Action::Cancel { account_id, .. }
             | Action::Modify { account_id, .. } => account(account_id),
@@ -210,14 +211,36 @@ impl ShardContext {
     /// Who sends `request` for `route`: checked against its bearer token when auth is on and
     /// the route is not public. Refusals: 401 (9201 no token, 9202 bad, 9203 expired), 403
     /// (9204) for a user who is not an admin on an admin route.
-    fn authenticate(&self, route: &Route, request: &Request) -> Result<Caller, HttpError> {
+    /// `verified` is the connection's last good token and its claims: a client sends the same
+    /// token with every request, so only a new one is verified again (the MAC costs about as
+    /// much as parsing the request); the expiry is checked every time.
+    fn authenticate(
+        &self,
+        route: &Route,
+        request: &Request,
+        verified: &mut Option<(Vec<u8>, Claims)>,
+    ) -> Result<Caller, HttpError> {
         let Some(gate) = &self.auth else { return Ok(Caller::Anyone) };
         let access = route.access();
         if access == Access::Public {
             return Ok(Caller::Anyone);
         }
+        let now_s = unix_now_s();
         let claims = super::auth::bearer(request.header(Header::Authorization))
-            .and_then(|token| gate.key.verify(token, unix_now_s()))
+            .and_then(|token| match verified {
+                Some((known, claims)) if known.as_slice() == token.as_bytes() => {
+                    if now_s >= claims.expires_at_s {
+                        Err(TokenError::Expired)
+                    } else {
+                        Ok(*claims)
+                    }
+                }
+                _ => {
+                    let claims = gate.key.verify(token, now_s)?;
+                    *verified = Some((token.as_bytes().to_vec(), claims));
+                    Ok(claims)
+                }
+            })
             .map_err(|e| {
                 HttpError::new(match e {
                     TokenError::Missing => HttpErrorCode::MissingToken,
@@ -498,6 +521,7 @@ async fn serve_loop(
     let mut chunk = vec![0u8; 16 * 1024];
     let mut batch = Batch::new();
     let mut budget = super::rate_limit::RequestBudget::new(ctx.max_requests_per_sec);
+    let mut verified: Option<(Vec<u8>, Claims)> = None;
     loop {
         // Take every complete request in the buffer (up to MAX_PIPELINED), answer them in order.
         let mut start = 0;
@@ -524,7 +548,8 @@ async fn serve_loop(
                     } else {
                         Err(HttpError::new(HttpErrorCode::TooManyRequests))
                     };
-                    let checked = allowed.and(target).and_then(|t| ctx.authenticate(&t, &request).map(|c| (t, c)));
+                    let checked =
+                        allowed.and(target).and_then(|t| ctx.authenticate(&t, &request, &mut verified).map(|c| (t, c)));
                     let step = match checked {
                         Err(error) => Step::Answer(Reply::error(error.status, error.code, error.message), error.allow),
                         Ok((target, caller)) => plan(ctx, target, request.body, caller),
@@ -932,6 +957,7 @@ fn plan_action(ctx: &ShardContext, target: Route, body: &[u8]) -> Step {
         }
         Route::CreateUserAccount { user_id } => body::create_account(body, user_id, || ctx.new_account_id(&user_id)),
         Route::UserAccounts { user_id } => return Step::Owned(user_id),
+        Route::AdminFreeze { account_id, frozen } => Ok(Action::SetFrozen { account_id, frozen }),
     };
     match decoded {
         Ok(action) => Step::Ask(action),

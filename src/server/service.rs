@@ -47,6 +47,12 @@ pub enum Action {
         password: Password,
         admin: bool,
     },
+    /// An admin freezes (trading and withdrawals stop; cancels still run) or unfreezes an
+    /// account (command `set_account_frozen`).
+    SetFrozen {
+        account_id: AccountId,
+        frozen: bool,
+    },
     /// `action` for a user who is not an admin (auth on): the shard that owns what it names
     /// runs it only when the user owns the account; otherwise it answers as if the account or
     /// order did not exist (`Service::authorize`).
@@ -752,6 +758,12 @@ impl Service {
                     Command::Withdraw { ts, account_id, amount }
                 };
                 match self.run(command, staged) {
+                    Outcome::Done(Err(code)) => Reply::reject(code),
+                    _ => self.account_reply(&account_id),
+                }
+            }
+            Action::SetFrozen { account_id, frozen } => {
+                match self.run(Command::SetAccountFrozen { ts, account_id, frozen }, staged) {
                     Outcome::Done(Err(code)) => Reply::reject(code),
                     _ => self.account_reply(&account_id),
                 }

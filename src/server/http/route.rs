@@ -166,6 +166,8 @@ pub enum Route {
     CreateUserAccount { user_id: AccountId },
     /// `GET /api/user/{user_id}/accounts`
     UserAccounts { user_id: AccountId },
+    /// `POST /api/admin/account/{account_id}/freeze` and `.../unfreeze`
+    AdminFreeze { account_id: AccountId, frozen: bool },
 }
 
 /// Who may call a route once auth is on (`[auth] enabled`).
@@ -220,6 +222,8 @@ impl Route {
             Route::Login => "POST /api/auth/login",
             Route::CreateUserAccount { .. } => "POST /api/user/{user_id}/account/create",
             Route::UserAccounts { .. } => "GET /api/user/{user_id}/accounts",
+            Route::AdminFreeze { frozen: true, .. } => "POST /api/admin/account/{account_id}/freeze",
+            Route::AdminFreeze { frozen: false, .. } => "POST /api/admin/account/{account_id}/unfreeze",
         }
     }
 
@@ -259,7 +263,8 @@ impl Route {
             | Route::AdminLatencyReset
             | Route::AdminStorageStats
             | Route::AdminCompactionTrigger
-            | Route::AdminCheckpoint => Access::Admin,
+            | Route::AdminCheckpoint
+            | Route::AdminFreeze { .. } => Access::Admin,
         }
     }
 }
@@ -380,6 +385,12 @@ pub fn route(method: Method, path: &str, query: &str) -> Result<Route, HttpError
                 return Err(HttpError::method_not_allowed("POST"));
             }
             Ok(Route::CreateUserAccount { user_id: account_id(id)? })
+        }
+        ["api", "admin", "account", id, action @ ("freeze" | "unfreeze")] if !id.is_empty() => {
+            if !is_post {
+                return Err(HttpError::method_not_allowed("POST"));
+            }
+            Ok(Route::AdminFreeze { account_id: account_id(id)?, frozen: *action == "freeze" })
         }
         ["api", "user", id, "accounts"] if !id.is_empty() => {
             get_only()?;
