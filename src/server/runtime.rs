@@ -384,6 +384,10 @@ async fn run_shard(
     let activity = quiesce.activity[shard].clone();
     let counters = Rc::new(super::conn::ShardCounters::default());
     let core = Rc::new(RefCell::new(EngineCore::new(service, notify_tx, activity, counters.clone())));
+    // Messages recovery found undelivered go first, before anything this run sends: a message
+    // another shard sends us as soon as our receivers run can make this shard send the next
+    // one on the same channel, and a receiver refuses a message that skips a sequence number.
+    core.borrow_mut().redeliver(redeliver);
     let mut background = None;
     let mut history = None;
     if let (Some(store), Some(storage)) = (store, &config.storage) {
@@ -450,7 +454,6 @@ async fn run_shard(
         });
     }
     let links = Rc::new(links);
-    core.borrow_mut().redeliver(redeliver);
     let mut ctx = ShardContext::new(
         shard,
         config.http_limits,
