@@ -12,13 +12,14 @@ use qaexchange::domain::engine::EngineConfig;
 use qaexchange::domain::instrument::{parse_instruments, Instrument};
 use qaexchange::domain::market_data::KLINE_PERIODS_NS;
 use qaexchange::domain::name::{AccountId, ClientOrderId, InstrumentId};
+use qaexchange::domain::shard::settlement::SettleCut;
 use qaexchange::domain::shard::{account_shard, check_cluster, order_shard, Outgoing};
 use qaexchange::domain::types::{
     price_from_f64, Direction, Offset, PriceType, TimeCondition, TimestampNs, Volume, VolumeCondition,
 };
 use qaexchange::server::credentials::Password;
 use qaexchange::server::journal::JournalLimits;
-use qaexchange::server::service::{Action, Origin, Query, Service, ServiceCounters, Staged};
+use qaexchange::server::service::{Action, Origin, Query, Service, ServiceCounters, SettleStep, Staged};
 use std::collections::VecDeque;
 
 const INSTRUMENTS: &str = r#"
@@ -282,6 +283,9 @@ impl Cluster {
             | Action::Modify { account_id, .. } => by_account(account_id),
             Action::Submit(order) => by_account(&order.account_id),
             Action::Register { user_id, .. } => by_account(user_id),
+            Action::SetSettlementPrice { instrument_id, .. } => self.instrument_shard(instrument_id),
+            // Sent to each shard by `settle`.
+            Action::Settle(_) => 0,
             Action::AsUser { action, .. } => self.shard_of(action),
             Action::Query(query) => match query {
                 Query::User(id) => by_account(id),
@@ -319,6 +323,10 @@ impl Cluster {
 
     fn act_at(&mut self, action: Action, now: TimestampNs) {
         let shard = self.shard_of(&action);
+        self.act_on(shard, action, now);
+    }
+
+    fn act_on(&mut self, shard: usize, action: Action, now: TimestampNs) {
         self.tag += 1;
         let origin = Origin { shard, conn: 7, tag: self.tag };
         let mut staged = Staged::default();
@@ -344,6 +352,46 @@ impl Cluster {
 
     fn drain(&mut self) {
         while self.deliver_one() {}
+    }
+
+    /// Daily settlement as the server's coordinator runs it: prices set on the owners, every
+    /// shard halted, nothing in flight, the cut from the owners' inputs, step 1 everywhere,
+    /// nothing in flight, step 2 everywhere, trading resumed.
+    fn settle(&mut self, prices: &[(&str, f64)]) {
+        for &(symbol, price) in prices {
+            self.act(Action::SetSettlementPrice { instrument_id: inst(symbol), price: price_from_f64(price) });
+        }
+        let n = self.services.len();
+        for shard in 0..n {
+            let now = self.now();
+            self.act_on(shard, Action::Settle(SettleStep::Halt), now);
+        }
+        self.drain();
+        let day = self.services[0].engine().trading_day();
+        let count = self.services[0].engine().instruments().len();
+        let mut cut = SettleCut {
+            settled_day: day,
+            next_day: qaexchange::domain::engine::next_weekday(day).unwrap(),
+            prices: vec![0; count],
+            closes: vec![0; count],
+            open_interest: vec![0; count],
+        };
+        for service in &self.services {
+            for input in service.engine().settlement_inputs() {
+                let i = input.instrument as usize;
+                (cut.prices[i], cut.closes[i], cut.open_interest[i]) = (input.price, input.close, input.open_interest);
+            }
+        }
+        for step in [SettleStep::Prepare(cut.clone()), SettleStep::Apply(cut.clone()), SettleStep::Resume] {
+            for shard in 0..n {
+                let now = self.now();
+                self.act_on(shard, Action::Settle(step.clone()), now);
+            }
+            self.drain();
+        }
+        for service in &self.services {
+            assert_eq!(service.engine().trading_day(), cut.next_day);
+        }
     }
 
     fn in_flight(&self) -> usize {
@@ -627,6 +675,10 @@ fn trade_before(c: &mut Cluster) {
         }
         c.clock += 20_000_000_000;
     }
+    // A settled day: day orders and orders outside the new bands end, positions roll to his,
+    // the checkpoint carries the cut and the statements.
+    c.settle(&[("SR501", 5002.0)]);
+    c.check_invariants();
     // Resting at the checkpoint: a close order (the book must remember its offset) ...
     let holder = c.long_holder("SR501");
     c.act(close(holder, "cl1", "SR501", Sell, 5009.0, 1));
@@ -684,6 +736,10 @@ fn trade_after(c: &mut Cluster) {
     c.act(register("u1"));
     c.act(Action::Query(Query::User(acc("u2"))));
     c.drain();
+    // Another settlement, from the state the checkpoint restored.
+    c.settle(&[("cu2501", 69950.0)]);
+    c.act(Action::Query(Query::SettledDays));
+    c.act(Action::Query(Query::Statements(acc("A"))));
 }
 
 fn checkpoint_then_continue(shards: u16, drain_first: bool) {

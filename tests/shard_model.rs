@@ -15,6 +15,7 @@ use qaexchange::domain::event::Event;
 use qaexchange::domain::instrument::{parse_instruments, Instrument};
 use qaexchange::domain::name::{AccountId, ClientOrderId};
 use qaexchange::domain::risk::RejectCode;
+use qaexchange::domain::shard::settlement::SettleCut;
 use qaexchange::domain::shard::{
     account_shard, check_cluster, Completion, Delivery, Outcome, PeerMsg, ShardEngine, StepOutput,
 };
@@ -184,6 +185,7 @@ fn to_command(op: &Op, seq: usize, instruments: &[Instrument]) -> Command {
 enum Input {
     Command(Command),
     Peer { ts: TimestampNs, from: u16, seq: u64, msg: PeerMsg },
+    Settle { ts: TimestampNs, apply: bool, cut: SettleCut },
 }
 
 /// Shards joined by FIFO queues, one per ordered pair.
@@ -291,6 +293,59 @@ impl Cluster {
         while self.deliver_one(picks.next().unwrap_or(0)) {}
     }
 
+    /// The operator's settlement price, on the instrument's owner (logged like the server).
+    fn set_settlement_price(&mut self, command: Command) -> Result<(), RejectCode> {
+        let Command::SetSettlementPrice { instrument_id, .. } = command else { unreachable!() };
+        let slot = self.shards[0].instrument_slot(&instrument_id).unwrap();
+        let owner = self.shards[0].instrument_owner(slot) as usize;
+        self.out.clear();
+        let Outcome::Done(result) = self.shards[owner].execute(&command, &mut self.out) else { unreachable!() };
+        if result.is_ok() {
+            self.logs[owner].push(Input::Command(command));
+        }
+        self.absorb(owner as u16);
+        result
+    }
+
+    /// Daily settlement as the server runs it, from quiescence: the cut from the owners'
+    /// inputs, step 1 on every shard, drain, step 2 on every shard. Returns every shard's
+    /// settlement events.
+    fn settle(&mut self, picks: &mut impl Iterator<Item = usize>) -> Vec<Event> {
+        let day = self.shards[0].trading_day();
+        let n = self.shards[0].instruments().len();
+        let mut cut = SettleCut {
+            settled_day: day,
+            next_day: qaexchange::domain::engine::next_weekday(day).unwrap(),
+            prices: vec![0; n],
+            closes: vec![0; n],
+            open_interest: vec![0; n],
+        };
+        for shard in &self.shards {
+            for input in shard.settlement_inputs() {
+                let i = input.instrument as usize;
+                (cut.prices[i], cut.closes[i], cut.open_interest[i]) = (input.price, input.close, input.open_interest);
+            }
+        }
+        let mut events = Vec::new();
+        for apply in [false, true] {
+            for s in 0..self.shards.len() {
+                self.clock += 1;
+                let ts = self.clock;
+                self.out.clear();
+                if apply {
+                    self.shards[s].settle_cut(ts, &cut, &mut self.out).unwrap();
+                    events.append(&mut self.out.events);
+                } else {
+                    self.shards[s].prepare_settlement(ts, &cut, &mut self.out).unwrap();
+                }
+                self.logs[s].push(Input::Settle { ts, apply, cut: cut.clone() });
+                self.absorb(s as u16);
+            }
+            self.drain(picks);
+        }
+        events
+    }
+
     fn states(&self) -> Vec<qaexchange::domain::shard::ShardState> {
         self.shards.iter().map(ShardEngine::state).collect()
     }
@@ -310,6 +365,8 @@ impl Cluster {
                     Input::Peer { ts, from, seq, msg } => {
                         prop_assert_eq!(fresh.deliver(*ts, *from, *seq, msg, &mut out), Delivery::Applied);
                     }
+                    Input::Settle { ts, apply: false, cut } => fresh.prepare_settlement(*ts, cut, &mut out).unwrap(),
+                    Input::Settle { ts, apply: true, cut } => fresh.settle_cut(*ts, cut, &mut out).unwrap(),
                 }
                 sent.extend(out.sends.drain(..).map(|o| (o.to, o.seq, o.msg)));
             }
@@ -465,6 +522,102 @@ proptest! {
         prop_assert_eq!(cluster.answers.len(), index, "every command answered");
         prop_assert!(cluster.pending.values().all(VecDeque::is_empty));
         check_cluster(&cluster.states()).map_err(TestCaseError::fail)?;
+        cluster.check_replay()?;
+    }
+}
+
+/// The money fields of the statements among `events`, sorted by account (frozen amounts may
+/// differ: the single engine states before it drops orders outside the new band, the cluster
+/// after).
+fn statements(events: &[Event]) -> Vec<(String, i64, i64, i64, i64, i64)> {
+    let mut out: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Settlement { statement, .. } => {
+                let a = &statement.account;
+                Some((
+                    a.account_id.as_str().to_string(),
+                    a.balance,
+                    a.close_profit,
+                    a.position_profit,
+                    a.commission,
+                    a.static_balance,
+                ))
+            }
+            _ => None,
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    /// A day of trading, settlement (with or without an operator's price), and trading on the
+    /// next day: the cluster's sharded settlement gives the single engine's statements,
+    /// accounts, positions, books and open interest; every shard's log replays.
+    #[test]
+    fn sharded_settlement_equals_single_engine(
+        shards in 1..4u16,
+        ops in prop::collection::vec(op(), 1..80),
+        after in prop::collection::vec(op(), 0..30),
+        price_ticks in prop::option::of(-8..8i64),
+        picks in prop::collection::vec(any::<usize>(), 0..400),
+    ) {
+        let insts = instruments();
+        let mut single = Engine::new(insts.clone(), 20250102, EngineConfig::default());
+        let mut cluster = Cluster::new(shards);
+        let mut picks = picks.into_iter();
+        let mut events = Vec::new();
+        let mut commands = setup_commands();
+        commands.extend(ops.iter().enumerate().map(|(seq, op)| to_command(op, seq, &insts)));
+        let mut index = 0;
+        for command in commands {
+            events.clear();
+            single.execute(&command, &mut events);
+            cluster.submit(index, command);
+            cluster.drain(&mut picks);
+            index += 1;
+        }
+        if let Some(ticks) = price_ticks {
+            let inst = &insts[0];
+            let command = Command::SetSettlementPrice {
+                ts: 1_735_781_500_000_000_000,
+                instrument_id: inst.instrument_id,
+                price: inst.pre_settlement + ticks * inst.price_tick,
+            };
+            events.clear();
+            single.execute(&command, &mut events);
+            prop_assert_eq!(cluster.set_settlement_price(command), refusal(&events));
+        }
+        events.clear();
+        single.execute(&Command::Settle { ts: 1_735_781_600_000_000_000, next_trading_day: None }, &mut events);
+        let settled = cluster.settle(&mut picks);
+        prop_assert_eq!(statements(&settled), statements(&events));
+        let states = cluster.states();
+        check_cluster(&states).map_err(|e| TestCaseError::fail(format!("after settlement: {e}")))?;
+        let (a1, b1, o1) = single_view(&single);
+        let (a2, b2, o2) = cluster_view(&states, &insts);
+        prop_assert_eq!(a1, a2, "accounts after settlement");
+        prop_assert_eq!(b1, b2, "books after settlement");
+        prop_assert_eq!(o1, o2, "open interest after settlement");
+        // The next day, on the rolled positions and bands.
+        for (seq, op) in after.iter().enumerate() {
+            let mut command = to_command(op, 1000 + seq, &insts);
+            if let Command::InsertOrder { ref mut order, .. } = command {
+                order.client_order_id = ClientOrderId::new(&format!("n{seq}")).unwrap();
+            }
+            events.clear();
+            single.execute(&command, &mut events);
+            cluster.submit(index, command);
+            cluster.drain(&mut picks);
+            index += 1;
+            prop_assert_eq!(cluster.answers.get(&(index - 1)).copied(), Some(refusal(&events)), "answer to {:?}", command);
+        }
+        let states = cluster.states();
+        check_cluster(&states).map_err(|e| TestCaseError::fail(format!("on the next day: {e}")))?;
+        prop_assert_eq!(single_view(&single), cluster_view(&states, &insts));
         cluster.check_replay()?;
     }
 }

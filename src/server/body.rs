@@ -165,6 +165,52 @@ pub fn open_account(body: &[u8]) -> Result<Action, BodyError> {
     })
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PriceBody {
+    instrument_id: InstrumentId,
+    #[serde(alias = "settlement_price", with = "fixed4")]
+    price: Price,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PricesBody {
+    prices: Vec<PriceBody>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ExecuteBody {
+    #[serde(default)]
+    next_trading_day: Option<u32>,
+}
+
+/// `POST /api/admin/settlement/set-price`: `{"instrument_id", "price"}`.
+pub fn settlement_price(body: &[u8]) -> Result<Action, BodyError> {
+    let b: PriceBody = decode(body)?;
+    Ok(Action::SetSettlementPrice { instrument_id: b.instrument_id, price: b.price })
+}
+
+/// `POST /api/admin/settlement/batch-set-prices`: `{"prices": [{"instrument_id", "price"}, ...]}`
+/// (1..=1000 of them).
+pub fn settlement_prices(body: &[u8]) -> Result<Vec<Action>, BodyError> {
+    let b: PricesBody = decode(body)?;
+    if b.prices.is_empty() || b.prices.len() > 1000 {
+        return Err(BodyError("request body is not valid for this endpoint: give 1..=1000 prices".into()));
+    }
+    Ok(b.prices
+        .into_iter()
+        .map(|p| Action::SetSettlementPrice { instrument_id: p.instrument_id, price: p.price })
+        .collect())
+}
+
+/// `POST /api/admin/settlement/execute`: `{"next_trading_day"?}` (an empty body is `{}`).
+pub fn settlement_execute(body: &[u8]) -> Result<Option<u32>, BodyError> {
+    let b: ExecuteBody = if body.is_empty() { ExecuteBody::default() } else { decode(body)? };
+    Ok(b.next_trading_day)
+}
+
 /// `POST /api/user/{owner}/account/create`; `fallback_id` names the account when the body
 /// does not.
 pub fn create_account(

@@ -65,9 +65,11 @@ impl Router {
             | Action::Modify { account_id, .. } => account(account_id),
             Action::Submit(order) => account(&order.account_id),
             Action::Register { user_id, .. } => account(user_id),
+            Action::SetSettlementPrice { instrument_id, .. } => instrument(instrument_id),
+            Action::Settle(_) => here,
             Action::AsUser { action, .. } => self.target(action, here),
             Action::Query(query) => match query {
-                Query::User(user_id) => account(user_id),
+                Query::User(user_id) | Query::Statements(user_id) => account(user_id),
                 Query::Account(id) | Query::UserOrders(id) | Query::Positions(id) | Query::UserTrades(id) => {
                     account(id)
                 }
@@ -92,7 +94,9 @@ impl Router {
                 | Query::StorageStats
                 | Query::TriggerCompaction
                 | Query::Checkpoint
-                | Query::OwnedAccounts(_) => here,
+                | Query::OwnedAccounts(_)
+                | Query::SettledDays
+                | Query::SettledDay(_) => here,
             },
         }
     }
@@ -289,6 +293,11 @@ impl ShardContext {
         crate::domain::name::AccountId::new(&text).unwrap_or(*user_id)
     }
 
+    /// The bare ids of the venue's instruments, in config order.
+    pub fn instrument_ids(&self) -> Vec<String> {
+        self.router.instruments.iter().map(|i| i.instrument_id.as_str().to_string()).collect()
+    }
+
     /// The `EXCHANGE.symbol` of an instrument (bare or full id), if listed.
     pub fn full_symbol(&self, id: &InstrumentId) -> Option<String> {
         let slot = self.router.instrument_slot(id)?;
@@ -331,7 +340,13 @@ impl ShardContext {
     }
 
     /// Asks shard `target` and waits for its answer (nothing else of the connection is in flight).
-    async fn ask(&self, conn: u64, answers: &LocalReceiver<(u32, Answer)>, target: usize, action: Action) -> Answer {
+    pub(super) async fn ask(
+        &self,
+        conn: u64,
+        answers: &LocalReceiver<(u32, Answer)>,
+        target: usize,
+        action: Action,
+    ) -> Answer {
         if self.dispatch(conn, 0, target, action).await.is_err() {
             return shard_gone();
         }
@@ -636,6 +651,29 @@ async fn run_step(
             batch.settle(answers).await;
             return Some(Output::Json(owned_accounts(ctx, conn, answers, user_id).await, None));
         }
+        Step::Batch(actions) => {
+            batch.settle(answers).await;
+            return Some(Output::Json(run_batch(ctx, conn, answers, actions).await, None));
+        }
+        Step::Settle(next_day) => {
+            batch.settle(answers).await;
+            return Some(Output::Json(super::settlement_run::execute(ctx, conn, answers, next_day).await, None));
+        }
+        Step::SettledDays => {
+            batch.settle(answers).await;
+            return Some(Output::Json(settled_days(ctx, conn, answers).await, None));
+        }
+        Step::SettledDay(day) => {
+            batch.settle(answers).await;
+            let reply = match gather_lists(ctx, conn, answers, Query::SettledDay(day)).await {
+                Ok(mut all) => {
+                    all.sort_by(|a, b| a["account"]["account_id"].as_str().cmp(&b["account"]["account_id"].as_str()));
+                    Reply::success(&all)
+                }
+                Err(reply) => reply,
+            };
+            return Some(Output::Json(reply, None));
+        }
         Step::Gather => {
             batch.settle(answers).await;
             return Some(Output::Json(ctx.gather_state(conn, answers).await, None));
@@ -769,6 +807,32 @@ async fn run_for_user(
     }
 }
 
+/// Every shard's list answer to `query`, concatenated in shard order.
+async fn gather_lists(
+    ctx: &ShardContext,
+    conn: u64,
+    answers: &LocalReceiver<(u32, Answer)>,
+    query: Query,
+) -> Result<Vec<serde_json::Value>, Reply> {
+    let mut all: Vec<serde_json::Value> = Vec::new();
+    for target in 0..ctx.shards {
+        match ctx.ask(conn, answers, target, Action::Query(query.clone())).await {
+            Answer::Reply(reply) if reply.status == 200 => {
+                match serde_json::from_slice::<serde_json::Value>(&reply.body) {
+                    Ok(mut v) => match v["data"].take() {
+                        serde_json::Value::Array(items) => all.extend(items),
+                        _ => return Err(Reply::http(HttpErrorCode::InternalError)),
+                    },
+                    Err(_) => return Err(Reply::http(HttpErrorCode::InternalError)),
+                }
+            }
+            Answer::Reply(reply) => return Err(reply),
+            _ => return Err(Reply::http(HttpErrorCode::InternalError)),
+        }
+    }
+    Ok(all)
+}
+
 /// `GET /api/user/{user_id}/accounts`: the user's accounts from every shard, as one list.
 async fn owned_accounts(
     ctx: &ShardContext,
@@ -776,24 +840,72 @@ async fn owned_accounts(
     answers: &LocalReceiver<(u32, Answer)>,
     user_id: UserId,
 ) -> Reply {
-    let mut all: Vec<serde_json::Value> = Vec::new();
-    for target in 0..ctx.shards {
-        match ctx.ask(conn, answers, target, Action::Query(Query::OwnedAccounts(user_id))).await {
-            Answer::Reply(reply) if reply.status == 200 => {
-                match serde_json::from_slice::<serde_json::Value>(&reply.body) {
-                    Ok(mut v) => match v["data"].take() {
-                        serde_json::Value::Array(items) => all.extend(items),
-                        _ => return Reply::http(HttpErrorCode::InternalError),
-                    },
-                    Err(_) => return Reply::http(HttpErrorCode::InternalError),
-                }
-            }
-            Answer::Reply(reply) => return reply,
-            _ => return Reply::http(HttpErrorCode::InternalError),
+    match gather_lists(ctx, conn, answers, Query::OwnedAccounts(user_id)).await {
+        Ok(mut all) => {
+            all.sort_by(|a, b| a["account_id"].as_str().cmp(&b["account_id"].as_str()));
+            Reply::success(&all)
+        }
+        Err(reply) => reply,
+    }
+}
+
+/// `GET /api/admin/settlement/history`: each settled day once (newest last), with its
+/// settlement prices and how many statements the shards hold for it.
+async fn settled_days(ctx: &ShardContext, conn: u64, answers: &LocalReceiver<(u32, Answer)>) -> Reply {
+    let all = match gather_lists(ctx, conn, answers, Query::SettledDays).await {
+        Ok(all) => all,
+        Err(reply) => return reply,
+    };
+    let ids = ctx.instrument_ids();
+    let mut days: std::collections::BTreeMap<u64, (u64, serde_json::Value)> = Default::default();
+    for day in all {
+        let Some(trading_day) = day["trading_day"].as_u64() else { continue };
+        let entry = days.entry(trading_day).or_insert((0, serde_json::Value::Null));
+        entry.0 += day["statements"].as_u64().unwrap_or(0);
+        if entry.1.is_null() && !day["cut"].is_null() {
+            entry.1 = day["cut"].clone();
         }
     }
-    all.sort_by(|a, b| a["account_id"].as_str().cmp(&b["account_id"].as_str()));
-    Reply::success(&all)
+    let list: Vec<serde_json::Value> = days
+        .into_iter()
+        .map(|(trading_day, (statements, cut))| {
+            let prices: serde_json::Map<String, serde_json::Value> = ids
+                .iter()
+                .enumerate()
+                .filter_map(|(i, id)| {
+                    let price = cut["prices"][i].as_i64()?;
+                    Some((id.clone(), serde_json::json!(crate::domain::types::price_to_f64(price))))
+                })
+                .collect();
+            serde_json::json!({
+                "trading_day": trading_day,
+                "next_trading_day": cut["next_day"],
+                "statements": statements,
+                "settlement_prices": prices,
+            })
+        })
+        .collect();
+    Reply::success(&list)
+}
+
+/// Runs `actions` one after the other (each on its owner shard); answers every result in order,
+/// stopping at the first refusal (what ran before it stays done).
+async fn run_batch(
+    ctx: &ShardContext,
+    conn: u64,
+    answers: &LocalReceiver<(u32, Answer)>,
+    actions: Vec<Action>,
+) -> Reply {
+    let mut done = Vec::with_capacity(actions.len());
+    for action in actions {
+        let reply = ctx.call(conn, answers, action).await;
+        if reply.status != 200 {
+            return reply;
+        }
+        let mut v: serde_json::Value = serde_json::from_slice(&reply.body).unwrap_or_default();
+        done.push(v["data"].take());
+    }
+    Reply::success(&done)
 }
 
 /// Writes one answered request into `out` and counts it.
@@ -854,6 +966,14 @@ enum Step {
     ForUser { user_id: UserId, action: Action },
     /// `GET /api/user/{user_id}/accounts`.
     Owned(UserId),
+    /// Several actions, one after the other, their answers as one list (batch settlement prices).
+    Batch(Vec<Action>),
+    /// `POST /api/admin/settlement/execute` with the next trading day, if given.
+    Settle(Option<u32>),
+    /// `GET /api/admin/settlement/history`.
+    SettledDays,
+    /// `GET /api/admin/settlement/detail/{day}`.
+    SettledDay(u32),
 }
 
 fn bad_body(e: BodyError) -> Step {
@@ -958,6 +1078,22 @@ fn plan_action(ctx: &ShardContext, target: Route, body: &[u8]) -> Step {
         Route::CreateUserAccount { user_id } => body::create_account(body, user_id, || ctx.new_account_id(&user_id)),
         Route::UserAccounts { user_id } => return Step::Owned(user_id),
         Route::AdminFreeze { account_id, frozen } => Ok(Action::SetFrozen { account_id, frozen }),
+        Route::SettlementSetPrice => body::settlement_price(body),
+        Route::SettlementSetPrices => {
+            return match body::settlement_prices(body) {
+                Ok(actions) => Step::Batch(actions),
+                Err(e) => bad_body(e),
+            }
+        }
+        Route::SettlementExecute => {
+            return match body::settlement_execute(body) {
+                Ok(next_day) => Step::Settle(next_day),
+                Err(e) => bad_body(e),
+            }
+        }
+        Route::SettlementHistory => return Step::SettledDays,
+        Route::SettlementDetail { trading_day } => return Step::SettledDay(trading_day),
+        Route::Statements { account_id } => Ok(Action::Query(Query::Statements(account_id))),
     };
     match decoded {
         Ok(action) => Step::Ask(action),

@@ -400,6 +400,14 @@ impl EngineCore {
     }
 
     /// Messages recovery found undelivered: they go out first, before anything new.
+    /// Settles at `cut`, which other shards settled before a crash this shard did not survive
+    /// with it (start-up, before anything else runs).
+    pub fn finish_settlement(&mut self, cut: &crate::domain::shard::settlement::SettleCut) -> Result<(), String> {
+        self.service.run_settlement(true, cut, now_ns(), &mut self.staged)?;
+        self.wake();
+        Ok(())
+    }
+
     pub fn redeliver(&mut self, sends: Vec<Outgoing>) {
         self.staged.sends.extend(sends);
         self.wake();

@@ -28,6 +28,8 @@ pub mod rate_limit;
 pub mod recovery;
 pub mod runtime;
 pub mod service;
+pub mod settlement_log;
+pub mod settlement_run;
 pub mod shinny;
 pub mod thread_priority;
 pub mod users;

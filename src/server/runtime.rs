@@ -22,6 +22,7 @@ use super::service::Service;
 use super::wal_record::{encode, instruments_fingerprint, WalRecord, WAL_FORMAT};
 use crate::domain::instrument::{parse_instruments, Instrument};
 use crate::domain::shard::account_shard;
+use crate::domain::shard::settlement::SettleCut;
 use crate::storage::wal::{ResumePoint, WalConfig, WalWriter};
 use glommio::channels::shared_channel::{self, SharedReceiver, SharedSender};
 use glommio::net::{TcpListener, TcpStream};
@@ -134,6 +135,8 @@ struct Boot {
     receivers: Vec<Option<SharedReceiver<ShardMsg>>>,
     /// The venue's token key (None: auth is off).
     token_key: Option<super::auth::TokenKey>,
+    /// A settlement other shards ran and this one did not before a crash: finished first.
+    finish_settlement: Option<SettleCut>,
 }
 
 enum StartUp {
@@ -141,6 +144,22 @@ enum StartUp {
     Bound(SocketAddr, SocketAddr),
     Ready,
     Failed(String),
+}
+
+/// Per shard, the cut it must still settle at: one that another shard settled from the day this
+/// shard is still on (a crash came between the two shards' settlement steps). Every shard was
+/// halted and quiet at the cut, and a settled shard stays halted until all have settled, so
+/// the shard behind is exactly at the cut.
+fn unfinished_settlements(rebuilt: &[Option<RebuiltShard>]) -> Vec<Option<SettleCut>> {
+    let services: Vec<Option<&Service>> = rebuilt.iter().map(|r| r.as_ref().and_then(|r| r.service.as_ref())).collect();
+    let cuts: Vec<&SettleCut> = services.iter().flatten().filter_map(|s| s.engine().last_settlement()).collect();
+    services
+        .iter()
+        .map(|service| {
+            let day = service.as_ref()?.engine().trading_day();
+            cuts.iter().find(|cut| cut.settled_day == day).map(|cut| (*cut).clone())
+        })
+        .collect()
 }
 
 /// The venue's token signing key, in the storage directory.
@@ -199,6 +218,7 @@ pub fn start(config: ServerConfig) -> Result<Server, String> {
             Some(super::auth::TokenKey::load_or_create(&storage.dir.join(AUTH_KEY_FILE))?)
         }
     };
+    let finish = unfinished_settlements(&rebuilt);
     let mut boots: Vec<Boot> = (0..shards)
         .map(|shard| Boot {
             shard,
@@ -206,6 +226,7 @@ pub fn start(config: ServerConfig) -> Result<Server, String> {
             senders: (0..shards).map(|_| None).collect(),
             receivers: (0..shards).map(|_| None).collect(),
             token_key: token_key.clone(),
+            finish_settlement: finish[shard].clone(),
         })
         .collect();
     for from in 0..shards {
@@ -384,6 +405,15 @@ async fn run_shard(
     let activity = quiesce.activity[shard].clone();
     let counters = Rc::new(super::conn::ShardCounters::default());
     let core = Rc::new(RefCell::new(EngineCore::new(service, notify_tx, activity, counters.clone())));
+    if let Some(cut) = &boot.finish_settlement {
+        tracing::warn!(
+            "shard {shard}: finishing the settlement of trading day {} that other shards ran before the crash",
+            cut.settled_day
+        );
+        if let Err(e) = core.borrow_mut().finish_settlement(cut) {
+            return failed(format!("finishing the settlement of day {}: {e}", cut.settled_day));
+        }
+    }
     // Messages recovery found undelivered go first, before anything this run sends: a message
     // another shard sends us as soon as our receivers run can make this shard send the next
     // one on the same channel, and a receiver refuses a message that skips a sequence number.

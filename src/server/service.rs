@@ -10,6 +10,7 @@ use super::diff_trade::{self, TradeWatch};
 use super::history::HistoryWriter;
 use super::http::{push_error_body, push_success_body, HttpErrorCode};
 use super::journal::{FinishedOrders, Journal, JournalLimits, OrderRecord};
+use super::settlement_log::SettlementLog;
 use super::users::{UserRecord, Users};
 use super::wal_record::WalRecord;
 use crate::domain::command::{Command, InsertOrder};
@@ -21,6 +22,7 @@ use crate::domain::ledger::account::PositionSnapshot;
 use crate::domain::ledger::position::Position;
 use crate::domain::name::{AccountId, ClientOrderId, InstrumentId};
 use crate::domain::risk::RejectCode;
+use crate::domain::shard::settlement::SettleCut;
 use crate::domain::shard::{Completion, Delivery, Outcome, Outgoing, PeerMsg, ShardEngine, ShardState, StepOutput};
 use crate::domain::types::*;
 use bincode::Options;
@@ -47,6 +49,13 @@ pub enum Action {
         password: Password,
         admin: bool,
     },
+    /// The operator's settlement price of an instrument (on its owner shard).
+    SetSettlementPrice {
+        instrument_id: InstrumentId,
+        price: Price,
+    },
+    /// A step of daily settlement, sent by the coordinator (`settlement_run`) to every shard.
+    Settle(SettleStep),
     /// An admin freezes (trading and withdrawals stop; cancels still run) or unfreezes an
     /// account (command `set_account_frozen`).
     SetFrozen {
@@ -85,6 +94,25 @@ pub enum Action {
         new_volume: Option<Volume>,
     },
     Query(Query),
+}
+
+/// The steps of daily settlement, as the coordinator sends them to each shard.
+#[derive(Clone, Debug, PartialEq)]
+pub enum SettleStep {
+    /// Stop client trading (orders, cancels, modifies, transfers, openings): 409 9017 if a
+    /// settlement already holds it. Not logged: a restart resumes trading.
+    Halt,
+    /// Trading goes on.
+    Resume,
+    /// This shard's message counts: `{day, sent, received}` (the coordinator waits until every
+    /// message sent has been received).
+    Counts,
+    /// This shard's instruments' part of the cut.
+    Inputs,
+    /// Step 1 at the cut (logged).
+    Prepare(SettleCut),
+    /// Step 2 at the cut (logged).
+    Apply(SettleCut),
 }
 
 /// Read-only requests.
@@ -139,6 +167,12 @@ pub enum Query {
     User(UserId),
     /// The accounts of this shard that the user owns, as snapshots (gathered from every shard).
     OwnedAccounts(UserId),
+    /// The settled days this shard keeps: `[{trading_day, statements, cut}]`.
+    SettledDays,
+    /// This shard's statements of one settled day.
+    SettledDay(u32),
+    /// One account's statements, oldest first.
+    Statements(AccountId),
 }
 
 /// An answer: HTTP status and the JSON envelope body.
@@ -262,6 +296,7 @@ struct CheckpointRef<'a> {
     last_ts: TimestampNs,
     credentials: &'a FastMap<AccountId, String>,
     users: &'a Users,
+    settlements: &'a SettlementLog,
 }
 
 /// ... and owned once decoded (the same fields in the same order).
@@ -272,6 +307,7 @@ struct CheckpointOwned {
     last_ts: TimestampNs,
     credentials: FastMap<AccountId, String>,
     users: Users,
+    settlements: SettlementLog,
 }
 
 /// Which client request an order's pending reply belongs to.
@@ -299,6 +335,10 @@ pub struct Service {
     credentials: FastMap<AccountId, String>,
     /// Users whose id hashes to this shard, and the owners of this shard's accounts.
     users: Users,
+    /// Settled days and this shard's statements.
+    settlements: SettlementLog,
+    /// A settlement holds client trading (`SettleStep::Halt`); not state: a restart clears it.
+    halted: bool,
     /// Accounts DIFF sessions follow, and what changed for them (`take_trade_patches`).
     watch: TradeWatch,
     /// Per instrument (config slot): what of its chart series was last published.
@@ -326,6 +366,8 @@ impl Service {
             changed_quotes: Vec::new(),
             credentials: FastMap::default(),
             users: Users::default(),
+            settlements: SettlementLog::default(),
+            halted: false,
             watch: TradeWatch::default(),
             chart_cursors: FastMap::default(),
             history: HistoryWriter::default(),
@@ -485,6 +527,10 @@ impl Service {
                 self.replay_beside_engine(record);
                 return Ok(Vec::new());
             }
+            WalRecord::Settlement { ts, apply, cut } => {
+                self.last_ts = self.last_ts.max(*ts);
+                self.settlement_step(*ts, *apply, cut)?;
+            }
             WalRecord::Genesis { .. } => return Err("a second genesis record".into()),
         }
         self.journal_step();
@@ -519,6 +565,10 @@ impl Service {
                 self.replay_beside_engine(record);
                 Ok(())
             }
+            WalRecord::Settlement { ts, apply, cut } => {
+                self.last_ts = self.last_ts.max(*ts);
+                self.settlement_step(*ts, *apply, cut)
+            }
             WalRecord::Genesis { .. } => Err("a second genesis record".into()),
         };
         std::mem::swap(&mut self.out.events, events);
@@ -537,8 +587,50 @@ impl Service {
                 self.users.register(*user_id, record);
             }
             WalRecord::Owner { account_id, user_id } => self.users.bind(*account_id, *user_id),
-            WalRecord::Genesis { .. } | WalRecord::Command(_) | WalRecord::Peer { .. } => {}
+            WalRecord::Genesis { .. }
+            | WalRecord::Command(_)
+            | WalRecord::Peer { .. }
+            | WalRecord::Settlement { .. } => {}
         }
+    }
+
+    /// Runs settlement step 1 (`apply` false) or 2 at `cut` into `self.out` (the caller
+    /// journals the events). Refuses a cut that does not fit, changing nothing.
+    fn settlement_step(&mut self, ts: TimestampNs, apply: bool, cut: &SettleCut) -> Result<(), String> {
+        if apply {
+            // `out.events` may hold earlier records' events (recovery batches them): only this
+            // step's statements are recorded.
+            let from = self.out.events.len();
+            self.engine.settle_cut(ts, cut, &mut self.out)?;
+            for event in &self.out.events[from..] {
+                if let Event::Settlement { statement, .. } = event {
+                    self.settlements.statement(statement.clone());
+                }
+            }
+            self.settlements.cut(cut);
+        } else {
+            self.engine.prepare_settlement(ts, cut, &mut self.out)?;
+        }
+        Ok(())
+    }
+
+    /// Runs a settlement step now, logging it; the messages it sends (step 1's cancels) go to
+    /// `staged`. Also what recovery uses to finish a cut other shards ran before a crash.
+    pub fn run_settlement(
+        &mut self,
+        apply: bool,
+        cut: &SettleCut,
+        now_ns: TimestampNs,
+        staged: &mut Staged,
+    ) -> Result<(), String> {
+        let ts = self.stamp(now_ns);
+        self.out.clear();
+        self.settlement_step(ts, apply, cut)?;
+        self.journal_step();
+        staged.records.push(WalRecord::Settlement { ts, apply, cut: cut.clone() });
+        staged.sends.append(&mut self.out.sends);
+        self.complete(staged);
+        Ok(())
     }
 
     /// Puts `journal` in place of this service's journal (recovery: the one it folded from
@@ -573,6 +665,7 @@ impl Service {
             last_ts: self.last_ts,
             credentials: &self.credentials,
             users: &self.users,
+            settlements: &self.settlements,
         };
         // Both parts into one buffer, each in one pass (encoding them on two threads was no
         // faster here: the time goes to growing and faulting in the buffer).
@@ -637,7 +730,7 @@ impl Service {
         let finished = finished
             .map_err(|_| "checkpoint: the decoding thread panicked".to_string())?
             .map_err(|e| format!("checkpoint: {e}"))?;
-        let CheckpointOwned { mut engine, mut journal, last_ts, credentials, users } = state;
+        let CheckpointOwned { mut engine, mut journal, last_ts, credentials, users, settlements } = state;
         journal.set_finished_part(finished);
         engine.finish_decode().map_err(|e| format!("checkpoint: {e}"))?;
         journal.check_decoded().map_err(|e| format!("checkpoint: {e}"))?;
@@ -652,6 +745,8 @@ impl Service {
             changed_quotes: Vec::new(),
             credentials,
             users,
+            settlements,
+            halted: false,
             watch: TradeWatch::default(),
             chart_cursors: FastMap::default(),
             history: HistoryWriter::default(),
@@ -673,6 +768,24 @@ impl Service {
     /// Answers one client action at `now_ns` for `origin`. The reply goes to `staged` now, or
     /// later when the instrument shard's answer is delivered.
     pub fn handle(&mut self, action: Action, now_ns: TimestampNs, origin: Origin, staged: &mut Staged) {
+        if self.halted
+            && matches!(
+                action,
+                Action::OpenAccount { .. }
+                    | Action::Transfer { .. }
+                    | Action::Submit(_)
+                    | Action::Cancel { .. }
+                    | Action::Modify { .. }
+                    | Action::SetFrozen { .. }
+                    | Action::SetSettlementPrice { .. }
+            )
+        {
+            return staged.replies.push((origin, Answer::Reply(Reply::http(HttpErrorCode::SettlementRunning))));
+        }
+        if let Action::Settle(step) = action {
+            let reply = self.settle(step, now_ns, staged);
+            return staged.replies.push((origin, Answer::Reply(reply)));
+        }
         let ts = self.stamp(now_ns);
         let reply = match action {
             Action::OpenAccount { account_id, init_cash, password, owner } => {
@@ -762,6 +875,17 @@ impl Service {
                     _ => self.account_reply(&account_id),
                 }
             }
+            Action::SetSettlementPrice { instrument_id, price } => {
+                match self.run(Command::SetSettlementPrice { ts, instrument_id, price }, staged) {
+                    Outcome::Done(Err(code)) => Reply::reject(code),
+                    _ => Reply::success(&serde_json::json!({
+                        "instrument_id": instrument_id.as_str(),
+                        "settlement_price": price_to_f64(price),
+                    })),
+                }
+            }
+            // Answered above.
+            Action::Settle(_) => Reply::http(HttpErrorCode::InternalError),
             Action::SetFrozen { account_id, frozen } => {
                 match self.run(Command::SetAccountFrozen { ts, account_id, frozen }, staged) {
                     Outcome::Done(Err(code)) => Reply::reject(code),
@@ -790,6 +914,43 @@ impl Service {
         staged.replies.push((origin, Answer::Reply(reply)));
     }
 
+    /// One settlement step of the coordinator's (`SettleStep`).
+    fn settle(&mut self, step: SettleStep, now_ns: TimestampNs, staged: &mut Staged) -> Reply {
+        let engine = &self.engine;
+        match step {
+            SettleStep::Halt if self.halted => Reply::http(HttpErrorCode::SettlementRunning),
+            SettleStep::Halt | SettleStep::Resume => {
+                self.halted = step == SettleStep::Halt;
+                Reply::success(&serde_json::json!({"trading_day": engine.trading_day(), "halted": self.halted}))
+            }
+            SettleStep::Counts => Reply::success(&serde_json::json!({
+                "trading_day": engine.trading_day(),
+                "sent": engine.sent(),
+                "received": engine.received(),
+            })),
+            SettleStep::Inputs => Reply::success(&engine.settlement_inputs()),
+            SettleStep::Prepare(cut) | SettleStep::Apply(cut) if !self.halted => {
+                let _ = cut;
+                Reply::http_message(
+                    HttpErrorCode::InternalError,
+                    "internal server error: settlement step while trading",
+                )
+            }
+            SettleStep::Prepare(cut) => self.settle_reply(false, &cut, now_ns, staged),
+            SettleStep::Apply(cut) => self.settle_reply(true, &cut, now_ns, staged),
+        }
+    }
+
+    fn settle_reply(&mut self, apply: bool, cut: &SettleCut, now_ns: TimestampNs, staged: &mut Staged) -> Reply {
+        match self.run_settlement(apply, cut, now_ns, staged) {
+            Ok(()) => Reply::success(&serde_json::json!({
+                "trading_day": self.engine.trading_day(),
+                "statements": self.settlements.get(cut.settled_day).map_or(0, |d| d.statements.len()),
+            })),
+            Err(why) => Reply::http_message(HttpErrorCode::InternalError, &format!("internal server error: {why}")),
+        }
+    }
+
     /// Whether `user` (not an admin) may run `action`: Ok when every account it names is the
     /// user's; otherwise the refusal a missing account or order gets, so another user's
     /// accounts and orders look exactly like ones that do not exist.
@@ -808,9 +969,11 @@ impl Service {
             | Action::Follow { account_id, .. } => account(account_id),
             Action::Submit(order) => account(&order.account_id),
             Action::Query(query) => match query {
-                Query::Account(id) | Query::UserOrders(id) | Query::Positions(id) | Query::UserTrades(id) => {
-                    account(id)
-                }
+                Query::Account(id)
+                | Query::UserOrders(id)
+                | Query::Positions(id)
+                | Query::UserTrades(id)
+                | Query::Statements(id) => account(id),
                 Query::History { series, .. } => match series {
                     crate::server::history::HistorySeries::Orders(id)
                     | crate::server::history::HistorySeries::Trades(id)
@@ -990,6 +1153,20 @@ impl Service {
             Query::Account(id) => {
                 self.account(&id)?;
                 self.account_reply(&id)
+            }
+            Query::SettledDays => Reply::success(
+                &self
+                    .settlements
+                    .days()
+                    .map(|(day, d)| serde_json::json!({"trading_day": day, "statements": d.statements.len(), "cut": d.cut}))
+                    .collect::<Vec<_>>(),
+            ),
+            Query::SettledDay(day) => {
+                Reply::success(&self.settlements.get(day).map_or(&[][..], |d| d.statements.as_slice()))
+            }
+            Query::Statements(id) => {
+                self.account(&id)?;
+                Reply::success(&self.settlements.of_account(&id).collect::<Vec<_>>())
             }
             Query::OwnedAccounts(user) => {
                 let snapshots: Vec<_> = self

@@ -43,6 +43,13 @@ pub enum WalRecord {
         account_id: crate::domain::name::AccountId,
         user_id: crate::domain::name::AccountId,
     },
+    /// A step of daily settlement at `cut`: `apply` false cancels the orders that do not carry
+    /// over, true settles (`domain::shard::settlement`).
+    Settlement {
+        ts: TimestampNs,
+        apply: bool,
+        cut: crate::domain::shard::settlement::SettleCut,
+    },
     /// Message `seq` from shard `from`, run at `ts`.
     Peer {
         ts: TimestampNs,

@@ -54,11 +54,22 @@ impl ShardEngine {
             Command::ModifyOrder { account_id, order_id, client_order_id, new_price, new_volume, .. } => {
                 self.modify_order(account_id, order_id, client_order_id, new_price, new_volume, out)
             }
-            // Operator commands across shards come with daily settlement (a consistent cut).
-            Command::MarkPrice { .. }
-            | Command::SetSettlementPrice { .. }
-            | Command::Settle { .. }
-            | Command::ForceLiquidate { .. } => done(Err(RejectCode::NotShardedYet)),
+            // Run by the instrument's owner (the server sends it there).
+            Command::SetSettlementPrice { instrument_id, price, .. } => {
+                let result = match self.instrument_slot(&instrument_id) {
+                    None => Err(RejectCode::InstrumentNotFound),
+                    Some(slot) => self.set_settlement_price(slot, price).map(|()| {
+                        let instrument_id = self.instruments[slot as usize].instrument_id;
+                        out.events.push(Event::SettlementPriceSet { ts, instrument_id, price });
+                    }),
+                };
+                done(result)
+            }
+            // Settlement across shards is a cut the server coordinates (`settlement.rs`), not
+            // one shard's command; marks and forced liquidation are not sharded yet.
+            Command::MarkPrice { .. } | Command::Settle { .. } | Command::ForceLiquidate { .. } => {
+                done(Err(RejectCode::NotShardedYet))
+            }
         }
     }
 
@@ -375,6 +386,11 @@ impl ShardEngine {
     }
 
     pub(super) fn on_cancel_done(&mut self, ts: TimestampNs, order_id: u64, volume: Volume, out: &mut StepOutput) {
+        // Settlement's own cancels answer no request.
+        if let Some(why) = self.take_settle_cancel(order_id) {
+            self.end_order(ts, order_id, volume, why, out);
+            return;
+        }
         let result = if self.ledger.order(order_id).is_some() {
             self.end_order(ts, order_id, volume, RejectCode::CancelledByUser, out);
             Ok(())

@@ -11,6 +11,7 @@
 mod account_side;
 mod instrument_side;
 pub mod msg;
+pub mod settlement;
 mod state;
 
 pub use msg::{Completion, Delivery, Outcome, Outgoing, PeerMsg, StepOutput};
@@ -113,6 +114,13 @@ pub struct ShardEngine {
     broadcast_marks: Vec<Price>,
     resting: FastMap<u64, RestInfo>,
     next_trade_n: u64,
+    /// The operator's settlement price of each owned instrument for today (`None`: the mark).
+    settlement_prices: Vec<Option<Price>>,
+    // ---- settlement ----
+    /// Orders this shard's settlement cancelled, with why, until their cancel is answered.
+    settle_cancels: FastMap<u64, crate::domain::risk::RejectCode>,
+    /// The last cut this shard settled at (recovery finishes a cut other shards did not run).
+    last_settlement: Option<settlement::SettleCut>,
     // ---- messaging ----
     /// Last sequence sent to each shard.
     sent: Vec<u64>,
@@ -191,6 +199,9 @@ impl ShardEngine {
             broadcast_marks,
             resting: FastMap::default(),
             next_trade_n: 1,
+            settlement_prices: vec![None; n],
+            settle_cancels: FastMap::default(),
+            last_settlement: None,
             sent: vec![0; shards as usize],
             received: vec![0; shards as usize],
             local: VecDeque::new(),
@@ -224,6 +235,7 @@ impl ShardEngine {
             self.markets.len(),
             self.open_interest.len(),
             self.broadcast_marks.len(),
+            self.settlement_prices.len(),
         ];
         if per_instrument.iter().any(|&len| len != n) {
             return Err(format!("tables of {per_instrument:?} entries for {n} instruments"));
@@ -401,9 +413,13 @@ impl ShardEngine {
             PeerMsg::Matched(ref report) => self.on_matched(ts, report, out),
             PeerMsg::MakerFill(ref fill) => self.apply_fill(fill, out),
             PeerMsg::CancelDone { order_id, volume } => self.on_cancel_done(ts, order_id, volume, out),
-            PeerMsg::CancelMissed { order_id } => out
-                .completions
-                .push(Completion::Cancel { order_id, result: Err(crate::domain::risk::RejectCode::OrderNotFound) }),
+            PeerMsg::CancelMissed { order_id } => {
+                if self.settle_cancels.remove(&order_id).is_some() {
+                    return;
+                }
+                let result = Err(crate::domain::risk::RejectCode::OrderNotFound);
+                out.completions.push(Completion::Cancel { order_id, result });
+            }
             PeerMsg::ModifyDone(ref report) => self.on_modify_done(ts, report, out),
             PeerMsg::ModifyFailed { order_id, code, live } => self.on_modify_failed(order_id, code, live, out),
             PeerMsg::Mark { instrument, price } => self.marks[instrument as usize] = price,

@@ -51,6 +51,7 @@ http_error_codes! {
     StorageFailed = 9013, 503, "storage failed: the request was not made durable";
     TooManyConnections = 9014, 503, "too many connections on this shard";
     TooManyRequests = 9015, 429, "too many requests on this connection: slow down";
+    SettlementRunning = 9016, 409, "daily settlement is running: trading resumes when it ends";
     MissingToken = 9201, 401, "authentication required: send Authorization: Bearer <token> from POST /api/auth/login";
     InvalidToken = 9202, 401, "invalid token: log in again";
     TokenExpired = 9203, 401, "token expired: log in again";

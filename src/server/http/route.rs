@@ -168,6 +168,18 @@ pub enum Route {
     UserAccounts { user_id: AccountId },
     /// `POST /api/admin/account/{account_id}/freeze` and `.../unfreeze`
     AdminFreeze { account_id: AccountId, frozen: bool },
+    /// `POST /api/admin/settlement/set-price`
+    SettlementSetPrice,
+    /// `POST /api/admin/settlement/batch-set-prices`
+    SettlementSetPrices,
+    /// `POST /api/admin/settlement/execute`
+    SettlementExecute,
+    /// `GET /api/admin/settlement/history`
+    SettlementHistory,
+    /// `GET /api/admin/settlement/detail/{trading_day}`
+    SettlementDetail { trading_day: u32 },
+    /// `GET /api/settlement/{account_id}`: the account's statements.
+    Statements { account_id: AccountId },
 }
 
 /// Who may call a route once auth is on (`[auth] enabled`).
@@ -224,6 +236,12 @@ impl Route {
             Route::UserAccounts { .. } => "GET /api/user/{user_id}/accounts",
             Route::AdminFreeze { frozen: true, .. } => "POST /api/admin/account/{account_id}/freeze",
             Route::AdminFreeze { frozen: false, .. } => "POST /api/admin/account/{account_id}/unfreeze",
+            Route::SettlementSetPrice => "POST /api/admin/settlement/set-price",
+            Route::SettlementSetPrices => "POST /api/admin/settlement/batch-set-prices",
+            Route::SettlementExecute => "POST /api/admin/settlement/execute",
+            Route::SettlementHistory => "GET /api/admin/settlement/history",
+            Route::SettlementDetail { .. } => "GET /api/admin/settlement/detail/{trading_day}",
+            Route::Statements { .. } => "GET /api/settlement/{account_id}",
         }
     }
 
@@ -257,14 +275,20 @@ impl Route {
             | Route::Positions { .. }
             | Route::UserTrades { .. }
             | Route::CreateUserAccount { .. }
-            | Route::UserAccounts { .. } => Access::User,
+            | Route::UserAccounts { .. }
+            | Route::Statements { .. } => Access::User,
             Route::AdminState
             | Route::AdminLatency
             | Route::AdminLatencyReset
             | Route::AdminStorageStats
             | Route::AdminCompactionTrigger
             | Route::AdminCheckpoint
-            | Route::AdminFreeze { .. } => Access::Admin,
+            | Route::AdminFreeze { .. }
+            | Route::SettlementSetPrice
+            | Route::SettlementSetPrices
+            | Route::SettlementExecute
+            | Route::SettlementHistory
+            | Route::SettlementDetail { .. } => Access::Admin,
         }
     }
 }
@@ -391,6 +415,28 @@ pub fn route(method: Method, path: &str, query: &str) -> Result<Route, HttpError
                 return Err(HttpError::method_not_allowed("POST"));
             }
             Ok(Route::AdminFreeze { account_id: account_id(id)?, frozen: *action == "freeze" })
+        }
+        ["api", "admin", "settlement", action @ ("set-price" | "batch-set-prices" | "execute")] => {
+            if !is_post {
+                return Err(HttpError::method_not_allowed("POST"));
+            }
+            Ok(match *action {
+                "set-price" => Route::SettlementSetPrice,
+                "batch-set-prices" => Route::SettlementSetPrices,
+                _ => Route::SettlementExecute,
+            })
+        }
+        ["api", "admin", "settlement", "history"] => get_only().map(|()| Route::SettlementHistory),
+        ["api", "admin", "settlement", "detail", day] if !day.is_empty() => {
+            get_only()?;
+            let trading_day = parse_in_range(day, 19_700_101..=99_991_231).ok_or_else(|| {
+                HttpError::with_message(HttpErrorCode::InvalidPathParameter, "trading day must be YYYYMMDD")
+            })?;
+            Ok(Route::SettlementDetail { trading_day })
+        }
+        ["api", "settlement", id] if !id.is_empty() => {
+            get_only()?;
+            Ok(Route::Statements { account_id: account_id(id)? })
         }
         ["api", "user", id, "accounts"] if !id.is_empty() => {
             get_only()?;

@@ -486,6 +486,7 @@ fn error_table_is_stable() {
         (HttpErrorCode::StorageFailed, 9013, 503),
         (HttpErrorCode::TooManyConnections, 9014, 503),
         (HttpErrorCode::TooManyRequests, 9015, 429),
+        (HttpErrorCode::SettlementRunning, 9016, 409),
         (HttpErrorCode::MissingToken, 9201, 401),
         (HttpErrorCode::InvalidToken, 9202, 401),
         (HttpErrorCode::TokenExpired, 9203, 401),

@@ -1,0 +1,221 @@
+//! Daily settlement on the partitioned exchange, as one cut across all shards.
+//!
+//! The server's coordinator stops trading on every shard, waits until no message is in flight,
+//! and reads each instrument's settlement inputs from its owner (`settlement_inputs`): the
+//! operator's settlement price (else the day's last trade, the mark), the day's close and the
+//! open interest. That is a [`SettleCut`], the same on every shard. Then two steps, each run by
+//! every shard with nothing in flight between them:
+//!
+//! 1. `prepare_settlement`: each account shard cancels, through the normal cancel messages,
+//!    its live orders that cannot survive the day: GFD, CLOSETODAY (their today lots become
+//!    his), and those outside the new day's price band. So the books hold only what carries
+//!    over, and every hold matches its book.
+//! 2. `settle_cut`: each shard settles its accounts at the cut's prices (a statement each),
+//!    rolls every instrument to the new day (every shard keeps every instrument's spec, so all
+//!    roll alike), rolls its own books and markets, marks every position at the settlement
+//!    price, flags accounts that cannot carry their positions, and advances the trading day.
+//!    It sends no message: each shard's part depends only on its own state and the cut.
+//!
+//! A shard that has run `settle_cut` keeps the cut (`last_settlement`), so after a crash
+//! between two shards' settlements, recovery runs the same cut on the shards still behind.
+
+use super::{ShardEngine, StepOutput};
+use crate::domain::event::{Event, SettlementStatement};
+use crate::domain::ledger::account::PositionSnapshot;
+use crate::domain::ledger::position::Side;
+use crate::domain::risk::RejectCode;
+use crate::domain::types::*;
+use serde::{Deserialize, Serialize};
+
+/// What every shard settles at: per instrument (config order) the settlement price, the day's
+/// close and the open interest, all read from the instrument's owner.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct SettleCut {
+    pub settled_day: u32,
+    pub next_day: u32,
+    pub prices: Vec<Price>,
+    pub closes: Vec<Price>,
+    pub open_interest: Vec<Volume>,
+}
+
+/// One owned instrument's part of a cut.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SettlementInput {
+    pub instrument: u32,
+    pub price: Price,
+    pub close: Price,
+    pub open_interest: Volume,
+}
+
+impl ShardEngine {
+    /// The operator's settlement price of an instrument this shard owns (checked like an order
+    /// price: on the tick, inside the day's band).
+    pub fn set_settlement_price(&mut self, instrument: u32, price: Price) -> Result<(), RejectCode> {
+        let i = instrument as usize;
+        if i >= self.instruments.len() || self.books[i].is_none() {
+            return Err(RejectCode::InstrumentNotFound);
+        }
+        let inst = &self.instruments[i];
+        if price % inst.price_tick != 0 || price < inst.lower_limit || price > inst.upper_limit {
+            return Err(RejectCode::InvalidSettlementPrice);
+        }
+        self.settlement_prices[i] = Some(price);
+        Ok(())
+    }
+
+    /// The settlement price set for an instrument this shard owns, if any.
+    pub fn settlement_price(&self, instrument: u32) -> Option<Price> {
+        self.settlement_prices.get(instrument as usize).copied().flatten()
+    }
+
+    /// This shard's part of a cut: its own instruments' settlement price (the operator's, else
+    /// the mark), close (the last trade, else the previous close) and open interest.
+    pub fn settlement_inputs(&self) -> Vec<SettlementInput> {
+        (0..self.instruments.len())
+            .filter(|&i| self.books[i].is_some())
+            .map(|i| SettlementInput {
+                instrument: i as u32,
+                price: self.settlement_prices[i].unwrap_or(self.marks[i]),
+                close: self.markets[i].as_ref().map_or(self.instruments[i].pre_close, |m| m.quote().last_price),
+                open_interest: self.open_interest[i],
+            })
+            .collect()
+    }
+
+    /// The last cut this shard settled.
+    pub fn last_settlement(&self) -> Option<&SettleCut> {
+        self.last_settlement.as_ref()
+    }
+
+    /// Whether `cut` fits this shard now: the day it settles is this shard's, and it covers
+    /// every instrument.
+    pub fn check_cut(&self, cut: &SettleCut) -> Result<(), String> {
+        let n = self.instruments.len();
+        if cut.settled_day != self.trading_day {
+            return Err(format!(
+                "a settlement of day {} on shard {} at day {}",
+                cut.settled_day, self.shard, self.trading_day
+            ));
+        }
+        if cut.next_day <= cut.settled_day || !crate::domain::engine::is_valid_day(cut.next_day) {
+            return Err(format!("a settlement from day {} to day {}", cut.settled_day, cut.next_day));
+        }
+        if cut.prices.len() != n || cut.closes.len() != n || cut.open_interest.len() != n {
+            return Err(format!("a settlement cut for {} instruments of {n}", cut.prices.len()));
+        }
+        Ok(())
+    }
+
+    /// Step 1: cancels (through the normal messages) this shard's live orders that do not
+    /// carry over into `cut.next_day`. Deterministic in the state and the cut.
+    pub fn prepare_settlement(&mut self, ts: TimestampNs, cut: &SettleCut, out: &mut StepOutput) -> Result<(), String> {
+        self.check_cut(cut)?;
+        for order in self.ledger.live_orders_sorted() {
+            let i = order.instrument as usize;
+            let mut next = self.instruments[i].clone();
+            next.roll_day(cut.prices[i], cut.closes[i], cut.open_interest[i]);
+            let why = if order.time_condition == TimeCondition::Gfd || order.offset == Offset::CloseToday {
+                RejectCode::CancelledAtSettlement
+            } else if order.limit_price.is_some_and(|p| p < next.lower_limit || p > next.upper_limit) {
+                RejectCode::OutsideNewPriceBand
+            } else {
+                continue;
+            };
+            // A modify in flight is answered before the cut (nothing is in flight at a cut).
+            self.settle_cancels.insert(order.order_id, why);
+            let msg = super::msg::PeerMsg::Cancel { order_id: order.order_id, instrument: order.instrument };
+            self.send(self.instrument_owner[i], msg, out);
+        }
+        self.drain_local(ts, out);
+        self.finish_step(ts, out);
+        Ok(())
+    }
+
+    /// Why a cancel this shard sent at settlement ended its order (None: a client's cancel).
+    pub(super) fn take_settle_cancel(&mut self, order_id: u64) -> Option<RejectCode> {
+        self.settle_cancels.remove(&order_id)
+    }
+
+    /// Step 2: settles this shard at `cut` (see the module doc). Sends nothing.
+    // The loops walk several per-instrument tables in step, by instrument index.
+    #[allow(clippy::needless_range_loop)]
+    pub fn settle_cut(&mut self, ts: TimestampNs, cut: &SettleCut, out: &mut StepOutput) -> Result<(), String> {
+        self.check_cut(cut)?;
+        let prices = &cut.prices;
+        // Step 1 cancelled every order outside the new bands; one left on a book means the cut
+        // was not prepared here. Checked before anything changes.
+        for i in 0..self.instruments.len() {
+            let Some(book) = self.books[i].as_ref() else { continue };
+            let mut next = self.instruments[i].clone();
+            next.roll_day(prices[i], cut.closes[i], cut.open_interest[i]);
+            let mut outside = 0;
+            for direction in [Direction::Buy, Direction::Sell] {
+                book.for_each_level(direction, usize::MAX, |price, _, _| {
+                    if price < next.lower_limit || price > next.upper_limit {
+                        outside += 1;
+                    }
+                });
+            }
+            if outside > 0 {
+                return Err(format!("price levels outside the new band of instrument #{i}: the cut was not prepared"));
+            }
+        }
+        // Statements at the settlement prices, then realise and roll every account.
+        for slot in 0..self.ledger.accounts().len() as u32 {
+            let account = self.ledger.account(slot);
+            let positions: Vec<PositionSnapshot> = account
+                .positions
+                .iter()
+                .filter(|p| p.volume(Side::Long) + p.volume(Side::Short) > 0)
+                .map(|p| {
+                    let inst = &self.instruments[p.instrument as usize];
+                    PositionSnapshot::new(account.account_id, p, inst, prices[p.instrument as usize])
+                })
+                .collect();
+            let snapshot = self.ledger.settle_account(slot, &self.instruments, prices);
+            let statement = SettlementStatement { trading_day: cut.settled_day, account: snapshot, positions };
+            out.events.push(Event::Settlement { ts, statement });
+            self.touched.account(slot);
+            let held: Vec<u32> = self.ledger.account(slot).positions.iter().map(|p| p.instrument).collect();
+            for instrument in held {
+                self.touched.position(slot, instrument);
+            }
+        }
+        self.ledger.roll_close_holds();
+        // Every shard rolls every instrument's spec the same way; owners roll books and quotes.
+        for i in 0..self.instruments.len() {
+            self.instruments[i].roll_day(prices[i], cut.closes[i], cut.open_interest[i]);
+            self.marks[i] = prices[i];
+            self.broadcast_marks[i] = prices[i];
+            self.settlement_prices[i] = None;
+            let (lower, upper) = (self.instruments[i].lower_limit, self.instruments[i].upper_limit);
+            let (Some(book), Some(market)) = (self.books[i].as_mut(), self.markets[i].as_mut()) else { continue };
+            market.set_settlement(prices[i]);
+            out.events.push(Event::QuoteUpdated { ts, quote: *market.quote() });
+            let removed = book.rebase(lower, upper);
+            debug_assert!(removed.is_empty(), "checked above");
+            market.roll_day(&self.instruments[i]);
+            if book.take_depth_changed() {
+                market.on_book(book, ts);
+            }
+            out.events.push(Event::QuoteUpdated { ts, quote: *market.quote() });
+        }
+        // Accounts that cannot carry their positions into the next day.
+        for slot in 0..self.ledger.accounts().len() as u32 {
+            let snap = self.ledger.snapshot(slot, &self.instruments, &self.marks);
+            if snap.risk_ratio >= 1.0 {
+                out.events.push(Event::ForcedLiquidationRequired {
+                    ts,
+                    trading_day: cut.next_day,
+                    account_id: snap.account_id,
+                    risk_ratio: snap.risk_ratio,
+                });
+            }
+        }
+        self.trading_day = cut.next_day;
+        self.last_settlement = Some(cut.clone());
+        out.events.push(Event::TradingDayAdvanced { ts, settled_day: cut.settled_day, trading_day: cut.next_day });
+        self.finish_step(ts, out);
+        Ok(())
+    }
+}
