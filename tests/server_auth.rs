@@ -205,6 +205,13 @@ fn users_tokens_and_who_sees_what() {
     bob.ok("POST", "/api/account/withdraw", Some(withdraw));
     bob.ok("POST", "/api/order/submit", Some(order("bo-1", "b4", "SELL", 5200.0)));
 
+    // Settlement is an admin's; statements are the account owner's.
+    assert_eq!(status_code(&mut alice, "POST", "/api/admin/settlement/execute", None), (403, 9204));
+    assert_eq!(status_code(&mut alice, "GET", "/api/admin/settlement/history", None), (403, 9204));
+    admin.ok("POST", "/api/admin/settlement/execute", None);
+    assert_eq!(alice.ok("GET", "/api/settlement/al-1", None).as_array().unwrap().len(), 1);
+    assert_eq!(refusal(&mut alice, "GET", "/api/settlement/bo-1", None), missing_account);
+
     // A restart keeps users, bindings and the signing key: the old tokens still work.
     let alice_token = alice.token.clone();
     server.terminate();
