@@ -283,7 +283,9 @@ impl Cluster {
             | Action::Modify { account_id, .. } => by_account(account_id),
             Action::Submit(order) => by_account(&order.account_id),
             Action::Register { user_id, .. } => by_account(user_id),
-            Action::SetSettlementPrice { instrument_id, .. } => self.instrument_shard(instrument_id),
+            Action::SetSettlementPrice { instrument_id, .. } | Action::SetInstrumentStatus { instrument_id, .. } => {
+                self.instrument_shard(instrument_id)
+            }
             // Sent to each shard by `settle`.
             Action::Settle(_) => 0,
             Action::AsUser { action, .. } => self.shard_of(action),
@@ -352,6 +354,17 @@ impl Cluster {
 
     fn drain(&mut self) {
         while self.deliver_one() {}
+    }
+
+    /// An instrument's status on every shard, its owner first (as the server sends it).
+    fn set_status(&mut self, symbol: &str, status: qaexchange::domain::instrument::InstrumentStatus) {
+        let action = Action::SetInstrumentStatus { instrument_id: inst(symbol), status };
+        let owner = self.shard_of(&action);
+        let others = (0..self.services.len()).filter(|&s| s != owner);
+        for shard in std::iter::once(owner).chain(others).collect::<Vec<_>>() {
+            let now = self.now();
+            self.act_on(shard, action.clone(), now);
+        }
     }
 
     /// Daily settlement as the server's coordinator runs it: prices set on the owners, every
@@ -679,6 +692,8 @@ fn trade_before(c: &mut Cluster) {
     // the checkpoint carries the cut and the statements.
     c.settle(&[("SR501", 5002.0)]);
     c.check_invariants();
+    // Suspended at the checkpoint (every shard's copy of the spec must say so after it).
+    c.set_status("cu2502", qaexchange::domain::instrument::InstrumentStatus::Suspended);
     // Resting at the checkpoint: a close order (the book must remember its offset) ...
     let holder = c.long_holder("SR501");
     c.act(close(holder, "cl1", "SR501", Sell, 5009.0, 1));
@@ -695,6 +710,10 @@ fn trade_before(c: &mut Cluster) {
 /// that trade with what rests (time priority decides which), cancels and modifies of orders from
 /// before the checkpoint, followers, a new account, steps stamped before the last one.
 fn trade_after(c: &mut Cluster) {
+    // Suspended at the checkpoint: refused, then trading again.
+    c.act(limit("B", "sus", "cu2502", Buy, 70000.0, 1));
+    c.set_status("cu2502", qaexchange::domain::instrument::InstrumentStatus::Trading);
+    c.drain();
     // While the modify is in flight, another is refused (or, once answered, runs).
     let remote = c.remote_account("cu2501");
     c.act(modify(remote, "mv", Some(69930.0), None));

@@ -65,7 +65,9 @@ impl Router {
             | Action::Modify { account_id, .. } => account(account_id),
             Action::Submit(order) => account(&order.account_id),
             Action::Register { user_id, .. } => account(user_id),
-            Action::SetSettlementPrice { instrument_id, .. } => instrument(instrument_id),
+            Action::SetSettlementPrice { instrument_id, .. } | Action::SetInstrumentStatus { instrument_id, .. } => {
+                instrument(instrument_id)
+            }
             Action::Settle(_) => here,
             Action::AsUser { action, .. } => self.target(action, here),
             Action::Query(query) => match query {
@@ -659,6 +661,10 @@ async fn run_step(
             batch.settle(answers).await;
             return Some(Output::Json(super::settlement_run::execute(ctx, conn, answers, next_day).await, None));
         }
+        Step::InstrumentStatus { instrument_id, status } => {
+            batch.settle(answers).await;
+            return Some(Output::Json(instrument_status(ctx, conn, answers, instrument_id, status).await, None));
+        }
         Step::SettledDays => {
             batch.settle(answers).await;
             return Some(Output::Json(settled_days(ctx, conn, answers).await, None));
@@ -888,6 +894,34 @@ async fn settled_days(ctx: &ShardContext, conn: u64, answers: &LocalReceiver<(u3
     Reply::success(&list)
 }
 
+/// An instrument's status set on every shard, its owner first (whose matcher is the authority),
+/// each change logged there; the owner's answer.
+async fn instrument_status(
+    ctx: &ShardContext,
+    conn: u64,
+    answers: &LocalReceiver<(u32, Answer)>,
+    instrument_id: InstrumentId,
+    status: crate::domain::instrument::InstrumentStatus,
+) -> Reply {
+    let action = Action::SetInstrumentStatus { instrument_id, status };
+    let owner = ctx.router.target(&action, ctx.shard);
+    let first = match ctx.ask(conn, answers, owner, action.clone()).await {
+        Answer::Reply(reply) => reply,
+        _ => return Reply::http(HttpErrorCode::InternalError),
+    };
+    if first.status != 200 {
+        return first;
+    }
+    for shard in (0..ctx.shards).filter(|&s| s != owner) {
+        match ctx.ask(conn, answers, shard, action.clone()).await {
+            Answer::Reply(reply) if reply.status == 200 => {}
+            Answer::Reply(reply) => return reply,
+            _ => return Reply::http(HttpErrorCode::InternalError),
+        }
+    }
+    first
+}
+
 /// Runs `actions` one after the other (each on its owner shard); answers every result in order,
 /// stopping at the first refusal (what ran before it stays done).
 async fn run_batch(
@@ -974,6 +1008,8 @@ enum Step {
     SettledDays,
     /// `GET /api/admin/settlement/detail/{day}`.
     SettledDay(u32),
+    /// An instrument's new status, on every shard (its owner first).
+    InstrumentStatus { instrument_id: InstrumentId, status: crate::domain::instrument::InstrumentStatus },
 }
 
 fn bad_body(e: BodyError) -> Step {
@@ -1092,6 +1128,9 @@ fn plan_action(ctx: &ShardContext, target: Route, body: &[u8]) -> Step {
             }
         }
         Route::SettlementHistory => return Step::SettledDays,
+        Route::AdminInstrumentStatus { instrument_id, status } => {
+            return Step::InstrumentStatus { instrument_id, status }
+        }
         Route::SettlementDetail { trading_day } => return Step::SettledDay(trading_day),
         Route::Statements { account_id } => Ok(Action::Query(Query::Statements(account_id))),
     };

@@ -56,6 +56,12 @@ pub enum Action {
     },
     /// A step of daily settlement, sent by the coordinator (`settlement_run`) to every shard.
     Settle(SettleStep),
+    /// An instrument's status on one shard (the connection's shard sends it to every shard,
+    /// the owner first).
+    SetInstrumentStatus {
+        instrument_id: InstrumentId,
+        status: crate::domain::instrument::InstrumentStatus,
+    },
     /// An admin freezes (trading and withdrawals stop; cancels still run) or unfreezes an
     /// account (command `set_account_frozen`).
     SetFrozen {
@@ -531,6 +537,11 @@ impl Service {
                 self.last_ts = self.last_ts.max(*ts);
                 self.settlement_step(*ts, *apply, cut)?;
             }
+            WalRecord::InstrumentStatus { ts, instrument, status } => {
+                self.last_ts = self.last_ts.max(*ts);
+                self.engine.set_instrument_status(*instrument, *status).map_err(|e| e.message().to_string())?;
+                return Ok(Vec::new());
+            }
             WalRecord::Genesis { .. } => return Err("a second genesis record".into()),
         }
         self.journal_step();
@@ -569,6 +580,10 @@ impl Service {
                 self.last_ts = self.last_ts.max(*ts);
                 self.settlement_step(*ts, *apply, cut)
             }
+            WalRecord::InstrumentStatus { ts, instrument, status } => {
+                self.last_ts = self.last_ts.max(*ts);
+                self.engine.set_instrument_status(*instrument, *status).map_err(|e| e.message().to_string())
+            }
             WalRecord::Genesis { .. } => Err("a second genesis record".into()),
         };
         std::mem::swap(&mut self.out.events, events);
@@ -590,7 +605,8 @@ impl Service {
             WalRecord::Genesis { .. }
             | WalRecord::Command(_)
             | WalRecord::Peer { .. }
-            | WalRecord::Settlement { .. } => {}
+            | WalRecord::Settlement { .. }
+            | WalRecord::InstrumentStatus { .. } => {}
         }
     }
 
@@ -778,6 +794,7 @@ impl Service {
                     | Action::Modify { .. }
                     | Action::SetFrozen { .. }
                     | Action::SetSettlementPrice { .. }
+                    | Action::SetInstrumentStatus { .. }
             )
         {
             return staged.replies.push((origin, Answer::Reply(Reply::http(HttpErrorCode::SettlementRunning))));
@@ -886,6 +903,18 @@ impl Service {
             }
             // Answered above.
             Action::Settle(_) => Reply::http(HttpErrorCode::InternalError),
+            Action::SetInstrumentStatus { instrument_id, status } => {
+                let result = self.instrument(&instrument_id).and_then(|slot| {
+                    self.engine.set_instrument_status(slot, status).map(|()| slot).map_err(Reply::reject)
+                });
+                match result {
+                    Ok(slot) => {
+                        staged.records.push(WalRecord::InstrumentStatus { ts, instrument: slot, status });
+                        Reply::success(&InstrumentView::from(&self.engine.instruments()[slot as usize]))
+                    }
+                    Err(reply) => reply,
+                }
+            }
             Action::SetFrozen { account_id, frozen } => {
                 match self.run(Command::SetAccountFrozen { ts, account_id, frozen }, staged) {
                     Outcome::Done(Err(code)) => Reply::reject(code),

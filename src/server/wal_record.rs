@@ -50,6 +50,12 @@ pub enum WalRecord {
         apply: bool,
         cut: crate::domain::shard::settlement::SettleCut,
     },
+    /// An operator's change of an instrument's status (on every shard, the owner first).
+    InstrumentStatus {
+        ts: TimestampNs,
+        instrument: u32,
+        status: crate::domain::instrument::InstrumentStatus,
+    },
     /// Message `seq` from shard `from`, run at `ts`.
     Peer {
         ts: TimestampNs,

@@ -35,6 +35,13 @@ impl ShardEngine {
             cancelled: 0,
             end_reason: RejectCode::NotFilledImmediately,
         };
+        // The owner's status is the authority: an order checked on another shard just before
+        // a suspension reached it is refused here.
+        if self.instruments[instrument as usize].status != crate::domain::instrument::InstrumentStatus::Trading {
+            report.result = MatchResult::Rejected(RejectCode::InstrumentNotTrading);
+            self.send(reply_to, PeerMsg::Matched(report), out);
+            return;
+        }
         if match_limit.is_none() && req.price_type != PriceType::Any {
             // BEST / FIVELEVEL against an empty side: accepted, then ends at once.
             report.cancelled = req.volume;

@@ -63,6 +63,23 @@ impl ShardEngine {
         Ok(())
     }
 
+    /// An operator's change of an instrument's status, run on every shard (the owner first: its
+    /// matcher refuses orders for an instrument that is not trading, whatever the account
+    /// shard saw). Delisting is final.
+    pub fn set_instrument_status(
+        &mut self,
+        instrument: u32,
+        status: crate::domain::instrument::InstrumentStatus,
+    ) -> Result<(), RejectCode> {
+        use crate::domain::instrument::InstrumentStatus;
+        let inst = self.instruments.get_mut(instrument as usize).ok_or(RejectCode::InstrumentNotFound)?;
+        if inst.status == InstrumentStatus::Delisted && status != InstrumentStatus::Delisted {
+            return Err(RejectCode::InstrumentNotTrading);
+        }
+        inst.status = status;
+        Ok(())
+    }
+
     /// The settlement price set for an instrument this shard owns, if any.
     pub fn settlement_price(&self, instrument: u32) -> Option<Price> {
         self.settlement_prices.get(instrument as usize).copied().flatten()

@@ -180,6 +180,8 @@ pub enum Route {
     SettlementDetail { trading_day: u32 },
     /// `GET /api/settlement/{account_id}`: the account's statements.
     Statements { account_id: AccountId },
+    /// `POST /api/admin/instrument/{id}/{suspend|resume|close|delist}`
+    AdminInstrumentStatus { instrument_id: InstrumentId, status: crate::domain::instrument::InstrumentStatus },
 }
 
 /// Who may call a route once auth is on (`[auth] enabled`).
@@ -242,6 +244,7 @@ impl Route {
             Route::SettlementHistory => "GET /api/admin/settlement/history",
             Route::SettlementDetail { .. } => "GET /api/admin/settlement/detail/{trading_day}",
             Route::Statements { .. } => "GET /api/settlement/{account_id}",
+            Route::AdminInstrumentStatus { .. } => "POST /api/admin/instrument/{id}/{action}",
         }
     }
 
@@ -288,7 +291,8 @@ impl Route {
             | Route::SettlementSetPrices
             | Route::SettlementExecute
             | Route::SettlementHistory
-            | Route::SettlementDetail { .. } => Access::Admin,
+            | Route::SettlementDetail { .. }
+            | Route::AdminInstrumentStatus { .. } => Access::Admin,
         }
     }
 }
@@ -427,6 +431,19 @@ pub fn route(method: Method, path: &str, query: &str) -> Result<Route, HttpError
             })
         }
         ["api", "admin", "settlement", "history"] => get_only().map(|()| Route::SettlementHistory),
+        ["api", "admin", "instrument", id, action @ ("suspend" | "resume" | "close" | "delist")] if !id.is_empty() => {
+            if !is_post {
+                return Err(HttpError::method_not_allowed("POST"));
+            }
+            use crate::domain::instrument::InstrumentStatus;
+            let status = match *action {
+                "suspend" => InstrumentStatus::Suspended,
+                "resume" => InstrumentStatus::Trading,
+                "close" => InstrumentStatus::Closed,
+                _ => InstrumentStatus::Delisted,
+            };
+            Ok(Route::AdminInstrumentStatus { instrument_id: instrument_id(id)?, status })
+        }
         ["api", "admin", "settlement", "detail", day] if !day.is_empty() => {
             get_only()?;
             let trading_day = parse_in_range(day, 19_700_101..=99_991_231).ok_or_else(|| {

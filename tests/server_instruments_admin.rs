@@ -1,0 +1,75 @@
+//! Instrument status through the real server (2 shards, storage in a temp dir): suspend,
+//! resume, close and delist reach every shard (orders from accounts on either shard are refused
+//! while the instrument is not trading, cancels still run), are durable across a restart, and
+//! delisting is final.
+
+mod server_support;
+
+use serde_json::{json, Value};
+use server_support::{settled_state, start, Client, Options};
+
+fn options(dir: &std::path::Path) -> Options {
+    let mut opts = Options::new(Some(dir));
+    opts.extra = vec!["--instruments".into(), "tests/data/server_instruments.toml".into()];
+    opts
+}
+
+fn order(account: &str, id: &str, direction: &str, price: f64) -> Value {
+    json!({"account_id": account, "client_order_id": id, "instrument_id": "cu2501", "direction": direction,
+           "offset": "OPEN", "limit_price": price, "volume": 1, "time_condition": "GTC"})
+}
+
+fn status_of(c: &mut Client, id: &str) -> String {
+    let all = c.ok("GET", "/api/market/instruments", None);
+    all.as_array().unwrap().iter().find(|i| i["instrument_id"] == id).unwrap()["status"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn suspend_resume_close_and_delist_reach_every_shard() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = start(&options(dir.path()));
+    let mut c = server.client();
+    // A lives on shard 0, B on shard 1 with cu2501.
+    for account in ["A", "B"] {
+        c.ok("POST", "/api/account/open", Some(json!({"account_id": account, "init_cash": 1_000_000.0})));
+    }
+    c.ok("POST", "/api/order/submit", Some(order("B", "b-rest", "SELL", 70000.0)));
+    c.ok("POST", "/api/order/submit", Some(order("B", "b-other", "SELL", 70100.0)));
+
+    let suspended = c.ok("POST", "/api/admin/instrument/SHFE.cu2501/suspend", None);
+    assert_eq!(suspended["status"], "suspended");
+    // Every shard answers instrument lists the same way; both accounts' orders are refused.
+    for _ in 0..6 {
+        assert_eq!(status_of(&mut server.client(), "cu2501"), "suspended");
+    }
+    assert_eq!(c.refused("POST", "/api/order/submit", Some(order("A", "a1", "BUY", 70000.0)), 400), 2002);
+    assert_eq!(c.refused("POST", "/api/order/submit", Some(order("B", "b1", "BUY", 69000.0)), 400), 2002);
+    // Cancels still run while suspended.
+    let cancelled = c.ok("POST", "/api/order/cancel", Some(json!({"account_id": "B", "client_order_id": "b-other"})));
+    assert_eq!(cancelled["order"]["status"], "FINISHED");
+    // SR501 is untouched.
+    assert_eq!(status_of(&mut c, "SR501"), "trading");
+
+    assert_eq!(c.ok("POST", "/api/admin/instrument/cu2501/resume", None)["status"], "trading");
+    let taken = c.ok("POST", "/api/order/submit", Some(order("A", "a2", "BUY", 70000.0)));
+    assert_eq!(taken["trades"].as_array().unwrap().len(), 1, "{taken}");
+
+    assert_eq!(c.ok("POST", "/api/admin/instrument/cu2501/close", None)["status"], "closed");
+    assert_eq!(c.refused("POST", "/api/order/submit", Some(order("A", "a3", "BUY", 70000.0)), 400), 2002);
+    c.ok("POST", "/api/admin/instrument/cu2501/delist", None);
+    // Delisting is final; unknown instruments and wrong methods are refused.
+    assert_eq!(c.refused("POST", "/api/admin/instrument/cu2501/resume", None, 400), 2002);
+    assert_eq!(c.refused("POST", "/api/admin/instrument/XX9999/suspend", None, 404), 2001);
+    assert_eq!(c.refused("GET", "/api/admin/instrument/cu2501/suspend", None, 405), 9007);
+    assert_eq!(settled_state(&mut c)["trading_day"], 20250102);
+
+    // Durable: a restart keeps every shard's view.
+    server.terminate();
+    let server = start(&options(dir.path()));
+    let mut c = server.client();
+    for _ in 0..6 {
+        assert_eq!(status_of(&mut server.client(), "cu2501"), "delisted");
+    }
+    assert_eq!(c.refused("POST", "/api/order/submit", Some(order("A", "a4", "BUY", 70000.0)), 400), 2002);
+    settled_state(&mut c);
+}
