@@ -253,3 +253,43 @@ fn a_crash_between_two_shards_settlements_is_finished_at_restart() {
     // Trading goes on, on the new day.
     c.ok("POST", "/api/order/submit", Some(order("A", "next", "SR501", "BUY", "OPEN", 5000.0, 1, "GFD")));
 }
+
+#[test]
+fn forced_liquidation_after_settlement_and_by_hand() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(&options(dir.path()));
+    let mut c = server.client();
+    c.ok("POST", "/api/account/open", Some(json!({"account_id": "A", "init_cash": 20_000.0})));
+    c.ok("POST", "/api/account/open", Some(json!({"account_id": "B", "init_cash": 1_000_000.0})));
+    c.ok("POST", "/api/account/open", Some(json!({"account_id": "C", "init_cash": 1_000_000.0})));
+    // A buys 3 SR501 from B at 5000: margin 15,000 of A's 20,000.
+    c.ok("POST", "/api/order/submit", Some(order("B", "b1", "SR501", "SELL", "OPEN", 5000.0, 3, "GFD")));
+    c.ok("POST", "/api/order/submit", Some(order("A", "a1", "SR501", "BUY", "OPEN", 5000.0, 3, "GFD")));
+    // C quotes both sides inside the next day's band; B has a resting order of its own.
+    c.ok("POST", "/api/order/submit", Some(order("C", "c-bid", "SR501", "BUY", "OPEN", 4600.0, 5, "GTC")));
+    c.ok("POST", "/api/order/submit", Some(order("C", "c-ask", "SR501", "SELL", "OPEN", 4700.0, 3, "GTC")));
+    c.ok("POST", "/api/order/submit", Some(order("B", "b-rest", "SR501", "BUY", "OPEN", 4510.0, 1, "GTC")));
+    // Settled at 4550, A loses (4550 - 5000) * 10 * 3 = 13,500 of 19,991: risk ratio above 100 %.
+    c.ok("POST", "/api/admin/settlement/set-price", Some(json!({"instrument_id": "SR501", "price": 4550.0})));
+    let done = c.ok("POST", "/api/admin/settlement/execute", None);
+    let liquidated = done["force_liquidated"].as_array().unwrap();
+    assert_eq!(liquidated.len(), 1, "{done}");
+    assert_eq!(liquidated[0]["account_id"], "A");
+    // A's long went at market into C's bid at 4600: (4600 - 4550) * 10 * 3 = 1,500 realised.
+    let positions = c.ok("GET", "/api/position/A", None);
+    assert!(positions.as_array().unwrap().iter().all(|p| p["volume_long"] == 0), "{positions}");
+    let a = c.ok("GET", "/api/account/A", None);
+    assert_eq!(fixed4(&a["close_profit"]), yuan(1_500));
+
+    // By hand: B's resting order is cancelled and its short bought back from C's ask at 4700.
+    let result = c.ok("POST", "/api/admin/account/B/force-liquidate", None);
+    assert_eq!(result["cancelled"].as_array().unwrap().len(), 1, "{result}");
+    assert_eq!(order_by_client(&mut c, "B", "b-rest")["status"], "FINISHED");
+    let positions = c.ok("GET", "/api/position/B", None);
+    assert!(positions.as_array().unwrap().iter().all(|p| p["volume_short"] == 0), "{positions}");
+    assert_eq!(fixed4(&c.ok("GET", "/api/account/B", None)["close_profit"]), yuan(-4_500));
+    // Nothing left to liquidate; unknown accounts.
+    assert_eq!(c.refused("POST", "/api/admin/account/B/force-liquidate", None, 400), 4003);
+    assert_eq!(c.refused("POST", "/api/admin/account/nobody/force-liquidate", None, 404), 1001);
+    check_venue(&mut c);
+}

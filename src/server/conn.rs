@@ -295,6 +295,13 @@ impl ShardContext {
         crate::domain::name::AccountId::new(&text).unwrap_or(*user_id)
     }
 
+    /// Whether an instrument closes today's and yesterday's lots separately (SHFE, INE), and
+    /// its largest order.
+    pub fn instrument_rules(&self, id: &InstrumentId) -> Option<(bool, crate::domain::types::Volume)> {
+        let inst = &self.router.instruments[self.router.instrument_slot(id)? as usize];
+        Some((inst.exchange_id.has_strict_close_today(), inst.max_order_volume))
+    }
+
     /// The bare ids of the venue's instruments, in config order.
     pub fn instrument_ids(&self) -> Vec<String> {
         self.router.instruments.iter().map(|i| i.instrument_id.as_str().to_string()).collect()
@@ -661,6 +668,10 @@ async fn run_step(
             batch.settle(answers).await;
             return Some(Output::Json(super::settlement_run::execute(ctx, conn, answers, next_day).await, None));
         }
+        Step::ForceLiquidate(account_id) => {
+            batch.settle(answers).await;
+            return Some(Output::Json(super::force_liquidation::liquidate(ctx, conn, answers, account_id).await, None));
+        }
         Step::InstrumentStatus { instrument_id, status } => {
             batch.settle(answers).await;
             return Some(Output::Json(instrument_status(ctx, conn, answers, instrument_id, status).await, None));
@@ -1008,6 +1019,8 @@ enum Step {
     SettledDays,
     /// `GET /api/admin/settlement/detail/{day}`.
     SettledDay(u32),
+    /// `POST /api/admin/account/{id}/force-liquidate`.
+    ForceLiquidate(crate::domain::name::AccountId),
     /// An instrument's new status, on every shard (its owner first).
     InstrumentStatus { instrument_id: InstrumentId, status: crate::domain::instrument::InstrumentStatus },
 }
@@ -1114,6 +1127,7 @@ fn plan_action(ctx: &ShardContext, target: Route, body: &[u8]) -> Step {
         Route::CreateUserAccount { user_id } => body::create_account(body, user_id, || ctx.new_account_id(&user_id)),
         Route::UserAccounts { user_id } => return Step::Owned(user_id),
         Route::AdminFreeze { account_id, frozen } => Ok(Action::SetFrozen { account_id, frozen }),
+        Route::AdminForceLiquidate { account_id } => return Step::ForceLiquidate(account_id),
         Route::SettlementSetPrice => body::settlement_price(body),
         Route::SettlementSetPrices => {
             return match body::settlement_prices(body) {

@@ -403,6 +403,8 @@ impl EngineCore {
     /// Settles at `cut`, which other shards settled before a crash this shard did not survive
     /// with it (start-up, before anything else runs).
     pub fn finish_settlement(&mut self, cut: &crate::domain::shard::settlement::SettleCut) -> Result<(), String> {
+        // Flagged accounts are not liquidated after a crash: the operator sees them in the
+        // statements and liquidates them (`force-liquidate`).
         self.service.run_settlement(true, cut, now_ns(), &mut self.staged)?;
         self.wake();
         Ok(())

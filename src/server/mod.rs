@@ -17,6 +17,7 @@ pub mod diff_session;
 pub mod diff_trade;
 pub mod diff_trading;
 pub mod engine_core;
+pub mod force_liquidation;
 pub mod history;
 pub mod history_store;
 pub mod http;

@@ -632,21 +632,31 @@ impl Service {
 
     /// Runs a settlement step now, logging it; the messages it sends (step 1's cancels) go to
     /// `staged`. Also what recovery uses to finish a cut other shards ran before a crash.
+    /// Returns the accounts step 2 flagged for forced liquidation.
     pub fn run_settlement(
         &mut self,
         apply: bool,
         cut: &SettleCut,
         now_ns: TimestampNs,
         staged: &mut Staged,
-    ) -> Result<(), String> {
+    ) -> Result<Vec<AccountId>, String> {
         let ts = self.stamp(now_ns);
         self.out.clear();
         self.settlement_step(ts, apply, cut)?;
+        let flagged = self
+            .out
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                Event::ForcedLiquidationRequired { account_id, .. } => Some(*account_id),
+                _ => None,
+            })
+            .collect();
         self.journal_step();
         staged.records.push(WalRecord::Settlement { ts, apply, cut: cut.clone() });
         staged.sends.append(&mut self.out.sends);
         self.complete(staged);
-        Ok(())
+        Ok(flagged)
     }
 
     /// Puts `journal` in place of this service's journal (recovery: the one it folded from
@@ -972,9 +982,10 @@ impl Service {
 
     fn settle_reply(&mut self, apply: bool, cut: &SettleCut, now_ns: TimestampNs, staged: &mut Staged) -> Reply {
         match self.run_settlement(apply, cut, now_ns, staged) {
-            Ok(()) => Reply::success(&serde_json::json!({
+            Ok(flagged) => Reply::success(&serde_json::json!({
                 "trading_day": self.engine.trading_day(),
                 "statements": self.settlements.get(cut.settled_day).map_or(0, |d| d.statements.len()),
+                "flagged": flagged.iter().map(|a| a.as_str()).collect::<Vec<_>>(),
             })),
             Err(why) => Reply::http_message(HttpErrorCode::InternalError, &format!("internal server error: {why}")),
         }

@@ -16,6 +16,7 @@ use super::conn::ShardContext;
 use super::http::HttpErrorCode;
 use super::service::{Action, Answer, Reply, SettleStep};
 use crate::domain::engine::next_weekday;
+use crate::domain::name::AccountId;
 use crate::domain::shard::settlement::{SettleCut, SettlementInput};
 use glommio::channels::local_channel::LocalReceiver;
 use serde_json::Value;
@@ -79,6 +80,7 @@ pub async fn execute(
     }
     let pause = pause_between_shards();
     let mut statements = 0;
+    let mut flagged: Vec<AccountId> = Vec::new();
     for shard in 0..shards {
         if shard > 0 {
             if let Some(pause) = pause {
@@ -86,7 +88,11 @@ pub async fn execute(
             }
         }
         match step(ctx, conn, answers, shard, SettleStep::Apply(cut.clone())).await {
-            Ok(v) => statements += v["statements"].as_u64().unwrap_or(0),
+            Ok(v) => {
+                statements += v["statements"].as_u64().unwrap_or(0);
+                let names = v["flagged"].as_array().into_iter().flatten().filter_map(|a| a.as_str());
+                flagged.extend(names.filter_map(AccountId::new));
+            }
             // A shard that cannot settle a cut the others settle stopped on an internal error;
             // it is logged and answered; its restart finishes the cut.
             Err(reply) => return resume(ctx, conn, answers, halted, reply).await,
@@ -95,6 +101,14 @@ pub async fn execute(
     let answer = resume(ctx, conn, answers, halted, Reply::success(&Value::Null)).await;
     if answer.status != 200 {
         return answer;
+    }
+    // The next session starts with the flagged accounts closed out at market.
+    let mut liquidated = Vec::new();
+    for account_id in flagged {
+        let reply = super::force_liquidation::liquidate(ctx, conn, answers, account_id).await;
+        let v: Value = serde_json::from_slice(&reply.body).unwrap_or_default();
+        let result = if reply.status == 200 { v["data"].clone() } else { v["error"].clone() };
+        liquidated.push(serde_json::json!({"account_id": account_id.as_str(), "result": result}));
     }
     let instruments: Vec<Value> = ctx
         .instrument_ids()
@@ -114,6 +128,7 @@ pub async fn execute(
         "trading_day": next_day,
         "statements": statements,
         "instruments": instruments,
+        "force_liquidated": liquidated,
     }))
 }
 

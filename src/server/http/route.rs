@@ -168,6 +168,8 @@ pub enum Route {
     UserAccounts { user_id: AccountId },
     /// `POST /api/admin/account/{account_id}/freeze` and `.../unfreeze`
     AdminFreeze { account_id: AccountId, frozen: bool },
+    /// `POST /api/admin/account/{account_id}/force-liquidate`
+    AdminForceLiquidate { account_id: AccountId },
     /// `POST /api/admin/settlement/set-price`
     SettlementSetPrice,
     /// `POST /api/admin/settlement/batch-set-prices`
@@ -238,6 +240,7 @@ impl Route {
             Route::UserAccounts { .. } => "GET /api/user/{user_id}/accounts",
             Route::AdminFreeze { frozen: true, .. } => "POST /api/admin/account/{account_id}/freeze",
             Route::AdminFreeze { frozen: false, .. } => "POST /api/admin/account/{account_id}/unfreeze",
+            Route::AdminForceLiquidate { .. } => "POST /api/admin/account/{account_id}/force-liquidate",
             Route::SettlementSetPrice => "POST /api/admin/settlement/set-price",
             Route::SettlementSetPrices => "POST /api/admin/settlement/batch-set-prices",
             Route::SettlementExecute => "POST /api/admin/settlement/execute",
@@ -287,6 +290,7 @@ impl Route {
             | Route::AdminCompactionTrigger
             | Route::AdminCheckpoint
             | Route::AdminFreeze { .. }
+            | Route::AdminForceLiquidate { .. }
             | Route::SettlementSetPrice
             | Route::SettlementSetPrices
             | Route::SettlementExecute
@@ -414,11 +418,15 @@ pub fn route(method: Method, path: &str, query: &str) -> Result<Route, HttpError
             }
             Ok(Route::CreateUserAccount { user_id: account_id(id)? })
         }
-        ["api", "admin", "account", id, action @ ("freeze" | "unfreeze")] if !id.is_empty() => {
+        ["api", "admin", "account", id, action @ ("freeze" | "unfreeze" | "force-liquidate")] if !id.is_empty() => {
             if !is_post {
                 return Err(HttpError::method_not_allowed("POST"));
             }
-            Ok(Route::AdminFreeze { account_id: account_id(id)?, frozen: *action == "freeze" })
+            let account_id = account_id(id)?;
+            Ok(match *action {
+                "force-liquidate" => Route::AdminForceLiquidate { account_id },
+                action => Route::AdminFreeze { account_id, frozen: action == "freeze" },
+            })
         }
         ["api", "admin", "settlement", action @ ("set-price" | "batch-set-prices" | "execute")] => {
             if !is_post {
