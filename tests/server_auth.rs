@@ -6,7 +6,7 @@
 mod server_support;
 
 use serde_json::{json, Value};
-use server_support::{start, Client, Options, ServerProcess};
+use server_support::{login_client as login, start, Client, Options};
 use std::path::Path;
 
 const ADMIN_PASSWORD: &str = "admin-Pa55-in-config";
@@ -30,18 +30,6 @@ fn write_config(dir: &Path, auth: &str) -> std::path::PathBuf {
 fn order(account: &str, id: &str, direction: &str, price: f64) -> Value {
     json!({"account_id": account, "client_order_id": id, "instrument_id": "SR501", "direction": direction,
            "offset": "OPEN", "limit_price": price, "volume": 1})
-}
-
-/// A client that logs in as `user` (its token sent with every request from then on).
-fn login(server: &ServerProcess, user: &str, password: &str) -> Client {
-    let mut c = server.client();
-    let data = c.ok("POST", "/api/auth/login", Some(json!({"username": user, "password": password})));
-    assert_eq!(data["user_id"], user);
-    assert_eq!(data["token_type"], "Bearer");
-    let token = data["token"].as_str().expect("token").to_string();
-    assert!(!data.to_string().contains(password));
-    c.token = Some(token);
-    c
 }
 
 /// Status, code and message of a refusal.

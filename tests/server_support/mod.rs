@@ -400,6 +400,17 @@ pub fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+/// A client logged in as `user` (`POST /api/auth/login`): its token goes with every request.
+pub fn login_client(server: &ServerProcess, user: &str, password: &str) -> Client {
+    let mut c = server.client();
+    let data = c.ok("POST", "/api/auth/login", Some(serde_json::json!({"username": user, "password": password})));
+    assert_eq!(data["user_id"], user);
+    assert_eq!(data["token_type"], "Bearer");
+    assert!(!data.to_string().contains(password));
+    c.token = Some(data["token"].as_str().expect("token").to_string());
+    c
+}
+
 /// `/admin/state`'s merged state once the invariants hold: right after a restart, messages
 /// recovery found undelivered may still be on their way between shards (`invariants` says so
 /// until they land). Debug builds on a busy 2-core CI machine, with recovery's history flushes
