@@ -190,8 +190,23 @@ fn users_tokens_and_who_sees_what() {
     let cancelled = bob.ok("POST", "/api/order/cancel", Some(json!({"account_id": "bo-1", "order_id": bob_live})));
     assert_eq!(cancelled["order"]["status"], "FINISHED", "{cancelled}");
     assert_eq!(admin.ok("POST", "/api/admin/account/bo-1/unfreeze", None)["status"], "active");
-    bob.ok("POST", "/api/account/withdraw", Some(withdraw));
+    bob.ok("POST", "/api/account/withdraw", Some(withdraw.clone()));
     bob.ok("POST", "/api/order/submit", Some(order("bo-1", "b4", "SELL", 5200.0)));
+    // Partial freezes stop only what they name.
+    let trading = admin.ok("POST", "/api/admin/account/bo-1/freeze", Some(json!({"mode": "trading"})));
+    assert_eq!(trading["status"], "trading_frozen");
+    assert_eq!(
+        status_code(&mut bob, "POST", "/api/order/submit", Some(order("bo-1", "b5", "SELL", 5200.0))),
+        (400, 1003)
+    );
+    bob.ok("POST", "/api/account/withdraw", Some(withdraw.clone()));
+    let only_withdraw = admin.ok("POST", "/api/admin/account/bo-1/freeze", Some(json!({"mode": "withdraw"})));
+    assert_eq!(only_withdraw["status"], "withdraw_frozen");
+    assert_eq!(status_code(&mut bob, "POST", "/api/account/withdraw", Some(withdraw.clone())), (400, 1003));
+    bob.ok("POST", "/api/order/submit", Some(order("bo-1", "b6", "SELL", 5200.0)));
+    let bad_mode = Some(json!({"mode": "half"}));
+    assert_eq!(status_code(&mut admin, "POST", "/api/admin/account/bo-1/freeze", bad_mode), (400, 9005));
+    admin.ok("POST", "/api/admin/account/bo-1/unfreeze", None);
 
     // Settlement is an admin's; statements are the account owner's.
     assert_eq!(status_code(&mut alice, "POST", "/api/admin/settlement/execute", None), (403, 9204));

@@ -3,7 +3,7 @@
 
 use crate::domain::event::Event;
 use crate::domain::instrument::Instrument;
-use crate::domain::ledger::account::AccountStatus;
+use crate::domain::ledger::account::{AccountStatus, FreezeMode};
 use crate::domain::ledger::Ledger;
 use crate::domain::name::AccountId;
 use crate::domain::risk::RejectCode;
@@ -57,12 +57,13 @@ pub fn set_frozen(
     ts: TimestampNs,
     account_id: AccountId,
     frozen: bool,
+    mode: FreezeMode,
     out: &mut Vec<Event>,
 ) -> Result<(), RejectCode> {
     let slot = ledger.slot_of(&account_id).ok_or(RejectCode::AccountNotFound)?;
-    let status = if frozen { AccountStatus::Frozen } else { AccountStatus::Active };
-    ledger.set_status(slot, status);
-    out.push(Event::AccountFrozenChanged { ts, account_id, frozen });
+    let mode = if frozen { mode } else { FreezeMode::Full };
+    ledger.set_status(slot, AccountStatus::of(frozen, mode));
+    out.push(Event::AccountFrozenChanged { ts, account_id, frozen, mode });
     touched.account(slot);
     Ok(())
 }

@@ -62,11 +62,14 @@ pub enum Command {
         #[serde(with = "fixed4")]
         amount: Money,
     },
-    /// Frozen accounts may cancel but not trade or withdraw.
+    /// Frozen accounts may cancel but not trade or withdraw (`mode` full, the default), not
+    /// trade (`trading`), or not withdraw (`withdraw`). Unfreezing ignores the mode.
     SetAccountFrozen {
         ts: TimestampNs,
         account_id: AccountId,
         frozen: bool,
+        #[serde(default)]
+        mode: crate::domain::ledger::account::FreezeMode,
     },
     InsertOrder {
         ts: TimestampNs,

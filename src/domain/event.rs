@@ -88,6 +88,9 @@ pub enum Event {
         ts: TimestampNs,
         account_id: AccountId,
         frozen: bool,
+        /// What the freeze stops (`full` when unfrozen).
+        #[serde(default)]
+        mode: crate::domain::ledger::account::FreezeMode,
     },
     /// A command other than an order insert was refused; nothing changed.
     CommandRejected {

@@ -186,6 +186,19 @@ struct ExecuteBody {
     next_trading_day: Option<u32>,
 }
 
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FreezeBody {
+    #[serde(default)]
+    mode: crate::domain::ledger::account::FreezeMode,
+}
+
+/// `POST /api/admin/account/{id}/freeze`: `{"mode"?}` (an empty body: `full`).
+pub fn freeze_mode(body: &[u8]) -> Result<crate::domain::ledger::account::FreezeMode, BodyError> {
+    let b: FreezeBody = if body.is_empty() { FreezeBody::default() } else { decode(body)? };
+    Ok(b.mode)
+}
+
 /// `POST /api/admin/settlement/set-price`: `{"instrument_id", "price"}`.
 pub fn settlement_price(body: &[u8]) -> Result<Action, BodyError> {
     let b: PriceBody = decode(body)?;

@@ -1126,7 +1126,9 @@ fn plan_action(ctx: &ShardContext, target: Route, body: &[u8]) -> Step {
         }
         Route::CreateUserAccount { user_id } => body::create_account(body, user_id, || ctx.new_account_id(&user_id)),
         Route::UserAccounts { user_id } => return Step::Owned(user_id),
-        Route::AdminFreeze { account_id, frozen } => Ok(Action::SetFrozen { account_id, frozen }),
+        Route::AdminFreeze { account_id, frozen } => {
+            body::freeze_mode(body).map(|mode| Action::SetFrozen { account_id, frozen, mode })
+        }
         Route::AdminForceLiquidate { account_id } => return Step::ForceLiquidate(account_id),
         Route::SettlementSetPrice => body::settlement_price(body),
         Route::SettlementSetPrices => {

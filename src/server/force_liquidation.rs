@@ -10,6 +10,7 @@ use super::conn::ShardContext;
 use super::http::HttpErrorCode;
 use super::service::{Action, Answer, Query, Reply};
 use crate::domain::command::InsertOrder;
+use crate::domain::ledger::account::FreezeMode;
 use crate::domain::name::{AccountId, ClientOrderId, InstrumentId};
 use crate::domain::types::{Direction, Offset, PriceType, TimeCondition, VolumeCondition};
 use glommio::channels::local_channel::LocalReceiver;
@@ -51,7 +52,13 @@ async fn run(
     account_id: AccountId,
 ) -> Result<Value, Reply> {
     let account = data(ctx, conn, answers, Action::Query(Query::Account(account_id))).await?;
-    let frozen = account["status"] == "frozen";
+    // A frozen account is unfrozen for its closes, then frozen again the same way.
+    let refreeze = match account["status"].as_str() {
+        Some("frozen") => Some(FreezeMode::Full),
+        Some("trading_frozen") => Some(FreezeMode::Trading),
+        Some("withdraw_frozen") => Some(FreezeMode::Withdraw),
+        _ => None,
+    };
     // 1. Cancel every live order.
     let orders = data(ctx, conn, answers, Action::Query(Query::UserOrders(account_id))).await?;
     let mut cancelled = Vec::new();
@@ -65,8 +72,9 @@ async fn run(
     }
     // 2. Close every position at market.
     let positions = data(ctx, conn, answers, Action::Query(Query::Positions(account_id))).await?;
-    if frozen {
-        data(ctx, conn, answers, Action::SetFrozen { account_id, frozen: false }).await?;
+    if refreeze.is_some() {
+        let unfreeze = Action::SetFrozen { account_id, frozen: false, mode: FreezeMode::Full };
+        data(ctx, conn, answers, unfreeze).await?;
     }
     let mut closes = Vec::new();
     let mut n = 0;
@@ -110,8 +118,8 @@ async fn run(
             }
         }
     }
-    if frozen {
-        data(ctx, conn, answers, Action::SetFrozen { account_id, frozen: true }).await?;
+    if let Some(mode) = refreeze {
+        data(ctx, conn, answers, Action::SetFrozen { account_id, frozen: true, mode }).await?;
     }
     if cancelled.is_empty() && closes.is_empty() {
         return Err(Reply::reject(crate::domain::risk::RejectCode::NothingToLiquidate));

@@ -67,6 +67,7 @@ pub enum Action {
     SetFrozen {
         account_id: AccountId,
         frozen: bool,
+        mode: crate::domain::ledger::account::FreezeMode,
     },
     /// `action` for a user who is not an admin (auth on): the shard that owns what it names
     /// runs it only when the user owns the account; otherwise it answers as if the account or
@@ -925,8 +926,8 @@ impl Service {
                     Err(reply) => reply,
                 }
             }
-            Action::SetFrozen { account_id, frozen } => {
-                match self.run(Command::SetAccountFrozen { ts, account_id, frozen }, staged) {
+            Action::SetFrozen { account_id, frozen, mode } => {
+                match self.run(Command::SetAccountFrozen { ts, account_id, frozen, mode }, staged) {
                     Outcome::Done(Err(code)) => Reply::reject(code),
                     _ => self.account_reply(&account_id),
                 }

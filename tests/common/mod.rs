@@ -220,7 +220,7 @@ impl Sim {
 
     pub fn set_frozen(&mut self, id: &str, frozen: bool) -> Vec<Event> {
         let ts = self.next_ts();
-        self.run(Command::SetAccountFrozen { ts, account_id: aid(id), frozen })
+        self.run(Command::SetAccountFrozen { ts, account_id: aid(id), frozen, mode: Default::default() })
     }
 
     pub fn insert(&mut self, order: InsertOrder) -> Vec<Event> {

@@ -184,8 +184,8 @@ impl Engine {
             }
             Command::Deposit { account_id, amount, .. } => self.transfer(ts, account_id, amount, true, out),
             Command::Withdraw { account_id, amount, .. } => self.transfer(ts, account_id, amount, false, out),
-            Command::SetAccountFrozen { account_id, frozen, .. } => {
-                account_ops::set_frozen(&mut self.ledger, &mut self.scratch.touched, ts, account_id, frozen, out)
+            Command::SetAccountFrozen { account_id, frozen, mode, .. } => {
+                account_ops::set_frozen(&mut self.ledger, &mut self.scratch.touched, ts, account_id, frozen, mode, out)
             }
             Command::InsertOrder { ref order, .. } => {
                 self.insert_order(ts, order, out);

@@ -16,6 +16,55 @@ pub enum AccountStatus {
     Active,
     /// No new orders, no withdrawals; cancels still work.
     Frozen,
+    /// No new orders (nor modifies that re-queue); withdrawals and cancels work.
+    TradingFrozen,
+    /// No withdrawals; trading works.
+    WithdrawFrozen,
+}
+
+impl AccountStatus {
+    /// Whether the account may place orders (and re-queue them by a modify).
+    pub fn can_trade(self) -> bool {
+        matches!(self, AccountStatus::Active | AccountStatus::WithdrawFrozen)
+    }
+
+    /// Whether the account may withdraw.
+    pub fn can_withdraw(self) -> bool {
+        matches!(self, AccountStatus::Active | AccountStatus::TradingFrozen)
+    }
+
+    /// The status a freeze of `mode` (or an unfreeze) sets.
+    pub fn of(frozen: bool, mode: FreezeMode) -> Self {
+        match (frozen, mode) {
+            (false, _) => AccountStatus::Active,
+            (true, FreezeMode::Full) => AccountStatus::Frozen,
+            (true, FreezeMode::Trading) => AccountStatus::TradingFrozen,
+            (true, FreezeMode::Withdraw) => AccountStatus::WithdrawFrozen,
+        }
+    }
+}
+
+/// What a freeze stops: everything (`full`, the default), only trading, or only withdrawals.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+#[rkyv(derive(Debug, PartialEq, Eq))]
+pub enum FreezeMode {
+    #[default]
+    Full,
+    Trading,
+    Withdraw,
 }
 
 /// Stored state of one account. Everything else (balance, available, profits, margin) is derived
@@ -309,5 +358,27 @@ impl PositionSnapshot {
             margin: ml + ms,
             last_price: last,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn freeze_modes_stop_what_they_name() {
+        use AccountStatus::*;
+        let cases = [
+            (false, FreezeMode::Trading, Active, true, true),
+            (true, FreezeMode::Full, Frozen, false, false),
+            (true, FreezeMode::Trading, TradingFrozen, false, true),
+            (true, FreezeMode::Withdraw, WithdrawFrozen, true, false),
+        ];
+        for (frozen, mode, status, trade, withdraw) in cases {
+            let s = AccountStatus::of(frozen, mode);
+            assert_eq!((s, s.can_trade(), s.can_withdraw()), (status, trade, withdraw), "{frozen} {mode:?}");
+        }
+        assert_eq!(serde_json::to_string(&TradingFrozen).unwrap(), "\"trading_frozen\"");
+        assert_eq!(serde_json::from_str::<FreezeMode>("\"withdraw\"").unwrap(), FreezeMode::Withdraw);
     }
 }

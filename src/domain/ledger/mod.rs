@@ -143,7 +143,7 @@ impl Ledger {
             return Err(RejectCode::InvalidAmount);
         }
         let account = &self.accounts[slot as usize];
-        if account.status != AccountStatus::Active {
+        if !account.status.can_withdraw() {
             return Err(RejectCode::AccountFrozen);
         }
         // Unrealised gains are not withdrawable: the cap is available minus positive position profit.
@@ -168,7 +168,7 @@ impl Ledger {
     /// cannot pay) and position lots for closes. On error nothing changed.
     pub fn hold(&mut self, req: &HoldRequest, instruments: &[Instrument], marks: &[Price]) -> Result<(), RejectCode> {
         let account = &self.accounts[req.account as usize];
-        if account.status != AccountStatus::Active {
+        if !account.status.can_trade() {
             return Err(RejectCode::AccountFrozen);
         }
         if self.by_client.contains_key(&(req.account, req.client_order_id)) {
@@ -237,7 +237,7 @@ impl Ledger {
         marks: &[Price],
     ) -> Result<(), RejectCode> {
         let old = self.orders.get_mut(&order_id).ok_or(RejectCode::OrderNotFound)?;
-        let active = self.accounts[old.account as usize].status == AccountStatus::Active;
+        let active = self.accounts[old.account as usize].status.can_trade();
         if old.is_open() && volume == old.volume_left && active {
             return reprice_open_hold(&mut self.accounts, old, limit_price, instruments, marks);
         }

@@ -39,12 +39,13 @@ impl ShardEngine {
             }
             Command::Deposit { account_id, amount, .. } => done(self.transfer(ts, account_id, amount, true, out)),
             Command::Withdraw { account_id, amount, .. } => done(self.transfer(ts, account_id, amount, false, out)),
-            Command::SetAccountFrozen { account_id, frozen, .. } => done(account_ops::set_frozen(
+            Command::SetAccountFrozen { account_id, frozen, mode, .. } => done(account_ops::set_frozen(
                 &mut self.ledger,
                 &mut self.touched,
                 ts,
                 account_id,
                 frozen,
+                mode,
                 &mut out.events,
             )),
             Command::InsertOrder { ref order, .. } => self.insert_order(ts, order, out),

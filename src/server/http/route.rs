@@ -166,7 +166,7 @@ pub enum Route {
     CreateUserAccount { user_id: AccountId },
     /// `GET /api/user/{user_id}/accounts`
     UserAccounts { user_id: AccountId },
-    /// `POST /api/admin/account/{account_id}/freeze` and `.../unfreeze`
+    /// `POST /api/admin/account/{account_id}/freeze` (body: the mode) and `.../unfreeze`
     AdminFreeze { account_id: AccountId, frozen: bool },
     /// `POST /api/admin/account/{account_id}/force-liquidate`
     AdminForceLiquidate { account_id: AccountId },
