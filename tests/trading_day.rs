@@ -105,6 +105,12 @@ fn a_trading_day_from_registration_to_the_next_day() {
     assert_eq!(fixed4(&li_statement["account"]["commission"]), yuan(12));
     let wang_statement = wang.ok("GET", "/api/settlement/wang-1", None)[0].clone();
     assert_eq!(fixed4(&wang_statement["account"]["position_profit"]), yuan(-400));
+    // li's DIFF session gets the statement as a SETTLEMENT notify.
+    peek_until(&mut ws, &mut tree, |t| {
+        notifies(t).iter().any(|(_, _, text)| text.contains("Settlement statement, trading day 20250102, account li-1"))
+    });
+    let kinds: Vec<&Value> = tree["notify"].as_object().unwrap().values().map(|n| &n["type"]).collect();
+    assert!(kinds.contains(&&json!("SETTLEMENT")), "{tree}");
     // Neither sees the other's statement.
     assert_eq!(wang.refused("GET", "/api/settlement/li-1", None, 404), 1001);
     check_venue(&mut admin);

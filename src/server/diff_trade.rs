@@ -151,6 +151,8 @@ pub struct AccountChanges {
     /// Whether the account's stored state changed.
     pub account: bool,
     pub rejected: Vec<(ClientOrderId, InstrumentId, Reason, i64)>,
+    /// Settlement statements (settled day, text): a SETTLEMENT notify each.
+    pub settlements: Vec<(u32, String)>,
 }
 
 impl AccountChanges {
@@ -160,6 +162,7 @@ impl AccountChanges {
             && self.positions.is_empty()
             && !self.account
             && self.rejected.is_empty()
+            && self.settlements.is_empty()
     }
 }
 
@@ -227,6 +230,7 @@ impl TradeWatch {
             | Event::FundsTransferred { account_id, .. } => *account_id,
             Event::AccountUpdated { account, .. } => account.account_id,
             Event::PositionUpdated { position, .. } => position.account_id,
+            Event::Settlement { statement, .. } => statement.account.account_id,
             _ => return,
         };
         if !self.followers.contains_key(&account) {
@@ -252,6 +256,10 @@ impl TradeWatch {
                 changes.rejected.push((*client_order_id, *instrument_id, *reason, *ts))
             }
             Event::AccountUpdated { .. } | Event::FundsTransferred { .. } => changes.account = true,
+            Event::Settlement { statement, .. } => {
+                changes.account = true;
+                changes.settlements.push((statement.trading_day, statement_text(statement)));
+            }
             Event::PositionUpdated { position, .. } if !changes.positions.contains(&position.instrument_id) => {
                 changes.positions.push(position.instrument_id);
             }
@@ -335,7 +343,57 @@ pub fn patch(
     if let Some(a) = snapshot {
         user.insert("accounts".into(), json!({"CNY": diff_account(a)}));
     }
-    json!({"trade": {account.as_str(): Value::Object(user)}})
+    let mut out = json!({"trade": {account.as_str(): Value::Object(user)}});
+    // A settled day: its statement as a SETTLEMENT notify (the session sends notifies in a
+    // patch of their own).
+    for (day, text) in &changes.settlements {
+        let key = format!("settlement-{day}");
+        let notify = crate::diff::messages::notify(
+            &key,
+            crate::diff::messages::NotifyType::Settlement,
+            crate::diff::messages::NotifyLevel::Info,
+            0,
+            text,
+        );
+        out["notify"] = notify["notify"].clone();
+    }
+    out
+}
+
+/// A settlement statement as text, for the DIFF SETTLEMENT notify.
+pub fn statement_text(statement: &crate::domain::event::SettlementStatement) -> String {
+    use crate::domain::types::money_to_f64;
+    let a = &statement.account;
+    let mut text = format!(
+        "Settlement statement, trading day {}, account {}\n\
+         Pre-balance {:.2}  Deposit {:.2}  Withdraw {:.2}\n\
+         Close profit {:.2}  Position profit {:.2}  Commission {:.2}\n\
+         Balance {:.2}  Margin {:.2}  Available {:.2}  Risk ratio {:.2}%\n",
+        statement.trading_day,
+        a.account_id,
+        money_to_f64(a.pre_balance),
+        money_to_f64(a.deposit),
+        money_to_f64(a.withdraw),
+        money_to_f64(a.close_profit),
+        money_to_f64(a.position_profit),
+        money_to_f64(a.commission),
+        money_to_f64(a.balance),
+        money_to_f64(a.margin),
+        money_to_f64(a.available),
+        a.risk_ratio * 100.0,
+    );
+    for p in &statement.positions {
+        text.push_str(&format!(
+            "{}.{}  long {} short {}  position profit {:.2}  margin {:.2}\n",
+            p.exchange_id.as_str(),
+            p.instrument_id,
+            p.volume_long,
+            p.volume_short,
+            money_to_f64(p.position_profit),
+            money_to_f64(p.margin),
+        ));
+    }
+    text
 }
 
 /// The whole trade tree of an account for a login: the account, its positions, its live orders
