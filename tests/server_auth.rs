@@ -310,3 +310,45 @@ fn a_connection_over_its_request_rate_is_slowed_not_cut() {
     std::thread::sleep(std::time::Duration::from_millis(500));
     c.ok("GET", "/api/account/r", None);
 }
+
+#[test]
+fn a_user_holds_a_bounded_number_of_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("exchange.toml");
+    std::fs::write(
+        &config,
+        format!("[auth]\nadmin_password = \"{ADMIN_PASSWORD}\"\n[http]\nmax_connections_per_user = 2\n"),
+    )
+    .unwrap();
+    let mut opts = Options::new(None);
+    opts.auth = true;
+    opts.config = Some(config);
+    let server = start(&opts);
+    let mut anon = server.client();
+    anon.ok("POST", "/api/auth/register", Some(json!({"username": "carol", "password": "pw"})));
+    // Two connections speak for carol (on whichever shards they land); a third is refused.
+    let mut first = login(&server, "carol", "pw");
+    first.ok("GET", "/api/user/carol/accounts", None);
+    let mut second = login(&server, "carol", "pw");
+    second.ok("GET", "/api/user/carol/accounts", None);
+    let mut third = login(&server, "carol", "pw");
+    assert_eq!(status_code(&mut third, "GET", "/api/user/carol/accounts", None), (429, 9017));
+    // Admins are not limited.
+    let mut admins: Vec<Client> = (0..3).map(|_| login(&server, "admin", ADMIN_PASSWORD)).collect();
+    for admin in &mut admins {
+        assert_eq!(admin.ok("GET", "/admin/state", None)["invariants"], "ok");
+    }
+    // Once one of carol's connections closes, the third one is let in.
+    drop(first);
+    let began = std::time::Instant::now();
+    loop {
+        let r = third.request("GET", "/api/user/carol/accounts", None);
+        if r.status == 200 {
+            break;
+        }
+        assert_eq!(r.status, 429);
+        assert!(began.elapsed() < std::time::Duration::from_secs(5), "the closed connection was never uncounted");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    second.ok("GET", "/api/user/carol/accounts", None);
+}

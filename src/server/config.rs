@@ -122,6 +122,8 @@ pub struct ServerConfig {
     /// Requests per second one HTTP connection may send (bursts up to one second's worth);
     /// 0: no limit.
     pub max_requests_per_sec: u32,
+    /// Open HTTP connections one user (not an admin) may hold across all shards; 0: no limit.
+    pub max_connections_per_user: u32,
     pub ws_limits: WsLimits,
     pub engine: EngineConfig,
     pub journal: JournalLimits,
@@ -215,6 +217,8 @@ pub const DEFAULT_TOKEN_TTL_SECS: u64 = 86_400;
 /// connections send a few thousand a second each), low enough that one connection cannot hold
 /// a shard.
 pub const DEFAULT_MAX_REQUESTS_PER_SEC: u32 = 20_000;
+/// Per user: room for a strategy's connection pool, not for a connection flood.
+pub const DEFAULT_MAX_CONNECTIONS_PER_USER: u32 = 256;
 pub const DEFAULT_ADMIN_USER: &str = "admin";
 
 impl Default for AuthConfig {
@@ -241,6 +245,7 @@ impl Default for ServerConfig {
             http_limits: Limits::default(),
             max_connections_per_shard: DEFAULT_MAX_CONNECTIONS_PER_SHARD,
             max_requests_per_sec: DEFAULT_MAX_REQUESTS_PER_SEC,
+            max_connections_per_user: DEFAULT_MAX_CONNECTIONS_PER_USER,
             ws_limits: WsLimits::default(),
             engine: EngineConfig::default(),
             journal: JournalLimits::default(),
@@ -525,6 +530,7 @@ struct HttpSection {
     max_body_bytes: Option<usize>,
     max_connections_per_shard: Option<usize>,
     max_requests_per_sec: Option<u32>,
+    max_connections_per_user: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -745,6 +751,7 @@ impl FileConfig {
             http_limits,
             max_connections_per_shard,
             max_requests_per_sec: http.max_requests_per_sec.unwrap_or(DEFAULT_MAX_REQUESTS_PER_SEC),
+            max_connections_per_user: http.max_connections_per_user.unwrap_or(DEFAULT_MAX_CONNECTIONS_PER_USER),
             ws_limits,
             engine,
             journal,

@@ -146,6 +146,9 @@ pub struct ShardContext {
     pub auth: Option<AuthGate>,
     /// Requests per second per connection (0: no limit).
     pub max_requests_per_sec: u32,
+    /// Every shard's count of each user's connections, and the limit (0: none).
+    pub user_connections: super::user_connections::UserConnections,
+    pub max_connections_per_user: u32,
     next_conn: Cell<u64>,
     auto_ids: Cell<u64>,
 }
@@ -181,6 +184,8 @@ impl ShardContext {
             ws_limits: super::config::WsLimits::default(),
             auth: None,
             max_requests_per_sec: 0,
+            user_connections: Default::default(),
+            max_connections_per_user: 0,
             next_conn: Cell::new(1),
             auto_ids: Cell::new(0),
         }
@@ -206,6 +211,35 @@ impl ShardContext {
     pub fn with_rate_limit(mut self, rate: u32) -> Self {
         self.max_requests_per_sec = rate;
         self
+    }
+
+    /// Counts users' connections in `counts` (shared by every shard), at most `limit` each.
+    pub fn with_user_connections(mut self, counts: super::user_connections::UserConnections, limit: u32) -> Self {
+        self.user_connections = counts;
+        self.max_connections_per_user = limit;
+        self
+    }
+
+    /// Counts this connection for the user of `caller` (not an admin) if it is not counted for
+    /// them yet; refuses when the user holds the most connections allowed.
+    fn count_connection(
+        &self,
+        caller: Caller,
+        counted: &mut Option<super::user_connections::Counted>,
+    ) -> Result<(), HttpError> {
+        let Caller::User(user) = caller else { return Ok(()) };
+        if counted.as_ref().is_some_and(|c| c.user() == user) {
+            return Ok(());
+        }
+        // A connection that speaks for another user now stops counting for the first.
+        *counted = None;
+        match self.user_connections.acquire(user, self.max_connections_per_user) {
+            Some(c) => {
+                *counted = Some(c);
+                Ok(())
+            }
+            None => Err(HttpError::new(HttpErrorCode::TooManyUserConnections)),
+        }
     }
 
     /// Turns token checks on.
@@ -546,6 +580,7 @@ async fn serve_loop(
     let mut batch = Batch::new();
     let mut budget = super::rate_limit::RequestBudget::new(ctx.max_requests_per_sec);
     let mut verified: Option<(Vec<u8>, Claims)> = None;
+    let mut counted: Option<super::user_connections::Counted> = None;
     loop {
         // Take every complete request in the buffer (up to MAX_PIPELINED), answer them in order.
         let mut start = 0;
@@ -572,8 +607,10 @@ async fn serve_loop(
                     } else {
                         Err(HttpError::new(HttpErrorCode::TooManyRequests))
                     };
-                    let checked =
-                        allowed.and(target).and_then(|t| ctx.authenticate(&t, &request, &mut verified).map(|c| (t, c)));
+                    let checked = allowed
+                        .and(target)
+                        .and_then(|t| ctx.authenticate(&t, &request, &mut verified).map(|c| (t, c)))
+                        .and_then(|(t, c)| ctx.count_connection(c, &mut counted).map(|()| (t, c)));
                     let step = match checked {
                         Err(error) => Step::Answer(Reply::error(error.status, error.code, error.message), error.allow),
                         Ok((target, caller)) => plan(ctx, target, request.body, caller),

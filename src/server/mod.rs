@@ -33,6 +33,7 @@ pub mod settlement_log;
 pub mod settlement_run;
 pub mod shinny;
 pub mod thread_priority;
+pub mod user_connections;
 pub mod users;
 pub mod wal_record;
 pub mod ws;

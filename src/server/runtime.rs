@@ -137,6 +137,8 @@ struct Boot {
     token_key: Option<super::auth::TokenKey>,
     /// A settlement other shards ran and this one did not before a crash: finished first.
     finish_settlement: Option<SettleCut>,
+    /// Every shard's count of each user's open connections.
+    user_connections: super::user_connections::UserConnections,
 }
 
 enum StartUp {
@@ -219,6 +221,7 @@ pub fn start(config: ServerConfig) -> Result<Server, String> {
         }
     };
     let finish = unfinished_settlements(&rebuilt);
+    let user_connections = super::user_connections::UserConnections::default();
     let mut boots: Vec<Boot> = (0..shards)
         .map(|shard| Boot {
             shard,
@@ -227,6 +230,7 @@ pub fn start(config: ServerConfig) -> Result<Server, String> {
             receivers: (0..shards).map(|_| None).collect(),
             token_key: token_key.clone(),
             finish_settlement: finish[shard].clone(),
+            user_connections: user_connections.clone(),
         })
         .collect();
     for from in 0..shards {
@@ -498,7 +502,8 @@ async fn run_shard(
         accounts.clone(),
     )
     .with_ws_limits(config.ws_limits)
-    .with_rate_limit(config.max_requests_per_sec);
+    .with_rate_limit(config.max_requests_per_sec)
+    .with_user_connections(boot.user_connections.clone(), config.max_connections_per_user);
     if let Some(key) = token_key {
         ctx = ctx.with_auth(AuthGate { key: Rc::new(key), token_ttl_secs: config.auth.token_ttl_secs });
     }

@@ -52,6 +52,7 @@ http_error_codes! {
     TooManyConnections = 9014, 503, "too many connections on this shard";
     TooManyRequests = 9015, 429, "too many requests on this connection: slow down";
     SettlementRunning = 9016, 409, "daily settlement is running: trading resumes when it ends";
+    TooManyUserConnections = 9017, 429, "too many connections for this user: close one first";
     MissingToken = 9201, 401, "authentication required: send Authorization: Bearer <token> from POST /api/auth/login";
     InvalidToken = 9202, 401, "invalid token: log in again";
     TokenExpired = 9203, 401, "token expired: log in again";

@@ -487,6 +487,7 @@ fn error_table_is_stable() {
         (HttpErrorCode::TooManyConnections, 9014, 503),
         (HttpErrorCode::TooManyRequests, 9015, 429),
         (HttpErrorCode::SettlementRunning, 9016, 409),
+        (HttpErrorCode::TooManyUserConnections, 9017, 429),
         (HttpErrorCode::MissingToken, 9201, 401),
         (HttpErrorCode::InvalidToken, 9202, 401),
         (HttpErrorCode::TokenExpired, 9203, 401),
