@@ -283,9 +283,9 @@ impl Cluster {
             | Action::Modify { account_id, .. } => by_account(account_id),
             Action::Submit(order) => by_account(&order.account_id),
             Action::Register { user_id, .. } => by_account(user_id),
-            Action::SetSettlementPrice { instrument_id, .. } | Action::SetInstrumentStatus { instrument_id, .. } => {
-                self.instrument_shard(instrument_id)
-            }
+            Action::SetSettlementPrice { instrument_id, .. }
+            | Action::SetInstrumentStatus { instrument_id, .. }
+            | Action::UpdateInstrument { instrument_id, .. } => self.instrument_shard(instrument_id),
             // Sent to each shard by `settle`.
             Action::Settle(_) => 0,
             Action::AsUser { action, .. } => self.shard_of(action),
@@ -358,7 +358,11 @@ impl Cluster {
 
     /// An instrument's status on every shard, its owner first (as the server sends it).
     fn set_status(&mut self, symbol: &str, status: qaexchange::domain::instrument::InstrumentStatus) {
-        let action = Action::SetInstrumentStatus { instrument_id: inst(symbol), status };
+        self.on_every_shard(Action::SetInstrumentStatus { instrument_id: inst(symbol), status });
+    }
+
+    /// `action` on the owner of the instrument it names, then on every other shard.
+    fn on_every_shard(&mut self, action: Action) {
         let owner = self.shard_of(&action);
         let others = (0..self.services.len()).filter(|&s| s != owner);
         for shard in std::iter::once(owner).chain(others).collect::<Vec<_>>() {
@@ -692,8 +696,12 @@ fn trade_before(c: &mut Cluster) {
     // the checkpoint carries the cut and the statements.
     c.settle(&[("SR501", 5002.0)]);
     c.check_invariants();
-    // Suspended at the checkpoint (every shard's copy of the spec must say so after it).
+    // Suspended at the checkpoint (every shard's copy of the spec must say so after it), and
+    // SR501's margin and largest order changed.
     c.set_status("cu2502", qaexchange::domain::instrument::InstrumentStatus::Suspended);
+    let update =
+        qaexchange::domain::instrument::InstrumentUpdate::from_values(Some(0.12), None, Some(50), None).unwrap();
+    c.on_every_shard(Action::UpdateInstrument { instrument_id: inst("SR501"), update });
     // Resting at the checkpoint: a close order (the book must remember its offset) ...
     let holder = c.long_holder("SR501");
     c.act(close(holder, "cl1", "SR501", Sell, 5009.0, 1));

@@ -73,3 +73,44 @@ fn suspend_resume_close_and_delist_reach_every_shard() {
     assert_eq!(c.refused("POST", "/api/order/submit", Some(order("A", "a4", "BUY", 70000.0)), 400), 2002);
     settled_state(&mut c);
 }
+
+#[test]
+fn risk_parameters_change_on_every_shard_and_persist() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = start(&options(dir.path()));
+    let mut c = server.client();
+    for account in ["A", "B"] {
+        c.ok("POST", "/api/account/open", Some(json!({"account_id": account, "init_cash": 1_000_000.0})));
+    }
+    // B (shard 1) is long 1 cu2501 at 70000 from A: margin 10 % of 350,000 = 35,000.
+    c.ok("POST", "/api/order/submit", Some(order("A", "a1", "SELL", 70000.0)));
+    c.ok("POST", "/api/order/submit", Some(order("B", "b1", "BUY", 70000.0)));
+    let margin = |c: &mut Client, account: &str| {
+        server_support::fixed4(&c.ok("GET", &format!("/api/account/{account}"), None)["margin"])
+    };
+    assert_eq!(margin(&mut c, "B"), 35_000 * 10_000);
+
+    let body = json!({"margin_rate_long": 0.2, "max_order_volume": 2,
+                      "commission": {"open_per_lot": 5.0, "close_per_lot": 5.0, "close_today_per_lot": 8.0}});
+    let updated = c.ok("POST", "/api/admin/instrument/cu2501/update", Some(body));
+    assert_eq!((updated["margin_rate_long"].as_f64(), updated["max_order_volume"].as_i64()), (Some(0.2), Some(2)));
+    // Positions are margined at the new rate at once; every shard refuses orders above 2 lots.
+    assert_eq!(margin(&mut c, "B"), 70_000 * 10_000);
+    let big = |account: &str| {
+        json!({"account_id": account, "client_order_id": "big", "instrument_id": "cu2501",
+                                     "direction": "BUY", "offset": "OPEN", "limit_price": 69000.0, "volume": 3})
+    };
+    assert_eq!(c.refused("POST", "/api/order/submit", Some(big("A")), 400), 2003);
+    assert_eq!(c.refused("POST", "/api/order/submit", Some(big("B")), 400), 2003);
+    // Bad updates change nothing.
+    for bad in [json!({}), json!({"margin_rate_long": 1.5}), json!({"max_order_volume": 0}), json!({"tick": 1})] {
+        assert_eq!(c.refused("POST", "/api/admin/instrument/cu2501/update", Some(bad), 400), 9005);
+    }
+    let before = settled_state(&mut c);
+    server.terminate();
+    let server = start(&options(dir.path()));
+    let mut c = server.client();
+    assert_eq!(settled_state(&mut c), before);
+    assert_eq!(margin(&mut c, "B"), 70_000 * 10_000);
+    assert_eq!(c.refused("POST", "/api/order/submit", Some(big("A")), 400), 2003);
+}

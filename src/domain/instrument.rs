@@ -181,6 +181,74 @@ pub struct Instrument {
     pub delivery_month: Option<u32>,
 }
 
+/// An operator's change of an instrument's risk parameters (what is absent stays). Applied on
+/// every shard at once: margins of open positions follow the new rates immediately; holds of
+/// live orders keep what they froze; fills after it pay the new commission.
+#[derive(
+    Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+)]
+pub struct InstrumentUpdate {
+    pub margin_rate_long: Option<Rate>,
+    pub margin_rate_short: Option<Rate>,
+    pub max_order_volume: Option<Volume>,
+    pub commission: Option<CommissionSchedule>,
+}
+
+impl InstrumentUpdate {
+    /// An update from config-style values, checked as the config is (rates in [0, 1], a
+    /// positive largest order, non-negative finite commissions).
+    pub fn from_values(
+        margin_rate_long: Option<f64>,
+        margin_rate_short: Option<f64>,
+        max_order_volume: Option<Volume>,
+        commission: Option<&CommissionConfig>,
+    ) -> Result<Self, String> {
+        let rate = |r: Option<f64>, name: &str| match r {
+            Some(r) if !(0.0..=1.0).contains(&r) => Err(format!("{name} must be in [0, 1]")),
+            r => Ok(r.map(rate_from_f64)),
+        };
+        if max_order_volume.is_some_and(|v| v < 1) {
+            return Err("max_order_volume must be positive".into());
+        }
+        let commission = match commission {
+            None => None,
+            Some(c) => {
+                let values = [
+                    c.open_per_lot,
+                    c.close_per_lot,
+                    c.close_today_per_lot,
+                    c.open_rate,
+                    c.close_rate,
+                    c.close_today_rate,
+                ];
+                if values.iter().any(|v| !v.is_finite() || *v < 0.0) {
+                    return Err("commission values must be non-negative".into());
+                }
+                Some(CommissionSchedule {
+                    open_per_lot: money_from_f64(c.open_per_lot),
+                    close_per_lot: money_from_f64(c.close_per_lot),
+                    close_today_per_lot: money_from_f64(c.close_today_per_lot),
+                    open_rate: rate_from_f64(c.open_rate),
+                    close_rate: rate_from_f64(c.close_rate),
+                    close_today_rate: rate_from_f64(c.close_today_rate),
+                })
+            }
+        };
+        let update = InstrumentUpdate {
+            margin_rate_long: rate(margin_rate_long, "margin_rate_long")?,
+            margin_rate_short: rate(margin_rate_short, "margin_rate_short")?,
+            max_order_volume,
+            commission,
+        };
+        if update == InstrumentUpdate::default() {
+            return Err(
+                "nothing to update: give margin_rate_long, margin_rate_short, max_order_volume or commission".into()
+            );
+        }
+        Ok(update)
+    }
+}
+
 /// Why an instrument config was refused.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct InstrumentConfigError(pub String);
@@ -262,6 +330,22 @@ impl Instrument {
             delivery_year: config.delivery_year,
             delivery_month: config.delivery_month,
         })
+    }
+
+    /// Applies an operator's update (see [`InstrumentUpdate`]).
+    pub fn apply(&mut self, update: &InstrumentUpdate) {
+        if let Some(rate) = update.margin_rate_long {
+            self.margin_rate_long = rate;
+        }
+        if let Some(rate) = update.margin_rate_short {
+            self.margin_rate_short = rate;
+        }
+        if let Some(volume) = update.max_order_volume {
+            self.max_order_volume = volume;
+        }
+        if let Some(commission) = update.commission {
+            self.commission = commission;
+        }
     }
 
     /// `EXCHANGE.instrument`, the DIFF symbol.

@@ -199,6 +199,33 @@ pub fn freeze_mode(body: &[u8]) -> Result<crate::domain::ledger::account::Freeze
     Ok(b.mode)
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InstrumentUpdateBody {
+    #[serde(default)]
+    margin_rate_long: Option<f64>,
+    #[serde(default)]
+    margin_rate_short: Option<f64>,
+    #[serde(default)]
+    max_order_volume: Option<Volume>,
+    #[serde(default)]
+    commission: Option<crate::domain::instrument::CommissionConfig>,
+}
+
+/// `POST /api/admin/instrument/{id}/update`: any of `margin_rate_long`, `margin_rate_short`,
+/// `max_order_volume`, `commission` (the config's fields; a commission replaces the whole
+/// schedule, absent fields 0).
+pub fn instrument_update(body: &[u8]) -> Result<crate::domain::instrument::InstrumentUpdate, BodyError> {
+    let b: InstrumentUpdateBody = decode(body)?;
+    crate::domain::instrument::InstrumentUpdate::from_values(
+        b.margin_rate_long,
+        b.margin_rate_short,
+        b.max_order_volume,
+        b.commission.as_ref(),
+    )
+    .map_err(|e| BodyError(format!("request body is not valid for this endpoint: {e}")))
+}
+
 /// `POST /api/admin/settlement/set-price`: `{"instrument_id", "price"}`.
 pub fn settlement_price(body: &[u8]) -> Result<Action, BodyError> {
     let b: PriceBody = decode(body)?;

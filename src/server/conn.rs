@@ -65,9 +65,9 @@ impl Router {
             | Action::Modify { account_id, .. } => account(account_id),
             Action::Submit(order) => account(&order.account_id),
             Action::Register { user_id, .. } => account(user_id),
-            Action::SetSettlementPrice { instrument_id, .. } | Action::SetInstrumentStatus { instrument_id, .. } => {
-                instrument(instrument_id)
-            }
+            Action::SetSettlementPrice { instrument_id, .. }
+            | Action::SetInstrumentStatus { instrument_id, .. }
+            | Action::UpdateInstrument { instrument_id, .. } => instrument(instrument_id),
             Action::Settle(_) => here,
             Action::AsUser { action, .. } => self.target(action, here),
             Action::Query(query) => match query {
@@ -709,9 +709,9 @@ async fn run_step(
             batch.settle(answers).await;
             return Some(Output::Json(super::force_liquidation::liquidate(ctx, conn, answers, account_id).await, None));
         }
-        Step::InstrumentStatus { instrument_id, status } => {
+        Step::InstrumentChange(action) => {
             batch.settle(answers).await;
-            return Some(Output::Json(instrument_status(ctx, conn, answers, instrument_id, status).await, None));
+            return Some(Output::Json(instrument_change(ctx, conn, answers, action).await, None));
         }
         Step::SettledDays => {
             batch.settle(answers).await;
@@ -942,16 +942,14 @@ async fn settled_days(ctx: &ShardContext, conn: u64, answers: &LocalReceiver<(u3
     Reply::success(&list)
 }
 
-/// An instrument's status set on every shard, its owner first (whose matcher is the authority),
-/// each change logged there; the owner's answer.
-async fn instrument_status(
+/// An instrument's status or parameters changed on every shard, its owner first (whose matcher
+/// is the authority), each change logged there; the owner's answer.
+async fn instrument_change(
     ctx: &ShardContext,
     conn: u64,
     answers: &LocalReceiver<(u32, Answer)>,
-    instrument_id: InstrumentId,
-    status: crate::domain::instrument::InstrumentStatus,
+    action: Action,
 ) -> Reply {
-    let action = Action::SetInstrumentStatus { instrument_id, status };
     let owner = ctx.router.target(&action, ctx.shard);
     let first = match ctx.ask(conn, answers, owner, action.clone()).await {
         Answer::Reply(reply) => reply,
@@ -1058,8 +1056,8 @@ enum Step {
     SettledDay(u32),
     /// `POST /api/admin/account/{id}/force-liquidate`.
     ForceLiquidate(crate::domain::name::AccountId),
-    /// An instrument's new status, on every shard (its owner first).
-    InstrumentStatus { instrument_id: InstrumentId, status: crate::domain::instrument::InstrumentStatus },
+    /// A change of an instrument's status or parameters, on every shard (its owner first).
+    InstrumentChange(Action),
 }
 
 fn bad_body(e: BodyError) -> Step {
@@ -1182,7 +1180,13 @@ fn plan_action(ctx: &ShardContext, target: Route, body: &[u8]) -> Step {
         }
         Route::SettlementHistory => return Step::SettledDays,
         Route::AdminInstrumentStatus { instrument_id, status } => {
-            return Step::InstrumentStatus { instrument_id, status }
+            return Step::InstrumentChange(Action::SetInstrumentStatus { instrument_id, status })
+        }
+        Route::AdminInstrumentUpdate { instrument_id } => {
+            return match body::instrument_update(body) {
+                Ok(update) => Step::InstrumentChange(Action::UpdateInstrument { instrument_id, update }),
+                Err(e) => bad_body(e),
+            }
         }
         Route::SettlementDetail { trading_day } => return Step::SettledDay(trading_day),
         Route::Statements { account_id } => Ok(Action::Query(Query::Statements(account_id))),

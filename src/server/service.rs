@@ -62,6 +62,11 @@ pub enum Action {
         instrument_id: InstrumentId,
         status: crate::domain::instrument::InstrumentStatus,
     },
+    /// An instrument's risk parameters on one shard (sent to every shard, the owner first).
+    UpdateInstrument {
+        instrument_id: InstrumentId,
+        update: crate::domain::instrument::InstrumentUpdate,
+    },
     /// An admin freezes (trading and withdrawals stop; cancels still run) or unfreezes an
     /// account (command `set_account_frozen`).
     SetFrozen {
@@ -543,6 +548,11 @@ impl Service {
                 self.engine.set_instrument_status(*instrument, *status).map_err(|e| e.message().to_string())?;
                 return Ok(Vec::new());
             }
+            WalRecord::InstrumentUpdate { ts, instrument, update } => {
+                self.last_ts = self.last_ts.max(*ts);
+                let out = &mut self.out;
+                self.engine.update_instrument(*ts, *instrument, update, out).map_err(|e| e.message().to_string())?;
+            }
             WalRecord::Genesis { .. } => return Err("a second genesis record".into()),
         }
         self.journal_step();
@@ -585,6 +595,11 @@ impl Service {
                 self.last_ts = self.last_ts.max(*ts);
                 self.engine.set_instrument_status(*instrument, *status).map_err(|e| e.message().to_string())
             }
+            WalRecord::InstrumentUpdate { ts, instrument, update } => {
+                self.last_ts = self.last_ts.max(*ts);
+                let out = &mut self.out;
+                self.engine.update_instrument(*ts, *instrument, update, out).map_err(|e| e.message().to_string())
+            }
             WalRecord::Genesis { .. } => Err("a second genesis record".into()),
         };
         std::mem::swap(&mut self.out.events, events);
@@ -607,7 +622,8 @@ impl Service {
             | WalRecord::Command(_)
             | WalRecord::Peer { .. }
             | WalRecord::Settlement { .. }
-            | WalRecord::InstrumentStatus { .. } => {}
+            | WalRecord::InstrumentStatus { .. }
+            | WalRecord::InstrumentUpdate { .. } => {}
         }
     }
 
@@ -806,6 +822,7 @@ impl Service {
                     | Action::SetFrozen { .. }
                     | Action::SetSettlementPrice { .. }
                     | Action::SetInstrumentStatus { .. }
+                    | Action::UpdateInstrument { .. }
             )
         {
             return staged.replies.push((origin, Answer::Reply(Reply::http(HttpErrorCode::SettlementRunning))));
@@ -914,6 +931,21 @@ impl Service {
             }
             // Answered above.
             Action::Settle(_) => Reply::http(HttpErrorCode::InternalError),
+            Action::UpdateInstrument { instrument_id, update } => {
+                self.out.clear();
+                let result = self.instrument(&instrument_id).and_then(|slot| {
+                    let out = &mut self.out;
+                    self.engine.update_instrument(ts, slot, &update, out).map(|()| slot).map_err(Reply::reject)
+                });
+                match result {
+                    Ok(slot) => {
+                        self.journal_step();
+                        staged.records.push(WalRecord::InstrumentUpdate { ts, instrument: slot, update });
+                        Reply::success(&InstrumentView::from(&self.engine.instruments()[slot as usize]))
+                    }
+                    Err(reply) => reply,
+                }
+            }
             Action::SetInstrumentStatus { instrument_id, status } => {
                 let result = self.instrument(&instrument_id).and_then(|slot| {
                     self.engine.set_instrument_status(slot, status).map(|()| slot).map_err(Reply::reject)

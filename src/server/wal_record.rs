@@ -56,6 +56,12 @@ pub enum WalRecord {
         instrument: u32,
         status: crate::domain::instrument::InstrumentStatus,
     },
+    /// An operator's update of an instrument's risk parameters (on every shard, owner first).
+    InstrumentUpdate {
+        ts: TimestampNs,
+        instrument: u32,
+        update: crate::domain::instrument::InstrumentUpdate,
+    },
     /// Message `seq` from shard `from`, run at `ts`.
     Peer {
         ts: TimestampNs,

@@ -156,6 +156,19 @@ impl Ledger {
         Ok(())
     }
 
+    /// Recomputes every position's margin in `instrument` (its margin rates changed); returns
+    /// the slots of the accounts that hold it.
+    pub fn refresh_margins(&mut self, instrument: u32, inst: &Instrument) -> Vec<u32> {
+        let mut held = Vec::new();
+        for (slot, account) in self.accounts.iter_mut().enumerate() {
+            if account.positions.iter().any(|p| p.instrument == instrument) {
+                account.refresh_margin(instrument, inst);
+                held.push(slot as u32);
+            }
+        }
+        held
+    }
+
     pub fn set_status(&mut self, slot: u32, status: AccountStatus) {
         self.accounts[slot as usize].status = status;
     }

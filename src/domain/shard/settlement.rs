@@ -80,6 +80,29 @@ impl ShardEngine {
         Ok(())
     }
 
+    /// An operator's update of an instrument's risk parameters, run on every shard.
+    pub fn update_instrument(
+        &mut self,
+        ts: TimestampNs,
+        instrument: u32,
+        update: &crate::domain::instrument::InstrumentUpdate,
+        out: &mut StepOutput,
+    ) -> Result<(), RejectCode> {
+        let inst = self.instruments.get_mut(instrument as usize).ok_or(RejectCode::InstrumentNotFound)?;
+        inst.apply(update);
+        if update.margin_rate_long.is_some() || update.margin_rate_short.is_some() {
+            // Positions are margined at the new rates at once (holds of live orders keep what
+            // they froze).
+            let inst = self.instruments[instrument as usize].clone();
+            for slot in self.ledger.refresh_margins(instrument, &inst) {
+                self.touched.account(slot);
+                self.touched.position(slot, instrument);
+            }
+        }
+        self.finish_step(ts, out);
+        Ok(())
+    }
+
     /// The settlement price set for an instrument this shard owns, if any.
     pub fn settlement_price(&self, instrument: u32) -> Option<Price> {
         self.settlement_prices.get(instrument as usize).copied().flatten()

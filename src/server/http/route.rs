@@ -184,6 +184,8 @@ pub enum Route {
     Statements { account_id: AccountId },
     /// `POST /api/admin/instrument/{id}/{suspend|resume|close|delist}`
     AdminInstrumentStatus { instrument_id: InstrumentId, status: crate::domain::instrument::InstrumentStatus },
+    /// `POST /api/admin/instrument/{id}/update`
+    AdminInstrumentUpdate { instrument_id: InstrumentId },
 }
 
 /// Who may call a route once auth is on (`[auth] enabled`).
@@ -248,6 +250,7 @@ impl Route {
             Route::SettlementDetail { .. } => "GET /api/admin/settlement/detail/{trading_day}",
             Route::Statements { .. } => "GET /api/settlement/{account_id}",
             Route::AdminInstrumentStatus { .. } => "POST /api/admin/instrument/{id}/{action}",
+            Route::AdminInstrumentUpdate { .. } => "POST /api/admin/instrument/{id}/update",
         }
     }
 
@@ -296,7 +299,8 @@ impl Route {
             | Route::SettlementExecute
             | Route::SettlementHistory
             | Route::SettlementDetail { .. }
-            | Route::AdminInstrumentStatus { .. } => Access::Admin,
+            | Route::AdminInstrumentStatus { .. }
+            | Route::AdminInstrumentUpdate { .. } => Access::Admin,
         }
     }
 }
@@ -439,11 +443,16 @@ pub fn route(method: Method, path: &str, query: &str) -> Result<Route, HttpError
             })
         }
         ["api", "admin", "settlement", "history"] => get_only().map(|()| Route::SettlementHistory),
-        ["api", "admin", "instrument", id, action @ ("suspend" | "resume" | "close" | "delist")] if !id.is_empty() => {
+        ["api", "admin", "instrument", id, action @ ("suspend" | "resume" | "close" | "delist" | "update")]
+            if !id.is_empty() =>
+        {
             if !is_post {
                 return Err(HttpError::method_not_allowed("POST"));
             }
             use crate::domain::instrument::InstrumentStatus;
+            if *action == "update" {
+                return Ok(Route::AdminInstrumentUpdate { instrument_id: instrument_id(id)? });
+            }
             let status = match *action {
                 "suspend" => InstrumentStatus::Suspended,
                 "resume" => InstrumentStatus::Trading,
