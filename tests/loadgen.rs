@@ -344,3 +344,29 @@ fn loadgen_pipelines_to_the_raw_responder() {
     assert_eq!(num(&fields, "refused"), 0.0, "{stdout}");
     assert!(num(&fields, "throughput") > 100.0, "{stdout}");
 }
+
+/// With auth on, `--auth USER:PASSWORD` registers the run's user, logs in, and every request
+/// carries the token: the accounts are the user's, and nothing is refused for want of a token
+/// or for ownership.
+#[test]
+fn loadgen_logs_in_on_a_server_with_auth() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = Options::new(Some(dir.path()));
+    opts.auth = true;
+    let server = start(&opts);
+    let target = server.addr.to_string();
+    let out = dir.path().join("hgrm");
+    let args = ["--target", &target, "--connections", "4", "--duration", "0.5", "--warmup", "0.2", "--pipeline", "4"];
+    let mut args: Vec<&str> = args.to_vec();
+    args.extend(["--out", out.to_str().unwrap(), "--auth", "loadgen:load-pw"]);
+    let (fields, stdout) = loadgen(&args);
+    all_answered(&fields, 0.5, &stdout);
+    only_mix_refusals(&stdout, true);
+    // The accounts belong to the run's user.
+    let mut c = server_support::login_client(&server, "loadgen", "load-pw");
+    assert_eq!(c.ok("GET", "/api/user/loadgen/accounts", None).as_array().unwrap().len(), 4);
+    // Without the token the same run is refused at once.
+    let output = Command::new(LOADGEN).args(["--target", &target, "--duration", "0.2"]).output().unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("9201"), "{}", String::from_utf8_lossy(&output.stderr));
+}

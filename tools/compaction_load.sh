@@ -30,27 +30,8 @@ trap cleanup EXIT
 printf '[storage]\nmemtable_kib = 4194304\ncompaction_trigger_tables = 1000\n' > "$DATA/quiet.toml"
 printf "[storage]\nmemtable_kib = %s\ncompaction_trigger_tables = 2\n" "${BUSY_KIB:-1024}" > "$DATA/busy.toml"
 
-start_and_wait() {
-  local name=$1; shift
-  "$@" > "$OUT/$name.stdout" 2> "$OUT/$name.stderr" &
-  PID=$!; PIDS+=("$PID")
-  for _ in $(seq 1 200); do
-    ADDR=$(grep -o 'http=[^ ]*' "$OUT/$name.stdout" 2>/dev/null | head -1 | cut -d= -f2 || true)
-    [ -n "$ADDR" ] && return 0
-    sleep 0.05
-  done
-  echo "$name did not start: $(cat "$OUT/$name.stderr")" >&2; exit 1
-}
-
-load() {
-  local label=$1 addr=$2 rate=$3; shift 3
-  local line
-  line=$("$BIN/qaexchange-loadgen" --target "$addr" --connections "$CONNECTIONS" --pipeline "$PIPELINE" \
-      --rate "$rate" --duration "$DURATION" --warmup "$WARMUP" --pin-from "$LOAD_CORE" --out "$OUT" \
-      --label "$label" "$@" 2>>"$OUT/loadgen.stderr" | tee -a "$OUT/results.txt" | grep '^RESULT')
-  echo "$line"
-  THROUGHPUT=$(echo "$line" | grep -o 'throughput=[0-9.]*' | cut -d= -f2)
-}
+# shellcheck source=tools/lib.sh
+source tools/lib.sh
 
 start_and_wait raw "$BIN/qaexchange-raw-responder" --http 127.0.0.1:0 --shards 1
 load raw-max "$ADDR" 0 --raw

@@ -109,6 +109,10 @@ struct Cli {
     /// measured window, from /proc/PID/stat, and report it beside the generator's own.
     #[arg(long)]
     cpu_pid: Option<u32>,
+    /// A server with auth on: register USER (if new), log in, and send its bearer token with
+    /// every request; the run's accounts are then USER's (HTTP modes only).
+    #[arg(long, value_name = "USER:PASSWORD")]
+    auth: Option<String>,
 }
 
 /// CPU seconds (user + system) process `pid` used so far, from /proc/PID/stat (`self` for
@@ -242,13 +246,22 @@ fn run_cli(cli: &Cli) -> Result<(), String> {
         "{:x}",
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis() % 0xff_ffff
     );
+    // A server with auth on: the run's user, registered if new, and its token on every request.
+    let token = match &cli.auth {
+        Some(credentials) if !cli.raw => {
+            let (user, password) =
+                credentials.split_once(':').ok_or("--auth takes USER:PASSWORD (the run's user, registered if new)")?;
+            Some(setup::login(cli.target, user, password)?)
+        }
+        _ => None,
+    };
     let markets = if cli.raw {
         vec![Market::new("SR501", 1.0, 4500.0, 5500.0, 5000.0)]
     } else {
         let markets = setup::markets(cli.target, &cli.instruments)?;
         // 100 billion each: no order of a run is refused for funds.
         let password = cli.diff_orders.then_some(cli.diff_password.as_str());
-        setup::open_accounts(cli.target, &run_id, cli.connections, 100_000_000_000, password)?;
+        setup::open_accounts(cli.target, &run_id, cli.connections, 100_000_000_000, password, token.as_deref())?;
         markets
     };
     let config = LoadConfig {
@@ -262,6 +275,7 @@ fn run_cli(cli: &Cli) -> Result<(), String> {
         weights,
         pipeline: cli.pipeline as usize,
         run_id,
+        token,
     };
     let transport = if diff_orders_ws.is_some() { "DIFF orders, " } else { "" };
     let mode = if config.rate > 0.0 {

@@ -33,29 +33,8 @@ PIDS=()
 cleanup() { for p in "${PIDS[@]:-}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$DATA"; }
 trap cleanup EXIT
 
-# start_and_wait NAME CMD...: runs CMD, waits for its "ready http=ADDR" line, sets $ADDR, $PID.
-start_and_wait() {
-  local name=$1; shift
-  "$@" > "$OUT/$name.stdout" 2> "$OUT/$name.stderr" &
-  PID=$!; PIDS+=("$PID")
-  for _ in $(seq 1 200); do
-    ADDR=$(grep -o 'http=[^ ]*' "$OUT/$name.stdout" 2>/dev/null | head -1 | cut -d= -f2 || true)
-    [ -n "$ADDR" ] && return 0
-    sleep 0.05
-  done
-  echo "$name did not start: $(cat "$OUT/$name.stderr")" >&2; exit 1
-}
-
-# load LABEL ADDR RATE [extra]: one load run; prints its RESULT line, sets $THROUGHPUT.
-load() {
-  local label=$1 addr=$2 rate=$3; shift 3
-  local line
-  line=$("$BIN/qaexchange-loadgen" --target "$addr" --connections "$CONNECTIONS" --pipeline "$PIPELINE" \
-      --rate "$rate" --duration "$DURATION" --warmup "$WARMUP" --pin-from "$LOAD_CORE" --mix "$MIX" --out "$OUT" \
-      --label "$label" "$@" 2>>"$OUT/loadgen.stderr" | tee -a "$OUT/results.txt" | grep '^RESULT')
-  echo "$line"
-  THROUGHPUT=$(echo "$line" | grep -o 'throughput=[0-9.]*' | cut -d= -f2)
-}
+# shellcheck source=tools/lib.sh
+source tools/lib.sh
 
 start_and_wait raw "$BIN/qaexchange-raw-responder" --http 127.0.0.1:0 --shards "$SHARDS"
 RAW=$ADDR; RAW_PID=$PID

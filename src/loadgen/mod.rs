@@ -52,6 +52,8 @@ pub struct LoadConfig {
     pub pipeline: usize,
     /// Account and client order id prefix, unique per run.
     pub run_id: String,
+    /// Bearer token every request carries (a server with auth on); None: no header.
+    pub token: Option<String>,
 }
 
 /// What a run measured (the measured window only; warm-up is sent but not counted).
@@ -204,6 +206,8 @@ struct Shared {
     /// back per answer. Closed by the reader when it stops, which stops the writer.
     slots: Semaphore,
     broken: Cell<bool>,
+    /// `Authorization: Bearer <token>\r\n`, or empty.
+    auth_header: String,
 }
 
 /// When a connection sends.
@@ -258,6 +262,7 @@ async fn connection(
         report: RefCell::new(Report::empty(config.duration)),
         slots: Semaphore::new(pipeline as u64),
         broken: Cell::new(false),
+        auth_header: config.token.as_ref().map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default(),
     });
     let Ok(stream) = glommio::net::TcpStream::connect(config.target).await else {
         let mut report = shared.report.replace(Report::empty(config.duration));
@@ -361,8 +366,9 @@ async fn send_requests(
         for (_, request) in &batch {
             out.extend_from_slice(
                 format!(
-                    "POST {} HTTP/1.1\r\nHost: qaexchange\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+                    "POST {} HTTP/1.1\r\nHost: qaexchange\r\n{}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
                     request.path.url(),
+                    shared.auth_header,
                     request.body.len()
                 )
                 .as_bytes(),

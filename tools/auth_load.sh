@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Order flow with authentication on beside the same server with it off (docs/PERFORMANCE.md
+# "Authentication under load"): one durable shard pinned to core 0, the load generator on core
+# 1, the exchange-core mix; rounds interleaved (off, on, off, on...) because this machine is
+# noisy; the raw glommio+httparse responder as the same-run baseline. With auth on, the
+# generator registers and logs in one user (`--auth`) and every request carries its token.
+# For each: closed-loop max, then open loop at 50 % of the first auth-off max (p99).
+# Usage: tools/auth_load.sh  (knobs: ROUNDS=2 CONNECTIONS=32 PIPELINE=1 DURATION=5 WARMUP=2
+#                              LOAD_CORE=1 OUT=target/auth_load/<time>)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROUNDS=${ROUNDS:-2}
+CONNECTIONS=${CONNECTIONS:-32}
+PIPELINE=${PIPELINE:-1}
+DURATION=${DURATION:-5}
+WARMUP=${WARMUP:-2}
+LOAD_CORE=${LOAD_CORE:-1}
+OUT=${OUT:-target/auth_load/$(date -u +%Y%m%dT%H%M%S)}
+mkdir -p "$OUT"
+cargo build --release --quiet --bin qaexchange-server --bin qaexchange-loadgen --bin qaexchange-raw-responder
+BIN=target/release
+DATA=$(mktemp -d)
+PIDS=()
+cleanup() { for p in "${PIDS[@]:-}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$DATA"; }
+trap cleanup EXIT
+# shellcheck source=tools/lib.sh
+source tools/lib.sh
+
+start_and_wait raw "$BIN/qaexchange-raw-responder" --http 127.0.0.1:0 --shards 1
+load raw-max "$ADDR" 0 --raw
+kill "$PID" 2>/dev/null || true
+
+HALF=""
+for round in $(seq 1 "$ROUNDS"); do
+  for mode in off on; do
+    rm -rf "$DATA/$mode"
+    flags=(); creds=()
+    if [ "$mode" = off ]; then flags=(--no-auth); else creds=(--auth "loadgen:load-pw"); fi
+    start_and_wait "server-$mode-$round" "$BIN/qaexchange-server" "${flags[@]}" --http 127.0.0.1:0 \
+        --ws 127.0.0.1:0 --shards 1 --storage "$DATA/$mode"
+    load "$mode-max-$round" "$ADDR" 0 "${creds[@]}"
+    [ -z "$HALF" ] && HALF=$(python3 -c "print(max(1, round($THROUGHPUT / 2)))")
+    load "$mode-half-$round" "$ADDR" "$HALF" "${creds[@]}"
+    kill -TERM "$PID"; wait "$PID" || true
+  done
+done
+
+python3 - "$OUT/results.txt" <<'PY'
+import statistics, sys
+rows = {}
+for line in open(sys.argv[1]):
+    if line.startswith("RESULT "):
+        f = dict(kv.split("=", 1) for kv in line.split()[1:])
+        rows[f["label"]] = f
+print("| run | rate | answers/s | p50 us | p99 us | p99.9 us |")
+print("|---|---:|---:|---:|---:|---:|")
+for label, f in rows.items():
+    print(f"| {label} | {f['rate']} | {float(f['throughput']):,.0f} | {f['p50_us']} | {f['p99_us']} | {f['p999_us']} |")
+def med(prefix, key):
+    return statistics.median(float(f[key]) for l, f in rows.items() if l.startswith(prefix))
+raw = float(rows["raw-max"]["throughput"])
+off, on = med("off-max", "throughput"), med("on-max", "throughput")
+poff, pon = med("off-half", "p99_us"), med("on-half", "p99_us")
+print(f"\nmedian max: off {off:,.0f}/s ({off/raw:.2f} of raw {raw:,.0f}), on {on:,.0f}/s ({on/raw:.2f} of raw): on/off = {on/off:.3f}")
+print(f"median p99 at 50 %: off {poff:.0f} us, on {pon:.0f} us: on/off = {pon/poff:.3f}")
+PY
+echo "files: $OUT"
