@@ -114,3 +114,55 @@ fn risk_parameters_change_on_every_shard_and_persist() {
     assert_eq!(margin(&mut c, "B"), 70_000 * 10_000);
     assert_eq!(c.refused("POST", "/api/order/submit", Some(big("A")), 400), 2003);
 }
+
+#[test]
+fn pre_open_auction_trades_what_crosses_at_one_price_at_the_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = start(&options(dir.path()));
+    let mut c = server.client();
+    for account in ["A", "B", "C"] {
+        c.ok("POST", "/api/account/open", Some(json!({"account_id": account, "init_cash": 1_000_000.0})));
+    }
+    let sr = |account: &str, id: &str, direction: &str, price: f64, volume: i64, tc: &str| {
+        json!({"account_id": account, "client_order_id": id, "instrument_id": "SR501", "direction": direction,
+               "offset": "OPEN", "limit_price": price, "volume": volume, "time_condition": tc})
+    };
+    assert_eq!(c.ok("POST", "/api/admin/instrument/SR501/pre-open", None)["status"], "pre_open");
+    // Orders cross and rest: nothing trades before the open.
+    let a1 = c.ok("POST", "/api/order/submit", Some(sr("A", "a1", "BUY", 5010.0, 2, "GFD")));
+    assert_eq!(a1["order"]["status"], "ALIVE");
+    c.ok("POST", "/api/order/submit", Some(sr("B", "b1", "SELL", 5000.0, 3, "GTC")));
+    c.ok("POST", "/api/order/submit", Some(sr("C", "c1", "BUY", 4990.0, 1, "GFD")));
+    let book = c.ok("GET", "/api/market/orderbook/SR501", None);
+    assert_eq!((book["bids"][0]["price"].as_f64(), book["asks"][0]["price"].as_f64()), (Some(5010.0), Some(5000.0)));
+    assert_eq!(settled_state(&mut c)["instruments"][0]["open_interest"], 0);
+    // Only limit GFD/GTC orders; no IOC, no market; no crossing one's own order; no re-pricing.
+    assert_eq!(c.refused("POST", "/api/order/submit", Some(sr("C", "c2", "BUY", 5010.0, 1, "IOC")), 400), 2016);
+    let market = json!({"account_id": "C", "client_order_id": "c3", "instrument_id": "SR501", "direction": "BUY",
+                        "offset": "OPEN", "price_type": "ANY", "volume": 1, "time_condition": "IOC"});
+    assert_eq!(c.refused("POST", "/api/order/submit", Some(market), 400), 2016);
+    assert_eq!(c.refused("POST", "/api/order/submit", Some(sr("A", "a2", "SELL", 5000.0, 1, "GFD")), 400), 2008);
+    let reprice = json!({"account_id": "C", "client_order_id": "c1", "new_price": 5020.0});
+    assert_eq!(c.refused("POST", "/api/order/modify", Some(reprice), 400), 2016);
+
+    // The open: 2 lots can trade at 5000 or 5010 (1 lot left over either way); 5000 is the
+    // reference (pre-settlement), so 5000. A's bid and B's ask both fill as resting orders.
+    c.ok("POST", "/api/admin/instrument/SR501/open", None);
+    let state = settled_state(&mut c);
+    assert_eq!(state["instruments"][0]["open_interest"], 2, "{state}");
+    let trades = c.ok("GET", "/api/trades/user/A", None);
+    let prices: Vec<f64> = trades.as_array().unwrap().iter().map(|t| t["price"].as_f64().unwrap()).collect();
+    assert_eq!(prices, vec![5000.0], "{trades}");
+    let b1 = c.ok("GET", "/api/order/user/B", None)[0].clone();
+    assert_eq!((b1["status"].as_str(), b1["volume_left"].as_i64()), (Some("ALIVE"), Some(1)));
+    let book = c.ok("GET", "/api/market/orderbook/SR501", None);
+    assert_eq!((book["bids"][0]["price"].as_f64(), book["asks"][0]["price"].as_f64()), (Some(4990.0), Some(5000.0)));
+    // Continuous trading from here: C takes B's last lot.
+    let taken = c.ok("POST", "/api/order/submit", Some(sr("C", "c4", "BUY", 5000.0, 1, "GFD")));
+    assert_eq!(taken["trades"].as_array().unwrap().len(), 1);
+    // Replay gives the same state.
+    let before = settled_state(&mut c);
+    server.terminate();
+    let server = start(&options(dir.path()));
+    assert_eq!(settled_state(&mut server.client()), before);
+}

@@ -60,6 +60,10 @@ pub enum InstrumentStatus {
     Suspended,
     Closed,
     Delisted,
+    /// The pre-open call auction: limit GFD/GTC orders rest without matching; the open
+    /// (`Trading`) trades what crosses at one price.
+    #[serde(rename = "pre_open")]
+    PreOpen,
 }
 
 /// Commission schedule as written in config: yuan per lot plus a rate on turnover, separately

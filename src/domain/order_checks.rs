@@ -20,7 +20,14 @@ pub fn check_price(inst: &Instrument, price: Price) -> Result<(), RejectCode> {
 /// The order's own checks against its (found) instrument, first failing one reported:
 /// trading status, time condition, volume, volume condition, price type and price.
 pub fn check_order(inst: &Instrument, order: &InsertOrder) -> Result<(), RejectCode> {
-    if inst.status != InstrumentStatus::Trading {
+    if inst.status == InstrumentStatus::PreOpen {
+        let auction_order = order.price_type == PriceType::Limit
+            && matches!(order.time_condition, TimeCondition::Gfd | TimeCondition::Gtc)
+            && order.volume_condition == VolumeCondition::Any;
+        if !auction_order {
+            return Err(RejectCode::AuctionOrdersOnly);
+        }
+    } else if inst.status != InstrumentStatus::Trading {
         return Err(RejectCode::InstrumentNotTrading);
     }
     if !matches!(order.time_condition, TimeCondition::Gfd | TimeCondition::Gtc | TimeCondition::Ioc) {

@@ -545,8 +545,10 @@ impl Service {
             }
             WalRecord::InstrumentStatus { ts, instrument, status } => {
                 self.last_ts = self.last_ts.max(*ts);
-                self.engine.set_instrument_status(*instrument, *status).map_err(|e| e.message().to_string())?;
-                return Ok(Vec::new());
+                let out = &mut self.out;
+                self.engine
+                    .set_instrument_status(*ts, *instrument, *status, out)
+                    .map_err(|e| e.message().to_string())?;
             }
             WalRecord::InstrumentUpdate { ts, instrument, update } => {
                 self.last_ts = self.last_ts.max(*ts);
@@ -593,7 +595,8 @@ impl Service {
             }
             WalRecord::InstrumentStatus { ts, instrument, status } => {
                 self.last_ts = self.last_ts.max(*ts);
-                self.engine.set_instrument_status(*instrument, *status).map_err(|e| e.message().to_string())
+                let out = &mut self.out;
+                self.engine.set_instrument_status(*ts, *instrument, *status, out).map_err(|e| e.message().to_string())
             }
             WalRecord::InstrumentUpdate { ts, instrument, update } => {
                 self.last_ts = self.last_ts.max(*ts);
@@ -947,11 +950,17 @@ impl Service {
                 }
             }
             Action::SetInstrumentStatus { instrument_id, status } => {
+                self.out.clear();
                 let result = self.instrument(&instrument_id).and_then(|slot| {
-                    self.engine.set_instrument_status(slot, status).map(|()| slot).map_err(Reply::reject)
+                    let out = &mut self.out;
+                    self.engine.set_instrument_status(ts, slot, status, out).map(|()| slot).map_err(Reply::reject)
                 });
                 match result {
                     Ok(slot) => {
+                        // The open of an auction trades: its fills go to the account shards.
+                        self.journal_step();
+                        staged.sends.append(&mut self.out.sends);
+                        self.complete(staged);
                         staged.records.push(WalRecord::InstrumentStatus { ts, instrument: slot, status });
                         Reply::success(&InstrumentView::from(&self.engine.instruments()[slot as usize]))
                     }

@@ -9,7 +9,9 @@
 //! self-trade prevention.
 
 mod arena;
+mod auction;
 mod bitset;
+pub use auction::AuctionFill;
 
 use crate::domain::types::{Direction, Price, Volume};
 use arena::{Arena, OrderIndex, NIL};
@@ -156,6 +158,9 @@ pub struct OrderBook {
     /// Set when a change may have altered the top levels of either side; cleared by
     /// `take_depth_changed`. Lets market data skip re-reading depth after changes deep in the book.
     depth_dirty: bool,
+    /// Pre-open: orders rest without matching and the book may cross (`auction.rs`).
+    #[serde(default)]
+    auction: bool,
 }
 
 impl OrderBook {
@@ -176,6 +181,7 @@ impl OrderBook {
             arena: Arena::with_capacity(capacity),
             index,
             depth_dirty: true,
+            auction: false,
         }
     }
 
@@ -572,6 +578,7 @@ impl OrderBook {
             self.for_each_order(direction, |o| kept.push(*o));
         }
         let mut fresh = OrderBook::new(self.price_tick, lower_limit, upper_limit, self.resting_count());
+        fresh.auction = self.auction;
         for order in kept {
             match fresh.level_of(order.price) {
                 Some(level) => {
@@ -595,7 +602,7 @@ impl OrderBook {
 
     /// Checks the book's internal consistency (used by tests and debug assertions).
     pub fn check_invariants(&self) -> Result<(), String> {
-        if let (Some(bid), Some(ask)) = (self.best_bid(), self.best_ask()) {
+        if let (Some(bid), Some(ask), false) = (self.best_bid(), self.best_ask(), self.auction) {
             if bid >= ask {
                 return Err(format!("book crossed: bid {bid} >= ask {ask}"));
             }

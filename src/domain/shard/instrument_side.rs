@@ -37,10 +37,15 @@ impl ShardEngine {
         };
         // The owner's status is the authority: an order checked on another shard just before
         // a suspension reached it is refused here.
-        if self.instruments[instrument as usize].status != crate::domain::instrument::InstrumentStatus::Trading {
-            report.result = MatchResult::Rejected(RejectCode::InstrumentNotTrading);
-            self.send(reply_to, PeerMsg::Matched(report), out);
-            return;
+        use crate::domain::instrument::InstrumentStatus;
+        match self.instruments[instrument as usize].status {
+            InstrumentStatus::Trading => {}
+            InstrumentStatus::PreOpen => return self.rest_for_auction(req, report, out),
+            _ => {
+                report.result = MatchResult::Rejected(RejectCode::InstrumentNotTrading);
+                self.send(reply_to, PeerMsg::Matched(report), out);
+                return;
+            }
         }
         if match_limit.is_none() && req.price_type != PriceType::Any {
             // BEST / FIVELEVEL against an empty side: accepted, then ends at once.
@@ -78,6 +83,89 @@ impl ShardEngine {
             }
         }
         self.send(reply_to, PeerMsg::Matched(report), out);
+    }
+
+    /// A pre-open order: rests without matching (the book may cross until the open), unless it
+    /// is not an auction order or would cross the same account's own resting order.
+    fn rest_for_auction(&mut self, req: &MatchRequest, mut report: MatchReport, out: &mut StepOutput) {
+        let reply_to = order_shard(req.order_id, self.shards);
+        let instrument = req.instrument;
+        let Some(book) = self.books[instrument as usize].as_mut() else { return };
+        let incoming = Incoming {
+            order_id: req.order_id,
+            owner: req.owner,
+            direction: req.direction,
+            limit: req.limit_price,
+            volume: req.volume,
+            min_fill: 0,
+            rest_remainder: true,
+        };
+        let auction_order = req.price_type == PriceType::Limit && req.rests && req.min_fill == 0;
+        if !auction_order {
+            report.result = MatchResult::Rejected(RejectCode::AuctionOrdersOnly);
+        } else if book.would_self_trade(&incoming) {
+            report.result = MatchResult::Rejected(RejectCode::SelfTrade);
+        } else if !book.rest_unmatched(&incoming) {
+            report.result = MatchResult::Rejected(RejectCode::PriceOutOfBand);
+        } else {
+            report.rested = req.volume;
+            self.resting.insert(req.order_id, RestInfo { offset: req.offset });
+            self.touched.quote(instrument, false);
+        }
+        self.send(reply_to, PeerMsg::Matched(report), out);
+    }
+
+    /// The open after a pre-open auction: the book's crossing orders trade at one price, each
+    /// side reported to its account shard as a maker fill (both were resting).
+    pub(super) fn run_auction(&mut self, ts: TimestampNs, instrument: u32, out: &mut StepOutput) {
+        let i = instrument as usize;
+        let reference = self.instruments[i].pre_settlement;
+        let Some(book) = self.books[i].as_mut() else { return };
+        let (price, fills) = book.uncross(reference);
+        self.touched.quote(instrument, !fills.is_empty());
+        let Some(price) = price else { return };
+        for fill in fills {
+            let offset = |id: u64| self.resting.get(&id).map_or(Offset::Open, |r| r.offset);
+            let (bid_offset, ask_offset) = (offset(fill.bid.order_id), offset(fill.ask.order_id));
+            for (order, left) in [(fill.bid, fill.bid_left), (fill.ask, fill.ask_left)] {
+                if left == 0 {
+                    self.resting.remove(&order.order_id);
+                }
+            }
+            self.open_interest[i] += match (bid_offset == Offset::Open, ask_offset == Offset::Open) {
+                (true, true) => fill.volume,
+                (false, false) => -fill.volume,
+                _ => 0,
+            };
+            self.marks[i] = price;
+            let trade_id = self.next_trade_n * u64::from(self.shards) + u64::from(self.shard);
+            self.next_trade_n += 1;
+            if let Some(market) = self.markets[i].as_mut() {
+                market.on_trade(price, fill.volume, self.open_interest[i], ts);
+            }
+            let inst = &self.instruments[i];
+            out.events.push(Event::MarketTrade {
+                ts,
+                trade_id,
+                exchange_id: inst.exchange_id,
+                instrument_id: inst.instrument_id,
+                price,
+                volume: fill.volume,
+                // An auction trade has no aggressor; it is shown as the buyer's.
+                aggressor: Direction::Buy,
+            });
+            for (order, left) in [(fill.bid, fill.bid_left), (fill.ask, fill.ask_left)] {
+                let report = FillReport {
+                    order_id: order.order_id,
+                    trade_id,
+                    price,
+                    volume: fill.volume,
+                    volume_left: left,
+                    ts,
+                };
+                self.send(order_shard(order.order_id, self.shards), PeerMsg::MakerFill(report), out);
+            }
+        }
     }
 
     /// Turns the fills in `self.fills` (taker `taker_id` with `taker_volume` lots before them)
@@ -178,6 +266,13 @@ impl ShardEngine {
             self.send(reply_to, msg, out);
             return;
         };
+        if book.in_auction() && (price != resting.price || volume > resting.volume_left) {
+            // Re-queueing could trade; in the pre-open auction nothing trades before the open.
+            let live = Some((resting.price, resting.volume_left));
+            let msg = PeerMsg::ModifyFailed { order_id, code: RejectCode::AuctionOrdersOnly, live };
+            self.send(reply_to, msg, out);
+            return;
+        }
         if price == resting.price && volume <= resting.volume_left {
             // A pure decrease keeps its place in the queue (equal: trades since made it one).
             if volume < resting.volume_left {

@@ -170,7 +170,12 @@ impl ShardEngine {
             .iter()
             .enumerate()
             .map(|(n, i)| {
-                owned(n).then(|| OrderBook::new(i.price_tick, i.lower_limit, i.upper_limit, config.book_capacity))
+                owned(n).then(|| {
+                    let mut book = OrderBook::new(i.price_tick, i.lower_limit, i.upper_limit, config.book_capacity);
+                    // An instrument listed pre-open starts in its auction.
+                    book.set_auction(i.status == crate::domain::instrument::InstrumentStatus::PreOpen);
+                    book
+                })
             })
             .collect();
         let markets = instruments

@@ -66,10 +66,14 @@ impl ShardEngine {
     /// An operator's change of an instrument's status, run on every shard (the owner first: its
     /// matcher refuses orders for an instrument that is not trading, whatever the account
     /// shard saw). Delisting is final.
+    /// On the owner: entering pre-open starts the auction (orders rest without matching);
+    /// trading from then on (the open) runs it.
     pub fn set_instrument_status(
         &mut self,
+        ts: TimestampNs,
         instrument: u32,
         status: crate::domain::instrument::InstrumentStatus,
+        out: &mut StepOutput,
     ) -> Result<(), RejectCode> {
         use crate::domain::instrument::InstrumentStatus;
         let inst = self.instruments.get_mut(instrument as usize).ok_or(RejectCode::InstrumentNotFound)?;
@@ -77,6 +81,16 @@ impl ShardEngine {
             return Err(RejectCode::InstrumentNotTrading);
         }
         inst.status = status;
+        if let Some(book) = self.books[instrument as usize].as_mut() {
+            match status {
+                InstrumentStatus::PreOpen => book.set_auction(true),
+                InstrumentStatus::Trading if book.in_auction() => self.run_auction(ts, instrument, out),
+                _ => {}
+            }
+        }
+        // Fills of this shard's own accounts are handled in the same step.
+        self.drain_local(ts, out);
+        self.finish_step(ts, out);
         Ok(())
     }
 

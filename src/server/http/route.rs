@@ -443,7 +443,7 @@ pub fn route(method: Method, path: &str, query: &str) -> Result<Route, HttpError
             })
         }
         ["api", "admin", "settlement", "history"] => get_only().map(|()| Route::SettlementHistory),
-        ["api", "admin", "instrument", id, action @ ("suspend" | "resume" | "close" | "delist" | "update")]
+        ["api", "admin", "instrument", id, action @ ("suspend" | "resume" | "open" | "pre-open" | "close" | "delist" | "update")]
             if !id.is_empty() =>
         {
             if !is_post {
@@ -455,7 +455,8 @@ pub fn route(method: Method, path: &str, query: &str) -> Result<Route, HttpError
             }
             let status = match *action {
                 "suspend" => InstrumentStatus::Suspended,
-                "resume" => InstrumentStatus::Trading,
+                "resume" | "open" => InstrumentStatus::Trading,
+                "pre-open" => InstrumentStatus::PreOpen,
                 "close" => InstrumentStatus::Closed,
                 _ => InstrumentStatus::Delisted,
             };
