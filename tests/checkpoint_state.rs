@@ -286,6 +286,7 @@ impl Cluster {
             Action::SetSettlementPrice { instrument_id, .. }
             | Action::SetInstrumentStatus { instrument_id, .. }
             | Action::UpdateInstrument { instrument_id, .. } => self.instrument_shard(instrument_id),
+            Action::CreateInstrument(inst) => qaexchange::domain::shard::instrument_shard(inst, n) as usize,
             // Sent to each shard by `settle`.
             Action::Settle(_) => 0,
             Action::AsUser { action, .. } => self.shard_of(action),
@@ -702,6 +703,16 @@ fn trade_before(c: &mut Cluster) {
     let update =
         qaexchange::domain::instrument::InstrumentUpdate::from_values(Some(0.12), None, Some(50), None).unwrap();
     c.on_every_shard(Action::UpdateInstrument { instrument_id: inst("SR501"), update });
+    // Listed at run time: the checkpoint carries its book and quote, and it trades after.
+    let listed = parse_instruments(
+        "[[instrument]]\ninstrument_id = \"SR509\"\nexchange_id = \"CZCE\"\nproduct_id = \"SR\"\n\
+         volume_multiple = 10\nprice_tick = 1.0\nmargin_rate_long = 0.1\nmargin_rate_short = 0.1\n\
+         limit_rate = 0.1\npre_settlement = 5100.0\nmax_order_volume = 10\ncommission = { open_per_lot = 2.0 }\n",
+    )
+    .unwrap();
+    c.on_every_shard(Action::CreateInstrument(Box::new(listed[0].clone())));
+    c.act(limit("A", "n1", "SR509", Sell, 5100.0, 2));
+    c.drain();
     // Resting at the checkpoint: a close order (the book must remember its offset) ...
     let holder = c.long_holder("SR501");
     c.act(close(holder, "cl1", "SR501", Sell, 5009.0, 1));
@@ -718,6 +729,9 @@ fn trade_before(c: &mut Cluster) {
 /// that trade with what rests (time priority decides which), cancels and modifies of orders from
 /// before the checkpoint, followers, a new account, steps stamped before the last one.
 fn trade_after(c: &mut Cluster) {
+    // The instrument listed before the checkpoint trades against its resting order.
+    c.act(limit("B", "n2", "SR509", Buy, 5100.0, 1));
+    c.drain();
     // Suspended at the checkpoint: refused, then trading again.
     c.act(limit("B", "sus", "cu2502", Buy, 70000.0, 1));
     c.set_status("cu2502", qaexchange::domain::instrument::InstrumentStatus::Trading);

@@ -166,3 +166,50 @@ fn pre_open_auction_trades_what_crosses_at_one_price_at_the_open() {
     let server = start(&options(dir.path()));
     assert_eq!(settled_state(&mut server.client()), before);
 }
+
+#[test]
+fn instruments_listed_at_run_time_trade_on_every_shard_and_persist() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = start(&options(dir.path()));
+    let mut c = server.client();
+    for account in ["A", "B"] {
+        c.ok("POST", "/api/account/open", Some(json!({"account_id": account, "init_cash": 1_000_000.0})));
+    }
+    let spec = json!({"instrument_id": "SR509", "exchange_id": "CZCE", "product_id": "SR", "volume_multiple": 10,
+                      "price_tick": 1.0, "margin_rate_long": 0.1, "margin_rate_short": 0.1, "limit_rate": 0.1,
+                      "pre_settlement": 5100.0, "max_order_volume": 10, "commission": {"open_per_lot": 2.0}});
+    let listed = c.ok("POST", "/api/admin/instrument/create", Some(spec.clone()));
+    assert_eq!((listed["instrument_id"].as_str(), listed["upper_limit"].as_f64()), (Some("SR509"), Some(5610.0)));
+    assert_eq!(c.refused("POST", "/api/admin/instrument/create", Some(spec.clone()), 400), 2017);
+    let mut bad = spec.clone();
+    bad["instrument_id"] = json!("SR510");
+    bad["price_tick"] = json!(0.0);
+    assert_eq!(c.refused("POST", "/api/admin/instrument/create", Some(bad), 400), 9005);
+    // Every shard lists it (and tqsdk's instruments file has it); accounts on both shards trade it.
+    for _ in 0..6 {
+        let mut any = server.client();
+        let all = any.ok("GET", "/api/market/instruments", None);
+        assert!(all.as_array().unwrap().iter().any(|i| i["instrument_id"] == "SR509"));
+        let shinny = any.get("/api/market/instruments/shinny");
+        assert!(String::from_utf8_lossy(&shinny.body).contains("CZCE.SR509"));
+    }
+    let sr = |account: &str, id: &str, direction: &str| {
+        json!({"account_id": account, "client_order_id": id, "instrument_id": "CZCE.SR509", "direction": direction,
+               "offset": "OPEN", "limit_price": 5100.0, "volume": 2})
+    };
+    c.ok("POST", "/api/order/submit", Some(sr("A", "a1", "SELL")));
+    let taken = c.ok("POST", "/api/order/submit", Some(sr("B", "b1", "BUY")));
+    assert_eq!(taken["trades"].as_array().unwrap().len(), 1, "{taken}");
+    assert_eq!(c.ok("GET", "/api/market/tick/SR509", None)["last_price"], 5100.0);
+    let before = settled_state(&mut c);
+    // A checkpoint carries it; SIGKILL; the restart starts from the checkpoint.
+    c.ok("POST", "/admin/checkpoint", None);
+    server.kill9();
+    // After a restart (the instruments file does not have it: the checkpoint and WAL do).
+    let server = start(&options(dir.path()));
+    assert!(server.ready_field("checkpoints").is_some_and(|c| c.split(',').any(|s| s != "0")), "{}", server.ready_line);
+    let mut c = server.client();
+    assert_eq!(settled_state(&mut c), before);
+    c.ok("POST", "/api/order/submit", Some(sr("A", "a2", "SELL")));
+    assert_eq!(c.ok("POST", "/api/order/submit", Some(sr("B", "b2", "BUY")))["trades"].as_array().unwrap().len(), 1);
+}

@@ -52,6 +52,7 @@ reject_codes! {
     MarketOrderMustBeImmediate = 2013, "market orders (ANY) are immediate: use IOC";
     LimitPriceRequired = 2014, "LIMIT orders need a limit_price";
     InvalidOrderId = 2015, "client order id must be 1..=63 bytes";
+    InstrumentExists = 2017, "an instrument of that id is already listed";
     AuctionOrdersOnly = 2016, "pre-open auction: only LIMIT GFD or GTC orders of volume condition ANY, cancels and volume decreases";
     // Cancel and modify: 3xxx
     OrderNotFound = 3001, "no such live order for this account";

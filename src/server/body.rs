@@ -226,6 +226,14 @@ pub fn instrument_update(body: &[u8]) -> Result<crate::domain::instrument::Instr
     .map_err(|e| BodyError(format!("request body is not valid for this endpoint: {e}")))
 }
 
+/// `POST /api/admin/instrument/create`: one instrument as the instruments file writes it (the
+/// same fields and checks), in JSON.
+pub fn instrument_create(body: &[u8]) -> Result<crate::domain::instrument::Instrument, BodyError> {
+    let config: crate::domain::instrument::InstrumentConfig = decode(body)?;
+    crate::domain::instrument::Instrument::from_config(&config)
+        .map_err(|e| BodyError(format!("request body is not valid for this endpoint: {e}")))
+}
+
 /// `POST /api/admin/settlement/set-price`: `{"instrument_id", "price"}`.
 pub fn settlement_price(body: &[u8]) -> Result<Action, BodyError> {
     let b: PriceBody = decode(body)?;

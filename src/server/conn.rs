@@ -28,34 +28,68 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Which shard owns what a request names.
+/// Which shard owns what a request names. One per shard; the instrument tables grow when the
+/// shard's core runs an instrument's creation (`add`).
 pub struct Router {
     pub shards: u16,
+    tables: std::cell::RefCell<RouterTables>,
+}
+
+struct RouterTables {
     instruments: Vec<Instrument>,
     index: FastMap<InstrumentId, u32>,
     owner: Vec<u16>,
-    /// `GET /api/market/instruments/shinny`, built once.
-    shinny_file: Vec<u8>,
+    /// `GET /api/market/instruments/shinny`, rebuilt when an instrument is created.
+    shinny_file: Rc<Vec<u8>>,
 }
 
 impl Router {
     pub fn new(instruments: Vec<Instrument>, shards: u16) -> Self {
         let index = instruments.iter().enumerate().map(|(i, inst)| (inst.instrument_id, i as u32)).collect();
         let owner = instruments.iter().map(|i| instrument_shard(i, shards)).collect();
-        let shinny_file = super::shinny::instruments_file(&instruments);
-        Self { shards, instruments, index, owner, shinny_file }
+        let shinny_file = Rc::new(super::shinny::instruments_file(&instruments));
+        Self { shards, tables: std::cell::RefCell::new(RouterTables { instruments, index, owner, shinny_file }) }
+    }
+
+    /// A created instrument, at the next slot (as every shard's engine adds it).
+    pub fn add(&self, inst: Instrument) {
+        let mut t = self.tables.borrow_mut();
+        let slot = t.instruments.len() as u32;
+        t.index.insert(inst.instrument_id, slot);
+        t.owner.push(instrument_shard(&inst, self.shards));
+        t.instruments.push(inst);
+        t.shinny_file = Rc::new(super::shinny::instruments_file(&t.instruments));
     }
 
     /// The config position of an instrument (`cu2501` or `SHFE.cu2501`).
     pub fn instrument_slot(&self, id: &InstrumentId) -> Option<u32> {
-        find_instrument(&self.instruments, &self.index, id)
+        let t = self.tables.borrow();
+        find_instrument(&t.instruments, &t.index, id)
+    }
+
+    /// The instrument's spec as this shard's router knows it.
+    pub fn instrument(&self, id: &InstrumentId) -> Option<Instrument> {
+        let slot = self.instrument_slot(id)?;
+        Some(self.tables.borrow().instruments[slot as usize].clone())
+    }
+
+    pub fn instrument_count(&self) -> usize {
+        self.tables.borrow().instruments.len()
+    }
+
+    fn owner_of(&self, slot: u32) -> usize {
+        self.tables.borrow().owner[slot as usize] as usize
+    }
+
+    fn shinny_file(&self) -> Rc<Vec<u8>> {
+        self.tables.borrow().shinny_file.clone()
     }
 
     /// The shard to ask; `here` for what any shard can answer (and for unknown instruments,
     /// which any shard refuses the same way).
     pub fn target(&self, action: &Action, here: usize) -> usize {
         let account = |id| account_shard(id, self.shards) as usize;
-        let instrument = |id: &InstrumentId| self.instrument_slot(id).map_or(here, |s| self.owner[s as usize] as usize);
+        let instrument = |id: &InstrumentId| self.instrument_slot(id).map_or(here, |s| self.owner_of(s));
         match action {
             Action::OpenAccount { account_id, .. }
             | Action::Transfer { account_id, .. }
@@ -65,6 +99,7 @@ impl Router {
             | Action::Modify { account_id, .. } => account(account_id),
             Action::Submit(order) => account(&order.account_id),
             Action::Register { user_id, .. } => account(user_id),
+            Action::CreateInstrument(inst) => instrument_shard(inst, self.shards) as usize,
             Action::SetSettlementPrice { instrument_id, .. }
             | Action::SetInstrumentStatus { instrument_id, .. }
             | Action::UpdateInstrument { instrument_id, .. } => instrument(instrument_id),
@@ -332,19 +367,19 @@ impl ShardContext {
     /// Whether an instrument closes today's and yesterday's lots separately (SHFE, INE), and
     /// its largest order.
     pub fn instrument_rules(&self, id: &InstrumentId) -> Option<(bool, crate::domain::types::Volume)> {
-        let inst = &self.router.instruments[self.router.instrument_slot(id)? as usize];
+        let inst = self.router.instrument(id)?;
         Some((inst.exchange_id.has_strict_close_today(), inst.max_order_volume))
     }
 
     /// The bare ids of the venue's instruments, in config order.
     pub fn instrument_ids(&self) -> Vec<String> {
-        self.router.instruments.iter().map(|i| i.instrument_id.as_str().to_string()).collect()
+        let t = self.router.tables.borrow();
+        t.instruments.iter().map(|i| i.instrument_id.as_str().to_string()).collect()
     }
 
     /// The `EXCHANGE.symbol` of an instrument (bare or full id), if listed.
     pub fn full_symbol(&self, id: &InstrumentId) -> Option<String> {
-        let slot = self.router.instrument_slot(id)?;
-        let inst = &self.router.instruments[slot as usize];
+        let inst = self.router.instrument(id)?;
         Some(format!("{}.{}", inst.exchange_id.as_str(), inst.instrument_id.as_str()))
     }
 
@@ -1135,7 +1170,7 @@ fn plan_action(ctx: &ShardContext, target: Route, body: &[u8]) -> Step {
         Route::UserTrades { user_id } => Ok(Action::Query(Query::UserTrades(user_id))),
         Route::Instruments => Ok(Action::Query(Query::Instruments)),
         Route::ShinnyInstruments => {
-            return Step::Answer(Reply { status: 200, body: ctx.router.shinny_file.clone() }, None);
+            return Step::Answer(Reply { status: 200, body: ctx.router.shinny_file().to_vec() }, None);
         }
         Route::OrderBook { instrument_id, depth } => Ok(Action::Query(Query::OrderBook { instrument_id, depth })),
         Route::Tick { instrument_id } => Ok(Action::Query(Query::Tick(instrument_id))),
@@ -1181,6 +1216,12 @@ fn plan_action(ctx: &ShardContext, target: Route, body: &[u8]) -> Step {
         Route::SettlementHistory => return Step::SettledDays,
         Route::AdminInstrumentStatus { instrument_id, status } => {
             return Step::InstrumentChange(Action::SetInstrumentStatus { instrument_id, status })
+        }
+        Route::AdminInstrumentCreate => {
+            return match body::instrument_create(body) {
+                Ok(inst) => Step::InstrumentChange(Action::CreateInstrument(Box::new(inst))),
+                Err(e) => bad_body(e),
+            }
         }
         Route::AdminInstrumentUpdate { instrument_id } => {
             return match body::instrument_update(body) {

@@ -76,6 +76,8 @@ pub struct Activity {
 
 pub struct EngineCore {
     service: Service,
+    /// This shard's router, told of instruments created at run time.
+    router: Option<Rc<super::conn::Router>>,
     staged: Staged,
     /// When each staged reply was staged (aligned with `staged.replies`).
     staged_at: Vec<Instant>,
@@ -112,6 +114,7 @@ impl EngineCore {
     ) -> Self {
         Self {
             service,
+            router: None,
             staged: Staged::default(),
             staged_at: Vec::new(),
             metrics: ShardMetrics::default(),
@@ -367,6 +370,10 @@ impl EngineCore {
                 self.metrics.reset_latency();
                 self.staged.replies.push((origin, Answer::Reply(Reply::success(&"reset"))));
             }
+            action @ Action::CreateInstrument(_) => {
+                self.run_action(origin, action);
+                self.sync_router();
+            }
             action => self.run_action(origin, action),
         }
         self.metrics.stage_since("execute_command", began);
@@ -408,6 +415,21 @@ impl EngineCore {
         self.service.run_settlement(true, cut, now_ns(), &mut self.staged)?;
         self.wake();
         Ok(())
+    }
+
+    /// Routes this shard's requests with `router` from now on (kept in step with the engine's
+    /// instruments).
+    pub fn set_router(&mut self, router: Rc<super::conn::Router>) {
+        self.router = Some(router);
+    }
+
+    /// Adds to the router the instruments the engine listed since it last looked.
+    fn sync_router(&mut self) {
+        let Some(router) = &self.router else { return };
+        let instruments = self.service.engine().instruments();
+        while router.instrument_count() < instruments.len() {
+            router.add(instruments[router.instrument_count()].clone());
+        }
     }
 
     pub fn redeliver(&mut self, sends: Vec<Outgoing>) {

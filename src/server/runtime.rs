@@ -249,7 +249,11 @@ pub fn start(config: ServerConfig) -> Result<Server, String> {
         activity: (0..shards).map(|_| Arc::new(Activity::default())).collect(),
         durable_received: (shards > 1).then(|| Arc::new(DurableReceived::new(shards))),
     });
-    let directory = Arc::new(super::quote_fanout::FanoutDirectory::new(instruments.len(), shards));
+    // Room for instruments created at run time.
+    let directory = Arc::new(super::quote_fanout::FanoutDirectory::new(
+        instruments.len().max(crate::domain::shard::MAX_INSTRUMENTS),
+        shards,
+    ));
     let (events_tx, events_rx) = mpsc::channel::<(usize, StartUp)>();
     let mut handles = Vec::with_capacity(shards);
     let mut http = config.http;
@@ -397,7 +401,6 @@ async fn run_shard(
         }
         (Err(e), _) | (_, Err(e)) => return failed(e.to_string()),
     }
-    let router = Rc::new(Router::new(instruments.clone(), config.shards as u16));
     let fingerprint = instruments_fingerprint(&instruments);
     let mut rebuilt = boot.rebuilt;
     let store = rebuilt.as_mut().and_then(|r| r.history.take());
@@ -405,10 +408,13 @@ async fn run_shard(
         Ok(opened) => opened,
         Err(e) => return failed(e),
     };
+    // The instruments as the log left them: the config's, and any created since.
+    let router = Rc::new(Router::new(service.engine().instruments().to_vec(), config.shards as u16));
     let (notify_tx, notify_rx) = glommio::channels::local_channel::new_bounded(1);
     let activity = quiesce.activity[shard].clone();
     let counters = Rc::new(super::conn::ShardCounters::default());
     let core = Rc::new(RefCell::new(EngineCore::new(service, notify_tx, activity, counters.clone())));
+    core.borrow_mut().set_router(router.clone());
     if let Some(cut) = &boot.finish_settlement {
         tracing::warn!(
             "shard {shard}: finishing the settlement of trading day {} that other shards ran before the crash",

@@ -62,6 +62,8 @@ pub enum Action {
         instrument_id: InstrumentId,
         status: crate::domain::instrument::InstrumentStatus,
     },
+    /// A new instrument on one shard (sent to every shard, the owner first).
+    CreateInstrument(Box<Instrument>),
     /// An instrument's risk parameters on one shard (sent to every shard, the owner first).
     UpdateInstrument {
         instrument_id: InstrumentId,
@@ -555,6 +557,11 @@ impl Service {
                 let out = &mut self.out;
                 self.engine.update_instrument(*ts, *instrument, update, out).map_err(|e| e.message().to_string())?;
             }
+            WalRecord::InstrumentCreate { ts, instrument } => {
+                self.last_ts = self.last_ts.max(*ts);
+                self.engine.add_instrument(instrument.clone()).map_err(|e| e.message().to_string())?;
+                return Ok(Vec::new());
+            }
             WalRecord::Genesis { .. } => return Err("a second genesis record".into()),
         }
         self.journal_step();
@@ -603,6 +610,10 @@ impl Service {
                 let out = &mut self.out;
                 self.engine.update_instrument(*ts, *instrument, update, out).map_err(|e| e.message().to_string())
             }
+            WalRecord::InstrumentCreate { ts, instrument } => {
+                self.last_ts = self.last_ts.max(*ts);
+                self.engine.add_instrument(instrument.clone()).map(|_| ()).map_err(|e| e.message().to_string())
+            }
             WalRecord::Genesis { .. } => Err("a second genesis record".into()),
         };
         std::mem::swap(&mut self.out.events, events);
@@ -626,7 +637,8 @@ impl Service {
             | WalRecord::Peer { .. }
             | WalRecord::Settlement { .. }
             | WalRecord::InstrumentStatus { .. }
-            | WalRecord::InstrumentUpdate { .. } => {}
+            | WalRecord::InstrumentUpdate { .. }
+            | WalRecord::InstrumentCreate { .. } => {}
         }
     }
 
@@ -826,6 +838,7 @@ impl Service {
                     | Action::SetSettlementPrice { .. }
                     | Action::SetInstrumentStatus { .. }
                     | Action::UpdateInstrument { .. }
+                    | Action::CreateInstrument(_)
             )
         {
             return staged.replies.push((origin, Answer::Reply(Reply::http(HttpErrorCode::SettlementRunning))));
@@ -934,6 +947,13 @@ impl Service {
             }
             // Answered above.
             Action::Settle(_) => Reply::http(HttpErrorCode::InternalError),
+            Action::CreateInstrument(instrument) => match self.engine.add_instrument((*instrument).clone()) {
+                Ok(slot) => {
+                    staged.records.push(WalRecord::InstrumentCreate { ts, instrument: *instrument });
+                    Reply::success(&InstrumentView::from(&self.engine.instruments()[slot as usize]))
+                }
+                Err(code) => Reply::reject(code),
+            },
             Action::UpdateInstrument { instrument_id, update } => {
                 self.out.clear();
                 let result = self.instrument(&instrument_id).and_then(|slot| {

@@ -62,6 +62,11 @@ pub enum WalRecord {
         instrument: u32,
         update: crate::domain::instrument::InstrumentUpdate,
     },
+    /// An instrument listed at run time (on every shard, owner first), at the next slot.
+    InstrumentCreate {
+        ts: TimestampNs,
+        instrument: Instrument,
+    },
     /// Message `seq` from shard `from`, run at `ts`.
     Peer {
         ts: TimestampNs,

@@ -32,6 +32,10 @@ use crate::domain::touched::Touched;
 use crate::domain::types::*;
 use std::collections::VecDeque;
 
+/// The most instruments a venue lists, created ones included (bounds the tables shared by every
+/// shard, such as the DIFF fan-out directory).
+pub const MAX_INSTRUMENTS: usize = 4096;
+
 /// FNV-1a over the id's bytes: stable across runs, builds and platforms.
 fn stable_hash(bytes: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;

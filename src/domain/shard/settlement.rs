@@ -94,6 +94,45 @@ impl ShardEngine {
         Ok(())
     }
 
+    /// An instrument listed at run time, at the next slot, on every shard (the owner gets its
+    /// book and market). Refused when its id is taken or the table is full.
+    pub fn add_instrument(&mut self, inst: crate::domain::instrument::Instrument) -> Result<u32, RejectCode> {
+        if self.instrument_index.contains_key(&inst.instrument_id) {
+            return Err(RejectCode::InstrumentExists);
+        }
+        if self.instruments.len() >= super::MAX_INSTRUMENTS {
+            return Err(RejectCode::InstrumentExists);
+        }
+        let slot = self.instruments.len() as u32;
+        let owner = super::instrument_shard(&inst, self.shards);
+        let owned = owner == self.shard;
+        self.books.push(owned.then(|| {
+            let mut book = crate::domain::book::OrderBook::new(
+                inst.price_tick,
+                inst.lower_limit,
+                inst.upper_limit,
+                self.config.book_capacity,
+            );
+            book.set_auction(inst.status == crate::domain::instrument::InstrumentStatus::PreOpen);
+            book
+        }));
+        self.markets.push(owned.then(|| {
+            crate::domain::market_data::InstrumentMarket::new(
+                &inst,
+                self.config.kline_capacity,
+                self.config.tick_capacity,
+            )
+        }));
+        self.instrument_index.insert(inst.instrument_id, slot);
+        self.instrument_owner.push(owner);
+        self.marks.push(inst.pre_settlement);
+        self.broadcast_marks.push(inst.pre_settlement);
+        self.open_interest.push(0);
+        self.settlement_prices.push(None);
+        self.instruments.push(inst);
+        Ok(slot)
+    }
+
     /// An operator's update of an instrument's risk parameters, run on every shard.
     pub fn update_instrument(
         &mut self,

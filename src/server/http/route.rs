@@ -186,6 +186,8 @@ pub enum Route {
     AdminInstrumentStatus { instrument_id: InstrumentId, status: crate::domain::instrument::InstrumentStatus },
     /// `POST /api/admin/instrument/{id}/update`
     AdminInstrumentUpdate { instrument_id: InstrumentId },
+    /// `POST /api/admin/instrument/create`
+    AdminInstrumentCreate,
 }
 
 /// Who may call a route once auth is on (`[auth] enabled`).
@@ -251,6 +253,7 @@ impl Route {
             Route::Statements { .. } => "GET /api/settlement/{account_id}",
             Route::AdminInstrumentStatus { .. } => "POST /api/admin/instrument/{id}/{action}",
             Route::AdminInstrumentUpdate { .. } => "POST /api/admin/instrument/{id}/update",
+            Route::AdminInstrumentCreate => "POST /api/admin/instrument/create",
         }
     }
 
@@ -300,7 +303,8 @@ impl Route {
             | Route::SettlementHistory
             | Route::SettlementDetail { .. }
             | Route::AdminInstrumentStatus { .. }
-            | Route::AdminInstrumentUpdate { .. } => Access::Admin,
+            | Route::AdminInstrumentUpdate { .. }
+            | Route::AdminInstrumentCreate => Access::Admin,
         }
     }
 }
@@ -443,6 +447,12 @@ pub fn route(method: Method, path: &str, query: &str) -> Result<Route, HttpError
             })
         }
         ["api", "admin", "settlement", "history"] => get_only().map(|()| Route::SettlementHistory),
+        ["api", "admin", "instrument", "create"] => {
+            if !is_post {
+                return Err(HttpError::method_not_allowed("POST"));
+            }
+            Ok(Route::AdminInstrumentCreate)
+        }
         ["api", "admin", "instrument", id, action @ ("suspend" | "resume" | "open" | "pre-open" | "close" | "delist" | "update")]
             if !id.is_empty() =>
         {
