@@ -6,7 +6,7 @@
 mod server_support;
 
 use serde_json::{json, Value};
-use server_support::{fixed4, start, Client, Options};
+use server_support::{fixed4, start, yuan, Client, Options};
 
 fn options(dir: &std::path::Path) -> Options {
     let mut opts = Options::new(Some(dir));
@@ -22,10 +22,6 @@ fn order(account: &str, id: &str, instrument: &str, direction: &str, offset: &st
 /// Account fields as fixed point.
 fn money(account: &Value, field: &str) -> i64 {
     fixed4(&account[field])
-}
-
-fn yuan(v: i64) -> i64 {
-    v * 10_000
 }
 
 /// SPEC §2 identities of one account.

@@ -11,7 +11,7 @@
 mod server_support;
 
 use serde_json::{json, Value};
-use server_support::{fixed4, settled_state, start, Client, Options};
+use server_support::{fixed4, settled_state, start, yuan, zero_sum_state, Client, Options};
 use std::time::{Duration, Instant};
 
 fn options(dir: &std::path::Path) -> Options {
@@ -33,27 +33,6 @@ fn order(
 ) -> Value {
     json!({"account_id": account, "client_order_id": id, "instrument_id": instrument, "direction": direction,
            "offset": offset, "limit_price": price, "volume": volume, "time_condition": tc})
-}
-
-fn yuan(v: i64) -> i64 {
-    v * 10_000
-}
-
-/// Invariants over the venue (zero-sum at one price per instrument, identities, holds).
-fn check_venue(c: &mut Client) -> Value {
-    let state = settled_state(c);
-    let mut profit = 0;
-    let (mut balance, mut commission, mut statics) = (0, 0, 0);
-    for a in state["accounts"].as_array().unwrap() {
-        let acc = &a["account"];
-        profit += fixed4(&acc["close_profit"]) + fixed4(&acc["position_profit"]);
-        balance += fixed4(&acc["balance"]);
-        commission += fixed4(&acc["commission"]);
-        statics += fixed4(&acc["static_balance"]);
-    }
-    assert_eq!(profit, 0, "{state}");
-    assert_eq!(balance + commission, statics, "{state}");
-    state
 }
 
 /// The day's trading: a cross-shard trade on each instrument, and three resting orders of C.
@@ -95,7 +74,7 @@ fn settlement_statements_and_the_next_day() {
     let mut server = start(&options(dir.path()));
     let mut c = server.client();
     trade_day_one(&mut c);
-    check_venue(&mut c);
+    zero_sum_state(&mut c);
 
     // Settlement prices: checked like order prices; cu2501 keeps none (its mark is used).
     assert_eq!(
@@ -168,7 +147,7 @@ fn settlement_statements_and_the_next_day() {
     assert_eq!(order_by_client(&mut c, "C", "c-day")["last_code"], 3104);
     assert_eq!(order_by_client(&mut c, "C", "c-band")["last_code"], 3106);
     assert_eq!(order_by_client(&mut c, "C", "c-keep")["status"], "ALIVE");
-    let state = check_venue(&mut c);
+    let state = zero_sum_state(&mut c);
     assert_eq!(state["trading_day"], 20250103);
 
     // History: the day with its prices; the detail has every account's statement.
@@ -192,7 +171,7 @@ fn settlement_statements_and_the_next_day() {
     assert_eq!(fixed4(&acc["balance"]), yuan(999_792 - 200 - 6));
     let bcc = c.ok("GET", "/api/account/B", None);
     assert_eq!(fixed4(&bcc["balance"]), yuan(1_000_192 + 200 - 6));
-    check_venue(&mut c);
+    zero_sum_state(&mut c);
 
     // A restart replays both settlement steps to the same state and history.
     let before = settled_state(&mut c);
@@ -205,7 +184,7 @@ fn settlement_statements_and_the_next_day() {
     let done = c.ok("POST", "/api/admin/settlement/execute", Some(json!({"next_trading_day": 20250106})));
     assert_eq!(done["trading_day"], 20250106);
     assert_eq!(c.ok("GET", "/api/settlement/A", None).as_array().unwrap().len(), 2);
-    check_venue(&mut c);
+    zero_sum_state(&mut c);
 }
 
 #[test]
@@ -242,7 +221,7 @@ fn a_crash_between_two_shards_settlements_is_finished_at_restart() {
     let server = start(&opts);
     assert!(server.stderr().contains("finishing the settlement of trading day 20250102"), "{}", server.stderr());
     let mut c = server.client();
-    let state = check_venue(&mut c);
+    let state = zero_sum_state(&mut c);
     assert_eq!(state["trading_day"], 20250103);
     // Both shards settled the same cut: statements on both, both instruments rolled. No
     // settlement price was set, so SR501 settled at its last trade (5010): no position profit.
@@ -291,5 +270,5 @@ fn forced_liquidation_after_settlement_and_by_hand() {
     // Nothing left to liquidate; unknown accounts.
     assert_eq!(c.refused("POST", "/api/admin/account/B/force-liquidate", None, 400), 4003);
     assert_eq!(c.refused("POST", "/api/admin/account/nobody/force-liquidate", None, 404), 1001);
-    check_venue(&mut c);
+    zero_sum_state(&mut c);
 }

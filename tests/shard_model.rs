@@ -446,6 +446,36 @@ fn cluster_view(
     (serde_json::to_string(&accounts).unwrap(), format!("{books:?}"), format!("{oi:?}"))
 }
 
+/// Runs `command` on the single engine and, to quiescence, on the cluster: the cluster must
+/// give the single engine's answer.
+fn run_both(
+    single: &mut Engine,
+    cluster: &mut Cluster,
+    index: usize,
+    command: Command,
+    picks: &mut impl Iterator<Item = usize>,
+) -> Result<(), TestCaseError> {
+    let mut events = Vec::new();
+    single.execute(&command, &mut events);
+    cluster.submit(index, command);
+    cluster.drain(picks);
+    prop_assert_eq!(cluster.answers.get(&index).copied(), Some(refusal(&events)), "answer to {:?}", command);
+    Ok(())
+}
+
+/// The cluster keeps its invariants and holds the single engine's accounts, positions, books
+/// and open interest.
+fn same_as_single(single: &Engine, cluster: &Cluster, insts: &[Instrument], when: &str) -> Result<(), TestCaseError> {
+    let states = cluster.states();
+    check_cluster(&states).map_err(|e| TestCaseError::fail(format!("{when}: {e}")))?;
+    let (a1, b1, o1) = single_view(single);
+    let (a2, b2, o2) = cluster_view(&states, insts);
+    prop_assert_eq!(a1, a2, "accounts {}", when);
+    prop_assert_eq!(b1, b2, "books {}", when);
+    prop_assert_eq!(o1, o2, "open interest {}", when);
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 
@@ -460,23 +490,12 @@ proptest! {
         let mut single = Engine::new(insts.clone(), 20250102, EngineConfig::default());
         let mut cluster = Cluster::new(shards);
         let mut picks = picks.into_iter();
-        let mut events = Vec::new();
         let mut commands = setup_commands();
         commands.extend(ops.iter().enumerate().map(|(seq, op)| to_command(op, seq, &insts)));
         for (index, command) in commands.into_iter().enumerate() {
-            events.clear();
-            single.execute(&command, &mut events);
-            cluster.submit(index, command);
-            cluster.drain(&mut picks);
-            let got = cluster.answers.get(&index).copied();
-            prop_assert_eq!(got, Some(refusal(&events)), "answer to {:?}", command);
-            let states = cluster.states();
-            check_cluster(&states).map_err(|e| TestCaseError::fail(format!("after {command:?}: {e}")))?;
-            let (a1, b1, o1) = single_view(&single);
-            let (a2, b2, o2) = cluster_view(&states, &insts);
-            prop_assert_eq!(a1, a2, "accounts after {:?}", command);
-            prop_assert_eq!(b1, b2, "books after {:?}", command);
-            prop_assert_eq!(o1, o2, "open interest after {:?}", command);
+            let when = format!("after {command:?}");
+            run_both(&mut single, &mut cluster, index, command, &mut picks)?;
+            same_as_single(&single, &cluster, &insts, &when)?;
         }
         cluster.check_replay()?;
     }
@@ -574,10 +593,7 @@ proptest! {
         commands.extend(ops.iter().enumerate().map(|(seq, op)| to_command(op, seq, &insts)));
         let mut index = 0;
         for command in commands {
-            events.clear();
-            single.execute(&command, &mut events);
-            cluster.submit(index, command);
-            cluster.drain(&mut picks);
+            run_both(&mut single, &mut cluster, index, command, &mut picks)?;
             index += 1;
         }
         if let Some(ticks) = price_ticks {
@@ -595,29 +611,17 @@ proptest! {
         single.execute(&Command::Settle { ts: 1_735_781_600_000_000_000, next_trading_day: None }, &mut events);
         let settled = cluster.settle(&mut picks);
         prop_assert_eq!(statements(&settled), statements(&events));
-        let states = cluster.states();
-        check_cluster(&states).map_err(|e| TestCaseError::fail(format!("after settlement: {e}")))?;
-        let (a1, b1, o1) = single_view(&single);
-        let (a2, b2, o2) = cluster_view(&states, &insts);
-        prop_assert_eq!(a1, a2, "accounts after settlement");
-        prop_assert_eq!(b1, b2, "books after settlement");
-        prop_assert_eq!(o1, o2, "open interest after settlement");
+        same_as_single(&single, &cluster, &insts, "after settlement")?;
         // The next day, on the rolled positions and bands.
         for (seq, op) in after.iter().enumerate() {
             let mut command = to_command(op, 1000 + seq, &insts);
             if let Command::InsertOrder { ref mut order, .. } = command {
                 order.client_order_id = ClientOrderId::new(&format!("n{seq}")).unwrap();
             }
-            events.clear();
-            single.execute(&command, &mut events);
-            cluster.submit(index, command);
-            cluster.drain(&mut picks);
+            run_both(&mut single, &mut cluster, index, command, &mut picks)?;
             index += 1;
-            prop_assert_eq!(cluster.answers.get(&(index - 1)).copied(), Some(refusal(&events)), "answer to {:?}", command);
         }
-        let states = cluster.states();
-        check_cluster(&states).map_err(|e| TestCaseError::fail(format!("on the next day: {e}")))?;
-        prop_assert_eq!(single_view(&single), cluster_view(&states, &insts));
+        same_as_single(&single, &cluster, &insts, "on the next day")?;
         cluster.check_replay()?;
     }
 }

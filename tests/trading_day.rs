@@ -9,13 +9,9 @@ mod server_support;
 
 use serde_json::{json, Value};
 use server_support::diff::{connect, login as diff_login, notifies, peek_until, recv, send};
-use server_support::{fixed4, login_client, settled_state, start, Client, Options};
+use server_support::{fixed4, login_client, start, yuan, zero_sum_state, Options};
 
 const ADMIN: &str = "admin-pw-Day";
-
-fn yuan(v: i64) -> i64 {
-    v * 10_000
-}
 
 fn rest_order(account: &str, id: &str, direction: &str, offset: &str, price: f64, volume: i64) -> Value {
     json!({"account_id": account, "client_order_id": id, "instrument_id": "SR501", "direction": direction,
@@ -26,23 +22,6 @@ fn diff_order(account: &str, id: &str, direction: &str, offset: &str, price: f64
     json!({"aid": "insert_order", "user_id": account, "order_id": id, "exchange_id": "CZCE",
            "instrument_id": "SR501", "direction": direction, "offset": offset, "volume": volume,
            "price_type": "LIMIT", "limit_price": price, "time_condition": "GFD", "volume_condition": "ANY"})
-}
-
-/// Zero-sum and the account identities over the whole venue.
-fn check_venue(admin: &mut Client) -> Value {
-    let state = settled_state(admin);
-    let mut profit = 0;
-    let (mut balance, mut commission, mut statics) = (0, 0, 0);
-    for a in state["accounts"].as_array().unwrap() {
-        let acc = &a["account"];
-        profit += fixed4(&acc["close_profit"]) + fixed4(&acc["position_profit"]);
-        balance += fixed4(&acc["balance"]);
-        commission += fixed4(&acc["commission"]);
-        statics += fixed4(&acc["static_balance"]);
-    }
-    assert_eq!(profit, 0, "{state}");
-    assert_eq!(balance + commission, statics, "{state}");
-    state
 }
 
 #[test]
@@ -84,7 +63,7 @@ fn a_trading_day_from_registration_to_the_next_day() {
     let rest = li.ok("GET", "/api/account/li-1", None);
     let diff = &tree["trade"]["li-1"]["accounts"]["CNY"];
     assert_eq!(rest["balance"].as_f64(), diff["balance"].as_f64());
-    check_venue(&mut admin);
+    zero_sum_state(&mut admin);
 
     // The operator suspends SR501: orders over REST and DIFF are refused; then resumes it.
     admin.ok("POST", "/api/admin/instrument/SR501/suspend", None);
@@ -113,7 +92,7 @@ fn a_trading_day_from_registration_to_the_next_day() {
     assert!(kinds.contains(&&json!("SETTLEMENT")), "{tree}");
     // Neither sees the other's statement.
     assert_eq!(wang.refused("GET", "/api/settlement/li-1", None, 404), 1001);
-    check_venue(&mut admin);
+    zero_sum_state(&mut admin);
 
     // The next day: li sells 4 CLOSE over DIFF (CZCE: yesterday's first), wang buys them back
     // over REST at 5030. Realised at yesterday's settlement: li +400, wang -400.
@@ -127,6 +106,6 @@ fn a_trading_day_from_registration_to_the_next_day() {
     assert_eq!(fixed4(&wang_account["close_profit"]), yuan(-(5030 - 5020) * 10 * 4));
     let positions = li.ok("GET", "/api/position/li-1", None);
     assert!(positions.as_array().unwrap().iter().all(|p| p["volume_long"] == 0), "{positions}");
-    let state = check_venue(&mut admin);
+    let state = zero_sum_state(&mut admin);
     assert_eq!(state["trading_day"], 20250103);
 }

@@ -10,21 +10,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-2}
-CONNECTIONS=${CONNECTIONS:-32}
-PIPELINE=${PIPELINE:-1}
-DURATION=${DURATION:-5}
-WARMUP=${WARMUP:-2}
-LOAD_CORE=${LOAD_CORE:-1}
-OUT=${OUT:-target/auth_load/$(date -u +%Y%m%dT%H%M%S)}
-mkdir -p "$OUT"
-cargo build --release --quiet --bin qaexchange-server --bin qaexchange-loadgen --bin qaexchange-raw-responder
-BIN=target/release
-DATA=$(mktemp -d)
-PIDS=()
-cleanup() { for p in "${PIDS[@]:-}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$DATA"; }
-trap cleanup EXIT
 # shellcheck source=tools/lib.sh
 source tools/lib.sh
+prepare_run auth_load
 
 start_and_wait raw "$BIN/qaexchange-raw-responder" --http 127.0.0.1:0 --shards 1
 load raw-max "$ADDR" 0 --raw

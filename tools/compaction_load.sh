@@ -14,24 +14,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-3}
-CONNECTIONS=${CONNECTIONS:-32}
-PIPELINE=${PIPELINE:-1}
-DURATION=${DURATION:-5}
-WARMUP=${WARMUP:-2}
-LOAD_CORE=${LOAD_CORE:-1}
-OUT=${OUT:-target/compaction_load/$(date -u +%Y%m%dT%H%M%S)}
-mkdir -p "$OUT"
-cargo build --release --quiet --bin qaexchange-server --bin qaexchange-loadgen --bin qaexchange-raw-responder
-BIN=target/release
-DATA=$(mktemp -d)
-PIDS=()
-cleanup() { for p in "${PIDS[@]:-}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$DATA"; }
-trap cleanup EXIT
-printf '[storage]\nmemtable_kib = 4194304\ncompaction_trigger_tables = 1000\n' > "$DATA/quiet.toml"
-printf "[storage]\nmemtable_kib = %s\ncompaction_trigger_tables = 2\n" "${BUSY_KIB:-1024}" > "$DATA/busy.toml"
-
 # shellcheck source=tools/lib.sh
 source tools/lib.sh
+prepare_run compaction_load
+printf '[storage]\nmemtable_kib = 4194304\ncompaction_trigger_tables = 1000\n' > "$DATA/quiet.toml"
+printf "[storage]\nmemtable_kib = %s\ncompaction_trigger_tables = 2\n" "${BUSY_KIB:-1024}" > "$DATA/busy.toml"
 
 start_and_wait raw "$BIN/qaexchange-raw-responder" --http 127.0.0.1:0 --shards 1
 load raw-max "$ADDR" 0 --raw

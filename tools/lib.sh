@@ -1,5 +1,27 @@
-# Shared by the load scripts in tools/ (source it after setting OUT, BIN, CONNECTIONS, PIPELINE,
-# DURATION, WARMUP, LOAD_CORE, and optionally MIX; and PIDS=()).
+# Shared by the load scripts in tools/: `source tools/lib.sh` from the repository root, then
+# `prepare_run NAME`. Knobs every script takes (environment): CONNECTIONS=32 PIPELINE=1
+# DURATION=5 WARMUP=2 LOAD_CORE=1 MIX=exchange-core OUT=target/NAME/<time>.
+
+CONNECTIONS=${CONNECTIONS:-32}
+PIPELINE=${PIPELINE:-1}
+DURATION=${DURATION:-5}
+WARMUP=${WARMUP:-2}
+LOAD_CORE=${LOAD_CORE:-1}
+MIX=${MIX:-exchange-core}
+
+# prepare_run NAME: $OUT (default target/NAME/<time>), the release binaries in $BIN, a scratch
+# $DATA, and every process started by start_and_wait killed (and $DATA removed) on exit.
+prepare_run() {
+  OUT=${OUT:-target/$1/$(date -u +%Y%m%dT%H%M%S)}
+  mkdir -p "$OUT"
+  cargo build --release --quiet --bin qaexchange-server --bin qaexchange-loadgen --bin qaexchange-raw-responder
+  BIN=target/release
+  DATA=$(mktemp -d)
+  PIDS=()
+  trap cleanup EXIT
+}
+
+cleanup() { for p in "${PIDS[@]:-}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$DATA"; }
 
 # start_and_wait NAME CMD...: runs CMD, waits for its "ready http=ADDR" line, sets $ADDR, $PID.
 start_and_wait() {
@@ -19,7 +41,7 @@ load() {
   local label=$1 addr=$2 rate=$3; shift 3
   local line
   line=$("$BIN/qaexchange-loadgen" --target "$addr" --connections "$CONNECTIONS" --pipeline "$PIPELINE" \
-      --rate "$rate" --duration "$DURATION" --warmup "$WARMUP" --pin-from "$LOAD_CORE" --mix "${MIX:-exchange-core}" \
+      --rate "$rate" --duration "$DURATION" --warmup "$WARMUP" --pin-from "$LOAD_CORE" --mix "$MIX" \
       --out "$OUT" --label "$label" "$@" 2>>"$OUT/loadgen.stderr" | tee -a "$OUT/results.txt" | grep '^RESULT')
   echo "$line"
   THROUGHPUT=$(echo "$line" | grep -o 'throughput=[0-9.]*' | cut -d= -f2)

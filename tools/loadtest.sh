@@ -18,23 +18,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SHARDS=${SHARDS:-1}
-CONNECTIONS=${CONNECTIONS:-32}
-PIPELINE=${PIPELINE:-1}
-DURATION=${DURATION:-5}
-WARMUP=${WARMUP:-2}
-MIX=${MIX:-exchange-core}
-LOAD_CORE=${LOAD_CORE:-1}
-OUT=${OUT:-target/loadtest/$(date -u +%Y%m%dT%H%M%S)}
-mkdir -p "$OUT"
-cargo build --release --quiet --bin qaexchange-server --bin qaexchange-loadgen --bin qaexchange-raw-responder
-BIN=target/release
-DATA=$(mktemp -d)
-PIDS=()
-cleanup() { for p in "${PIDS[@]:-}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$DATA"; }
-trap cleanup EXIT
-
 # shellcheck source=tools/lib.sh
 source tools/lib.sh
+prepare_run loadtest
 
 start_and_wait raw "$BIN/qaexchange-raw-responder" --http 127.0.0.1:0 --shards "$SHARDS"
 RAW=$ADDR; RAW_PID=$PID

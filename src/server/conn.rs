@@ -364,11 +364,9 @@ impl ShardContext {
         crate::domain::name::AccountId::new(&text).unwrap_or(*user_id)
     }
 
-    /// Whether an instrument closes today's and yesterday's lots separately (SHFE, INE), and
-    /// its largest order.
-    pub fn instrument_rules(&self, id: &InstrumentId) -> Option<(bool, crate::domain::types::Volume)> {
-        let inst = self.router.instrument(id)?;
-        Some((inst.exchange_id.has_strict_close_today(), inst.max_order_volume))
+    /// An instrument's spec (bare or full id), if listed.
+    pub fn instrument(&self, id: &InstrumentId) -> Option<Instrument> {
+        self.router.instrument(id)
     }
 
     /// The bare ids of the venue's instruments, in config order.

@@ -9,10 +9,9 @@
 use super::conn::ShardContext;
 use super::http::HttpErrorCode;
 use super::service::{Action, Answer, Query, Reply};
-use crate::domain::command::InsertOrder;
+use crate::domain::engine::{closing_orders, market_close};
 use crate::domain::ledger::account::FreezeMode;
 use crate::domain::name::{AccountId, ClientOrderId, InstrumentId};
-use crate::domain::types::{Direction, Offset, PriceType, TimeCondition, VolumeCondition};
 use glommio::channels::local_channel::LocalReceiver;
 use serde_json::Value;
 
@@ -77,45 +76,19 @@ async fn run(
         data(ctx, conn, answers, unfreeze).await?;
     }
     let mut closes = Vec::new();
-    let mut n = 0;
     for p in positions.as_array().into_iter().flatten() {
         let Some(instrument_id) = p["instrument_id"].as_str().and_then(InstrumentId::new) else { continue };
-        let Some((strict, max_lots)) = ctx.instrument_rules(&instrument_id) else { continue };
+        let Some(inst) = ctx.instrument(&instrument_id) else { continue };
         let lots = |key: &str| p[key].as_i64().unwrap_or(0);
-        for (direction, his, today) in [
-            (Direction::Sell, lots("volume_long_his"), lots("volume_long_today")),
-            (Direction::Buy, lots("volume_short_his"), lots("volume_short_today")),
-        ] {
-            let parts = if strict {
-                vec![(Offset::Close, his), (Offset::CloseToday, today)]
-            } else {
-                vec![(Offset::Close, his + today)]
-            };
-            for (offset, mut volume) in parts {
-                while volume > 0 {
-                    let size = volume.min(max_lots.max(1));
-                    volume -= size;
-                    n += 1;
-                    let client = ClientOrderId::new(&format!("FORCE_{}_{n}", super::conn::unix_now_s()))
-                        .unwrap_or_else(|| ctx.auto_client_id());
-                    let order = InsertOrder {
-                        account_id,
-                        client_order_id: client,
-                        instrument_id,
-                        direction,
-                        offset,
-                        price_type: PriceType::Any,
-                        limit_price: None,
-                        volume: size,
-                        time_condition: TimeCondition::Ioc,
-                        volume_condition: VolumeCondition::Any,
-                        min_volume: 0,
-                    };
-                    let reply = ctx.call(conn, answers, Action::Submit(order)).await;
-                    let v: Value = serde_json::from_slice(&reply.body).unwrap_or_default();
-                    closes.push(if reply.status == 200 { v["data"].clone() } else { v["error"].clone() });
-                }
-            }
+        let long = (lots("volume_long_his"), lots("volume_long_today"));
+        let short = (lots("volume_short_his"), lots("volume_short_today"));
+        for (direction, offset, volume) in closing_orders(&inst, long, short) {
+            let client = ClientOrderId::new(&format!("FORCE_{}_{}", super::conn::unix_now_s(), closes.len() + 1))
+                .unwrap_or_else(|| ctx.auto_client_id());
+            let order = market_close(account_id, client, instrument_id, direction, offset, volume);
+            let reply = ctx.call(conn, answers, Action::Submit(order)).await;
+            let v: Value = serde_json::from_slice(&reply.body).unwrap_or_default();
+            closes.push(if reply.status == 200 { v["data"].clone() } else { v["error"].clone() });
         }
     }
     if let Some(mode) = refreeze {

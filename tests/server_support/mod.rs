@@ -411,6 +411,29 @@ pub fn login_client(server: &ServerProcess, user: &str, password: &str) -> Clien
     c
 }
 
+/// Yuan in the API's fixed point (4 decimals), as `fixed4` reads them.
+pub fn yuan(v: i64) -> i64 {
+    v * 10_000
+}
+
+/// The settled state (`settled_state`), after checking SPEC §2's venue-wide identities on it:
+/// futures are zero-sum (close plus position profit sum to 0 at one mark per instrument), so
+/// balances plus commissions equal static balances.
+pub fn zero_sum_state(c: &mut Client) -> Value {
+    let state = settled_state(c);
+    let (mut profit, mut balance, mut commission, mut statics) = (0, 0, 0, 0);
+    for a in state["accounts"].as_array().expect("accounts") {
+        let acc = &a["account"];
+        profit += fixed4(&acc["close_profit"]) + fixed4(&acc["position_profit"]);
+        balance += fixed4(&acc["balance"]);
+        commission += fixed4(&acc["commission"]);
+        statics += fixed4(&acc["static_balance"]);
+    }
+    assert_eq!(profit, 0, "{state}");
+    assert_eq!(balance + commission, statics, "{state}");
+    state
+}
+
 /// `/admin/state`'s merged state once the invariants hold: right after a restart, messages
 /// recovery found undelivered may still be on their way between shards (`invariants` says so
 /// until they land). Debug builds on a busy 2-core CI machine, with recovery's history flushes

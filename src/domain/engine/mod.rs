@@ -11,7 +11,7 @@ mod settlement;
 pub(crate) use settlement::{civil_from_days, days_from_civil};
 mod state;
 
-pub use settlement::{is_valid_day, next_weekday};
+pub use settlement::{closing_orders, is_valid_day, market_close, next_weekday};
 pub use state::{account_states, AccountState, BookDump, EngineState, InstrumentState, RestingOrderView};
 
 use crate::domain::account_ops;

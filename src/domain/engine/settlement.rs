@@ -2,8 +2,7 @@
 
 use super::Engine;
 use crate::domain::command::InsertOrder;
-use crate::domain::event::{Event, SettlementStatement};
-use crate::domain::ledger::account::PositionSnapshot;
+use crate::domain::event::Event;
 use crate::domain::ledger::position::Side;
 use crate::domain::name::{AccountId, ClientOrderId, InstrumentId};
 use crate::domain::risk::RejectCode;
@@ -52,22 +51,7 @@ impl Engine {
         let last_prices: Vec<Price> = self.markets.iter().map(|m| m.quote().last_price).collect();
         self.marks.copy_from_slice(&prices);
         for slot in 0..self.ledger.accounts().len() as u32 {
-            let account = self.ledger.account(slot);
-            let positions: Vec<PositionSnapshot> = account
-                .positions
-                .iter()
-                .filter(|p| p.volume(Side::Long) + p.volume(Side::Short) > 0)
-                .map(|p| {
-                    PositionSnapshot::new(
-                        account.account_id,
-                        p,
-                        &self.instruments[p.instrument as usize],
-                        prices[p.instrument as usize],
-                    )
-                })
-                .collect();
-            let snapshot = self.ledger.settle_account(slot, &self.instruments, &prices);
-            let statement = SettlementStatement { trading_day: settled_day, account: snapshot, positions };
+            let statement = self.ledger.settle_with_statement(slot, &self.instruments, &prices, settled_day);
             self.statements.push(statement.clone());
             out.push(Event::Settlement { ts, statement });
             self.scratch.touched.account(slot);
@@ -134,18 +118,13 @@ impl Engine {
         let slot = self.ledger.slot_of(&account_id).ok_or(RejectCode::AccountNotFound)?;
         let mut closes = Vec::new();
         for p in &self.ledger.account(slot).positions {
-            let strict = self.instruments[p.instrument as usize].exchange_id.has_strict_close_today();
-            for (side, direction) in [(Side::Long, Direction::Sell), (Side::Short, Direction::Buy)] {
-                let (his, today) = (p.bucket(side, false).volume, p.bucket(side, true).volume);
-                if strict {
-                    closes.push((p.instrument, direction, Offset::Close, his));
-                    closes.push((p.instrument, direction, Offset::CloseToday, today));
-                } else {
-                    closes.push((p.instrument, direction, Offset::Close, his + today));
-                }
-            }
+            let inst = &self.instruments[p.instrument as usize];
+            let lots = |side| (p.bucket(side, false).volume, p.bucket(side, true).volume);
+            let orders = closing_orders(inst, lots(Side::Long), lots(Side::Short));
+            closes.extend(
+                orders.into_iter().map(|(direction, offset, volume)| (p.instrument, direction, offset, volume)),
+            );
         }
-        closes.retain(|c| c.3 > 0);
         if closes.is_empty() {
             return Err(RejectCode::NothingToLiquidate);
         }
@@ -157,34 +136,65 @@ impl Engine {
         // through the normal path as closes, which are never refused for funds.
         let status = self.ledger.account(slot).status;
         self.ledger.set_status(slot, crate::domain::ledger::account::AccountStatus::Active);
-        for (instrument, direction, offset, volume) in closes {
-            let (instrument_id, max_lots) = {
-                let inst = &self.instruments[instrument as usize];
-                (inst.instrument_id, inst.max_order_volume)
-            };
-            let mut remaining = volume;
-            while remaining > 0 {
-                let lots = remaining.min(max_lots);
-                let client = ClientOrderId::new(&format!("FORCE_{}", self.next_order_id)).expect("short id");
-                let order = InsertOrder {
-                    account_id,
-                    client_order_id: client,
-                    instrument_id,
-                    direction,
-                    offset,
-                    price_type: PriceType::Any,
-                    limit_price: None,
-                    volume: lots,
-                    time_condition: TimeCondition::Ioc,
-                    volume_condition: VolumeCondition::Any,
-                    min_volume: 0,
-                };
-                self.insert_order(ts, &order, out);
-                remaining -= lots;
-            }
+        for (instrument, direction, offset, lots) in closes {
+            let instrument_id = self.instruments[instrument as usize].instrument_id;
+            let client = ClientOrderId::new(&format!("FORCE_{}", self.next_order_id)).expect("short id");
+            let order = market_close(account_id, client, instrument_id, direction, offset, lots);
+            self.insert_order(ts, &order, out);
         }
         self.ledger.set_status(slot, status);
         Ok(())
+    }
+}
+
+/// The market orders that close a position of `long` and `short` lots (his, today each):
+/// CLOSE and CLOSETODAY apart where the exchange keeps them apart (SHFE, INE), else CLOSE for
+/// all; each at most the instrument's largest order. As (direction, offset, lots).
+pub fn closing_orders(
+    inst: &crate::domain::instrument::Instrument,
+    long: (Volume, Volume),
+    short: (Volume, Volume),
+) -> Vec<(Direction, Offset, Volume)> {
+    let strict = inst.exchange_id.has_strict_close_today();
+    let mut orders = Vec::new();
+    for (direction, (his, today)) in [(Direction::Sell, long), (Direction::Buy, short)] {
+        let parts = if strict {
+            vec![(Offset::Close, his), (Offset::CloseToday, today)]
+        } else {
+            vec![(Offset::Close, his + today)]
+        };
+        for (offset, mut volume) in parts {
+            while volume > 0 {
+                let lots = volume.min(inst.max_order_volume.max(1));
+                orders.push((direction, offset, lots));
+                volume -= lots;
+            }
+        }
+    }
+    orders
+}
+
+/// A market (ANY + IOC) order: what forced liquidation sends.
+pub fn market_close(
+    account_id: AccountId,
+    client_order_id: ClientOrderId,
+    instrument_id: InstrumentId,
+    direction: Direction,
+    offset: Offset,
+    volume: Volume,
+) -> InsertOrder {
+    InsertOrder {
+        account_id,
+        client_order_id,
+        instrument_id,
+        direction,
+        offset,
+        price_type: PriceType::Any,
+        limit_price: None,
+        volume,
+        time_condition: TimeCondition::Ioc,
+        volume_condition: VolumeCondition::Any,
+        min_volume: 0,
     }
 }
 

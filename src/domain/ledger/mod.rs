@@ -385,6 +385,29 @@ impl Ledger {
 
     /// Settlement for one account: realise position profit at the marks into pre_balance, roll
     /// today to his at the settlement price, reset the day's sums. Holds of surviving orders stay.
+    /// [`Ledger::settle_account`], with the statement of `trading_day`: the account and its
+    /// open positions at the settlement prices, before the day rolls.
+    pub fn settle_with_statement(
+        &mut self,
+        slot: u32,
+        instruments: &[Instrument],
+        settlement: &[Price],
+        trading_day: u32,
+    ) -> crate::domain::event::SettlementStatement {
+        let account = &self.accounts[slot as usize];
+        let positions = account
+            .positions
+            .iter()
+            .filter(|p| p.volume(Side::Long) + p.volume(Side::Short) > 0)
+            .map(|p| {
+                let instrument = p.instrument as usize;
+                account::PositionSnapshot::new(account.account_id, p, &instruments[instrument], settlement[instrument])
+            })
+            .collect();
+        let account = self.settle_account(slot, instruments, settlement);
+        crate::domain::event::SettlementStatement { trading_day, account, positions }
+    }
+
     pub fn settle_account(&mut self, slot: u32, instruments: &[Instrument], settlement: &[Price]) -> AccountSnapshot {
         let snap = self.accounts[slot as usize].snapshot(instruments, settlement);
         let account = &mut self.accounts[slot as usize];

@@ -20,9 +20,7 @@
 //! between two shards' settlements, recovery runs the same cut on the shards still behind.
 
 use super::{ShardEngine, StepOutput};
-use crate::domain::event::{Event, SettlementStatement};
-use crate::domain::ledger::account::PositionSnapshot;
-use crate::domain::ledger::position::Side;
+use crate::domain::event::Event;
 use crate::domain::risk::RejectCode;
 use crate::domain::types::*;
 use serde::{Deserialize, Serialize};
@@ -103,6 +101,10 @@ impl ShardEngine {
         if self.instruments.len() >= super::MAX_INSTRUMENTS {
             return Err(RejectCode::InstrumentExists);
         }
+        // What `OrderBook::new` needs (the API checks much more; a logged record is checked too).
+        if inst.price_tick <= 0 || inst.lower_limit > inst.upper_limit || inst.volume_multiple <= 0 {
+            return Err(RejectCode::InstrumentNotFound);
+        }
         let slot = self.instruments.len() as u32;
         let owner = super::instrument_shard(&inst, self.shards);
         let owned = owner == self.shard;
@@ -154,11 +156,6 @@ impl ShardEngine {
         }
         self.finish_step(ts, out);
         Ok(())
-    }
-
-    /// The settlement price set for an instrument this shard owns, if any.
-    pub fn settlement_price(&self, instrument: u32) -> Option<Price> {
-        self.settlement_prices.get(instrument as usize).copied().flatten()
     }
 
     /// This shard's part of a cut: its own instruments' settlement price (the operator's, else
@@ -255,18 +252,7 @@ impl ShardEngine {
         }
         // Statements at the settlement prices, then realise and roll every account.
         for slot in 0..self.ledger.accounts().len() as u32 {
-            let account = self.ledger.account(slot);
-            let positions: Vec<PositionSnapshot> = account
-                .positions
-                .iter()
-                .filter(|p| p.volume(Side::Long) + p.volume(Side::Short) > 0)
-                .map(|p| {
-                    let inst = &self.instruments[p.instrument as usize];
-                    PositionSnapshot::new(account.account_id, p, inst, prices[p.instrument as usize])
-                })
-                .collect();
-            let snapshot = self.ledger.settle_account(slot, &self.instruments, prices);
-            let statement = SettlementStatement { trading_day: cut.settled_day, account: snapshot, positions };
+            let statement = self.ledger.settle_with_statement(slot, &self.instruments, prices, cut.settled_day);
             out.events.push(Event::Settlement { ts, statement });
             self.touched.account(slot);
             let held: Vec<u32> = self.ledger.account(slot).positions.iter().map(|p| p.instrument).collect();
