@@ -17,15 +17,17 @@ const ROUNDS: u64 = 5;
 const MAX_REQUESTS_PER_CLIENT: u64 = 1500;
 
 /// The server on `dir`, with a history store small enough that the rounds flush and compact
-/// it often, and checkpoints every MiB of WAL (so kills also land during flushes, compactions
-/// and checkpoints).
+/// it often, checkpoints every MiB of WAL (so kills also land during flushes, compactions
+/// and checkpoints), and up to 8 commit groups syncing at once (so kills land with groups
+/// written and unanswered).
 fn options(dir: &std::path::Path) -> Options {
     let config = dir.with_extension("toml");
     if !config.exists() {
         // Small WAL segments, so the checkpoints the rounds ask for retire some.
         std::fs::write(
             &config,
-            "[storage]\nmemtable_kib = 64\ncompaction_trigger_tables = 2\nsegment_mib = 1\ncheckpoint_wal_mib = 1\n",
+            "[storage]\nmemtable_kib = 64\ncompaction_trigger_tables = 2\nsegment_mib = 1\ncheckpoint_wal_mib = 1\n\
+             syncs_in_flight = 8\n",
         )
         .unwrap();
     }

@@ -13,8 +13,12 @@
 # PIPELINE=D lets every connection of every run (raw and server alike) keep up to D requests
 # outstanding (HTTP/1.1 pipelining; 1 = one at a time).
 #
+# SYNCS_IN_FLIGHT=N runs the servers with `[storage] syncs_in_flight = N` (default: the
+# server's default).
+#
 # Usage: tools/loadtest.sh   (knobs: SHARDS=1 CONNECTIONS=32 PIPELINE=1 DURATION=5 WARMUP=2
-#                             MIX=exchange-core LOAD_CORE=1 OUT=target/loadtest/<time>)
+#                             MIX=exchange-core LOAD_CORE=1 SYNCS_IN_FLIGHT=
+#                             OUT=target/loadtest/<time>)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SHARDS=${SHARDS:-1}
@@ -27,9 +31,15 @@ RAW=$ADDR; RAW_PID=$PID
 load raw-max "$RAW" 0 --raw
 RAW_MAX=$THROUGHPUT
 
+CONFIG=()
+if [ -n "${SYNCS_IN_FLIGHT:-}" ]; then
+  printf '[storage]\nsyncs_in_flight = %s\n' "$SYNCS_IN_FLIGHT" > "$DATA/exchange.toml"
+  CONFIG=(--config "$DATA/exchange.toml")
+fi
+
 for sync in durable none; do
   rm -rf "$DATA/$sync"
-  start_and_wait "server-$sync" "$BIN/qaexchange-server" --no-auth --http 127.0.0.1:0 --ws 127.0.0.1:0 --shards "$SHARDS" \
+  start_and_wait "server-$sync" "$BIN/qaexchange-server" "${CONFIG[@]}" --no-auth --http 127.0.0.1:0 --ws 127.0.0.1:0 --shards "$SHARDS" \
       --storage "$DATA/$sync" --sync "$sync"
   SERVER=$ADDR
   load "$sync-max" "$SERVER" 0
@@ -49,7 +59,7 @@ for pct in 25 50 75; do
 done
 kill "$RAW_PID" 2>/dev/null || true
 
-python3 - "$OUT/results.txt" "$RAW_MAX" "$MAX_durable" "$MAX_none" "$SHARDS" "$CONNECTIONS" "$PIPELINE" <<'PY'
+python3 - "$OUT/results.txt" "$RAW_MAX" "$MAX_durable" "$MAX_none" "$SHARDS" "$CONNECTIONS" "$PIPELINE" "${SYNCS_IN_FLIGHT:-}" <<'PY'
 import sys
 rows = {}
 for line in open(sys.argv[1]):
@@ -58,7 +68,7 @@ for line in open(sys.argv[1]):
         rows[f["label"]] = f
 raw_max, durable_max, none_max = map(float, sys.argv[2:5])
 shards, connections, pipeline = sys.argv[5:8]
-print(f"\nshards={shards} connections={connections} pipeline={pipeline}")
+print(f"\nshards={shards} connections={connections} pipeline={pipeline} syncs_in_flight={sys.argv[8] or 'default'}")
 print("\n| run | rate | answers/s | p50 us | p90 us | p99 us | p99.9 us | max us | refused |")
 print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
 for label, f in rows.items():

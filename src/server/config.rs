@@ -30,6 +30,11 @@ pub const DEFAULT_SEGMENT_MIB: u64 = 64;
 /// Segment sizes beyond this only delay the release of old segments.
 pub const MAX_SEGMENT_MIB: u64 = 1024;
 pub const DEFAULT_GROUP_COMMIT_MAX_RECORDS: usize = 4096;
+/// Commit groups whose fdatasync may run at once. 1: on these 2-core VMs concurrent syncs of
+/// one shard each took longer and the ack got slower (docs/PERFORMANCE.md, "Syncs in flight").
+pub const DEFAULT_SYNCS_IN_FLIGHT: usize = 1;
+/// More than this only queues flushes in the device.
+pub const MAX_SYNCS_IN_FLIGHT: usize = 64;
 /// History store: a shard's memtable is flushed to an SSTable at about this size.
 pub const DEFAULT_MEMTABLE_KIB: usize = 64 << 10;
 /// History store: level 0 is compacted into level 1 once it has this many tables.
@@ -159,6 +164,9 @@ pub struct StorageConfig {
     pub group_commit_max_records: usize,
     /// ...or this many bytes (at most one segment, since a batch never spans segments).
     pub group_commit_max_bytes: usize,
+    /// `[storage] syncs_in_flight`: commit groups written whose fdatasyncs may run at once
+    /// (1: each group is written only after the one before is synced).
+    pub syncs_in_flight: usize,
     /// History store (`[storage] memtable_kib`): flush a shard's memtable at this size.
     pub memtable_bytes: usize,
     /// History store (`[storage] compaction_trigger_tables`): compact at this many level-0
@@ -180,6 +188,7 @@ impl Default for StorageConfig {
             segment_bytes: DEFAULT_SEGMENT_MIB * MIB,
             group_commit_max_records: DEFAULT_GROUP_COMMIT_MAX_RECORDS,
             group_commit_max_bytes: DEFAULT_GROUP_COMMIT_MAX_BYTES,
+            syncs_in_flight: DEFAULT_SYNCS_IN_FLIGHT,
             memtable_bytes: DEFAULT_MEMTABLE_KIB << 10,
             compaction_trigger_tables: DEFAULT_COMPACTION_TRIGGER_TABLES,
             checkpoint_wal_bytes: DEFAULT_CHECKPOINT_WAL_MIB * MIB,
@@ -550,6 +559,7 @@ struct StorageSection {
     segment_mib: Option<u64>,
     group_commit_max_records: Option<usize>,
     group_commit_max_bytes: Option<usize>,
+    syncs_in_flight: Option<usize>,
     memtable_kib: Option<usize>,
     compaction_trigger_tables: Option<usize>,
     checkpoint_wal_mib: Option<u64>,
@@ -652,6 +662,13 @@ impl FileConfig {
                 ),
             ));
         }
+        let syncs_in_flight = storage.syncs_in_flight.unwrap_or(DEFAULT_SYNCS_IN_FLIGHT);
+        if !(1..=MAX_SYNCS_IN_FLIGHT).contains(&syncs_in_flight) {
+            return Err(invalid(
+                key("storage", "syncs_in_flight")(),
+                format!("must be 1..={MAX_SYNCS_IN_FLIGHT}, got {syncs_in_flight}"),
+            ));
+        }
         let memtable_kib = storage.memtable_kib.unwrap_or(DEFAULT_MEMTABLE_KIB);
         if !(64..=4 << 20).contains(&memtable_kib) {
             return Err(invalid(
@@ -684,6 +701,7 @@ impl FileConfig {
             segment_bytes,
             group_commit_max_records,
             group_commit_max_bytes,
+            syncs_in_flight,
             memtable_bytes: memtable_kib << 10,
             compaction_trigger_tables,
             checkpoint_wal_bytes: checkpoint_wal_mib * MIB,
@@ -886,8 +904,10 @@ mod tests {
     #[test]
     fn storage_history_and_checkpoint_keys_are_read_and_bounded() {
         let text = "[storage]\nmemtable_kib = 128\ncompaction_trigger_tables = 3\ncheckpoint_wal_mib = 0\n\
-                    checkpoint_interval_secs = 30\n";
+                    checkpoint_interval_secs = 30\nsyncs_in_flight = 5\n";
         let storage = ServerConfig::from_toml_str(text).expect("valid").storage.expect("storage on");
+        assert_eq!(storage.syncs_in_flight, 5);
+        assert_eq!(StorageConfig::default().syncs_in_flight, DEFAULT_SYNCS_IN_FLIGHT);
         assert_eq!(storage.memtable_bytes, 128 << 10);
         assert_eq!(storage.compaction_trigger_tables, 3);
         assert_eq!((storage.checkpoint_wal_bytes, storage.checkpoint_interval_secs), (0, 30));
@@ -898,6 +918,8 @@ mod tests {
             ("compaction_trigger_tables = 0", "[storage] compaction_trigger_tables"),
             ("checkpoint_wal_mib = 1073741825", "[storage] checkpoint_wal_mib"),
             ("checkpoint_interval_secs = 31536001", "[storage] checkpoint_interval_secs"),
+            ("syncs_in_flight = 0", "[storage] syncs_in_flight"),
+            ("syncs_in_flight = 65", "[storage] syncs_in_flight"),
         ] {
             let err = ServerConfig::from_toml_str(&format!("[storage]\n{bad}\n")).expect_err(bad);
             assert!(err.to_string().contains(needle), "{bad}: {err}");

@@ -37,6 +37,8 @@ pub struct Counters {
     pub wal_bytes: u64,
     pub wal_syncs: u64,
     pub wal_groups: u64,
+    /// Commit groups written while an earlier group was in flight (written, not answered).
+    pub wal_groups_overlapped: u64,
     pub peer_messages_sent: u64,
     pub peer_messages_received: u64,
     /// Records staged and not yet committed, sampled at each commit.
@@ -174,6 +176,12 @@ impl Gathered {
         family("qaexchange_wal_bytes_total", "counter", "WAL payload bytes written.", per_shard(&|c| c.wal_bytes));
         family("qaexchange_wal_syncs_total", "counter", "WAL fdatasyncs.", per_shard(&|c| c.wal_syncs));
         family("qaexchange_wal_groups_total", "counter", "WAL commit groups.", per_shard(&|c| c.wal_groups));
+        family(
+            "qaexchange_wal_groups_overlapped_total",
+            "counter",
+            "WAL commit groups written while an earlier group was still in flight (written, not answered).",
+            per_shard(&|c| c.wal_groups_overlapped),
+        );
         family(
             "qaexchange_peer_messages_sent_total",
             "counter",

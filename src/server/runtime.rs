@@ -515,8 +515,12 @@ async fn run_shard(
     }
     let ctx = Rc::new(ctx);
     let limits = match &config.storage {
-        Some(s) => GroupLimits { max_records: s.group_commit_max_records, max_bytes: s.group_commit_max_bytes },
-        None => GroupLimits { max_records: usize::MAX, max_bytes: usize::MAX },
+        Some(s) => GroupLimits {
+            max_records: s.group_commit_max_records,
+            max_bytes: s.group_commit_max_bytes,
+            syncs_in_flight: s.syncs_in_flight,
+        },
+        None => GroupLimits { max_records: usize::MAX, max_bytes: usize::MAX, syncs_in_flight: 1 },
     };
     let routes = Routes { shard, local: waiters, remote: links, fanout, accounts };
     let committer = glommio::spawn_local(run_committer(core.clone(), wal, limits, notify_rx, routes));

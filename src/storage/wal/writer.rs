@@ -125,7 +125,27 @@ enum SpareKind {
 /// An fdatasync in flight, covering every record through `through`.
 pub struct SyncTicket {
     task: Option<glommio::Task<io::Result<()>>>,
+    /// The sync's result once `done` saw it end.
+    outcome: Option<io::Result<()>>,
     through: u64,
+}
+
+impl SyncTicket {
+    /// Resolves when the sync has ended (at once with `sync = none`), keeping its result for
+    /// `finish_sync`. Dropping this future before then leaves the sync running, so it can be
+    /// raced against other events.
+    pub async fn done(&mut self) {
+        if let Some(task) = self.task.as_mut() {
+            let result = task.await;
+            self.task = None;
+            self.outcome = Some(result);
+        }
+    }
+
+    /// The last sequence this sync makes durable.
+    pub fn through(&self) -> u64 {
+        self.through
+    }
 }
 
 /// Bytes per write of a batch; a larger batch keeps several writes in flight. 1 MiB, as fio's
@@ -411,6 +431,11 @@ impl WalWriter {
         self.next_sequence
     }
 
+    /// Whether `commit` waits for the disk (`sync = durable`).
+    pub fn syncs(&self) -> bool {
+        self.config.sync == SyncMode::Durable
+    }
+
     pub fn stats(&self) -> WalStats {
         self.stats
     }
@@ -521,11 +546,11 @@ impl WalWriter {
     /// An fdatasync of the current segment (none with `sync = none`), covering through `through`.
     fn sync_ticket(&mut self, through: u64) -> SyncTicket {
         if self.config.sync == SyncMode::None {
-            return SyncTicket { task: None, through };
+            return SyncTicket { task: None, outcome: None, through };
         }
         let file = self.file.clone();
         let task = glommio::spawn_local(async move { file.fdatasync().await.map_err(io::Error::from) });
-        SyncTicket { task: Some(task), through }
+        SyncTicket { task: Some(task), outcome: None, through }
     }
 
     /// Writes what is pending and fdatasyncs, whatever the sync mode; returns the last
@@ -541,9 +566,10 @@ impl WalWriter {
     }
 
     /// Waits for a sync; returns the last sequence it made durable.
-    pub async fn finish_sync(&mut self, ticket: SyncTicket) -> io::Result<u64> {
-        if let Some(task) = ticket.task {
-            task.await?;
+    pub async fn finish_sync(&mut self, mut ticket: SyncTicket) -> io::Result<u64> {
+        ticket.done().await;
+        if let Some(outcome) = ticket.outcome {
+            outcome?;
             self.stats.syncs += 1;
         }
         self.sync_point = self.sync_point.max(ticket.through + 1);
