@@ -1028,3 +1028,61 @@ fn fixed_point_is_decimal_in_json_and_exact_in_checkpoints() {
     let back: Kline = options.deserialize(&options.serialize(&bar).unwrap()).unwrap();
     assert_eq!(back, bar);
 }
+
+/// A commit group takes each bar it traded once, as it stands at the group's end, and a bar
+/// that closed during the group in its final state (the history store then holds what the
+/// engine's rings hold).
+#[test]
+fn a_group_writes_each_traded_bar_once_and_closed_bars_as_they_closed() {
+    use qaexchange::server::history::{series_prefix, KLINES};
+    let mut service = Service::new(0, 1, instruments(), 20250102, EngineConfig::default(), limits());
+    service.set_history(true);
+    // 2025-01-02 09:30:00 China time: a 3 s and a 1 min boundary.
+    let t0: TimestampNs = 1_735_781_400_000_000_000;
+    let mut tag = 0;
+    let mut run = |service: &mut Service, action: Action, now: TimestampNs| {
+        tag += 1;
+        let mut staged = Staged::default();
+        service.handle(action, now, Origin { shard: 0, conn: 7, tag }, &mut staged);
+        assert!(!staged.records.is_empty(), "refused at {now}: {:?}", staged.replies);
+    };
+    run(&mut service, open("A", 1_000_000.0, false), t0);
+    run(&mut service, open("B", 1_000_000.0, false), t0);
+    service.take_history();
+    // One group, four trades: 1 and 2 lots in the first 3 s bar, 3 and 4 in the next.
+    for (i, at_ms) in [500i64, 1500, 3500, 4000].into_iter().enumerate() {
+        let now = t0 + at_ms * 1_000_000;
+        let lots = i as Volume + 1;
+        run(&mut service, limit("A", &format!("s{i}"), "SR501", Direction::Sell, 5000.0, lots), now);
+        run(&mut service, limit("B", &format!("b{i}"), "SR501", Direction::Buy, 5000.0, lots), now + 1000);
+    }
+    let prefix = series_prefix(KLINES, "SR501");
+    let bars: Vec<(i64, serde_json::Value)> = service
+        .take_history()
+        .into_iter()
+        .filter(|(k, _)| k.starts_with(&prefix))
+        .map(|(k, v)| {
+            let period = i64::from_be_bytes(k[prefix.len()..prefix.len() + 8].try_into().unwrap());
+            (period, serde_json::from_slice(&v).unwrap())
+        })
+        .collect();
+    let volumes = |period: i64| -> Vec<i64> {
+        bars.iter().filter(|(p, _)| *p == period).map(|(_, b)| b["volume"].as_i64().unwrap()).collect()
+    };
+    // The 3 s bars: the first once when the second opened, the second once at the end.
+    assert_eq!(volumes(KLINE_PERIODS_NS[0]), vec![3, 7], "{bars:?}");
+    // Every longer period: its one bar, once, with all ten lots.
+    for &period in &KLINE_PERIODS_NS[1..] {
+        assert_eq!(volumes(period), vec![10], "period {period}: {bars:?}");
+    }
+    // As the engine holds them.
+    let engine = service.engine();
+    let market = engine.market(engine.instrument_slot(&inst("SR501")).unwrap()).unwrap();
+    for (i, &period) in KLINE_PERIODS_NS.iter().enumerate() {
+        let held: Vec<serde_json::Value> =
+            market.klines(i).unwrap().bars().iter().map(|(_, b)| serde_json::to_value(b).unwrap()).collect();
+        let written: Vec<serde_json::Value> =
+            bars.iter().filter(|(p, _)| *p == period).map(|(_, b)| b.clone()).collect();
+        assert_eq!(written, held, "period {period}");
+    }
+}

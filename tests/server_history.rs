@@ -95,20 +95,27 @@ fn check_against_journal(c: &mut Client, accounts: &[&str]) -> (usize, usize) {
             assert_eq!(last_tick["last_price"], quote["last_price"], "{instrument}");
             assert_eq!(last_tick["volume"], quote["volume"], "{instrument}");
         }
-        // The newest 1-minute bars equal the engine's.
-        let engine = c.ok("GET", &format!("/api/market/kline/{instrument}?period=60&count=2000"), None);
-        let engine_bars: Vec<Value> = engine["bars"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|b| {
-                let mut b = b.clone();
-                b.as_object_mut().unwrap().remove("id");
-                b
-            })
-            .collect();
-        let bars = all_pages(c, &format!("/api/history/klines/{instrument}?period=1m"), 1000);
-        assert_eq!(bars, engine_bars, "{instrument} bars");
+        // The newest 1-minute bars equal the engine's, and so do the 3-second bars (which open
+        // and close during the test: a bar is written when the next one opens, in its final
+        // state, and the open one at the end of each commit group).
+        for (engine_period, history_period) in [("60", "1m"), ("3", "3s")] {
+            let engine =
+                c.ok("GET", &format!("/api/market/kline/{instrument}?period={engine_period}&count=2000"), None);
+            let engine_bars: Vec<Value> = engine["bars"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|b| {
+                    let mut b = b.clone();
+                    b.as_object_mut().unwrap().remove("id");
+                    b
+                })
+                .collect();
+            let bars = all_pages(c, &format!("/api/history/klines/{instrument}?period={history_period}"), 1000);
+            // The engine's ring keeps the newest bars; the history keeps them all.
+            let kept = &bars[bars.len().saturating_sub(engine_bars.len())..];
+            assert_eq!(kept, &engine_bars[..], "{instrument} {history_period} bars");
+        }
     }
     (orders, trades)
 }

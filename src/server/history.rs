@@ -72,6 +72,12 @@ pub struct HistoryWriter {
     writes: Vec<(Vec<u8>, Vec<u8>)>,
     /// Instruments with a trade in the current step (scratch of `end_step`).
     traded: Vec<u32>,
+    /// Bars traded since the last `take`: (instrument slot, period index, the bar's id in its
+    /// ring). Each is written once, by `take` in its state then, or when the next bar of its
+    /// series opens (then in its final state), instead of after every trading step: a group
+    /// with several trades in one instrument rewrote its 7 open bars each time (the history
+    /// store's writes were ~12 % of a busy shard's CPU, docs/PERFORMANCE.md).
+    open_bars: Vec<(u32, usize, i64)>,
 }
 
 fn json<T: serde::Serialize>(value: &T) -> Vec<u8> {
@@ -84,6 +90,7 @@ impl HistoryWriter {
         self.on = on;
         if !on {
             self.writes.clear();
+            self.open_bars.clear();
         }
     }
 
@@ -91,8 +98,15 @@ impl HistoryWriter {
         self.on
     }
 
-    /// The writes made since the last call, in order.
-    pub fn take(&mut self) -> Vec<(Vec<u8>, Vec<u8>)> {
+    /// The writes made since the last call, in order, then the bars traded since then as
+    /// `engine` holds them now (it must be the engine `end_step` saw).
+    pub fn take(&mut self, engine: Option<&ShardEngine>) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let open = std::mem::take(&mut self.open_bars);
+        if let Some(engine) = engine {
+            for (slot, period, id) in open {
+                self.bar(slot, period, id, engine);
+            }
+        }
         std::mem::take(&mut self.writes)
     }
 
@@ -187,12 +201,32 @@ impl HistoryWriter {
             let k = key(TICKS, name.as_str(), &[time_bytes(tick.datetime_ns), ticks.last_id().to_be_bytes()]);
             self.writes.push((k, json(tick)));
         }
-        for (i, &period) in KLINE_PERIODS_NS.iter().enumerate() {
-            if let Some(bar) = market.klines(i).and_then(|s| s.bars().last()) {
-                let k = key(KLINES, name.as_str(), &[period.to_be_bytes(), time_bytes(bar.datetime_ns)]);
-                self.writes.push((k, json(bar)));
+        for period in 0..KLINE_PERIODS_NS.len() {
+            let Some(bars) = market.klines(period).map(|s| s.bars()) else { continue };
+            if bars.is_empty() {
+                continue;
+            }
+            let id = bars.last_id();
+            match self.open_bars.iter_mut().find(|(s, p, _)| *s == slot && *p == period) {
+                Some((_, _, open)) if *open == id => {}
+                Some((_, _, open)) => {
+                    // The bar traded before is closed: written now, in its final state.
+                    let closed = std::mem::replace(open, id);
+                    self.bar(slot, period, closed, engine);
+                }
+                None => self.open_bars.push((slot, period, id)),
             }
         }
+    }
+
+    /// Writes bar `id` of `slot`'s series `period` as the engine holds it (nothing if its ring
+    /// no longer does: more bars opened since than the ring keeps).
+    fn bar(&mut self, slot: u32, period: usize, id: i64, engine: &ShardEngine) {
+        let Some(market) = engine.market(slot) else { return };
+        let Some(bar) = market.klines(period).and_then(|s| s.bars().get(id)) else { return };
+        let name = engine.instruments()[slot as usize].instrument_id;
+        let k = key(KLINES, name.as_str(), &[KLINE_PERIODS_NS[period].to_be_bytes(), time_bytes(bar.datetime_ns)]);
+        self.writes.push((k, json(bar)));
     }
 }
 

@@ -366,7 +366,7 @@ pub fn replay_shard(
                 }
                 if let (Some(store), Some(last)) = (store.as_mut(), batch.last_sequence) {
                     if failed.is_none() {
-                        if let Err(e) = put_history(store, writer.take(), batch.market_writes, last) {
+                        if let Err(e) = put_history(store, writer.take(None), batch.market_writes, last) {
                             failed = Some(e);
                         }
                     }
@@ -425,7 +425,7 @@ pub fn replay_shard(
                 let _ = events_tx.send(EventBatch {
                     events: std::mem::replace(&mut events, spare),
                     history_from: history_start,
-                    market_writes: market.take(),
+                    market_writes: market.take(service.as_ref().map(|s| s.engine())),
                     last_sequence: last_history_sequence.take(),
                 });
                 history_start = usize::MAX;

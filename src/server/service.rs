@@ -393,9 +393,10 @@ impl Service {
         self.history.set_on(on);
     }
 
-    /// The history writes of the steps since the last call, in order.
+    /// The history writes of the steps since the last call, in order (the bars they traded
+    /// last, as they stand now).
     pub fn take_history(&mut self) -> Vec<(Vec<u8>, Vec<u8>)> {
-        self.history.take()
+        self.history.take(Some(&self.engine))
     }
 
     /// The DIFF chart patches (instrument slot, fan-out topic, patch) of the instruments whose quotes changed: new
