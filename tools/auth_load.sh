@@ -33,23 +33,5 @@ for round in $(seq 1 "$ROUNDS"); do
   done
 done
 
-python3 - "$OUT/results.txt" <<'PY'
-import statistics, sys
-rows = {}
-for line in open(sys.argv[1]):
-    if line.startswith("RESULT "):
-        f = dict(kv.split("=", 1) for kv in line.split()[1:])
-        rows[f["label"]] = f
-print("| run | rate | answers/s | p50 us | p99 us | p99.9 us |")
-print("|---|---:|---:|---:|---:|---:|")
-for label, f in rows.items():
-    print(f"| {label} | {f['rate']} | {float(f['throughput']):,.0f} | {f['p50_us']} | {f['p99_us']} | {f['p999_us']} |")
-def med(prefix, key):
-    return statistics.median(float(f[key]) for l, f in rows.items() if l.startswith(prefix))
-raw = float(rows["raw-max"]["throughput"])
-off, on = med("off-max", "throughput"), med("on-max", "throughput")
-poff, pon = med("off-half", "p99_us"), med("on-half", "p99_us")
-print(f"\nmedian max: off {off:,.0f}/s ({off/raw:.2f} of raw {raw:,.0f}), on {on:,.0f}/s ({on/raw:.2f} of raw): on/off = {on/off:.3f}")
-print(f"median p99 at 50 %: off {poff:.0f} us, on {pon:.0f} us: on/off = {pon/poff:.3f}")
-PY
+python3 tools/ab_summary.py "$OUT/results.txt" off on
 echo "files: $OUT"

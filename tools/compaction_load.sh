@@ -39,27 +39,5 @@ for round in $(seq 1 "$ROUNDS"); do
   done
 done
 
-python3 - "$OUT/results.txt" <<'PY'
-import json, statistics, sys
-rows, stats = {}, {}
-for line in open(sys.argv[1]):
-    if line.startswith("RESULT "):
-        f = dict(kv.split("=", 1) for kv in line.split()[1:])
-        rows[f["label"]] = f
-    elif line.startswith("STATS "):
-        _, label, text = line.split(" ", 2)
-        stats[label] = json.loads(text)["data"][0]
-print("| run | rate | answers/s | p50 us | p99 us | p99.9 us | flushes | compactions |")
-print("|---|---:|---:|---:|---:|---:|---:|---:|")
-for label, f in rows.items():
-    s = stats.get("-".join(label.split("-")[::2]), {})
-    print(f"| {label} | {f['rate']} | {float(f['throughput']):,.0f} | {f['p50_us']} | {f['p99_us']} | {f['p999_us']} | {s.get('flushes', '')} | {s.get('compactions', '')} |")
-def med(prefix, key):
-    return statistics.median(float(f[key]) for l, f in rows.items() if l.startswith(prefix))
-raw = float(rows["raw-max"]["throughput"])
-qm, bm = med("quiet-max", "throughput"), med("busy-max", "throughput")
-qp, bp = med("quiet-half", "p99_us"), med("busy-half", "p99_us")
-print(f"\nmedian max: quiet {qm:,.0f}/s ({qm/raw:.2f} of raw {raw:,.0f}), busy {bm:,.0f}/s ({bm/raw:.2f} of raw): busy/quiet = {bm/qm:.3f}")
-print(f"median p99 at 50 %: quiet {qp:.0f} us, busy {bp:.0f} us: busy/quiet = {bp/qp:.3f}")
-PY
+python3 tools/ab_summary.py "$OUT/results.txt" quiet busy
 echo "files: $OUT"

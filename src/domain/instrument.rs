@@ -79,6 +79,26 @@ pub struct CommissionConfig {
     pub close_today_rate: f64,
 }
 
+impl CommissionConfig {
+    /// The engine's fixed-point schedule; refused when a value is negative or not finite.
+    pub fn schedule(&self) -> Result<CommissionSchedule, &'static str> {
+        let c = self;
+        let values =
+            [c.open_per_lot, c.close_per_lot, c.close_today_per_lot, c.open_rate, c.close_rate, c.close_today_rate];
+        if values.iter().any(|v| !v.is_finite() || *v < 0.0) {
+            return Err("commission values must be non-negative");
+        }
+        Ok(CommissionSchedule {
+            open_per_lot: money_from_f64(c.open_per_lot),
+            close_per_lot: money_from_f64(c.close_per_lot),
+            close_today_per_lot: money_from_f64(c.close_today_per_lot),
+            open_rate: rate_from_f64(c.open_rate),
+            close_rate: rate_from_f64(c.close_rate),
+            close_today_rate: rate_from_f64(c.close_today_rate),
+        })
+    }
+}
+
 /// One instrument as written in config/instruments.toml.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -216,27 +236,7 @@ impl InstrumentUpdate {
         }
         let commission = match commission {
             None => None,
-            Some(c) => {
-                let values = [
-                    c.open_per_lot,
-                    c.close_per_lot,
-                    c.close_today_per_lot,
-                    c.open_rate,
-                    c.close_rate,
-                    c.close_today_rate,
-                ];
-                if values.iter().any(|v| !v.is_finite() || *v < 0.0) {
-                    return Err("commission values must be non-negative".into());
-                }
-                Some(CommissionSchedule {
-                    open_per_lot: money_from_f64(c.open_per_lot),
-                    close_per_lot: money_from_f64(c.close_per_lot),
-                    close_today_per_lot: money_from_f64(c.close_today_per_lot),
-                    open_rate: rate_from_f64(c.open_rate),
-                    close_rate: rate_from_f64(c.close_rate),
-                    close_today_rate: rate_from_f64(c.close_today_rate),
-                })
-            }
+            Some(c) => Some(c.schedule()?),
         };
         let update = InstrumentUpdate {
             margin_rate_long: rate(margin_rate_long, "margin_rate_long")?,
@@ -297,12 +297,7 @@ impl Instrument {
         if config.max_order_volume <= 0 {
             return Err(fail("max_order_volume must be positive"));
         }
-        let c = &config.commission;
-        let commission_values =
-            [c.open_per_lot, c.close_per_lot, c.close_today_per_lot, c.open_rate, c.close_rate, c.close_today_rate];
-        if commission_values.iter().any(|v| !v.is_finite() || *v < 0.0) {
-            return Err(fail("commission values must be non-negative"));
-        }
+        let commission = config.commission.schedule().map_err(fail)?;
         let limit_rate = rate_from_f64(config.limit_rate);
         let (upper_limit, lower_limit) = price_band(pre_settlement, limit_rate, price_tick);
         Ok(Instrument {
@@ -313,14 +308,7 @@ impl Instrument {
             price_tick,
             margin_rate_long: rate_from_f64(config.margin_rate_long),
             margin_rate_short: rate_from_f64(config.margin_rate_short),
-            commission: CommissionSchedule {
-                open_per_lot: money_from_f64(c.open_per_lot),
-                close_per_lot: money_from_f64(c.close_per_lot),
-                close_today_per_lot: money_from_f64(c.close_today_per_lot),
-                open_rate: rate_from_f64(c.open_rate),
-                close_rate: rate_from_f64(c.close_rate),
-                close_today_rate: rate_from_f64(c.close_today_rate),
-            },
+            commission,
             limit_rate,
             pre_settlement,
             pre_close: config.pre_close.map(price_from_f64).unwrap_or(pre_settlement),

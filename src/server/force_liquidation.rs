@@ -7,7 +7,6 @@
 //! What finds no counterparty stays open; the answer shows every order's outcome.
 
 use super::conn::ShardContext;
-use super::http::HttpErrorCode;
 use super::service::{Action, Answer, Query, Reply};
 use crate::domain::engine::{closing_orders, market_close};
 use crate::domain::ledger::account::FreezeMode;
@@ -22,12 +21,7 @@ async fn data(
     answers: &LocalReceiver<(u32, Answer)>,
     action: Action,
 ) -> Result<Value, Reply> {
-    let reply = ctx.call(conn, answers, action).await;
-    if reply.status != 200 {
-        return Err(reply);
-    }
-    let mut v: Value = serde_json::from_slice(&reply.body).map_err(|_| Reply::http(HttpErrorCode::InternalError))?;
-    Ok(v["data"].take())
+    ctx.call(conn, answers, action).await.into_data()
 }
 
 /// Liquidates `account_id`; the answer lists the cancels and the close orders with their

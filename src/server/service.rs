@@ -226,6 +226,17 @@ impl Reply {
         Reply::error(kind.status(), kind.code(), message)
     }
 
+    /// The `data` of a successful reply; the reply itself if it is a refusal (or, never
+    /// expected, a body that is not JSON: 500).
+    pub fn into_data(self) -> Result<serde_json::Value, Reply> {
+        if self.status != 200 {
+            return Err(self);
+        }
+        let mut v: serde_json::Value =
+            serde_json::from_slice(&self.body).map_err(|_| Reply::http(HttpErrorCode::InternalError))?;
+        Ok(v["data"].take())
+    }
+
     /// An engine refusal: 404 for things that do not exist, 400 otherwise.
     pub fn reject(code: RejectCode) -> Reply {
         let status = match code {

@@ -148,12 +148,7 @@ async fn step(
     step: SettleStep,
 ) -> Result<Value, Reply> {
     match ctx.ask(conn, answers, shard, Action::Settle(step)).await {
-        Answer::Reply(reply) if reply.status == 200 => {
-            let mut v: Value =
-                serde_json::from_slice(&reply.body).map_err(|_| Reply::http(HttpErrorCode::InternalError))?;
-            Ok(v["data"].take())
-        }
-        Answer::Reply(reply) => Err(reply),
+        Answer::Reply(reply) => reply.into_data(),
         _ => Err(Reply::http(HttpErrorCode::InternalError)),
     }
 }

@@ -138,7 +138,8 @@ impl Engine {
         self.ledger.set_status(slot, crate::domain::ledger::account::AccountStatus::Active);
         for (instrument, direction, offset, lots) in closes {
             let instrument_id = self.instruments[instrument as usize].instrument_id;
-            let client = ClientOrderId::new(&format!("FORCE_{}", self.next_order_id)).expect("short id");
+            let client = ClientOrderId::new(&format!("FORCE_{}", self.next_order_id))
+                .expect("\"FORCE_\" and a u64 fit in 63 bytes");
             let order = market_close(account_id, client, instrument_id, direction, offset, lots);
             self.insert_order(ts, &order, out);
         }

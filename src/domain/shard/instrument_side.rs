@@ -132,28 +132,9 @@ impl ShardEngine {
                     self.resting.remove(&order.order_id);
                 }
             }
-            self.open_interest[i] += match (bid_offset == Offset::Open, ask_offset == Offset::Open) {
-                (true, true) => fill.volume,
-                (false, false) => -fill.volume,
-                _ => 0,
-            };
-            self.marks[i] = price;
-            let trade_id = self.next_trade_n * u64::from(self.shards) + u64::from(self.shard);
-            self.next_trade_n += 1;
-            if let Some(market) = self.markets[i].as_mut() {
-                market.on_trade(price, fill.volume, self.open_interest[i], ts);
-            }
-            let inst = &self.instruments[i];
-            out.events.push(Event::MarketTrade {
-                ts,
-                trade_id,
-                exchange_id: inst.exchange_id,
-                instrument_id: inst.instrument_id,
-                price,
-                volume: fill.volume,
-                // An auction trade has no aggressor; it is shown as the buyer's.
-                aggressor: Direction::Buy,
-            });
+            // An auction trade has no aggressor; it is shown as the buyer's.
+            let offsets = (bid_offset, ask_offset);
+            let trade_id = self.record_trade(i, price, fill.volume, offsets, Direction::Buy, ts, out);
             for (order, left) in [(fill.bid, fill.bid_left), (fill.ask, fill.ask_left)] {
                 let report = FillReport {
                     order_id: order.order_id,
@@ -166,6 +147,44 @@ impl ShardEngine {
                 self.send(order_shard(order.order_id, self.shards), PeerMsg::MakerFill(report), out);
             }
         }
+    }
+
+    /// One trade of instrument `i` at `price`: open interest (up when both sides open, down
+    /// when both close), the mark, a trade id, the market data and the public trade event.
+    /// Returns the trade id.
+    #[allow(clippy::too_many_arguments)]
+    fn record_trade(
+        &mut self,
+        i: usize,
+        price: Price,
+        volume: Volume,
+        offsets: (Offset, Offset),
+        aggressor: Direction,
+        ts: TimestampNs,
+        out: &mut StepOutput,
+    ) -> u64 {
+        self.open_interest[i] += match (offsets.0 == Offset::Open, offsets.1 == Offset::Open) {
+            (true, true) => volume,
+            (false, false) => -volume,
+            _ => 0,
+        };
+        self.marks[i] = price;
+        let trade_id = self.next_trade_n * u64::from(self.shards) + u64::from(self.shard);
+        self.next_trade_n += 1;
+        if let Some(market) = self.markets[i].as_mut() {
+            market.on_trade(price, volume, self.open_interest[i], ts);
+        }
+        let inst = &self.instruments[i];
+        out.events.push(Event::MarketTrade {
+            ts,
+            trade_id,
+            exchange_id: inst.exchange_id,
+            instrument_id: inst.instrument_id,
+            price,
+            volume,
+            aggressor,
+        });
+        trade_id
     }
 
     /// Turns the fills in `self.fills` (taker `taker_id` with `taker_volume` lots before them)
@@ -191,27 +210,8 @@ impl ShardEngine {
             if fill.maker_volume_left == 0 {
                 self.resting.remove(&fill.maker_order_id);
             }
-            self.open_interest[i] += match (taker_offset == Offset::Open, maker_offset == Offset::Open) {
-                (true, true) => fill.volume,
-                (false, false) => -fill.volume,
-                _ => 0,
-            };
-            self.marks[i] = fill.price;
-            let trade_id = self.next_trade_n * u64::from(self.shards) + u64::from(self.shard);
-            self.next_trade_n += 1;
-            if let Some(market) = self.markets[i].as_mut() {
-                market.on_trade(fill.price, fill.volume, self.open_interest[i], ts);
-            }
-            let inst = &self.instruments[i];
-            out.events.push(Event::MarketTrade {
-                ts,
-                trade_id,
-                exchange_id: inst.exchange_id,
-                instrument_id: inst.instrument_id,
-                price: fill.price,
-                volume: fill.volume,
-                aggressor: taker_direction,
-            });
+            let offsets = (taker_offset, maker_offset);
+            let trade_id = self.record_trade(i, fill.price, fill.volume, offsets, taker_direction, ts, out);
             taker_left -= fill.volume;
             taker_reports.push(FillReport {
                 order_id: taker_id,

@@ -89,6 +89,7 @@ pub async fn run_committer(
     // Buffers handed back and forth with the core, so a group costs no allocation.
     let mut spare = Staged::default();
     let mut stamps: Vec<Instant> = Vec::new();
+    let mut received: Vec<u64> = Vec::new();
     loop {
         // WAL segments that a written checkpoint made unnecessary.
         let retire = core.borrow_mut().checkpoint.retire_through.take();
@@ -116,8 +117,9 @@ pub async fn run_committer(
                 .await;
                 match woken {
                     Woken::Synced => {
-                        let group = in_flight.pop_front().expect("the group just synced");
-                        (spare, stamps) = answer(&core, &mut wal, &routes, group).await;
+                        if let Some(group) = in_flight.pop_front() {
+                            (spare, stamps, received) = answer(&core, &mut wal, &routes, group).await;
+                        }
                     }
                     Woken::Staged => {}
                     Woken::Closed => {
@@ -141,7 +143,7 @@ pub async fn run_committer(
             answer_all(&core, &mut wal, &routes, &mut in_flight).await;
             continue;
         }
-        let (batch, closing, quotes, charts, trades, history_writes, snapshot, received) = {
+        let (batch, closing, quotes, charts, trades, history_writes, snapshot) = {
             let mut c = core.borrow_mut();
             let history_writes = c.service.take_history();
             let quotes = c.service.take_changed_quotes();
@@ -167,12 +169,11 @@ pub async fn run_committer(
                 }
                 _ => None,
             };
-            let received = if c.durable.is_some() && !spare.records.is_empty() {
-                c.service.engine().received().to_vec()
-            } else {
-                Vec::new()
-            };
-            (std::mem::take(&mut spare), c.closing, quotes, charts, trades, history_writes, snapshot, received)
+            received.clear();
+            if c.durable.is_some() && !spare.records.is_empty() {
+                received.extend_from_slice(c.service.engine().received());
+            }
+            (std::mem::take(&mut spare), c.closing, quotes, charts, trades, history_writes, snapshot)
         };
         if batch.is_empty() {
             if !in_flight.is_empty() {
@@ -236,7 +237,7 @@ pub async fn run_committer(
             trades,
             history_writes,
             snapshot,
-            received,
+            received: std::mem::take(&mut received),
             last_sequence,
             began,
             sync,
@@ -246,13 +247,13 @@ pub async fn run_committer(
         } else {
             // Groups with nothing to wait for (no records, `sync = none`) go at once, in order;
             // past the bound the oldest is waited for.
-            while let Some(oldest) = in_flight.front() {
-                let waiting = matches!(&oldest.sync, Ok(Some(_))) && wal_syncs(&wal);
-                if waiting && in_flight.len() < most_in_flight {
+            while let Some(group) = in_flight.pop_front() {
+                let waiting = matches!(&group.sync, Ok(Some(_))) && wal_syncs(&wal);
+                if waiting && in_flight.len() + 1 < most_in_flight {
+                    in_flight.push_front(group);
                     break;
                 }
-                let group = in_flight.pop_front().expect("the oldest group");
-                (spare, stamps) = answer(&core, &mut wal, &routes, group).await;
+                (spare, stamps, received) = answer(&core, &mut wal, &routes, group).await;
             }
         }
     }
@@ -282,7 +283,7 @@ async fn answer(
     wal: &mut Option<WalWriter>,
     routes: &Routes,
     group: Group,
-) -> (Staged, Vec<Instant>) {
+) -> (Staged, Vec<Instant>, Vec<u64>) {
     let Group {
         mut batch,
         stamps,
@@ -386,7 +387,7 @@ async fn answer(
     let mut stamps = stamps;
     stamps.clear();
     batch.records.clear();
-    (batch, stamps)
+    (batch, stamps, received)
 }
 
 /// Finishes a checkpoint whose state is durable in the WAL, in a task of its own (history
