@@ -9,29 +9,37 @@
 //! that stops reading therefore costs at most its tree; [`Session::over_limit`] lets the server
 //! cut it off, with a reason, when even that exceeds a bound.
 //!
+//! Market data topics (quotes, chart series) are not pushed: the session follows their
+//! [`Feed`]s with a cursor, and their changes since the cursor are taken, composed once per
+//! feed version for every session at that version, when the client is answered. Changes a
+//! feed drops before the session sent them are composed into its own pending patch, so they
+//! too stay bounded by the tree.
+//!
 //! Notifies are kept apart and sent as a patch of their own, after the data, in the same
 //! `rtn_data` (one transaction either way): tqsdk-js takes every element of `data` that has a
 //! `notify` out of the array and never applies the rest of that element, so a login's tree or
 //! a refused order sharing a patch with its notify would be lost to it.
 
+use super::feed::{Feed, SharedPatch};
 use super::merge_patch::ComposedPatch;
 use serde_json::Value;
+use std::cell::RefCell;
 use std::fmt;
+use std::rc::Rc;
 use std::sync::Arc;
 
-/// A patch published to many sessions, with its JSON text encoded once. A session whose
-/// pending data is just this patch sends the text as it is (the common case: a client that
-/// peeks again after each answer gets each change alone); otherwise the value is composed.
-#[derive(Debug)]
-pub struct SharedPatch {
-    pub value: Value,
-    pub text: Box<str>,
+/// A market data topic the session follows, and the version of its feed it has sent (or
+/// composed into its pending patch).
+#[derive(Debug, Clone)]
+struct Cursor {
+    topic: Rc<str>,
+    feed: Rc<RefCell<Feed>>,
+    seen: u64,
 }
 
-impl SharedPatch {
-    pub fn new(value: Value) -> Self {
-        let text = value.to_string().into_boxed_str();
-        Self { value, text }
+impl Cursor {
+    fn behind(&self) -> bool {
+        self.seen < self.feed.borrow().version()
     }
 }
 
@@ -41,9 +49,9 @@ pub struct Session {
     pending: ComposedPatch,
     /// The `notify` parts of what was pushed.
     notices: ComposedPatch,
-    /// Everything pending, when that is one shared patch (then `pending` and `notices` are
-    /// empty).
-    shared: Option<Arc<SharedPatch>>,
+    /// The market data topics followed: their changes since `seen` are pending too, taken
+    /// from the topic's shared [`Feed`] when the client is answered.
+    cursors: Vec<Cursor>,
     peeked: bool,
     /// Pending bytes past which publishers wake the session even without a peek, so it can
     /// cut the client off ([`Session::over_limit`]); `usize::MAX`: never.
@@ -55,7 +63,7 @@ impl Default for Session {
         Self {
             pending: ComposedPatch::default(),
             notices: ComposedPatch::default(),
-            shared: None,
+            cursors: Vec::new(),
             peeked: false,
             wake_past_bytes: usize::MAX,
         }
@@ -99,28 +107,48 @@ impl Session {
     }
 
     /// Whether a publisher that just pushed should wake the session's task: a peek is
-    /// waiting for data, or the pending data grew past the bound (the task then cuts the
-    /// client off). A session without a peek is otherwise left asleep: its next peek finds
+    /// waiting for data, or the data the session holds grew past the bound (the task then cuts
+    /// the client off). A session without a peek is otherwise left asleep: its next peek finds
     /// everything composed.
     pub fn wants_wake(&self) -> bool {
-        self.peeked || self.pending_bytes() > self.wake_past_bytes
+        self.peeked || self.held_bytes() > self.wake_past_bytes
     }
 
-    /// Pushes a patch shared by many sessions: kept as its encoded text when nothing else is
-    /// pending, composed otherwise.
-    pub fn push_shared(&mut self, patch: &Arc<SharedPatch>) {
-        if self.shared.is_none() && self.pending.is_empty() && self.notices.is_empty() {
-            self.shared = Some(patch.clone());
-        } else {
-            self.push(&patch.value);
+    /// Follows a market data topic from its feed's current version on: later changes are
+    /// pending until sent. Following it again keeps the cursor as it is.
+    pub fn follow(&mut self, topic: Rc<str>, feed: Rc<RefCell<Feed>>) {
+        if self.cursors.iter().all(|c| c.topic != topic) {
+            let seen = feed.borrow().version();
+            self.cursors.push(Cursor { topic, feed, seen });
+        }
+    }
+
+    /// Stops following a topic; its changes not sent yet are dropped with it.
+    pub fn unfollow(&mut self, topic: &str) {
+        self.cursors.retain(|c| &*c.topic != topic);
+    }
+
+    /// Pushes a patch that shows `topic` as it is now (a snapshot answered by its shard):
+    /// the feed's changes so far are older, so only later ones are left to send.
+    pub fn push_snapshot(&mut self, topic: &str, patch: &Value) {
+        self.push(patch);
+        if let Some(c) = self.cursors.iter_mut().find(|c| &*c.topic == topic) {
+            c.seen = c.feed.borrow().version();
+        }
+    }
+
+    /// `topic`'s feed drops change `version`: if not sent yet, it is composed into the pending
+    /// patch now (after everything the session holds, which is all older).
+    pub fn absorb(&mut self, topic: &str, version: u64, patch: &SharedPatch) {
+        let Some(c) = self.cursors.iter_mut().find(|c| &*c.topic == topic) else { return };
+        if c.seen < version {
+            c.seen = version;
+            self.pending.push(&patch.value);
         }
     }
 
     /// Merges `patch` into the pending data (sent at the next peek, after earlier pushes).
     pub fn push(&mut self, patch: &Value) {
-        if let Some(shared) = self.shared.take() {
-            self.pending.push(&shared.value);
-        }
         match patch.as_object() {
             Some(fields) if fields.contains_key("notify") => {
                 let (notify, rest): (serde_json::Map<String, Value>, serde_json::Map<String, Value>) =
@@ -157,7 +185,7 @@ impl Session {
 
     /// Whether something is waiting for the client.
     pub fn has_pending(&self) -> bool {
-        self.shared.is_some() || !self.pending.is_empty() || !self.notices.is_empty()
+        !self.pending.is_empty() || !self.notices.is_empty() || self.cursors.iter().any(Cursor::behind)
     }
 
     /// The one `rtn_data` text to send now, if a peek is outstanding and something is pending.
@@ -183,45 +211,74 @@ impl Session {
     /// The pending patches as values, regardless of peeks, for a server that pushes changes
     /// in another form (the legacy JSON API); empty when nothing is pending.
     pub fn take_patches(&mut self) -> Vec<Value> {
-        let mut patches = match self.shared.take() {
-            Some(shared) => vec![shared.value.clone()],
-            None => Vec::new(),
-        };
-        patches.extend(std::mem::take(&mut self.pending).into_patches());
+        let mut patches = std::mem::take(&mut self.pending).into_patches();
+        patches.extend(self.take_feeds().iter().map(|p| p.value.clone()));
         patches.extend(std::mem::take(&mut self.notices).into_patches());
         patches
     }
 
     /// Upper bound of the size of the `rtn_data` text [`Session::take_ready`] would return,
-    /// kept in O(1) per changed field (never serializes).
+    /// kept in O(1) per changed field and followed topic (never serializes).
     pub fn pending_bytes(&self) -> usize {
-        let shared = self.shared.as_ref().map_or(0, |p| p.text.len());
-        ENVELOPE_BYTES + shared + self.pending.estimated_bytes() + self.notices.estimated_bytes()
+        let feeds: usize = self.cursors.iter().map(|c| c.feed.borrow().bytes_since(c.seen)).sum();
+        self.held_bytes() + feeds
     }
 
-    /// `Some(reason)` when the pending data exceeds `max_bytes`: the server should disconnect.
+    /// Upper bound of what the session holds itself: its pending patch, the envelope and the
+    /// notifies. The followed topics' changes not sent yet are held once per topic by its feed
+    /// (bounded by [`super::feed::RECENT_PATCHES`]), not by the session.
+    pub fn held_bytes(&self) -> usize {
+        ENVELOPE_BYTES + self.pending.estimated_bytes() + self.notices.estimated_bytes()
+    }
+
+    /// `Some(reason)` when the data the session holds exceeds `max_bytes`: the server should
+    /// disconnect.
     pub fn over_limit(&self, max_bytes: usize) -> Option<OverLimit> {
-        let pending_bytes = self.pending_bytes();
+        let pending_bytes = self.held_bytes();
         (pending_bytes > max_bytes).then_some(OverLimit { pending_bytes, max_bytes })
     }
 
-    fn take_pending(&mut self) -> String {
-        if let Some(shared) = self.shared.take() {
-            let mut out = String::with_capacity(ENVELOPE_BYTES + shared.text.len());
-            out.push_str(r#"{"aid":"rtn_data","data":["#);
-            out.push_str(&shared.text);
-            out.push_str("]}");
-            return out;
+    /// The followed topics' changes not sent yet (composed per topic, shared with the other
+    /// sessions at the same version); the cursors move to the feeds' current versions.
+    fn take_feeds(&mut self) -> Vec<Arc<SharedPatch>> {
+        let mut out = Vec::new();
+        for c in &mut self.cursors {
+            let mut feed = c.feed.borrow_mut();
+            if c.seen < feed.version() {
+                out.extend(feed.since(c.seen));
+                c.seen = feed.version();
+            }
         }
-        let mut patches = std::mem::take(&mut self.pending).into_patches();
-        patches.extend(std::mem::take(&mut self.notices).into_patches());
-        let mut out = String::with_capacity(ENVELOPE_BYTES + 64);
+        out
+    }
+
+    /// Everything pending as one `rtn_data`, in order: the session's own pending patch (which
+    /// holds topic snapshots and dropped feed changes, all older than the feeds' deltas), the
+    /// feeds' deltas, then the notifies.
+    fn take_pending(&mut self) -> String {
+        let own = std::mem::take(&mut self.pending).into_patches();
+        let feeds = self.take_feeds();
+        let notices = std::mem::take(&mut self.notices).into_patches();
+        let feed_bytes: usize = feeds.iter().map(|p| p.text.len() + 1).sum();
+        let mut out = String::with_capacity(ENVELOPE_BYTES + feed_bytes + 64);
         out.push_str(r#"{"aid":"rtn_data","data":["#);
-        for (i, p) in patches.iter().enumerate() {
-            if i > 0 {
+        let mut first = true;
+        let mut comma = |out: &mut String| {
+            if !std::mem::take(&mut first) {
                 out.push(',');
             }
+        };
+        for p in &own {
+            comma(&mut out);
             // `Value`'s Display is its compact JSON.
+            out.push_str(&p.to_string());
+        }
+        for p in &feeds {
+            comma(&mut out);
+            out.push_str(&p.text);
+        }
+        for p in &notices {
+            comma(&mut out);
             out.push_str(&p.to_string());
         }
         out.push_str("]}");
@@ -284,28 +341,66 @@ mod tests {
         );
     }
 
+    fn feed() -> Rc<RefCell<Feed>> {
+        Rc::new(RefCell::new(Feed::with_capacity(2)))
+    }
+
+    fn publish(feed: &Rc<RefCell<Feed>>, sessions: &mut [&mut Session], topic: &str, v: Value) {
+        let dropped = feed.borrow_mut().publish(Arc::new(SharedPatch::new(v)));
+        if let Some((version, patch)) = dropped {
+            for s in sessions {
+                s.absorb(topic, version, &patch);
+            }
+        }
+    }
+
     #[test]
-    fn a_shared_patch_alone_is_sent_as_encoded_and_composes_otherwise() {
-        let first = Arc::new(SharedPatch::new(json!({"quotes":{"X":{"last_price":1,"volume":3}}})));
-        let second = Arc::new(SharedPatch::new(json!({"quotes":{"X":{"last_price":2}}})));
+    fn followed_topics_are_sent_as_their_feeds_encoded_deltas() {
+        let quotes = feed();
+        publish(&quotes, &mut [], "X", json!({"quotes":{"X":{"last_price":0}}}));
         let mut s = Session::new();
-        s.push_shared(&first);
+        s.follow("X".into(), quotes.clone());
+        assert!(!s.has_pending(), "changes before following are not pending");
+        publish(&quotes, &mut [&mut s], "X", json!({"quotes":{"X":{"last_price":1,"volume":3}}}));
         assert!(s.has_pending() && !s.wants_wake());
         s.peek();
         assert!(s.wants_wake());
-        assert_eq!(s.take_ready().unwrap(), format!(r#"{{"aid":"rtn_data","data":[{}]}}"#, first.text));
-        // Two shared patches, or a shared one and another push, compose as usual.
-        s.push_shared(&first);
-        s.push_shared(&second);
+        let one = quotes.borrow_mut().since(1)[0].text.to_string();
+        assert_eq!(s.take_ready().unwrap(), format!(r#"{{"aid":"rtn_data","data":[{one}]}}"#));
+        assert!(!s.has_pending());
+        // A snapshot covers the changes before it; own data first, then the feed, then notifies.
+        publish(&quotes, &mut [&mut s], "X", json!({"quotes":{"X":{"last_price":2}}}));
+        s.push_snapshot("X", &json!({"quotes":{"X":{"last_price":2,"volume":3,"open":1}}}));
+        publish(&quotes, &mut [&mut s], "X", json!({"quotes":{"X":{"volume":4}}}));
         s.push(&json!({"notify":{"n":{"code":1}}}));
         s.peek();
         assert_eq!(
             data(&s.take_ready().unwrap()),
-            vec![json!({"quotes":{"X":{"last_price":2,"volume":3}}}), json!({"notify":{"n":{"code":1}}})]
+            vec![
+                json!({"quotes":{"X":{"last_price":2,"volume":3,"open":1}}}),
+                json!({"quotes":{"X":{"volume":4}}}),
+                json!({"notify":{"n":{"code":1}}}),
+            ]
         );
+        // Changes the feed drops before the session sent them are composed into its own data.
+        for i in 5..9 {
+            publish(&quotes, &mut [&mut s], "X", json!({"quotes":{"X":{"volume":i}}}));
+        }
+        assert!(s.held_bytes() > ENVELOPE_BYTES, "dropped changes are held by the session");
+        s.peek();
+        let got = data(&s.take_ready().unwrap());
+        let mut tree = json!({});
+        for p in &got {
+            crate::diff::merge_patch::apply(&mut tree, p);
+        }
+        assert_eq!(tree["quotes"]["X"]["volume"], 8, "{got:?}");
+        // Unfollowed: nothing more is pending.
+        s.unfollow("X");
+        publish(&quotes, &mut [&mut s], "X", json!({"quotes":{"X":{"volume":9}}}));
+        assert!(!s.has_pending());
         // Past its bound a session is woken without a peek, to be cut off.
         let mut bounded = Session::with_wake_past(100);
-        bounded.push_shared(&first);
+        bounded.push(&json!({"a":1}));
         assert!(!bounded.wants_wake());
         bounded.push(&json!({"notify":{"n":{"content":"x".repeat(200)}}}));
         assert!(bounded.wants_wake());

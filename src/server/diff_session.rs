@@ -217,7 +217,7 @@ impl<'a> DiffSession<'a> {
             json!({"klines": {full.as_str(): {chart.duration.to_string(): data["series"]}}})
         };
         let mut session = self.session.borrow_mut();
-        session.push(&series);
+        session.push_snapshot(&topic, &series);
         session.push(&json!({"charts": {chart.chart_id.as_str(): {
             "left_id": left_id, "right_id": right_id, "more_data": false, "state": state,
         }}}));
@@ -239,7 +239,7 @@ impl<'a> DiffSession<'a> {
             return self.notify(NotifyLevel::Warning, codes::UNKNOWN_INSTRUMENT, &text);
         };
         // Follow changes before asking for the snapshot: a change published meanwhile is
-        // older than the snapshot and composes before it, so none is missed.
+        // older than the snapshot, which covers it (`push_snapshot`), so none is missed.
         self.ctx.fanout.borrow_mut().subscribe(
             &full,
             super::quote_fanout::Topic::Quote,
@@ -254,7 +254,7 @@ impl<'a> DiffSession<'a> {
             return self.notify(NotifyLevel::Warning, codes::UNKNOWN_INSTRUMENT, &text);
         }
         let quote = diff_quote(&full, &body["data"], now_ns());
-        self.session.borrow_mut().push(&json!({"quotes": {full: quote}}));
+        self.session.borrow_mut().push_snapshot(&full, &json!({"quotes": {&full: quote}}));
     }
 
     pub(super) fn notify_error(&mut self, code: i64, content: &str) {

@@ -346,7 +346,7 @@ impl<'a> LegacySession<'a> {
                 continue;
             };
             // Follow changes before asking for the quote: a change published meanwhile is
-            // older than the quote and composes before it, so none is missed.
+            // older than the quote, which covers it (`push_snapshot`), so none is missed.
             self.pushed.quotes.entry(full.clone()).or_insert_with(|| json!({}));
             self.ctx.fanout.borrow_mut().subscribe(&full, Topic::Quote, self.conn, &self.session, self.wake_tx.clone());
             let reply = self.ctx.call(self.conn, self.answers, Action::Query(Query::Tick(id))).await;
@@ -358,7 +358,7 @@ impl<'a> LegacySession<'a> {
             }
             let body: Value = serde_json::from_slice(&reply.body).unwrap_or(Value::Null);
             let quote = diff_quote(&full, &body["data"], now_ns());
-            self.session.borrow_mut().push(&json!({"quotes": {full: quote}}));
+            self.session.borrow_mut().push_snapshot(&full, &json!({"quotes": {&full: quote}}));
         }
         let message = if unknown.is_empty() {
             format!("subscribed to {} instruments", self.pushed.quotes.len())

@@ -3,12 +3,18 @@
 //! `ticks/<symbol>`, see `diff_chart`). A change is published once per commit group by the
 //! instrument's shard: to its own sessions directly and, as one `ShardMsg::Quote` (the patch is
 //! built once and shared), to each other shard that has sessions following that instrument
-//! (the shared [`FanoutDirectory`] says which). Delivering composes the patch into each
-//! session's pending data (bounded by the session's tree, `diff::session`) and wakes its task;
-//! nothing queues per event.
+//! (the shared [`FanoutDirectory`] says which). Here each topic has one [`Feed`] of its recent
+//! changes: publishing appends to it and wakes the following sessions that wait for data (a
+//! peek outstanding); each session takes the delta since the version it last sent when it is
+//! answered, composed and encoded once for every session at that version (`diff::feed`). So a
+//! change costs O(1) plus a wake per waiting follower, not a merge per follower. When the feed
+//! drops its oldest change, the sessions that have not sent it yet get it composed into their
+//! own pending patch (bounded by their tree, `diff::session`): nothing is lost, nothing queues
+//! per event.
 
 use super::conn::Router;
-use crate::diff::session::{Session, SharedPatch};
+use crate::diff::feed::{Feed, SharedPatch};
+use crate::diff::session::Session;
 use crate::domain::fast_hash::FastMap;
 use crate::domain::name::InstrumentId;
 use glommio::channels::local_channel::LocalSender;
@@ -100,12 +106,19 @@ struct Subscriber {
     wake: Rc<LocalSender<()>>,
 }
 
+/// One topic of this shard: its feed and the sessions following it.
+struct Followed {
+    topic: Rc<str>,
+    feed: Rc<RefCell<Feed>>,
+    followers: Vec<Subscriber>,
+}
+
 /// The shard's subscriptions, by topic.
 pub struct QuoteFanout {
     shard: usize,
     directory: Arc<FanoutDirectory>,
     router: Rc<Router>,
-    by_topic: FastMap<String, Vec<Subscriber>>,
+    by_topic: FastMap<String, Followed>,
     /// Subscriptions of this shard per instrument slot (the directory's bit is set while > 0).
     per_slot: FastMap<u32, usize>,
 }
@@ -148,9 +161,14 @@ impl QuoteFanout {
         wake: Rc<LocalSender<()>>,
     ) {
         let slot = InstrumentId::new(topic_symbol(topic)).and_then(|id| self.router.instrument_slot(&id));
-        let list = self.by_topic.entry(topic.to_owned()).or_default();
-        if list.iter().all(|s| s.session_id != session_id) {
-            list.push(Subscriber { session_id, kind, slot, output: Rc::downgrade(output), wake });
+        let followed = self.by_topic.entry(topic.to_owned()).or_insert_with(|| Followed {
+            topic: topic.into(),
+            feed: Rc::default(),
+            followers: Vec::new(),
+        });
+        if followed.followers.iter().all(|s| s.session_id != session_id) {
+            followed.followers.push(Subscriber { session_id, kind, slot, output: Rc::downgrade(output), wake });
+            output.borrow_mut().follow(followed.topic.clone(), followed.feed.clone());
             self.added(kind, slot);
         }
     }
@@ -172,27 +190,38 @@ impl QuoteFanout {
 
     fn retain(&mut self, keep: impl Fn(&str, &Subscriber) -> bool) {
         let (directory, per_slot, shard) = (&self.directory, &mut self.per_slot, self.shard);
-        self.by_topic.retain(|topic, list| {
-            list.retain(|s| {
+        self.by_topic.retain(|topic, followed| {
+            followed.followers.retain(|s| {
                 let kept = keep(topic, s);
                 if !kept {
                     Self::removed(directory, per_slot, shard, s);
+                    // The caller holds no borrow of its own session; a failed borrow only
+                    // leaves a cursor on a feed that gets no more changes.
+                    if let Some(output) = s.output.upgrade() {
+                        if let Ok(mut output) = output.try_borrow_mut() {
+                            output.unfollow(topic);
+                        }
+                    }
                 }
                 kept
             });
-            !list.is_empty()
+            !followed.followers.is_empty()
         });
     }
 
-    /// Composes `patch` into every session following `topic` and wakes those that wait for
-    /// it (a peek outstanding, or past their pending bound).
+    /// Appends `patch` to `topic`'s feed and wakes the following sessions that wait for it (a
+    /// peek outstanding, or past their pending bound). A change the feed drops is composed
+    /// into the sessions that have not sent it yet.
     pub fn publish(&mut self, topic: &str, patch: &Arc<SharedPatch>) {
-        let Some(list) = self.by_topic.get_mut(topic) else { return };
+        let Some(followed) = self.by_topic.get_mut(topic) else { return };
+        let dropped = followed.feed.borrow_mut().publish(patch.clone());
         let (directory, per_slot, shard) = (&self.directory, &mut self.per_slot, self.shard);
-        list.retain(|s| match s.output.upgrade() {
+        followed.followers.retain(|s| match s.output.upgrade() {
             Some(output) => {
                 let mut output = output.borrow_mut();
-                output.push_shared(patch);
+                if let Some((version, dropped)) = &dropped {
+                    output.absorb(&followed.topic, *version, dropped);
+                }
                 if output.wants_wake() {
                     let _ = s.wake.try_send(());
                 }
@@ -203,7 +232,7 @@ impl QuoteFanout {
                 false
             }
         });
-        if list.is_empty() {
+        if followed.followers.is_empty() {
             self.by_topic.remove(topic);
         }
     }
@@ -219,7 +248,7 @@ impl QuoteFanout {
 
     /// Sessions following `topic` (for tests and metrics).
     pub fn followers(&self, topic: &str) -> usize {
-        self.by_topic.get(topic).map_or(0, Vec::len)
+        self.by_topic.get(topic).map_or(0, |f| f.followers.len())
     }
 }
 

@@ -21,7 +21,7 @@ use super::metrics::ShardMetrics;
 use super::quote_fanout::QuoteFanout;
 use super::service::{Action, Answer, Origin, Query, Reply, Service, Staged};
 use super::wal_record::{encode, WalRecord};
-use crate::diff::session::SharedPatch;
+use crate::diff::feed::SharedPatch;
 use crate::domain::market_data::Quote;
 use crate::domain::name::{AccountId, InstrumentId};
 use crate::domain::shard::{Outgoing, PeerMsg};
@@ -50,7 +50,7 @@ pub enum ShardMsg {
     Peer { seq: u64, msg: PeerMsg },
     /// DIFF fan-out: a quote of the sender's instrument changed (durably); the patch
     /// (`{"quotes":{symbol:{..}}}`) is built once by the sender and shared.
-    Quote { symbol: Arc<str>, patch: Arc<crate::diff::session::SharedPatch> },
+    Quote { symbol: Arc<str>, patch: Arc<crate::diff::feed::SharedPatch> },
     /// DIFF fan-out: what a commit group of the sender changed (durably) in an account's
     /// trade tree, sent only to shards with sessions following that account.
     Account { account: AccountId, patch: Arc<serde_json::Value> },
