@@ -432,3 +432,95 @@ fn charts_reach_past_the_engine_into_the_history_store() {
     let server = start(&opts);
     check(&server);
 }
+
+/// `[websocket] max_deliveries_per_sec`: with many changes and sessions that peek again at
+/// once, a shard pushes no more than its budget (plus its burst of a tenth of a second), the
+/// waits are counted, orders are still answered, and every session ends with the final quote.
+#[test]
+fn the_delivery_budget_bounds_pushes_and_every_session_still_gets_the_last_quote() {
+    const BUDGET: f64 = 20.0;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("exchange.toml");
+    std::fs::write(&config, "[websocket]\nmax_deliveries_per_sec = 20\n").unwrap();
+    let mut opts = options(&dir.path().join("data"));
+    opts.config = Some(config);
+    let server = start(&opts);
+    let mut c = server.client();
+    for a in ["A", "B"] {
+        c.ok("POST", "/api/account/open", Some(json!({"account_id": a, "init_cash": 100_000_000})));
+    }
+    let mut sessions: Vec<Ws> = (0..6).map(|_| connect(&server)).collect();
+    let mut trees = Vec::new();
+    for ws in &mut sessions {
+        recv(ws);
+        send(ws, json!({"aid": "subscribe_quote", "ins_list": "CZCE.SR501"}));
+        trees.push(peek(ws));
+        ws.get_ref().set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+    }
+    // Let the burst refill after the subscriptions' answers, then peek and count.
+    std::thread::sleep(Duration::from_millis(300));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readers: Vec<_> = sessions
+        .into_iter()
+        .zip(trees)
+        .map(|(mut ws, mut tree)| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut delivered = 0u64;
+                send(&mut ws, json!({"aid": "peek_message"}));
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    match ws.read() {
+                        Ok(Message::Text(text)) => {
+                            let m: serde_json::Value = serde_json::from_str(&text).unwrap();
+                            assert_eq!(m["aid"], "rtn_data", "{m}");
+                            for patch in m["data"].as_array().unwrap() {
+                                qaexchange::diff::merge_patch::apply(&mut tree, patch);
+                            }
+                            delivered += 1;
+                            send(&mut ws, json!({"aid": "peek_message"}));
+                        }
+                        Ok(_) => {}
+                        Err(tungstenite::Error::Io(e))
+                            if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+                        Err(e) => panic!("session broke: {e}"),
+                    }
+                }
+                (delivered, tree)
+            })
+        })
+        .collect();
+    // Resting orders at new prices: each changes the book, so each is a quote change that every
+    // session wants (far more than the budget lets through).
+    let started = std::time::Instant::now();
+    for i in 0..60 {
+        let order = json!({"account_id": "A", "instrument_id": "SR501", "direction": "BUY", "offset": "OPEN",
+                           "limit_price": 4950.0 + i as f64, "volume": 1});
+        c.ok("POST", "/api/order/submit", Some(order));
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    c.ok(
+        "POST",
+        "/api/order/submit",
+        Some(json!({"account_id": "B", "instrument_id": "SR501", "direction": "SELL",
+        "offset": "OPEN", "limit_price": 5009.0, "volume": 1})),
+    );
+    let want = c.ok("GET", "/api/market/tick/SR501", None);
+    // Long enough for every session to get its turn after the last change.
+    std::thread::sleep(Duration::from_millis(1500));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let elapsed = started.elapsed().as_secs_f64();
+    let mut total = 0;
+    for (i, reader) in readers.into_iter().enumerate() {
+        let (delivered, tree) = reader.join().unwrap();
+        total += delivered;
+        let q = &tree["quotes"]["CZCE.SR501"];
+        assert_eq!(q["volume"], 1, "session {i}: {tree}");
+        assert_eq!(q["bid_price1"], want["bid_price"][0], "session {i}: {q}");
+    }
+    // The bucket holds at most 2 tokens and earns 20 a second (refilled every 5 ms).
+    let most = (BUDGET * (elapsed + 0.005) + 2.0).floor() as u64;
+    assert!(total <= most, "{total} deliveries in {elapsed:.2} s, the budget allows {most}");
+    assert!(total >= 6, "every session got something: {total}");
+    let (waits, text) = server_support::metric_sum(&mut c, "qaexchange_ws_budget_waits_total");
+    assert!(waits >= 1, "sessions waited for the budget:\n{text}");
+}

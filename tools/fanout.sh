@@ -16,7 +16,9 @@
 # Usage: tools/fanout.sh   (knobs: SESSIONS="0 100 1000" RATE=2000 CONNECTIONS=8
 #                           INSTRUMENT=cu2501 SYMBOL=SHFE.cu2501 DURATION=8 WARMUP=2
 #                           LOAD_CORE=1 DIFF_EXECUTORS=1 PERF=0 SERVER=target/release/qaexchange-server
-#                           OUT=target/fanout/<time>)
+#                           MAX_DELIVERIES= OUT=target/fanout/<time>)
+# MAX_DELIVERIES=N runs the server with `[websocket] max_deliveries_per_sec = N` (0: no bound;
+# empty: the server's default).
 # PERF=1 records the server with `perf record -g` during the largest N (perf.data under $OUT;
 # PERF_ARGS="--call-graph dwarf" for call chains through frames without frame pointers).
 # SERVER names another server binary (an experiment); the generator is always built here.
@@ -41,6 +43,11 @@ if python3 -c "import sys; sys.exit(0 if $WARMUP + $DURATION <= 15 else 1)"; the
   echo "WARMUP + DURATION must be at most 15 s" >&2; exit 2
 fi
 mkdir -p "$OUT"
+CONFIG=()
+if [ -n "${MAX_DELIVERIES:-}" ]; then
+  printf '[websocket]\nmax_deliveries_per_sec = %s\n' "$MAX_DELIVERIES" > "$OUT/exchange.toml"
+  CONFIG=(--config "$OUT/exchange.toml")
+fi
 cargo build --release --quiet --bin qaexchange-server --bin qaexchange-loadgen
 BIN=target/release
 SERVER=${SERVER:-$BIN/qaexchange-server}
@@ -60,7 +67,7 @@ trap cleanup EXIT
 # start_server NAME: starts the server, waits for its ready line; sets $HTTP, $WS, $PID.
 start_server() {
   local name=$1
-  "$SERVER" --no-auth --http 127.0.0.1:0 --ws 127.0.0.1:0 --shards 1 --no-storage \
+  "$SERVER" --no-auth --http 127.0.0.1:0 --ws 127.0.0.1:0 --shards 1 --no-storage "${CONFIG[@]}" \
       > "$OUT/$name.stdout" 2> "$OUT/$name.stderr" &
   PID=$!; PIDS+=("$PID")
   for _ in $(seq 1 200); do
@@ -96,14 +103,15 @@ for n in $SESSIONS; do
   kill -TERM "$PID"; wait "$PID" || true
 done
 
-python3 - "$OUT/results.txt" "$RATE" "$SYMBOL" <<'PY'
+python3 - "$OUT/results.txt" "$RATE" "$SYMBOL" "${MAX_DELIVERIES:-}" <<'PY'
 import sys
 rows = []
 for line in open(sys.argv[1]):
     if line.startswith("RESULT "):
         rows.append(dict(kv.split("=", 1) for kv in line.split()[1:]))
 rate, symbol = sys.argv[2:4]
-print(f"\nDIFF quote fan-out: 1 shard, no storage, {rate} orders/s open loop on {symbol}")
+budget = sys.argv[4] or "the server's default"
+print(f"\nDIFF quote fan-out: 1 shard, no storage, {rate} orders/s open loop on {symbol}, max_deliveries_per_sec: {budget}")
 print("\n| sessions | deliveries/s | server cores | deliveries/s per core | p50 us | p90 us | p99 us | p99.9 us | max us | orders answered/s | order p99 us | loadgen cores | softirq cores | other cores | broken |")
 print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 def other(f):

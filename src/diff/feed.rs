@@ -10,19 +10,31 @@
 //! changes × sessions, and a thousand slow sessions on one instrument starved the order flow
 //! (docs/PERFORMANCE.md "DIFF quote fan-out").
 //!
-//! The feed keeps its newest [`RECENT_PATCHES`] changes. A session further behind than that
-//! would miss the oldest one when it is dropped, so the fan-out first hands that change to
-//! every session still behind it (composed into the session's own pending patch, bounded by its
-//! tree as before): no change is ever lost, and the feed's memory is bounded per topic.
+//! A feed keeps its newest changes (a bounded number). A session further behind than that is
+//! caught up in one of two ways, chosen per topic:
+//! - A topic whose tree is small and bounded (a quote: a fixed set of fields) is a *whole-tree*
+//!   feed: it also keeps every change composed into one patch (one composition per change for
+//!   the topic, not per session), and a session that fell behind the kept changes gets that
+//!   whole patch. Applying older changes again is harmless: a merge patch applied twice gives
+//!   what applying it once gives, so a client that had changes up to version s and then gets
+//!   changes 1..=v composed ends with changes 1..=v applied, whatever s was.
+//! - A topic whose tree grows through the day (a chart series: bars, ticks) keeps only
+//!   [`RECENT_PATCHES`]: when it drops the oldest, the fan-out first hands that change to every
+//!   session still behind it (composed into the session's own pending patch, bounded by its
+//!   tree). No change is ever lost, and the feed's memory is bounded per topic.
 
 use super::merge_patch::ComposedPatch;
 use serde_json::Value;
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-/// Changes a feed keeps; sessions further behind get the older ones composed into their own
-/// pending patch.
+/// Changes a growing-tree feed keeps; sessions further behind get the older ones composed into
+/// their own pending patch.
 pub const RECENT_PATCHES: usize = 128;
+
+/// Changes a whole-tree feed keeps (a quote change carries every field, so older ones add
+/// nothing a lagging session needs: it gets the whole composed tree).
+pub const RECENT_WHOLE_TREE_PATCHES: usize = 8;
 
 /// A patch published to many sessions, with its JSON text encoded once.
 #[derive(Debug)]
@@ -56,6 +68,9 @@ pub struct Feed {
     bytes_total: usize,
     /// Deltas to the current version, by the version they start after (cleared by a change).
     deltas: Vec<(u64, Vec<Arc<SharedPatch>>)>,
+    /// A whole-tree feed: every change composed, and its encoding at the current version once
+    /// asked for.
+    whole: Option<(ComposedPatch, Option<Vec<Arc<SharedPatch>>>)>,
 }
 
 impl Default for Feed {
@@ -65,10 +80,22 @@ impl Default for Feed {
 }
 
 impl Feed {
-    /// A feed keeping its newest `capacity` (at least 1) changes.
+    /// A growing-tree feed keeping its newest `capacity` (at least 1) changes.
     pub fn with_capacity(capacity: usize) -> Self {
         let capacity = capacity.max(1);
-        Self { version: 0, capacity, recent: VecDeque::with_capacity(capacity), bytes_total: 0, deltas: Vec::new() }
+        Self {
+            version: 0,
+            capacity,
+            recent: VecDeque::with_capacity(capacity),
+            bytes_total: 0,
+            deltas: Vec::new(),
+            whole: None,
+        }
+    }
+
+    /// A whole-tree feed keeping its newest `capacity` changes and all of them composed.
+    pub fn whole_tree(capacity: usize) -> Self {
+        Self { whole: Some((ComposedPatch::new(), None)), ..Self::with_capacity(capacity) }
     }
 
     /// The version of the newest change (0 before any).
@@ -76,9 +103,13 @@ impl Feed {
         self.version
     }
 
-    /// Appends a change. Returns the change dropped to make room, with its version: every
-    /// session that has not sent it yet must take it now (see the module docs).
+    /// Appends a change. Returns the change a growing-tree feed dropped to make room, with its
+    /// version: every session that has not sent it yet must take it now (see the module docs).
     pub fn publish(&mut self, patch: Arc<SharedPatch>) -> Option<(u64, Arc<SharedPatch>)> {
+        if let Some((composed, encoded)) = &mut self.whole {
+            composed.push(&patch.value);
+            *encoded = None;
+        }
         let dropped = if self.recent.len() == self.capacity {
             let oldest = self.version + 1 - self.capacity as u64;
             self.recent.pop_front().map(|k| (oldest, k.patch))
@@ -90,7 +121,13 @@ impl Feed {
         self.recent.push_back(Kept { patch, bytes_before: self.bytes_total });
         self.bytes_total += bytes;
         self.deltas.clear();
-        dropped
+        dropped.filter(|_| self.whole.is_none())
+    }
+
+    /// Whether a cursor at `seen` is behind the kept changes (a whole-tree feed then sends the
+    /// whole tree).
+    fn lost(&self, seen: u64) -> bool {
+        seen + (self.recent.len() as u64) < self.version
     }
 
     /// Index in `recent` of the first change after version `seen` (clamped to what is kept).
@@ -103,6 +140,9 @@ impl Feed {
     /// twice the changes' own bytes, because a composition may add a reset patch of `null`s
     /// at paths whose values the changes wrote (`[]` then `{}` composes to `null`, `{}`).
     pub fn bytes_since(&self, seen: u64) -> usize {
+        if let (Some((composed, _)), true) = (&self.whole, self.lost(seen)) {
+            return composed.estimated_bytes();
+        }
         match self.recent.get(self.first_after(seen)) {
             Some(first) if seen < self.version => 2 * (self.bytes_total - first.bytes_before),
             _ => 0,
@@ -116,6 +156,10 @@ impl Feed {
         if seen >= self.version {
             return Vec::new();
         }
+        let lost = self.lost(seen);
+        if let (Some((composed, encoded)), true) = (&mut self.whole, lost) {
+            return encoded.get_or_insert_with(|| encode(composed.patches().cloned().collect())).clone();
+        }
         let first = self.first_after(seen);
         if first + 1 == self.recent.len() {
             return vec![self.recent[first].patch.clone()];
@@ -127,11 +171,14 @@ impl Feed {
         for kept in self.recent.range(first..) {
             composed.push(&kept.patch.value);
         }
-        let delta: Vec<Arc<SharedPatch>> =
-            composed.into_patches().into_iter().map(|v| Arc::new(SharedPatch::new(v))).collect();
+        let delta = encode(composed.into_patches());
         self.deltas.push((seen, delta.clone()));
         delta
     }
+}
+
+fn encode(patches: Vec<Value>) -> Vec<Arc<SharedPatch>> {
+    patches.into_iter().map(|v| Arc::new(SharedPatch::new(v))).collect()
 }
 
 #[cfg(test)]
@@ -176,6 +223,19 @@ mod tests {
         assert_eq!(feed.since(1)[0].value, json!({"b":1,"c":1}));
     }
 
+    #[test]
+    fn a_whole_tree_feed_sends_its_whole_tree_to_a_session_behind_what_it_keeps() {
+        let mut feed = Feed::whole_tree(2);
+        feed.publish(patch(json!({"q":{"a":1,"b":1}})));
+        feed.publish(patch(json!({"q":{"a":2}})));
+        assert!(feed.publish(patch(json!({"q":{"c":3}}))).is_none(), "nothing to hand out");
+        assert_eq!(feed.since(1)[0].value, json!({"q":{"a":2,"c":3}}), "kept changes only");
+        let whole = feed.since(0);
+        assert_eq!(whole[0].value, json!({"q":{"a":2,"b":1,"c":3}}));
+        assert!(Arc::ptr_eq(&whole[0], &feed.since(0)[0]), "encoded once per version");
+        assert!(feed.bytes_since(0) > whole[0].text.len());
+    }
+
     proptest! {
         /// Sessions that take their deltas at random times (and take each dropped change as
         /// the fan-out hands it out) end with the tree of every change applied in order; every
@@ -186,15 +246,18 @@ mod tests {
                 prop_oneof![arb_json().prop_map(Some), (0usize..3).prop_map(|_| None)], 0..40),
             capacity in 1usize..5,
             reader in 0usize..3,
+            whole_tree: bool,
         ) {
-            let mut feed = Feed::with_capacity(capacity);
+            let mut feed = if whole_tree { Feed::whole_tree(capacity) } else { Feed::with_capacity(capacity) };
             let mut truth = json!({});
             let mut cursors = [(0u64, json!({})), (0u64, json!({})), (0u64, json!({}))];
             for (i, op) in ops.into_iter().enumerate() {
                 match op {
                     Some(p) => {
                         apply(&mut truth, &p);
-                        if let Some((version, dropped)) = feed.publish(patch(p)) {
+                        let dropped = feed.publish(patch(p));
+                        prop_assert!(!(whole_tree && dropped.is_some()), "a whole-tree feed drops silently");
+                        if let Some((version, dropped)) = dropped {
                             for (seen, tree) in &mut cursors {
                                 if *seen < version {
                                     apply(tree, &dropped.value);

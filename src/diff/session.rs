@@ -114,6 +114,21 @@ impl Session {
         self.peeked || self.held_bytes() > self.wake_past_bytes
     }
 
+    /// Whether the publisher of change `version` on `topic` should wake the session's task:
+    /// the change made a session that waits for data (a peek outstanding, nothing pending)
+    /// have some, or the session holds more than its bound. A session that already had data
+    /// pending is awake already (sending, or waiting for its turn to), and one without a peek
+    /// finds everything when its peek comes: waking those for every change would cost a task
+    /// run per change per session.
+    pub fn wake_for(&self, topic: &str, version: u64) -> bool {
+        let had_nothing = || {
+            self.pending.is_empty()
+                && self.notices.is_empty()
+                && self.cursors.iter().all(|c| if &*c.topic == topic { c.seen + 1 >= version } else { !c.behind() })
+        };
+        (self.peeked && had_nothing()) || self.held_bytes() > self.wake_past_bytes
+    }
+
     /// Follows a market data topic from its feed's current version on: later changes are
     /// pending until sent. Following it again keeps the cursor as it is.
     pub fn follow(&mut self, topic: Rc<str>, feed: Rc<RefCell<Feed>>) {
@@ -404,6 +419,30 @@ mod tests {
         assert!(!bounded.wants_wake());
         bounded.push(&json!({"notify":{"n":{"content":"x".repeat(200)}}}));
         assert!(bounded.wants_wake());
+    }
+
+    #[test]
+    fn a_change_wakes_only_a_session_it_gives_its_first_data_to() {
+        let quotes = feed();
+        let mut s = Session::new();
+        s.follow("X".into(), quotes.clone());
+        publish(&quotes, &mut [&mut s], "X", json!({"quotes":{"X":{"volume":1}}}));
+        assert!(!s.wake_for("X", 1), "no peek: the peek finds the change");
+        s.take_unsolicited();
+        s.peek();
+        publish(&quotes, &mut [&mut s], "X", json!({"quotes":{"X":{"volume":2}}}));
+        assert!(s.wake_for("X", 2), "a waiting session gets its first data");
+        publish(&quotes, &mut [&mut s], "X", json!({"quotes":{"X":{"volume":3}}}));
+        assert!(!s.wake_for("X", 3), "it was woken already and has not sent yet");
+        s.take_ready().unwrap();
+        s.peek();
+        s.push(&json!({"trade":{}}));
+        publish(&quotes, &mut [&mut s], "X", json!({"quotes":{"X":{"volume":4}}}));
+        assert!(!s.wake_for("X", 4), "other data was pending: awake already");
+        let mut bounded = Session::with_wake_past(10);
+        bounded.follow("X".into(), quotes.clone());
+        bounded.push(&json!({"notify":{"n":{"content":"x".repeat(20)}}}));
+        assert!(bounded.wake_for("X", 4), "past its bound, to be cut off");
     }
 
     #[test]

@@ -26,6 +26,9 @@ pub const DEFAULT_TRADING_DAY: u32 = 20250102;
 pub const MAX_SHARDS: usize = 256;
 pub const DEFAULT_QUEUE_DEPTH: usize = 1024;
 pub const DEFAULT_MAX_CONNECTIONS_PER_SHARD: usize = 10_000;
+/// WebSocket messages a shard pushes per second at most, by default (0: no bound); see
+/// docs/PERFORMANCE.md "DIFF quote fan-out" for how it was chosen.
+pub const DEFAULT_MAX_DELIVERIES_PER_SEC: u64 = 10_000;
 pub const DEFAULT_SEGMENT_MIB: u64 = 64;
 /// Segment sizes beyond this only delay the release of old segments.
 pub const MAX_SEGMENT_MIB: u64 = 1024;
@@ -146,11 +149,19 @@ pub struct WsLimits {
     /// Longest a message may take to be written to a client that does not read
     /// ([websocket] send_timeout_ms).
     pub send_timeout: std::time::Duration,
+    /// Most WebSocket messages a shard pushes to its sessions per second, all sessions together
+    /// (`[websocket] max_deliveries_per_sec`, 0: no bound): keeps the order flow's share of the
+    /// core when many sessions follow busy instruments (`delivery_budget`).
+    pub max_deliveries_per_sec: u64,
 }
 
 impl Default for WsLimits {
     fn default() -> Self {
-        Self { max_pending_bytes: 4 << 20, send_timeout: std::time::Duration::from_secs(10) }
+        Self {
+            max_pending_bytes: 4 << 20,
+            send_timeout: std::time::Duration::from_secs(10),
+            max_deliveries_per_sec: DEFAULT_MAX_DELIVERIES_PER_SEC,
+        }
     }
 }
 
@@ -548,6 +559,7 @@ struct WebsocketSection {
     listen: Option<SocketAddr>,
     max_pending_kib: Option<usize>,
     send_timeout_ms: Option<u64>,
+    max_deliveries_per_sec: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -632,6 +644,7 @@ impl FileConfig {
                 1,
                 key("websocket", "send_timeout_ms"),
             )? as u64),
+            max_deliveries_per_sec: websocket.max_deliveries_per_sec.unwrap_or(default_ws.max_deliveries_per_sec),
         };
 
         let storage = self.storage;

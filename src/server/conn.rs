@@ -147,6 +147,8 @@ pub struct ShardCounters {
     pub ws_open: Cell<u64>,
     /// WebSocket sessions cut off because their client stopped reading.
     pub ws_slow_dropped: Cell<u64>,
+    /// Times a WebSocket session with a message ready waited for the shard's delivery budget.
+    pub ws_budget_waits: Cell<u64>,
     pub connections_open: Cell<u64>,
     pub connections_refused: Cell<u64>,
     pub requests: Cell<u64>,
@@ -177,6 +179,8 @@ pub struct ShardContext {
     /// This shard's DIFF sessions by the account they are logged in to.
     pub accounts: Rc<std::cell::RefCell<super::account_fanout::AccountFanout>>,
     pub ws_limits: super::config::WsLimits,
+    /// The shard's bound on WebSocket pushes (None: `max_deliveries_per_sec` is 0).
+    pub delivery_budget: Option<Rc<super::delivery_budget::DeliveryBudget>>,
     /// Token checks (None: auth is off and every endpoint is open).
     pub auth: Option<AuthGate>,
     /// Requests per second per connection (0: no limit).
@@ -217,6 +221,7 @@ impl ShardContext {
             fanout,
             accounts,
             ws_limits: super::config::WsLimits::default(),
+            delivery_budget: None,
             auth: None,
             max_requests_per_sec: 0,
             user_connections: Default::default(),
@@ -239,6 +244,8 @@ impl ShardContext {
     /// The WebSocket session bounds (default: `WsLimits::default()`).
     pub fn with_ws_limits(mut self, ws_limits: super::config::WsLimits) -> Self {
         self.ws_limits = ws_limits;
+        self.delivery_budget =
+            super::delivery_budget::DeliveryBudget::new(ws_limits.max_deliveries_per_sec).map(Rc::new);
         self
     }
 

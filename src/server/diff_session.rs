@@ -11,6 +11,7 @@
 //! stays open.
 
 use super::conn::ShardContext;
+use super::delivery_budget::Turn;
 use super::diff_chart::{kline_topic, tick_topic};
 use super::diff_quote::{diff_quote, now_ns};
 use super::quote_fanout::Topic;
@@ -107,10 +108,13 @@ impl<'a> DiffSession<'a> {
         // tqsdk's TqApi waits for `mdhis_more_data: false` before it subscribes to anything,
         // and md and td look alike: every session's first peek gets it (harmless to td).
         self.session.borrow_mut().push(&json!({"ins_list": "", "mdhis_more_data": false}));
+        let mut turn = Turn::new(self.ctx.delivery_budget.as_deref(), &self.ctx.counters.ws_budget_waits);
+        let mut ready = false;
         loop {
-            match ws_io::next_event(self.ctx, &mut ws, &self.wake_rx).await {
+            match ws_io::next_event(self.ctx, &mut ws, &self.wake_rx, turn.wait_on(ready)).await {
                 Event::Stop => return ws_io::close(&mut ws, CloseCode::Away, "server shutting down").await,
                 Event::Woken => {}
+                Event::Token => turn.granted(),
                 Event::Message(None) => return Ok(()),
                 Event::Message(Some(Err(e))) => return Err(e.to_string()),
                 Event::Message(Some(Ok(message))) => match ws_io::incoming(&message) {
@@ -127,8 +131,13 @@ impl<'a> DiffSession<'a> {
             if let Some(over) = over {
                 return ws_io::close(&mut ws, CloseCode::Policy, &over.to_string()).await;
             }
-            let ready = self.session.borrow_mut().take_ready();
-            if let Some(text) = ready {
+            ready = {
+                let session = self.session.borrow();
+                session.is_peeked() && session.has_pending()
+            };
+            let text = if turn.may_send(ready) { self.session.borrow_mut().take_ready() } else { None };
+            if let Some(text) = text {
+                ready = false;
                 ws_io::send(self.ctx, &mut ws, text).await?;
             }
         }

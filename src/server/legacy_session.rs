@@ -12,6 +12,7 @@
 
 use super::body::OrderRef;
 use super::conn::ShardContext;
+use super::delivery_budget::Turn;
 use super::diff_quote::{diff_quote, now_ns};
 use super::diff_session::codes as diff_codes;
 use super::diff_trading::{error_of, FollowLink, Login};
@@ -230,10 +231,14 @@ impl<'a> LegacySession<'a> {
     }
 
     async fn serve(&mut self, mut ws: WebSocketStream<TcpStream>) -> Result<(), String> {
+        // Pushed changes take a token of the shard's delivery budget; replies do not.
+        let mut turn = Turn::new(self.ctx.delivery_budget.as_deref(), &self.ctx.counters.ws_budget_waits);
+        let mut ready = false;
         loop {
-            match ws_io::next_event(self.ctx, &mut ws, &self.wake_rx).await {
+            match ws_io::next_event(self.ctx, &mut ws, &self.wake_rx, turn.wait_on(ready)).await {
                 Event::Stop => return ws_io::close(&mut ws, CloseCode::Away, "server shutting down").await,
                 Event::Woken => {}
+                Event::Token => turn.granted(),
                 Event::Message(None) => return Ok(()),
                 Event::Message(Some(Err(e))) => return Err(e.to_string()),
                 Event::Message(Some(Ok(message))) => match ws_io::incoming(&message) {
@@ -255,8 +260,10 @@ impl<'a> LegacySession<'a> {
                 );
                 return ws_io::close(&mut ws, CloseCode::Policy, &reason).await;
             }
-            let patches = self.session.borrow_mut().take_patches();
+            ready = self.session.borrow().has_pending();
+            let patches = if turn.may_send(ready) { self.session.borrow_mut().take_patches() } else { Vec::new() };
             if !patches.is_empty() {
+                ready = false;
                 let mut out = Vec::new();
                 let account = self.login.as_ref().map(|l| l.account);
                 for patch in &patches {

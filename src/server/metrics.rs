@@ -48,6 +48,8 @@ pub struct Counters {
     pub ws_sessions_open: u64,
     /// WebSocket sessions cut off because their client stopped reading.
     pub ws_slow_disconnects: u64,
+    /// Times a WebSocket session with a message ready waited for the delivery budget.
+    pub ws_budget_waits: u64,
     pub connections_accepted: u64,
     pub connections_refused: u64,
     pub http_requests: u64,
@@ -207,6 +209,12 @@ impl Gathered {
             "counter",
             "WebSocket sessions cut off because their client stopped reading.",
             per_shard(&|c| c.ws_slow_disconnects),
+        );
+        family(
+            "qaexchange_ws_budget_waits_total",
+            "counter",
+            "Times a WebSocket session with a message ready waited for the shard's delivery budget.",
+            per_shard(&|c| c.ws_budget_waits),
         );
         family(
             "qaexchange_connections_accepted_total",

@@ -11,6 +11,7 @@ pub mod checkpointer;
 pub mod config;
 pub mod conn;
 pub mod credentials;
+pub mod delivery_budget;
 pub mod diff_chart;
 pub mod diff_quote;
 pub mod diff_session;

@@ -7,13 +7,14 @@
 //! changes: publishing appends to it and wakes the following sessions that wait for data (a
 //! peek outstanding); each session takes the delta since the version it last sent when it is
 //! answered, composed and encoded once for every session at that version (`diff::feed`). So a
-//! change costs O(1) plus a wake per waiting follower, not a merge per follower. When the feed
-//! drops its oldest change, the sessions that have not sent it yet get it composed into their
-//! own pending patch (bounded by their tree, `diff::session`): nothing is lost, nothing queues
-//! per event.
+//! change costs O(1) plus a wake per waiting follower, not a merge per follower. A session
+//! further behind than the feed keeps gets a quote's whole tree (a quote feed composes every
+//! change once), or, for a chart series, the changes the feed drops composed into its own
+//! pending patch (bounded by its tree, `diff::session`): nothing is lost, nothing queues per
+//! event.
 
 use super::conn::Router;
-use crate::diff::feed::{Feed, SharedPatch};
+use crate::diff::feed::{Feed, SharedPatch, RECENT_WHOLE_TREE_PATCHES};
 use crate::diff::session::Session;
 use crate::domain::fast_hash::FastMap;
 use crate::domain::name::InstrumentId;
@@ -163,7 +164,11 @@ impl QuoteFanout {
         let slot = InstrumentId::new(topic_symbol(topic)).and_then(|id| self.router.instrument_slot(&id));
         let followed = self.by_topic.entry(topic.to_owned()).or_insert_with(|| Followed {
             topic: topic.into(),
-            feed: Rc::default(),
+            // A quote is a fixed set of fields; a chart series grows through the day.
+            feed: Rc::new(RefCell::new(match kind {
+                Topic::Quote => Feed::whole_tree(RECENT_WHOLE_TREE_PATCHES),
+                Topic::Chart => Feed::default(),
+            })),
             followers: Vec::new(),
         });
         if followed.followers.iter().all(|s| s.session_id != session_id) {
@@ -209,12 +214,14 @@ impl QuoteFanout {
         });
     }
 
-    /// Appends `patch` to `topic`'s feed and wakes the following sessions that wait for it (a
-    /// peek outstanding, or past their pending bound). A change the feed drops is composed
+    /// Appends `patch` to `topic`'s feed and wakes the following sessions it gives data to
+    /// while they wait for some (a peek outstanding and nothing pending, or past their pending
+    /// bound). A change the feed drops is composed
     /// into the sessions that have not sent it yet.
     pub fn publish(&mut self, topic: &str, patch: &Arc<SharedPatch>) {
         let Some(followed) = self.by_topic.get_mut(topic) else { return };
         let dropped = followed.feed.borrow_mut().publish(patch.clone());
+        let version = followed.feed.borrow().version();
         let (directory, per_slot, shard) = (&self.directory, &mut self.per_slot, self.shard);
         followed.followers.retain(|s| match s.output.upgrade() {
             Some(output) => {
@@ -222,7 +229,7 @@ impl QuoteFanout {
                 if let Some((version, dropped)) = &dropped {
                     output.absorb(&followed.topic, *version, dropped);
                 }
-                if output.wants_wake() {
+                if output.wake_for(&followed.topic, version) {
                     let _ = s.wake.try_send(());
                 }
                 true

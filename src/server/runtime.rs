@@ -514,6 +514,10 @@ async fn run_shard(
         ctx = ctx.with_auth(AuthGate { key: Rc::new(key), token_ttl_secs: config.auth.token_ttl_secs });
     }
     let ctx = Rc::new(ctx);
+    if let Some(budget) = ctx.delivery_budget.clone() {
+        let stop = ctx.stop.clone();
+        glommio::spawn_local(async move { budget.refill(|| stop.load(Ordering::Relaxed)).await }).detach();
+    }
     let limits = match &config.storage {
         Some(s) => GroupLimits {
             max_records: s.group_commit_max_records,

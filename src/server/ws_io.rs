@@ -1,8 +1,9 @@
 //! What every WebSocket session (DIFF and legacy) does with its socket: wait for the next
-//! client message, a fan-out's wake-up or shutdown; read a frame as text; send with the
+//! client message, a fan-out's wake-up, a delivery token or shutdown; read a frame as text; send with the
 //! slow-reader timeout; close with a reason.
 
 use super::conn::ShardContext;
+use super::delivery_budget::DeliveryBudget;
 use async_tungstenite::WebSocketStream;
 use futures_lite::StreamExt;
 use glommio::channels::local_channel::LocalReceiver;
@@ -18,24 +19,41 @@ pub enum Event {
     Message(Option<Result<Message, tungstenite::Error>>),
     /// A fan-out added to the pending data.
     Woken,
+    /// The session holds a token of the shard's delivery budget (it asked for one).
+    Token,
     /// The server is shutting down.
     Stop,
 }
 
-/// Waits for the next client message, a wake-up from the fan-outs, or shutdown.
-pub async fn next_event(ctx: &ShardContext, ws: &mut WebSocketStream<TcpStream>, wake: &LocalReceiver<()>) -> Event {
+/// Waits for the next client message, a wake-up from the fan-outs, a token of `budget` (when
+/// the session has a message ready and waits for its turn) or shutdown.
+pub async fn next_event(
+    ctx: &ShardContext,
+    ws: &mut WebSocketStream<TcpStream>,
+    wake: &LocalReceiver<()>,
+    budget: Option<&DeliveryBudget>,
+) -> Event {
+    let token = async {
+        match budget {
+            Some(budget) => {
+                budget.take().await;
+                Event::Token
+            }
+            None => std::future::pending().await,
+        }
+    };
     futures_lite::future::or(async { Event::Message(ws.next().await) }, async {
         futures_lite::future::or(
             async {
                 let _ = wake.recv().await;
                 Event::Woken
             },
-            async {
+            futures_lite::future::or(token, async {
                 while !ctx.stopping() {
                     glommio::timer::sleep(Duration::from_millis(50)).await;
                 }
                 Event::Stop
-            },
+            }),
         )
         .await
     })

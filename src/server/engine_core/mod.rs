@@ -307,6 +307,7 @@ impl EngineCore {
         m.counters.connections_open = self.connections.connections_open.get();
         m.counters.ws_sessions_open = self.connections.ws_open.get();
         m.counters.ws_slow_disconnects = self.connections.ws_slow_dropped.get();
+        m.counters.ws_budget_waits = self.connections.ws_budget_waits.get();
         m.counters.connections_accepted = self.connections.connections_accepted.get();
         m.counters.connections_refused = self.connections.connections_refused.get();
         m.counters.http_requests = self.connections.requests.get();
