@@ -845,6 +845,12 @@ mod tests {
         assert_eq!(config.engine, EngineConfig::default());
         assert_eq!(config.journal, JournalLimits::default());
         assert_eq!(config.queue_depth, 1024);
+        assert_eq!(config.ws_limits.max_deliveries_per_sec, 10_000);
+        let unbounded =
+            ServerConfig::from_toml_str("[websocket]\nmax_deliveries_per_sec = 0\n").expect("0 is no bound");
+        assert_eq!(unbounded.ws_limits.max_deliveries_per_sec, 0);
+        let negative = err("[websocket]\nmax_deliveries_per_sec = -1\n");
+        assert!(negative.contains(":2:") && negative.contains("[websocket]"), "{negative}");
         // An empty file is the defaults too.
         assert_eq!(ServerConfig::from_toml_str("").expect("empty file"), ServerConfig::default());
     }
