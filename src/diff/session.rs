@@ -198,6 +198,13 @@ impl Session {
         self.peeked
     }
 
+    /// Whether the session holds data of its own (its trade tree, notifies, snapshots), not
+    /// only followed topics' changes: answers to the client's own requests, which do not wait
+    /// for market data's delivery budget.
+    pub fn has_own_pending(&self) -> bool {
+        !self.pending.is_empty() || !self.notices.is_empty()
+    }
+
     /// Whether something is waiting for the client.
     pub fn has_pending(&self) -> bool {
         !self.pending.is_empty() || !self.notices.is_empty() || self.cursors.iter().any(Cursor::behind)

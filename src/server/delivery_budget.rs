@@ -1,9 +1,12 @@
 //! A shard's bound on WebSocket deliveries (`[websocket] max_deliveries_per_sec`): a token
 //! bucket on a glommio semaphore, refilled by a task of the shard from the time that passed,
-//! holding at most a tenth of a second's worth. A session with data ready (and, for DIFF, a peek
-//! outstanding) takes one token per message it pushes; without one it waits its turn (first
-//! come, first served) while still reading its client, and its changes keep composing (a quote
-//! feed's cursor simply falls behind, `diff::feed`), so what it finally gets is current.
+//! holding at most a tenth of a second's worth. A session with market data ready (and, for
+//! DIFF, a peek outstanding) takes one token per message it pushes; without one it waits its
+//! turn (first come, first served) while still reading its client, and its changes keep
+//! composing (a quote feed's cursor simply falls behind, `diff::feed`), so what it finally gets
+//! is current. A message that carries the session's own data (order answers, fills, its
+//! account, notifies) goes at once, market data included: a trader's answers never wait
+//! behind the market data of others.
 //!
 //! Why a count and not CPU shares: the kernel work of each send (TCP, waking the reader)
 //! happens when glommio's reactor submits the sends, outside any task queue's run time, so the
@@ -100,9 +103,10 @@ impl<'a> Turn<'a> {
         Self { budget, holding: false, waiting: false, waits }
     }
 
-    /// The budget to wait for a token from, while a message is `ready` and no token is held.
-    pub fn wait_on(&self, ready: bool) -> Option<&'a DeliveryBudget> {
-        self.budget.filter(|_| ready && !self.holding)
+    /// The budget to wait for a token from: while the last [`Turn::may_send`] had to wait and
+    /// no token is held.
+    pub fn wait_on(&self) -> Option<&'a DeliveryBudget> {
+        self.budget.filter(|_| self.waiting && !self.holding)
     }
 
     /// The wait for a token ended with one.
@@ -110,14 +114,17 @@ impl<'a> Turn<'a> {
         self.holding = true;
     }
 
-    /// Whether a `ready` message may be sent now: a held token is spent, or one is taken if
-    /// there. Otherwise the session waits, counted once per wait.
-    pub fn may_send(&mut self, ready: bool) -> bool {
+    /// Whether a `ready` message may be sent now: an `urgent` one (it carries the session's
+    /// own data: order answers, fills, notifies) always; market data alone spends a held token
+    /// or takes one if there. Otherwise the session waits, counted once per wait.
+    pub fn may_send(&mut self, ready: bool, urgent: bool) -> bool {
         if !ready {
+            self.waiting = false;
             return false;
         }
         let go = match self.budget {
             None => true,
+            Some(_) if urgent => true,
             Some(_) if std::mem::take(&mut self.holding) => true,
             Some(budget) => budget.try_take(),
         };
@@ -150,18 +157,21 @@ mod tests {
     fn a_turn_spends_a_held_token_first_and_counts_each_wait_once() {
         let waits = Cell::new(0);
         let mut free = Turn::new(None, &waits);
-        assert!(free.may_send(true));
-        assert!(free.wait_on(true).is_none());
+        assert!(free.may_send(true, false));
+        assert!(free.wait_on().is_none());
         let budget = DeliveryBudget::new(10).unwrap();
         let mut turn = Turn::new(Some(&budget), &waits);
-        assert!(!turn.may_send(false), "nothing ready takes nothing");
-        assert!(turn.may_send(true), "the burst's one token");
-        assert!(!turn.may_send(true) && waits.get() == 1, "spent: the session starts waiting");
-        assert!(!turn.may_send(true) && waits.get() == 1, "still the same wait");
-        assert!(turn.wait_on(true).is_some() && turn.wait_on(false).is_none());
+        assert!(!turn.may_send(false, false), "nothing ready takes nothing");
+        assert!(turn.may_send(true, false), "the burst's one token");
+        assert!(!turn.may_send(true, false) && waits.get() == 1, "spent: the session starts waiting");
+        assert!(!turn.may_send(true, false) && waits.get() == 1, "still the same wait");
+        assert!(turn.wait_on().is_some());
+        assert!(turn.may_send(true, true), "a session's own data does not wait");
+        assert!(turn.wait_on().is_none() && !turn.may_send(false, false));
+        assert!(!turn.may_send(true, false) && waits.get() == 2, "a new wait");
         turn.granted();
-        assert!(turn.wait_on(true).is_none(), "a held token is not waited for again");
-        assert!(turn.may_send(true) && waits.get() == 1);
+        assert!(turn.wait_on().is_none(), "a held token is not waited for again");
+        assert!(turn.may_send(true, false) && waits.get() == 2);
     }
 
     #[test]

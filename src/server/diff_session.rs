@@ -109,9 +109,8 @@ impl<'a> DiffSession<'a> {
         // and md and td look alike: every session's first peek gets it (harmless to td).
         self.session.borrow_mut().push(&json!({"ins_list": "", "mdhis_more_data": false}));
         let mut turn = Turn::new(self.ctx.delivery_budget.as_deref(), &self.ctx.counters.ws_budget_waits);
-        let mut ready = false;
         loop {
-            match ws_io::next_event(self.ctx, &mut ws, &self.wake_rx, turn.wait_on(ready)).await {
+            match ws_io::next_event(self.ctx, &mut ws, &self.wake_rx, turn.wait_on()).await {
                 Event::Stop => return ws_io::close(&mut ws, CloseCode::Away, "server shutting down").await,
                 Event::Woken => {}
                 Event::Token => turn.granted(),
@@ -131,13 +130,12 @@ impl<'a> DiffSession<'a> {
             if let Some(over) = over {
                 return ws_io::close(&mut ws, CloseCode::Policy, &over.to_string()).await;
             }
-            ready = {
+            let (ready, urgent) = {
                 let session = self.session.borrow();
-                session.is_peeked() && session.has_pending()
+                (session.is_peeked() && session.has_pending(), session.has_own_pending())
             };
-            let text = if turn.may_send(ready) { self.session.borrow_mut().take_ready() } else { None };
+            let text = if turn.may_send(ready, urgent) { self.session.borrow_mut().take_ready() } else { None };
             if let Some(text) = text {
-                ready = false;
                 ws_io::send(self.ctx, &mut ws, text).await?;
             }
         }

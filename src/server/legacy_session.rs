@@ -231,11 +231,11 @@ impl<'a> LegacySession<'a> {
     }
 
     async fn serve(&mut self, mut ws: WebSocketStream<TcpStream>) -> Result<(), String> {
-        // Pushed changes take a token of the shard's delivery budget; replies do not.
+        // Pushed market data takes a token of the shard's delivery budget; replies, fills and the
+        // account do not.
         let mut turn = Turn::new(self.ctx.delivery_budget.as_deref(), &self.ctx.counters.ws_budget_waits);
-        let mut ready = false;
         loop {
-            match ws_io::next_event(self.ctx, &mut ws, &self.wake_rx, turn.wait_on(ready)).await {
+            match ws_io::next_event(self.ctx, &mut ws, &self.wake_rx, turn.wait_on()).await {
                 Event::Stop => return ws_io::close(&mut ws, CloseCode::Away, "server shutting down").await,
                 Event::Woken => {}
                 Event::Token => turn.granted(),
@@ -260,10 +260,13 @@ impl<'a> LegacySession<'a> {
                 );
                 return ws_io::close(&mut ws, CloseCode::Policy, &reason).await;
             }
-            ready = self.session.borrow().has_pending();
-            let patches = if turn.may_send(ready) { self.session.borrow_mut().take_patches() } else { Vec::new() };
+            let (ready, urgent) = {
+                let session = self.session.borrow();
+                (session.has_pending(), session.has_own_pending())
+            };
+            let patches =
+                if turn.may_send(ready, urgent) { self.session.borrow_mut().take_patches() } else { Vec::new() };
             if !patches.is_empty() {
-                ready = false;
                 let mut out = Vec::new();
                 let account = self.login.as_ref().map(|l| l.account);
                 for patch in &patches {
