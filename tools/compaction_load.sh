@@ -10,7 +10,8 @@
 #          and a compaction every second flush, all through the run).
 # For each: closed-loop max, then open loop at 50 % of the first quiet max (p99).
 # Usage: tools/compaction_load.sh  (knobs: ROUNDS=3 CONNECTIONS=32 PIPELINE=1 DURATION=5 WARMUP=2
-#                                   LOAD_CORE=1 OUT=target/compaction_load/<time>)
+#                                   LOAD_CORE=1 OUT=target/compaction_load/<time>
+#                                   SERVER=<another server binary, an experiment>)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-3}
@@ -28,7 +29,7 @@ HALF=""
 for round in $(seq 1 "$ROUNDS"); do
   for mode in quiet busy; do
     rm -rf "$DATA/$mode"
-    start_and_wait "server-$mode-$round" "$BIN/qaexchange-server" --no-auth --config "$DATA/$mode.toml" \
+    start_and_wait "server-$mode-$round" "${SERVER:-$BIN/qaexchange-server}" --no-auth --config "$DATA/$mode.toml" \
         --http 127.0.0.1:0 --ws 127.0.0.1:0 --shards 1 --storage "$DATA/$mode"
     load "$mode-max-$round" "$ADDR" 0
     [ -z "$HALF" ] && HALF=$(python3 -c "print(max(1, round($THROUGHPUT / 2)))")
