@@ -200,8 +200,8 @@ impl QuoteFanout {
                 let kept = keep(topic, s);
                 if !kept {
                     Self::removed(directory, per_slot, shard, s);
-                    // The caller holds no borrow of its own session; a failed borrow only
-                    // leaves a cursor on a feed that gets no more changes.
+                    // Callers (the session's own task, between awaits) hold no borrow of the
+                    // session, so this borrow succeeds; `try_` only keeps a bug from panicking.
                     if let Some(output) = s.output.upgrade() {
                         if let Ok(mut output) = output.try_borrow_mut() {
                             output.unfollow(topic);
