@@ -1029,6 +1029,48 @@ fn fixed_point_is_decimal_in_json_and_exact_in_checkpoints() {
     assert_eq!(back, bar);
 }
 
+/// A group writes each order once, in the state the group left it: an order accepted and
+/// filled in the same group, or filled several times, is not rewritten per event.
+#[test]
+fn a_group_writes_each_order_once_in_its_last_state() {
+    use qaexchange::server::history::{series_prefix, ORDERS};
+    let mut service = Service::new(0, 1, instruments(), 20250102, EngineConfig::default(), limits());
+    service.set_history(true);
+    let t0: TimestampNs = 1_735_781_400_000_000_000;
+    let mut tag = 0;
+    let mut run = |service: &mut Service, action: Action, now: TimestampNs| {
+        tag += 1;
+        let mut staged = Staged::default();
+        service.handle(action, now, Origin { shard: 0, conn: 7, tag }, &mut staged);
+        assert!(!staged.records.is_empty(), "refused at {now}: {:?}", staged.replies);
+    };
+    run(&mut service, open("A", 1_000_000.0, false), t0);
+    run(&mut service, open("B", 1_000_000.0, false), t0);
+    service.take_history();
+    // One group: B's 3-lot bid rests, A sells into it twice (1 lot, then 2).
+    run(&mut service, limit("B", "b", "SR501", Direction::Buy, 5000.0, 3), t0 + 1_000);
+    run(&mut service, limit("A", "s1", "SR501", Direction::Sell, 5000.0, 1), t0 + 2_000);
+    run(&mut service, limit("A", "s2", "SR501", Direction::Sell, 5000.0, 2), t0 + 3_000);
+    let orders = |writes: &[(Vec<u8>, Vec<u8>)], account: &str| -> Vec<serde_json::Value> {
+        let prefix = series_prefix(ORDERS, account);
+        writes.iter().filter(|(k, _)| k.starts_with(&prefix)).map(|(_, v)| serde_json::from_slice(v).unwrap()).collect()
+    };
+    let writes = service.take_history();
+    // B's order: accepted, then two fills, one write with the last state.
+    let b = orders(&writes, "B");
+    assert_eq!(b.len(), 1, "{b:?}");
+    assert_eq!((b[0]["volume_left"].as_i64(), b[0]["status"].as_str()), (Some(0), Some("FINISHED")), "{b:?}");
+    // A's two orders: each accepted and filled at once, one write each.
+    let a = orders(&writes, "A");
+    assert_eq!(a.len(), 2, "{a:?}");
+    assert!(a.iter().all(|o| o["volume_left"] == 0 && o["status"] == "FINISHED"), "{a:?}");
+    // The next group writes an order again when it changes again.
+    run(&mut service, limit("B", "b2", "SR501", Direction::Buy, 4990.0, 1), t0 + 4_000);
+    let b2 = orders(&service.take_history(), "B");
+    assert_eq!(b2.len(), 1);
+    assert_eq!(b2[0]["status"], "ALIVE", "{b2:?}");
+}
+
 /// A commit group takes each bar it traded once, as it stands at the group's end, and a bar
 /// that closed during the group in its final state (the history store then holds what the
 /// engine's rings hold).

@@ -14,8 +14,9 @@
 //! | account changes        | `A` account `\0` time, kind                  | the event           |
 //!
 //! Numbers are 8 bytes big-endian; times have their sign bit flipped so negative ones sort
-//! first. An order's key does not change while it lives: each change rewrites its value, and
-//! the newest version wins. A bar is rewritten by each trade in it.
+//! first. An order's key does not change while it lives: each change rewrites its value (once
+//! per commit group: later changes in the group replace the group's write), and the newest
+//! version wins. A bar is rewritten by each trade in it.
 //!
 //! [`HistoryWriter`] is pure: it turns a step's events (with the journal and the engine as
 //! that step left them) into writes. The shard's core puts them into the store once the step's
@@ -23,6 +24,7 @@
 
 use super::journal::Journal;
 use crate::domain::event::Event;
+use crate::domain::fast_hash::FastMap;
 use crate::domain::market_data::KLINE_PERIODS_NS;
 use crate::domain::name::{AccountId, InstrumentId};
 use crate::domain::shard::ShardEngine;
@@ -78,6 +80,11 @@ pub struct HistoryWriter {
     /// with several trades in one instrument rewrote its 7 open bars each time (the history
     /// store's writes were ~12 % of a busy shard's CPU, docs/PERFORMANCE.md).
     open_bars: Vec<(u32, usize, i64)>,
+    /// Orders written since the last `take`: order id -> index of its write in `writes`. A
+    /// later change of the same order replaces that write's value (its key does not change,
+    /// and the store keeps only the newest version): an order that is accepted and fills in
+    /// one group, or fills several times, is one write, not one per event.
+    order_writes: FastMap<u64, usize>,
 }
 
 fn json<T: serde::Serialize>(value: &T) -> Vec<u8> {
@@ -91,6 +98,7 @@ impl HistoryWriter {
         if !on {
             self.writes.clear();
             self.open_bars.clear();
+            self.order_writes.clear();
         }
     }
 
@@ -102,6 +110,7 @@ impl HistoryWriter {
     /// `engine` holds them now (it must be the engine `end_step` saw).
     pub fn take(&mut self, engine: Option<&ShardEngine>) -> Vec<(Vec<u8>, Vec<u8>)> {
         let open = std::mem::take(&mut self.open_bars);
+        self.order_writes.clear();
         if let Some(engine) = engine {
             for (slot, period, id) in open {
                 self.bar(slot, period, id, engine);
@@ -172,10 +181,14 @@ impl HistoryWriter {
     }
 
     fn order(&mut self, journal: &Journal, order_id: u64) {
-        if let Some(o) = journal.order(order_id) {
-            let k = key(ORDERS, o.account_id.as_str(), &[time_bytes(o.insert_time_ns), o.order_id.to_be_bytes()]);
-            self.writes.push((k, json(o)));
+        let Some(o) = journal.order(order_id) else { return };
+        if let Some(&i) = self.order_writes.get(&order_id) {
+            self.writes[i].1 = json(o);
+            return;
         }
+        let k = key(ORDERS, o.account_id.as_str(), &[time_bytes(o.insert_time_ns), o.order_id.to_be_bytes()]);
+        self.order_writes.insert(order_id, self.writes.len());
+        self.writes.push((k, json(o)));
     }
 
     fn user_trade(&mut self, journal: &Journal, account: &AccountId, direction: Direction) {
