@@ -49,6 +49,10 @@ pub struct Session {
     pending: ComposedPatch,
     /// The `notify` parts of what was pushed.
     notices: ComposedPatch,
+    /// All the session's own pending data, when that is one shared patch pushed while nothing
+    /// else was (then `pending` and `notices` are empty): sent as its encoded text, never
+    /// copied (an account's trade patch to its one session, the common case).
+    shared: Option<Arc<SharedPatch>>,
     /// The market data topics followed: their changes since `seen` are pending too, taken
     /// from the topic's shared [`Feed`] when the client is answered.
     cursors: Vec<Cursor>,
@@ -63,6 +67,7 @@ impl Default for Session {
         Self {
             pending: ComposedPatch::default(),
             notices: ComposedPatch::default(),
+            shared: None,
             cursors: Vec::new(),
             peeked: false,
             wake_past_bytes: usize::MAX,
@@ -122,8 +127,7 @@ impl Session {
     /// run per change per session.
     pub fn wake_for(&self, topic: &str, version: u64) -> bool {
         let had_nothing = || {
-            self.pending.is_empty()
-                && self.notices.is_empty()
+            !self.has_own_pending()
                 && self.cursors.iter().all(|c| if &*c.topic == topic { c.seen + 1 >= version } else { !c.behind() })
         };
         (self.peeked && had_nothing()) || self.held_bytes() > self.wake_past_bytes
@@ -158,12 +162,25 @@ impl Session {
         let Some(c) = self.cursors.iter_mut().find(|c| &*c.topic == topic) else { return };
         if c.seen < version {
             c.seen = version;
-            self.pending.push(&patch.value);
+            self.push(&patch.value);
+        }
+    }
+
+    /// Pushes a patch encoded once (without a `notify`): kept as it is while nothing else of
+    /// the session's own is pending, composed otherwise.
+    pub fn push_shared(&mut self, patch: &Arc<SharedPatch>) {
+        if !self.has_own_pending() && patch.value.get("notify").is_none() {
+            self.shared = Some(patch.clone());
+        } else {
+            self.push(&patch.value);
         }
     }
 
     /// Merges `patch` into the pending data (sent at the next peek, after earlier pushes).
     pub fn push(&mut self, patch: &Value) {
+        if let Some(shared) = self.shared.take() {
+            self.pending.push(&shared.value);
+        }
         match patch.as_object() {
             Some(fields) if fields.contains_key("notify") => {
                 let (notify, rest): (serde_json::Map<String, Value>, serde_json::Map<String, Value>) =
@@ -202,12 +219,12 @@ impl Session {
     /// only followed topics' changes: answers to the client's own requests, which do not wait
     /// for market data's delivery budget.
     pub fn has_own_pending(&self) -> bool {
-        !self.pending.is_empty() || !self.notices.is_empty()
+        self.shared.is_some() || !self.pending.is_empty() || !self.notices.is_empty()
     }
 
     /// Whether something is waiting for the client.
     pub fn has_pending(&self) -> bool {
-        !self.pending.is_empty() || !self.notices.is_empty() || self.cursors.iter().any(Cursor::behind)
+        self.has_own_pending() || self.cursors.iter().any(Cursor::behind)
     }
 
     /// The one `rtn_data` text to send now, if a peek is outstanding and something is pending.
@@ -233,7 +250,8 @@ impl Session {
     /// The pending patches as values, regardless of peeks, for a server that pushes changes
     /// in another form (the legacy JSON API); empty when nothing is pending.
     pub fn take_patches(&mut self) -> Vec<Value> {
-        let mut patches = std::mem::take(&mut self.pending).into_patches();
+        let mut patches: Vec<Value> = self.shared.take().map(|p| p.value.clone()).into_iter().collect();
+        patches.extend(std::mem::take(&mut self.pending).into_patches());
         patches.extend(self.take_feeds().iter().map(|p| p.value.clone()));
         patches.extend(std::mem::take(&mut self.notices).into_patches());
         patches
@@ -250,7 +268,8 @@ impl Session {
     /// notifies. The followed topics' changes not sent yet are held once per topic by its feed
     /// (bounded by [`super::feed::RECENT_PATCHES`]), not by the session.
     pub fn held_bytes(&self) -> usize {
-        ENVELOPE_BYTES + self.pending.estimated_bytes() + self.notices.estimated_bytes()
+        let shared = self.shared.as_ref().map_or(0, |p| p.text.len() + 1);
+        ENVELOPE_BYTES + shared + self.pending.estimated_bytes() + self.notices.estimated_bytes()
     }
 
     /// `Some(reason)` when the data the session holds exceeds `max_bytes`: the server should
@@ -278,11 +297,12 @@ impl Session {
     /// holds topic snapshots and dropped feed changes, all older than the feeds' deltas), the
     /// feeds' deltas, then the notifies.
     fn take_pending(&mut self) -> String {
+        let shared = self.shared.take();
         let own = std::mem::take(&mut self.pending).into_patches();
         let feeds = self.take_feeds();
         let notices = std::mem::take(&mut self.notices).into_patches();
-        let feed_bytes: usize = feeds.iter().map(|p| p.text.len() + 1).sum();
-        let mut out = String::with_capacity(ENVELOPE_BYTES + feed_bytes + 64);
+        let shared_bytes: usize = shared.iter().chain(&feeds).map(|p| p.text.len() + 1).sum();
+        let mut out = String::with_capacity(ENVELOPE_BYTES + shared_bytes + 64);
         out.push_str(r#"{"aid":"rtn_data","data":["#);
         let mut first = true;
         let mut comma = |out: &mut String| {
@@ -290,6 +310,10 @@ impl Session {
                 out.push(',');
             }
         };
+        if let Some(p) = &shared {
+            comma(&mut out);
+            out.push_str(&p.text);
+        }
         for p in &own {
             comma(&mut out);
             // `Value`'s Display is its compact JSON.
@@ -429,6 +453,33 @@ mod tests {
     }
 
     #[test]
+    fn a_shared_patch_alone_is_sent_as_encoded_and_composes_otherwise() {
+        let first = Arc::new(SharedPatch::new(json!({"trade":{"u":{"orders":{"o1":{"status":"ALIVE"}}}}})));
+        let second = Arc::new(SharedPatch::new(json!({"trade":{"u":{"orders":{"o1":{"status":"FINISHED"}}}}})));
+        let mut s = Session::new();
+        s.push_shared(&first);
+        assert!(s.has_own_pending() && s.held_bytes() > ENVELOPE_BYTES);
+        s.peek();
+        assert_eq!(s.take_ready().unwrap(), format!(r#"{{"aid":"rtn_data","data":[{}]}}"#, first.text));
+        // Two shared patches, or a shared one and another push, compose in order.
+        s.push_shared(&first);
+        s.push_shared(&second);
+        s.push(&json!({"notify":{"n":{"code":1}}}));
+        s.peek();
+        assert_eq!(
+            data(&s.take_ready().unwrap()),
+            vec![json!({"trade":{"u":{"orders":{"o1":{"status":"FINISHED"}}}}}), json!({"notify":{"n":{"code":1}}})]
+        );
+        // A notify is never kept whole (tqsdk-js drops the rest of an element with a notify).
+        s.push_shared(&Arc::new(SharedPatch::new(json!({"notify":{"n2":{"code":2}},"trade":{"u":{"x":1}}}))));
+        s.peek();
+        assert_eq!(
+            data(&s.take_ready().unwrap()),
+            vec![json!({"trade":{"u":{"x":1}}}), json!({"notify":{"n2":{"code":2}}})]
+        );
+    }
+
+    #[test]
     fn a_change_wakes_only_a_session_it_gives_its_first_data_to() {
         let quotes = feed();
         let mut s = Session::new();
@@ -545,14 +596,17 @@ mod tests {
         #[test]
         fn client_tree_matches_pushed_patches(
             ops in proptest::collection::vec(
-                prop_oneof![arb_json().prop_map(Some), Just(None)], 0..20),
+                prop_oneof![(arb_json(), any::<bool>()).prop_map(Some), Just(None)], 0..20),
         ) {
             let mut s = Session::new();
             let mut client = json!({});
             let mut truth = json!({});
             for op in ops {
                 match op {
-                    Some(p) => { apply(&mut truth, &p); s.push(&p); }
+                    Some((p, shared)) => {
+                        apply(&mut truth, &p);
+                        if shared { s.push_shared(&Arc::new(SharedPatch::new(p))) } else { s.push(&p) }
+                    }
                     None => s.peek(),
                 }
                 let bound = s.pending_bytes();

@@ -10,14 +10,15 @@
 //! group shows each object as the group left it, so applying it after an older or equal tree
 //! gives the newest state, never an older one.
 
+use crate::diff::feed::SharedPatch;
 use crate::diff::merge_patch::ComposedPatch;
 use crate::diff::session::Session;
 use crate::domain::fast_hash::FastMap;
 use crate::domain::name::AccountId;
 use glommio::channels::local_channel::LocalSender;
-use serde_json::Value;
 use std::cell::RefCell;
 use std::rc::{Rc, Weak};
+use std::sync::Arc;
 
 struct Follower {
     session_id: u64,
@@ -65,17 +66,17 @@ impl AccountFanout {
     }
 
     /// Composes `patch` into every session following `account` and wakes them.
-    pub fn publish(&mut self, account: &AccountId, patch: &Value) {
+    pub fn publish(&mut self, account: &AccountId, patch: &Arc<SharedPatch>) {
         let Some(list) = self.by_account.get_mut(account) else { return };
         list.retain_mut(|f| {
             if let Some(early) = &mut f.early {
-                early.push(patch);
+                early.push(&patch.value);
                 return f.output.strong_count() > 0;
             }
             match f.output.upgrade() {
                 Some(output) => {
                     let mut output = output.borrow_mut();
-                    output.push(patch);
+                    output.push_shared(patch);
                     if output.wants_wake() {
                         let _ = f.wake.try_send(());
                     }

@@ -53,7 +53,7 @@ pub enum ShardMsg {
     Quote { symbol: Arc<str>, patch: Arc<crate::diff::feed::SharedPatch> },
     /// DIFF fan-out: what a commit group of the sender changed (durably) in an account's
     /// trade tree, sent only to shards with sessions following that account.
-    Account { account: AccountId, patch: Arc<serde_json::Value> },
+    Account { account: AccountId, patch: Arc<SharedPatch> },
 }
 
 /// Connections of one shard waiting for their answers, each tagged with the request it answers.
@@ -524,7 +524,9 @@ impl Routes {
     /// Sends each changed account's trade patch to the shards whose sessions follow it.
     async fn publish_trades(&self, patches: Vec<(AccountId, Vec<usize>, serde_json::Value)>) {
         for (account, shards, patch) in patches {
-            let patch = Arc::new(patch);
+            // Encoded once: the account's session sends the text as it is (usually nothing
+            // else is pending for it), with no copy of the tree.
+            let patch = Arc::new(SharedPatch::new(patch));
             for shard in shards {
                 if shard == self.shard {
                     self.accounts.borrow_mut().publish(&account, &patch);
