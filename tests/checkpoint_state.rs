@@ -1029,33 +1029,50 @@ fn fixed_point_is_decimal_in_json_and_exact_in_checkpoints() {
     assert_eq!(back, bar);
 }
 
+/// A service writing history, with accounts A and B open (their history taken), and the time
+/// 2025-01-02 09:30:00 China time (a 3 s and a 1 min boundary) to trade from.
+struct HistoryRun {
+    service: Service,
+    t0: TimestampNs,
+    tag: u32,
+}
+
+impl HistoryRun {
+    fn new() -> Self {
+        let service = Service::new(0, 1, instruments(), 20250102, EngineConfig::default(), limits());
+        let mut run = HistoryRun { service, t0: 1_735_781_400_000_000_000, tag: 0 };
+        run.service.set_history(true);
+        run.accepted(open("A", 1_000_000.0, false), run.t0);
+        run.accepted(open("B", 1_000_000.0, false), run.t0);
+        run.service.take_history();
+        run
+    }
+
+    /// Handles `action` as the connection's next request; it must be accepted (logged).
+    fn accepted(&mut self, action: Action, now: TimestampNs) {
+        self.tag += 1;
+        let mut staged = Staged::default();
+        self.service.handle(action, now, Origin { shard: 0, conn: 7, tag: self.tag }, &mut staged);
+        assert!(!staged.records.is_empty(), "refused at {now}: {:?}", staged.replies);
+    }
+}
+
 /// A group writes each order once, in the state the group left it: an order accepted and
 /// filled in the same group, or filled several times, is not rewritten per event.
 #[test]
 fn a_group_writes_each_order_once_in_its_last_state() {
     use qaexchange::server::history::{series_prefix, ORDERS};
-    let mut service = Service::new(0, 1, instruments(), 20250102, EngineConfig::default(), limits());
-    service.set_history(true);
-    let t0: TimestampNs = 1_735_781_400_000_000_000;
-    let mut tag = 0;
-    let mut run = |service: &mut Service, action: Action, now: TimestampNs| {
-        tag += 1;
-        let mut staged = Staged::default();
-        service.handle(action, now, Origin { shard: 0, conn: 7, tag }, &mut staged);
-        assert!(!staged.records.is_empty(), "refused at {now}: {:?}", staged.replies);
-    };
-    run(&mut service, open("A", 1_000_000.0, false), t0);
-    run(&mut service, open("B", 1_000_000.0, false), t0);
-    service.take_history();
+    let mut h = HistoryRun::new();
+    let t0 = h.t0;
     // One group: B's 3-lot bid rests, A sells into it twice (1 lot, then 2).
-    run(&mut service, limit("B", "b", "SR501", Direction::Buy, 5000.0, 3), t0 + 1_000);
-    run(&mut service, limit("A", "s1", "SR501", Direction::Sell, 5000.0, 1), t0 + 2_000);
-    run(&mut service, limit("A", "s2", "SR501", Direction::Sell, 5000.0, 2), t0 + 3_000);
+    h.accepted(limit("B", "b", "SR501", Direction::Buy, 5000.0, 3), t0 + 1_000);
+    h.accepted(limit("A", "s1", "SR501", Direction::Sell, 5000.0, 1), t0 + 2_000);
+    h.accepted(limit("A", "s2", "SR501", Direction::Sell, 5000.0, 2), t0 + 3_000);
     let orders = |writes: &[(Vec<u8>, Vec<u8>)], account: &str| -> Vec<serde_json::Value> {
         let prefix = series_prefix(ORDERS, account);
         writes.iter().filter(|(k, _)| k.starts_with(&prefix)).map(|(_, v)| serde_json::from_slice(v).unwrap()).collect()
     };
-    let writes = service.take_history();
+    let writes = h.service.take_history();
     // B's order: accepted, then two fills, one write with the last state.
     let b = orders(&writes, "B");
     assert_eq!(b.len(), 1, "{b:?}");
@@ -1065,8 +1082,8 @@ fn a_group_writes_each_order_once_in_its_last_state() {
     assert_eq!(a.len(), 2, "{a:?}");
     assert!(a.iter().all(|o| o["volume_left"] == 0 && o["status"] == "FINISHED"), "{a:?}");
     // The next group writes an order again when it changes again.
-    run(&mut service, limit("B", "b2", "SR501", Direction::Buy, 4990.0, 1), t0 + 4_000);
-    let b2 = orders(&service.take_history(), "B");
+    h.accepted(limit("B", "b2", "SR501", Direction::Buy, 4990.0, 1), t0 + 4_000);
+    let b2 = orders(&h.service.take_history(), "B");
     assert_eq!(b2.len(), 1);
     assert_eq!(b2[0]["status"], "ALIVE", "{b2:?}");
 }
@@ -1077,29 +1094,18 @@ fn a_group_writes_each_order_once_in_its_last_state() {
 #[test]
 fn a_group_writes_each_traded_bar_once_and_closed_bars_as_they_closed() {
     use qaexchange::server::history::{series_prefix, KLINES};
-    let mut service = Service::new(0, 1, instruments(), 20250102, EngineConfig::default(), limits());
-    service.set_history(true);
-    // 2025-01-02 09:30:00 China time: a 3 s and a 1 min boundary.
-    let t0: TimestampNs = 1_735_781_400_000_000_000;
-    let mut tag = 0;
-    let mut run = |service: &mut Service, action: Action, now: TimestampNs| {
-        tag += 1;
-        let mut staged = Staged::default();
-        service.handle(action, now, Origin { shard: 0, conn: 7, tag }, &mut staged);
-        assert!(!staged.records.is_empty(), "refused at {now}: {:?}", staged.replies);
-    };
-    run(&mut service, open("A", 1_000_000.0, false), t0);
-    run(&mut service, open("B", 1_000_000.0, false), t0);
-    service.take_history();
+    let mut h = HistoryRun::new();
+    let t0 = h.t0;
     // One group, four trades: 1 and 2 lots in the first 3 s bar, 3 and 4 in the next.
     for (i, at_ms) in [500i64, 1500, 3500, 4000].into_iter().enumerate() {
         let now = t0 + at_ms * 1_000_000;
         let lots = i as Volume + 1;
-        run(&mut service, limit("A", &format!("s{i}"), "SR501", Direction::Sell, 5000.0, lots), now);
-        run(&mut service, limit("B", &format!("b{i}"), "SR501", Direction::Buy, 5000.0, lots), now + 1000);
+        h.accepted(limit("A", &format!("s{i}"), "SR501", Direction::Sell, 5000.0, lots), now);
+        h.accepted(limit("B", &format!("b{i}"), "SR501", Direction::Buy, 5000.0, lots), now + 1000);
     }
     let prefix = series_prefix(KLINES, "SR501");
-    let bars: Vec<(i64, serde_json::Value)> = service
+    let bars: Vec<(i64, serde_json::Value)> = h
+        .service
         .take_history()
         .into_iter()
         .filter(|(k, _)| k.starts_with(&prefix))
@@ -1118,7 +1124,7 @@ fn a_group_writes_each_traded_bar_once_and_closed_bars_as_they_closed() {
         assert_eq!(volumes(period), vec![10], "period {period}: {bars:?}");
     }
     // As the engine holds them.
-    let engine = service.engine();
+    let engine = h.service.engine();
     let market = engine.market(engine.instrument_slot(&inst("SR501")).unwrap()).unwrap();
     for (i, &period) in KLINE_PERIODS_NS.iter().enumerate() {
         let held: Vec<serde_json::Value> =

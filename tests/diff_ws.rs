@@ -7,7 +7,7 @@ mod server_support;
 
 use serde_json::json;
 use server_support::diff::{connect, notifies, peek, recv, send, send_text, Ws};
-use server_support::{start, Options};
+use server_support::{start, start_with_config, Options};
 use std::time::Duration;
 use tungstenite::Message;
 
@@ -220,11 +220,8 @@ fn charts_follow_trades() {
 #[test]
 fn slow_readers_are_cut_off_without_harming_others() {
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("exchange.toml");
-    std::fs::write(&config, "[websocket]\nmax_pending_kib = 256\nsend_timeout_ms = 500\n").unwrap();
-    let mut opts = options(&dir.path().join("data"));
-    opts.config = Some(config);
-    let server = start(&opts);
+    let toml = "[websocket]\nmax_pending_kib = 256\nsend_timeout_ms = 500\n";
+    let server = start_with_config(options(&dir.path().join("data")), dir.path(), toml);
     let mut c = server.client();
     for a in ["A", "B"] {
         c.ok("POST", "/api/account/open", Some(json!({"account_id": a, "init_cash": 10_000_000})));
@@ -441,11 +438,8 @@ fn charts_reach_past_the_engine_into_the_history_store() {
 fn the_delivery_budget_bounds_pushes_and_every_session_still_gets_the_last_quote() {
     const BUDGET: f64 = 5.0;
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("exchange.toml");
-    std::fs::write(&config, "[websocket]\nmax_deliveries_per_sec = 5\n").unwrap();
-    let mut opts = options(&dir.path().join("data"));
-    opts.config = Some(config);
-    let server = start(&opts);
+    let toml = "[websocket]\nmax_deliveries_per_sec = 5\n";
+    let server = start_with_config(options(&dir.path().join("data")), dir.path(), toml);
     let mut c = server.client();
     for a in ["A", "B"] {
         c.ok("POST", "/api/account/open", Some(json!({"account_id": a, "init_cash": 100_000_000})));

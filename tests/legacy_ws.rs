@@ -412,11 +412,8 @@ fn the_path_chooses_legacy_or_diff() {
 #[test]
 fn a_slow_reader_is_cut_off() {
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("exchange.toml");
-    std::fs::write(&config, "[websocket]\nmax_pending_kib = 256\nsend_timeout_ms = 500\n").unwrap();
-    let mut opts = options(&dir.path().join("data"));
-    opts.config = Some(config);
-    let server = start(&opts);
+    let toml = "[websocket]\nmax_pending_kib = 256\nsend_timeout_ms = 500\n";
+    let server = server_support::start_with_config(options(&dir.path().join("data")), dir.path(), toml);
     let mut c = server.client();
 
     // Each subscribe to 1,500 unknown instruments is answered with a message naming them all.

@@ -204,6 +204,14 @@ pub fn start(opts: &Options) -> ServerProcess {
     try_start(opts).unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// Starts the server with `opts` and a config file `dir/exchange.toml` holding `toml`.
+pub fn start_with_config(mut opts: Options, dir: &std::path::Path, toml: &str) -> ServerProcess {
+    let config = dir.join("exchange.toml");
+    std::fs::write(&config, toml).expect("write the config file");
+    opts.config = Some(config);
+    start(&opts)
+}
+
 fn rand_u64() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
