@@ -179,6 +179,10 @@ pub struct ShardContext {
     /// This shard's DIFF sessions by the account they are logged in to.
     pub accounts: Rc<std::cell::RefCell<super::account_fanout::AccountFanout>>,
     pub ws_limits: super::config::WsLimits,
+    /// Closed once the shard stops accepting (`next_connection` saw the stop flag): every
+    /// WebSocket session waits on it, so shutdown reaches a session at once without each one
+    /// polling the flag on a timer of its own.
+    pub sessions_stop: glommio::sync::Semaphore,
     /// The shard's bound on WebSocket pushes (None: `max_deliveries_per_sec` is 0).
     pub delivery_budget: Option<Rc<super::delivery_budget::DeliveryBudget>>,
     /// Token checks (None: auth is off and every endpoint is open).
@@ -221,6 +225,7 @@ impl ShardContext {
             fanout,
             accounts,
             ws_limits: super::config::WsLimits::default(),
+            sessions_stop: glommio::sync::Semaphore::new(0),
             delivery_budget: None,
             auth: None,
             max_requests_per_sec: 0,

@@ -346,7 +346,12 @@ pub(super) async fn next_connection(ctx: &ShardContext, listener: &TcpListener, 
             None
         })
         .await;
-        match accepted? {
+        let Some(accepted) = accepted else {
+            // Sessions wait on this instead of polling the flag themselves.
+            ctx.sessions_stop.close();
+            return None;
+        };
+        match accepted {
             Ok(stream) => return Some(stream),
             Err(e) => {
                 tracing::warn!("shard {}: {what} accept failed: {e}", ctx.shard);

@@ -8,7 +8,6 @@ use async_tungstenite::WebSocketStream;
 use futures_lite::StreamExt;
 use glommio::channels::local_channel::LocalReceiver;
 use glommio::net::TcpStream;
-use std::time::Duration;
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::CloseFrame;
 use tungstenite::Message;
@@ -49,9 +48,8 @@ pub async fn next_event(
                 Event::Woken
             },
             futures_lite::future::or(token, async {
-                while !ctx.stopping() {
-                    glommio::timer::sleep(Duration::from_millis(50)).await;
-                }
+                // Never granted: it ends only when the shard closes it at shutdown.
+                let _ = ctx.sessions_stop.acquire(1).await;
                 Event::Stop
             }),
         )
