@@ -111,26 +111,34 @@ impl Session {
         Self { wake_past_bytes: bytes, ..Self::default() }
     }
 
-    /// Whether a publisher that just pushed should wake the session's task: a peek is
-    /// waiting for data, or the data the session holds grew past the bound (the task then cuts
-    /// the client off). A session without a peek is otherwise left asleep: its next peek finds
-    /// everything composed.
-    pub fn wants_wake(&self) -> bool {
-        self.peeked || self.held_bytes() > self.wake_past_bytes
+    /// Whether the session waits for data: a peek outstanding and nothing pending. A
+    /// publisher that gives such a session data wakes its task (`wakes_after`); a session
+    /// that already had data is awake (sending, or waiting for its turn to), and one without
+    /// a peek finds everything composed when its peek comes.
+    pub fn waits_for_data(&self) -> bool {
+        self.peeked && !self.has_pending()
     }
 
-    /// Whether the publisher of change `version` on `topic` should wake the session's task:
-    /// the change made a session that waits for data (a peek outstanding, nothing pending)
-    /// have some, or the session holds more than its bound. A session that already had data
-    /// pending is awake already (sending, or waiting for its turn to), and one without a peek
-    /// finds everything when its peek comes: waking those for every change would cost a task
-    /// run per change per session.
-    pub fn wake_for(&self, topic: &str, version: u64) -> bool {
-        let had_nothing = || {
-            !self.has_own_pending()
-                && self.cursors.iter().all(|c| if &*c.topic == topic { c.seen + 1 >= version } else { !c.behind() })
-        };
-        (self.peeked && had_nothing()) || self.held_bytes() > self.wake_past_bytes
+    /// Whether a publisher that just pushed should wake the session's task, given whether it
+    /// [`Session::waits_for_data`] before the push: it did, or the data the session holds grew
+    /// past the bound (the task then cuts the client off). Waking sessions that are awake
+    /// anyway would cost a task run per change per session.
+    pub fn wakes_after(&self, waited_for_data: bool) -> bool {
+        waited_for_data || self.held_bytes() > self.wake_past_bytes
+    }
+
+    /// Whether the session has something to send now (a peek outstanding and data pending),
+    /// and whether that includes its own data (which does not wait for the delivery budget).
+    pub fn ready_to_send(&self) -> (bool, bool) {
+        (self.peeked && self.has_pending(), self.has_own_pending())
+    }
+
+    /// [`Session::waits_for_data`] as it was before change `version` of `topic` was
+    /// published (the feed already holds it).
+    pub fn waited_before(&self, topic: &str, version: u64) -> bool {
+        self.peeked
+            && !self.has_own_pending()
+            && self.cursors.iter().all(|c| if &*c.topic == topic { c.seen + 1 >= version } else { !c.behind() })
     }
 
     /// Follows a market data topic from its feed's current version on: later changes are
@@ -408,9 +416,9 @@ mod tests {
         s.follow("X".into(), quotes.clone());
         assert!(!s.has_pending(), "changes before following are not pending");
         publish(&quotes, &mut [&mut s], "X", json!({"quotes":{"X":{"last_price":1,"volume":3}}}));
-        assert!(s.has_pending() && !s.wants_wake());
+        assert!(s.has_pending() && !s.waits_for_data() && !s.wakes_after(false));
         s.peek();
-        assert!(s.wants_wake());
+        assert!(s.ready_to_send() == (true, false));
         let one = quotes.borrow_mut().since(1)[0].text.to_string();
         assert_eq!(s.take_ready().unwrap(), format!(r#"{{"aid":"rtn_data","data":[{one}]}}"#));
         assert!(!s.has_pending());
@@ -447,9 +455,9 @@ mod tests {
         // Past its bound a session is woken without a peek, to be cut off.
         let mut bounded = Session::with_wake_past(100);
         bounded.push(&json!({"a":1}));
-        assert!(!bounded.wants_wake());
+        assert!(!bounded.wakes_after(false));
         bounded.push(&json!({"notify":{"n":{"content":"x".repeat(200)}}}));
-        assert!(bounded.wants_wake());
+        assert!(bounded.wakes_after(false));
     }
 
     #[test]
@@ -484,23 +492,26 @@ mod tests {
         let quotes = feed();
         let mut s = Session::new();
         s.follow("X".into(), quotes.clone());
+        let wakes = |s: &Session, version: u64| s.wakes_after(s.waited_before("X", version));
         publish(&quotes, &mut [&mut s], "X", json!({"quotes":{"X":{"volume":1}}}));
-        assert!(!s.wake_for("X", 1), "no peek: the peek finds the change");
+        assert!(!wakes(&s, 1), "no peek: the peek finds the change");
         s.take_unsolicited();
         s.peek();
+        assert!(s.waits_for_data());
         publish(&quotes, &mut [&mut s], "X", json!({"quotes":{"X":{"volume":2}}}));
-        assert!(s.wake_for("X", 2), "a waiting session gets its first data");
+        assert!(wakes(&s, 2), "a waiting session gets its first data");
         publish(&quotes, &mut [&mut s], "X", json!({"quotes":{"X":{"volume":3}}}));
-        assert!(!s.wake_for("X", 3), "it was woken already and has not sent yet");
+        assert!(!wakes(&s, 3), "it was woken already and has not sent yet");
         s.take_ready().unwrap();
         s.peek();
         s.push(&json!({"trade":{}}));
+        assert!(!s.waits_for_data() && s.ready_to_send() == (true, true));
         publish(&quotes, &mut [&mut s], "X", json!({"quotes":{"X":{"volume":4}}}));
-        assert!(!s.wake_for("X", 4), "other data was pending: awake already");
+        assert!(!wakes(&s, 4), "other data was pending: awake already");
         let mut bounded = Session::with_wake_past(10);
         bounded.follow("X".into(), quotes.clone());
         bounded.push(&json!({"notify":{"n":{"content":"x".repeat(20)}}}));
-        assert!(bounded.wake_for("X", 4), "past its bound, to be cut off");
+        assert!(bounded.wakes_after(bounded.waited_before("X", 4)), "past its bound, to be cut off");
     }
 
     #[test]

@@ -65,7 +65,8 @@ impl AccountFanout {
         }
     }
 
-    /// Composes `patch` into every session following `account` and wakes them.
+    /// Composes `patch` into every session following `account` and wakes those it gives data
+    /// to while they wait for some (`Session::wakes_after`).
     pub fn publish(&mut self, account: &AccountId, patch: &Arc<SharedPatch>) {
         let Some(list) = self.by_account.get_mut(account) else { return };
         list.retain_mut(|f| {
@@ -76,8 +77,9 @@ impl AccountFanout {
             match f.output.upgrade() {
                 Some(output) => {
                     let mut output = output.borrow_mut();
+                    let waited = output.waits_for_data();
                     output.push_shared(patch);
-                    if output.wants_wake() {
+                    if output.wakes_after(waited) {
                         let _ = f.wake.try_send(());
                     }
                     true

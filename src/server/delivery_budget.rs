@@ -13,6 +13,7 @@
 //! sessions' shares did not bound it and 1,000 sessions starved the order flow
 //! (docs/PERFORMANCE.md, "DIFF quote fan-out").
 
+use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use glommio::sync::Semaphore;
 use std::cell::Cell;
 use std::time::{Duration, Instant};
@@ -46,6 +47,9 @@ pub struct DeliveryBudget {
     /// Most tokens held: a tenth of a second's worth (at least one).
     burst: u64,
     per_sec: u64,
+    /// Told when a token is taken; the refill task sleeps on it while the bucket is full, so
+    /// an idle shard runs no timer for it.
+    taken: (LocalSender<()>, LocalReceiver<()>),
 }
 
 impl DeliveryBudget {
@@ -53,26 +57,38 @@ impl DeliveryBudget {
     pub fn new(per_sec: u64) -> Option<Self> {
         (per_sec > 0).then(|| {
             let burst = (per_sec / 10).max(1);
-            Self { tokens: Semaphore::new(burst), burst, per_sec }
+            Self { tokens: Semaphore::new(burst), burst, per_sec, taken: local_channel::new_bounded(1) }
         })
     }
 
     /// Takes a token if one is there now.
     pub fn try_take(&self) -> bool {
-        self.tokens.try_acquire(1).unwrap_or(false)
+        let took = self.tokens.try_acquire(1).unwrap_or(false);
+        if took {
+            let _ = self.taken.0.try_send(());
+        }
+        took
     }
 
     /// Waits for a token (in turn with the other waiters). Dropping the future gives up the
     /// place in line and takes nothing.
     pub async fn take(&self) {
-        let _ = self.tokens.acquire(1).await;
+        if self.tokens.acquire(1).await.is_ok() {
+            let _ = self.taken.0.try_send(());
+        }
     }
 
-    /// Refills the bucket until `stopping` says so.
+    /// Refills the bucket until `stopping` says so; while it is full, waits for a token to be
+    /// taken instead of waking every `REFILL_EVERY`.
     pub async fn refill(&self, stopping: impl Fn() -> bool) {
         let mut refill = Refill::new(self.per_sec);
         let mut last = Instant::now();
         while !stopping() {
+            if self.tokens.available() >= self.burst {
+                let _ = self.taken.1.recv().await;
+                // Full until now: nothing was earned meanwhile that would have fit.
+                last = Instant::now();
+            }
             glommio::timer::sleep(REFILL_EVERY).await;
             let now = Instant::now();
             let earned = refill.earned(now - last);

@@ -130,10 +130,7 @@ impl<'a> DiffSession<'a> {
             if let Some(over) = over {
                 return ws_io::close(&mut ws, CloseCode::Policy, &over.to_string()).await;
             }
-            let (ready, urgent) = {
-                let session = self.session.borrow();
-                (session.is_peeked() && session.has_pending(), session.has_own_pending())
-            };
+            let (ready, urgent) = self.session.borrow().ready_to_send();
             let text = if turn.may_send(ready, urgent) { self.session.borrow_mut().take_ready() } else { None };
             if let Some(text) = text {
                 ws_io::send(self.ctx, &mut ws, text).await?;

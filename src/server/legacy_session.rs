@@ -260,10 +260,8 @@ impl<'a> LegacySession<'a> {
                 );
                 return ws_io::close(&mut ws, CloseCode::Policy, &reason).await;
             }
-            let (ready, urgent) = {
-                let session = self.session.borrow();
-                (session.has_pending(), session.has_own_pending())
-            };
+            // Always peeked (`always_waiting`): ready whenever something is pending.
+            let (ready, urgent) = self.session.borrow().ready_to_send();
             let patches =
                 if turn.may_send(ready, urgent) { self.session.borrow_mut().take_patches() } else { Vec::new() };
             if !patches.is_empty() {

@@ -215,21 +215,23 @@ impl QuoteFanout {
     }
 
     /// Appends `patch` to `topic`'s feed and wakes the following sessions it gives data to
-    /// while they wait for some (a peek outstanding and nothing pending, or past their pending
-    /// bound). A change the feed drops is composed
+    /// while they wait for some (`Session::wakes_after`). A change the feed drops is composed
     /// into the sessions that have not sent it yet.
     pub fn publish(&mut self, topic: &str, patch: &Arc<SharedPatch>) {
         let Some(followed) = self.by_topic.get_mut(topic) else { return };
-        let dropped = followed.feed.borrow_mut().publish(patch.clone());
-        let version = followed.feed.borrow().version();
+        let (dropped, version) = {
+            let mut feed = followed.feed.borrow_mut();
+            (feed.publish(patch.clone()), feed.version())
+        };
         let (directory, per_slot, shard) = (&self.directory, &mut self.per_slot, self.shard);
         followed.followers.retain(|s| match s.output.upgrade() {
             Some(output) => {
                 let mut output = output.borrow_mut();
+                let waited = output.waited_before(&followed.topic, version);
                 if let Some((version, dropped)) = &dropped {
                     output.absorb(&followed.topic, *version, dropped);
                 }
-                if output.wake_for(&followed.topic, version) {
+                if output.wakes_after(waited) {
                     let _ = s.wake.try_send(());
                 }
                 true

@@ -1,6 +1,6 @@
 //! What every WebSocket session (DIFF and legacy) does with its socket: wait for the next
-//! client message, a fan-out's wake-up, a delivery token or shutdown; read a frame as text; send with the
-//! slow-reader timeout; close with a reason.
+//! client message, a fan-out's wake-up, a delivery token or shutdown; read a frame as text;
+//! send with the slow-reader timeout; close with a reason.
 
 use super::conn::ShardContext;
 use super::delivery_budget::DeliveryBudget;
