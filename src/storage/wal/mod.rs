@@ -13,6 +13,7 @@
 //! reads as "nothing written"), so syncs into a reused segment stay data-only.
 
 pub mod frame;
+pub mod page_cache;
 pub mod recover;
 pub mod scan;
 pub mod segment;

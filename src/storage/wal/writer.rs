@@ -37,6 +37,7 @@
 //! before calling it, since retired records are gone for good.
 
 use super::frame::{encode_record, frame_len, MAX_PAYLOAD};
+use super::page_cache::PageCacheWriter;
 use super::recover::ResumePoint;
 use super::segment::{list_pool, list_segments, pool_name, segment_path};
 use glommio::io::{DmaFile, OpenOptions};
@@ -110,6 +111,9 @@ pub struct WalWriter {
     recent_batch_bytes: u64,
     /// The batch `write_behind` is writing: its writes, and the first and last sequence it holds.
     behind: Option<(glommio::Task<io::Result<()>>, u64, u64)>,
+    /// With `sync = none`: the current segment's buffered handle, which every batch is written
+    /// through (`page_cache.rs` says why).
+    page_cache: Option<PageCacheWriter>,
 }
 
 /// How the spare segment was prepared.
@@ -218,6 +222,21 @@ fn fill_chunk(dst: &mut [u8], from: usize, tail: &[u8], batch: &[u8]) {
     dst[at..].fill(0);
 }
 
+/// Where a write of `len` bytes (the tail block's bytes, then the batch) at the block holding
+/// `offset` starts, and how many bytes it covers with its zero padding: whole blocks, and a
+/// batch ending on a block boundary writes the next block as zeros too: the slot after the
+/// last record must read as "no record here" even in a recycled segment, whose unwritten
+/// blocks hold stale data (see the module docs and `recover.rs`).
+fn padded_extent(file: &DmaFile, offset: u64, len: usize, segment_bytes: u64) -> (u64, usize) {
+    let start = file.align_down(offset);
+    let mut aligned = file.align_up(len as u64) as usize;
+    let alignment = file.alignment() as usize;
+    if len > 0 && aligned == len && start + (aligned + alignment) as u64 <= segment_bytes {
+        aligned += alignment;
+    }
+    (start, aligned)
+}
+
 fn invalid(message: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidInput, message)
 }
@@ -265,7 +284,7 @@ impl WalWriter {
             }
         }
         let mut recycled = false;
-        let (file, segment_first, offset) = match &resume.segment {
+        let (file, segment_first, offset, path) = match &resume.segment {
             Some((first, path)) => {
                 let file = OpenOptions::new().read(true).write(true).dma_open(path).await?;
                 if torn {
@@ -277,13 +296,13 @@ impl WalWriter {
                         file.deallocate(from, size - from).await?;
                     }
                 }
-                (file, *first, resume.offset)
+                (file, *first, resume.offset, path.clone())
             }
             None => {
                 let pooled = take_pool_file(&mut pool, resume.next_sequence);
                 let (file, reused) = Self::create_segment(&config, resume.next_sequence, pooled).await?;
                 recycled = reused;
-                (file, resume.next_sequence, 0)
+                (file, resume.next_sequence, 0, segment_path(&config.dir, resume.next_sequence))
             }
         };
         let block = file.align_down(offset);
@@ -293,6 +312,10 @@ impl WalWriter {
             let keep = tail_block.len();
             tail_block.copy_from_slice(&read[..keep]);
         }
+        let page_cache = match config.sync {
+            SyncMode::None => Some(PageCacheWriter::open(&path, offset)?),
+            SyncMode::Durable => None,
+        };
         let mut writer = WalWriter {
             config,
             file: Rc::new(file),
@@ -308,6 +331,7 @@ impl WalWriter {
             stats: WalStats { segments_recycled: u64::from(recycled), ..WalStats::default() },
             recent_batch_bytes: 0,
             behind: None,
+            page_cache,
         };
         if torn && !writer.tail_block.is_empty() {
             // Rewrite the cut block: durable prefix, zeros after it.
@@ -510,6 +534,15 @@ impl WalWriter {
             // The rotation syncs the old segment first (the ticket's sync then finds nothing).
             self.rotate().await?;
         }
+        if self.page_cache.is_some() {
+            // Through the page cache the write is done when the copy is: nothing to overlap.
+            let batch = std::mem::take(&mut self.pending);
+            let result = self.write_blocks(&batch).await;
+            self.pending = batch;
+            result?;
+            self.written();
+            return Ok(ticket);
+        }
         let (writes, aligned) = self.prepare_writes(&self.pending);
         let write = glommio::spawn_local(run_writes(self.file.clone(), writes, aligned));
         let first = self.pending_first;
@@ -601,6 +634,14 @@ impl WalWriter {
     /// at a time left the device idle between them); all belong to the same batch, and the
     /// scan's recovery rule already allows any subset of a batch's blocks to be torn.
     async fn write_blocks(&mut self, batch: &[u8]) -> io::Result<()> {
+        if let Some(page_cache) = self.page_cache.as_mut() {
+            // The tail block's earlier bytes are already in the page cache: only the batch and
+            // the same zero padding as a direct write go.
+            let (start, aligned) =
+                padded_extent(&self.file, self.offset, self.tail_block.len() + batch.len(), self.config.segment_bytes);
+            let zeros = (start + aligned as u64 - self.offset) as usize - batch.len();
+            return page_cache.write(self.offset, batch, zeros);
+        }
         let (writes, aligned) = self.prepare_writes(batch);
         run_writes(self.file.clone(), writes, aligned).await
     }
@@ -609,16 +650,8 @@ impl WalWriter {
     /// to whole blocks, and the bytes they cover. The bytes are copied here, so the batch's
     /// buffer is free again as soon as this returns.
     fn prepare_writes(&self, batch: &[u8]) -> (Vec<(glommio::io::DmaBuffer, u64)>, usize) {
-        let start = self.file.align_down(self.offset);
-        let len = self.tail_block.len() + batch.len();
-        let mut aligned = self.file.align_up(len as u64) as usize;
-        // A batch ending on a block boundary writes the next block as zeros too: the slot
-        // after the last record must read as "no record here" even in a recycled segment,
-        // whose unwritten blocks hold stale data (see the module docs and `recover.rs`).
-        let alignment = self.file.alignment() as usize;
-        if len > 0 && aligned == len && start + (aligned + alignment) as u64 <= self.config.segment_bytes {
-            aligned += alignment;
-        }
+        let (start, aligned) =
+            padded_extent(&self.file, self.offset, self.tail_block.len() + batch.len(), self.config.segment_bytes);
         let mut writes = Vec::with_capacity(aligned.div_ceil(WRITE_CHUNK_BYTES));
         let mut chunk_start = 0;
         while chunk_start < aligned {
@@ -663,6 +696,9 @@ impl WalWriter {
                 file
             }
         };
+        if let Some(page_cache) = self.page_cache.as_mut() {
+            page_cache.reopen(&segment_path(&self.config.dir, self.pending_first))?;
+        }
         let old = std::mem::replace(&mut self.file, Rc::new(file));
         // A sync still in flight holds the old file; the last holder closes it.
         if let Ok(old) = Rc::try_unwrap(old) {
