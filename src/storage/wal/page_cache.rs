@@ -55,19 +55,34 @@ impl PageCacheWriter {
         Ok(())
     }
 
-    /// Writes `batch` at `at`, then `zeros` zero bytes after it, into the page cache; starts the
-    /// write-back of the whole pages before the end of `batch` once `WRITEBACK_EVERY_BYTES`
-    /// of them wait for it.
-    pub fn write(&mut self, at: u64, batch: &[u8], zeros: usize) -> io::Result<()> {
-        self.file.write_all_at(batch, at)?;
+    /// Writes `batch` at `at` into the page cache, then zeros to the end of its last page (and
+    /// the whole next page when the batch ends on a page boundary, within `segment_bytes`),
+    /// which covers the zero padding a direct write of the batch writes (`padded_extent`).
+    /// Starts the write-back of the whole pages before the end of `batch` once
+    /// `WRITEBACK_EVERY_BYTES` of them wait for it.
+    ///
+    /// Whole pages, because a write that covers a page in part makes the kernel read the rest
+    /// of it from disk first, unless it is cached: padded to the page's end, the next batch
+    /// starts in a page this one left in the cache. (Padded to the 512-byte blocks a direct
+    /// write needs, most batches waited for a disk read.)
+    pub fn write(&mut self, at: u64, batch: &[u8], segment_bytes: u64) -> io::Result<()> {
         let end = at + batch.len() as u64;
-        let mut pad_at = end;
-        let mut left = zeros;
-        while left > 0 {
-            let n = left.min(ZEROS.len());
-            self.file.write_all_at(&ZEROS[..n], pad_at)?;
-            pad_at += n as u64;
-            left -= n;
+        let zeros = (padded_end(end, segment_bytes) - end) as usize;
+        let end = at + batch.len() as u64;
+        let written = write_padded_at(&self.file, at, batch, &ZEROS[..zeros.min(ZEROS.len())])?;
+        if written < batch.len() + zeros {
+            // A short write (rare): the rest in plain calls.
+            if written < batch.len() {
+                self.file.write_all_at(&batch[written..], at + written as u64)?;
+            }
+            let mut pad_at = (at + written as u64).max(end);
+            let mut left = (end + zeros as u64 - pad_at) as usize;
+            while left > 0 {
+                let n = left.min(ZEROS.len());
+                self.file.write_all_at(&ZEROS[..n], pad_at)?;
+                pad_at += n as u64;
+                left -= n;
+            }
         }
         let whole_pages_end = end - end % PAGE_BYTES;
         if whole_pages_end >= self.written_back_to + WRITEBACK_EVERY_BYTES {
@@ -75,6 +90,38 @@ impl PageCacheWriter {
             self.written_back_to = whole_pages_end;
         }
         Ok(())
+    }
+}
+
+/// Where the zero padding after a batch ending at `end` ends: the end of its page, or of the
+/// next page when `end` is on a page boundary (the slot after the last record must read as
+/// zeros, even in a recycled segment; see `writer.rs`), never past the segment.
+fn padded_end(end: u64, segment_bytes: u64) -> u64 {
+    let mut padded = end.next_multiple_of(PAGE_BYTES);
+    if padded == end {
+        padded += PAGE_BYTES;
+    }
+    padded.min(segment_bytes.max(end))
+}
+
+/// `pwritev` of `batch` then `zeros` at `at`; returns the bytes written.
+#[allow(unsafe_code)]
+fn write_padded_at(file: &File, at: u64, batch: &[u8], zeros: &[u8]) -> io::Result<usize> {
+    let parts = [
+        libc::iovec { iov_base: batch.as_ptr() as *mut libc::c_void, iov_len: batch.len() },
+        libc::iovec { iov_base: zeros.as_ptr() as *mut libc::c_void, iov_len: zeros.len() },
+    ];
+    loop {
+        // SAFETY: both iovecs point into live slices for the whole call, and the kernel only
+        // reads them (a write).
+        let rc = unsafe { libc::pwritev(file.as_raw_fd(), parts.as_ptr(), 2, at as libc::off_t) };
+        if rc >= 0 {
+            return Ok(rc as usize);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
     }
 }
 
@@ -119,10 +166,11 @@ mod tests {
             round = round.wrapping_add(1);
             let batch = vec![round; 1 + (round as usize * 37) % 9000];
             let end = offset + batch.len();
-            let zeros = end.next_multiple_of(4096) - end;
-            writer.write(offset as u64, &batch, zeros).unwrap();
+            writer.write(offset as u64, &batch, segment_bytes as u64).unwrap();
             expected[offset..end].copy_from_slice(&batch);
-            expected[end..end + zeros].fill(0);
+            let padded = padded_end(end as u64, segment_bytes as u64) as usize;
+            assert!(padded > end && padded % 4096 == 0 && padded - end <= 4096 + (end % 4096 == 0) as usize * 4096);
+            expected[end..padded].fill(0);
             offset = end;
         }
         assert!(writer.written_back_to >= WRITEBACK_EVERY_BYTES, "write-back started: {}", writer.written_back_to);
@@ -130,5 +178,18 @@ mod tests {
         // Never the page the next batch writes into.
         assert!(writer.written_back_to <= offset as u64 / PAGE_BYTES * PAGE_BYTES);
         assert_eq!(std::fs::read(&path).unwrap(), expected);
+    }
+
+    #[test]
+    fn padding_ends_on_a_page_and_clears_the_next_slot_within_the_segment() {
+        assert_eq!(padded_end(1, 65536), 4096);
+        assert_eq!(padded_end(4095, 65536), 4096);
+        // On a boundary: the next page too, so the slot after the last record reads as zeros.
+        assert_eq!(padded_end(4096, 65536), 8192);
+        assert_eq!(padded_end(0, 65536), 4096);
+        // Never past the segment.
+        assert_eq!(padded_end(61440, 65536), 65536);
+        assert_eq!(padded_end(65536, 65536), 65536);
+        assert_eq!(padded_end(65000, 65536), 65536);
     }
 }

@@ -636,11 +636,8 @@ impl WalWriter {
     async fn write_blocks(&mut self, batch: &[u8]) -> io::Result<()> {
         if let Some(page_cache) = self.page_cache.as_mut() {
             // The tail block's earlier bytes are already in the page cache: only the batch and
-            // the same zero padding as a direct write go.
-            let (start, aligned) =
-                padded_extent(&self.file, self.offset, self.tail_block.len() + batch.len(), self.config.segment_bytes);
-            let zeros = (start + aligned as u64 - self.offset) as usize - batch.len();
-            return page_cache.write(self.offset, batch, zeros);
+            // its zero padding go.
+            return page_cache.write(self.offset, batch, self.config.segment_bytes);
         }
         let (writes, aligned) = self.prepare_writes(batch);
         run_writes(self.file.clone(), writes, aligned).await
