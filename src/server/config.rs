@@ -80,7 +80,8 @@ pub struct Cli {
     /// Number of shards (one pinned thread each); 0 = one per available core [max 256]
     #[arg(long, value_name = "N")]
     pub shards: Option<usize>,
-    /// durable: acknowledge after fdatasync; none: no sync, a crash can lose acknowledged orders
+    /// durable: acknowledge after fdatasync; none: acknowledge once in the page cache, a crash of
+    /// the machine can lose acknowledged orders
     #[arg(long, value_enum, value_name = "MODE", conflicts_with = "no_storage")]
     pub sync: Option<SyncSetting>,
     /// First trading day of a new venue (used only when storage holds no state yet)

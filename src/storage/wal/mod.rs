@@ -1,5 +1,6 @@
 //! Write-ahead log: format (`frame`), per-segment scan and recovery rules (`scan`, `recover`),
-//! segment files (`segment`) and the glommio writer with group commit (`writer`).
+//! segment files (`segment`) and the glommio writer with group commit (`writer`), which writes
+//! through the page cache with `sync = none` (`page_cache`).
 //!
 //! A WAL segment is a preallocated file of framed records, zero-filled when new. Records are
 //! appended in batches (group commit); a batch is durable once fdatasync returns. After a crash

@@ -6,6 +6,9 @@
 //! `commit` finished (the contract `scan.rs` relies on), and never spans segments: when it does
 //! not fit, the writer moves to a new segment named after the batch's first sequence.
 //!
+//! With `sync = none` the batches go through the page cache instead (`page_cache.rs`), and
+//! `commit` returns once they are copied there.
+//!
 //! O_DIRECT writes whole blocks, so the block holding the end of the previous batch is written
 //! again with the new records after it. Its old bytes are written unchanged, so a sector-atomic
 //! device cannot lose synced data by a crash during that write.
