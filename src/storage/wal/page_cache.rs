@@ -1,4 +1,5 @@
-//! How the WAL writes with `sync = "none"`: through the page cache, not O_DIRECT.
+//! How the WAL writes small batches with `sync = "none"`: through the page cache, not O_DIRECT
+//! (a batch of `BULK_BATCH_BYTES` or more still goes direct; see `writer.rs`).
 //!
 //! With `sync = "none"` a request is answered once its records are written, without waiting for
 //! the disk: a crash of the process must not lose them, a crash of the machine may. A buffered

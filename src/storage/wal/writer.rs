@@ -6,8 +6,14 @@
 //! `commit` finished (the contract `scan.rs` relies on), and never spans segments: when it does
 //! not fit, the writer moves to a new segment named after the batch's first sequence.
 //!
-//! With `sync = none` the batches go through the page cache instead (`page_cache.rs`), and
-//! `commit` returns once they are copied there.
+//! With `sync = none`, small batches go through the page cache instead (`page_cache.rs`) and
+//! `commit` returns once they are copied there, where an O_DIRECT write waits for the device.
+//! Large batches (`BULK_BATCH_BYTES`) still go O_DIRECT: copying and writing back a MiB costs
+//! more than the direct write. Either kind of write may follow the other in a segment: the
+//! kernel writes back cached pages before a direct write over them and drops them after. In
+//! durable mode every batch goes O_DIRECT: a copy into the page cache with the fdatasync
+//! writing it back was faster alone (the WAL bench) and slower in the server, whose io-wq
+//! thread then does the write-back on the shard's core (docs/PERFORMANCE.md).
 //!
 //! O_DIRECT writes whole blocks, so the block holding the end of the previous batch is written
 //! again with the new records after it. Its old bytes are written unchanged, so a sector-atomic
@@ -80,6 +86,8 @@ pub struct WalStats {
     pub segments_recycled: u64,
     /// Segments taken out of the log by `retire_through` (into the pool, or deleted).
     pub segments_retired: u64,
+    /// Batches written through the page cache (the rest went O_DIRECT).
+    pub batches_buffered: u64,
 }
 
 pub struct WalWriter {
@@ -112,11 +120,12 @@ pub struct WalWriter {
     stats: WalStats,
     /// Bytes per written batch, smoothed over the last few (picks how the spare is prepared).
     recent_batch_bytes: u64,
-    /// The batch `write_behind` is writing: its writes, and the first and last sequence it holds.
-    behind: Option<(glommio::Task<io::Result<()>>, u64, u64)>,
-    /// With `sync = none`: the current segment's buffered handle, which every batch is written
-    /// through (`page_cache.rs` says why).
-    page_cache: Option<PageCacheWriter>,
+    /// The batch `write_behind` is writing: its writes (none when it went through the page
+    /// cache, already written), and the first and last sequence it holds.
+    behind: Option<(Option<glommio::Task<io::Result<()>>>, u64, u64)>,
+    /// The current segment's buffered handle, which small batches are written through with
+    /// `sync = none`.
+    page_cache: PageCacheWriter,
 }
 
 /// How the spare segment was prepared.
@@ -176,7 +185,12 @@ const POOL_FILES: usize = 2;
 /// is all recovery needs.
 const BULK_BATCH_BYTES: u64 = 256 * 1024;
 
-/// Copies the bytes `[from, from + dst.len())` of `tail ++ batch ++ zeros` into `dst`.
+/// `BULK_BATCH_BYTES`, or an eighth of a segment when less: small test segments cannot hold
+/// 256 KiB batches.
+fn bulk_batch_bytes(segment_bytes: u64) -> u64 {
+    BULK_BATCH_BYTES.min(segment_bytes / 8)
+}
+
 /// Writes the buffers of one batch, all in flight at once (one write at a time left the device
 /// idle between them); all belong to the same batch, and the scan's recovery rule already
 /// allows any subset of a batch's blocks to be torn.
@@ -210,6 +224,7 @@ async fn run_writes(file: Rc<DmaFile>, buffers: Vec<(glommio::io::DmaBuffer, u64
     Ok(())
 }
 
+/// Copies the bytes `[from, from + dst.len())` of `tail ++ batch ++ zeros` into `dst`.
 fn fill_chunk(dst: &mut [u8], from: usize, tail: &[u8], batch: &[u8]) {
     let mut at = 0;
     let mut pos = from;
@@ -315,10 +330,7 @@ impl WalWriter {
             let keep = tail_block.len();
             tail_block.copy_from_slice(&read[..keep]);
         }
-        let page_cache = match config.sync {
-            SyncMode::None => Some(PageCacheWriter::open(&path, offset)?),
-            SyncMode::Durable => None,
-        };
+        let page_cache = PageCacheWriter::open(&path, offset)?;
         let mut writer = WalWriter {
             config,
             file: Rc::new(file),
@@ -358,8 +370,7 @@ impl WalWriter {
     /// (`BULK_BATCH_BYTES`).
     fn prepare_spare(&mut self) {
         let config = self.config.clone();
-        // Small test segments cannot hold 256 KiB batches: an eighth of a segment is bulk too.
-        let bulk = self.recent_batch_bytes >= BULK_BATCH_BYTES.min(self.config.segment_bytes / 8);
+        let bulk = self.recent_batch_bytes >= bulk_batch_bytes(self.config.segment_bytes);
         // The spare becomes the segment of a batch starting at `pending_first` or later.
         let pooled = take_pool_file(&mut self.pool, self.pending_first);
         self.spare = Some(glommio::spawn_local(async move {
@@ -499,7 +510,7 @@ impl WalWriter {
     /// next batch may be written while this one's sync (`start_sync`) is in flight.
     pub async fn write_pending(&mut self) -> io::Result<u64> {
         // A batch still being written behind goes first; the next sync covers it.
-        if let Some((write, _, _)) = self.behind.take() {
+        if let Some((Some(write), _, _)) = self.behind.take() {
             write.await?;
         }
         if self.pending.is_empty() {
@@ -525,7 +536,9 @@ impl WalWriter {
     pub async fn write_behind(&mut self) -> io::Result<Option<SyncTicket>> {
         let ticket = match self.behind.take() {
             Some((write, _, through)) => {
-                write.await?;
+                if let Some(write) = write {
+                    write.await?;
+                }
                 Some(self.sync_ticket(through))
             }
             None => None,
@@ -537,18 +550,16 @@ impl WalWriter {
             // The rotation syncs the old segment first (the ticket's sync then finds nothing).
             self.rotate().await?;
         }
-        if self.page_cache.is_some() {
-            // Through the page cache the write is done when the copy is: nothing to overlap.
-            let batch = std::mem::take(&mut self.pending);
-            let result = self.write_blocks(&batch).await;
-            self.pending = batch;
-            result?;
-            self.written();
-            return Ok(ticket);
-        }
-        let (writes, aligned) = self.prepare_writes(&self.pending);
-        let write = glommio::spawn_local(run_writes(self.file.clone(), writes, aligned));
         let first = self.pending_first;
+        let write = if self.through_page_cache(self.pending.len()) {
+            // Done when the copy is: nothing to overlap.
+            self.page_cache.write(self.offset, &self.pending, self.config.segment_bytes)?;
+            self.stats.batches_buffered += 1;
+            None
+        } else {
+            let (writes, aligned) = self.prepare_writes(&self.pending);
+            Some(glommio::spawn_local(run_writes(self.file.clone(), writes, aligned)))
+        };
         let through = self.written();
         self.behind = Some((write, first, through));
         Ok(ticket)
@@ -637,13 +648,19 @@ impl WalWriter {
     /// at a time left the device idle between them); all belong to the same batch, and the
     /// scan's recovery rule already allows any subset of a batch's blocks to be torn.
     async fn write_blocks(&mut self, batch: &[u8]) -> io::Result<()> {
-        if let Some(page_cache) = self.page_cache.as_mut() {
-            // The tail block's earlier bytes are already in the page cache: only the batch and
-            // its zero padding go.
-            return page_cache.write(self.offset, batch, self.config.segment_bytes);
+        if self.through_page_cache(batch.len()) {
+            // The tail block's earlier bytes are in the file: only the batch and its zero
+            // padding go.
+            self.stats.batches_buffered += 1;
+            return self.page_cache.write(self.offset, batch, self.config.segment_bytes);
         }
         let (writes, aligned) = self.prepare_writes(batch);
         run_writes(self.file.clone(), writes, aligned).await
+    }
+
+    /// Whether a batch of `len` bytes goes through the page cache (see the module docs).
+    fn through_page_cache(&self, len: usize) -> bool {
+        self.config.sync == SyncMode::None && (len as u64) < bulk_batch_bytes(self.config.segment_bytes)
     }
 
     /// The DMA buffers (and their file offsets) that write tail_block + `batch`, zero-padded
@@ -696,9 +713,7 @@ impl WalWriter {
                 file
             }
         };
-        if let Some(page_cache) = self.page_cache.as_mut() {
-            page_cache.reopen(&segment_path(&self.config.dir, self.pending_first))?;
-        }
+        self.page_cache.reopen(&segment_path(&self.config.dir, self.pending_first))?;
         let old = std::mem::replace(&mut self.file, Rc::new(file));
         // A sync still in flight holds the old file; the last holder closes it.
         if let Ok(old) = Rc::try_unwrap(old) {
