@@ -122,11 +122,14 @@ pub struct WalWriter {
     recent_batch_bytes: u64,
     /// The batch `write_behind` is writing: its writes (none when it went through the page
     /// cache, already written), and the first and last sequence it holds.
-    behind: Option<(Option<glommio::Task<io::Result<()>>>, u64, u64)>,
+    behind: Option<(Option<WriteTask>, u64, u64)>,
     /// The current segment's buffered handle, which small batches are written through with
     /// `sync = none`.
     page_cache: PageCacheWriter,
 }
+
+/// Writes in flight (`run_writes`).
+type WriteTask = glommio::Task<io::Result<()>>;
 
 /// How the spare segment was prepared.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
