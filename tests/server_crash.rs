@@ -19,15 +19,17 @@ const MAX_REQUESTS_PER_CLIENT: u64 = 1500;
 /// The server on `dir`, with a history store small enough that the rounds flush and compact
 /// it often, checkpoints every MiB of WAL (so kills also land during flushes, compactions
 /// and checkpoints), and up to 8 commit groups syncing at once (so kills land with groups
-/// written and unanswered).
-fn options(dir: &std::path::Path) -> Options {
+/// written and unanswered). `sync`: the `[storage] sync` setting.
+fn options(dir: &std::path::Path, sync: &str) -> Options {
     let config = dir.with_extension("toml");
     if !config.exists() {
         // Small WAL segments, so the checkpoints the rounds ask for retire some.
         std::fs::write(
             &config,
-            "[storage]\nmemtable_kib = 64\ncompaction_trigger_tables = 2\nsegment_mib = 1\ncheckpoint_wal_mib = 1\n\
-             syncs_in_flight = 8\n",
+            format!(
+                "[storage]\nmemtable_kib = 64\ncompaction_trigger_tables = 2\nsegment_mib = 1\ncheckpoint_wal_mib = 1\n\
+                 syncs_in_flight = 8\nsync = \"{sync}\"\n"
+            ),
         )
         .unwrap();
     }
@@ -163,9 +165,22 @@ fn check_acked(server: &ServerProcess, acked: &Acked, initial_cash: i64) {
 
 #[test]
 fn sigkill_at_random_moments_loses_nothing_acknowledged() {
+    kill_rounds("durable", ROUNDS);
+}
+
+/// With `sync = "none"` an answer waits for the page cache, not the disk: a kill of the process
+/// (not of the machine) must lose nothing answered either.
+#[test]
+fn with_sync_none_sigkill_of_the_process_loses_nothing_acknowledged() {
+    kill_rounds("none", 3);
+}
+
+fn kill_rounds(sync: &str, rounds: u64) {
     let dir = tempfile::tempdir().unwrap();
     let initial_cash = 100_000_000i64 * 10_000;
-    let mut server = start(&options(dir.path()));
+    let mut server = start(&options(dir.path(), sync));
+    let mode = if sync == "none" { "(sync None)" } else { "(sync Durable)" };
+    assert!(server.ready_line.contains(mode), "{}", server.ready_line);
     {
         let mut c = server.client();
         for k in 0..ACCOUNTS {
@@ -176,7 +191,7 @@ fn sigkill_at_random_moments_loses_nothing_acknowledged() {
     let mut seed = 0x9e37_79b9_7f4a_7c15u64;
     let mut redelivered_total = 0;
     let mut restarts_from_checkpoints = 0;
-    for round in 0..ROUNDS {
+    for round in 0..rounds {
         let began = Instant::now();
         let threads: Vec<_> = (0..ACCOUNTS)
             .map(|k| {
@@ -210,7 +225,7 @@ fn sigkill_at_random_moments_loses_nothing_acknowledged() {
         }
         let checkpoints_taken = checkpoints.join().unwrap();
         let acked_now = acked.lock().unwrap().orders.len();
-        server = start(&options(dir.path()));
+        server = start(&options(dir.path(), sync));
         let redelivered: usize = server.ready_field("redelivered").unwrap().parse().unwrap();
         redelivered_total += redelivered;
         eprintln!(
@@ -230,7 +245,7 @@ fn sigkill_at_random_moments_loses_nothing_acknowledged() {
         // delivered (redelivered messages must leave before anything the new run sends).
         assert!(!server.stderr().contains("refused a message"), "round {round}: {}", server.stderr());
         server.kill9();
-        server = start(&options(dir.path()));
+        server = start(&options(dir.path(), sync));
         assert_eq!(before, settled_state(&mut server.client()), "round {round}: a second recovery differs");
     }
     assert!(acked.lock().unwrap().orders.len() > 100, "the rounds acknowledged too little to prove anything");
@@ -241,7 +256,7 @@ fn sigkill_at_random_moments_loses_nothing_acknowledged() {
     let compacted: u64 =
         stats.as_array().unwrap().iter().map(|s| s["table_bytes_per_level"][1].as_u64().unwrap()).sum();
     assert!(compacted > 0, "the history store was never flushed and compacted: {stats}");
-    eprintln!("{redelivered_total} messages between shards delivered again over {ROUNDS} rounds");
+    eprintln!("{redelivered_total} messages between shards delivered again over {rounds} rounds");
     assert!(restarts_from_checkpoints > 0, "no restart started from a checkpoint");
     // Some orders rest in the books at the end, so the state comparison covered books.
     let last = settled_state(&mut server.client());
