@@ -19,23 +19,22 @@ const MAX_REQUESTS_PER_CLIENT: u64 = 1500;
 /// The server on `dir`, with a history store small enough that the rounds flush and compact
 /// it often, checkpoints every MiB of WAL (so kills also land during flushes, compactions
 /// and checkpoints), and up to 8 commit groups syncing at once (so kills land with groups
-/// written and unanswered). `sync`: the `[storage] sync` setting.
-fn options(dir: &std::path::Path, sync: &str) -> Options {
+/// written and unanswered). `sync`: `--sync`.
+fn options(dir: &std::path::Path, sync: &'static str) -> Options {
     let config = dir.with_extension("toml");
     if !config.exists() {
         // Small WAL segments, so the checkpoints the rounds ask for retire some.
         std::fs::write(
             &config,
-            format!(
-                "[storage]\nmemtable_kib = 64\ncompaction_trigger_tables = 2\nsegment_mib = 1\ncheckpoint_wal_mib = 1\n\
-                 syncs_in_flight = 8\nsync = \"{sync}\"\n"
-            ),
+            "[storage]\nmemtable_kib = 64\ncompaction_trigger_tables = 2\nsegment_mib = 1\ncheckpoint_wal_mib = 1\n\
+             syncs_in_flight = 8\n",
         )
         .unwrap();
     }
     let mut opts = Options::new(Some(dir));
     opts.extra = vec!["--instruments".into(), "tests/data/server_instruments.toml".into()];
     opts.config = Some(config);
+    opts.sync = sync;
     opts
 }
 
@@ -175,7 +174,7 @@ fn with_sync_none_sigkill_of_the_process_loses_nothing_acknowledged() {
     kill_rounds("none", 3);
 }
 
-fn kill_rounds(sync: &str, rounds: u64) {
+fn kill_rounds(sync: &'static str, rounds: u64) {
     let dir = tempfile::tempdir().unwrap();
     let initial_cash = 100_000_000i64 * 10_000;
     let mut server = start(&options(dir.path(), sync));
