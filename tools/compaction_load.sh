@@ -11,7 +11,8 @@
 # For each: closed-loop max, then open loop at 50 % of the first quiet max (p99).
 # Usage: tools/compaction_load.sh  (knobs: ROUNDS=3 CONNECTIONS=32 PIPELINE=1 DURATION=5 WARMUP=2
 #                                   LOAD_CORE=1 OUT=target/compaction_load/<time>
-#                                   SERVER=<another server binary, an experiment>)
+#                                   SERVER=<another server binary, an experiment>
+#                                   SYNC=durable|none: the servers' --sync)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-3}
@@ -30,7 +31,7 @@ for round in $(seq 1 "$ROUNDS"); do
   for mode in quiet busy; do
     rm -rf "$DATA/$mode"
     start_and_wait "server-$mode-$round" "${SERVER:-$BIN/qaexchange-server}" --no-auth --config "$DATA/$mode.toml" \
-        --http 127.0.0.1:0 --ws 127.0.0.1:0 --shards 1 --storage "$DATA/$mode"
+        --http 127.0.0.1:0 --ws 127.0.0.1:0 --shards 1 --storage "$DATA/$mode" --sync "${SYNC:-durable}"
     load "$mode-max-$round" "$ADDR" 0
     [ -z "$HALF" ] && HALF=$(python3 -c "print(max(1, round($THROUGHPUT / 2)))")
     load "$mode-half-$round" "$ADDR" "$HALF"
