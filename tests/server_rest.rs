@@ -370,6 +370,15 @@ fn pipelined_requests_share_group_commits_and_stay_in_order() {
         positions["data"].as_array().expect("positions").iter().map(|p| p["volume_long"].as_i64().unwrap_or(0)).sum();
     assert_eq!(long, 30, "{positions}");
     check_venue(&mut c);
+    // The groups' stages were timed, the history writes among them.
+    let latency = String::from_utf8(c.get("/admin/latency").body).expect("latency is text");
+    for stage in ["wal_write_sync", "history_apply", "commit_wait"] {
+        let line = latency
+            .lines()
+            .find(|l| l.starts_with(&format!("# stage {stage}:")))
+            .unwrap_or_else(|| panic!("{latency}"));
+        assert!(!line.ends_with("(n = 0)"), "{line}");
+    }
 }
 
 /// tqsdk's `_ins_url`: the instruments in Shinny's format, a bare map keyed `EXCHANGE.symbol`.

@@ -9,6 +9,8 @@
 //!   when the instrument is on the same shard);
 //! - `execute_peer`: running a message from another shard (match, or fills and endings);
 //! - `wal_write_sync`: one group's WAL write + fdatasync;
+//! - `history_apply`: one durable group's writes into the history store's memtable, before its
+//!   replies are released (part of their `commit_wait`);
 //! - `commit_wait`: from a reply being staged to its release after the group's sync;
 //! - `reply_hop`: a reply's trip back to the connection's shard;
 //! - `endpoint <pattern>`: parsing done to answer written, per endpoint, on the connection's shard.
@@ -23,8 +25,8 @@ fn stage_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1_000, 60_000_000_000, 2).expect("static histogram bounds are valid")
 }
 
-pub const STAGES: [&str; 7] =
-    ["parse", "hop", "execute_command", "execute_peer", "wal_write_sync", "commit_wait", "reply_hop"];
+pub const STAGES: [&str; 8] =
+    ["parse", "hop", "execute_command", "execute_peer", "wal_write_sync", "history_apply", "commit_wait", "reply_hop"];
 
 /// Counters of one shard.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -341,7 +341,9 @@ async fn answer(
         let history = core.borrow().history.clone();
         if let (true, Some(history)) = (wal.is_some(), history) {
             if !history_writes.is_empty() || has_records {
+                let began = Instant::now();
                 history.borrow_mut().apply(history_writes, last_sequence);
+                core.borrow_mut().metrics.stage_since("history_apply", began);
             }
         }
         let durable = core.borrow().durable.clone();
