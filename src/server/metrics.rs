@@ -9,8 +9,9 @@
 //!   when the instrument is on the same shard);
 //! - `execute_peer`: running a message from another shard (match, or fills and endings);
 //! - `wal_write_sync`: one group's WAL write + fdatasync;
-//! - `history_apply`: one durable group's writes into the history store's memtable, before its
-//!   replies are released (part of their `commit_wait`);
+//! - `history_apply`: one commit group's writes into the history store's memtable, once its
+//!   records are written (and synced, in durable mode), before its replies are released (part
+//!   of their `commit_wait`);
 //! - `commit_wait`: from a reply being staged to its release after the group's sync;
 //! - `reply_hop`: a reply's trip back to the connection's shard;
 //! - `endpoint <pattern>`: parsing done to answer written, per endpoint, on the connection's shard.

@@ -30,8 +30,8 @@ pub const WRITEBACK_EVERY_BYTES: u64 = 1024 * 1024;
 /// Write-back goes in whole pages.
 const PAGE_BYTES: u64 = 4096;
 
-/// Zeros for the padding after a batch (at most two blocks; see `WalWriter::padded_end`).
-static ZEROS: [u8; 16 * 1024] = [0; 16 * 1024];
+/// Zeros for the padding after a batch: at most a page (`padded_end`).
+static ZEROS: [u8; PAGE_BYTES as usize] = [0; PAGE_BYTES as usize];
 
 /// The buffered handle of the current segment.
 pub struct PageCacheWriter {
@@ -58,7 +58,7 @@ impl PageCacheWriter {
 
     /// Writes `batch` at `at` into the page cache, then zeros to the end of its last page (and
     /// the whole next page when the batch ends on a page boundary, within `segment_bytes`),
-    /// which covers the zero padding a direct write of the batch writes (`padded_extent`).
+    /// which covers the zero padding a direct write of the batch writes (`prepare_writes`).
     /// Starts the write-back of the whole pages before the end of `batch` once
     /// `WRITEBACK_EVERY_BYTES` of them wait for it.
     ///
@@ -68,22 +68,15 @@ impl PageCacheWriter {
     /// write needs, most batches waited for a disk read.)
     pub fn write(&mut self, at: u64, batch: &[u8], segment_bytes: u64) -> io::Result<()> {
         let end = at + batch.len() as u64;
-        let zeros = (padded_end(end, segment_bytes) - end) as usize;
-        let end = at + batch.len() as u64;
-        let written = write_padded_at(&self.file, at, batch, &ZEROS[..zeros.min(ZEROS.len())])?;
-        if written < batch.len() + zeros {
+        let zeros = &ZEROS[..(padded_end(end, segment_bytes) - end) as usize];
+        let written = write_padded_at(&self.file, at, batch, zeros)?;
+        if written < batch.len() + zeros.len() {
             // A short write (rare): the rest in plain calls.
             if written < batch.len() {
                 self.file.write_all_at(&batch[written..], at + written as u64)?;
             }
-            let mut pad_at = (at + written as u64).max(end);
-            let mut left = (end + zeros as u64 - pad_at) as usize;
-            while left > 0 {
-                let n = left.min(ZEROS.len());
-                self.file.write_all_at(&ZEROS[..n], pad_at)?;
-                pad_at += n as u64;
-                left -= n;
-            }
+            let zeros_written = written.saturating_sub(batch.len());
+            self.file.write_all_at(&zeros[zeros_written..], end + zeros_written as u64)?;
         }
         let whole_pages_end = end - end % PAGE_BYTES;
         if whole_pages_end >= self.written_back_to + WRITEBACK_EVERY_BYTES {

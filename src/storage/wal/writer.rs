@@ -243,21 +243,6 @@ fn fill_chunk(dst: &mut [u8], from: usize, tail: &[u8], batch: &[u8]) {
     dst[at..].fill(0);
 }
 
-/// Where a write of `len` bytes (the tail block's bytes, then the batch) at the block holding
-/// `offset` starts, and how many bytes it covers with its zero padding: whole blocks, and a
-/// batch ending on a block boundary writes the next block as zeros too: the slot after the
-/// last record must read as "no record here" even in a recycled segment, whose unwritten
-/// blocks hold stale data (see the module docs and `recover.rs`).
-fn padded_extent(file: &DmaFile, offset: u64, len: usize, segment_bytes: u64) -> (u64, usize) {
-    let start = file.align_down(offset);
-    let mut aligned = file.align_up(len as u64) as usize;
-    let alignment = file.alignment() as usize;
-    if len > 0 && aligned == len && start + (aligned + alignment) as u64 <= segment_bytes {
-        aligned += alignment;
-    }
-    (start, aligned)
-}
-
 fn invalid(message: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidInput, message)
 }
@@ -556,8 +541,10 @@ impl WalWriter {
         let first = self.pending_first;
         let write = if self.through_page_cache(self.pending.len()) {
             // Done when the copy is: nothing to overlap.
-            self.page_cache.write(self.offset, &self.pending, self.config.segment_bytes)?;
-            self.stats.batches_buffered += 1;
+            let batch = std::mem::take(&mut self.pending);
+            let result = self.write_blocks(&batch).await;
+            self.pending = batch;
+            result?;
             None
         } else {
             let (writes, aligned) = self.prepare_writes(&self.pending);
@@ -670,8 +657,16 @@ impl WalWriter {
     /// to whole blocks, and the bytes they cover. The bytes are copied here, so the batch's
     /// buffer is free again as soon as this returns.
     fn prepare_writes(&self, batch: &[u8]) -> (Vec<(glommio::io::DmaBuffer, u64)>, usize) {
-        let (start, aligned) =
-            padded_extent(&self.file, self.offset, self.tail_block.len() + batch.len(), self.config.segment_bytes);
+        let start = self.file.align_down(self.offset);
+        let len = self.tail_block.len() + batch.len();
+        let mut aligned = self.file.align_up(len as u64) as usize;
+        // A batch ending on a block boundary writes the next block as zeros too: the slot
+        // after the last record must read as "no record here" even in a recycled segment,
+        // whose unwritten blocks hold stale data (see the module docs and `recover.rs`).
+        let alignment = self.file.alignment() as usize;
+        if len > 0 && aligned == len && start + (aligned + alignment) as u64 <= self.config.segment_bytes {
+            aligned += alignment;
+        }
         let mut writes = Vec::with_capacity(aligned.div_ceil(WRITE_CHUNK_BYTES));
         let mut chunk_start = 0;
         while chunk_start < aligned {
