@@ -230,6 +230,24 @@ fn trading_scenario_end_to_end_then_restart() {
     assert_eq!(c.ok("GET", "/api/trades/user/A", None), trades);
 }
 
+/// A relative storage directory, as the default `./data` is (resolved from the server's working
+/// directory): the server starts, checkpoints, and after a kill finds what it answered.
+#[test]
+fn a_relative_storage_directory_works() {
+    let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    // The test servers run in the crate's directory, which holds the target directory.
+    let relative = tmp.path().strip_prefix(env!("CARGO_MANIFEST_DIR")).expect("the target dir is under the crate");
+    let opts = options(relative);
+    let mut server = start(&opts);
+    assert!(server.ready_line.contains(&format!("storage={} ", relative.display())), "{}", server.ready_line);
+    let mut c = server.client();
+    c.ok("POST", "/api/account/open", Some(json!({"account_id": "A", "init_cash": 100})));
+    c.ok("POST", "/admin/checkpoint", None);
+    server.kill9();
+    let server = start(&opts);
+    assert_eq!(fixed4(&server.client().ok("GET", "/api/account/A", None)["deposit"]), yuan(100));
+}
+
 #[test]
 fn without_storage_the_server_runs_and_forgets() {
     let mut opts = options(std::path::Path::new("/nonexistent"));

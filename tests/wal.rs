@@ -93,6 +93,19 @@ fn write_rotate_recover_resume() {
     }
 }
 
+/// A log under a relative directory (the server's default storage is `./data`): segments are
+/// created, rotated and synced, and read back.
+#[test]
+fn a_relative_directory_works() {
+    let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let cwd = std::env::current_dir().unwrap();
+    let dir = tmp.path().join("wal").strip_prefix(&cwd).expect("the target dir is under the crate").to_path_buf();
+    assert!(dir.is_relative());
+    let created = write(&dir, SyncMode::Durable, 1, 1_001);
+    assert!(created >= 2, "64 KiB segments must rotate, created {created}");
+    expect_records(&read_all(&dir).unwrap(), 1_000);
+}
+
 /// With `sync = none` small batches go through the page cache and large ones O_DIRECT,
 /// alternating inside one segment (each kind writes over the block the other left); the log
 /// reads back whole, and resumes after either kind, in durable mode too (all direct).

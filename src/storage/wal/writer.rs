@@ -261,7 +261,9 @@ fn take_pool_file(pool: &mut Vec<(u64, PathBuf)>, first: u64) -> Option<(u64, Pa
 }
 
 async fn sync_dir(dir: &Path) -> io::Result<()> {
-    glommio::io::Directory::open(dir).await?.sync().await?;
+    // glommio opens a directory only by an absolute path: a relative one (the default storage
+    // `./data`) failed with "Bad file descriptor".
+    glommio::io::Directory::open(std::path::absolute(dir)?).await?.sync().await?;
     Ok(())
 }
 
