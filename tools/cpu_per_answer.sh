@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# CPU per answer (docs/PERFORMANCE.md "Cooperative task work"): the server, or the raw
+# glommio+httparse responder, at its closed-loop maximum, and the CPU time its process used
+# (all threads, from /proc/PID/stat) over the measured window, divided by the answers in it.
+# On these shared virtual machines a run's throughput moves by 2x with the neighbours; CPU per
+# answer moves less, and says where a change saved work. For the server it also prints the
+# commit stages from GET /admin/latency.
+#
+# One run per MODE argument, in order: raw, durable, none. The server (or responder) is on
+# core 0 with one shard, the generator on core $LOAD_CORE; everything on 127.0.0.1.
+#
+# Usage: tools/cpu_per_answer.sh MODE...   (knobs: CONNECTIONS=32 DURATION=4 WARMUP=1
+#        LOAD_CORE=1 BIN_UNDER_TEST=<dir with the server and responder binaries, default
+#        target/release> CONFIG=<server config file> OUT=target/cpu_per_answer/<time>)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION=${DURATION:-4}
+WARMUP=${WARMUP:-1}
+# shellcheck source=tools/lib.sh
+source tools/lib.sh
+prepare_run cpu_per_answer
+UNDER_TEST=${BIN_UNDER_TEST:-$BIN}
+[ "$#" -gt 0 ] || { echo "usage: $0 raw|durable|none ..." >&2; exit 2; }
+
+# cpu_ticks PID: user + system clock ticks of the whole process so far.
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+
+for mode in "$@"; do
+  case $mode in
+    raw) start_and_wait raw "$UNDER_TEST/qaexchange-raw-responder" --http 127.0.0.1:0 --shards 1; extra=(--raw) ;;
+    durable|none)
+      rm -rf "$DATA/$mode"
+      config=()
+      [ -n "${CONFIG:-}" ] && config=(--config "$CONFIG")
+      start_and_wait "server-$mode" "$UNDER_TEST/qaexchange-server" "${config[@]}" --no-auth --http 127.0.0.1:0 \
+          --ws 127.0.0.1:0 --shards 1 --storage "$DATA/$mode" --sync "$mode"
+      extra=() ;;
+    *) echo "unknown mode $mode (raw, durable, none)" >&2; exit 2 ;;
+  esac
+  "$BIN/qaexchange-loadgen" --target "$ADDR" --connections "$CONNECTIONS" --pipeline "$PIPELINE" --rate 0 \
+      --duration "$DURATION" --warmup "$WARMUP" --pin-from "$LOAD_CORE" --mix "$MIX" --out "$OUT" \
+      --label "$mode" "${extra[@]}" > "$OUT/$mode.loadgen" 2>>"$OUT/loadgen.stderr" &
+  load_pid=$!
+  # The generator starts its clock ~0.2 s after its executors are up; the window is the
+  # measured part of the run, less a margin at each end.
+  sleep "$(python3 -c "print($WARMUP + 0.4)")"
+  before=$(cpu_ticks "$PID")
+  window=$(python3 -c "print(max(0.5, $DURATION - 0.6))")
+  sleep "$window"
+  after=$(cpu_ticks "$PID")
+  wait "$load_pid"
+  throughput=$(grep -o 'throughput=[0-9.]*' "$OUT/$mode.loadgen" | cut -d= -f2)
+  hz=$(getconf CLK_TCK)
+  python3 -c "
+t, ticks, hz, w = $throughput, $after - $before, $hz, $window
+cpu = ticks / hz
+print(f'$mode: {t:,.0f} answers/s, {cpu / w:.2f} cores, {cpu * 1e6 / (t * w):.1f} us CPU per answer')"
+  if [ "$mode" != raw ]; then
+    curl -s "http://$ADDR/admin/latency" | grep -E '^# stage (commit_wait|wal_write_sync|history_apply|execute_command):' || true
+  fi
+  kill -TERM "$PID"; wait "$PID" 2>/dev/null || true
+done
+echo "files: $OUT"
