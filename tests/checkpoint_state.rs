@@ -1092,8 +1092,8 @@ fn a_group_writes_each_order_once_in_its_last_state() {
 /// that closed during the group in its final state (the history store then holds what the
 /// engine's rings hold).
 #[test]
-fn a_group_writes_each_traded_bar_once_and_closed_bars_as_they_closed() {
-    use qaexchange::server::history::{series_prefix, KLINES};
+fn a_bar_is_written_once_when_it_closes_and_the_open_bar_is_live() {
+    use qaexchange::server::history::{live_bar, series_prefix, KLINES};
     let mut h = HistoryRun::new();
     let t0 = h.t0;
     // One group, four trades: 1 and 2 lots in the first 3 s bar, 3 and 4 in the next.
@@ -1117,13 +1117,13 @@ fn a_group_writes_each_traded_bar_once_and_closed_bars_as_they_closed() {
     let volumes = |period: i64| -> Vec<i64> {
         bars.iter().filter(|(p, _)| *p == period).map(|(_, b)| b["volume"].as_i64().unwrap()).collect()
     };
-    // The 3 s bars: the first once when the second opened, the second once at the end.
-    assert_eq!(volumes(KLINE_PERIODS_NS[0]), vec![3, 7], "{bars:?}");
-    // Every longer period: its one bar, once, with all ten lots.
+    // The 3 s bars: the first once, when the second opened; the second is still open.
+    assert_eq!(volumes(KLINE_PERIODS_NS[0]), vec![3], "{bars:?}");
+    // Every longer period: its one bar is open, so not written yet.
     for &period in &KLINE_PERIODS_NS[1..] {
-        assert_eq!(volumes(period), vec![10], "period {period}: {bars:?}");
+        assert_eq!(volumes(period), Vec::<i64>::new(), "period {period}: {bars:?}");
     }
-    // As the engine holds them.
+    // Written as the engine holds them; the open bar of each series is the engine's newest.
     let engine = h.service.engine();
     let market = engine.market(engine.instrument_slot(&inst("SR501")).unwrap()).unwrap();
     for (i, &period) in KLINE_PERIODS_NS.iter().enumerate() {
@@ -1131,6 +1131,29 @@ fn a_group_writes_each_traded_bar_once_and_closed_bars_as_they_closed() {
             market.klines(i).unwrap().bars().iter().map(|(_, b)| serde_json::to_value(b).unwrap()).collect();
         let written: Vec<serde_json::Value> =
             bars.iter().filter(|(p, _)| *p == period).map(|(_, b)| b.clone()).collect();
-        assert_eq!(written, held, "period {period}");
+        assert_eq!(written[..], held[..held.len() - 1], "period {period}");
+        let (_, live) = live_bar(engine, &inst("SR501"), period).expect("an open bar");
+        assert_eq!(serde_json::from_slice::<serde_json::Value>(&live).unwrap(), held[held.len() - 1]);
     }
+    // The open bars close with the next trade in a later bar: each is written then, once.
+    let later = t0 + 10 * 60 * 1_000_000_000 + 500_000_000;
+    h.accepted(limit("A", "s9", "SR501", Direction::Sell, 5000.0, 1), later);
+    h.accepted(limit("B", "b9", "SR501", Direction::Buy, 5000.0, 1), later + 1000);
+    let closed: Vec<(i64, i64)> = h
+        .service
+        .take_history()
+        .into_iter()
+        .filter(|(k, _)| k.starts_with(&prefix))
+        .map(|(k, v)| {
+            let period = i64::from_be_bytes(k[prefix.len()..prefix.len() + 8].try_into().unwrap());
+            (period, serde_json::from_slice::<serde_json::Value>(&v).unwrap()["volume"].as_i64().unwrap())
+        })
+        .collect();
+    // 3 s, 1 min and 5 min bars closed (10 min later); the longer ones are still open.
+    let expected: Vec<(i64, i64)> = KLINE_PERIODS_NS
+        .iter()
+        .filter(|&&p| p <= 5 * 60 * 1_000_000_000)
+        .map(|&p| (p, if p == KLINE_PERIODS_NS[0] { 7 } else { 10 }))
+        .collect();
+    assert_eq!(closed, expected);
 }

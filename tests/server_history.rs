@@ -120,6 +120,14 @@ fn check_against_journal(c: &mut Client, accounts: &[&str]) -> (usize, usize) {
     (orders, trades)
 }
 
+/// Waits for the next 3 s bar, then trades in SR501 (A buys what rests on the ask side).
+fn trade_in_a_new_3s_bar(c: &mut Client, tag: &str) {
+    std::thread::sleep(Duration::from_millis(3_100));
+    c.ok("POST", "/api/order/submit", Some(order("B", &format!("{tag}-s"), "SR501", "SELL", 5000.0, 1)));
+    let buy = c.ok("POST", "/api/order/submit", Some(order("A", &format!("{tag}-b"), "SR501", "BUY", 5200.0, 1)));
+    assert_eq!(buy["order"]["status"], "FINISHED", "{tag}: {buy}");
+}
+
 fn stats(c: &mut Client) -> Vec<Value> {
     c.ok("GET", "/admin/storage/stats", None).as_array().unwrap().clone()
 }
@@ -210,8 +218,14 @@ fn history_of_a_session_by_range_and_page_across_flush_compaction_restart_and_ki
     check_against_journal(&mut c, &accounts);
     let a = all_pages(&mut c, "/api/history/orders/A", 1000);
     assert_eq!(a.last().unwrap()["order_id"], more["order"]["order_id"]);
+    // The bars open at the stop are the engine's (live) until they close: a trade in a later
+    // 3 s bar closes one, which must reach the history as the next bars open.
+    trade_in_a_new_3s_bar(&mut c, "after-restart");
+    check_against_journal(&mut c, &accounts);
 
-    // SIGKILL right after acknowledged orders: their history is derived again from the WAL.
+    // SIGKILL right after acknowledged orders: their history is derived again from the WAL,
+    // the bar closed by this trade included.
+    trade_in_a_new_3s_bar(&mut c, "before-kill");
     let mut ids = Vec::new();
     for k in 0..20 {
         let o = c.ok("POST", "/api/order/submit", Some(order("B", &format!("kill{k}"), "cu2501", "SELL", 70100.0, 1)));

@@ -57,6 +57,9 @@ cpu = ticks / hz
 print(f'$mode: {t:,.0f} answers/s, {cpu / w:.2f} cores, {cpu * 1e6 / (t * w):.1f} us CPU per answer')"
   if [ "$mode" != raw ]; then
     curl -s "http://$ADDR/admin/latency" | grep -E '^# stage (commit_wait|wal_write_sync|history_apply|execute_command):' || true
+    # History store writes over every answer of the run (warm-up included).
+    curl -s "http://$ADDR/admin/storage/stats" |
+        python3 -c "import json, sys; d = json.load(sys.stdin); d = d.get('data', d) if isinstance(d, dict) else d; print('history writes:', sum(s.get('writes', 0) for s in d))" || true
   fi
   kill -TERM "$PID"; wait "$PID" 2>/dev/null || true
 done

@@ -10,13 +10,14 @@
 //! | trades of an account   | `T` account `\0` time, trade id, direction   | the account's side  |
 //! | trades of an instrument| `M` instrument `\0` time, trade id           | the market trade    |
 //! | ticks of an instrument | `K` instrument `\0` time, tick id            | the tick            |
-//! | k-lines                | `B` instrument `\0` period ns, bar start     | the bar as now      |
+//! | k-lines                | `B` instrument `\0` period ns, bar start     | the closed bar      |
 //! | account changes        | `A` account `\0` time, kind                  | the event           |
 //!
 //! Numbers are 8 bytes big-endian; times have their sign bit flipped so negative ones sort
 //! first. An order's key does not change while it lives: each change rewrites its value (once
 //! per commit group: later changes in the group replace the group's write), and the newest
-//! version wins. A bar is rewritten by each trade in it.
+//! version wins. A bar is written once it closes (when the next bar of its series opens); the
+//! open bar is the engine's, and k-line queries take it from there (`live_bar`).
 //!
 //! [`HistoryWriter`] is pure: it turns a step's events (with the journal and the engine as
 //! that step left them) into writes. The shard's core puts them into the store once the step's
@@ -74,12 +75,12 @@ pub struct HistoryWriter {
     writes: Vec<(Vec<u8>, Vec<u8>)>,
     /// Instruments with a trade in the current step (scratch of `end_step`).
     traded: Vec<u32>,
-    /// Bars traded since the last `take`: (instrument slot, period index, the bar's id in its
-    /// ring). Each is written once, by `take` in its state then, or when the next bar of its
-    /// series opens (then in its final state), instead of after every trading step: a group
-    /// with several trades in one instrument rewrote its 7 open bars each time (the history
-    /// store's writes were ~12 % of a busy shard's CPU, docs/PERFORMANCE.md).
-    open_bars: Vec<(u32, usize, i64)>,
+    /// The open bar of each k-line series, by `slot * KLINE_PERIODS_NS.len() + period`: the
+    /// bar's id in its ring. A bar is written once, in its final state, when the next bar of
+    /// its series opens; the open bar is live state, which history queries take from the
+    /// engine (`live_bar`). Writing the open bars at every commit group made bars 36 % of the
+    /// history store's writes (docs/PERFORMANCE.md).
+    open_bars: Vec<Option<i64>>,
     /// Orders written since the last `take`: order id -> index of its write in `writes`. A
     /// later change of the same order replaces that write's value (its key does not change,
     /// and the store keeps only the newest version): an order that is accepted and fills in
@@ -106,16 +107,9 @@ impl HistoryWriter {
         self.on
     }
 
-    /// The writes made since the last call, in order, then the bars traded since then as
-    /// `engine` holds them now (it must be the engine `end_step` saw).
-    pub fn take(&mut self, engine: Option<&ShardEngine>) -> Vec<(Vec<u8>, Vec<u8>)> {
-        let open = std::mem::take(&mut self.open_bars);
+    /// The writes made since the last call, in order.
+    pub fn take(&mut self) -> Vec<(Vec<u8>, Vec<u8>)> {
         self.order_writes.clear();
-        if let Some(engine) = engine {
-            for (slot, period, id) in open {
-                self.bar(slot, period, id, engine);
-            }
-        }
         std::mem::take(&mut self.writes)
     }
 
@@ -220,14 +214,41 @@ impl HistoryWriter {
                 continue;
             }
             let id = bars.last_id();
-            match self.open_bars.iter_mut().find(|(s, p, _)| *s == slot && *p == period) {
-                Some((_, _, open)) if *open == id => {}
-                Some((_, _, open)) => {
+            let open = self.open_bar_mut(slot, period);
+            match *open {
+                Some(open) if open == id => {}
+                Some(closed) => {
                     // The bar traded before is closed: written now, in its final state.
-                    let closed = std::mem::replace(open, id);
+                    *open = Some(id);
                     self.bar(slot, period, closed, engine);
                 }
-                None => self.open_bars.push((slot, period, id)),
+                None => *open = Some(id),
+            }
+        }
+    }
+
+    fn open_bar_mut(&mut self, slot: u32, period: usize) -> &mut Option<i64> {
+        let i = slot as usize * KLINE_PERIODS_NS.len() + period;
+        if self.open_bars.len() <= i {
+            self.open_bars.resize(i + 1, None);
+        }
+        &mut self.open_bars[i]
+    }
+
+    /// Follows the open bar of every series `engine` holds, so that each is written when it
+    /// closes. Call when the writer turns on over an engine that may already hold bars (a
+    /// restart, a checkpoint), before its next step.
+    pub fn track_open_bars(&mut self, engine: &ShardEngine) {
+        self.open_bars.clear();
+        if !self.on {
+            return;
+        }
+        for slot in 0..engine.instruments().len() as u32 {
+            let Some(market) = engine.market(slot) else { continue };
+            for period in 0..KLINE_PERIODS_NS.len() {
+                if let Some(bars) = market.klines(period).map(|s| s.bars()).filter(|b| !b.is_empty()) {
+                    *self.open_bar_mut(slot, period) = Some(bars.last_id());
+                }
             }
         }
     }
@@ -235,12 +256,27 @@ impl HistoryWriter {
     /// Writes bar `id` of `slot`'s series `period` as the engine holds it (nothing if its ring
     /// no longer does: more bars opened since than the ring keeps).
     fn bar(&mut self, slot: u32, period: usize, id: i64, engine: &ShardEngine) {
-        let Some(market) = engine.market(slot) else { return };
-        let Some(bar) = market.klines(period).and_then(|s| s.bars().get(id)) else { return };
-        let name = engine.instruments()[slot as usize].instrument_id;
-        let k = key(KLINES, name.as_str(), &[KLINE_PERIODS_NS[period].to_be_bytes(), time_bytes(bar.datetime_ns)]);
-        self.writes.push((k, json(bar)));
+        if let Some(entry) = bar_entry(engine, slot, period, id) {
+            self.writes.push(entry);
+        }
     }
+}
+
+/// Bar `id` of `slot`'s series `period` as the engine holds it, as a store key and value.
+fn bar_entry(engine: &ShardEngine, slot: u32, period: usize, id: i64) -> Option<KeyValue> {
+    let bar = engine.market(slot)?.klines(period)?.bars().get(id)?;
+    let name = engine.instruments()[slot as usize].instrument_id;
+    let k = key(KLINES, name.as_str(), &[KLINE_PERIODS_NS[period].to_be_bytes(), time_bytes(bar.datetime_ns)]);
+    Some((k, json(bar)))
+}
+
+/// The open (newest) bar of `instrument`'s `period_ns` series, which the store does not hold
+/// yet: history queries of k-lines add it (`query`).
+pub fn live_bar(engine: &ShardEngine, instrument: &InstrumentId, period_ns: i64) -> Option<KeyValue> {
+    let slot = engine.instrument_slot(instrument)?;
+    let period = KLINE_PERIODS_NS.iter().position(|&p| p == period_ns)?;
+    let id = engine.market(slot)?.klines(period)?.bars().last_id();
+    bar_entry(engine, slot, period, id)
 }
 
 /// Longest key of any series (series byte, a 31-byte name, separator, three numbers).
@@ -344,8 +380,9 @@ pub enum QueryError {
     Store(String),
 }
 
-/// Runs `q` over `store`.
-pub fn query(store: &Store, q: &HistoryQuery) -> Result<Page, QueryError> {
+/// Runs `q` over `store`, with `live` (the open bar of a k-line series, newer than any
+/// version the store may hold) in its place by key.
+pub fn query(store: &Store, q: &HistoryQuery, live: Option<KeyValue>) -> Result<Page, QueryError> {
     let (lo, hi) = bounds(q);
     let lo_bound = match &q.after {
         Some(after) => {
@@ -356,9 +393,29 @@ pub fn query(store: &Store, q: &HistoryQuery) -> Result<Page, QueryError> {
         }
         None => Bound::Included(lo.as_slice()),
     };
-    let (rows, more) = store
+    let (mut rows, mut more) = store
         .range_limited(lo_bound, Bound::Excluded(hi.as_slice()), q.limit)
         .map_err(|e| QueryError::Store(e.to_string()))?;
+    if let Some((key, value)) = live {
+        let after_start = match lo_bound {
+            Bound::Excluded(after) => key.as_slice() > after,
+            _ => key.as_slice() >= lo.as_slice(),
+        };
+        if after_start && key.as_slice() < hi.as_slice() {
+            match rows.binary_search_by(|(k, _)| k.as_slice().cmp(&key)) {
+                Ok(i) => rows[i].1 = value,
+                // Past this page's last row while the store has more: a later page has it.
+                Err(i) if i == rows.len() && more => {}
+                Err(i) => {
+                    rows.insert(i, (key, value));
+                    if rows.len() > q.limit {
+                        rows.truncate(q.limit);
+                        more = true;
+                    }
+                }
+            }
+        }
+    }
     let next = if more { rows.last().map(|(k, _)| to_hex(k)) } else { None };
     Ok(Page { items: rows.into_iter().map(|(_, v)| v).collect(), next })
 }
@@ -465,5 +522,48 @@ mod tests {
         };
         let (lo, hi) = bounds(&q);
         assert!(lo <= ab && ab < abc && hi < abc);
+    }
+
+    #[test]
+    fn the_live_bar_takes_its_place_in_every_page() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut store, _) = Store::open(dir.path(), crate::storage::lsm::StoreOptions::default()).unwrap();
+        let bar = |t: i64| key(KLINES, "SR501", &[3i64.to_be_bytes(), time_bytes(t)]);
+        // Closed bars at 1..=5 in the store, and an old copy of the open bar at 6.
+        for t in 1..=6 {
+            store.put(&bar(t), format!("{t}").as_bytes());
+        }
+        let q = |after: Option<Vec<u8>>, limit: usize, end_ns: i64| HistoryQuery {
+            series: KLINES,
+            name: "SR501".into(),
+            period_ns: 3,
+            start_ns: 0,
+            end_ns,
+            limit,
+            after,
+        };
+        let pages = |live: Option<(i64, &str)>, limit: usize, end_ns: i64| -> Vec<Vec<String>> {
+            let mut out = Vec::new();
+            let mut after = None;
+            loop {
+                let live = live.map(|(t, v)| (bar(t), v.as_bytes().to_vec()));
+                let page = query(&store, &q(after, limit, end_ns), live).unwrap();
+                out.push(page.items.iter().map(|i| String::from_utf8(i.clone()).unwrap()).collect());
+                match page.next {
+                    Some(next) => after = Some(from_hex(&next).unwrap()),
+                    None => return out,
+                }
+            }
+        };
+        // The live version replaces the store's old copy, in pages of every size.
+        assert_eq!(pages(Some((6, "6live")), 10, 100), vec![vec!["1", "2", "3", "4", "5", "6live"]]);
+        assert_eq!(pages(Some((6, "6live")), 4, 100), vec![vec!["1", "2", "3", "4"], vec!["5", "6live"]]);
+        assert_eq!(pages(Some((6, "6live")), 3, 100), vec![vec!["1", "2", "3"], vec!["4", "5", "6live"]]);
+        // A live bar the store has no copy of comes after the stored ones, on the page with room.
+        assert_eq!(pages(Some((7, "7")), 6, 100), vec![vec!["1", "2", "3", "4", "5", "6"], vec!["7"]]);
+        assert_eq!(pages(Some((7, "7")), 2, 100).concat(), vec!["1", "2", "3", "4", "5", "6", "7"]);
+        // Outside the range it is left out.
+        assert_eq!(pages(Some((7, "7")), 10, 7).concat(), vec!["1", "2", "3", "4", "5", "6"]);
+        assert_eq!(pages(None, 10, 100).concat(), vec!["1", "2", "3", "4", "5", "6"]);
     }
 }

@@ -14,7 +14,7 @@ use super::http::HttpErrorCode;
 use super::service::Reply;
 use crate::domain::market_data::kline::Kline;
 use crate::domain::market_data::tick::Tick;
-use crate::storage::lsm::store::remove_obsolete;
+use crate::storage::lsm::store::{remove_obsolete, KeyValue};
 use crate::storage::lsm::{Store, StoreOptions};
 use glommio::channels::local_channel::{LocalReceiver, LocalSender};
 use std::cell::RefCell;
@@ -140,8 +140,9 @@ impl ShardHistory {
         self.last_error.clone()
     }
 
-    pub fn query(&self, q: &HistoryQuery) -> Reply {
-        match history::query(&self.store, q) {
+    /// Runs `q`; `live` is the open bar of a k-line series (`history::live_bar`).
+    pub fn query(&self, q: &HistoryQuery, live: Option<KeyValue>) -> Reply {
+        match history::query(&self.store, q, live) {
             Ok(page) => Reply { status: 200, body: history::page_body(&page) },
             Err(QueryError::BadCursor) => Reply::http_message(
                 HttpErrorCode::InvalidQueryParameter,

@@ -366,7 +366,7 @@ pub fn replay_shard(
                 }
                 if let (Some(store), Some(last)) = (store.as_mut(), batch.last_sequence) {
                     if failed.is_none() {
-                        if let Err(e) = put_history(store, writer.take(None), batch.market_writes, last) {
+                        if let Err(e) = put_history(store, writer.take(), batch.market_writes, last) {
                             failed = Some(e);
                         }
                     }
@@ -382,6 +382,8 @@ pub fn replay_shard(
         let mut history_start = usize::MAX;
         let mut market = HistoryWriter::default();
         market.set_on(store_present);
+        // The open bars as the replay's first history step finds them (the checkpoint's).
+        let mut market_tracks_bars = false;
         let mut last_history_sequence: Option<u64> = None;
         for batch in rx {
             // By reference: a record is some 200 bytes, and moving each out of the batch
@@ -399,6 +401,12 @@ pub fn replay_shard(
                     }
                 };
                 let derive = history_from.is_some_and(|from| sequence > from);
+                if derive && !market_tracks_bars {
+                    if let Some(service) = service.as_ref() {
+                        market.track_open_bars(service.engine());
+                    }
+                    market_tracks_bars = true;
+                }
                 let before = events.len();
                 if derive && history_start == usize::MAX {
                     history_start = before;
@@ -425,7 +433,7 @@ pub fn replay_shard(
                 let _ = events_tx.send(EventBatch {
                     events: std::mem::replace(&mut events, spare),
                     history_from: history_start,
-                    market_writes: market.take(service.as_ref().map(|s| s.engine())),
+                    market_writes: market.take(),
                     last_sequence: last_history_sequence.take(),
                 });
                 history_start = usize::MAX;

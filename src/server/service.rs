@@ -407,12 +407,13 @@ impl Service {
     /// Turns the history writes of later steps on or off.
     pub fn set_history(&mut self, on: bool) {
         self.history.set_on(on);
+        self.history.track_open_bars(&self.engine);
     }
 
-    /// The history writes of the steps since the last call, in order (the bars they traded
-    /// last, as they stand now).
+    /// The history writes of the steps since the last call, in order (a bar once it closed;
+    /// the open one is read from the engine, `history::live_bar`).
     pub fn take_history(&mut self) -> Vec<(Vec<u8>, Vec<u8>)> {
-        self.history.take(Some(&self.engine))
+        self.history.take()
     }
 
     /// The DIFF chart patches (instrument slot, fan-out topic, patch) of the instruments whose quotes changed: new

@@ -275,7 +275,16 @@ impl EngineCore {
                     limit: range.limit as usize,
                     after: range.cursor.map(|c| c.as_bytes().to_vec()),
                 };
-                history.borrow().query(&q)
+                // The open bar is the engine's until it closes; the store has the closed ones.
+                let live = match series {
+                    HistorySeries::Klines(id, period) => self
+                        .service
+                        .owned_instrument(&id)
+                        .ok()
+                        .and_then(|bare| history::live_bar(self.service.engine(), &bare, period)),
+                    _ => None,
+                };
+                history.borrow().query(&q, live)
             }
             Query::StorageStats => {
                 let mut stats = history.borrow().stats();
