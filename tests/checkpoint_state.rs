@@ -1103,17 +1103,20 @@ fn a_bar_is_written_once_when_it_closes_and_the_open_bar_is_live() {
         h.accepted(limit("A", &format!("s{i}"), "SR501", Direction::Sell, 5000.0, lots), now);
         h.accepted(limit("B", &format!("b{i}"), "SR501", Direction::Buy, 5000.0, lots), now + 1000);
     }
+    // The SR501 bars a step wrote, as (period, bar).
     let prefix = series_prefix(KLINES, "SR501");
-    let bars: Vec<(i64, serde_json::Value)> = h
-        .service
-        .take_history()
-        .into_iter()
-        .filter(|(k, _)| k.starts_with(&prefix))
-        .map(|(k, v)| {
-            let period = i64::from_be_bytes(k[prefix.len()..prefix.len() + 8].try_into().unwrap());
-            (period, serde_json::from_slice(&v).unwrap())
-        })
-        .collect();
+    let bars_written = |h: &mut HistoryRun| -> Vec<(i64, serde_json::Value)> {
+        h.service
+            .take_history()
+            .into_iter()
+            .filter(|(k, _)| k.starts_with(&prefix))
+            .map(|(k, v)| {
+                let period = i64::from_be_bytes(k[prefix.len()..prefix.len() + 8].try_into().unwrap());
+                (period, serde_json::from_slice(&v).unwrap())
+            })
+            .collect()
+    };
+    let bars = bars_written(&mut h);
     let volumes = |period: i64| -> Vec<i64> {
         bars.iter().filter(|(p, _)| *p == period).map(|(_, b)| b["volume"].as_i64().unwrap()).collect()
     };
@@ -1139,16 +1142,8 @@ fn a_bar_is_written_once_when_it_closes_and_the_open_bar_is_live() {
     let later = t0 + 10 * 60 * 1_000_000_000 + 500_000_000;
     h.accepted(limit("A", "s9", "SR501", Direction::Sell, 5000.0, 1), later);
     h.accepted(limit("B", "b9", "SR501", Direction::Buy, 5000.0, 1), later + 1000);
-    let closed: Vec<(i64, i64)> = h
-        .service
-        .take_history()
-        .into_iter()
-        .filter(|(k, _)| k.starts_with(&prefix))
-        .map(|(k, v)| {
-            let period = i64::from_be_bytes(k[prefix.len()..prefix.len() + 8].try_into().unwrap());
-            (period, serde_json::from_slice::<serde_json::Value>(&v).unwrap()["volume"].as_i64().unwrap())
-        })
-        .collect();
+    let closed: Vec<(i64, i64)> =
+        bars_written(&mut h).into_iter().map(|(p, b)| (p, b["volume"].as_i64().unwrap())).collect();
     // 3 s, 1 min and 5 min bars closed (10 min later); the longer ones are still open.
     let expected: Vec<(i64, i64)> = KLINE_PERIODS_NS
         .iter()

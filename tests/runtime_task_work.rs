@@ -36,6 +36,13 @@ fn peer() -> (std::net::SocketAddr, mpsc::Receiver<Instant>) {
     (addr, rx)
 }
 
+/// The byte was read within a second of the peer writing it.
+fn assert_read_soon(executor: &str, read_at: Instant, written: &mpsc::Receiver<Instant>) {
+    let wrote_at = written.recv().expect("peer wrote");
+    let delay = read_at.saturating_duration_since(wrote_at);
+    assert!(delay < Duration::from_secs(1), "the {executor} executor read the byte {delay:?} after it was written");
+}
+
 #[test]
 fn a_busy_executor_still_reads_a_socket_within_its_preemption_interval() {
     let (addr, written) = peer();
@@ -69,9 +76,7 @@ fn a_busy_executor_still_reads_a_socket_within_its_preemption_interval() {
         .expect("executor")
         .join()
         .expect("join");
-    let wrote_at = written.recv().expect("peer wrote");
-    let delay = read_at.saturating_duration_since(wrote_at);
-    assert!(delay < Duration::from_secs(1), "the busy executor read the byte {delay:?} after it was written");
+    assert_read_soon("busy", read_at, &written);
 }
 
 #[test]
@@ -87,7 +92,5 @@ fn a_parked_executor_wakes_when_data_arrives() {
         .expect("executor")
         .join()
         .expect("join");
-    let wrote_at = written.recv().expect("peer wrote");
-    let delay = read_at.saturating_duration_since(wrote_at);
-    assert!(delay < Duration::from_secs(1), "the parked executor read the byte {delay:?} after it was written");
+    assert_read_soon("parked", read_at, &written);
 }
