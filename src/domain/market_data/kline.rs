@@ -76,7 +76,9 @@ impl KlineSeries {
     /// An empty series of `period_ns` bars keeping the newest `capacity` (at least one).
     pub fn new(period_ns: i64, capacity: usize) -> Self {
         assert!(period_ns > 0, "k-line period must be positive");
-        Self { period_ns, bar_end_ns: TimestampNs::MIN, bars: Ring::with_capacity(capacity) }
+        // At least two: the history writes a bar when the next one opens, so the ring must
+        // still hold the closed bar then (server::history).
+        Self { period_ns, bar_end_ns: TimestampNs::MIN, bars: Ring::with_capacity(capacity.max(2)) }
     }
 
     pub fn period_ns(&self) -> i64 {

@@ -162,6 +162,17 @@ fn kline_ring_drops_the_oldest_bars_and_ids_keep_increasing() {
 }
 
 #[test]
+fn a_kline_ring_keeps_the_closed_bar_when_the_next_opens() {
+    // The history writes a bar when the next one opens: a ring of one would have dropped it.
+    let mut m = InstrumentMarket::new(&instrument(), 1, 8);
+    m.on_trade(p(3900.0), 1, 1001, OPEN_0930);
+    m.on_trade(p(3900.2), 1, 1002, OPEN_0930 + MINUTE);
+    let ring = m.klines_for_duration(MINUTE).unwrap().bars();
+    assert_eq!((ring.capacity(), ring.first_id(), ring.last_id()), (2, 0, 1));
+    assert_eq!(ring.get(0).unwrap().close, p(3900.0));
+}
+
+#[test]
 fn on_book_reports_five_levels_and_changes() {
     let i = instrument();
     let mut book = OrderBook::new(i.price_tick, i.lower_limit, i.upper_limit, 64);
