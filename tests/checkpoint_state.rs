@@ -1057,35 +1057,49 @@ impl HistoryRun {
     }
 }
 
-/// A group writes each order once, in the state the group left it: an order accepted and
-/// filled in the same group, or filled several times, is not rewritten per event.
+/// An order is written once, when it finishes, in its final state; while it lives it is the
+/// journal's, and an order history query takes it from there (`live_orders`).
 #[test]
-fn a_group_writes_each_order_once_in_its_last_state() {
-    use qaexchange::server::history::{series_prefix, ORDERS};
+fn an_order_is_written_once_when_it_finishes_and_a_live_order_is_the_journals() {
+    use qaexchange::server::history::{live_orders, series_prefix, ORDERS};
     let mut h = HistoryRun::new();
     let t0 = h.t0;
-    // One group: B's 3-lot bid rests, A sells into it twice (1 lot, then 2).
-    h.accepted(limit("B", "b", "SR501", Direction::Buy, 5000.0, 3), t0 + 1_000);
-    h.accepted(limit("A", "s1", "SR501", Direction::Sell, 5000.0, 1), t0 + 2_000);
-    h.accepted(limit("A", "s2", "SR501", Direction::Sell, 5000.0, 2), t0 + 3_000);
     let orders = |writes: &[(Vec<u8>, Vec<u8>)], account: &str| -> Vec<serde_json::Value> {
         let prefix = series_prefix(ORDERS, account);
         writes.iter().filter(|(k, _)| k.starts_with(&prefix)).map(|(_, v)| serde_json::from_slice(v).unwrap()).collect()
     };
+    // One group: B's 3-lot bid rests, A sells into it twice (1 lot, then 2).
+    h.accepted(limit("B", "b", "SR501", Direction::Buy, 5000.0, 3), t0 + 1_000);
+    h.accepted(limit("A", "s1", "SR501", Direction::Sell, 5000.0, 1), t0 + 2_000);
+    // B's bid is live after the first fill: not written, but a live order of B's.
     let writes = h.service.take_history();
-    // B's order: accepted, then two fills, one write with the last state.
+    assert_eq!(orders(&writes, "B"), Vec::<serde_json::Value>::new());
+    let a = orders(&writes, "A");
+    assert_eq!(a.len(), 1, "{a:?}");
+    assert_eq!((a[0]["volume_left"].as_i64(), a[0]["status"].as_str()), (Some(0), Some("FINISHED")));
+    let live = live_orders(h.service.journal(), &acc("B"), i64::MIN, i64::MAX);
+    assert_eq!(live.len(), 1);
+    let b_live: serde_json::Value = serde_json::from_slice(&live[0].1).unwrap();
+    assert_eq!((b_live["volume_left"].as_i64(), b_live["status"].as_str()), (Some(2), Some("ALIVE")));
+    // Outside the time range it is left out.
+    assert!(live_orders(h.service.journal(), &acc("B"), t0 + 1_001, i64::MAX).is_empty());
+    // The next fill finishes it: written once, in its final state, with the key it had live.
+    h.accepted(limit("A", "s2", "SR501", Direction::Sell, 5000.0, 2), t0 + 3_000);
+    let writes = h.service.take_history();
     let b = orders(&writes, "B");
     assert_eq!(b.len(), 1, "{b:?}");
     assert_eq!((b[0]["volume_left"].as_i64(), b[0]["status"].as_str()), (Some(0), Some("FINISHED")), "{b:?}");
-    // A's two orders: each accepted and filled at once, one write each.
-    let a = orders(&writes, "A");
-    assert_eq!(a.len(), 2, "{a:?}");
-    assert!(a.iter().all(|o| o["volume_left"] == 0 && o["status"] == "FINISHED"), "{a:?}");
-    // The next group writes an order again when it changes again.
+    let prefix = series_prefix(ORDERS, "B");
+    assert_eq!(writes.iter().find(|(k, _)| k.starts_with(&prefix)).map(|(k, _)| k.clone()), Some(live[0].0.clone()));
+    assert!(live_orders(h.service.journal(), &acc("B"), i64::MIN, i64::MAX).is_empty());
+    // A resting order that is modified is still not written; cancelled, it is.
     h.accepted(limit("B", "b2", "SR501", Direction::Buy, 4990.0, 1), t0 + 4_000);
-    let b2 = orders(&h.service.take_history(), "B");
-    assert_eq!(b2.len(), 1);
-    assert_eq!(b2[0]["status"], "ALIVE", "{b2:?}");
+    h.accepted(modify("B", "b2", Some(4980.0), None), t0 + 4_500);
+    assert_eq!(orders(&h.service.take_history(), "B"), Vec::<serde_json::Value>::new());
+    h.accepted(cancel("B", "b2"), t0 + 5_000);
+    let b = orders(&h.service.take_history(), "B");
+    assert_eq!(b.len(), 1, "{b:?}");
+    assert_eq!(b[0]["status"], "FINISHED", "{b:?}");
 }
 
 /// A commit group takes each bar it traded once, as it stands at the group's end, and a bar

@@ -14,18 +14,19 @@
 //! | account changes        | `A` account `\0` time, kind                  | the event           |
 //!
 //! Numbers are 8 bytes big-endian; times have their sign bit flipped so negative ones sort
-//! first. An order's key does not change while it lives: each change rewrites its value (once
-//! per commit group: later changes in the group replace the group's write), and the newest
-//! version wins. A bar is written once it closes (when the next bar of its series opens); the
-//! open bar is the engine's, and k-line queries take it from there (`live_bar`).
+//! first. An order is written once, when it finishes, in its final state; a live order is the
+//! journal's, and order queries take the live ones from there (`live_orders`). Likewise a bar
+//! is written once it closes (when the next bar of its series opens); the open bar is the
+//! engine's, and k-line queries take it from there (`live_bar`). A stored copy of either (an
+//! older version of the server wrote every change) is replaced by the live one: the newest
+//! version of a key wins.
 //!
 //! [`HistoryWriter`] is pure: it turns a step's events (with the journal and the engine as
 //! that step left them) into writes. The shard's core puts them into the store once the step's
 //! WAL group is durable, so the store never holds what the WAL could lose.
 
-use super::journal::Journal;
+use super::journal::{Journal, OrderRecord};
 use crate::domain::event::Event;
-use crate::domain::fast_hash::FastMap;
 use crate::domain::market_data::KLINE_PERIODS_NS;
 use crate::domain::name::{AccountId, InstrumentId};
 use crate::domain::shard::ShardEngine;
@@ -81,11 +82,6 @@ pub struct HistoryWriter {
     /// engine (`live_bar`). Writing the open bars at every commit group made bars 36 % of the
     /// history store's writes (docs/PERFORMANCE.md).
     open_bars: Vec<Option<i64>>,
-    /// Orders written since the last `take`: order id -> index of its write in `writes`. A
-    /// later change of the same order replaces that write's value (its key does not change,
-    /// and the store keeps only the newest version): an order that is accepted and fills in
-    /// one group, or fills several times, is one write, not one per event.
-    order_writes: FastMap<u64, usize>,
 }
 
 fn json<T: serde::Serialize>(value: &T) -> Vec<u8> {
@@ -99,7 +95,6 @@ impl HistoryWriter {
         if !on {
             self.writes.clear();
             self.open_bars.clear();
-            self.order_writes.clear();
         }
     }
 
@@ -109,7 +104,6 @@ impl HistoryWriter {
 
     /// The writes made since the last call, in order.
     pub fn take(&mut self) -> Vec<(Vec<u8>, Vec<u8>)> {
-        self.order_writes.clear();
         std::mem::take(&mut self.writes)
     }
 
@@ -174,15 +168,16 @@ impl HistoryWriter {
         }
     }
 
+    /// Writes the order if this event finished it. An order finishes once, so it is written
+    /// once, whatever it went through while it lived (fills, modifies). Writing every change
+    /// made orders the largest series of writes, and their JSON a tenth of a shard's time
+    /// (docs/PERFORMANCE.md "Orders written once, when they finish").
     fn order(&mut self, journal: &Journal, order_id: u64) {
         let Some(o) = journal.order(order_id) else { return };
-        if let Some(&i) = self.order_writes.get(&order_id) {
-            self.writes[i].1 = json(o);
+        if o.is_alive() {
             return;
         }
-        let k = key(ORDERS, o.account_id.as_str(), &[time_bytes(o.insert_time_ns), o.order_id.to_be_bytes()]);
-        self.order_writes.insert(order_id, self.writes.len());
-        self.writes.push((k, json(o)));
+        self.writes.push(order_entry(o));
     }
 
     fn user_trade(&mut self, journal: &Journal, account: &AccountId, direction: Direction) {
@@ -277,6 +272,29 @@ pub fn live_bar(engine: &ShardEngine, instrument: &InstrumentId, period_ns: i64)
     let period = KLINE_PERIODS_NS.iter().position(|&p| p == period_ns)?;
     let id = engine.market(slot)?.klines(period)?.bars().last_id();
     bar_entry(engine, slot, period, id)
+}
+
+/// An order's store key and value.
+fn order_entry(o: &OrderRecord) -> KeyValue {
+    (key(ORDERS, o.account_id.as_str(), &[time_bytes(o.insert_time_ns), o.order_id.to_be_bytes()]), json(o))
+}
+
+/// The live orders of `account` inserted in `[start_ns, end_ns)`, which the store does not
+/// hold yet (it holds finished orders), as store entries in key order: order history queries
+/// add them (`query`).
+pub fn live_orders(
+    journal: &Journal,
+    account: &AccountId,
+    start_ns: TimestampNs,
+    end_ns: TimestampNs,
+) -> Vec<KeyValue> {
+    let mut live: Vec<KeyValue> = journal
+        .live_orders()
+        .filter(|o| o.account_id == *account && (start_ns..end_ns).contains(&o.insert_time_ns))
+        .map(order_entry)
+        .collect();
+    live.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    live
 }
 
 /// Longest key of any series (series byte, a 31-byte name, separator, three numbers).
@@ -380,9 +398,10 @@ pub enum QueryError {
     Store(String),
 }
 
-/// Runs `q` over `store`, with `live` (the open bar of a k-line series, newer than any
-/// version the store may hold) in its place by key.
-pub fn query(store: &Store, q: &HistoryQuery, live: Option<KeyValue>) -> Result<Page, QueryError> {
+/// Runs `q` over `store`, with each of `live` (in key order: the open bar of a k-line series,
+/// the live orders of an account; newer than any version the store may hold) in its place by
+/// key.
+pub fn query(store: &Store, q: &HistoryQuery, live: Vec<KeyValue>) -> Result<Page, QueryError> {
     let (lo, hi) = bounds(q);
     let lo_bound = match &q.after {
         Some(after) => {
@@ -396,7 +415,7 @@ pub fn query(store: &Store, q: &HistoryQuery, live: Option<KeyValue>) -> Result<
     let (mut rows, mut more) = store
         .range_limited(lo_bound, Bound::Excluded(hi.as_slice()), q.limit)
         .map_err(|e| QueryError::Store(e.to_string()))?;
-    if let Some((key, value)) = live {
+    for (key, value) in live {
         let after_start = match lo_bound {
             Bound::Excluded(after) => key.as_slice() > after,
             _ => key.as_slice() >= lo.as_slice(),
@@ -546,7 +565,7 @@ mod tests {
             let mut out = Vec::new();
             let mut after = None;
             loop {
-                let live = live.map(|(t, v)| (bar(t), v.as_bytes().to_vec()));
+                let live = live.map(|(t, v)| (bar(t), v.as_bytes().to_vec())).into_iter().collect();
                 let page = query(&store, &q(after, limit, end_ns), live).unwrap();
                 out.push(page.items.iter().map(|i| String::from_utf8(i.clone()).unwrap()).collect());
                 match page.next {
@@ -565,5 +584,41 @@ mod tests {
         // Outside the range it is left out.
         assert_eq!(pages(Some((7, "7")), 10, 7).concat(), vec!["1", "2", "3", "4", "5", "6"]);
         assert_eq!(pages(None, 10, 100).concat(), vec!["1", "2", "3", "4", "5", "6"]);
+    }
+
+    #[test]
+    fn live_orders_take_their_places_in_every_page() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut store, _) = Store::open(dir.path(), crate::storage::lsm::StoreOptions::default()).unwrap();
+        let order = |t: i64| key(ORDERS, "A", &[time_bytes(t), (t as u64).to_be_bytes()]);
+        // Finished orders at 2, 4, 5, 8 in the store, and an old (live) copy of 6.
+        for t in [2, 4, 5, 6, 8] {
+            store.put(&order(t), format!("{t}").as_bytes());
+        }
+        // Live: before, between and after the stored ones, and 6 again.
+        let live: Vec<KeyValue> =
+            [1, 3, 6, 7, 9, 10].iter().map(|&t| (order(t), format!("{t}live").into_bytes())).collect();
+        let want = ["1live", "2", "3live", "4", "5", "6live", "7live", "8", "9live", "10live"];
+        let in_range = |lo: i64, hi: i64| -> Vec<&str> {
+            want.iter().zip(1..).filter(|(_, t)| (lo..hi).contains(t)).map(|(w, _)| *w).collect()
+        };
+        for (start_ns, end_ns) in [(0, 100), (3, 9), (6, 7), (11, 20)] {
+            for limit in 1..=11 {
+                let mut got = Vec::new();
+                let mut after = None;
+                for _ in 0..20 {
+                    let q =
+                        HistoryQuery { series: ORDERS, name: "A".into(), period_ns: 0, start_ns, end_ns, limit, after };
+                    let page = query(&store, &q, live.clone()).unwrap();
+                    assert!(page.items.len() <= limit);
+                    got.extend(page.items.iter().map(|i| String::from_utf8(i.clone()).unwrap()));
+                    match page.next {
+                        Some(next) => after = Some(from_hex(&next).unwrap()),
+                        None => break,
+                    }
+                }
+                assert_eq!(got, in_range(start_ns, end_ns), "range {start_ns}..{end_ns}, pages of {limit}");
+            }
+        }
     }
 }

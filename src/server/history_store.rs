@@ -140,8 +140,10 @@ impl ShardHistory {
         self.last_error.clone()
     }
 
-    /// Runs `q`; `live` is the open bar of a k-line series (`history::live_bar`).
-    pub fn query(&self, q: &HistoryQuery, live: Option<KeyValue>) -> Reply {
+    /// Runs `q`; `live` is what the store does not hold yet, in key order: the open bar of a
+    /// k-line series (`history::live_bar`), the live orders of an account
+    /// (`history::live_orders`).
+    pub fn query(&self, q: &HistoryQuery, live: Vec<KeyValue>) -> Reply {
         match history::query(&self.store, q, live) {
             Ok(page) => Reply { status: 200, body: history::page_body(&page) },
             Err(QueryError::BadCursor) => Reply::http_message(

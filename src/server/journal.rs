@@ -466,6 +466,11 @@ impl Journal {
         acc.orders.values().rev().filter_map(|id| self.order(*id)).find(|r| r.client_order_id == *client_order_id)
     }
 
+    /// The live orders of every account, in no particular order.
+    pub fn live_orders(&self) -> impl Iterator<Item = &OrderRecord> {
+        self.live.values().map(|slot| &slot.record)
+    }
+
     /// The account's orders kept, oldest first (in acceptance order).
     pub fn account_orders(&self, account: &AccountId) -> impl Iterator<Item = &OrderRecord> {
         self.accounts.get(account).into_iter().flat_map(|acc| acc.orders.values()).filter_map(move |id| self.order(*id))

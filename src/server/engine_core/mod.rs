@@ -275,14 +275,20 @@ impl EngineCore {
                     limit: range.limit as usize,
                     after: range.cursor.map(|c| c.as_bytes().to_vec()),
                 };
-                // The open bar is the engine's until it closes; the store has the closed ones.
+                // The open bar is the engine's until it closes, and a live order the journal's
+                // until it finishes; the store has the closed bars and the finished orders.
                 let live = match series {
                     HistorySeries::Klines(id, period) => self
                         .service
                         .owned_instrument(&id)
                         .ok()
-                        .and_then(|bare| history::live_bar(self.service.engine(), &bare, period)),
-                    _ => None,
+                        .and_then(|bare| history::live_bar(self.service.engine(), &bare, period))
+                        .into_iter()
+                        .collect(),
+                    HistorySeries::Orders(id) => {
+                        history::live_orders(self.service.journal(), &id, range.start_ns, range.end_ns)
+                    }
+                    _ => Vec::new(),
                 };
                 history.borrow().query(&q, live)
             }
