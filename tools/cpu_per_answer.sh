@@ -9,13 +9,19 @@
 # One run per MODE argument, in order: raw, durable, none. The server (or responder) is on
 # core 0 with one shard, the generator on core $LOAD_CORE; everything on 127.0.0.1.
 #
+# RATE=N runs open loop at N orders/s instead: every build then meets the same load, in
+# batches of the same size, so CPU per answer compares the work itself (the maximum moves
+# with the neighbours, and with it the batch sizes and the fixed costs per batch).
+#
 # Usage: tools/cpu_per_answer.sh MODE...   (knobs: CONNECTIONS=32 DURATION=4 WARMUP=1
-#        LOAD_CORE=1 BIN_UNDER_TEST=<dir with the server and responder binaries, default
-#        target/release> CONFIG=<server config file> OUT=target/cpu_per_answer/<time>)
+#        RATE=0 (closed loop) LOAD_CORE=1 BIN_UNDER_TEST=<dir with the server and responder
+#        binaries, default target/release> CONFIG=<server config file>
+#        OUT=target/cpu_per_answer/<time>)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-4}
 WARMUP=${WARMUP:-1}
+RATE=${RATE:-0}
 # shellcheck source=tools/lib.sh
 source tools/lib.sh
 prepare_run cpu_per_answer
@@ -37,7 +43,7 @@ for mode in "$@"; do
       extra=() ;;
     *) echo "unknown mode $mode (raw, durable, none)" >&2; exit 2 ;;
   esac
-  "$BIN/qaexchange-loadgen" --target "$ADDR" --connections "$CONNECTIONS" --pipeline "$PIPELINE" --rate 0 \
+  "$BIN/qaexchange-loadgen" --target "$ADDR" --connections "$CONNECTIONS" --pipeline "$PIPELINE" --rate "$RATE" \
       --duration "$DURATION" --warmup "$WARMUP" --pin-from "$LOAD_CORE" --mix "$MIX" --out "$OUT" \
       --label "$mode" "${extra[@]}" > "$OUT/$mode.loadgen" 2>>"$OUT/loadgen.stderr" &
   load_pid=$!

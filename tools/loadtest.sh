@@ -13,11 +13,11 @@
 # PIPELINE=D lets every connection of every run (raw and server alike) keep up to D requests
 # outstanding (HTTP/1.1 pipelining; 1 = one at a time).
 #
-# SYNCS_IN_FLIGHT=N runs the servers with `[storage] syncs_in_flight = N` (default: the
-# server's default).
+# SYNCS_IN_FLIGHT=N runs the servers with `[storage] syncs_in_flight = N`, SPIN_US=N with
+# `[server] spin_before_park_us = N` (default: the server's defaults).
 #
 # Usage: tools/loadtest.sh   (knobs: SHARDS=1 CONNECTIONS=32 PIPELINE=1 DURATION=5 WARMUP=2
-#                             MIX=exchange-core LOAD_CORE=1 SYNCS_IN_FLIGHT=
+#                             MIX=exchange-core LOAD_CORE=1 SYNCS_IN_FLIGHT= SPIN_US=
 #                             OUT=target/loadtest/<time>)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,8 +32,12 @@ load raw-max "$RAW" 0 --raw
 RAW_MAX=$THROUGHPUT
 
 CONFIG=()
-if [ -n "${SYNCS_IN_FLIGHT:-}" ]; then
-  printf '[storage]\nsyncs_in_flight = %s\n' "$SYNCS_IN_FLIGHT" > "$DATA/exchange.toml"
+if [ -n "${SYNCS_IN_FLIGHT:-}${SPIN_US:-}" ]; then
+  {
+    [ -n "${SPIN_US:-}" ] && printf '[server]\nspin_before_park_us = %s\n' "$SPIN_US"
+    [ -n "${SYNCS_IN_FLIGHT:-}" ] && printf '[storage]\nsyncs_in_flight = %s\n' "$SYNCS_IN_FLIGHT"
+    true
+  } > "$DATA/exchange.toml"
   CONFIG=(--config "$DATA/exchange.toml")
 fi
 

@@ -25,6 +25,11 @@ pub const DEFAULT_TRADING_DAY: u32 = 20250102;
 /// Upper bound on shards: more executors than that is a misconfiguration, not a bigger machine.
 pub const MAX_SHARDS: usize = 256;
 pub const DEFAULT_QUEUE_DEPTH: usize = 1024;
+/// How long a shard with nothing to do polls before it sleeps, by default (0: it sleeps at
+/// once); see docs/PERFORMANCE.md "Polling before a shard sleeps".
+pub const DEFAULT_SPIN_BEFORE_PARK_US: u64 = 0;
+/// Longest poll before sleeping that the configuration accepts.
+pub const MAX_SPIN_BEFORE_PARK_US: u64 = 10_000;
 pub const DEFAULT_MAX_CONNECTIONS_PER_SHARD: usize = 10_000;
 /// WebSocket messages a shard pushes per second at most, by default (0: no bound); see
 /// docs/PERFORMANCE.md "DIFF quote fan-out" for how it was chosen.
@@ -139,6 +144,9 @@ pub struct ServerConfig {
     pub auth: AuthConfig,
     /// Bound of each cross-shard channel, so a slow shard pushes back instead of growing memory.
     pub queue_depth: usize,
+    /// Microseconds a shard with nothing to do keeps polling its rings before it sleeps in the
+    /// kernel (glommio's `spin_before_park`); 0: it sleeps at once.
+    pub spin_before_park_us: u64,
 }
 
 /// Bounds of one WebSocket session: what a client that stops reading may cost before it is
@@ -272,6 +280,7 @@ impl Default for ServerConfig {
             journal: JournalLimits::default(),
             auth: AuthConfig::default(),
             queue_depth: DEFAULT_QUEUE_DEPTH,
+            spin_before_park_us: DEFAULT_SPIN_BEFORE_PARK_US,
         }
     }
 }
@@ -540,6 +549,7 @@ struct ServerSection {
     trading_day: Option<u32>,
     instruments: Option<PathBuf>,
     queue_depth: Option<usize>,
+    spin_before_park_us: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -606,6 +616,13 @@ impl FileConfig {
         let shards = resolve_shards(server.shards.unwrap_or(0), key("server", "shards"))?;
         let trading_day = check_day(server.trading_day.unwrap_or(DEFAULT_TRADING_DAY), key("server", "trading_day"))?;
         let queue_depth = at_least(server.queue_depth.unwrap_or(DEFAULT_QUEUE_DEPTH), 1, key("server", "queue_depth"))?;
+        let spin_before_park_us = server.spin_before_park_us.unwrap_or(DEFAULT_SPIN_BEFORE_PARK_US);
+        if spin_before_park_us > MAX_SPIN_BEFORE_PARK_US {
+            return Err(invalid(
+                key("server", "spin_before_park_us")(),
+                format!("must be 0..={MAX_SPIN_BEFORE_PARK_US}, got {spin_before_park_us}"),
+            ));
+        }
 
         let http = self.http;
         let default_limits = Limits::default();
@@ -789,6 +806,7 @@ impl FileConfig {
             journal,
             auth,
             queue_depth,
+            spin_before_park_us,
         };
         check_listen(config.http, config.ws)?;
         Ok(Draft { config, storage_enabled: storage.enabled.unwrap_or(true) })
@@ -1032,6 +1050,9 @@ mod tests {
         assert!(err("[storage]\nsegment_mib = 1\ngroup_commit_max_bytes = 2000000\n").contains("at most one segment"));
         assert!(err("[http]\nmax_headers = 129\n").contains("[http] max_headers must be 1..=128"));
         assert!(err("[server]\nqueue_depth = 0\n").contains("[server] queue_depth must be at least 1"));
+        assert!(
+            err("[server]\nspin_before_park_us = 10001\n").contains("[server] spin_before_park_us must be 0..=10000")
+        );
         assert!(err("[journal]\norders_per_account = 0\n").contains("[journal] orders_per_account"));
         assert!(err("[http]\nlisten = \"localhost:80\"\n").contains("in [http]"));
         assert!(err("[http]\nlisten = \"0.0.0.0:8081\"\n").contains("must not share a port"));

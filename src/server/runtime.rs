@@ -123,8 +123,13 @@ fn placement(shard: usize, shards: usize) -> Placement {
     }
 }
 
-fn executor(shard: usize, shards: usize) -> LocalExecutorBuilder {
-    LocalExecutorBuilder::new(placement(shard, shards)).name(&format!("shard-{shard}")).io_memory(1 << 20)
+fn executor(shard: usize, shards: usize, spin_before_park_us: u64) -> LocalExecutorBuilder {
+    let builder =
+        LocalExecutorBuilder::new(placement(shard, shards)).name(&format!("shard-{shard}")).io_memory(1 << 20);
+    match spin_before_park_us {
+        0 => builder,
+        us => builder.spin_before_park(Duration::from_micros(us)),
+    }
 }
 
 /// One shard's part of the start-up: its recovered state and its channel ends.
@@ -270,7 +275,7 @@ pub fn start(config: ServerConfig) -> Result<Server, String> {
         let shard_quiesce = quiesce.clone();
         let directory = directory.clone();
         let events = events_tx.clone();
-        let handle = executor(shard, shards)
+        let handle = executor(shard, shards, config.spin_before_park_us)
             .spawn(move || {
                 run_shard(boot, shard_config, shard_instruments, (http, ws), shard_quiesce, directory, events)
             })
