@@ -1029,6 +1029,11 @@ fn fixed_point_is_decimal_in_json_and_exact_in_checkpoints() {
     assert_eq!(back, bar);
 }
 
+/// A history store value of `series` as the JSON the REST API serves.
+fn json_of(series: u8, value: &[u8]) -> serde_json::Value {
+    serde_json::from_slice(&qaexchange::server::history::value_json(series, value).unwrap()).unwrap()
+}
+
 /// A service writing history, with accounts A and B open (their history taken), and the time
 /// 2025-01-02 09:30:00 China time (a 3 s and a 1 min boundary) to trade from.
 struct HistoryRun {
@@ -1066,7 +1071,7 @@ fn an_order_is_written_once_when_it_finishes_and_a_live_order_is_the_journals() 
     let t0 = h.t0;
     let orders = |writes: &[(Vec<u8>, Vec<u8>)], account: &str| -> Vec<serde_json::Value> {
         let prefix = series_prefix(ORDERS, account);
-        writes.iter().filter(|(k, _)| k.starts_with(&prefix)).map(|(_, v)| serde_json::from_slice(v).unwrap()).collect()
+        writes.iter().filter(|(k, _)| k.starts_with(&prefix)).map(|(_, v)| json_of(ORDERS, v)).collect()
     };
     // One group: B's 3-lot bid rests, A sells into it twice (1 lot, then 2).
     h.accepted(limit("B", "b", "SR501", Direction::Buy, 5000.0, 3), t0 + 1_000);
@@ -1079,7 +1084,7 @@ fn an_order_is_written_once_when_it_finishes_and_a_live_order_is_the_journals() 
     assert_eq!((a[0]["volume_left"].as_i64(), a[0]["status"].as_str()), (Some(0), Some("FINISHED")));
     let live = live_orders(h.service.journal(), &acc("B"), i64::MIN, i64::MAX);
     assert_eq!(live.len(), 1);
-    let b_live: serde_json::Value = serde_json::from_slice(&live[0].1).unwrap();
+    let b_live = json_of(ORDERS, &live[0].1);
     assert_eq!((b_live["volume_left"].as_i64(), b_live["status"].as_str()), (Some(2), Some("ALIVE")));
     // Outside the time range it is left out.
     assert!(live_orders(h.service.journal(), &acc("B"), t0 + 1_001, i64::MAX).is_empty());
@@ -1126,7 +1131,7 @@ fn a_bar_is_written_once_when_it_closes_and_the_open_bar_is_live() {
             .filter(|(k, _)| k.starts_with(&prefix))
             .map(|(k, v)| {
                 let period = i64::from_be_bytes(k[prefix.len()..prefix.len() + 8].try_into().unwrap());
-                (period, serde_json::from_slice(&v).unwrap())
+                (period, json_of(KLINES, &v))
             })
             .collect()
     };
@@ -1150,7 +1155,7 @@ fn a_bar_is_written_once_when_it_closes_and_the_open_bar_is_live() {
             bars.iter().filter(|(p, _)| *p == period).map(|(_, b)| b.clone()).collect();
         assert_eq!(written[..], held[..held.len() - 1], "period {period}");
         let (_, live) = live_bar(engine, &inst("SR501"), period).expect("an open bar");
-        assert_eq!(serde_json::from_slice::<serde_json::Value>(&live).unwrap(), held[held.len() - 1]);
+        assert_eq!(json_of(KLINES, &live), held[held.len() - 1]);
     }
     // The open bars close with the next trade in a later bar: each is written then, once.
     let later = t0 + 10 * 60 * 1_000_000_000 + 500_000_000;

@@ -188,7 +188,7 @@ impl ShardHistory {
                 if id >= first_id {
                     continue;
                 }
-                let tick: Tick = serde_json::from_slice(&value).map_err(|e| e.to_string())?;
+                let tick: Tick = history::decode(&value)?;
                 out.push((id, super::diff_chart::diff_tick(&tick)));
             }
             let skip = out.len().saturating_sub(n);
@@ -200,7 +200,7 @@ impl ShardHistory {
             rows.into_iter()
                 .enumerate()
                 .map(|(i, (_, value))| {
-                    let bar: Kline = serde_json::from_slice(&value).map_err(|e| e.to_string())?;
+                    let bar: Kline = history::decode(&value)?;
                     Ok((first + i as i64, super::diff_chart::diff_bar(&bar)))
                 })
                 .collect()
