@@ -1062,6 +1062,73 @@ impl HistoryRun {
     }
 }
 
+/// The DIFF trade patches of an account, written as text, merged into its login tree give
+/// its next login tree: every order, trade, position and account field a patch carries is the
+/// snapshot's, under the same key, and the writer's JSON framing is sound.
+#[test]
+fn trade_patches_merged_into_the_login_tree_give_the_next_login_tree() {
+    use qaexchange::diff::merge_patch;
+    use qaexchange::server::service::Answer;
+    let mut h = HistoryRun::new();
+    let t0 = h.t0;
+    let login = |h: &mut HistoryRun, now: i64| -> serde_json::Value {
+        h.tag += 1;
+        let mut staged = Staged::default();
+        h.service.handle(
+            Action::Follow { account_id: acc("A"), on: true },
+            now,
+            Origin { shard: 0, conn: 7, tag: h.tag },
+            &mut staged,
+        );
+        match &staged.replies[0].1 {
+            // As the client reads it: through its text (a float parsed back from its shortest
+            // text may differ in the last bit from the number it was written from).
+            Answer::Follow(answer) => serde_json::from_str(&answer.snapshot.to_string()).unwrap(),
+            other => panic!("{other:?}"),
+        }
+    };
+    let mut tree = login(&mut h, t0);
+    let mut patches = 0;
+    let mut merge = |h: &mut HistoryRun, tree: &mut serde_json::Value, now: i64| {
+        for (account, _, patch) in h.service.take_trade_patches(now) {
+            if account == acc("A") {
+                let value: serde_json::Value = serde_json::from_str(&patch.text).expect("the patch is JSON");
+                assert_eq!(&value, patch.value());
+                merge_patch::apply(tree, &value);
+                patches += 1;
+            }
+        }
+    };
+    merge(&mut h, &mut tree, t0);
+    // A's bid rests, B fills part of it, A modifies the rest and places another; one group
+    // (two fills and an order) and then one change per group.
+    h.accepted(limit("A", "a1", "SR501", Direction::Buy, 5000.0, 3), t0 + 1_000);
+    h.accepted(limit("B", "b1", "SR501", Direction::Sell, 5000.0, 1), t0 + 2_000);
+    h.accepted(limit("B", "b2", "SR501", Direction::Sell, 5000.0, 1), t0 + 3_000);
+    merge(&mut h, &mut tree, t0 + 3_000);
+    h.accepted(modify("A", "a1", Some(4990.0), None), t0 + 4_000);
+    merge(&mut h, &mut tree, t0 + 4_000);
+    h.accepted(limit("A", "a2", "cu2501", Direction::Sell, 70000.0, 2), t0 + 5_000);
+    h.accepted(limit("B", "b3", "cu2501", Direction::Buy, 70000.0, 2), t0 + 6_000);
+    merge(&mut h, &mut tree, t0 + 6_000);
+    h.accepted(cancel("A", "a1"), t0 + 7_000);
+    // An insert refused for A (more margin than it has): FINISHED, with no exchange order id,
+    // in the patch only, since the journal never kept it.
+    h.tag += 1;
+    let mut staged = Staged::default();
+    let origin = Origin { shard: 0, conn: 7, tag: h.tag };
+    h.service.handle(limit("A", "a3", "SR501", Direction::Buy, 5000.0, 100_000), t0 + 8_000, origin, &mut staged);
+    merge(&mut h, &mut tree, t0 + 8_000);
+    assert!(patches >= 4, "{patches} patches");
+    let next = login(&mut h, t0 + 8_000);
+    let orders = tree["trade"]["A"]["orders"].as_object_mut().unwrap();
+    let refused = orders.remove("a3").expect("the refused insert");
+    assert_eq!((refused["status"].as_str(), refused["exchange_order_id"].as_str()), (Some("FINISHED"), Some("")));
+    assert_eq!(orders.len(), 2, "{orders:?}");
+    assert_eq!(tree["trade"]["A"]["trades"].as_object().unwrap().len(), 3, "{tree}");
+    assert_eq!(tree, next);
+}
+
 /// An order is written once, when it finishes, in its final state; while it lives it is the
 /// journal's, and an order history query takes it from there (`live_orders`).
 #[test]

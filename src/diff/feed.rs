@@ -36,17 +36,44 @@ pub const RECENT_PATCHES: usize = 128;
 /// nothing a lagging session needs: it gets the whole composed tree).
 pub const RECENT_WHOLE_TREE_PATCHES: usize = 8;
 
-/// A patch published to many sessions, with its JSON text encoded once.
-#[derive(Debug)]
+/// A patch published to many sessions, with its JSON text encoded once. Its tree is needed
+/// only where it is composed with other changes; a patch written as text (an account's trade
+/// patch, `from_text`) parses it then, once, and a session that sends it alone never does.
 pub struct SharedPatch {
-    pub value: Value,
+    value: std::sync::OnceLock<Value>,
     pub text: Box<str>,
+    /// Whether it carries a `notify` (sessions send those apart from data).
+    has_notify: bool,
 }
 
 impl SharedPatch {
     pub fn new(value: Value) -> Self {
         let text = value.to_string().into_boxed_str();
-        Self { value, text }
+        let has_notify = value.get("notify").is_some();
+        Self { value: std::sync::OnceLock::from(value), text, has_notify }
+    }
+
+    /// A patch from its JSON text, which must be one JSON object without a `notify` (what our
+    /// own writers make); anything else reads as the empty patch.
+    pub fn from_text(text: String) -> Self {
+        Self { value: std::sync::OnceLock::new(), text: text.into_boxed_str(), has_notify: false }
+    }
+
+    pub fn has_notify(&self) -> bool {
+        self.has_notify
+    }
+
+    /// The patch as a tree (parsed from the text the first time, for a patch made from text).
+    pub fn value(&self) -> &Value {
+        self.value
+            .get_or_init(|| serde_json::from_str(&self.text).unwrap_or_else(|_| Value::Object(serde_json::Map::new())))
+    }
+}
+
+impl std::fmt::Debug for SharedPatch {
+    // The text only: whether the tree was parsed yet is not part of the patch.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedPatch").field("text", &self.text).finish()
     }
 }
 
@@ -107,7 +134,7 @@ impl Feed {
     /// version: every session that has not sent it yet must take it now (see the module docs).
     pub fn publish(&mut self, patch: Arc<SharedPatch>) -> Option<(u64, Arc<SharedPatch>)> {
         if let Some((composed, encoded)) = &mut self.whole {
-            composed.push(&patch.value);
+            composed.push(patch.value());
             *encoded = None;
         }
         let dropped = if self.recent.len() == self.capacity {
@@ -169,7 +196,7 @@ impl Feed {
         }
         let mut composed = ComposedPatch::new();
         for kept in self.recent.range(first..) {
-            composed.push(&kept.patch.value);
+            composed.push(kept.patch.value());
         }
         let delta = encode(composed.into_patches());
         self.deltas.push((seen, delta.clone()));
@@ -188,6 +215,18 @@ mod tests {
     use proptest::prelude::*;
     use serde_json::json;
 
+    #[test]
+    fn a_patch_written_as_text_is_the_tree_it_spells_and_prints_the_same_either_way() {
+        let tree = json!({"trade": {"A": {"orders": {"a1": {"status": "ALIVE"}}}}});
+        let from_text = SharedPatch::from_text(tree.to_string());
+        let from_tree = SharedPatch::new(tree.clone());
+        assert_eq!(format!("{from_text:?}"), format!("{from_tree:?}"));
+        assert_eq!((from_text.value(), from_text.has_notify()), (&tree, false));
+        // Parsed once, and the same text after.
+        assert_eq!(format!("{from_text:?}"), format!("{from_tree:?}"));
+        assert!(SharedPatch::new(json!({"notify": {"n": {}}})).has_notify());
+    }
+
     fn patch(v: Value) -> Arc<SharedPatch> {
         Arc::new(SharedPatch::new(v))
     }
@@ -202,11 +241,11 @@ mod tests {
         assert_eq!(feed.version(), 3);
         let delta = feed.since(0);
         assert_eq!(delta.len(), 1);
-        assert_eq!(delta[0].value, json!({"q":{"last":2,"volume":3}}));
+        assert_eq!(*delta[0].value(), json!({"q":{"last":2,"volume":3}}));
         // The same start version gets the same encoded delta.
         assert!(Arc::ptr_eq(&delta[0], &feed.since(0)[0]));
         // One change behind: the published patch itself.
-        assert_eq!(feed.since(2)[0].value, json!({"q":{"volume":3}}));
+        assert_eq!(*feed.since(2)[0].value(), json!({"q":{"volume":3}}));
         assert!(feed.since(3).is_empty());
         assert!(feed.bytes_since(0) >= delta[0].text.len());
         assert_eq!(feed.bytes_since(3), 0);
@@ -218,9 +257,9 @@ mod tests {
         assert!(feed.publish(patch(json!({"a":1}))).is_none());
         assert!(feed.publish(patch(json!({"b":1}))).is_none());
         let (version, dropped) = feed.publish(patch(json!({"c":1}))).unwrap();
-        assert_eq!((version, &dropped.value), (1, &json!({"a":1})));
+        assert_eq!((version, dropped.value()), (1, &json!({"a":1})));
         // Version 1 is the oldest a cursor may still be at: changes 2 and 3 are kept.
-        assert_eq!(feed.since(1)[0].value, json!({"b":1,"c":1}));
+        assert_eq!(*feed.since(1)[0].value(), json!({"b":1,"c":1}));
     }
 
     #[test]
@@ -229,9 +268,9 @@ mod tests {
         feed.publish(patch(json!({"q":{"a":1,"b":1}})));
         feed.publish(patch(json!({"q":{"a":2}})));
         assert!(feed.publish(patch(json!({"q":{"c":3}}))).is_none(), "nothing to hand out");
-        assert_eq!(feed.since(1)[0].value, json!({"q":{"a":2,"c":3}}), "kept changes only");
+        assert_eq!(*feed.since(1)[0].value(), json!({"q":{"a":2,"c":3}}), "kept changes only");
         let whole = feed.since(0);
-        assert_eq!(whole[0].value, json!({"q":{"a":2,"b":1,"c":3}}));
+        assert_eq!(*whole[0].value(), json!({"q":{"a":2,"b":1,"c":3}}));
         assert!(Arc::ptr_eq(&whole[0], &feed.since(0)[0]), "encoded once per version");
         assert!(feed.bytes_since(0) > whole[0].text.len());
     }
@@ -260,7 +299,7 @@ mod tests {
                         if let Some((version, dropped)) = dropped {
                             for (seen, tree) in &mut cursors {
                                 if *seen < version {
-                                    apply(tree, &dropped.value);
+                                    apply(tree, dropped.value());
                                     *seen = version;
                                 }
                             }
@@ -271,13 +310,13 @@ mod tests {
                         let bound = feed.bytes_since(*seen);
                         let delta = feed.since(*seen);
                         prop_assert!(delta.iter().map(|p| p.text.len() + 1).sum::<usize>() <= bound);
-                        for p in delta { apply(tree, &p.value); }
+                        for p in delta { apply(tree, p.value()); }
                         *seen = feed.version();
                     }
                 }
             }
             for (seen, tree) in &mut cursors {
-                for p in feed.since(*seen) { apply(tree, &p.value); }
+                for p in feed.since(*seen) { apply(tree, p.value()); }
                 prop_assert_eq!(&*tree, &truth);
             }
         }

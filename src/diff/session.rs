@@ -170,24 +170,24 @@ impl Session {
         let Some(c) = self.cursors.iter_mut().find(|c| &*c.topic == topic) else { return };
         if c.seen < version {
             c.seen = version;
-            self.push(&patch.value);
+            self.push(patch.value());
         }
     }
 
     /// Pushes a patch encoded once (without a `notify`): kept as it is while nothing else of
     /// the session's own is pending, composed otherwise.
     pub fn push_shared(&mut self, patch: &Arc<SharedPatch>) {
-        if !self.has_own_pending() && patch.value.get("notify").is_none() {
+        if !self.has_own_pending() && !patch.has_notify() {
             self.shared = Some(patch.clone());
         } else {
-            self.push(&patch.value);
+            self.push(patch.value());
         }
     }
 
     /// Merges `patch` into the pending data (sent at the next peek, after earlier pushes).
     pub fn push(&mut self, patch: &Value) {
         if let Some(shared) = self.shared.take() {
-            self.pending.push(&shared.value);
+            self.pending.push(shared.value());
         }
         match patch.as_object() {
             Some(fields) if fields.contains_key("notify") => {
@@ -258,9 +258,9 @@ impl Session {
     /// The pending patches as values, regardless of peeks, for a server that pushes changes
     /// in another form (the legacy JSON API); empty when nothing is pending.
     pub fn take_patches(&mut self) -> Vec<Value> {
-        let mut patches: Vec<Value> = self.shared.take().map(|p| p.value.clone()).into_iter().collect();
+        let mut patches: Vec<Value> = self.shared.take().map(|p| p.value().clone()).into_iter().collect();
         patches.extend(std::mem::take(&mut self.pending).into_patches());
-        patches.extend(self.take_feeds().iter().map(|p| p.value.clone()));
+        patches.extend(self.take_feeds().iter().map(|p| p.value().clone()));
         patches.extend(std::mem::take(&mut self.notices).into_patches());
         patches
     }

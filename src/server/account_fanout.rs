@@ -71,7 +71,7 @@ impl AccountFanout {
         let Some(list) = self.by_account.get_mut(account) else { return };
         list.retain_mut(|f| {
             if let Some(early) = &mut f.early {
-                early.push(&patch.value);
+                early.push(patch.value());
                 return f.output.strong_count() > 0;
             }
             match f.output.upgrade() {

@@ -8,12 +8,17 @@
 //! a self-trade stay apart).
 
 use super::journal::{Journal, OrderRecord, OrderStatus, UserTrade};
+use crate::diff::feed::SharedPatch;
 use crate::domain::event::{Event, Reason};
 use crate::domain::fast_hash::FastMap;
 use crate::domain::ledger::account::{AccountSnapshot, PositionSnapshot};
 use crate::domain::name::{AccountId, ClientOrderId, InstrumentId};
-use crate::domain::types::price_to_f64;
+use crate::domain::types::{
+    money_to_f64, price_to_f64, Direction, Offset, PriceType, TimeCondition, TimestampNs, Volume, VolumeCondition,
+};
+use serde::Serialize;
 use serde_json::{json, Map, Value};
+use std::borrow::Cow;
 
 /// Least time between two refreshes of followed accounts for marks alone (a price moved, the
 /// account did not change): every trade moves a mark, and refreshing every logged-in account
@@ -27,29 +32,66 @@ pub const SNAPSHOT_MAX_FINISHED_ORDERS: usize = 2_000;
 pub const SNAPSHOT_MAX_TRADES: usize = 2_000;
 
 /// A kept order as DIFF `trade/<user>/orders/<order_id>`.
-pub fn diff_order(order: &OrderRecord) -> Value {
-    let mut v = json!({
-        "seqno": order.order_id,
-        "user_id": order.account_id.as_str(),
-        "order_id": order.client_order_id.as_str(),
-        "exchange_id": order.exchange_id.as_str(),
-        "instrument_id": order.instrument_id.as_str(),
-        "direction": order.direction,
-        "offset": order.offset,
-        "volume_orign": order.volume_orign,
-        "volume_left": diff_volume_left(order),
-        "price_type": order.price_type,
-        "time_condition": order.time_condition,
-        "volume_condition": order.volume_condition,
-        "insert_date_time": order.insert_time_ns,
-        "exchange_order_id": order.order_id.to_string(),
-        "status": order.status,
-        "last_msg": last_msg(order),
-    });
-    if let Some(price) = order.limit_price {
-        v["limit_price"] = json!(price_to_f64(price));
+#[derive(Serialize)]
+struct DiffOrder<'a> {
+    seqno: u64,
+    user_id: &'a str,
+    order_id: &'a str,
+    exchange_id: &'a str,
+    instrument_id: &'a str,
+    direction: Direction,
+    offset: Offset,
+    volume_orign: Volume,
+    volume_left: Volume,
+    price_type: PriceType,
+    time_condition: TimeCondition,
+    volume_condition: VolumeCondition,
+    insert_date_time: TimestampNs,
+    #[serde(serialize_with = "as_text")]
+    exchange_order_id: u64,
+    status: OrderStatus,
+    last_msg: Cow<'static, str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    limit_price: Option<f64>,
+}
+
+impl<'a> DiffOrder<'a> {
+    fn of(order: &'a OrderRecord) -> Self {
+        DiffOrder {
+            seqno: order.order_id,
+            user_id: order.account_id.as_str(),
+            order_id: order.client_order_id.as_str(),
+            exchange_id: order.exchange_id.as_str(),
+            instrument_id: order.instrument_id.as_str(),
+            direction: order.direction,
+            offset: order.offset,
+            volume_orign: order.volume_orign,
+            volume_left: diff_volume_left(order),
+            price_type: order.price_type,
+            time_condition: order.time_condition,
+            volume_condition: order.volume_condition,
+            insert_date_time: order.insert_time_ns,
+            exchange_order_id: order.order_id,
+            status: order.status,
+            last_msg: last_msg(order),
+            limit_price: order.limit_price.map(price_to_f64),
+        }
     }
-    v
+}
+
+/// A number as a JSON string (DIFF's ids), written without an allocation.
+fn as_text<S: serde::Serializer>(value: &u64, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.collect_str(value)
+}
+
+fn to_value<T: Serialize>(record: &T) -> Value {
+    // Plain structs of numbers and strings: turning them into a tree cannot fail.
+    serde_json::to_value(record).unwrap_or_else(|_| json!({}))
+}
+
+/// A kept order as DIFF `trade/<user>/orders/<order_id>`.
+pub fn diff_order(order: &OrderRecord) -> Value {
+    to_value(&DiffOrder::of(order))
 }
 
 /// DIFF keeps the unfilled lots in `volume_left` after an order ends (tqsdk counts the filled
@@ -61,11 +103,11 @@ fn diff_volume_left(order: &OrderRecord) -> i64 {
     }
 }
 
-fn last_msg(order: &OrderRecord) -> String {
+fn last_msg(order: &OrderRecord) -> Cow<'static, str> {
     match (order.status, order.last_msg, order.last_code) {
         (OrderStatus::Alive, _, _) if order.filled_volume > 0 => "partly filled".into(),
         (OrderStatus::Alive, _, _) => "accepted".into(),
-        (OrderStatus::Finished, Some(msg), Some(code)) => format!("{msg} (code {code})"),
+        (OrderStatus::Finished, Some(msg), Some(code)) => format!("{msg} (code {code})").into(),
         (OrderStatus::Finished, Some(msg), None) => msg.into(),
         (OrderStatus::Finished, None, _) => "filled".into(),
     }
@@ -73,44 +115,147 @@ fn last_msg(order: &OrderRecord) -> String {
 
 /// The key of a trade in `trade/<user>/trades`.
 pub fn trade_key(trade: &UserTrade) -> String {
-    format!("{}|{}", trade.trade_id, trade.direction.as_str())
+    TradeKey(trade).to_string()
+}
+
+/// `<trade id>|<direction>`, written where it goes.
+struct TradeKey<'a>(&'a UserTrade);
+
+impl std::fmt::Display for TradeKey<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}|{}", self.0.trade_id, self.0.direction.as_str())
+    }
+}
+
+impl Serialize for TradeKey<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+/// One side of a trade as DIFF `trade/<user>/trades/<key>`.
+#[derive(Serialize)]
+struct DiffTrade<'a> {
+    seqno: u64,
+    user_id: &'a str,
+    trade_id: TradeKey<'a>,
+    order_id: &'a str,
+    #[serde(serialize_with = "as_text")]
+    exchange_order_id: u64,
+    exchange_id: &'a str,
+    instrument_id: &'a str,
+    #[serde(serialize_with = "as_text")]
+    exchange_trade_id: u64,
+    direction: Direction,
+    offset: Offset,
+    volume: Volume,
+    price: f64,
+    trade_date_time: TimestampNs,
+    commission: f64,
+    close_profit: f64,
+}
+
+impl<'a> DiffTrade<'a> {
+    fn of(trade: &'a UserTrade) -> Self {
+        DiffTrade {
+            seqno: trade.trade_id,
+            user_id: trade.account_id.as_str(),
+            trade_id: TradeKey(trade),
+            order_id: trade.client_order_id.as_str(),
+            exchange_order_id: trade.order_id,
+            exchange_id: trade.exchange_id.as_str(),
+            instrument_id: trade.instrument_id.as_str(),
+            exchange_trade_id: trade.trade_id,
+            direction: trade.direction,
+            offset: trade.offset,
+            volume: trade.volume,
+            price: price_to_f64(trade.price),
+            trade_date_time: trade.ts,
+            commission: money_to_f64(trade.commission),
+            close_profit: money_to_f64(trade.close_profit),
+        }
+    }
 }
 
 /// One side of a trade as DIFF `trade/<user>/trades/<key>`.
 pub fn diff_trade(trade: &UserTrade) -> Value {
-    json!({
-        "seqno": trade.trade_id,
-        "user_id": trade.account_id.as_str(),
-        "trade_id": trade_key(trade),
-        "order_id": trade.client_order_id.as_str(),
-        "exchange_order_id": trade.order_id.to_string(),
-        "exchange_id": trade.exchange_id.as_str(),
-        "instrument_id": trade.instrument_id.as_str(),
-        "exchange_trade_id": trade.trade_id.to_string(),
-        "direction": trade.direction,
-        "offset": trade.offset,
-        "volume": trade.volume,
-        "price": price_to_f64(trade.price),
-        "trade_date_time": trade.ts,
-        "commission": crate::domain::types::money_to_f64(trade.commission),
-        "close_profit": crate::domain::types::money_to_f64(trade.close_profit),
-    })
+    to_value(&DiffTrade::of(trade))
+}
+
+/// The account as DIFF `trade/<user>/accounts/CNY`.
+#[derive(Serialize)]
+struct DiffAccount<'a> {
+    #[serde(flatten)]
+    account: &'a AccountSnapshot,
+    user_id: &'a str,
+    currency: &'static str,
+}
+
+impl<'a> DiffAccount<'a> {
+    fn of(account: &'a AccountSnapshot) -> Self {
+        DiffAccount { account, user_id: account.account_id.as_str(), currency: "CNY" }
+    }
 }
 
 /// The account as DIFF `trade/<user>/accounts/CNY`.
 pub fn diff_account(account: &AccountSnapshot) -> Value {
-    let mut v = serde_json::to_value(account).unwrap_or_else(|_| json!({}));
-    v["user_id"] = json!(account.account_id.as_str());
-    v["currency"] = json!("CNY");
-    v
+    to_value(&DiffAccount::of(account))
+}
+
+/// A position as DIFF `trade/<user>/positions/<EXCH.sym>`.
+#[derive(Serialize)]
+struct DiffPosition<'a> {
+    #[serde(flatten)]
+    position: &'a PositionSnapshot,
+    user_id: &'a str,
+}
+
+fn position_key(position: &PositionSnapshot) -> String {
+    format!("{}.{}", position.exchange_id.as_str(), position.instrument_id.as_str())
 }
 
 /// A position as DIFF `trade/<user>/positions/<EXCH.sym>` (with its key).
 pub fn diff_position(position: &PositionSnapshot) -> (String, Value) {
-    let key = format!("{}.{}", position.exchange_id.as_str(), position.instrument_id.as_str());
-    let mut v = serde_json::to_value(position).unwrap_or_else(|_| json!({}));
-    v["user_id"] = json!(position.account_id.as_str());
-    (key, v)
+    (position_key(position), to_value(&DiffPosition { position, user_id: position.account_id.as_str() }))
+}
+
+/// An order insert that was refused, as DIFF shows it: FINISHED with an empty
+/// `exchange_order_id` (tqsdk's sign of an error) and the reason in `last_msg`.
+#[derive(Serialize)]
+struct DiffRejectedOrder<'a> {
+    user_id: &'a str,
+    order_id: &'a str,
+    instrument_id: &'a str,
+    exchange_order_id: &'static str,
+    status: &'static str,
+    last_msg: String,
+    insert_date_time: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    exchange_id: Option<&'a str>,
+}
+
+impl<'a> DiffRejectedOrder<'a> {
+    fn of(
+        account_id: &'a str,
+        client_order_id: &'a str,
+        instrument_id: &'a str,
+        code: u32,
+        message: &str,
+        ts: i64,
+    ) -> Self {
+        // The event may name the instrument with its exchange; DIFF orders name it bare.
+        let (exchange_id, bare) = instrument_id.split_once('.').unwrap_or(("", instrument_id));
+        DiffRejectedOrder {
+            user_id: account_id,
+            order_id: client_order_id,
+            instrument_id: bare,
+            exchange_order_id: "",
+            status: "FINISHED",
+            last_msg: format!("{message} (code {code})"),
+            insert_date_time: ts,
+            exchange_id: (!exchange_id.is_empty()).then_some(exchange_id),
+        }
+    }
 }
 
 /// An order insert that was refused, as DIFF shows it: FINISHED with an empty
@@ -123,21 +268,7 @@ pub fn diff_rejected_order(
     message: &str,
     ts: i64,
 ) -> Value {
-    // The event may name the instrument with its exchange; DIFF orders name it bare.
-    let (exchange_id, bare) = instrument_id.split_once('.').unwrap_or(("", instrument_id));
-    let mut v = json!({
-        "user_id": account_id,
-        "order_id": client_order_id,
-        "instrument_id": bare,
-        "exchange_order_id": "",
-        "status": "FINISHED",
-        "last_msg": format!("{message} (code {code})"),
-        "insert_date_time": ts,
-    });
-    if !exchange_id.is_empty() {
-        v["exchange_id"] = json!(exchange_id);
-    }
-    v
+    to_value(&DiffRejectedOrder::of(account_id, client_order_id, instrument_id, code, message, ts))
 }
 
 /// What the steps since the last patch changed for one followed account.
@@ -301,19 +432,73 @@ impl TradeWatch {
     }
 }
 
+/// An order of a patch: the journal's, or an insert refused before it became one.
+enum PatchOrder<'a> {
+    Kept(&'a OrderRecord),
+    Rejected(DiffRejectedOrder<'a>),
+}
+
+impl Serialize for PatchOrder<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            PatchOrder::Kept(order) => DiffOrder::of(order).serialize(serializer),
+            PatchOrder::Rejected(order) => order.serialize(serializer),
+        }
+    }
+}
+
+/// Writes `"key":` (the key escaped as JSON needs).
+fn write_key(out: &mut Vec<u8>, key: &str) {
+    // Writing into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, key);
+    out.push(b':');
+}
+
+/// Writes `"name":{"key":value,...}` (after a comma unless it is the first member).
+fn write_object<'k, T: Serialize + 'k>(
+    out: &mut Vec<u8>,
+    first: &mut bool,
+    name: &str,
+    entries: impl IntoIterator<Item = (&'k str, T)>,
+) {
+    if !std::mem::take(first) {
+        out.push(b',');
+    }
+    write_key(out, name);
+    out.push(b'{');
+    for (i, (key, value)) in entries.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_key(out, key);
+        let _ = serde_json::to_writer(&mut *out, &value);
+    }
+    out.push(b'}');
+}
+
 /// The patch of one account's changes: `orders` and `trades` from the journal (as the steps
 /// left them), `positions` and `accounts/CNY` as given (computed now, at the current marks).
+/// Written as JSON text directly, field by field, with no tree in between: the account's
+/// session usually sends it as it is (docs/PERFORMANCE.md "DIFF trade patches written as
+/// text"). A settlement adds a SETTLEMENT notify, which sessions send apart: that rare patch
+/// is a tree too.
 pub fn patch(
     account: &AccountId,
     changes: &AccountChanges,
     journal: &Journal,
     snapshot: Option<&AccountSnapshot>,
     positions: &[PositionSnapshot],
-) -> Value {
-    let mut user = Map::new();
-    let mut orders = Map::new();
+) -> SharedPatch {
+    let mut out = Vec::with_capacity(1024);
+    out.extend_from_slice(br#"{"trade":{"#);
+    write_key(&mut out, account.as_str());
+    out.push(b'{');
+    let mut first = true;
+    // By client order id, each once: a refused insert, then the journal's order of the same
+    // id (a duplicate id is a reason to refuse) in its place, as a merge would leave it.
+    let mut orders: std::collections::BTreeMap<&str, PatchOrder> = std::collections::BTreeMap::new();
     for (client_order_id, instrument_id, reason, ts) in &changes.rejected {
-        let v = diff_rejected_order(
+        let order = DiffRejectedOrder::of(
             account.as_str(),
             client_order_id.as_str(),
             instrument_id.as_str(),
@@ -321,31 +506,39 @@ pub fn patch(
             reason.reason.message(),
             *ts,
         );
-        orders.insert(client_order_id.as_str().to_owned(), v);
+        orders.insert(client_order_id.as_str(), PatchOrder::Rejected(order));
     }
     for id in &changes.orders {
         if let Some(order) = journal.order(*id) {
-            orders.insert(order.client_order_id.as_str().to_owned(), diff_order(order));
+            orders.insert(order.client_order_id.as_str(), PatchOrder::Kept(order));
         }
     }
     if !orders.is_empty() {
-        user.insert("orders".into(), Value::Object(orders));
+        write_object(&mut out, &mut first, "orders", orders);
     }
     if changes.new_trades > 0 {
-        let trades: Map<String, Value> =
-            journal.recent_account_trades(account, changes.new_trades).map(|t| (trade_key(t), diff_trade(t))).collect();
-        user.insert("trades".into(), Value::Object(trades));
+        let keys: Vec<(String, &UserTrade)> =
+            journal.recent_account_trades(account, changes.new_trades).map(|t| (trade_key(t), t)).collect();
+        write_object(&mut out, &mut first, "trades", keys.iter().map(|(k, t)| (k.as_str(), DiffTrade::of(t))));
     }
     if !positions.is_empty() {
-        let positions: Map<String, Value> = positions.iter().map(diff_position).collect();
-        user.insert("positions".into(), Value::Object(positions));
+        let keys: Vec<(String, &PositionSnapshot)> = positions.iter().map(|p| (position_key(p), p)).collect();
+        let entries =
+            keys.iter().map(|(k, p)| (k.as_str(), DiffPosition { position: p, user_id: p.account_id.as_str() }));
+        write_object(&mut out, &mut first, "positions", entries);
     }
     if let Some(a) = snapshot {
-        user.insert("accounts".into(), json!({"CNY": diff_account(a)}));
+        write_object(&mut out, &mut first, "accounts", [("CNY", DiffAccount::of(a))]);
     }
-    let mut out = json!({"trade": {account.as_str(): Value::Object(user)}});
+    out.extend_from_slice(b"}}}");
+    // Only our own writers above made these bytes: valid UTF-8.
+    let text = String::from_utf8(out).unwrap_or_default();
+    if changes.settlements.is_empty() {
+        return SharedPatch::from_text(text);
+    }
     // A settled day: its statement as a SETTLEMENT notify (the session sends notifies in a
     // patch of their own).
+    let mut value: Value = serde_json::from_str(&text).unwrap_or_else(|_| json!({}));
     for (day, text) in &changes.settlements {
         let key = format!("settlement-{day}");
         let notify = crate::diff::messages::notify(
@@ -355,9 +548,9 @@ pub fn patch(
             0,
             text,
         );
-        out["notify"] = notify["notify"].clone();
+        value["notify"] = notify["notify"].clone();
     }
-    out
+    SharedPatch::new(value)
 }
 
 /// A settlement statement as text, for the DIFF SETTLEMENT notify.

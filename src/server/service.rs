@@ -441,7 +441,10 @@ impl Service {
 
     /// One DIFF trade patch per followed account the steps since the last call changed, with
     /// the shards whose sessions follow it.
-    pub fn take_trade_patches(&mut self, now_ns: TimestampNs) -> Vec<(AccountId, Vec<usize>, serde_json::Value)> {
+    pub fn take_trade_patches(
+        &mut self,
+        now_ns: TimestampNs,
+    ) -> Vec<(AccountId, Vec<usize>, crate::diff::feed::SharedPatch)> {
         let (changed, marked) = self.watch.take(now_ns);
         let mut out = Vec::with_capacity(changed.len());
         for (account_id, shards, changes) in changed {

@@ -42,7 +42,7 @@ struct Group {
     stamps: Vec<Instant>,
     quotes: Vec<Quote>,
     charts: Vec<(u32, String, serde_json::Value)>,
-    trades: Vec<(AccountId, Vec<usize>, serde_json::Value)>,
+    trades: Vec<(AccountId, Vec<usize>, crate::diff::feed::SharedPatch)>,
     history_writes: Vec<(Vec<u8>, Vec<u8>)>,
     /// A checkpoint of the engine as of the group's last record.
     snapshot: Option<Snapshot>,

@@ -537,11 +537,11 @@ impl Routes {
     }
 
     /// Sends each changed account's trade patch to the shards whose sessions follow it.
-    async fn publish_trades(&self, patches: Vec<(AccountId, Vec<usize>, serde_json::Value)>) {
+    async fn publish_trades(&self, patches: Vec<(AccountId, Vec<usize>, SharedPatch)>) {
         for (account, shards, patch) in patches {
-            // Encoded once: the account's session sends the text as it is (usually nothing
-            // else is pending for it), with no copy of the tree.
-            let patch = Arc::new(SharedPatch::new(patch));
+            // Written once, as text: the account's session sends it as it is (usually nothing
+            // else is pending for it), with no tree and no copy.
+            let patch = Arc::new(patch);
             for shard in shards {
                 if shard == self.shard {
                     self.accounts.borrow_mut().publish(&account, &patch);
