@@ -840,7 +840,8 @@ fn checkpoint_then_continue(shards: u16, drain_first: bool) {
     assert_eq!(original.patches, restored.patches);
     assert!(
         restored.patches.iter().any(|p| p.contains("klines/"))
-            && restored.patches.iter().any(|p| p.contains("\"trade\""))
+            // A trade patch, as its text's Debug (quotes escaped).
+            && restored.patches.iter().any(|p| p.contains(r#"{\"trade\":"#))
     );
     original.check_invariants();
     restored.check_invariants();
