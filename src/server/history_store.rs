@@ -29,6 +29,12 @@ const TABLE_WRITE_PAUSE_US: u64 = 500;
 /// CPU shares of the history task queue, against the default queue's 1,000.
 const BACKGROUND_SHARES: usize = 50;
 
+/// How far the memtable may outgrow `memtable_kib` while a flush or compaction runs (writes
+/// go on into the memtable meanwhile): past this many times its size, the committer waits for
+/// the job before it puts the next group's history in (`ShardHistory::backlogged`). Memory
+/// stays bounded however slow the disk or the job's thread is.
+pub const MEMTABLE_BACKLOG_FACTOR: usize = 4;
+
 /// The history store directory of shard `shard` under the storage directory.
 pub fn shard_history_dir(storage: &Path, shard: u16) -> PathBuf {
     storage.join(format!("shard-{shard}")).join("history")
@@ -109,6 +115,14 @@ impl ShardHistory {
         if self.work_due() {
             let _ = self.wake.try_send(());
         }
+    }
+
+    /// Whether the memtable is `MEMTABLE_BACKLOG_FACTOR` times its size while a job runs:
+    /// the committer then waits (`wait_for_backlog`). Not while no job runs (the next `apply`
+    /// starts one) or after a failed one (that would stop order flow on a failing disk; the
+    /// WAL holds everything, and the job is tried again).
+    pub fn backlogged(&self) -> bool {
+        self.store.job_running() && self.last_error.is_none() && self.store.memtable_over(MEMTABLE_BACKLOG_FACTOR)
     }
 
     fn work_due(&self) -> bool {
@@ -406,6 +420,17 @@ fn failed(h: &mut ShardHistory, what: &str, error: String) {
     h.times.failures += 1;
     h.forced = false;
     h.last_error = Some(format!("{what}: {error}"));
+}
+
+/// Waits while `history` is backlogged (`ShardHistory::backlogged`), polling every
+/// millisecond; returns whether it waited.
+pub async fn wait_for_backlog(history: &SharedHistory) -> bool {
+    let mut waited = false;
+    while history.borrow().backlogged() {
+        waited = true;
+        glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    waited
 }
 
 /// Spawns the background task in its low-priority task queue.

@@ -26,8 +26,17 @@ fn stage_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1_000, 60_000_000_000, 2).expect("static histogram bounds are valid")
 }
 
-pub const STAGES: [&str; 8] =
-    ["parse", "hop", "execute_command", "execute_peer", "wal_write_sync", "history_apply", "commit_wait", "reply_hop"];
+pub const STAGES: [&str; 9] = [
+    "parse",
+    "hop",
+    "execute_command",
+    "execute_peer",
+    "wal_write_sync",
+    "history_apply",
+    "history_backlog_wait",
+    "commit_wait",
+    "reply_hop",
+];
 
 /// Counters of one shard.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -342,6 +342,10 @@ async fn answer(
         if let (true, Some(history)) = (wal.is_some(), history) {
             if !history_writes.is_empty() || has_records {
                 let began = Instant::now();
+                if super::super::history_store::wait_for_backlog(&history).await {
+                    core.borrow_mut().metrics.stage_since("history_backlog_wait", began);
+                }
+                let began = Instant::now();
                 history.borrow_mut().apply(history_writes, last_sequence);
                 core.borrow_mut().metrics.stage_since("history_apply", began);
             }

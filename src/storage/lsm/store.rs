@@ -366,6 +366,12 @@ impl Store {
         self.mem.approximate_bytes() >= self.opts.memtable_bytes
     }
 
+    /// True once the memtable holds `factor` times `StoreOptions::memtable_bytes` (a flush
+    /// has fallen that far behind the writes).
+    pub fn memtable_over(&self, factor: usize) -> bool {
+        self.mem.approximate_bytes() >= self.opts.memtable_bytes.saturating_mul(factor)
+    }
+
     /// Whether a flush or compaction job has begun and not finished.
     pub fn job_running(&self) -> bool {
         self.job_running
