@@ -51,9 +51,10 @@ pub fn time_bytes(ts: TimestampNs) -> [u8; 8] {
     ((ts as u64) ^ (1 << 63)).to_be_bytes()
 }
 
-/// `series`, `name` and the separator: the prefix of one series.
+/// `series`, `name` and the separator: the prefix of one series (with room for the three
+/// numbers the longest keys add, so building a key allocates once).
 pub fn series_prefix(series: u8, name: &str) -> Vec<u8> {
-    let mut key = Vec::with_capacity(2 + name.len() + 17);
+    let mut key = Vec::with_capacity(2 + name.len() + 24);
     key.push(series);
     key.extend_from_slice(name.as_bytes());
     key.push(0);
