@@ -210,13 +210,30 @@ struct DiffPosition<'a> {
     user_id: &'a str,
 }
 
-fn position_key(position: &PositionSnapshot) -> String {
-    format!("{}.{}", position.exchange_id.as_str(), position.instrument_id.as_str())
+/// `<exchange>.<instrument>`, the key of a position, written where it goes.
+struct PositionKey<'a>(&'a PositionSnapshot);
+
+impl std::fmt::Display for PositionKey<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.0.exchange_id.as_str(), self.0.instrument_id.as_str())
+    }
+}
+
+impl Serialize for PositionKey<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'a> DiffPosition<'a> {
+    fn of(position: &'a PositionSnapshot) -> Self {
+        DiffPosition { position, user_id: position.account_id.as_str() }
+    }
 }
 
 /// A position as DIFF `trade/<user>/positions/<EXCH.sym>` (with its key).
 pub fn diff_position(position: &PositionSnapshot) -> (String, Value) {
-    (position_key(position), to_value(&DiffPosition { position, user_id: position.account_id.as_str() }))
+    (PositionKey(position).to_string(), to_value(&DiffPosition::of(position)))
 }
 
 /// An order insert that was refused, as DIFF shows it: FINISHED with an empty
@@ -447,30 +464,30 @@ impl Serialize for PatchOrder<'_> {
     }
 }
 
-/// Writes `"key":` (the key escaped as JSON needs).
-fn write_key(out: &mut Vec<u8>, key: &str) {
+/// Writes `"key":` (the key escaped as JSON needs; it serialises as a string).
+fn write_key(out: &mut Vec<u8>, key: &impl Serialize) {
     // Writing into a Vec cannot fail.
     let _ = serde_json::to_writer(&mut *out, key);
     out.push(b':');
 }
 
 /// Writes `"name":{"key":value,...}` (after a comma unless it is the first member).
-fn write_object<'k, T: Serialize + 'k>(
+fn write_object<K: Serialize, T: Serialize>(
     out: &mut Vec<u8>,
     first: &mut bool,
     name: &str,
-    entries: impl IntoIterator<Item = (&'k str, T)>,
+    entries: impl IntoIterator<Item = (K, T)>,
 ) {
     if !std::mem::take(first) {
         out.push(b',');
     }
-    write_key(out, name);
+    write_key(out, &name);
     out.push(b'{');
     for (i, (key, value)) in entries.into_iter().enumerate() {
         if i > 0 {
             out.push(b',');
         }
-        write_key(out, key);
+        write_key(out, &key);
         let _ = serde_json::to_writer(&mut *out, &value);
     }
     out.push(b'}');
@@ -491,7 +508,7 @@ pub fn patch(
 ) -> SharedPatch {
     let mut out = Vec::with_capacity(1024);
     out.extend_from_slice(br#"{"trade":{"#);
-    write_key(&mut out, account.as_str());
+    write_key(&mut out, &account.as_str());
     out.push(b'{');
     let mut first = true;
     // By client order id, each once: a refused insert, then the journal's order of the same
@@ -517,14 +534,12 @@ pub fn patch(
         write_object(&mut out, &mut first, "orders", orders);
     }
     if changes.new_trades > 0 {
-        let keys: Vec<(String, &UserTrade)> =
-            journal.recent_account_trades(account, changes.new_trades).map(|t| (trade_key(t), t)).collect();
-        write_object(&mut out, &mut first, "trades", keys.iter().map(|(k, t)| (k.as_str(), DiffTrade::of(t))));
+        let trades =
+            journal.recent_account_trades(account, changes.new_trades).map(|t| (TradeKey(t), DiffTrade::of(t)));
+        write_object(&mut out, &mut first, "trades", trades);
     }
     if !positions.is_empty() {
-        let keys: Vec<(String, &PositionSnapshot)> = positions.iter().map(|p| (position_key(p), p)).collect();
-        let entries =
-            keys.iter().map(|(k, p)| (k.as_str(), DiffPosition { position: p, user_id: p.account_id.as_str() }));
+        let entries = positions.iter().map(|p| (PositionKey(p), DiffPosition::of(p)));
         write_object(&mut out, &mut first, "positions", entries);
     }
     if let Some(a) = snapshot {

@@ -327,7 +327,8 @@ fn order_entry(o: &OrderRecord) -> KeyValue {
 
 /// The live orders of `account` inserted in `[start_ns, end_ns)`, which the store does not
 /// hold yet (it holds finished orders), as store entries in key order: order history queries
-/// add them (`query`).
+/// add them (`query`). A scan of the shard's live orders (the engine bounds them), once per
+/// query; queries are rare next to order flow, which this keeps from writing every change.
 pub fn live_orders(
     journal: &Journal,
     account: &AccountId,
