@@ -163,7 +163,7 @@ fn main() {
     // What `Store::compact` does, step by step, to show the job apart from freeing the four
     // flushed memtables (`remove_obsolete`, which the server does off its executor).
     let t = Instant::now();
-    let job = store.begin_compaction().unwrap();
+    let job = store.begin_compaction(1).unwrap();
     let done = job.run();
     let job_secs = t.elapsed().as_secs_f64();
     let r = store.finish_compaction(done).unwrap().unwrap();

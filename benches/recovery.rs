@@ -133,7 +133,7 @@ fn main() {
 
     // History: derived for every record into an empty store, then a restart with it current.
     let memtable_bytes = 64 << 20;
-    let store = open_store(&storage, 0, memtable_bytes).expect("history store");
+    let store = open_store(&storage, 0, memtable_bytes, 256 << 20).expect("history store");
     let t = Instant::now();
     let mut with_history = rebuild_cluster(
         &storage,
@@ -151,7 +151,7 @@ fn main() {
     let last_flush_s = t.elapsed().as_secs_f64();
     let stats = store.stats();
     drop(store);
-    let store = open_store(&storage, 0, memtable_bytes).expect("history store");
+    let store = open_store(&storage, 0, memtable_bytes, 256 << 20).expect("history store");
     let t = Instant::now();
     rebuild_cluster(&storage, 1, &instruments, EngineConfig::default(), JournalLimits::default(), vec![Some(store)])
         .expect("rebuild with a current store");
@@ -162,7 +162,7 @@ fn main() {
     let t = Instant::now();
     checkpoint::write(&ckpt_dir, early_sequence, &early_file, || {}).expect("write the 80 % checkpoint");
     let early_write_s = t.elapsed().as_secs_f64();
-    let store = open_store(&storage, 0, memtable_bytes).expect("history store");
+    let store = open_store(&storage, 0, memtable_bytes, 256 << 20).expect("history store");
     let t = Instant::now();
     let from_early = rebuild_cluster(
         &storage,
@@ -186,7 +186,7 @@ fn main() {
     let t = Instant::now();
     checkpoint::write(&ckpt_dir, report.records, &fresh_file, || {}).expect("write the fresh checkpoint");
     let fresh_write_s = t.elapsed().as_secs_f64();
-    let store = open_store(&storage, 0, memtable_bytes).expect("history store");
+    let store = open_store(&storage, 0, memtable_bytes, 256 << 20).expect("history store");
     let t = Instant::now();
     let from_fresh = rebuild_cluster(
         &storage,

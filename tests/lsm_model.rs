@@ -24,7 +24,9 @@ use proptest::test_runner::{RngSeed, TestRunner};
 use qaexchange::storage::lsm::format::{BuildOptions, Footer, FOOTER_LEN};
 use qaexchange::storage::lsm::fsio::WriteMode;
 use qaexchange::storage::lsm::sstable::{self, Table};
-use qaexchange::storage::lsm::store::{CompactionDone, CompactionJob, FlushDone, FlushJob};
+use qaexchange::storage::lsm::store::{
+    remove_obsolete, CompactionDone, CompactionJob, CompactionReport, FlushDone, FlushJob, MAX_LEVELS,
+};
 use qaexchange::storage::lsm::{Entry, Store, StoreOptions};
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -32,12 +34,25 @@ use std::ops::Bound;
 use std::path::Path;
 
 fn small_options() -> StoreOptions {
-    // Tiny blocks and tables so a few dozen keys span many blocks and several level-1 tables.
+    // Tiny blocks and tables so a few dozen keys span many blocks and several tables per
+    // level, and tiny levels (a table file is at least 4 KiB: level 1 holds one, level 2
+    // two, level 3 four...) so the data spreads over several levels and compactions go on
+    // down.
     StoreOptions {
         build: BuildOptions { block_bytes: 64, bloom_bits_per_key: 10, write_pause_us: 0 },
         memtable_bytes: 1 << 20,
-        table_bytes: 200,
+        table_bytes: 120,
+        level1_bytes: LEVEL1_BYTES,
+        level_ratio: 2,
     }
+}
+
+const LEVEL1_BYTES: u64 = 4096;
+
+/// Whether a level below 0 (and above the last) holds more than its target, from the model's
+/// own arithmetic (level n may hold `LEVEL1_BYTES * 2^(n-1)`).
+fn over_target(table_bytes: &[u64]) -> bool {
+    (1..MAX_LEVELS - 1).any(|level| table_bytes[level] > LEVEL1_BYTES << (level - 1))
 }
 
 fn key(i: u8) -> Vec<u8> {
@@ -207,7 +222,7 @@ impl Pending {
         }
     }
 
-    fn finish(mut self, store: &mut Store, m: &mut Model) -> Result<(), TestCaseError> {
+    fn finish(mut self, store: &mut Store, m: &mut Model, cov: &mut Coverage) -> Result<(), TestCaseError> {
         self.run(m);
         match self {
             Pending::Flush { done, watermark, wrote, .. } => {
@@ -218,7 +233,11 @@ impl Pending {
             Pending::Compaction { done, .. } => {
                 let report = store.finish_compaction(Ok(done.unwrap())).unwrap();
                 prop_assert!(report.is_some());
-                prop_assert_eq!(store.stats().tables[0], 0, "no flush ran during the compaction");
+                let report = report.unwrap();
+                cov.count(&report);
+                if report.level == 0 {
+                    prop_assert_eq!(store.stats().tables[0], 0, "no flush ran during the compaction");
+                }
             }
         }
         Ok(())
@@ -238,6 +257,14 @@ struct Coverage {
     crash_flush_not_run: usize,
     crash_compaction_ran: usize,
     crash_compaction_not_run: usize,
+    /// Compactions of level 1 or deeper, and the deepest level any reached.
+    deep_compactions: usize,
+    deepest_output_level: usize,
+    /// Compactions that moved a table down without rewriting it.
+    moves: usize,
+    /// Rewrites that kept tombstones (a deeper level overlapped) and that dropped them.
+    tombstones_kept: usize,
+    tombstones_dropped: usize,
 }
 
 impl Coverage {
@@ -252,6 +279,20 @@ impl Coverage {
         self.crash_flush_not_run += o.crash_flush_not_run;
         self.crash_compaction_ran += o.crash_compaction_ran;
         self.crash_compaction_not_run += o.crash_compaction_not_run;
+        self.deep_compactions += o.deep_compactions;
+        self.deepest_output_level = self.deepest_output_level.max(o.deepest_output_level);
+        self.moves += o.moves;
+        self.tombstones_kept += o.tombstones_kept;
+        self.tombstones_dropped += o.tombstones_dropped;
+    }
+
+    fn count(&mut self, r: &CompactionReport) {
+        self.deep_compactions += usize::from(r.level >= 1);
+        self.deepest_output_level = self.deepest_output_level.max(usize::from(r.level) + 1);
+        self.moves += usize::from(r.moved_tables > 0);
+        let rewrite = r.moved_tables == 0;
+        self.tombstones_kept += usize::from(rewrite && !r.dropped_tombstones);
+        self.tombstones_dropped += usize::from(rewrite && r.dropped_tombstones);
     }
 }
 
@@ -346,8 +387,12 @@ fn run(ops: Vec<Op>) -> Result<Coverage, TestCaseError> {
                     prop_assert!(report.is_none(), "compaction while a job is pending");
                     prop_assert_eq!(after.tables, before.tables);
                 } else {
-                    prop_assert_eq!(report.is_some(), before.tables[0] > 0);
+                    prop_assert_eq!(report.is_some(), before.tables[0] > 0 || over_target(&before.table_bytes));
                     prop_assert_eq!(after.tables[0], 0);
+                    prop_assert!(!over_target(&after.table_bytes), "a level over its target: {:?}", after.table_bytes);
+                    if let Some(r) = &report {
+                        cov.count(r);
+                    }
                 }
                 prop_assert_eq!(after.memtable_entries, before.memtable_entries);
             }
@@ -371,11 +416,11 @@ fn run(ops: Vec<Op>) -> Result<Coverage, TestCaseError> {
             }
             Op::BeginCompaction => {
                 if pending.is_some() {
-                    prop_assert!(store.begin_compaction().is_none(), "a second job began");
+                    prop_assert!(store.begin_compaction(1).is_none(), "a second job began");
                 } else {
-                    let level0 = store.stats().tables[0];
-                    let job = store.begin_compaction();
-                    prop_assert_eq!(job.is_some(), level0 > 0);
+                    let before = store.stats();
+                    let job = store.begin_compaction(1);
+                    prop_assert_eq!(job.is_some(), before.tables[0] > 0 || over_target(&before.table_bytes));
                     pending = job.map(|job| Pending::Compaction { job: Some(job), done: None });
                 }
             }
@@ -386,7 +431,7 @@ fn run(ops: Vec<Op>) -> Result<Coverage, TestCaseError> {
             }
             Op::FinishJob => {
                 if let Some(p) = pending.take() {
-                    p.finish(&mut store, &mut m)?;
+                    p.finish(&mut store, &mut m, &mut cov)?;
                 }
             }
             Op::Crash | Op::CrashWithDebris => {
@@ -426,7 +471,7 @@ fn run(ops: Vec<Op>) -> Result<Coverage, TestCaseError> {
     // Whatever happened, finishing the job, a flush, a compaction and a reopen agree with the
     // model, and the watermark last set is the durable one.
     if let Some(p) = pending.take() {
-        p.finish(&mut store, &mut m)?;
+        p.finish(&mut store, &mut m, &mut cov)?;
     }
     store.flush().unwrap();
     store.compact().unwrap();
@@ -472,6 +517,56 @@ fn store_matches_btreemap() {
         ("crashes before a flush job ran", c.crash_flush_not_run),
         ("crashes after a compaction job ran", c.crash_compaction_ran),
         ("crashes before a compaction job ran", c.crash_compaction_not_run),
+    ] {
+        assert!(n > 0, "the seeded cases never reached: {what}");
+    }
+}
+
+/// Writes, flushes and compactions weighted up (reads and crashes still in), in longer runs:
+/// the data goes down through several levels, so compactions of deeper levels, tables moved
+/// down unchanged and tombstones kept above older versions (or dropped at the bottom) all
+/// happen, and every read still matches the model.
+#[test]
+fn store_matches_btreemap_through_many_levels() {
+    let config = ProptestConfig {
+        cases: 24,
+        rng_seed: RngSeed::Fixed(0x6c65_7665_6c65_6421),
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    };
+    let deep_op = prop_oneof![
+        12 => (0u8..40, proptest::collection::vec(any::<u8>(), 0..24)).prop_map(|(k, v)| Op::Put(k, v)),
+        5 => (0u8..40).prop_map(Op::Delete),
+        3 => (0u8..45).prop_map(Op::Get),
+        1 => (bound(), bound(), 0usize..12).prop_map(|(a, b, n)| Op::RangeLimited(a, b, n)),
+        1 => Just(Op::SetWatermark),
+        3 => Just(Op::Flush),
+        1 => Just(Op::Compact),
+        2 => Just(Op::BeginFlush),
+        3 => Just(Op::BeginCompaction),
+        1 => Just(Op::RunJob),
+        3 => Just(Op::FinishJob),
+        1 => Just(Op::Crash),
+    ];
+    let mut runner = TestRunner::new(config);
+    let total = RefCell::new(Coverage::default());
+    let result = runner.run(&proptest::collection::vec(deep_op, 150..400), |ops| {
+        let cov = run(ops)?;
+        total.borrow_mut().add(&cov);
+        Ok(())
+    });
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+    let c = total.into_inner();
+    eprintln!("coverage: {c:?}");
+    for (what, n) in [
+        ("compactions of level 1 or deeper", c.deep_compactions),
+        ("tables moved down unchanged", c.moves),
+        ("rewrites that kept tombstones", c.tombstones_kept),
+        ("rewrites that dropped tombstones", c.tombstones_dropped),
+        ("outputs to level 4 or deeper", usize::from(c.deepest_output_level >= 4)),
+        ("crashes after a compaction job ran", c.crash_compaction_ran),
     ] {
         assert!(n > 0, "the seeded cases never reached: {what}");
     }
@@ -732,4 +827,60 @@ fn flush_compact_reopen_keeps_newest_versions() {
     }
     let files = std::fs::read_dir(dir.path()).unwrap().count();
     assert_eq!(files, report.output_tables + 1, "inputs deleted, only outputs and MANIFEST left");
+}
+
+/// History keyed as the server keys it (a series, then a time), so every flush spans the whole
+/// key space: however long the history grows, a single compaction reads about level 0 plus
+/// level 1, never the whole history (as compaction with two levels did), data goes down
+/// through the levels, and every version written is read back.
+#[test]
+fn a_compaction_reads_about_level0_and_level1_however_long_the_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = StoreOptions {
+        build: BuildOptions { write_pause_us: 0, ..BuildOptions::default() },
+        memtable_bytes: 16 << 10,
+        table_bytes: 8 << 10,
+        level1_bytes: 64 << 10,
+        level_ratio: 4,
+    };
+    let (mut store, _) = Store::open(dir.path(), opts).unwrap();
+    let key = |series: u64, time: u64| {
+        let mut k = format!("s{series:03}/").into_bytes();
+        k.extend_from_slice(&time.to_be_bytes());
+        k
+    };
+    let (mut time, mut largest_flush, mut largest_job, mut deepest) = (0u64, 0u64, 0u64, 0usize);
+    let mut written = Vec::new();
+    for _ in 0..200 {
+        while !store.needs_flush() {
+            time += 1;
+            let k = key(time.wrapping_mul(0x9e37_79b9) % 50, time);
+            store.put(&k, &time.to_le_bytes());
+            written.push((k, time));
+        }
+        largest_flush = largest_flush.max(store.flush().unwrap().unwrap().file_bytes);
+        while let Some(job) = store.begin_compaction(4) {
+            let done = job.run();
+            let report = store.finish_compaction(done).unwrap().unwrap();
+            remove_obsolete(store.take_obsolete());
+            if report.moved_tables == 0 {
+                largest_job = largest_job.max(report.bytes_in);
+            }
+            deepest = deepest.max(usize::from(report.level) + 1);
+        }
+    }
+    let history: u64 = store.stats().table_bytes.iter().sum();
+    // A level-0 job: four flushes and level 1 (within its target, plus the tables a job
+    // overshoots it by). A deeper one: a table and the few times its size it overlaps below.
+    // Neither depends on how long the history is.
+    let bound = 4 * largest_flush + 4 * opts.level1_bytes;
+    eprintln!(
+        "history {history} bytes, largest compaction {largest_job} bytes in, bound {bound}, deepest level {deepest}"
+    );
+    assert!(history > 4 * bound, "the history did not outgrow the bound ({history} bytes): the test proves nothing");
+    assert!(largest_job <= bound, "a compaction read {largest_job} bytes, more than {bound}");
+    assert!(deepest >= 3, "the data never reached level 3");
+    for (k, t) in written.iter().step_by(7) {
+        assert_eq!(store.get(k).unwrap(), Some(t.to_le_bytes().to_vec()));
+    }
 }

@@ -47,6 +47,9 @@ pub const MAX_SYNCS_IN_FLIGHT: usize = 64;
 pub const DEFAULT_MEMTABLE_KIB: usize = 64 << 10;
 /// History store: level 0 is compacted into level 1 once it has this many tables.
 pub const DEFAULT_COMPACTION_TRIGGER_TABLES: usize = 4;
+/// History store: level 1 is compacted into level 2 past this size (each level below may hold
+/// ten times the one above). Four default memtables' worth, as RocksDB sizes its level 1.
+pub const DEFAULT_LEVEL1_KIB: u64 = 256 << 10;
 /// A checkpoint after this much WAL since the last one: at the measured replay speed
 /// (~500 MB/s) a restart then replays at most about a second of log.
 pub const DEFAULT_CHECKPOINT_WAL_MIB: u64 = 512;
@@ -192,6 +195,9 @@ pub struct StorageConfig {
     /// History store (`[storage] compaction_trigger_tables`): compact at this many level-0
     /// tables.
     pub compaction_trigger_tables: usize,
+    /// History store (`[storage] level1_kib`): level 1's size before it is compacted into
+    /// level 2.
+    pub level1_bytes: u64,
     /// `[storage] checkpoint_wal_mib`: a checkpoint once this much WAL was written since the
     /// last one (0: never by size).
     pub checkpoint_wal_bytes: u64,
@@ -211,6 +217,7 @@ impl Default for StorageConfig {
             syncs_in_flight: DEFAULT_SYNCS_IN_FLIGHT,
             memtable_bytes: DEFAULT_MEMTABLE_KIB << 10,
             compaction_trigger_tables: DEFAULT_COMPACTION_TRIGGER_TABLES,
+            level1_bytes: DEFAULT_LEVEL1_KIB << 10,
             checkpoint_wal_bytes: DEFAULT_CHECKPOINT_WAL_MIB * MIB,
             checkpoint_interval_secs: DEFAULT_CHECKPOINT_INTERVAL_SECS,
         }
@@ -585,6 +592,7 @@ struct StorageSection {
     syncs_in_flight: Option<usize>,
     memtable_kib: Option<usize>,
     compaction_trigger_tables: Option<usize>,
+    level1_kib: Option<u64>,
     checkpoint_wal_mib: Option<u64>,
     checkpoint_interval_secs: Option<u64>,
 }
@@ -712,6 +720,13 @@ impl FileConfig {
             1,
             key("storage", "compaction_trigger_tables"),
         )?;
+        let level1_kib = storage.level1_kib.unwrap_or(DEFAULT_LEVEL1_KIB);
+        if !(64..=1 << 30).contains(&level1_kib) {
+            return Err(invalid(
+                key("storage", "level1_kib")(),
+                format!("must be 64..=1073741824 (64 KiB to 1 TiB), got {level1_kib}"),
+            ));
+        }
         let checkpoint_wal_mib = storage.checkpoint_wal_mib.unwrap_or(DEFAULT_CHECKPOINT_WAL_MIB);
         if checkpoint_wal_mib > 1 << 30 {
             return Err(invalid(
@@ -735,6 +750,7 @@ impl FileConfig {
             syncs_in_flight,
             memtable_bytes: memtable_kib << 10,
             compaction_trigger_tables,
+            level1_bytes: level1_kib << 10,
             checkpoint_wal_bytes: checkpoint_wal_mib * MIB,
             checkpoint_interval_secs,
         };
@@ -942,18 +958,21 @@ mod tests {
     #[test]
     fn storage_history_and_checkpoint_keys_are_read_and_bounded() {
         let text = "[storage]\nmemtable_kib = 128\ncompaction_trigger_tables = 3\ncheckpoint_wal_mib = 0\n\
-                    checkpoint_interval_secs = 30\nsyncs_in_flight = 5\n";
+                    checkpoint_interval_secs = 30\nsyncs_in_flight = 5\nlevel1_kib = 512\n";
         let storage = ServerConfig::from_toml_str(text).expect("valid").storage.expect("storage on");
         assert_eq!(storage.syncs_in_flight, 5);
         assert_eq!(StorageConfig::default().syncs_in_flight, DEFAULT_SYNCS_IN_FLIGHT);
         assert_eq!(storage.memtable_bytes, 128 << 10);
         assert_eq!(storage.compaction_trigger_tables, 3);
+        assert_eq!((storage.level1_bytes, StorageConfig::default().level1_bytes), (512 << 10, 256 << 20));
         assert_eq!((storage.checkpoint_wal_bytes, storage.checkpoint_interval_secs), (0, 30));
         let defaults = StorageConfig::default();
         assert_eq!((defaults.checkpoint_wal_bytes, defaults.checkpoint_interval_secs), (512 << 20, 600));
         for (bad, needle) in [
             ("memtable_kib = 63", "[storage] memtable_kib"),
             ("compaction_trigger_tables = 0", "[storage] compaction_trigger_tables"),
+            ("level1_kib = 63", "[storage] level1_kib"),
+            ("level1_kib = 1073741825", "[storage] level1_kib"),
             ("checkpoint_wal_mib = 1073741825", "[storage] checkpoint_wal_mib"),
             ("checkpoint_interval_secs = 31536001", "[storage] checkpoint_interval_secs"),
             ("syncs_in_flight = 0", "[storage] syncs_in_flight"),

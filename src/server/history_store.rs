@@ -41,9 +41,9 @@ pub fn shard_history_dir(storage: &Path, shard: u16) -> PathBuf {
 }
 
 /// Opens shard `shard`'s store (removing debris of interrupted writes); errors name the file.
-pub fn open_store(storage: &Path, shard: u16, memtable_bytes: usize) -> Result<Store, String> {
+pub fn open_store(storage: &Path, shard: u16, memtable_bytes: usize, level1_bytes: u64) -> Result<Store, String> {
     let dir = shard_history_dir(storage, shard);
-    let mut opts = StoreOptions { memtable_bytes, ..StoreOptions::default() };
+    let mut opts = StoreOptions { memtable_bytes, level1_bytes, ..StoreOptions::default() };
     opts.build.write_pause_us = TABLE_WRITE_PAUSE_US;
     let (store, report) = Store::open(&dir, opts).map_err(|e| format!("history store of shard {shard}: {e}"))?;
     if report.removed_temporaries + report.removed_orphans > 0 {
@@ -127,7 +127,7 @@ impl ShardHistory {
 
     fn work_due(&self) -> bool {
         self.store.needs_flush()
-            || self.store.level0_tables() >= self.compaction_trigger_tables
+            || self.store.needs_compaction(self.compaction_trigger_tables)
             || self.forced
             || self.flush_owed()
     }
@@ -271,9 +271,10 @@ fn next_job(h: &mut ShardHistory) -> Option<Job> {
             return Some(Job::Flush(job));
         }
     }
-    let compact = h.store.level0_tables() >= h.compaction_trigger_tables || (h.forced && h.store.level0_tables() > 0);
-    if compact && !h.closing {
-        if let Some(job) = h.store.begin_compaction() {
+    // A forced round compacts level 0 whatever its size, then every level over its target.
+    let level0_trigger = if h.forced { 1 } else { h.compaction_trigger_tables };
+    if !h.closing {
+        if let Some(job) = h.store.begin_compaction(level0_trigger) {
             return Some(Job::Compaction(job));
         }
     }

@@ -182,7 +182,7 @@ pub fn start(config: ServerConfig) -> Result<Server, String> {
     let (mut rebuilt, recovered): (Vec<Option<RebuiltShard>>, Recovered) = match &config.storage {
         Some(storage) => {
             let stores = (0..shards as u16)
-                .map(|shard| open_store(&storage.dir, shard, storage.memtable_bytes).map(Some))
+                .map(|shard| open_store(&storage.dir, shard, storage.memtable_bytes, storage.level1_bytes).map(Some))
                 .collect::<Result<Vec<_>, String>>()?;
             let cluster =
                 rebuild_cluster(&storage.dir, shards as u16, &instruments, config.engine, config.journal, stores)

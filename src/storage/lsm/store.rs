@@ -1,6 +1,8 @@
 //! The store: a memtable (and, while a flush runs, the frozen one it writes) over level-0
-//! tables (newest first, key ranges may overlap) over level-1 tables (sorted, disjoint key
-//! ranges). Flush and compaction are jobs: `begin_*` takes what the job needs (cheap, on the
+//! tables (newest first, key ranges may overlap) over levels 1 to `MAX_LEVELS - 1`, each of
+//! sorted tables with disjoint key ranges, each `level_ratio` times the size of the one above
+//! (leveled compaction: a key's versions are newer the higher their level, so a read stops at
+//! the first level that has the key). Flush and compaction are jobs: `begin_*` takes what the job needs (cheap, on the
 //! owner's thread), the job's `run` builds and writes the new tables and the manifest (CPU and
 //! blocking I/O: the server runs it off its executor), and `finish_*` makes reads see the
 //! result. At most one job runs at a time, so the manifest a job writes is the newest. Each
@@ -27,15 +29,29 @@ pub struct StoreOptions {
     pub build: BuildOptions,
     /// `needs_flush` turns true once the memtable holds about this many bytes.
     pub memtable_bytes: usize,
-    /// Compaction cuts level 1 into tables of about this many bytes of keys and values.
+    /// Compaction cuts its output into tables of about this many bytes of keys and values.
     pub table_bytes: usize,
+    /// Level 1 is compacted into level 2 once its files hold more than this many bytes.
+    pub level1_bytes: u64,
+    /// Each level below 1 may hold this many times the bytes of the one above it.
+    pub level_ratio: u64,
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        StoreOptions { build: BuildOptions::default(), memtable_bytes: 64 << 20, table_bytes: 8 << 20 }
+        StoreOptions {
+            build: BuildOptions::default(),
+            memtable_bytes: 64 << 20,
+            table_bytes: 8 << 20,
+            level1_bytes: 256 << 20,
+            level_ratio: 10,
+        }
     }
 }
+
+/// Levels 0 to `MAX_LEVELS - 1`. With level 1 at 256 MiB and a ratio of 10, the last level's
+/// target is 256 TiB: the last level has no target, it only receives.
+pub const MAX_LEVELS: usize = 7;
 
 /// What `open` found and cleaned up.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -57,6 +73,13 @@ pub struct FlushReport {
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CompactionReport {
+    /// The level compacted: its tables (all of them for level 0, one for the others) and the
+    /// tables of the next level they overlap went into the next level.
+    pub level: u8,
+    /// Tables moved down a level as they were, without a rewrite (nothing below overlapped).
+    pub moved_tables: usize,
+    /// Tombstones were dropped (no deeper level holds keys in the inputs' range).
+    pub dropped_tombstones: bool,
     pub input_tables: usize,
     pub output_tables: usize,
     pub entries_in: u64,
@@ -71,8 +94,9 @@ pub struct CompactionReport {
 pub struct StoreStats {
     pub memtable_bytes: usize,
     pub memtable_entries: usize,
-    pub tables: [usize; 2],
-    pub table_bytes: [u64; 2],
+    /// Per level, 0 to `MAX_LEVELS - 1`.
+    pub tables: Vec<usize>,
+    pub table_bytes: Vec<u64>,
     pub flushes: u64,
     pub compactions: u64,
     pub max_seq: u64,
@@ -97,10 +121,11 @@ pub struct Store {
     mem_watermark: u64,
     /// A memtable waiting for (or in) its flush, with its watermark: read after `mem`.
     frozen: Option<(Arc<FrozenMemtable>, u64)>,
-    /// Newest first.
-    l0: Vec<Arc<Table>>,
-    /// Sorted by key, disjoint.
-    l1: Vec<Arc<Table>>,
+    /// `MAX_LEVELS` levels: level 0 newest first, the others sorted by key and disjoint.
+    levels: Vec<Vec<Arc<Table>>>,
+    /// Per level, the last key of the table last compacted from it: the next compaction of
+    /// that level takes the table after it, so every part of a level is pushed down in turn.
+    compact_pointer: Vec<Option<Vec<u8>>>,
     manifest: Manifest,
     next_seq: u64,
     job_running: bool,
@@ -186,8 +211,10 @@ impl FlushJob {
     }
 }
 
-/// A compaction to run off the owner's thread: merges `inputs` into new level-1 tables, then
-/// writes the manifest listing them in place of the inputs.
+/// A compaction to run off the owner's thread: merges `inputs` into new tables of level
+/// `level + 1`, then writes the manifest listing them in place of the inputs. Or, when nothing
+/// in the next level overlaps the inputs (`move_only`), writes a manifest that lists them one
+/// level down, as they are.
 pub struct CompactionJob {
     dir: PathBuf,
     opts: StoreOptions,
@@ -195,21 +222,44 @@ pub struct CompactionJob {
     /// The manifest when the job began (no other job changes it meanwhile).
     manifest: Manifest,
     removed: Vec<TableRef>,
+    level: u8,
+    move_only: bool,
+    drop_tombstones: bool,
 }
 
 pub struct CompactionDone {
     outputs: Vec<Table>,
     removed: Vec<TableRef>,
+    /// The inputs go one level down unchanged (`outputs` is empty).
+    move_only: bool,
     next: Manifest,
     report: CompactionReport,
 }
 
 impl CompactionJob {
     pub fn run(self) -> Result<CompactionDone> {
-        let mut report = CompactionReport { input_tables: self.inputs.len(), ..Default::default() };
+        let out_level = self.level + 1;
+        let mut report = CompactionReport {
+            level: self.level,
+            input_tables: self.inputs.len(),
+            dropped_tombstones: self.drop_tombstones && !self.move_only,
+            ..Default::default()
+        };
         for t in &self.inputs {
             report.entries_in += t.entry_count();
             report.bytes_in += t.file_bytes();
+        }
+        if self.move_only {
+            let mut next = self.manifest;
+            for t in next.tables.iter_mut().filter(|t| self.removed.contains(t)) {
+                t.level = out_level;
+            }
+            next.store(&self.dir)?;
+            report.moved_tables = self.inputs.len();
+            report.output_tables = self.inputs.len();
+            report.entries_out = report.entries_in;
+            report.bytes_out = report.bytes_in;
+            return Ok(CompactionDone { outputs: Vec::new(), removed: self.removed, move_only: true, next, report });
         }
         let inputs: Vec<&Table> = self.inputs.iter().map(|t| &**t).collect();
         let mut next = self.manifest;
@@ -222,16 +272,18 @@ impl CompactionJob {
             let writer = scope.spawn(move || -> Result<Vec<(Table, WriteMode)>> {
                 recv.iter().map(|(id, image)| sstable::write_image(dir, id, &image, build)).collect()
             });
-            let merged = compaction::merge_into_tables(&inputs, true, self.opts.table_bytes, build, |builder| {
-                let id = next.next_id;
-                // Ids are never reused, even when this job fails after writing the file.
-                next.next_id += 1;
-                let image =
-                    builder.finish().map_err(|reason| LsmError::corrupt(&dir.join(sstable::file_name(id)), reason))?;
-                // A closed channel means the writer stopped on an error: stop too, and report
-                // the writer's error.
-                send.send((id, image)).map_err(|_| LsmError::corrupt(dir, "table writer stopped"))
-            });
+            let merged =
+                compaction::merge_into_tables(&inputs, self.drop_tombstones, self.opts.table_bytes, build, |builder| {
+                    let id = next.next_id;
+                    // Ids are never reused, even when this job fails after writing the file.
+                    next.next_id += 1;
+                    let image = builder
+                        .finish()
+                        .map_err(|reason| LsmError::corrupt(&dir.join(sstable::file_name(id)), reason))?;
+                    // A closed channel means the writer stopped on an error: stop too, and report
+                    // the writer's error.
+                    send.send((id, image)).map_err(|_| LsmError::corrupt(dir, "table writer stopped"))
+                });
             drop(send);
             let written = writer.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
             merged?;
@@ -245,9 +297,9 @@ impl CompactionJob {
         })?;
         report.output_tables = outputs.len();
         next.tables.retain(|t| !self.removed.contains(t));
-        next.tables.extend(outputs.iter().map(|t| table_ref(1, t)));
+        next.tables.extend(outputs.iter().map(|t| table_ref(out_level, t)));
         next.store(&self.dir)?;
-        Ok(CompactionDone { outputs, removed: self.removed, next, report })
+        Ok(CompactionDone { outputs, removed: self.removed, move_only: false, next, report })
     }
 }
 
@@ -260,30 +312,28 @@ impl Store {
         let mut report = OpenReport { removed_temporaries: fsio::remove_temporaries(dir)?, ..Default::default() };
         let manifest =
             Manifest::load(dir)?.unwrap_or(Manifest { max_seq: 0, watermark: 0, next_id: 1, tables: Vec::new() });
-        let (mut l0, mut l1) = (Vec::new(), Vec::new());
+        let mut levels: Vec<Vec<Arc<Table>>> = vec![Vec::new(); MAX_LEVELS];
         for t in &manifest.tables {
             let path = dir.join(sstable::file_name(t.id));
             if !path.exists() {
                 return Err(LsmError::corrupt(&path, "listed in the manifest but missing"));
             }
-            let table = Arc::new(Table::open(&path, t.id)?);
-            match t.level {
-                0 => l0.push(table),
-                1 => l1.push(table),
-                n => {
-                    return Err(LsmError::corrupt(
-                        &dir.join("MANIFEST"),
-                        format!("table {} at unsupported level {n}", t.id),
-                    ))
-                }
+            let Some(level) = levels.get_mut(usize::from(t.level)) else {
+                return Err(LsmError::corrupt(
+                    &dir.join("MANIFEST"),
+                    format!("table {} at unsupported level {} (levels are 0 to {})", t.id, t.level, MAX_LEVELS - 1),
+                ));
+            };
+            level.push(Arc::new(Table::open(&path, t.id)?));
+        }
+        levels[0].sort_by_key(|t| std::cmp::Reverse(t.id()));
+        for (n, level) in levels.iter_mut().enumerate().skip(1) {
+            level.sort_by(|a, b| a.key_range().cmp(&b.key_range()));
+            if let Some(w) = first_overlap(level) {
+                return Err(LsmError::corrupt(w.path(), format!("level-{n} key ranges overlap")));
             }
         }
-        l0.sort_by_key(|t| std::cmp::Reverse(t.id()));
-        l1.sort_by(|a, b| a.key_range().cmp(&b.key_range()));
-        if let Some(w) = l1.windows(2).find(|w| w[0].key_range().map(|r| r.1) >= w[1].key_range().map(|r| r.0)) {
-            return Err(LsmError::corrupt(w[1].path(), "level-1 key ranges overlap"));
-        }
-        report.tables = l0.len() + l1.len();
+        report.tables = levels.iter().map(Vec::len).sum();
         let listed: Vec<u64> = manifest.tables.iter().map(|t| t.id).collect();
         let entries = std::fs::read_dir(dir).map_err(|e| LsmError::io(format!("listing {}", dir.display()), e))?;
         for entry in entries {
@@ -306,8 +356,8 @@ impl Store {
             mem: Memtable::new(),
             mem_watermark: manifest.watermark,
             frozen: None,
-            l0,
-            l1,
+            levels,
+            compact_pointer: vec![None; MAX_LEVELS],
             manifest,
             next_seq,
             job_running: false,
@@ -379,10 +429,47 @@ impl Store {
 
     /// Level-0 tables waiting for compaction.
     pub fn level0_tables(&self) -> usize {
-        self.l0.len()
+        self.levels[0].len()
     }
 
-    /// The newest value of `key`: memtable, frozen memtable, level 0 newest first, level 1.
+    /// The size level `level` (1 and below) may reach before it is compacted into the next;
+    /// the last level has no limit.
+    pub fn level_target_bytes(&self, level: usize) -> u64 {
+        if level + 1 >= MAX_LEVELS {
+            return u64::MAX;
+        }
+        let exponent = u32::try_from(level.saturating_sub(1)).unwrap_or(u32::MAX);
+        self.opts.level1_bytes.saturating_mul(self.opts.level_ratio.max(1).saturating_pow(exponent))
+    }
+
+    fn level_bytes(&self, level: usize) -> u64 {
+        self.levels[level].iter().map(|t| t.file_bytes()).sum()
+    }
+
+    /// The level most in need of compaction: level 0 at `level0_trigger` tables or more, a
+    /// deeper level over its target; the highest ratio of the two wins (as in LevelDB).
+    fn level_to_compact(&self, level0_trigger: usize) -> Option<usize> {
+        let mut best: Option<(f64, usize)> = None;
+        let level0 = self.levels[0].len();
+        if level0 > 0 && level0 >= level0_trigger {
+            best = Some((level0 as f64 / level0_trigger.max(1) as f64, 0));
+        }
+        for level in 1..MAX_LEVELS - 1 {
+            let score = self.level_bytes(level) as f64 / self.level_target_bytes(level) as f64;
+            if score > 1.0 && best.map_or(true, |(b, _)| score > b) {
+                best = Some((score, level));
+            }
+        }
+        best.map(|(_, level)| level)
+    }
+
+    /// Whether `begin_compaction(level0_trigger)` would begin a job (none running).
+    pub fn needs_compaction(&self, level0_trigger: usize) -> bool {
+        self.level_to_compact(level0_trigger).is_some()
+    }
+
+    /// The newest value of `key`: memtable, frozen memtable, level 0 newest first, then each
+    /// level down (a level's versions are newer than any below it).
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         if let Some((_, v)) = self.mem.get(key) {
             return Ok(v);
@@ -390,15 +477,17 @@ impl Store {
         if let Some((_, v)) = self.frozen.as_ref().and_then(|(f, _)| f.get(key)) {
             return Ok(v);
         }
-        for t in &self.l0 {
+        for t in &self.levels[0] {
             if let Some((_, v)) = t.get(key)? {
                 return Ok(v);
             }
         }
-        let i = self.l1.partition_point(|t| t.key_range().is_some_and(|r| r.1 < key));
-        if let Some(t) = self.l1.get(i) {
-            if let Some((_, v)) = t.get(key)? {
-                return Ok(v);
+        for level in &self.levels[1..] {
+            let i = level.partition_point(|t| t.key_range().is_some_and(|r| r.1 < key));
+            if let Some(t) = level.get(i) {
+                if let Some((_, v)) = t.get(key)? {
+                    return Ok(v);
+                }
             }
         }
         Ok(None)
@@ -485,7 +574,7 @@ impl Store {
                 Ok(())
             })?;
         }
-        for t in self.l0.iter().chain(&self.l1) {
+        for t in self.levels.iter().flatten() {
             let overlaps =
                 t.key_range().is_some_and(|(first, last)| sstable::above_lo(last, lo) && sstable::below_hi(first, hi));
             if overlaps {
@@ -541,63 +630,98 @@ impl Store {
             mode: done.mode,
         };
         self.bytes_flushed += table.file_bytes();
-        self.l0.insert(0, Arc::new(table));
+        self.levels[0].insert(0, Arc::new(table));
         self.flushes += 1;
         Ok(Some(report))
     }
 
-    /// Starts a compaction of every level-0 table and the level-1 tables overlapping them.
-    /// `None` when a job is running or level 0 is empty.
-    pub fn begin_compaction(&mut self) -> Option<CompactionJob> {
+    /// Starts the compaction most needed (`level_to_compact`; a `level0_trigger` of 1
+    /// compacts level 0 whenever it has a table):
+    /// - level 0: all its tables (their ranges overlap) and the level-1 tables they overlap;
+    /// - a deeper level: its next table after the level's compaction pointer, and the tables of
+    ///   the next level it overlaps.
+    ///
+    /// Merged into the next level; moved there unchanged when nothing there overlaps (and, for
+    /// level 0, it is a single table). Tombstones are dropped only when no deeper level holds
+    /// a table in the inputs' key range: otherwise they still hide older versions there.
+    /// `None` when a job is running or no level needs it.
+    pub fn begin_compaction(&mut self, level0_trigger: usize) -> Option<CompactionJob> {
         if self.job_running {
             return None;
         }
-        let lo = self.l0.iter().filter_map(|t| t.key_range().map(|r| r.0.to_vec())).min()?;
-        let hi = self.l0.iter().filter_map(|t| t.key_range().map(|r| r.1.to_vec())).max().unwrap_or_default();
-        let overlapping: Vec<&Arc<Table>> = self
-            .l1
+        let level = self.level_to_compact(level0_trigger)?;
+        let upper: Vec<Arc<Table>> = if level == 0 {
+            self.levels[0].clone()
+        } else {
+            let tables = &self.levels[level];
+            let after_pointer = self.compact_pointer[level].as_ref().map_or(0, |p| {
+                tables.partition_point(|t| t.key_range().map_or(true, |(_, last)| last <= p.as_slice()))
+            });
+            let picked = tables.get(after_pointer).or(tables.first())?.clone();
+            self.compact_pointer[level] = picked.key_range().map(|(_, last)| last.to_vec());
+            vec![picked]
+        };
+        let (lo, hi) = key_span(&upper)?;
+        let lower: Vec<Arc<Table>> = self.levels[level + 1].iter().filter(|t| overlaps(t, &lo, &hi)).cloned().collect();
+        let move_only = lower.is_empty() && (level > 0 || upper.len() == 1);
+        let inputs: Vec<Arc<Table>> = upper.iter().chain(&lower).cloned().collect();
+        let (lo, hi) = key_span(&inputs)?;
+        let drop_tombstones = self.levels[level + 2..].iter().flatten().all(|t| !overlaps(t, &lo, &hi));
+        let out_level = level as u8 + 1;
+        let removed: Vec<TableRef> = upper
             .iter()
-            .filter(|t| t.key_range().is_some_and(|(f, l)| l >= lo.as_slice() && f <= hi.as_slice()))
+            .map(|t| table_ref(level as u8, t))
+            .chain(lower.iter().map(|t| table_ref(out_level, t)))
             .collect();
-        let removed: Vec<TableRef> =
-            self.l0.iter().map(|t| table_ref(0, t)).chain(overlapping.iter().map(|t| table_ref(1, t))).collect();
-        let inputs: Vec<Arc<Table>> = self.l0.iter().chain(overlapping).cloned().collect();
         self.job_running = true;
-        Some(CompactionJob { dir: self.dir.clone(), opts: self.opts, inputs, manifest: self.manifest.clone(), removed })
+        Some(CompactionJob {
+            dir: self.dir.clone(),
+            opts: self.opts,
+            inputs,
+            manifest: self.manifest.clone(),
+            removed,
+            level: level as u8,
+            move_only,
+            drop_tombstones,
+        })
     }
 
-    /// Ends a compaction: the outputs replace the inputs in reads and the input files go.
+    /// Ends a compaction: the outputs replace the inputs in reads and the input files go (or,
+    /// for a move, the inputs now read as one level down).
     pub fn finish_compaction(&mut self, result: Result<CompactionDone>) -> Result<Option<CompactionReport>> {
         self.job_running = false;
         // A failed job's files are not listed: the next job overwrites them or the next open
         // removes them.
         let done = result?;
         self.manifest = done.next;
-        let mut old = Vec::new();
-        self.l0.retain(|t| {
-            let gone = done.removed.contains(&table_ref(0, t));
-            if gone {
-                old.push(t.clone());
-            }
-            !gone
-        });
-        self.l1.retain(|t| {
-            let gone = done.removed.contains(&table_ref(1, t));
-            if gone {
-                old.push(t.clone());
-            }
-            !gone
-        });
-        self.l1.extend(done.outputs.into_iter().map(Arc::new));
-        self.l1.sort_by(|a, b| a.key_range().cmp(&b.key_range()));
-        // The manifest no longer lists the inputs: their files go with `remove_obsolete` (a
-        // file that never goes is an orphan the next open removes). A reader holding an input
-        // keeps its mapping.
-        self.obsolete.files.extend(old.iter().map(|t| t.path().to_path_buf()));
-        self.obsolete.tables.extend(old);
+        let out_level = usize::from(done.report.level) + 1;
+        let mut taken = Vec::new();
+        for (n, level) in self.levels.iter_mut().enumerate() {
+            level.retain(|t| {
+                let gone = done.removed.contains(&table_ref(n as u8, t));
+                if gone {
+                    taken.push(t.clone());
+                }
+                !gone
+            });
+        }
+        if done.move_only {
+            self.levels[out_level].extend(taken);
+        } else {
+            self.levels[out_level].extend(done.outputs.into_iter().map(Arc::new));
+            // The manifest no longer lists the inputs: their files go with `remove_obsolete` (a
+            // file that never goes is an orphan the next open removes). A reader holding an
+            // input keeps its mapping.
+            self.obsolete.files.extend(taken.iter().map(|t| t.path().to_path_buf()));
+            self.obsolete.tables.extend(taken);
+        }
+        self.levels[out_level].sort_by(|a, b| a.key_range().cmp(&b.key_range()));
+        debug_assert!(first_overlap(&self.levels[out_level]).is_none(), "level {out_level} overlaps");
         self.compactions += 1;
-        self.bytes_compacted_in += done.report.bytes_in;
-        self.bytes_compacted_out += done.report.bytes_out;
+        if !done.move_only {
+            self.bytes_compacted_in += done.report.bytes_in;
+            self.bytes_compacted_out += done.report.bytes_out;
+        }
         Ok(Some(done.report))
     }
 
@@ -612,18 +736,18 @@ impl Store {
         }
     }
 
-    /// Compacts now, on this thread, and deletes the replaced files. `None` when level 0 is
-    /// empty.
+    /// Compacts now, on this thread, until level 0 is empty and every level is within its
+    /// target, and deletes the replaced files. Returns the last compaction's report; `None`
+    /// when there was nothing to do.
     pub fn compact(&mut self) -> Result<Option<CompactionReport>> {
-        match self.begin_compaction() {
-            Some(job) => {
-                let done = job.run();
-                let report = self.finish_compaction(done);
-                remove_obsolete(self.take_obsolete());
-                report
-            }
-            None => Ok(None),
+        let mut last = None;
+        while let Some(job) = self.begin_compaction(1) {
+            let done = job.run();
+            let report = self.finish_compaction(done);
+            remove_obsolete(self.take_obsolete());
+            last = report?;
         }
+        Ok(last)
     }
 
     /// What flushes and compactions replaced since the last call, for `remove_obsolete`
@@ -638,8 +762,8 @@ impl Store {
         StoreStats {
             memtable_bytes: self.mem.approximate_bytes(),
             memtable_entries: self.mem.len(),
-            tables: [self.l0.len(), self.l1.len()],
-            table_bytes: [self.l0.iter().map(|t| t.file_bytes()).sum(), self.l1.iter().map(|t| t.file_bytes()).sum()],
+            tables: self.levels.iter().map(Vec::len).collect(),
+            table_bytes: (0..MAX_LEVELS).map(|level| self.level_bytes(level)).collect(),
             flushes: self.flushes,
             compactions: self.compactions,
             max_seq: self.next_seq - 1,
@@ -651,4 +775,20 @@ impl Store {
             bytes_compacted_out: self.bytes_compacted_out,
         }
     }
+}
+
+/// The first and last key over `tables` (`None` when all are empty).
+fn key_span(tables: &[Arc<Table>]) -> Option<(Vec<u8>, Vec<u8>)> {
+    let lo = tables.iter().filter_map(|t| t.key_range().map(|r| r.0)).min()?.to_vec();
+    let hi = tables.iter().filter_map(|t| t.key_range().map(|r| r.1)).max()?.to_vec();
+    Some((lo, hi))
+}
+
+fn overlaps(t: &Table, lo: &[u8], hi: &[u8]) -> bool {
+    t.key_range().is_some_and(|(first, last)| last >= lo && first <= hi)
+}
+
+/// In a level sorted by key range, the first table whose range meets the one before it.
+fn first_overlap(level: &[Arc<Table>]) -> Option<&Arc<Table>> {
+    level.windows(2).find(|w| w[0].key_range().map(|r| r.1) >= w[1].key_range().map(|r| r.0)).map(|w| &w[1])
 }
