@@ -47,9 +47,10 @@ pub const MAX_SYNCS_IN_FLIGHT: usize = 64;
 pub const DEFAULT_MEMTABLE_KIB: usize = 64 << 10;
 /// History store: level 0 is compacted into level 1 once it has this many tables.
 pub const DEFAULT_COMPACTION_TRIGGER_TABLES: usize = 4;
-/// History store: level 1 is compacted into level 2 past this size (each level below may hold
-/// ten times the one above). Four default memtables' worth, as RocksDB sizes its level 1.
-pub const DEFAULT_LEVEL1_KIB: u64 = 256 << 10;
+/// History store: level 1 is compacted into level 2 past this many memtables' worth (unless
+/// `[storage] level1_kib` says otherwise; each level below may hold ten times the one above).
+/// About what level 0 holds when it is compacted, as RocksDB sizes its level 1.
+pub const DEFAULT_LEVEL1_MEMTABLES: u64 = 4;
 /// A checkpoint after this much WAL since the last one: at the measured replay speed
 /// (~500 MB/s) a restart then replays at most about a second of log.
 pub const DEFAULT_CHECKPOINT_WAL_MIB: u64 = 512;
@@ -195,8 +196,8 @@ pub struct StorageConfig {
     /// History store (`[storage] compaction_trigger_tables`): compact at this many level-0
     /// tables.
     pub compaction_trigger_tables: usize,
-    /// History store (`[storage] level1_kib`): level 1's size before it is compacted into
-    /// level 2.
+    /// History store (`[storage] level1_kib`, default `DEFAULT_LEVEL1_MEMTABLES` memtables):
+    /// level 1's size before it is compacted into level 2.
     pub level1_bytes: u64,
     /// `[storage] checkpoint_wal_mib`: a checkpoint once this much WAL was written since the
     /// last one (0: never by size).
@@ -217,7 +218,7 @@ impl Default for StorageConfig {
             syncs_in_flight: DEFAULT_SYNCS_IN_FLIGHT,
             memtable_bytes: DEFAULT_MEMTABLE_KIB << 10,
             compaction_trigger_tables: DEFAULT_COMPACTION_TRIGGER_TABLES,
-            level1_bytes: DEFAULT_LEVEL1_KIB << 10,
+            level1_bytes: DEFAULT_LEVEL1_MEMTABLES * ((DEFAULT_MEMTABLE_KIB as u64) << 10),
             checkpoint_wal_bytes: DEFAULT_CHECKPOINT_WAL_MIB * MIB,
             checkpoint_interval_secs: DEFAULT_CHECKPOINT_INTERVAL_SECS,
         }
@@ -720,7 +721,7 @@ impl FileConfig {
             1,
             key("storage", "compaction_trigger_tables"),
         )?;
-        let level1_kib = storage.level1_kib.unwrap_or(DEFAULT_LEVEL1_KIB);
+        let level1_kib = storage.level1_kib.unwrap_or(DEFAULT_LEVEL1_MEMTABLES * memtable_kib as u64);
         if !(64..=1 << 30).contains(&level1_kib) {
             return Err(invalid(
                 key("storage", "level1_kib")(),
@@ -965,6 +966,9 @@ mod tests {
         assert_eq!(storage.memtable_bytes, 128 << 10);
         assert_eq!(storage.compaction_trigger_tables, 3);
         assert_eq!((storage.level1_bytes, StorageConfig::default().level1_bytes), (512 << 10, 256 << 20));
+        let derived =
+            ServerConfig::from_toml_str("[storage]\nmemtable_kib = 1024\n").expect("valid").storage.expect("on");
+        assert_eq!(derived.level1_bytes, 4 << 20, "four memtables unless set");
         assert_eq!((storage.checkpoint_wal_bytes, storage.checkpoint_interval_secs), (0, 30));
         let defaults = StorageConfig::default();
         assert_eq!((defaults.checkpoint_wal_bytes, defaults.checkpoint_interval_secs), (512 << 20, 600));

@@ -41,9 +41,13 @@ pub fn shard_history_dir(storage: &Path, shard: u16) -> PathBuf {
 }
 
 /// Opens shard `shard`'s store (removing debris of interrupted writes); errors name the file.
+/// Compaction cuts tables of an eighth of a memtable (8 MiB with the default 64 MiB), at
+/// least 64 KiB and at most 8 MiB: level 1, a few memtables, then holds a few dozen tables, so
+/// a deeper compaction (one table and what it overlaps below) stays a small part of a level.
 pub fn open_store(storage: &Path, shard: u16, memtable_bytes: usize, level1_bytes: u64) -> Result<Store, String> {
     let dir = shard_history_dir(storage, shard);
-    let mut opts = StoreOptions { memtable_bytes, level1_bytes, ..StoreOptions::default() };
+    let table_bytes = (memtable_bytes / 8).clamp(64 << 10, 8 << 20);
+    let mut opts = StoreOptions { memtable_bytes, table_bytes, level1_bytes, ..StoreOptions::default() };
     opts.build.write_pause_us = TABLE_WRITE_PAUSE_US;
     let (store, report) = Store::open(&dir, opts).map_err(|e| format!("history store of shard {shard}: {e}"))?;
     if report.removed_temporaries + report.removed_orphans > 0 {
