@@ -5,6 +5,7 @@
 //! Everything is validated here, so the runtime can use a [`ServerConfig`] as it is.
 
 use crate::domain::engine::{is_valid_day, EngineConfig};
+use crate::server::history_store::MEMTABLE_BACKLOG_FACTOR;
 use crate::server::http::Limits;
 /// Re-exported: the `[journal]` section configures the journal's own type.
 pub use crate::server::journal::JournalLimits;
@@ -196,6 +197,10 @@ pub struct StorageConfig {
     /// History store (`[storage] compaction_trigger_tables`): compact at this many level-0
     /// tables.
     pub compaction_trigger_tables: usize,
+    /// History store (`[storage] memtable_backlog_kib`, default `MEMTABLE_BACKLOG_FACTOR`
+    /// memtables): while a flush or compaction runs, the memtable may reach this size before
+    /// the committer waits for the job.
+    pub memtable_backlog_bytes: usize,
     /// History store (`[storage] level1_kib`, default `DEFAULT_LEVEL1_MEMTABLES` memtables):
     /// level 1's size before it is compacted into level 2.
     pub level1_bytes: u64,
@@ -218,6 +223,7 @@ impl Default for StorageConfig {
             syncs_in_flight: DEFAULT_SYNCS_IN_FLIGHT,
             memtable_bytes: DEFAULT_MEMTABLE_KIB << 10,
             compaction_trigger_tables: DEFAULT_COMPACTION_TRIGGER_TABLES,
+            memtable_backlog_bytes: MEMTABLE_BACKLOG_FACTOR * (DEFAULT_MEMTABLE_KIB << 10),
             level1_bytes: DEFAULT_LEVEL1_MEMTABLES * ((DEFAULT_MEMTABLE_KIB as u64) << 10),
             checkpoint_wal_bytes: DEFAULT_CHECKPOINT_WAL_MIB * MIB,
             checkpoint_interval_secs: DEFAULT_CHECKPOINT_INTERVAL_SECS,
@@ -593,6 +599,7 @@ struct StorageSection {
     syncs_in_flight: Option<usize>,
     memtable_kib: Option<usize>,
     compaction_trigger_tables: Option<usize>,
+    memtable_backlog_kib: Option<usize>,
     level1_kib: Option<u64>,
     checkpoint_wal_mib: Option<u64>,
     checkpoint_interval_secs: Option<u64>,
@@ -721,6 +728,13 @@ impl FileConfig {
             1,
             key("storage", "compaction_trigger_tables"),
         )?;
+        let memtable_backlog_kib = storage.memtable_backlog_kib.unwrap_or(MEMTABLE_BACKLOG_FACTOR * memtable_kib);
+        if !(memtable_kib..=64 << 20).contains(&memtable_backlog_kib) {
+            return Err(invalid(
+                key("storage", "memtable_backlog_kib")(),
+                format!("must be memtable_kib ({memtable_kib}) to 67108864 (64 GiB), got {memtable_backlog_kib}"),
+            ));
+        }
         let level1_kib = storage.level1_kib.unwrap_or(DEFAULT_LEVEL1_MEMTABLES * memtable_kib as u64);
         if !(64..=1 << 30).contains(&level1_kib) {
             return Err(invalid(
@@ -751,6 +765,7 @@ impl FileConfig {
             syncs_in_flight,
             memtable_bytes: memtable_kib << 10,
             compaction_trigger_tables,
+            memtable_backlog_bytes: memtable_backlog_kib << 10,
             level1_bytes: level1_kib << 10,
             checkpoint_wal_bytes: checkpoint_wal_mib * MIB,
             checkpoint_interval_secs,
@@ -969,6 +984,9 @@ mod tests {
         let derived =
             ServerConfig::from_toml_str("[storage]\nmemtable_kib = 1024\n").expect("valid").storage.expect("on");
         assert_eq!(derived.level1_bytes, 4 << 20, "four memtables unless set");
+        assert_eq!(derived.memtable_backlog_bytes, 4 << 20, "four memtables unless set");
+        let set = ServerConfig::from_toml_str("[storage]\nmemtable_kib = 1024\nmemtable_backlog_kib = 262144\n");
+        assert_eq!(set.expect("valid").storage.expect("on").memtable_backlog_bytes, 256 << 20);
         assert_eq!((storage.checkpoint_wal_bytes, storage.checkpoint_interval_secs), (0, 30));
         let defaults = StorageConfig::default();
         assert_eq!((defaults.checkpoint_wal_bytes, defaults.checkpoint_interval_secs), (512 << 20, 600));
@@ -976,6 +994,8 @@ mod tests {
             ("memtable_kib = 63", "[storage] memtable_kib"),
             ("compaction_trigger_tables = 0", "[storage] compaction_trigger_tables"),
             ("level1_kib = 63", "[storage] level1_kib"),
+            ("memtable_backlog_kib = 65535", "[storage] memtable_backlog_kib"),
+            ("memtable_backlog_kib = 67108865", "[storage] memtable_backlog_kib"),
             ("level1_kib = 1073741825", "[storage] level1_kib"),
             ("checkpoint_wal_mib = 1073741825", "[storage] checkpoint_wal_mib"),
             ("checkpoint_interval_secs = 31536001", "[storage] checkpoint_interval_secs"),

@@ -30,9 +30,10 @@ const TABLE_WRITE_PAUSE_US: u64 = 500;
 const BACKGROUND_SHARES: usize = 50;
 
 /// How far the memtable may outgrow `memtable_kib` while a flush or compaction runs (writes
-/// go on into the memtable meanwhile): past this many times its size, the committer waits for
-/// the job before it puts the next group's history in (`ShardHistory::backlogged`). Memory
-/// stays bounded however slow the disk or the job's thread is.
+/// go on into the memtable meanwhile), unless `[storage] memtable_backlog_kib` says otherwise:
+/// past this many times its size, the committer waits for the job before it puts the next
+/// group's history in (`ShardHistory::backlogged`). Memory stays bounded however slow the
+/// disk or the job's thread is.
 pub const MEMTABLE_BACKLOG_FACTOR: usize = 4;
 
 /// The history store directory of shard `shard` under the storage directory.
@@ -42,11 +43,12 @@ pub fn shard_history_dir(storage: &Path, shard: u16) -> PathBuf {
 
 /// Opens shard `shard`'s store (removing debris of interrupted writes); errors name the file.
 /// Compaction cuts tables of an eighth of a memtable (8 MiB with the default 64 MiB), at
-/// least 64 KiB and at most 8 MiB: level 1, a few memtables, then holds a few dozen tables, so
-/// a deeper compaction (one table and what it overlaps below) stays a small part of a level.
+/// least 1 MiB and at most 8 MiB: level 1, a few memtables, then holds a few dozen tables, so
+/// a deeper compaction (one table and what it overlaps below) stays a small part of a level,
+/// and a job's fixed costs (its syncs and the manifest's) stay small beside its bytes.
 pub fn open_store(storage: &Path, shard: u16, memtable_bytes: usize, level1_bytes: u64) -> Result<Store, String> {
     let dir = shard_history_dir(storage, shard);
-    let table_bytes = (memtable_bytes / 8).clamp(64 << 10, 8 << 20);
+    let table_bytes = (memtable_bytes / 8).clamp(1 << 20, 8 << 20);
     let mut opts = StoreOptions { memtable_bytes, table_bytes, level1_bytes, ..StoreOptions::default() };
     opts.build.write_pause_us = TABLE_WRITE_PAUSE_US;
     let (store, report) = Store::open(&dir, opts).map_err(|e| format!("history store of shard {shard}: {e}"))?;
@@ -72,6 +74,8 @@ pub struct ShardHistory {
     shard: usize,
     store: Store,
     compaction_trigger_tables: usize,
+    /// The memtable size past which the committer waits for a running job.
+    backlog_bytes: usize,
     wake: LocalSender<()>,
     /// `POST /admin/compaction/trigger`: flush and compact even below the thresholds.
     forced: bool,
@@ -87,12 +91,18 @@ pub type SharedHistory = Rc<RefCell<ShardHistory>>;
 
 impl ShardHistory {
     /// The store and the receiver its background task waits on.
-    pub fn new(shard: usize, store: Store, compaction_trigger_tables: usize) -> (SharedHistory, LocalReceiver<()>) {
+    pub fn new(
+        shard: usize,
+        store: Store,
+        compaction_trigger_tables: usize,
+        backlog_bytes: usize,
+    ) -> (SharedHistory, LocalReceiver<()>) {
         let (wake, woken) = glommio::channels::local_channel::new_bounded(1);
         let history = ShardHistory {
             shard,
             store,
             compaction_trigger_tables: compaction_trigger_tables.max(1),
+            backlog_bytes,
             wake,
             forced: false,
             flush_wanted: 0,
@@ -121,12 +131,13 @@ impl ShardHistory {
         }
     }
 
-    /// Whether the memtable is `MEMTABLE_BACKLOG_FACTOR` times its size while a job runs:
+    /// Whether the memtable holds `backlog_bytes` (`[storage] memtable_backlog_kib`, by
+    /// default `MEMTABLE_BACKLOG_FACTOR` times its size) while a job runs:
     /// the committer then waits (`wait_for_backlog`). Not while no job runs (the next `apply`
     /// starts one) or after a failed one (that would stop order flow on a failing disk; the
     /// WAL holds everything, and the job is tried again).
     pub fn backlogged(&self) -> bool {
-        self.store.job_running() && self.last_error.is_none() && self.store.memtable_over(MEMTABLE_BACKLOG_FACTOR)
+        self.store.job_running() && self.last_error.is_none() && self.store.memtable_bytes() >= self.backlog_bytes
     }
 
     fn work_due(&self) -> bool {

@@ -441,7 +441,8 @@ async fn run_shard(
     let mut background = None;
     let mut history = None;
     if let (Some(store), Some(storage)) = (store, &config.storage) {
-        let (shared, woken) = ShardHistory::new(shard, store, storage.compaction_trigger_tables);
+        let (shared, woken) =
+            ShardHistory::new(shard, store, storage.compaction_trigger_tables, storage.memtable_backlog_bytes);
         // Recovery may have left a full memtable: let the background task look at once.
         shared.borrow_mut().apply(Vec::new(), 0);
         core.borrow_mut().set_history(shared.clone());

@@ -416,10 +416,9 @@ impl Store {
         self.mem.approximate_bytes() >= self.opts.memtable_bytes
     }
 
-    /// True once the memtable holds `factor` times `StoreOptions::memtable_bytes` (a flush
-    /// has fallen that far behind the writes).
-    pub fn memtable_over(&self, factor: usize) -> bool {
-        self.mem.approximate_bytes() >= self.opts.memtable_bytes.saturating_mul(factor)
+    /// About how many bytes the memtable (not a frozen one) holds.
+    pub fn memtable_bytes(&self) -> usize {
+        self.mem.approximate_bytes()
     }
 
     /// Whether a flush or compaction job has begun and not finished.
