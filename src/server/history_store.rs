@@ -76,6 +76,8 @@ pub struct ShardHistory {
     compaction_trigger_tables: usize,
     /// The memtable size past which the committer waits for a running job.
     backlog_bytes: usize,
+    /// The last job begun was a flush (`next_job`).
+    last_job_flushed: bool,
     wake: LocalSender<()>,
     /// `POST /admin/compaction/trigger`: flush and compact even below the thresholds.
     forced: bool,
@@ -103,6 +105,7 @@ impl ShardHistory {
             store,
             compaction_trigger_tables: compaction_trigger_tables.max(1),
             backlog_bytes,
+            last_job_flushed: false,
             wake,
             forced: false,
             flush_wanted: 0,
@@ -279,17 +282,32 @@ enum Job {
     Compaction(crate::storage::lsm::store::CompactionJob),
 }
 
+/// The next job: a flush when the memtable is full (or one is asked for), else a compaction
+/// that is due. Except right after a flush: then a compaction that is due goes first, unless
+/// the memtable has reached half its backlog bound (memory first). Under a steady stream of
+/// writes a memtable is full again by the time its flush ends; flushes alone would pile up
+/// level-0 tables (every read looks at each one) and make the next level-0 compaction ever
+/// larger.
 fn next_job(h: &mut ShardHistory) -> Option<Job> {
+    // A forced round compacts level 0 whatever its size, then every level over its target.
+    let level0_trigger = if h.forced { 1 } else { h.compaction_trigger_tables };
+    let compaction_first = h.last_job_flushed && !h.closing && h.store.memtable_bytes() < h.backlog_bytes / 2;
+    if compaction_first {
+        if let Some(job) = h.store.begin_compaction(level0_trigger) {
+            h.last_job_flushed = false;
+            return Some(Job::Compaction(job));
+        }
+    }
     let flush = h.store.needs_flush() || h.forced || h.closing || h.flush_owed();
     if flush {
         if let Some(job) = h.store.begin_flush() {
+            h.last_job_flushed = true;
             return Some(Job::Flush(job));
         }
     }
-    // A forced round compacts level 0 whatever its size, then every level over its target.
-    let level0_trigger = if h.forced { 1 } else { h.compaction_trigger_tables };
     if !h.closing {
         if let Some(job) = h.store.begin_compaction(level0_trigger) {
+            h.last_job_flushed = false;
             return Some(Job::Compaction(job));
         }
     }
@@ -461,6 +479,60 @@ pub fn spawn_background(history: SharedHistory, woken: LocalReceiver<()>) -> Opt
         Err(e) => {
             tracing::error!("cannot start the history store's background task: {e}");
             None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs the job `next_job` picks, on this thread, and finishes it.
+    fn run_next(h: &mut ShardHistory) -> Option<&'static str> {
+        match next_job(h)? {
+            Job::Flush(job) => {
+                let done = job.run();
+                h.store.finish_flush(done).expect("flush");
+                Some("flush")
+            }
+            Job::Compaction(job) => {
+                let done = job.run();
+                h.store.finish_compaction(done).expect("compaction");
+                remove_obsolete(h.store.take_obsolete());
+                Some("compaction")
+            }
+        }
+    }
+
+    /// Writes keep coming during every job (the memtable is full again when each ends): the
+    /// compactions still get their turn, so level 0 stays at its trigger, and nothing is lost.
+    #[test]
+    fn compactions_keep_their_turn_while_flushes_are_always_due() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = open_store(dir.path(), 0, 64 << 10, 256 << 10).expect("store");
+        let (history, _woken) = ShardHistory::new(0, store, 2, 4 * (64 << 10));
+        let mut h = history.borrow_mut();
+        let mut written = 0u64;
+        let mut fill = |h: &mut ShardHistory| {
+            while !h.store.needs_flush() {
+                written += 1;
+                h.store.put(format!("s{:02}/{written:08}", written % 37).as_bytes(), &[7; 100]);
+            }
+        };
+        let (mut flushes, mut compactions, mut most_level0) = (0, 0, 0);
+        for _ in 0..60 {
+            fill(&mut h);
+            match run_next(&mut h).expect("a flush is always due") {
+                "flush" => flushes += 1,
+                _ => compactions += 1,
+            }
+            most_level0 = most_level0.max(h.store.level0_tables());
+        }
+        assert!(compactions >= 10, "{flushes} flushes, {compactions} compactions");
+        assert!(most_level0 <= 3, "level 0 reached {most_level0} tables");
+        for i in (1..=written).step_by(97) {
+            let key = format!("s{:02}/{i:08}", i % 37);
+            assert_eq!(h.store.get(key.as_bytes()).expect("read"), Some(vec![7; 100]), "{key}");
         }
     }
 }
