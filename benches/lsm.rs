@@ -65,13 +65,13 @@ fn main() {
 
     // Memtable.
     let keys: Vec<Vec<u8>> = (0..n).map(|i| key(mix(i) % (n * 4))).collect();
-    let mem = Memtable::new();
+    let mut mem = Memtable::new();
     let start = Instant::now();
     for (i, k) in keys.iter().enumerate() {
         mem.put(k.clone(), i as u64 + 1, Some(value.to_vec()));
     }
     let insert_secs = start.elapsed().as_secs_f64();
-    let fresh = Memtable::new();
+    let mut fresh = Memtable::new();
     let mut lat = Vec::with_capacity(200_000);
     for (i, k) in keys.iter().take(200_000).enumerate() {
         let k = k.clone();
@@ -192,7 +192,7 @@ fn main() {
     std::fs::create_dir_all(&merge_dir).unwrap();
     let inputs: Vec<sstable::Table> = (0..4u64)
         .map(|round| {
-            let run = Memtable::new();
+            let mut run = Memtable::new();
             for i in 0..n / 4 {
                 run.put(key(mix(i + round * 1_000_003) % (n / 2)), round * n + i + 1, Some(value.to_vec()));
             }

@@ -44,6 +44,8 @@ fn small_options() -> StoreOptions {
         table_bytes: 120,
         level1_bytes: LEVEL1_BYTES,
         level_ratio: 2,
+        // Keys with a '/' share a memtable skiplist per prefix, the others have one each.
+        memtable_separator: Some(b'/'),
     }
 }
 
@@ -842,6 +844,7 @@ fn a_compaction_reads_about_level0_and_level1_however_long_the_history() {
         table_bytes: 8 << 10,
         level1_bytes: 64 << 10,
         level_ratio: 4,
+        memtable_separator: Some(b'/'),
     };
     let (mut store, _) = Store::open(dir.path(), opts).unwrap();
     let key = |series: u64, time: u64| {

@@ -49,7 +49,15 @@ pub fn shard_history_dir(storage: &Path, shard: u16) -> PathBuf {
 pub fn open_store(storage: &Path, shard: u16, memtable_bytes: usize, level1_bytes: u64) -> Result<Store, String> {
     let dir = shard_history_dir(storage, shard);
     let table_bytes = (memtable_bytes / 8).clamp(1 << 20, 8 << 20);
-    let mut opts = StoreOptions { memtable_bytes, table_bytes, level1_bytes, ..StoreOptions::default() };
+    // Every history key is a series, a 0, then numbers (`history::series_prefix`): one memtable
+    // skiplist per series.
+    let mut opts = StoreOptions {
+        memtable_bytes,
+        table_bytes,
+        level1_bytes,
+        memtable_separator: Some(0),
+        ..StoreOptions::default()
+    };
     opts.build.write_pause_us = TABLE_WRITE_PAUSE_US;
     let (store, report) = Store::open(&dir, opts).map_err(|e| format!("history store of shard {shard}: {e}"))?;
     if report.removed_temporaries + report.removed_orphans > 0 {

@@ -2,12 +2,26 @@
 //! on crossbeam-skiplist. A value of `None` is a tombstone (a delete that must shadow older
 //! versions in SSTables until compaction drops it). Writes carry a sequence number; a write
 //! never replaces a newer one already present.
+//!
+//! Partitions: with a separator byte, the keys are split by their prefix through its first
+//! occurrence (the whole key where it has none), one skiplist per prefix. The server's history
+//! keys are a series (a kind and a name, then a 0) followed by times, so each series gets its
+//! own skiplist and nearly every write goes to the end of one: its search walks that list's
+//! right edge, which the previous write left in cache, instead of descending through one list
+//! of every series' entries (the search was the largest single cost of a busy shard,
+//! docs/PERFORMANCE.md). Ordering the partitions by prefix orders all keys, so a scan or a
+//! flush reads them one after the other: two prefixes that end at a separator are never a
+//! proper prefix of one another (each ends at its first one), so they differ at a byte inside
+//! both, which orders their keys too; a key without a separator is alone in its partition,
+//! and it either differs from another prefix inside both or is a proper prefix of it (then it
+//! sorts before every key of that partition).
 
+use crate::domain::fast_hash::FastMap;
 use crate::storage::lsm::Entry;
 use crossbeam_skiplist::SkipMap;
 use std::cell::Cell;
+use std::collections::BTreeMap;
 use std::ops::Bound;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 /// Bytes charged per entry on top of key and value: skiplist node, tower, sequence number.
 const ENTRY_OVERHEAD: usize = 64;
@@ -82,29 +96,72 @@ impl std::borrow::Borrow<[u8]> for MemKey {
     }
 }
 
-/// The memtable. `put` takes `&self`: the skiplist is concurrent, though the store writes from
-/// one task only.
-#[derive(Default)]
+/// The memtable: one skiplist per partition (one, with the empty prefix, when not
+/// partitioned).
 pub struct Memtable {
-    map: SkipMap<MemKey, Versioned>,
-    bytes: AtomicUsize,
-    max_seq: AtomicU64,
+    lists: Vec<SkipMap<MemKey, Versioned>>,
+    /// A write finds its list by hash (cheaper than a tree's comparisons)...
+    by_prefix: FastMap<Box<[u8]>, usize>,
+    /// ...and a scan or a flush visits the lists in prefix order.
+    in_order: BTreeMap<Box<[u8]>, usize>,
+    separator: Option<u8>,
+    bytes: usize,
+    max_seq: u64,
+}
+
+impl Default for Memtable {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl Memtable {
+    /// One skiplist for all keys.
     pub fn new() -> Self {
-        Self::default()
+        Self::partitioned(None)
+    }
+
+    /// One skiplist per key prefix through the first `separator` (see the module's doc);
+    /// `None`: one for all keys.
+    pub fn partitioned(separator: Option<u8>) -> Self {
+        Memtable {
+            lists: Vec::new(),
+            by_prefix: FastMap::default(),
+            in_order: BTreeMap::new(),
+            separator,
+            bytes: 0,
+            max_seq: 0,
+        }
+    }
+
+    fn prefix<'k>(&self, key: &'k [u8]) -> &'k [u8] {
+        match self.separator {
+            None => &[],
+            Some(sep) => key.iter().position(|&b| b == sep).map_or(key, |at| &key[..=at]),
+        }
     }
 
     /// Inserts `value` (`None`: tombstone) at `seq` unless the key already holds a newer
     /// sequence number. Returns whether the write took effect.
-    pub fn put(&self, key: Vec<u8>, seq: u64, value: Option<Vec<u8>>) -> bool {
+    pub fn put(&mut self, key: Vec<u8>, seq: u64, value: Option<Vec<u8>>) -> bool {
+        let prefix = self.prefix(&key);
+        let at = match self.by_prefix.get(prefix) {
+            Some(&at) => at,
+            None => {
+                let at = self.lists.len();
+                self.lists.push(SkipMap::new());
+                self.by_prefix.insert(prefix.into(), at);
+                self.in_order.insert(prefix.into(), at);
+                at
+            }
+        };
+        let map = &self.lists[at];
         // One search of the skiplist: the comparison sees the entry it would replace, so its
         // charge is known without a lookup first (the history store's writes are ~12 % of a
         // busy shard's CPU, half of it in these searches; docs/PERFORMANCE.md).
         let key_len = key.len();
         let replaced: Cell<Option<usize>> = Cell::new(None);
-        let entry = self.map.compare_insert(MemKey::new(&key), Versioned { seq, value }, |cur| {
+        let entry = map.compare_insert(MemKey::new(&key), Versioned { seq, value }, |cur| {
             let newer_or_same = cur.seq <= seq;
             replaced.set(newer_or_same.then(|| key_len + cur.value.as_ref().map_or(0, Vec::len) + ENTRY_OVERHEAD));
             newer_or_same
@@ -114,18 +171,19 @@ impl Memtable {
             return false;
         }
         let added = charge(entry.key().as_slice(), &stored.value);
-        self.bytes.fetch_add(added, Ordering::Relaxed);
+        self.bytes += added;
         if let Some(removed) = replaced.get() {
-            self.bytes.fetch_sub(removed, Ordering::Relaxed);
+            self.bytes -= removed;
         }
-        self.max_seq.fetch_max(seq, Ordering::Relaxed);
+        self.max_seq = self.max_seq.max(seq);
         true
     }
 
     /// The newest version of `key`: `Some((seq, None))` is a tombstone, `None` means unknown
     /// here (look further down).
     pub fn get(&self, key: &[u8]) -> Option<(u64, Option<Vec<u8>>)> {
-        self.map.get(key).map(|e| (e.value().seq, e.value().value.clone()))
+        let e = self.lists[*self.by_prefix.get(self.prefix(key))?].get(key)?;
+        Some((e.value().seq, e.value().value.clone()))
     }
 
     /// Visits the entries with keys in `(lo, hi)`, in key order, tombstones included, while
@@ -137,30 +195,53 @@ impl Memtable {
                 return;
             }
         }
-        for e in self.map.range::<[u8], _>((lo, hi)) {
-            let v = e.value();
-            if !f(e.key().as_slice(), v.seq, v.value.as_deref()) {
+        // A partition's keys all start with its prefix: past `hi` once the prefix is, and
+        // before `lo` when the prefix is and `lo` does not start with it.
+        let beyond_hi = |p: &[u8]| match hi {
+            Bound::Included(b) | Bound::Excluded(b) => p > b,
+            Bound::Unbounded => false,
+        };
+        let before_lo = |p: &[u8]| match lo {
+            Bound::Included(a) | Bound::Excluded(a) => p < a && !a.starts_with(p),
+            Bound::Unbounded => false,
+        };
+        for (prefix, &at) in &self.in_order {
+            if beyond_hi(prefix) {
                 return;
+            }
+            if before_lo(prefix) {
+                continue;
+            }
+            for e in self.lists[at].range::<[u8], _>((lo, hi)) {
+                let v = e.value();
+                if !f(e.key().as_slice(), v.seq, v.value.as_deref()) {
+                    return;
+                }
             }
         }
     }
 
+    /// Every entry in key order (one version per key, tombstones included).
+    fn entries(&self) -> impl Iterator<Item = crossbeam_skiplist::map::Entry<'_, MemKey, Versioned>> + '_ {
+        self.in_order.values().flat_map(|&at| self.lists[at].iter())
+    }
+
     /// Approximate memory held, in bytes (keys, values and a fixed per-entry overhead).
     pub fn approximate_bytes(&self) -> usize {
-        self.bytes.load(Ordering::Relaxed)
+        self.bytes
     }
 
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.lists.iter().map(SkipMap::len).sum()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.lists.iter().all(SkipMap::is_empty)
     }
 
     /// Highest sequence number written (0 when empty).
     pub fn max_seq(&self) -> u64 {
-        self.max_seq.load(Ordering::Relaxed)
+        self.max_seq
     }
 
     /// Ends the memtable's mutable life: what is left can only be read, in key order, to be
@@ -178,7 +259,7 @@ pub struct FrozenMemtable {
 impl FrozenMemtable {
     /// All entries in key order (one version per key, tombstones included).
     pub fn iter(&self) -> impl Iterator<Item = Entry> + '_ {
-        self.inner.map.iter().map(|e| Entry {
+        self.inner.entries().map(|e| Entry {
             key: e.key().as_slice().to_vec(),
             seq: e.value().seq,
             value: e.value().value.clone(),
@@ -223,7 +304,7 @@ mod tests {
 
     #[test]
     fn newer_sequence_wins_and_size_tracks() {
-        let m = Memtable::new();
+        let mut m = Memtable::new();
         assert!(m.put(b"a".to_vec(), 2, Some(b"two".to_vec())));
         assert!(!m.put(b"a".to_vec(), 1, Some(b"one".to_vec())));
         assert_eq!(m.get(b"a"), Some((2, Some(b"two".to_vec()))));
@@ -243,7 +324,7 @@ mod tests {
 
     #[test]
     fn scan_bounds_and_inverted_ranges() {
-        let m = Memtable::new();
+        let mut m = Memtable::new();
         for (i, k) in [b"a", b"b", b"c", b"d"].iter().enumerate() {
             m.put(k.to_vec(), i as u64 + 1, Some(vec![i as u8]));
         }
@@ -276,10 +357,22 @@ mod tests {
 
     #[test]
     fn short_and_long_keys_keep_byte_order() {
+        short_and_long_keys_keep_byte_order_in(Memtable::new());
+    }
+
+    /// The same with one skiplist per prefix through the first 1 byte (the keys are made of
+    /// 'k', 0, 1 and 2: some have no separator, many share a prefix), and scans between random
+    /// bounds, which must skip and visit partitions as the bytes order them.
+    #[test]
+    fn partitions_keep_byte_order() {
+        let m = short_and_long_keys_keep_byte_order_in(Memtable::partitioned(Some(1)));
+        assert!(m.lists.len() > 100, "{} partitions", m.lists.len());
+    }
+
+    fn short_and_long_keys_keep_byte_order_in(mut m: Memtable) -> Memtable {
         // Keys on both sides of the inline limit, many sharing prefixes (a short key that is a
         // prefix of a long one included): the memtable's order, lookups and scans must be
         // those of the bytes.
-        let m = Memtable::new();
         let mut model = std::collections::BTreeMap::new();
         let mut x = 12345u64;
         for seq in 1..=2_000u64 {
@@ -302,7 +395,30 @@ mod tests {
         // A key just past the inline limit, absent or present, answers as the model does.
         let probe = [b'k'; INLINE_KEY_BYTES + 1];
         assert_eq!(m.get(&probe).map(|(seq, _)| seq), model.get(&probe[..]).copied());
-        let frozen: Vec<Vec<u8>> = m.freeze().iter().map(|e| e.key).collect();
-        assert_eq!(frozen, model.keys().cloned().collect::<Vec<_>>());
+        let keys: Vec<&Vec<u8>> = model.keys().collect();
+        for i in 0..300usize {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let (a, b) = (keys[(x >> 20) as usize % keys.len()], keys[(x >> 40) as usize % keys.len()]);
+            let (a, b) = (a.min(b).as_slice(), a.max(b).as_slice());
+            // Bounds that are keys, and (every third) a key cut short, which may be no key.
+            let a = if i % 3 == 0 { &a[..a.len() / 2] } else { a };
+            let lo = if i % 2 == 0 { Bound::Included(a) } else { Bound::Excluded(a) };
+            let hi = if i % 4 < 2 { Bound::Included(b) } else { Bound::Excluded(b) };
+            let hi = if i % 7 == 0 { Bound::Unbounded } else { hi };
+            if a == b && matches!((lo, hi), (Bound::Excluded(_), Bound::Excluded(_))) {
+                continue; // BTreeMap::range refuses it (the memtable answers nothing)
+            }
+            let mut got = Vec::new();
+            m.scan(lo, hi, |k, _, _| {
+                got.push(k.to_vec());
+                true
+            });
+            let want: Vec<Vec<u8>> = model.range::<[u8], _>((lo, hi)).map(|(k, _)| k.clone()).collect();
+            assert_eq!(got, want, "scan {lo:?} {hi:?}");
+        }
+        let frozen = m.freeze();
+        let keys: Vec<Vec<u8>> = frozen.iter().map(|e| e.key).collect();
+        assert_eq!(keys, model.keys().cloned().collect::<Vec<_>>());
+        frozen.thaw()
     }
 }

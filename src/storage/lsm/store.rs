@@ -35,6 +35,9 @@ pub struct StoreOptions {
     pub level1_bytes: u64,
     /// Each level below 1 may hold this many times the bytes of the one above it.
     pub level_ratio: u64,
+    /// The memtable keeps one skiplist per key prefix through this byte
+    /// (`Memtable::partitioned`); `None`: one for all keys.
+    pub memtable_separator: Option<u8>,
 }
 
 impl Default for StoreOptions {
@@ -45,6 +48,7 @@ impl Default for StoreOptions {
             table_bytes: 8 << 20,
             level1_bytes: 256 << 20,
             level_ratio: 10,
+            memtable_separator: None,
         }
     }
 }
@@ -353,7 +357,7 @@ impl Store {
         let store = Store {
             dir: dir.to_path_buf(),
             opts,
-            mem: Memtable::new(),
+            mem: Memtable::partitioned(opts.memtable_separator),
             mem_watermark: manifest.watermark,
             frozen: None,
             levels,
@@ -594,7 +598,8 @@ impl Store {
             if self.mem.is_empty() && self.mem_watermark == self.manifest.watermark {
                 return None;
             }
-            let frozen = std::mem::take(&mut self.mem).freeze();
+            let fresh = Memtable::partitioned(self.opts.memtable_separator);
+            let frozen = std::mem::replace(&mut self.mem, fresh).freeze();
             self.frozen = Some((Arc::new(frozen), self.mem_watermark));
         }
         let (frozen, watermark) = self.frozen.clone()?;
