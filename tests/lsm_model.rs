@@ -488,17 +488,11 @@ fn run(ops: Vec<Op>) -> Result<Coverage, TestCaseError> {
     Ok(cov)
 }
 
-#[test]
-fn store_matches_btreemap() {
-    let config = ProptestConfig {
-        cases: 96,
-        rng_seed: RngSeed::Fixed(0x6c73_6d5f_6d6f_6465),
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    };
+/// Runs `run` on every case of `ops` (a panic names the failing case) and sums the coverage.
+fn run_cases(config: ProptestConfig, ops: impl Strategy<Value = Vec<Op>>) -> Coverage {
     let mut runner = TestRunner::new(config);
     let total = RefCell::new(Coverage::default());
-    let result = runner.run(&proptest::collection::vec(op(), 1..80), |ops| {
+    let result = runner.run(&ops, |ops| {
         let cov = run(ops)?;
         total.borrow_mut().add(&cov);
         Ok(())
@@ -508,6 +502,18 @@ fn store_matches_btreemap() {
     }
     let c = total.into_inner();
     eprintln!("coverage: {c:?}");
+    c
+}
+
+#[test]
+fn store_matches_btreemap() {
+    let config = ProptestConfig {
+        cases: 96,
+        rng_seed: RngSeed::Fixed(0x6c73_6d5f_6d6f_6465),
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    };
+    let c = run_cases(config, proptest::collection::vec(op(), 1..80));
     for (what, n) in [
         ("writes during a flush job", c.writes_during_flush),
         ("reads during a flush job", c.reads_during_flush),
@@ -550,18 +556,7 @@ fn store_matches_btreemap_through_many_levels() {
         3 => Just(Op::FinishJob),
         1 => Just(Op::Crash),
     ];
-    let mut runner = TestRunner::new(config);
-    let total = RefCell::new(Coverage::default());
-    let result = runner.run(&proptest::collection::vec(deep_op, 150..400), |ops| {
-        let cov = run(ops)?;
-        total.borrow_mut().add(&cov);
-        Ok(())
-    });
-    if let Err(e) = result {
-        panic!("{e}");
-    }
-    let c = total.into_inner();
-    eprintln!("coverage: {c:?}");
+    let c = run_cases(config, proptest::collection::vec(deep_op, 150..400));
     for (what, n) in [
         ("compactions of level 1 or deeper", c.deep_compactions),
         ("tables moved down unchanged", c.moves),
