@@ -488,8 +488,15 @@ fn run(ops: Vec<Op>) -> Result<Coverage, TestCaseError> {
     Ok(cov)
 }
 
-/// Runs `run` on every case of `ops` (a panic names the failing case) and sums the coverage.
-fn run_cases(config: ProptestConfig, ops: impl Strategy<Value = Vec<Op>>) -> Coverage {
+/// Runs `run` on `cases` cases of `ops` drawn from a fixed `seed` (so every run replays the
+/// same ones; a panic names the failing case) and sums the coverage.
+fn run_cases(cases: u32, seed: u64, ops: impl Strategy<Value = Vec<Op>>) -> Coverage {
+    let config = ProptestConfig {
+        cases,
+        rng_seed: RngSeed::Fixed(seed),
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    };
     let mut runner = TestRunner::new(config);
     let total = RefCell::new(Coverage::default());
     let result = runner.run(&ops, |ops| {
@@ -507,13 +514,7 @@ fn run_cases(config: ProptestConfig, ops: impl Strategy<Value = Vec<Op>>) -> Cov
 
 #[test]
 fn store_matches_btreemap() {
-    let config = ProptestConfig {
-        cases: 96,
-        rng_seed: RngSeed::Fixed(0x6c73_6d5f_6d6f_6465),
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    };
-    let c = run_cases(config, proptest::collection::vec(op(), 1..80));
+    let c = run_cases(96, 0x6c73_6d5f_6d6f_6465, proptest::collection::vec(op(), 1..80));
     for (what, n) in [
         ("writes during a flush job", c.writes_during_flush),
         ("reads during a flush job", c.reads_during_flush),
@@ -536,12 +537,6 @@ fn store_matches_btreemap() {
 /// happen, and every read still matches the model.
 #[test]
 fn store_matches_btreemap_through_many_levels() {
-    let config = ProptestConfig {
-        cases: 24,
-        rng_seed: RngSeed::Fixed(0x6c65_7665_6c65_6421),
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    };
     let deep_op = prop_oneof![
         12 => (0u8..40, proptest::collection::vec(any::<u8>(), 0..24)).prop_map(|(k, v)| Op::Put(k, v)),
         5 => (0u8..40).prop_map(Op::Delete),
@@ -556,7 +551,7 @@ fn store_matches_btreemap_through_many_levels() {
         3 => Just(Op::FinishJob),
         1 => Just(Op::Crash),
     ];
-    let c = run_cases(config, proptest::collection::vec(deep_op, 150..400));
+    let c = run_cases(24, 0x6c65_7665_6c65_6421, proptest::collection::vec(deep_op, 150..400));
     for (what, n) in [
         ("compactions of level 1 or deeper", c.deep_compactions),
         ("tables moved down unchanged", c.moves),

@@ -465,14 +465,11 @@ fn failed(h: &mut ShardHistory, what: &str, error: String) {
 }
 
 /// Waits while `history` is backlogged (`ShardHistory::backlogged`), polling every
-/// millisecond; returns whether it waited.
-pub async fn wait_for_backlog(history: &SharedHistory) -> bool {
-    let mut waited = false;
+/// millisecond.
+pub async fn wait_for_backlog(history: &SharedHistory) {
     while history.borrow().backlogged() {
-        waited = true;
         glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
     }
-    waited
 }
 
 /// Spawns the background task in its low-priority task queue.

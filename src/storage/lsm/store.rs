@@ -127,6 +127,9 @@ pub struct Store {
     frozen: Option<(Arc<FrozenMemtable>, u64)>,
     /// `MAX_LEVELS` levels: level 0 newest first, the others sorted by key and disjoint.
     levels: Vec<Vec<Arc<Table>>>,
+    /// Bytes of each level's files, kept with `levels` (`recount_levels`): the committer asks
+    /// whether a compaction is due after every group.
+    level_bytes: Vec<u64>,
     /// Per level, the last key of the table last compacted from it: the next compaction of
     /// that level takes the table after it, so every part of a level is pushed down in turn.
     compact_pointer: Vec<Option<Vec<u8>>>,
@@ -360,6 +363,7 @@ impl Store {
             mem: Memtable::partitioned(opts.memtable_separator),
             mem_watermark: manifest.watermark,
             frozen: None,
+            level_bytes: levels.iter().map(|l| l.iter().map(|t| t.file_bytes()).sum()).collect(),
             levels,
             compact_pointer: vec![None; MAX_LEVELS],
             manifest,
@@ -446,7 +450,11 @@ impl Store {
     }
 
     fn level_bytes(&self, level: usize) -> u64 {
-        self.levels[level].iter().map(|t| t.file_bytes()).sum()
+        self.level_bytes[level]
+    }
+
+    fn recount_levels(&mut self) {
+        self.level_bytes = self.levels.iter().map(|l| l.iter().map(|t| t.file_bytes()).sum()).collect();
     }
 
     /// The level most in need of compaction: level 0 at `level0_trigger` tables or more, a
@@ -635,6 +643,7 @@ impl Store {
         };
         self.bytes_flushed += table.file_bytes();
         self.levels[0].insert(0, Arc::new(table));
+        self.recount_levels();
         self.flushes += 1;
         Ok(Some(report))
     }
@@ -720,6 +729,7 @@ impl Store {
             self.obsolete.tables.extend(taken);
         }
         self.levels[out_level].sort_by(|a, b| a.key_range().cmp(&b.key_range()));
+        self.recount_levels();
         debug_assert!(first_overlap(&self.levels[out_level]).is_none(), "level {out_level} overlaps");
         self.compactions += 1;
         if !done.move_only {
