@@ -13,7 +13,11 @@
 # batches of the same size, so CPU per answer compares the work itself (the maximum moves
 # with the neighbours, and with it the batch sizes and the fixed costs per batch).
 #
-# Usage: tools/cpu_per_answer.sh MODE...   (knobs: CONNECTIONS=32 DURATION=4 WARMUP=1
+# PERF=1 also records the process with `perf record -F 2999` over the same window
+# ($OUT/MODE.perf.data; PERF_ARGS="--call-graph dwarf" for call chains, default -g) and prints
+# its ten largest functions (self time). The CPU per answer then includes perf's own cost.
+#
+# Usage: tools/cpu_per_answer.sh MODE...   (knobs: CONNECTIONS=32 DURATION=4 WARMUP=1 PERF=0
 #        RATE=0 (closed loop) LOAD_CORE=1 BIN_UNDER_TEST=<dir with the server and responder
 #        binaries, default target/release> CONFIG=<server config file>
 #        OUT=target/cpu_per_answer/<time>)
@@ -52,7 +56,12 @@ for mode in "$@"; do
   sleep "$(python3 -c "print($WARMUP + 0.4)")"
   before=$(cpu_ticks "$PID")
   window=$(python3 -c "print(max(0.5, $DURATION - 0.6))")
-  sleep "$window"
+  if [ "${PERF:-0}" = 1 ]; then
+    # shellcheck disable=SC2086  # PERF_ARGS is a list of arguments
+    perf record -F 2999 ${PERF_ARGS:--g} -o "$OUT/$mode.perf.data" -p "$PID" -- sleep "$window" >/dev/null 2>&1
+  else
+    sleep "$window"
+  fi
   after=$(cpu_ticks "$PID")
   wait "$load_pid"
   throughput=$(grep -o 'throughput=[0-9.]*' "$OUT/$mode.loadgen" | cut -d= -f2)
@@ -61,6 +70,10 @@ for mode in "$@"; do
 t, ticks, hz, w = $throughput, $after - $before, $hz, $window
 cpu = ticks / hz
 print(f'$mode: {t:,.0f} answers/s, {cpu / w:.2f} cores, {cpu * 1e6 / (t * w):.1f} us CPU per answer')"
+  if [ "${PERF:-0}" = 1 ]; then
+    perf report -i "$OUT/$mode.perf.data" --no-children --sort symbol --stdio -g none 2>/dev/null |
+        grep -E '^ +[0-9]' | head -10 | cut -c1-110
+  fi
   if [ "$mode" != raw ]; then
     curl -s "http://$ADDR/admin/latency" | grep -E '^# stage (commit_wait|wal_write_sync|history_apply|execute_command):' || true
     # History store writes over every answer of the run (warm-up included).
