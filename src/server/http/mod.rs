@@ -30,8 +30,9 @@ mod tests;
 pub use error::{HttpError, HttpErrorCode};
 pub use request::{parse_request, Header, Limits, Method, ParseOutcome, Request, Version};
 pub use response::{
-    push_error_body, push_success_body, reason_phrase, write_error, write_http_error, write_response,
-    write_response_with_headers, write_success, CONTENT_TYPE_JSON, CONTENT_TYPE_PROMETHEUS, CONTENT_TYPE_TEXT,
+    push_error_body, push_success_body, push_success_body_with, reason_phrase, write_error, write_http_error,
+    write_response, write_response_with_headers, write_success, CONTENT_TYPE_JSON, CONTENT_TYPE_PROMETHEUS,
+    CONTENT_TYPE_TEXT,
 };
 pub use route::{
     route, Access, KlinePeriod, Route, DEFAULT_DEPTH, DEFAULT_KLINE_COUNT, DEFAULT_KLINE_PERIOD, DEFAULT_TRADES_LIMIT,

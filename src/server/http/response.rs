@@ -96,11 +96,16 @@ pub fn write_success<T: Serialize + ?Sized>(out: &mut Vec<u8>, data: &T, keep_al
 /// serialization error nothing of the attempt stays in `out`.
 pub fn push_success_body<T: Serialize + ?Sized>(out: &mut Vec<u8>, data: &T) -> Result<(), serde_json::Error> {
     let start = out.len();
+    push_success_body_with(out, |out| serde_json::to_writer(out, data)).inspect_err(|_| out.truncate(start))
+}
+
+/// [`push_success_body`] with the data written by `write` (JSON text it writes itself).
+pub fn push_success_body_with<E>(
+    out: &mut Vec<u8>,
+    write: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
+) -> Result<(), E> {
     out.extend_from_slice(br#"{"success":true,"data":"#);
-    if let Err(e) = serde_json::to_writer(&mut *out, data) {
-        out.truncate(start);
-        return Err(e);
-    }
+    write(out)?;
     out.extend_from_slice(br#","error":null}"#);
     Ok(())
 }
