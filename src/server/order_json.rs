@@ -5,6 +5,7 @@
 //! field, prices through a float formatter. The tests below compare both writers byte for byte
 //! over random records, odd names and extreme amounts included.
 
+use super::http::push_decimal;
 use super::journal::{OrderRecord, OrderStatus, UserTrade};
 use crate::domain::types::PRICE_SCALE;
 
@@ -22,93 +23,89 @@ pub fn push_order_reply(out: &mut Vec<u8>, order: &OrderRecord, trades: &[&UserT
     out.extend_from_slice(b"]}");
 }
 
-fn push_order(out: &mut Vec<u8>, o: &OrderRecord) {
-    out.extend_from_slice(br#"{"order_id":"#);
-    push_u64(out, o.order_id);
-    out.extend_from_slice(br#","client_order_id":"#);
-    push_str(out, o.client_order_id.as_str());
-    out.extend_from_slice(br#","account_id":"#);
-    push_str(out, o.account_id.as_str());
-    out.extend_from_slice(br#","exchange_id":"#);
-    push_str(out, o.exchange_id.as_str());
-    out.extend_from_slice(br#","instrument_id":"#);
-    push_str(out, o.instrument_id.as_str());
-    out.extend_from_slice(br#","direction":"#);
-    push_str(out, o.direction.as_str());
-    out.extend_from_slice(br#","offset":"#);
-    push_str(out, o.offset.as_str());
-    out.extend_from_slice(br#","price_type":"#);
-    push_str(out, o.price_type.as_str());
-    out.extend_from_slice(br#","limit_price":"#);
-    match o.limit_price {
-        Some(price) => push_fixed4(out, price),
-        None => out.extend_from_slice(b"null"),
+/// One field's value, as the derives write it.
+#[derive(Clone, Copy)]
+enum Field<'a> {
+    Str(&'a str),
+    Int(i64),
+    Id(u64),
+    Fixed4(i64),
+    Null,
+}
+
+impl Field<'_> {
+    fn push(self, out: &mut Vec<u8>) {
+        match self {
+            Field::Str(s) => push_str(out, s),
+            Field::Int(n) => push_i64(out, n),
+            Field::Id(n) => push_decimal(out, n),
+            Field::Fixed4(units) => push_fixed4(out, units),
+            Field::Null => out.extend_from_slice(b"null"),
+        }
     }
-    out.extend_from_slice(br#","volume_orign":"#);
-    push_i64(out, o.volume_orign);
-    out.extend_from_slice(br#","volume_left":"#);
-    push_i64(out, o.volume_left);
-    out.extend_from_slice(br#","time_condition":"#);
-    push_str(out, o.time_condition.as_str());
-    out.extend_from_slice(br#","volume_condition":"#);
-    push_str(out, o.volume_condition.as_str());
-    out.extend_from_slice(br#","status":"#);
-    push_str(
-        out,
-        match o.status {
-            OrderStatus::Alive => "ALIVE",
-            OrderStatus::Finished => "FINISHED",
-        },
-    );
-    out.extend_from_slice(br#","filled_volume":"#);
-    push_i64(out, o.filled_volume);
-    out.extend_from_slice(br#","trade_amount":"#);
-    push_fixed4(out, o.trade_amount);
-    out.extend_from_slice(br#","last_code":"#);
-    match o.last_code {
-        Some(code) => push_u64(out, u64::from(code)),
-        None => out.extend_from_slice(b"null"),
+}
+
+/// `{"name":value,...}`; each name is given with its leading quote and trailing `":`.
+fn push_object(out: &mut Vec<u8>, fields: &[(&str, Field)]) {
+    for (i, &(name, value)) in fields.iter().enumerate() {
+        out.push(if i == 0 { b'{' } else { b',' });
+        out.extend_from_slice(name.as_bytes());
+        value.push(out);
     }
-    out.extend_from_slice(br#","last_msg":"#);
-    match o.last_msg {
-        Some(message) => push_str(out, message),
-        None => out.extend_from_slice(b"null"),
-    }
-    out.extend_from_slice(br#","insert_time_ns":"#);
-    push_i64(out, o.insert_time_ns);
-    out.extend_from_slice(br#","update_time_ns":"#);
-    push_i64(out, o.update_time_ns);
     out.push(b'}');
 }
 
+fn push_order(out: &mut Vec<u8>, o: &OrderRecord) {
+    let status = match o.status {
+        OrderStatus::Alive => "ALIVE",
+        OrderStatus::Finished => "FINISHED",
+    };
+    push_object(
+        out,
+        &[
+            (r#""order_id":"#, Field::Id(o.order_id)),
+            (r#""client_order_id":"#, Field::Str(o.client_order_id.as_str())),
+            (r#""account_id":"#, Field::Str(o.account_id.as_str())),
+            (r#""exchange_id":"#, Field::Str(o.exchange_id.as_str())),
+            (r#""instrument_id":"#, Field::Str(o.instrument_id.as_str())),
+            (r#""direction":"#, Field::Str(o.direction.as_str())),
+            (r#""offset":"#, Field::Str(o.offset.as_str())),
+            (r#""price_type":"#, Field::Str(o.price_type.as_str())),
+            (r#""limit_price":"#, o.limit_price.map_or(Field::Null, Field::Fixed4)),
+            (r#""volume_orign":"#, Field::Int(o.volume_orign)),
+            (r#""volume_left":"#, Field::Int(o.volume_left)),
+            (r#""time_condition":"#, Field::Str(o.time_condition.as_str())),
+            (r#""volume_condition":"#, Field::Str(o.volume_condition.as_str())),
+            (r#""status":"#, Field::Str(status)),
+            (r#""filled_volume":"#, Field::Int(o.filled_volume)),
+            (r#""trade_amount":"#, Field::Fixed4(o.trade_amount)),
+            (r#""last_code":"#, o.last_code.map_or(Field::Null, |c| Field::Id(u64::from(c)))),
+            (r#""last_msg":"#, o.last_msg.map_or(Field::Null, Field::Str)),
+            (r#""insert_time_ns":"#, Field::Int(o.insert_time_ns)),
+            (r#""update_time_ns":"#, Field::Int(o.update_time_ns)),
+        ],
+    );
+}
+
 fn push_user_trade(out: &mut Vec<u8>, t: &UserTrade) {
-    out.extend_from_slice(br#"{"trade_id":"#);
-    push_u64(out, t.trade_id);
-    out.extend_from_slice(br#","order_id":"#);
-    push_u64(out, t.order_id);
-    out.extend_from_slice(br#","client_order_id":"#);
-    push_str(out, t.client_order_id.as_str());
-    out.extend_from_slice(br#","account_id":"#);
-    push_str(out, t.account_id.as_str());
-    out.extend_from_slice(br#","exchange_id":"#);
-    push_str(out, t.exchange_id.as_str());
-    out.extend_from_slice(br#","instrument_id":"#);
-    push_str(out, t.instrument_id.as_str());
-    out.extend_from_slice(br#","direction":"#);
-    push_str(out, t.direction.as_str());
-    out.extend_from_slice(br#","offset":"#);
-    push_str(out, t.offset.as_str());
-    out.extend_from_slice(br#","price":"#);
-    push_fixed4(out, t.price);
-    out.extend_from_slice(br#","volume":"#);
-    push_i64(out, t.volume);
-    out.extend_from_slice(br#","commission":"#);
-    push_fixed4(out, t.commission);
-    out.extend_from_slice(br#","close_profit":"#);
-    push_fixed4(out, t.close_profit);
-    out.extend_from_slice(br#","ts":"#);
-    push_i64(out, t.ts);
-    out.push(b'}');
+    push_object(
+        out,
+        &[
+            (r#""trade_id":"#, Field::Id(t.trade_id)),
+            (r#""order_id":"#, Field::Id(t.order_id)),
+            (r#""client_order_id":"#, Field::Str(t.client_order_id.as_str())),
+            (r#""account_id":"#, Field::Str(t.account_id.as_str())),
+            (r#""exchange_id":"#, Field::Str(t.exchange_id.as_str())),
+            (r#""instrument_id":"#, Field::Str(t.instrument_id.as_str())),
+            (r#""direction":"#, Field::Str(t.direction.as_str())),
+            (r#""offset":"#, Field::Str(t.offset.as_str())),
+            (r#""price":"#, Field::Fixed4(t.price)),
+            (r#""volume":"#, Field::Int(t.volume)),
+            (r#""commission":"#, Field::Fixed4(t.commission)),
+            (r#""close_profit":"#, Field::Fixed4(t.close_profit)),
+            (r#""ts":"#, Field::Int(t.ts)),
+        ],
+    );
 }
 
 /// A JSON string. Names are nearly always plain ASCII, which needs no escaping; anything else
@@ -124,25 +121,11 @@ fn push_str(out: &mut Vec<u8>, s: &str) {
     }
 }
 
-fn push_u64(out: &mut Vec<u8>, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[i..]);
-}
-
 fn push_i64(out: &mut Vec<u8>, n: i64) {
     if n < 0 {
         out.push(b'-');
     }
-    push_u64(out, n.unsigned_abs());
+    push_decimal(out, n.unsigned_abs());
 }
 
 /// Below this many units (1e11 in price terms) a fixed-point amount has at most 15
@@ -163,7 +146,7 @@ fn push_fixed4(out: &mut Vec<u8>, units: i64) {
         out.push(b'-');
     }
     let scale = PRICE_SCALE as u64;
-    push_u64(out, abs / scale);
+    push_decimal(out, abs / scale);
     out.push(b'.');
     let mut fraction = abs % scale;
     if fraction == 0 {

@@ -29,6 +29,7 @@ mod tests;
 
 pub use error::{HttpError, HttpErrorCode};
 pub use request::{parse_request, Header, Limits, Method, ParseOutcome, Request, Version};
+pub(crate) use response::push_decimal;
 pub use response::{
     push_error_body, push_success_body, push_success_body_with, reason_phrase, write_error, write_http_error,
     write_response, write_response_with_headers, write_success, CONTENT_TYPE_JSON, CONTENT_TYPE_PROMETHEUS,

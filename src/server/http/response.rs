@@ -185,7 +185,8 @@ fn write_head(
 }
 
 /// Appends `n` in decimal, formatted on the stack.
-fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+/// `n` in decimal digits.
+pub(crate) fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
     let mut digits = [0u8; 20];
     let mut i = digits.len();
     loop {
