@@ -69,7 +69,7 @@ fn main() {
     let mut mem = Memtable::new();
     let start = Instant::now();
     for (i, k) in keys.iter().enumerate() {
-        mem.put(k.clone(), i as u64 + 1, Some(value.to_vec()));
+        mem.put(k, i as u64 + 1, Some(value.to_vec()));
     }
     let insert_secs = start.elapsed().as_secs_f64();
     let mut fresh = Memtable::new();
@@ -78,7 +78,7 @@ fn main() {
         let k = k.clone();
         let v = Some(value.to_vec());
         let t = Instant::now();
-        fresh.put(k, i as u64 + 1, v);
+        fresh.put(&k, i as u64 + 1, v);
         lat.push(t.elapsed().as_nanos() as u64);
     }
     report("memtable insert", keys.len(), insert_secs, lat);
@@ -105,7 +105,7 @@ fn main() {
         let mut m = Memtable::partitioned(separator);
         let start = Instant::now();
         for (i, k) in series_keys.iter().enumerate() {
-            m.put(k.clone(), i as u64 + 1, Some(value.to_vec()));
+            m.put(k, i as u64 + 1, Some(value.to_vec()));
         }
         let secs = start.elapsed().as_secs_f64();
         let mut timed_m = Memtable::partitioned(separator);
@@ -113,7 +113,7 @@ fn main() {
         for (i, k) in series_keys.iter().take(200_000).enumerate() {
             let (k, v) = (k.clone(), Some(value.to_vec()));
             let t = Instant::now();
-            timed_m.put(k, i as u64 + 1, v);
+            timed_m.put(&k, i as u64 + 1, v);
             lat.push(t.elapsed().as_nanos() as u64);
         }
         report(name, series_keys.len(), secs, lat);
@@ -226,7 +226,7 @@ fn main() {
         .map(|round| {
             let mut run = Memtable::new();
             for i in 0..n / 4 {
-                run.put(key(mix(i + round * 1_000_003) % (n / 2)), round * n + i + 1, Some(value.to_vec()));
+                run.put(&key(mix(i + round * 1_000_003) % (n / 2)), round * n + i + 1, Some(value.to_vec()));
             }
             let entries: Vec<Entry> = run.freeze().iter().collect();
             sstable::write_table(&merge_dir, round + 1, &entries, BuildOptions::default()).unwrap().0

@@ -131,15 +131,19 @@ impl ShardHistory {
     }
 
     /// Puts a durable WAL group's history writes; `wal_sequence` is its last record's.
-    pub fn apply(&mut self, writes: Vec<(Vec<u8>, Vec<u8>)>, wal_sequence: u64) {
+    /// Returns the key buffers (the store copies keys), for the writer to build keys in again.
+    pub fn apply(&mut self, writes: Vec<(Vec<u8>, Vec<u8>)>, wal_sequence: u64) -> Vec<Vec<u8>> {
         self.writes += writes.len() as u64;
+        let mut keys = Vec::with_capacity(writes.len());
         for (key, value) in writes {
-            self.store.put_owned(key, value);
+            self.store.put_owned(&key, value);
+            keys.push(key);
         }
         self.store.set_watermark(wal_sequence);
         if self.work_due() {
             let _ = self.wake.try_send(());
         }
+        keys
     }
 
     /// Whether the memtable holds `backlog_bytes` (`[storage] memtable_backlog_kib`, by

@@ -494,7 +494,7 @@ fn put_history(
     last_sequence: u64,
 ) -> Result<(), String> {
     for (key, value) in writes.into_iter().chain(market) {
-        store.put_owned(key, value);
+        store.put_owned(&key, value);
     }
     store.set_watermark(last_sequence);
     if store.needs_flush() {

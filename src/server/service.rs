@@ -426,6 +426,11 @@ impl Service {
         self.history.take()
     }
 
+    /// Hands the key buffers of applied history writes back to the writer.
+    pub fn recycle_history_keys(&mut self, keys: Vec<Vec<u8>>) {
+        self.history.recycle_keys(keys);
+    }
+
     /// The DIFF chart patches (instrument slot, fan-out topic, patch) of the instruments whose quotes changed: new
     /// ticks, and the bars they changed. Call only while some session follows a chart.
     pub fn take_chart_patches(

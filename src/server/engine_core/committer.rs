@@ -348,8 +348,10 @@ async fn answer(
                     core.borrow_mut().metrics.stage_since("history_backlog_wait", began);
                 }
                 let began = Instant::now();
-                history.borrow_mut().apply(history_writes, last_sequence);
-                core.borrow_mut().metrics.stage_since("history_apply", began);
+                let keys = history.borrow_mut().apply(history_writes, last_sequence);
+                let mut c = core.borrow_mut();
+                c.service.recycle_history_keys(keys);
+                c.metrics.stage_since("history_apply", began);
             }
         }
         let durable = core.borrow().durable.clone();

@@ -204,24 +204,24 @@ impl Partition {
 
     /// Inserts unless the key holds a newer sequence number. Returns (took effect, bytes
     /// added, bytes removed).
-    fn put(&mut self, key: Vec<u8>, seq: u64, value: Option<Vec<u8>>) -> (bool, usize, usize) {
-        let added = charge(&key, &value);
-        let appends = self.run_last().map_or(true, |(last, _)| last.as_slice() < key.as_slice());
+    fn put(&mut self, key: &[u8], seq: u64, value: Option<Vec<u8>>) -> (bool, usize, usize) {
+        let added = charge(key, &value);
+        let appends = self.run_last().map_or(true, |(last, _)| last.as_slice() < key);
         if appends {
             if self.run.last().map_or(true, |c| c.len() == RUN_CHUNK) {
                 self.run.push(Vec::with_capacity(RUN_CHUNK));
             }
             if let Some(chunk) = self.run.last_mut() {
-                chunk.push((MemKey::new(&key), Versioned { seq, value }));
+                chunk.push((MemKey::new(key), Versioned { seq, value }));
             }
             return (true, added, 0);
         }
-        if let Ok((c, i)) = self.run_search(&key) {
+        if let Ok((c, i)) = self.run_search(key) {
             let cur = &mut self.run[c][i].1;
             if cur.seq > seq {
                 return (false, 0, 0);
             }
-            let removed = charge(&key, &cur.value);
+            let removed = charge(key, &cur.value);
             *cur = Versioned { seq, value };
             return (true, added, removed);
         }
@@ -229,7 +229,7 @@ impl Partition {
         // charge is known without a lookup first.
         let key_len = key.len();
         let replaced: Cell<Option<usize>> = Cell::new(None);
-        let entry = self.list.compare_insert(MemKey::new(&key), Versioned { seq, value }, |cur| {
+        let entry = self.list.compare_insert(MemKey::new(key), Versioned { seq, value }, |cur| {
             let newer_or_same = cur.seq <= seq;
             replaced.set(newer_or_same.then(|| key_len + cur.value.as_ref().map_or(0, Vec::len) + ENTRY_OVERHEAD));
             newer_or_same
@@ -306,8 +306,8 @@ impl Memtable {
 
     /// Inserts `value` (`None`: tombstone) at `seq` unless the key already holds a newer
     /// sequence number. Returns whether the write took effect.
-    pub fn put(&mut self, key: Vec<u8>, seq: u64, value: Option<Vec<u8>>) -> bool {
-        let prefix = self.prefix(&key);
+    pub fn put(&mut self, key: &[u8], seq: u64, value: Option<Vec<u8>>) -> bool {
+        let prefix = self.prefix(key);
         let at = match self.by_prefix.get(prefix) {
             Some(&at) => at,
             None => {
@@ -444,15 +444,15 @@ mod tests {
     #[test]
     fn newer_sequence_wins_and_size_tracks() {
         let mut m = Memtable::new();
-        assert!(m.put(b"a".to_vec(), 2, Some(b"two".to_vec())));
-        assert!(!m.put(b"a".to_vec(), 1, Some(b"one".to_vec())));
+        assert!(m.put(b"a", 2, Some(b"two".to_vec())));
+        assert!(!m.put(b"a", 1, Some(b"one".to_vec())));
         assert_eq!(m.get(b"a"), Some((2, Some(b"two".to_vec()))));
         let size = m.approximate_bytes();
         assert_eq!(size, 1 + 3 + ENTRY_OVERHEAD);
-        assert!(m.put(b"a".to_vec(), 3, None));
+        assert!(m.put(b"a", 3, None));
         assert_eq!(m.get(b"a"), Some((3, None)));
         assert_eq!(m.approximate_bytes(), 1 + ENTRY_OVERHEAD);
-        assert!(m.put(b"b".to_vec(), 4, Some(vec![0; 10])));
+        assert!(m.put(b"b", 4, Some(vec![0; 10])));
         assert_eq!(m.max_seq(), 4);
         let frozen = m.freeze();
         let all: Vec<Entry> = frozen.iter().collect();
@@ -465,7 +465,7 @@ mod tests {
     fn scan_bounds_and_inverted_ranges() {
         let mut m = Memtable::new();
         for (i, k) in [b"a", b"b", b"c", b"d"].iter().enumerate() {
-            m.put(k.to_vec(), i as u64 + 1, Some(vec![i as u8]));
+            m.put(*k, i as u64 + 1, Some(vec![i as u8]));
         }
         let mut seen = Vec::new();
         m.scan(Bound::Included(b"b"), Bound::Excluded(b"d"), |k, _, _| {
@@ -530,7 +530,7 @@ mod tests {
                 let seq = if roll % 10 == 7 { seq.saturating_sub(next() % 100).max(1) } else { seq };
                 let value = if roll % 13 == 0 { None } else { Some(vec![roll as u8; (next() % 40) as usize]) };
                 let wins = model.get(&key).map_or(true, |(old, _)| *old <= seq);
-                assert_eq!(m.put(key.clone(), seq, value.clone()), wins, "seq {seq}");
+                assert_eq!(m.put(&key, seq, value.clone()), wins, "seq {seq}");
                 if wins {
                     model.insert(key, (seq, value));
                 }
@@ -598,7 +598,7 @@ mod tests {
             x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
             let len = (x >> 33) as usize % (2 * INLINE_KEY_BYTES + 2);
             let key: Vec<u8> = (0..len).map(|i| if i < len / 2 { b'k' } else { (x >> (i % 50)) as u8 % 3 }).collect();
-            m.put(key.clone(), seq, Some(seq.to_be_bytes().to_vec()));
+            m.put(&key, seq, Some(seq.to_be_bytes().to_vec()));
             model.insert(key, seq);
         }
         let mut scanned = Vec::new();

@@ -399,12 +399,9 @@ impl Store {
         self.write(key, Some(value.to_vec()))
     }
 
-    /// Writes `key = value`, taking both buffers.
-    pub fn put_owned(&mut self, key: Vec<u8>, value: Vec<u8>) -> u64 {
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        self.mem.put(key, seq, Some(value));
-        seq
+    /// Writes `key = value`, taking the value's buffer.
+    pub fn put_owned(&mut self, key: &[u8], value: Vec<u8>) -> u64 {
+        self.write(key, Some(value))
     }
 
     /// Deletes `key` (a tombstone until compaction drops it).
@@ -415,7 +412,7 @@ impl Store {
     fn write(&mut self, key: &[u8], value: Option<Vec<u8>>) -> u64 {
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.mem.put(key.to_vec(), seq, value);
+        self.mem.put(key, seq, value);
         seq
     }
 
