@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 
 const ACCOUNTS: usize = 3;
 const ROUNDS: u64 = 5;
+/// Orders acknowledged in a round before its kill may land (at a random moment after).
+const MIN_ORDERS_PER_ROUND: usize = 150;
 /// Bounds each client's stream per round (the kill usually comes first).
 const MAX_REQUESTS_PER_CLIENT: u64 = 1500;
 
@@ -217,7 +219,15 @@ fn kill_rounds(sync: &'static str, rounds: u64) {
             }
             taken
         });
-        std::thread::sleep(Duration::from_millis(100 + xorshift(&mut seed) % 400));
+        // The kill lands at a random moment once the round has done enough work: a count of
+        // orders, not a time, so a slow machine still writes enough history for the store to
+        // flush and compact below level 1 (asserted at the end) before the kills stop.
+        let target = acked.lock().unwrap().orders.len() + MIN_ORDERS_PER_ROUND;
+        let waiting = Instant::now();
+        while acked.lock().unwrap().orders.len() < target && waiting.elapsed() < Duration::from_secs(20) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        std::thread::sleep(Duration::from_millis(xorshift(&mut seed) % 300));
         server.kill9();
         for t in threads {
             t.join().unwrap();
