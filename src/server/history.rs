@@ -54,11 +54,7 @@ pub fn time_bytes(ts: TimestampNs) -> [u8; 8] {
 /// `series`, `name` and the separator: the prefix of one series (with room for the three
 /// numbers the longest keys add, so building a key allocates once).
 pub fn series_prefix(series: u8, name: &str) -> Vec<u8> {
-    let mut key = Vec::with_capacity(2 + name.len() + 24);
-    key.push(series);
-    key.extend_from_slice(name.as_bytes());
-    key.push(0);
-    key
+    key_into(Vec::with_capacity(2 + name.len() + 24), series, name, &[])
 }
 
 fn key(series: u8, name: &str, parts: &[[u8; 8]]) -> Vec<u8> {

@@ -50,7 +50,7 @@ pub fn open_store(storage: &Path, shard: u16, memtable_bytes: usize, level1_byte
     let dir = shard_history_dir(storage, shard);
     let table_bytes = (memtable_bytes / 8).clamp(1 << 20, 8 << 20);
     // Every history key is a series, a 0, then numbers (`history::series_prefix`): one memtable
-    // skiplist per series.
+    // partition per series.
     let mut opts = StoreOptions {
         memtable_bytes,
         table_bytes,

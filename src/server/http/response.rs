@@ -185,7 +185,6 @@ fn write_head(
 }
 
 /// Appends `n` in decimal, formatted on the stack.
-/// `n` in decimal digits.
 pub(crate) fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
     let mut digits = [0u8; 20];
     let mut i = digits.len();

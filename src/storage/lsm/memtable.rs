@@ -176,30 +176,19 @@ impl Partition {
         })
     }
 
-    /// Visits the entries with keys in `(lo, hi)` in key order (the run and the list merged;
-    /// they never hold the same key) while `f` returns true; false if `f` stopped.
-    fn visit(&self, lo: Bound<&[u8]>, hi: Bound<&[u8]>, f: &mut impl FnMut(&[u8], &Versioned) -> bool) -> bool {
-        let mut run = self.run_range(lo, hi).peekable();
-        for e in self.list.range::<[u8], _>((lo, hi)) {
-            let k = e.key().as_slice();
-            while let Some((rk, rv)) = run.next_if(|(rk, _)| *rk < k) {
-                if !f(rk, rv) {
-                    return false;
-                }
-            }
-            if !f(k, e.value()) {
-                return false;
-            }
-        }
-        run.all(|(k, v)| f(k, v))
+    /// The entries with keys in `(lo, hi)`, in key order: the run and the list merged (they
+    /// never hold the same key).
+    fn range<'a>(&'a self, lo: Bound<&'a [u8]>, hi: Bound<&'a [u8]>) -> Merged<'a, impl Iterator<Item = RunItem<'a>>> {
+        Merged { run: self.run_range(lo, hi).peekable(), list: self.list.range::<[u8], _>((lo, hi)).peekable() }
     }
 
     /// Every entry, owned, in key order.
     fn entries(&self) -> impl Iterator<Item = Entry> + '_ {
-        let owned = |k: &[u8], v: &Versioned| Entry { key: k.to_vec(), seq: v.seq, value: v.value.clone() };
-        let run = self.run_range(Bound::Unbounded, Bound::Unbounded).map(move |(k, v)| owned(k, v));
-        let list = self.list.iter().map(move |e| owned(e.key().as_slice(), e.value()));
-        MergeSorted { a: run.peekable(), b: list.peekable() }
+        self.range(Bound::Unbounded, Bound::Unbounded).map(|e| Entry {
+            key: e.key().to_vec(),
+            seq: e.value().seq,
+            value: e.value().value.clone(),
+        })
     }
 
     /// Inserts unless the key holds a newer sequence number. Returns (took effect, bytes
@@ -227,11 +216,10 @@ impl Partition {
         }
         // One search of the skiplist: the comparison sees the entry it would replace, so its
         // charge is known without a lookup first.
-        let key_len = key.len();
         let replaced: Cell<Option<usize>> = Cell::new(None);
         let entry = self.list.compare_insert(MemKey::new(key), Versioned { seq, value }, |cur| {
             let newer_or_same = cur.seq <= seq;
-            replaced.set(newer_or_same.then(|| key_len + cur.value.as_ref().map_or(0, Vec::len) + ENTRY_OVERHEAD));
+            replaced.set(newer_or_same.then(|| charge(key, &cur.value)));
             newer_or_same
         });
         if entry.value().seq != seq {
@@ -241,20 +229,53 @@ impl Partition {
     }
 }
 
-/// Two iterators of entries in key order, over disjoint keys, merged.
-struct MergeSorted<A: Iterator<Item = Entry>, B: Iterator<Item = Entry>> {
-    a: std::iter::Peekable<A>,
-    b: std::iter::Peekable<B>,
+/// An entry of a partition's run.
+type RunItem<'a> = (&'a [u8], &'a Versioned);
+
+/// An entry of a partition, from its run or its skiplist.
+enum Item<'a> {
+    Run(RunItem<'a>),
+    List(crossbeam_skiplist::map::Entry<'a, MemKey, Versioned>),
 }
 
-impl<A: Iterator<Item = Entry>, B: Iterator<Item = Entry>> Iterator for MergeSorted<A, B> {
-    type Item = Entry;
+impl Item<'_> {
+    fn key(&self) -> &[u8] {
+        match self {
+            Item::Run((k, _)) => k,
+            Item::List(e) => e.key().as_slice(),
+        }
+    }
 
-    fn next(&mut self) -> Option<Entry> {
-        match (self.a.peek(), self.b.peek()) {
-            (Some(x), Some(y)) if y.key < x.key => self.b.next(),
-            (Some(_), _) => self.a.next(),
-            (None, _) => self.b.next(),
+    fn value(&self) -> &Versioned {
+        match self {
+            Item::Run((_, v)) => v,
+            Item::List(e) => e.value(),
+        }
+    }
+}
+
+/// A range of a partition's skiplist.
+type ListRange<'a> = crossbeam_skiplist::map::Range<'a, [u8], (Bound<&'a [u8]>, Bound<&'a [u8]>), MemKey, Versioned>;
+
+/// A partition's run and skiplist ranges merged by key.
+struct Merged<'a, R: Iterator<Item = RunItem<'a>>> {
+    run: std::iter::Peekable<R>,
+    list: std::iter::Peekable<ListRange<'a>>,
+}
+
+impl<'a, R: Iterator<Item = RunItem<'a>>> Iterator for Merged<'a, R> {
+    type Item = Item<'a>;
+
+    fn next(&mut self) -> Option<Item<'a>> {
+        let list_first = match (self.run.peek(), self.list.peek()) {
+            (Some((run_key, _)), Some(e)) => e.key().as_slice() < *run_key,
+            (None, list) => list.is_some(),
+            (Some(_), None) => false,
+        };
+        if list_first {
+            self.list.next().map(Item::List)
+        } else {
+            self.run.next().map(Item::Run)
         }
     }
 }
@@ -358,8 +379,11 @@ impl Memtable {
             if before_lo(prefix) {
                 continue;
             }
-            if !self.parts[at].visit(lo, hi, &mut |k, v| f(k, v.seq, v.value.as_deref())) {
-                return;
+            for e in self.parts[at].range(lo, hi) {
+                let v = e.value();
+                if !f(e.key(), v.seq, v.value.as_deref()) {
+                    return;
+                }
             }
         }
     }

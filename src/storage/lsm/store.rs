@@ -35,8 +35,8 @@ pub struct StoreOptions {
     pub level1_bytes: u64,
     /// Each level below 1 may hold this many times the bytes of the one above it.
     pub level_ratio: u64,
-    /// The memtable keeps one skiplist per key prefix through this byte
-    /// (`Memtable::partitioned`); `None`: one for all keys.
+    /// The memtable keeps one partition (a sorted run and a skiplist) per key prefix through
+    /// this byte (`Memtable::partitioned`); `None`: one for all keys.
     pub memtable_separator: Option<u8>,
 }
 
@@ -116,6 +116,11 @@ pub struct StoreStats {
 
 /// A key and its value.
 pub type KeyValue = (Vec<u8>, Vec<u8>);
+
+/// Bytes of each level's table files.
+fn level_sizes(levels: &[Vec<Arc<Table>>]) -> Vec<u64> {
+    levels.iter().map(|l| l.iter().map(|t| t.file_bytes()).sum()).collect()
+}
 
 pub struct Store {
     dir: PathBuf,
@@ -363,7 +368,7 @@ impl Store {
             mem: Memtable::partitioned(opts.memtable_separator),
             mem_watermark: manifest.watermark,
             frozen: None,
-            level_bytes: levels.iter().map(|l| l.iter().map(|t| t.file_bytes()).sum()).collect(),
+            level_bytes: level_sizes(&levels),
             levels,
             compact_pointer: vec![None; MAX_LEVELS],
             manifest,
@@ -451,7 +456,7 @@ impl Store {
     }
 
     fn recount_levels(&mut self) {
-        self.level_bytes = self.levels.iter().map(|l| l.iter().map(|t| t.file_bytes()).sum()).collect();
+        self.level_bytes = level_sizes(&self.levels);
     }
 
     /// The level most in need of compaction: level 0 at `level0_trigger` tables or more, a
