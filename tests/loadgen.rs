@@ -113,6 +113,12 @@ fn loadgen_drives_the_server_open_and_closed_loop() {
     let answered = num(&open, "throughput");
     assert!((240.0..=360.0).contains(&answered), "open loop answered {answered}/s: {stdout}");
     assert!(num(&open, "p50_us") > 0.0 && num(&open, "p99_us") >= num(&open, "p50_us"), "{stdout}");
+    // Each request's send lag is a part of its latency (both count from its intended time), so
+    // no percentile of the lag can be above the latency's.
+    assert!(num(&open, "send_lag_p50_us") > 0.0, "{stdout}");
+    assert!(num(&open, "send_lag_p99_us") <= num(&open, "p99_us"), "{stdout}");
+    assert!(num(&open, "send_lag_max_us") <= num(&open, "max_us"), "{stdout}");
+    assert!(stdout.contains("send lag (the generator's own lateness): p50"), "{stdout}");
     all_answered(&open, 1.0, &stdout);
     assert_eq!(num(&open, "pipeline"), 1.0, "{stdout}");
     only_mix_refusals(&stdout, false);
@@ -145,6 +151,8 @@ fn loadgen_drives_the_server_open_and_closed_loop() {
     assert_eq!(num(&closed, "broken"), 0.0, "{stdout}");
     all_answered(&closed, 0.5, &stdout);
     assert!(num(&closed, "throughput") > 50.0, "{stdout}");
+    // Closed loop sends each request when its slot frees: there is no intended time to lag.
+    assert!(!closed.contains_key("send_lag_p99_us") && !stdout.contains("send lag"), "{stdout}");
     // The load traded, and the venue is consistent.
     assert!(consistent_and_traded(&server), "the load made no trade");
 }
@@ -369,4 +377,28 @@ fn loadgen_logs_in_on_a_server_with_auth() {
     let output = Command::new(LOADGEN).args(["--target", &target, "--duration", "0.2"]).output().unwrap();
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("9201"), "{}", String::from_utf8_lossy(&output.stderr));
+}
+
+/// `--stall-probe`: sends nothing, spins on each core asked for and reports its stalls; bad
+/// lengths are refused with a message.
+#[test]
+fn loadgen_probes_the_machines_stalls() {
+    let output = Command::new(LOADGEN).args(["--stall-probe", "0.2", "--stall-cores", "0"]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+    assert!(output.status.success(), "{stdout}");
+    let line = stdout.lines().find(|l| l.starts_with("STALL ")).unwrap_or_else(|| panic!("no STALL: {stdout}"));
+    let fields: BTreeMap<String, String> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|kv| kv.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
+        .collect();
+    assert_eq!(fields["core"], "0", "{stdout}");
+    assert!(num(&fields, "seconds") >= 0.2, "{stdout}");
+    assert!((0.0..=100.0).contains(&num(&fields, "stalled_pct")), "{stdout}");
+    assert!(stdout.contains("stall probe core 0: stalled"), "{stdout}");
+    assert_eq!(stdout.lines().filter(|l| l.starts_with("STALL ")).count(), 1, "{stdout}");
+    for bad in ["0", "-1", "601", "nan"] {
+        let output = Command::new(LOADGEN).args(["--stall-probe", bad]).output().unwrap();
+        assert!(!output.status.success(), "--stall-probe {bad} was accepted");
+    }
 }

@@ -21,7 +21,7 @@ use clap::Parser;
 use qaexchange::loadgen::diff::{self, DiffConfig};
 use qaexchange::loadgen::diff_orders::{self, DiffOrderConfig};
 use qaexchange::loadgen::mix::{Market, MixWeights, Path};
-use qaexchange::loadgen::{run, setup, LoadConfig};
+use qaexchange::loadgen::{run, setup, stall, LoadConfig};
 use qaexchange::metrics::hgrm::{summary_us, to_hgrm};
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -113,6 +113,49 @@ struct Cli {
     /// every request; the run's accounts are then USER's (HTTP modes only).
     #[arg(long, value_name = "USER:PASSWORD")]
     auth: Option<String>,
+    /// Send nothing: spin SECONDS on each of `--stall-cores` at once, reading the clock, and
+    /// report how long each core was taken away (`src/loadgen/stall.rs`): the floor below
+    /// which no latency percentile on this machine can go.
+    #[arg(long, value_name = "SECONDS")]
+    stall_probe: Option<f64>,
+    /// The cores `--stall-probe` spins on (default: every core).
+    #[arg(long, value_delimiter = ',')]
+    stall_cores: Vec<usize>,
+}
+
+/// `--stall-probe`: one pinned spinning thread per core, all at once; a line per core, and a
+/// `STALL` line per core for scripts.
+fn run_stall_probe(seconds: f64, cores: &[usize]) -> Result<(), String> {
+    if !(0.01..=600.0).contains(&seconds) {
+        return Err(format!("--stall-probe {seconds}: give 0.01 to 600 seconds"));
+    }
+    let cores: Vec<usize> = if cores.is_empty() {
+        (0..std::thread::available_parallelism().map_or(1, |n| n.get())).collect()
+    } else {
+        cores.to_vec()
+    };
+    let length = Duration::from_secs_f64(seconds);
+    let mut probes = Vec::new();
+    for &core in &cores {
+        let handle = glommio::LocalExecutorBuilder::new(glommio::Placement::Fixed(core))
+            .name(&format!("stall-probe-{core}"))
+            .spawn(move || async move { stall::probe(length) })
+            .map_err(|e| format!("pinning a probe to core {core}: {e}"))?;
+        probes.push((core, handle));
+    }
+    for (core, handle) in probes {
+        let stalls = handle.join().map_err(|e| format!("the probe on core {core}: {e}"))?;
+        println!("stall probe core {core}: {}", stalls.summary());
+        println!(
+            "STALL core={core} seconds={:.2} stalled_pct={:.3} over_half_ms={} over_half_ms_per_s={:.2} longest_us={:.0}",
+            stalls.probed_ns as f64 / 1e9,
+            100.0 * stalls.stalled_share(),
+            stalls.over_half_ms(),
+            stalls.over_half_ms() as f64 / (stalls.probed_ns as f64 / 1e9).max(1e-9),
+            stalls.longest_ns as f64 / 1e3
+        );
+    }
+    Ok(())
 }
 
 /// CPU seconds (user + system) process `pid` used so far, from /proc/PID/stat (`self` for
@@ -200,6 +243,9 @@ fn main() -> ExitCode {
 }
 
 fn run_cli(cli: &Cli) -> Result<(), String> {
+    if let Some(seconds) = cli.stall_probe {
+        return run_stall_probe(seconds, &cli.stall_cores);
+    }
     if !cli.target.ip().is_loopback() {
         return Err(format!("{}: this tool only sends to 127.0.0.1 / ::1", cli.target));
     }
@@ -373,6 +419,9 @@ fn run_cli(cli: &Cli) -> Result<(), String> {
             println!("  {:<7} {}", format!("{}:", path.name()), summary_us(h));
         }
     }
+    if !report.send_lag.is_empty() {
+        println!("  send lag (the generator's own lateness): {}", summary_us(&report.send_lag));
+    }
     if report.refused.is_empty() {
         println!("  refused: none");
     }
@@ -483,6 +532,18 @@ fn run_cli(cli: &Cli) -> Result<(), String> {
     }
     let refused_codes: Vec<String> =
         report.refused.iter().map(|((path, code), n)| format!("{}:{code}:{n}", path.name())).collect();
+    let send_lag_fields = if report.send_lag.is_empty() {
+        String::new()
+    } else {
+        let lag = &report.send_lag;
+        let us = |q: f64| lag.value_at_quantile(q) as f64 / 1000.0;
+        format!(
+            " send_lag_p50_us={:.1} send_lag_p99_us={:.1} send_lag_max_us={:.1}",
+            us(0.5),
+            us(0.99),
+            lag.max() as f64 / 1000.0
+        )
+    };
     let diff_order_fields = if diff_orders_ws.is_some() {
         format!(
             " diff_logged_in={} rtn_data={} rtn_data_avg_bytes={:.0} other_notifies={}",
@@ -495,7 +556,7 @@ fn run_cli(cli: &Cli) -> Result<(), String> {
         String::new()
     };
     println!(
-        "RESULT label={} mode={} rate={} connections={} pipeline={} throughput={:.0} completed={} sent={} answered_per_s={:.0} p50_us={:.1} p90_us={:.1} p99_us={:.1} p999_us={:.1} max_us={:.1} refused={} refused_codes={} broken={}{path_fields}{diff_order_fields}{diff_fields}{cpu_fields}",
+        "RESULT label={} mode={} rate={} connections={} pipeline={} throughput={:.0} completed={} sent={} answered_per_s={:.0} p50_us={:.1} p90_us={:.1} p99_us={:.1} p999_us={:.1} max_us={:.1} refused={} refused_codes={} broken={}{send_lag_fields}{path_fields}{diff_order_fields}{diff_fields}{cpu_fields}",
         cli.label,
         if diff_orders_ws.is_some() { "diff-orders" } else if cli.raw { "raw" } else { "http" },
         config.rate,

@@ -5,7 +5,10 @@
 #  1. raw responder, closed loop: its maximum;
 #  2. server with sync = "durable", closed loop: its maximum; then open loop at 25/50/75 % of it;
 #  3. the same with sync = "none";
-#  4. raw responder, open loop at the durable server's 25/50/75 % rates.
+#  4. raw responder, open loop at the durable and at the `none` server's 25/50/75 % rates.
+# Before the load, a stall probe spins STALL_PROBE seconds (default 2) on every core: how long
+# the machine takes each core away (src/loadgen/stall.rs), the floor under every p99 below.
+# Each open-loop run also reports the generator's own send lag (how late it wrote requests).
 # Servers run with --shards $SHARDS pinned from core 0; the generator is pinned to core
 # $LOAD_CORE (on 2 cores: server on core 0, generator on core 1). Everything is on 127.0.0.1.
 # Writes every .hgrm under $OUT and, when python3 can, a PNG per mode (tools/plot_hgrm.py).
@@ -25,6 +28,8 @@ SHARDS=${SHARDS:-1}
 # shellcheck source=tools/lib.sh
 source tools/lib.sh
 prepare_run loadtest
+
+"$BIN/qaexchange-loadgen" --stall-probe "${STALL_PROBE:-2}" | tee -a "$OUT/results.txt" | grep -v '^STALL'
 
 start_and_wait raw "$BIN/qaexchange-raw-responder" --http 127.0.0.1:0 --shards "$SHARDS"
 RAW=$ADDR; RAW_PID=$PID
@@ -51,7 +56,7 @@ for sync in durable none; do
   for pct in 25 50 75; do
     rate=$(python3 -c "print(max(1, round($MAX * $pct / 100)))")
     load "$sync-$pct" "$SERVER" "$rate"
-    [ "$sync" = durable ] && eval "DURABLE_RATE_$pct=$rate"
+    eval "${sync^^}_RATE_$pct=$rate"
   done
   eval "MAX_$sync=$MAX"
   kill -TERM "$PID"; wait "$PID" || true
@@ -60,28 +65,37 @@ done
 for pct in 25 50 75; do
   eval "rate=\$DURABLE_RATE_$pct"
   load "raw-$pct" "$RAW" "$rate" --raw
+  eval "rate=\$NONE_RATE_$pct"
+  load "raw-none-$pct" "$RAW" "$rate" --raw
 done
 kill "$RAW_PID" 2>/dev/null || true
 
 python3 - "$OUT/results.txt" "$RAW_MAX" "$MAX_durable" "$MAX_none" "$SHARDS" "$CONNECTIONS" "$PIPELINE" "${SYNCS_IN_FLIGHT:-}" <<'PY'
 import sys
-rows = {}
+rows, stalls = {}, []
 for line in open(sys.argv[1]):
+    if line.startswith("STALL "):
+        stalls.append(dict(kv.split("=", 1) for kv in line.split()[1:]))
     if line.startswith("RESULT "):
         f = dict(kv.split("=", 1) for kv in line.split()[1:])
         rows[f["label"]] = f
 raw_max, durable_max, none_max = map(float, sys.argv[2:5])
 shards, connections, pipeline = sys.argv[5:8]
 print(f"\nshards={shards} connections={connections} pipeline={pipeline} syncs_in_flight={sys.argv[8] or 'default'}")
-print("\n| run | rate | answers/s | p50 us | p90 us | p99 us | p99.9 us | max us | refused |")
-print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+for s in stalls:
+    print(f"stall probe core {s['core']}: {s['stalled_pct']} % of {s['seconds']} s stalled, "
+          f"{s['over_half_ms_per_s']}/s gaps > 0.5 ms, longest {s['longest_us']} us")
+print("\n| run | rate | answers/s | p50 us | p90 us | p99 us | p99.9 us | max us | refused | send lag p99 us |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 for label, f in rows.items():
-    print(f"| {label} | {f['rate']} | {float(f['throughput']):,.0f} | {f['p50_us']} | {f['p90_us']} | {f['p99_us']} | {f['p999_us']} | {f['max_us']} | {f['refused']} |")
+    print(f"| {label} | {f['rate']} | {float(f['throughput']):,.0f} | {f['p50_us']} | {f['p90_us']} | {f['p99_us']} | {f['p999_us']} | {f['max_us']} | {f['refused']} | {f.get('send_lag_p99_us', '-')} |")
 print(f"\nserver durable max / raw max: {durable_max / raw_max:.2f}; server none max / raw max: {none_max / raw_max:.2f}")
-for pct in (25, 50, 75):
-    d, r = rows.get(f"durable-{pct}"), rows.get(f"raw-{pct}")
-    if d and r:
-        print(f"at {pct}% of the durable max ({d['rate']}/s): durable p99 - raw p99 = {float(d['p99_us']) - float(r['p99_us']):.1f} us")
+for mode, raw_label in (("durable", "raw-{}"), ("none", "raw-none-{}")):
+    for pct in (25, 50, 75):
+        d, r = rows.get(f"{mode}-{pct}"), rows.get(raw_label.format(pct))
+        if d and r:
+            print(f"at {pct}% of the {mode} max ({d['rate']}/s): {mode} p99 - raw p99 = "
+                  f"{float(d['p99_us']) - float(r['p99_us']):.1f} us (generator send lag p99 {d.get('send_lag_p99_us', '-')} / {r.get('send_lag_p99_us', '-')} us)")
 PY
 if python3 -c 'import matplotlib' 2>/dev/null || [ -x target/plot-venv/bin/python ] || [ "${PLOT:-1}" = 1 ]; then
   for mode in durable none; do

@@ -17,6 +17,7 @@ pub mod diff_orders;
 pub mod mix;
 pub mod response;
 pub mod setup;
+pub mod stall;
 
 use crate::metrics::hgrm::latency_histogram;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
@@ -61,6 +62,10 @@ pub struct LoadConfig {
 pub struct Report {
     pub per_path: BTreeMap<Path, Histogram<u64>>,
     pub all: Histogram<u64>,
+    /// Open loop: how late each measured request was written, ns (its send minus its intended
+    /// time). The generator's own lateness is part of every latency it reports; this says how
+    /// much. Empty in closed loop.
+    pub send_lag: Histogram<u64>,
     pub completed: u64,
     /// Answers read within the measured window, whenever their requests were meant to be
     /// sent: the server's pace in the window, below the rate when it fell behind (and then
@@ -91,6 +96,7 @@ impl Report {
         Self {
             per_path: Path::ALL.iter().map(|&p| (p, latency_histogram())).collect(),
             all: latency_histogram(),
+            send_lag: latency_histogram(),
             completed: 0,
             answered_in_window: 0,
             sent: 0,
@@ -111,6 +117,7 @@ impl Report {
             }
         }
         let _ = self.all.add(&other.all);
+        let _ = self.send_lag.add(&other.send_lag);
         self.completed += other.completed;
         self.answered_in_window += other.answered_in_window;
         self.sent += other.sent;
@@ -124,6 +131,12 @@ impl Report {
         for (code, n) in other.other_notifies {
             *self.other_notifies.entry(code).or_default() += n;
         }
+    }
+
+    /// A measured open-loop request meant for `intended` was written at `sent`.
+    fn record_send_lag(&mut self, intended: Instant, sent: Instant) {
+        let lag_ns = sent.saturating_duration_since(intended).as_nanos() as u64;
+        self.send_lag.saturating_record(lag_ns.max(1));
     }
 
     pub fn throughput(&self) -> f64 {
@@ -439,6 +452,9 @@ async fn read_answers(
             let ns = (done.duration_since(from).as_nanos() as u64).max(1);
             let mut report = shared.report.borrow_mut();
             report.all.saturating_record(ns);
+            if open_loop {
+                report.record_send_lag(request.intended, request.sent);
+            }
             if let Some(h) = report.per_path.get_mut(&request.request.path) {
                 h.saturating_record(ns);
             }
