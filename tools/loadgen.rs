@@ -421,6 +421,7 @@ fn run_cli(cli: &Cli) -> Result<(), String> {
     }
     if !report.send_lag.is_empty() {
         println!("  send lag (the generator's own lateness): {}", summary_us(&report.send_lag));
+        println!("  slot wait (for an earlier answer):       {}", summary_us(&report.slot_wait));
     }
     if report.refused.is_empty() {
         println!("  refused: none");
@@ -535,13 +536,15 @@ fn run_cli(cli: &Cli) -> Result<(), String> {
     let send_lag_fields = if report.send_lag.is_empty() {
         String::new()
     } else {
-        let lag = &report.send_lag;
-        let us = |q: f64| lag.value_at_quantile(q) as f64 / 1000.0;
+        let (lag, wait) = (&report.send_lag, &report.slot_wait);
+        let us = |h: &hdrhistogram::Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
         format!(
-            " send_lag_p50_us={:.1} send_lag_p99_us={:.1} send_lag_max_us={:.1}",
-            us(0.5),
-            us(0.99),
-            lag.max() as f64 / 1000.0
+            " send_lag_p50_us={:.1} send_lag_p99_us={:.1} send_lag_max_us={:.1} slot_wait_p99_us={:.1} slot_wait_max_us={:.1}",
+            us(lag, 0.5),
+            us(lag, 0.99),
+            lag.max() as f64 / 1000.0,
+            us(wait, 0.99),
+            wait.max() as f64 / 1000.0
         )
     };
     let diff_order_fields = if diff_orders_ws.is_some() {

@@ -8,7 +8,9 @@
 #  4. raw responder, open loop at the durable and at the `none` server's 25/50/75 % rates.
 # Before the load, a stall probe spins STALL_PROBE seconds (default 2) on every core: how long
 # the machine takes each core away (src/loadgen/stall.rs), the floor under every p99 below.
-# Each open-loop run also reports the generator's own send lag (how late it wrote requests).
+# Each open-loop run also reports the generator's own send lag (how late it wrote a request
+# once it could) and the slot wait (how long a request waited for the answer before it on its
+# connection): both are parts of the latency, the first the generator's, the second the server's.
 # Servers run with --shards $SHARDS pinned from core 0; the generator is pinned to core
 # $LOAD_CORE (on 2 cores: server on core 0, generator on core 1). Everything is on 127.0.0.1.
 # Writes every .hgrm under $OUT and, when python3 can, a PNG per mode (tools/plot_hgrm.py).
@@ -85,17 +87,18 @@ print(f"\nshards={shards} connections={connections} pipeline={pipeline} syncs_in
 for s in stalls:
     print(f"stall probe core {s['core']}: {s['stalled_pct']} % of {s['seconds']} s stalled, "
           f"{s['over_half_ms_per_s']}/s gaps > 0.5 ms, longest {s['longest_us']} us")
-print("\n| run | rate | answers/s | p50 us | p90 us | p99 us | p99.9 us | max us | refused | send lag p99 us |")
-print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+print("\n| run | rate | answers/s | p50 us | p90 us | p99 us | p99.9 us | max us | refused | send lag p99 us | slot wait p99 us |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 for label, f in rows.items():
-    print(f"| {label} | {f['rate']} | {float(f['throughput']):,.0f} | {f['p50_us']} | {f['p90_us']} | {f['p99_us']} | {f['p999_us']} | {f['max_us']} | {f['refused']} | {f.get('send_lag_p99_us', '-')} |")
+    print(f"| {label} | {f['rate']} | {float(f['throughput']):,.0f} | {f['p50_us']} | {f['p90_us']} | {f['p99_us']} | {f['p999_us']} | {f['max_us']} | {f['refused']} | {f.get('send_lag_p99_us', '-')} | {f.get('slot_wait_p99_us', '-')} |")
 print(f"\nserver durable max / raw max: {durable_max / raw_max:.2f}; server none max / raw max: {none_max / raw_max:.2f}")
 for mode, raw_label in (("durable", "raw-{}"), ("none", "raw-none-{}")):
     for pct in (25, 50, 75):
         d, r = rows.get(f"{mode}-{pct}"), rows.get(raw_label.format(pct))
         if d and r:
             print(f"at {pct}% of the {mode} max ({d['rate']}/s): {mode} p99 - raw p99 = "
-                  f"{float(d['p99_us']) - float(r['p99_us']):.1f} us (generator send lag p99 {d.get('send_lag_p99_us', '-')} / {r.get('send_lag_p99_us', '-')} us)")
+                  f"{float(d['p99_us']) - float(r['p99_us']):.1f} us (p99 send lag {d.get('send_lag_p99_us', '-')} / {r.get('send_lag_p99_us', '-')} us, "
+                  f"slot wait {d.get('slot_wait_p99_us', '-')} / {r.get('slot_wait_p99_us', '-')} us)")
 PY
 if python3 -c 'import matplotlib' 2>/dev/null || [ -x target/plot-venv/bin/python ] || [ "${PLOT:-1}" = 1 ]; then
   for mode in durable none; do

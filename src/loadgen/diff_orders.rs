@@ -213,9 +213,6 @@ impl Book {
             let ns = (at.duration_since(from).as_nanos() as u64).max(1);
             let report = &mut self.report;
             report.all.saturating_record(ns);
-            if self.open_loop {
-                report.record_send_lag(pending.intended, pending.sent);
-            }
             if let Some(h) = report.per_path.get_mut(&pending.path) {
                 h.saturating_record(ns);
             }

@@ -62,10 +62,13 @@ pub struct LoadConfig {
 pub struct Report {
     pub per_path: BTreeMap<Path, Histogram<u64>>,
     pub all: Histogram<u64>,
-    /// Open loop: how late each measured request was written, ns (its send minus its intended
-    /// time). The generator's own lateness is part of every latency it reports; this says how
-    /// much. Empty in closed loop.
+    /// Open loop: how late each measured request was written once it could be, ns (its send
+    /// minus the later of its intended time and its slot coming free): the generator's own
+    /// lateness, a part of every latency it reports. Empty in closed loop.
     pub send_lag: Histogram<u64>,
+    /// Open loop: how long each measured request waited past its intended time for a slot,
+    /// ns, i.e. for an earlier answer on its connection (1 for none). Empty in closed loop.
+    pub slot_wait: Histogram<u64>,
     pub completed: u64,
     /// Answers read within the measured window, whenever their requests were meant to be
     /// sent: the server's pace in the window, below the rate when it fell behind (and then
@@ -97,6 +100,7 @@ impl Report {
             per_path: Path::ALL.iter().map(|&p| (p, latency_histogram())).collect(),
             all: latency_histogram(),
             send_lag: latency_histogram(),
+            slot_wait: latency_histogram(),
             completed: 0,
             answered_in_window: 0,
             sent: 0,
@@ -118,6 +122,7 @@ impl Report {
         }
         let _ = self.all.add(&other.all);
         let _ = self.send_lag.add(&other.send_lag);
+        let _ = self.slot_wait.add(&other.slot_wait);
         self.completed += other.completed;
         self.answered_in_window += other.answered_in_window;
         self.sent += other.sent;
@@ -133,10 +138,12 @@ impl Report {
         }
     }
 
-    /// A measured open-loop request meant for `intended` was written at `sent`.
-    fn record_send_lag(&mut self, intended: Instant, sent: Instant) {
-        let lag_ns = sent.saturating_duration_since(intended).as_nanos() as u64;
-        self.send_lag.saturating_record(lag_ns.max(1));
+    /// A measured open-loop request meant for `intended`, with a free slot from `ready`, was
+    /// written at `sent`.
+    fn record_send_lag(&mut self, intended: Instant, ready: Instant, sent: Instant) {
+        let ns = |from: Instant, to: Instant| (to.saturating_duration_since(from).as_nanos() as u64).max(1);
+        self.slot_wait.saturating_record(ns(intended, ready));
+        self.send_lag.saturating_record(ns(ready, sent));
     }
 
     pub fn throughput(&self) -> f64 {
@@ -204,6 +211,9 @@ const DRAIN: Duration = Duration::from_secs(5);
 struct InFlight {
     /// When it was meant to be sent (open loop) or when a slot for it was free (closed loop).
     intended: Instant,
+    /// Open loop: when it could be sent, the later of `intended` and the moment a slot came
+    /// free (an earlier answer on the connection came in after `intended`).
+    ready: Instant,
     /// When the write that carried it began.
     sent: Instant,
     request: mix::Request,
@@ -219,6 +229,8 @@ struct Shared {
     /// back per answer. Closed by the reader when it stops, which stops the writer.
     slots: Semaphore,
     broken: Cell<bool>,
+    /// When the reader last gave a slot back.
+    freed_at: Cell<Instant>,
     /// `Authorization: Bearer <token>\r\n`, or empty.
     auth_header: String,
 }
@@ -275,6 +287,7 @@ async fn connection(
         report: RefCell::new(Report::empty(config.duration)),
         slots: Semaphore::new(pipeline as u64),
         broken: Cell::new(false),
+        freed_at: Cell::new(start),
         auth_header: config.token.as_ref().map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default(),
     });
     let Ok(stream) = glommio::net::TcpStream::connect(config.target).await else {
@@ -340,7 +353,7 @@ async fn send_requests(
     schedule: Schedule,
 ) {
     let mut out = Vec::with_capacity(1024 * schedule.pipeline.min(64));
-    let mut batch: Vec<(Instant, mix::Request)> = Vec::with_capacity(schedule.pipeline.min(1024));
+    let mut batch: Vec<(Instant, Instant, mix::Request)> = Vec::with_capacity(schedule.pipeline.min(1024));
     let mut k: u32 = 0;
     loop {
         let intended = schedule.intended(k, Instant::now());
@@ -354,17 +367,22 @@ async fn send_requests(
         // A free slot. A server that stops answering keeps none free; open loop, the requests
         // due before the end are still sent (and charged from their intended times) when it
         // answers again, after the end too, until the connection gives up.
-        if shared.slots.acquire(1).await.is_err() || shared.broken.get() {
+        let had_slot = match shared.slots.try_acquire(1) {
+            Ok(had) => had,
+            Err(_) => break,
+        };
+        if (!had_slot && shared.slots.acquire(1).await.is_err()) || shared.broken.get() {
             break;
         }
         let now = Instant::now();
+        let ready = if had_slot { intended } else { intended.max(shared.freed_at.get()) };
         // Closed loop: the slot may have come free only after the end.
         let intended = if schedule.open_loop { intended } else { now.max(schedule.start) };
         if intended >= schedule.end {
             break;
         }
         batch.clear();
-        batch.push((intended, shared.flow.borrow_mut().next_request()));
+        batch.push((intended, ready, shared.flow.borrow_mut().next_request()));
         k = k.wrapping_add(1);
         // More that are due, while slots are free: into the same write.
         while batch.len() < schedule.pipeline {
@@ -372,11 +390,11 @@ async fn send_requests(
             if next > now || next >= schedule.end || !shared.slots.try_acquire(1).unwrap_or(false) {
                 break;
             }
-            batch.push((next, shared.flow.borrow_mut().next_request()));
+            batch.push((next, next, shared.flow.borrow_mut().next_request()));
             k = k.wrapping_add(1);
         }
         out.clear();
-        for (_, request) in &batch {
+        for (_, _, request) in &batch {
             out.extend_from_slice(
                 format!(
                     "POST {} HTTP/1.1\r\nHost: qaexchange\r\n{}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
@@ -390,10 +408,10 @@ async fn send_requests(
         }
         let sent = Instant::now();
         let mut measured_sent = 0;
-        for (intended, request) in batch.drain(..) {
+        for (intended, ready, request) in batch.drain(..) {
             let measured = intended >= schedule.measure_from;
             measured_sent += u64::from(measured);
-            if to_reader.try_send(InFlight { intended, sent, request, measured }).is_err() {
+            if to_reader.try_send(InFlight { intended, ready, sent, request, measured }).is_err() {
                 return; // the reader stopped
             }
         }
@@ -453,7 +471,7 @@ async fn read_answers(
             let mut report = shared.report.borrow_mut();
             report.all.saturating_record(ns);
             if open_loop {
-                report.record_send_lag(request.intended, request.sent);
+                report.record_send_lag(request.intended, request.ready, request.sent);
             }
             if let Some(h) = report.per_path.get_mut(&request.request.path) {
                 h.saturating_record(ns);
@@ -468,6 +486,7 @@ async fn read_answers(
         }
         progress.fetch_add(1, Ordering::Relaxed);
         at += framed.consumed;
+        shared.freed_at.set(Instant::now());
         shared.slots.signal(1);
     }
 }
