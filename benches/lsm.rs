@@ -236,11 +236,18 @@ fn main() {
     let bytes_in: u64 = inputs.iter().map(|t| t.file_bytes()).sum();
     let (mut tables, mut bytes_out) = (0, 0);
     let t = Instant::now();
-    compaction::merge_into_tables(&refs, true, StoreOptions::default().table_bytes, BuildOptions::default(), |b| {
-        bytes_out += b.finish().unwrap().len();
-        tables += 1;
-        Ok(())
-    })
+    compaction::merge_into_tables(
+        &refs,
+        true,
+        StoreOptions::default().table_bytes,
+        &mut compaction::GrandparentCut::none(),
+        BuildOptions::default(),
+        |b| {
+            bytes_out += b.finish().unwrap().len();
+            tables += 1;
+            Ok(())
+        },
+    )
     .unwrap();
     let secs = t.elapsed().as_secs_f64();
     println!(

@@ -41,6 +41,7 @@ struct Totals {
     compaction_secs: f64,
     compactions: u64,
     largest_job_in: u64,
+    grandparent_cuts: usize,
 }
 
 fn run(name: &str, dir: &std::path::Path, opts: StoreOptions, flushes: u64, series: u64) {
@@ -77,6 +78,7 @@ fn run(name: &str, dir: &std::path::Path, opts: StoreOptions, flushes: u64, seri
                 t.compaction_secs += secs;
                 t.compactions += 1;
                 t.largest_job_in = t.largest_job_in.max(read);
+                t.grandparent_cuts += report.grandparent_cuts;
             }
         }
     }
@@ -85,8 +87,8 @@ fn run(name: &str, dir: &std::path::Path, opts: StoreOptions, flushes: u64, seri
     let stats = store.stats();
     println!(
         "{name:<11} write amplification {:>5.2} (last quarter {:>5.2}); flushed {:>6.0} MB, compactions wrote {:>7.0} MB \
-         in {} jobs, {:.1} s ({:.0} MB/s in); largest job {:.0} MB in, in the last quarter {:.0} MB; run {secs:.1} s; \
-         tables per level {:?}",
+         in {} jobs, {:.1} s ({:.0} MB/s in); largest job {:.0} MB in, in the last quarter {:.0} MB; {} tables cut by the grandparent limit; \
+         run {secs:.1} s; tables per level {:?}",
         amp(&total),
         amp(&last_quarter),
         total.flushed as f64 / 1e6,
@@ -96,6 +98,7 @@ fn run(name: &str, dir: &std::path::Path, opts: StoreOptions, flushes: u64, seri
         total.compacted_in as f64 / total.compaction_secs.max(1e-9) / 1e6,
         total.largest_job_in as f64 / 1e6,
         last_quarter.largest_job_in as f64 / 1e6,
+        total.grandparent_cuts,
         stats.tables,
     );
 }

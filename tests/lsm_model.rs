@@ -264,6 +264,8 @@ struct Coverage {
     deepest_output_level: usize,
     /// Compactions that moved a table down without rewriting it.
     moves: usize,
+    /// Output tables ended early by the grandparent limit.
+    grandparent_cuts: usize,
     /// Rewrites that kept tombstones (a deeper level overlapped) and that dropped them.
     tombstones_kept: usize,
     tombstones_dropped: usize,
@@ -284,6 +286,7 @@ impl Coverage {
         self.deep_compactions += o.deep_compactions;
         self.deepest_output_level = self.deepest_output_level.max(o.deepest_output_level);
         self.moves += o.moves;
+        self.grandparent_cuts += o.grandparent_cuts;
         self.tombstones_kept += o.tombstones_kept;
         self.tombstones_dropped += o.tombstones_dropped;
     }
@@ -292,6 +295,7 @@ impl Coverage {
         self.deep_compactions += usize::from(r.level >= 1);
         self.deepest_output_level = self.deepest_output_level.max(usize::from(r.level) + 1);
         self.moves += usize::from(r.moved_tables > 0);
+        self.grandparent_cuts += r.grandparent_cuts;
         let rewrite = r.moved_tables == 0;
         self.tombstones_kept += usize::from(rewrite && !r.dropped_tombstones);
         self.tombstones_dropped += usize::from(rewrite && r.dropped_tombstones);
@@ -555,6 +559,7 @@ fn store_matches_btreemap_through_many_levels() {
     for (what, n) in [
         ("compactions of level 1 or deeper", c.deep_compactions),
         ("tables moved down unchanged", c.moves),
+        ("output tables cut by the grandparent limit", c.grandparent_cuts),
         ("rewrites that kept tombstones", c.tombstones_kept),
         ("rewrites that dropped tombstones", c.tombstones_dropped),
         ("outputs to level 4 or deeper", usize::from(c.deepest_output_level >= 4)),

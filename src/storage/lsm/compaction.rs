@@ -3,6 +3,10 @@
 //! when the output is the bottom level for its key range), and cut the stream into table-sized
 //! images. Entries are read in place from the inputs' mappings (`sstable::TableIter`) and copied
 //! once, into the output image (`format::TableBuilder`).
+//!
+//! An output table is also cut early where it would overlap too much of the level below its
+//! own (the grandparents, `GrandparentCut`), as LevelDB does: a later compaction of that table
+//! reads it with every table of the next level it overlaps, so this bounds that job.
 
 use crate::storage::lsm::error::{LsmError, Result};
 use crate::storage::lsm::format::{BuildOptions, TableBuilder, FILE_ALIGN};
@@ -126,13 +130,65 @@ impl<'a> Iterator for MergeNewest<'a> {
     }
 }
 
+/// Where output tables end because of the level two below the inputs' upper level (the
+/// grandparents): before a key once the output table so far spans more than `limit_bytes` of
+/// grandparent tables. An output table then overlaps at most `limit_bytes` plus the two
+/// grandparents at its ends, so compacting it one level down later reads a bounded amount.
+pub struct GrandparentCut<'a> {
+    /// One level's tables, sorted by key range and disjoint.
+    tables: Vec<&'a Table>,
+    limit_bytes: u64,
+    /// The first table whose last key is not yet behind the merge.
+    next: usize,
+    /// Bytes of the grandparents passed since the current output table began.
+    overlapped_bytes: u64,
+    /// A key was seen: the table the first key falls in is not counted as passed.
+    seen_key: bool,
+    /// Tables cut here so far.
+    pub cuts: usize,
+}
+
+impl<'a> GrandparentCut<'a> {
+    /// Cuts by `tables` (one level, sorted by key range) over `limit_bytes`.
+    pub fn new(tables: Vec<&'a Table>, limit_bytes: u64) -> Self {
+        debug_assert!(tables.windows(2).all(|w| w[0].key_range() < w[1].key_range()), "grandparents unsorted");
+        GrandparentCut { tables, limit_bytes, next: 0, overlapped_bytes: 0, seen_key: false, cuts: 0 }
+    }
+
+    /// No grandparents: tables are cut by size alone.
+    pub fn none() -> Self {
+        GrandparentCut::new(Vec::new(), u64::MAX)
+    }
+
+    /// Whether the output table should end before `key` (keys come in increasing order).
+    fn cut_before(&mut self, key: &[u8]) -> bool {
+        while let Some(table) = self.tables.get(self.next) {
+            if table.key_range().is_some_and(|(_, last)| key <= last) {
+                break;
+            }
+            if self.seen_key {
+                self.overlapped_bytes += table.file_bytes();
+            }
+            self.next += 1;
+        }
+        self.seen_key = true;
+        if self.overlapped_bytes > self.limit_bytes {
+            self.overlapped_bytes = 0;
+            return true;
+        }
+        false
+    }
+}
+
 /// Merges `tables` (`MergeNewest`) into builders of about `table_bytes` each, handing each
 /// builder with entries to `emit` in key order. A table is cut after the entry that brings the
-/// sum of its `format::entry_bytes` to `table_bytes`.
+/// sum of its `format::entry_bytes` to `table_bytes`, or before an entry where `grandparents`
+/// says so.
 pub fn merge_into_tables(
     tables: &[&Table],
     drop_tombstones: bool,
     table_bytes: usize,
+    grandparents: &mut GrandparentCut<'_>,
     build: BuildOptions,
     mut emit: impl FnMut(TableBuilder) -> Result<()>,
 ) -> Result<()> {
@@ -144,6 +200,10 @@ pub fn merge_into_tables(
     let mut builder = TableBuilder::with_capacity(build, capacity);
     for merged in MergeNewest::new(tables, drop_tombstones)? {
         let Merged { entry, table } = merged?;
+        if grandparents.cut_before(entry.key) && !builder.is_empty() {
+            grandparents.cuts += 1;
+            emit(std::mem::replace(&mut builder, TableBuilder::with_capacity(build, capacity)))?;
+        }
         builder.add(entry.key, entry.seq, entry.value).map_err(|reason| LsmError::corrupt(table.path(), reason))?;
         if builder.approx_bytes() >= table_bytes {
             emit(std::mem::replace(&mut builder, TableBuilder::with_capacity(build, capacity)))?;
@@ -273,7 +333,7 @@ mod tests {
                 assert_eq!(merged(&refs, drop_tombstones), want);
                 for table_bytes in [0, 1, 100, 700, usize::MAX] {
                     let mut images = Vec::new();
-                    merge_into_tables(&refs, drop_tombstones, table_bytes, opts, |b| {
+                    merge_into_tables(&refs, drop_tombstones, table_bytes, &mut GrandparentCut::none(), opts, |b| {
                         images.push(b.finish().unwrap());
                         Ok(())
                     })
@@ -288,6 +348,78 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Random inputs over a random grandparent level: the outputs still hold the reference
+    /// merge in order, and each output table overlaps at most the limit plus one grandparent
+    /// (the one its last key falls in or before).
+    #[test]
+    fn grandparents_bound_each_output_tables_overlap() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut rand = move |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        let opts = BuildOptions { block_bytes: 64, bloom_bits_per_key: 10, write_pause_us: 0 };
+        let (mut seq, mut cuts) = (0, 0);
+        for round in 0..20u64 {
+            let sub = dir.path().join(round.to_string());
+            std::fs::create_dir(&sub).unwrap();
+            // The grandparent level: disjoint tables of 1 to 20 keys each over k0000..k2000.
+            let mut grand_runs = Vec::new();
+            let mut at = rand(20);
+            while at < 2000 {
+                let run: Vec<Entry> = (0..1 + rand(20))
+                    .map(|i| e(&format!("k{:04}", at + 3 * i), 1, Some("grandparent value")))
+                    .collect();
+                at += 3 * run.len() as u64 + 1 + rand(40);
+                grand_runs.push(run);
+            }
+            let grand_dir = sub.join("grand");
+            std::fs::create_dir(&grand_dir).unwrap();
+            let grand = tables(&grand_dir, &grand_runs, opts);
+            let largest = grand.iter().map(Table::file_bytes).max().unwrap();
+            let runs: Vec<Vec<Entry>> = (0..1 + rand(4))
+                .map(|_| {
+                    let mut run: BTreeMap<Vec<u8>, Entry> = BTreeMap::new();
+                    for _ in 0..rand(600) {
+                        seq += 1;
+                        let key = format!("k{:04}", rand(2000)).into_bytes();
+                        run.insert(key.clone(), Entry { key, seq, value: Some(vec![b'v'; rand(30) as usize]) });
+                    }
+                    run.into_values().collect()
+                })
+                .collect();
+            let t = tables(&sub, &runs, opts);
+            let refs: Vec<&Table> = t.iter().collect();
+            let limit = largest * (1 + rand(4));
+            let table_bytes = [usize::MAX, 2000][rand(2) as usize];
+            let mut cut = GrandparentCut::new(grand.iter().collect(), limit);
+            let mut outputs: Vec<Vec<Entry>> = Vec::new();
+            merge_into_tables(&refs, false, table_bytes, &mut cut, opts, |b| {
+                let image = b.finish().unwrap();
+                let id = 10_000 + outputs.len() as u64;
+                std::fs::write(sub.join(sstable::file_name(id)), image.as_slice()).unwrap();
+                outputs.push(Table::open(&sub.join(sstable::file_name(id)), id).unwrap().entries().unwrap());
+                Ok(())
+            })
+            .unwrap();
+            assert_eq!(outputs.concat(), merge_newest(&runs, false), "round {round}");
+            for out in &outputs {
+                let (first, last) = (&out[0].key, &out[out.len() - 1].key);
+                let spanned: u64 = grand
+                    .iter()
+                    .filter(|g| g.key_range().is_some_and(|(lo, hi)| hi >= first.as_slice() && lo <= last.as_slice()))
+                    .map(Table::file_bytes)
+                    .sum();
+                assert!(spanned <= limit + largest, "round {round}: {spanned} > {limit} + {largest}");
+            }
+            cuts += cut.cuts;
+        }
+        assert!(cuts > 20, "the grandparents cut only {cuts} tables");
     }
 
     #[test]

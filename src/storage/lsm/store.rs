@@ -11,7 +11,7 @@
 //! owner records a `watermark` (its own log position) with each flush and re-derives what came
 //! after it.
 
-use crate::storage::lsm::compaction;
+use crate::storage::lsm::compaction::{self, GrandparentCut};
 use crate::storage::lsm::error::{LsmError, Result};
 use crate::storage::lsm::format::{BuildOptions, FILE_ALIGN};
 use crate::storage::lsm::fsio::{self, WriteMode};
@@ -92,6 +92,9 @@ pub struct CompactionReport {
     pub bytes_out: u64,
     /// Output tables written with O_DIRECT (the rest fell back to buffered writes).
     pub direct_writes: usize,
+    /// Output tables ended early because they spanned more than `GRANDPARENT_OVERLAP_TABLES`
+    /// tables' worth of the level below the output level.
+    pub grandparent_cuts: usize,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -237,6 +240,8 @@ pub struct CompactionJob {
     level: u8,
     move_only: bool,
     drop_tombstones: bool,
+    /// The tables two levels below `level` that the inputs' key range meets, sorted.
+    grandparents: Vec<Arc<Table>>,
 }
 
 pub struct CompactionDone {
@@ -274,6 +279,8 @@ impl CompactionJob {
             return Ok(CompactionDone { outputs: Vec::new(), removed: self.removed, move_only: true, next, report });
         }
         let inputs: Vec<&Table> = self.inputs.iter().map(|t| &**t).collect();
+        let mut grandparents =
+            GrandparentCut::new(self.grandparents.iter().map(|t| &**t).collect(), grandparent_limit_bytes(&self.opts));
         let mut next = self.manifest;
         let mut outputs = Vec::new();
         // The merge reads the inputs in place and builds each output table while the previous
@@ -284,8 +291,14 @@ impl CompactionJob {
             let writer = scope.spawn(move || -> Result<Vec<(Table, WriteMode)>> {
                 recv.iter().map(|(id, image)| sstable::write_image(dir, id, &image, build)).collect()
             });
-            let merged =
-                compaction::merge_into_tables(&inputs, self.drop_tombstones, self.opts.table_bytes, build, |builder| {
+            let table_bytes = self.opts.table_bytes;
+            let merged = compaction::merge_into_tables(
+                &inputs,
+                self.drop_tombstones,
+                table_bytes,
+                &mut grandparents,
+                build,
+                |builder| {
                     let id = next.next_id;
                     // Ids are never reused, even when this job fails after writing the file.
                     next.next_id += 1;
@@ -295,7 +308,8 @@ impl CompactionJob {
                     // A closed channel means the writer stopped on an error: stop too, and report
                     // the writer's error.
                     send.send((id, image)).map_err(|_| LsmError::corrupt(dir, "table writer stopped"))
-                });
+                },
+            );
             drop(send);
             let written = writer.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
             merged?;
@@ -308,6 +322,7 @@ impl CompactionJob {
             Ok(())
         })?;
         report.output_tables = outputs.len();
+        report.grandparent_cuts = grandparents.cuts;
         next.tables.retain(|t| !self.removed.contains(t));
         next.tables.extend(outputs.iter().map(|t| table_ref(out_level, t)));
         next.store(&self.dir)?;
@@ -678,9 +693,16 @@ impl Store {
         };
         let (lo, hi) = key_span(&upper)?;
         let lower: Vec<Arc<Table>> = self.levels[level + 1].iter().filter(|t| overlaps(t, &lo, &hi)).cloned().collect();
-        let move_only = lower.is_empty() && (level > 0 || upper.len() == 1);
         let inputs: Vec<Arc<Table>> = upper.iter().chain(&lower).cloned().collect();
         let (lo, hi) = key_span(&inputs)?;
+        let grandparents: Vec<Arc<Table>> =
+            self.levels.get(level + 2).into_iter().flatten().filter(|t| overlaps(t, &lo, &hi)).cloned().collect();
+        // A table moved down as it is must not span more grandparents than a rewritten one may
+        // (LevelDB's trivial move has the same condition).
+        let grandparent_bytes: u64 = grandparents.iter().map(|t| t.file_bytes()).sum();
+        let move_only = lower.is_empty()
+            && (level > 0 || upper.len() == 1)
+            && grandparent_bytes <= grandparent_limit_bytes(&self.opts);
         let drop_tombstones = self.levels[level + 2..].iter().flatten().all(|t| !overlaps(t, &lo, &hi));
         let out_level = level as u8 + 1;
         let removed: Vec<TableRef> = upper
@@ -698,6 +720,7 @@ impl Store {
             level: level as u8,
             move_only,
             drop_tombstones,
+            grandparents,
         })
     }
 
@@ -791,6 +814,15 @@ impl Store {
             bytes_compacted_out: self.bytes_compacted_out,
         }
     }
+}
+
+/// How many tables' worth (`StoreOptions::table_bytes` each) of the level below its own an
+/// output table of a compaction may span before it is cut (LevelDB's ten).
+pub const GRANDPARENT_OVERLAP_TABLES: u64 = 10;
+
+/// `GRANDPARENT_OVERLAP_TABLES` tables of `opts.table_bytes`.
+fn grandparent_limit_bytes(opts: &StoreOptions) -> u64 {
+    GRANDPARENT_OVERLAP_TABLES.saturating_mul(opts.table_bytes as u64)
 }
 
 /// The first and last key over `tables` (`None` when all are empty).
