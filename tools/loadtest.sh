@@ -6,6 +6,9 @@
 #  2. server with sync = "durable", closed loop: its maximum; then open loop at 25/50/75 % of it;
 #  3. the same with sync = "none";
 #  4. raw responder, open loop at the durable and at the `none` server's 25/50/75 % rates.
+# MAX_ROUNDS (default 3): each server's maximum and the raw responder's are measured that many
+# times in all (the extra pairs back to back), and the summary gives each pair's ratio and the
+# median.
 # Before the load, a stall probe spins STALL_PROBE seconds (default 2) on every core: how long
 # the machine takes each core away (src/loadgen/stall.rs), the floor under every p99 below.
 # Each open-loop run also reports the generator's own send lag (how late it wrote a request
@@ -61,6 +64,12 @@ for sync in durable none; do
     eval "${sync^^}_RATE_$pct=$rate"
   done
   eval "MAX_$sync=$MAX"
+  # More maxima, the server's and the raw responder's back to back: on a shared machine one
+  # pair's ratio moves with the neighbours, the median of several less.
+  for round in $(seq 2 "${MAX_ROUNDS:-3}"); do
+    load "raw-max-$sync-r$round" "$RAW" 0 --raw
+    load "$sync-max-r$round" "$SERVER" 0
+  done
   kill -TERM "$PID"; wait "$PID" || true
 done
 
@@ -72,7 +81,8 @@ for pct in 25 50 75; do
 done
 kill "$RAW_PID" 2>/dev/null || true
 
-python3 - "$OUT/results.txt" "$RAW_MAX" "$MAX_durable" "$MAX_none" "$SHARDS" "$CONNECTIONS" "$PIPELINE" "${SYNCS_IN_FLIGHT:-}" <<'PY'
+python3 - "$OUT/results.txt" "$RAW_MAX" "$MAX_durable" "$MAX_none" "$SHARDS" "$CONNECTIONS" "$PIPELINE" "${SYNCS_IN_FLIGHT:-}" "${MAX_ROUNDS:-3}" <<'PY'
+import statistics
 import sys
 rows, stalls = {}, []
 for line in open(sys.argv[1]):
@@ -92,6 +102,17 @@ print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 for label, f in rows.items():
     print(f"| {label} | {f['rate']} | {float(f['throughput']):,.0f} | {f['p50_us']} | {f['p90_us']} | {f['p99_us']} | {f['p999_us']} | {f['max_us']} | {f['refused']} | {f.get('send_lag_p99_us', '-')} | {f.get('slot_wait_p99_us', '-')} |")
 print(f"\nserver durable max / raw max: {durable_max / raw_max:.2f}; server none max / raw max: {none_max / raw_max:.2f}")
+rounds = int(sys.argv[9])
+for mode in ("durable", "none"):
+    ratios = []
+    for r in range(1, rounds + 1):
+        server = rows.get(f"{mode}-max" if r == 1 else f"{mode}-max-r{r}")
+        raw = rows.get("raw-max" if r == 1 else f"raw-max-{mode}-r{r}")
+        if server and raw:
+            ratios.append(float(server["throughput"]) / float(raw["throughput"]))
+    if len(ratios) > 1:
+        print(f"{mode} max / raw max over {len(ratios)} back-to-back pairs: " + ", ".join(f"{x:.2f}" for x in ratios)
+              + f"; median {statistics.median(ratios):.2f}")
 for mode, raw_label in (("durable", "raw-{}"), ("none", "raw-none-{}")):
     for pct in (25, 50, 75):
         d, r = rows.get(f"{mode}-{pct}"), rows.get(raw_label.format(pct))
