@@ -299,13 +299,7 @@ mod tests {
     #[test]
     fn matches_the_reference_merge_and_cut() {
         let dir = tempfile::tempdir().unwrap();
-        let mut x = 0x2545_f491_4f6c_dd1du64;
-        let mut rand = move |n: u64| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x % n
-        };
+        let mut rand = crate::storage::lsm::test_rand(0x2545_f491_4f6c_dd1du64);
         let opts = BuildOptions { block_bytes: 64, bloom_bits_per_key: 10, write_pause_us: 0 };
         let mut seq = 0;
         for round in 0..30u64 {
@@ -356,13 +350,7 @@ mod tests {
     #[test]
     fn grandparents_bound_each_output_tables_overlap() {
         let dir = tempfile::tempdir().unwrap();
-        let mut x = 0x9e37_79b9_7f4a_7c15u64;
-        let mut rand = move |n: u64| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x % n
-        };
+        let mut rand = crate::storage::lsm::test_rand(0x9e37_79b9_7f4a_7c15u64);
         let opts = BuildOptions { block_bytes: 64, bloom_bits_per_key: 10, write_pause_us: 0 };
         let (mut seq, mut cuts) = (0, 0);
         for round in 0..20u64 {

@@ -431,13 +431,7 @@ mod tests {
 
     #[test]
     fn builder_writes_the_reference_bytes() {
-        let mut x = 0x9e37_79b9_7f4a_7c15u64;
-        let mut rand = move |n: u64| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x % n
-        };
+        let mut rand = crate::storage::lsm::test_rand(0x9e37_79b9_7f4a_7c15u64);
         let mut cases: Vec<Vec<Entry>> = vec![
             Vec::new(),
             vec![Entry { key: Vec::new(), seq: 0, value: None }],

@@ -1,12 +1,14 @@
-//! The per-shard history store's storage engine (issue 6, first part): an LSM tree of byte
-//! keys and values. Writes go to a memtable (`memtable`); an explicit flush turns it into an
-//! immutable level-0 SSTable (`sstable`, `format`, `bloom`); an explicit compaction merges
-//! level 0 into level 1 (`compaction`); the manifest (`manifest`) records which tables exist.
-//! `store` ties them together. Files are created durably and atomically (`fsio`). A corrupt or
+//! The per-shard history store's storage engine (issue 6): an LSM tree of byte keys and
+//! values. Writes go to a memtable (`memtable`); a flush turns it into an immutable level-0
+//! SSTable (`sstable`, `format`, `bloom`); leveled compaction merges a level into the next
+//! (`compaction` merges and cuts, `store` picks the inputs); the manifest (`manifest`) records
+//! which tables exist. `store` ties them together and hands flushes and compactions out as jobs
+//! to run on another thread. Files are created durably and atomically (`fsio`). A corrupt or
 //! half-written file is an error (`error`), never served.
 //!
-//! Not here yet: a log for the memtable (unflushed writes are lost in a crash: the server's
-//! WAL is meant to cover them), background compaction, checkpoints, server integration.
+//! The memtable has no log of its own: unflushed writes are lost in a crash, and the server
+//! writes them again from its WAL (`server::history_store`, which also runs the jobs in the
+//! background and ties the store to the shard's checkpoints).
 
 pub mod bloom;
 pub mod compaction;
@@ -28,4 +30,16 @@ pub struct Entry {
     pub key: Vec<u8>,
     pub seq: u64,
     pub value: Option<Vec<u8>>,
+}
+
+/// A fixed pseudo-random sequence for tests (xorshift64): `rand(n)` is in `0..n`.
+#[cfg(test)]
+pub(crate) fn test_rand(seed: u64) -> impl FnMut(u64) -> u64 {
+    let mut x = seed;
+    move |n: u64| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x % n
+    }
 }
