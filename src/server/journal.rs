@@ -15,9 +15,11 @@
 //! - per instrument at most `trades_per_instrument` market trades (a ring).
 //!
 //! Cost per event is O(1) or O(log n) in the orders kept by one account: each account keeps its
-//! orders in a `BTreeMap` keyed by a journal sequence number (acceptance order) and the finished
-//! ones in a `BTreeSet` of the same numbers, so "the oldest finished order" is `pop_first`
-//! rather than a scan past live orders, and removing it from the middle costs O(log n).
+//! orders in a deque of (journal sequence number, order id) in acceptance order (a new order is
+//! appended: sequence numbers only grow) and the finished ones in a `BTreeSet` of the same
+//! numbers, so "the oldest finished order" is `pop_first` rather than a scan past live orders.
+//! Removing it from the deque is a binary search and a shift of the entries before it, which
+//! are the live orders older than it: few, since the engine bounds live orders.
 //!
 //! The kept orders are split by status into two maps: the live ones (the few the engine works
 //! on, which nearly every event names) and the finished ones (the bulk, up to
@@ -33,7 +35,7 @@ use crate::domain::types::{
     Direction, Money, Offset, Price, PriceType, TimeCondition, TimestampNs, Volume, VolumeCondition,
 };
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 
 /// How much the journal keeps.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -293,10 +295,11 @@ impl FinishedOrders {
 /// What the journal keeps for one account.
 #[derive(Default, Debug, Serialize, Deserialize)]
 struct AccountJournal {
-    /// Kept orders by acceptance sequence: seq -> order id.
+    /// Kept orders as (acceptance sequence, order id), sequence strictly increasing. Encoded as
+    /// the sequence of pairs a `BTreeMap` of the same gives, so checkpoints read either way.
     #[serde(serialize_with = "crate::domain::fast_hash::bulk_ordered::serialize")]
     #[serde(deserialize_with = "crate::domain::fast_hash::bulk_ordered::deserialize")]
-    orders: BTreeMap<u64, u64>,
+    orders: VecDeque<(u64, u64)>,
     /// The sequence numbers of the kept orders that are FINISHED (eviction candidates).
     #[serde(serialize_with = "crate::domain::fast_hash::bulk_ordered::serialize")]
     #[serde(deserialize_with = "crate::domain::fast_hash::bulk_ordered::deserialize")]
@@ -369,7 +372,8 @@ impl Journal {
     }
 
     /// Checks what a decoded journal (a checkpoint) must hold for lookups not to index out of
-    /// bounds: every finished order's slot exists, no slot is both used and free.
+    /// bounds or go astray: every finished order's slot exists, no slot is both used and free,
+    /// and each account's orders are in increasing sequence order.
     pub fn check_decoded(&self) -> Result<(), String> {
         let finished = &self.finished;
         let slots = finished.slots.len();
@@ -381,6 +385,12 @@ impl Journal {
                 finished.index.len(),
                 finished.free.len()
             ));
+        }
+        // Each account's orders are found by binary search on the sequence.
+        for (account, acc) in &self.accounts {
+            if let Some(w) = acc.orders.iter().zip(acc.orders.iter().skip(1)).find(|(a, b)| a.0 >= b.0) {
+                return Err(format!("account {account}: order sequence {} before {}", (w.0).0, (w.1).0));
+            }
         }
         Ok(())
     }
@@ -463,7 +473,7 @@ impl Journal {
     /// match is the one an index would hold.
     pub fn order_by_client(&self, account: &AccountId, client_order_id: &ClientOrderId) -> Option<&OrderRecord> {
         let acc = self.accounts.get(account)?;
-        acc.orders.values().rev().filter_map(|id| self.order(*id)).find(|r| r.client_order_id == *client_order_id)
+        acc.orders.iter().rev().filter_map(|&(_, id)| self.order(id)).find(|r| r.client_order_id == *client_order_id)
     }
 
     /// The live orders of every account, in no particular order.
@@ -473,7 +483,11 @@ impl Journal {
 
     /// The account's orders kept, oldest first (in acceptance order).
     pub fn account_orders(&self, account: &AccountId) -> impl Iterator<Item = &OrderRecord> {
-        self.accounts.get(account).into_iter().flat_map(|acc| acc.orders.values()).filter_map(move |id| self.order(*id))
+        self.accounts
+            .get(account)
+            .into_iter()
+            .flat_map(|acc| acc.orders.iter())
+            .filter_map(move |&(_, id)| self.order(id))
     }
 
     /// The account's trades kept, oldest first.
@@ -513,7 +527,8 @@ impl Journal {
         self.next_seq += 1;
         self.live.insert(order.order_id, Slot { record: OrderRecord::accepted(ts, order), seq });
         let acc = self.accounts.entry(order.account_id).or_default();
-        acc.orders.insert(seq, order.order_id);
+        debug_assert!(acc.orders.back().map_or(true, |&(last, _)| last < seq), "journal sequence went back");
+        acc.orders.push_back((seq, order.order_id));
         evict(acc, &mut self.finished, self.limits.orders_per_account);
     }
 
@@ -595,7 +610,7 @@ impl Journal {
     fn remove_order(&mut self, order_id: u64) {
         let Some(slot) = self.live.remove(&order_id).or_else(|| self.finished.remove(order_id)) else { return };
         if let Some(acc) = self.accounts.get_mut(&slot.record.account_id) {
-            acc.orders.remove(&slot.seq);
+            remove_seq(&mut acc.orders, slot.seq);
             acc.finished.remove(&slot.seq);
         }
     }
@@ -616,10 +631,17 @@ struct TradeFacts {
 fn evict(acc: &mut AccountJournal, finished: &mut FinishedOrders, limit: usize) {
     while acc.orders.len() > limit {
         let Some(seq) = acc.finished.pop_first() else { break };
-        if let Some(order_id) = acc.orders.remove(&seq) {
+        if let Some(order_id) = remove_seq(&mut acc.orders, seq) {
             finished.remove(order_id);
         }
     }
+}
+
+/// Removes the entry with sequence `seq` from an account's orders (sorted by sequence); its
+/// order id, or None when it is not there.
+fn remove_seq(orders: &mut VecDeque<(u64, u64)>, seq: u64) -> Option<u64> {
+    let at = orders.binary_search_by_key(&seq, |&(s, _)| s).ok()?;
+    orders.remove(at).map(|(_, order_id)| order_id)
 }
 
 /// Appends to a deque kept at most `cap` long, dropping the oldest.
@@ -879,6 +901,38 @@ mod tests {
         assert_eq!(j.account_orders(&acc("bob")).count(), 1);
         assert_eq!(j.order_by_client(&acc("bob"), &cid("o1")).map(|r| r.order_id), Some(7));
         assert_eq!(j.order_by_client(&acc("alice"), &cid("o1")).map(|r| r.order_id), Some(1));
+    }
+
+    /// An account's orders were a `BTreeMap` of sequence to order id before they were a deque:
+    /// the encoding is the same sequence of pairs, so checkpoints written before still decode,
+    /// and a decoded journal whose orders are out of sequence order is refused.
+    #[test]
+    fn account_orders_encode_as_the_map_did_and_must_be_in_order() {
+        #[derive(Serialize)]
+        struct MapAccountJournal {
+            #[serde(serialize_with = "crate::domain::fast_hash::bulk_ordered::serialize")]
+            orders: std::collections::BTreeMap<u64, u64>,
+            #[serde(serialize_with = "crate::domain::fast_hash::bulk_ordered::serialize")]
+            finished: BTreeSet<u64>,
+            trades: VecDeque<UserTrade>,
+        }
+        let old = MapAccountJournal {
+            orders: [(3, 30), (7, 70), (9, 90)].into_iter().collect(),
+            finished: [7].into_iter().collect(),
+            trades: VecDeque::new(),
+        };
+        let bytes = bincode::serialize(&old).unwrap();
+        let decoded: AccountJournal = bincode::deserialize(&bytes).unwrap();
+        assert_eq!(decoded.orders, [(3, 30), (7, 70), (9, 90)]);
+        assert_eq!(bincode::serialize(&decoded).unwrap(), bytes);
+
+        let mut j = journal();
+        j.apply(&accepted(1, 1, "alice", "o1", Direction::Buy, 70_000.0, 1));
+        j.apply(&accepted(2, 2, "alice", "o2", Direction::Buy, 70_000.0, 1));
+        assert_eq!(j.check_decoded(), Ok(()));
+        j.accounts.get_mut(&acc("alice")).unwrap().orders.swap(0, 1);
+        let refused = j.check_decoded().unwrap_err();
+        assert!(refused.contains("order sequence 1 before 0"), "{refused}");
     }
 
     #[test]
