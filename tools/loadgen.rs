@@ -151,7 +151,7 @@ fn run_stall_probe(seconds: f64, cores: &[usize]) -> Result<(), String> {
             stalls.probed_ns as f64 / 1e9,
             100.0 * stalls.stalled_share(),
             stalls.over_half_ms(),
-            stalls.over_half_ms() as f64 / (stalls.probed_ns as f64 / 1e9).max(1e-9),
+            stalls.over_half_ms_per_s(),
             stalls.longest_ns as f64 / 1e3
         );
     }

@@ -486,7 +486,8 @@ async fn read_answers(
         }
         progress.fetch_add(1, Ordering::Relaxed);
         at += framed.consumed;
-        shared.freed_at.set(Instant::now());
+        // The answer's arrival frees the slot (one clock read per answer, shared with the latency).
+        shared.freed_at.set(done);
         shared.slots.signal(1);
     }
 }

@@ -49,6 +49,11 @@ impl Stalls {
         self.buckets[first..].iter().sum()
     }
 
+    /// Gaps longer than 0.5 ms per second probed.
+    pub fn over_half_ms_per_s(&self) -> f64 {
+        self.over_half_ms() as f64 / (self.probed_ns as f64 / 1e9).max(1e-9)
+    }
+
     /// The share of the probe's time the thread did not run.
     pub fn stalled_share(&self) -> f64 {
         self.stalled_ns as f64 / self.probed_ns.max(1) as f64
@@ -74,7 +79,7 @@ impl Stalls {
             100.0 * self.stalled_share(),
             self.stalled_ns as f64 / 1e6,
             self.over_half_ms(),
-            self.over_half_ms() as f64 / seconds.max(1e-9),
+            self.over_half_ms_per_s(),
             self.longest_ns as f64 / 1e6,
             buckets.join(" | ")
         )

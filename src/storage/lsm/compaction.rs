@@ -132,8 +132,9 @@ impl<'a> Iterator for MergeNewest<'a> {
 
 /// Where output tables end because of the level two below the inputs' upper level (the
 /// grandparents): before a key once the output table so far spans more than `limit_bytes` of
-/// grandparent tables. An output table then overlaps at most `limit_bytes` plus the two
-/// grandparents at its ends, so compacting it one level down later reads a bounded amount.
+/// grandparent tables. An output table then overlaps at most `limit_bytes` plus the one
+/// grandparent its last key falls in or before, so compacting it one level down later reads a
+/// bounded amount.
 pub struct GrandparentCut<'a> {
     /// One level's tables, sorted by key range and disjoint.
     tables: Vec<&'a Table>,
