@@ -2,8 +2,9 @@
 //!
 //! Model-based property test (seeded, so every run replays the same cases): random puts,
 //! deletes, gets, range scans (full and `range_limited`), watermarks, flushes, compactions,
-//! background flush and compaction jobs and simulated crashes drive a `Store` and a
-//! `BTreeMap`; every read must match the model.
+//! background flush and compaction jobs (a flush and a compaction may be in flight together,
+//! run and finished in either order) and simulated crashes drive a `Store` and a `BTreeMap`;
+//! every read must match the model.
 //!
 //! Crash semantics tested: the store has no log of its own, so a crash (dropping the store and
 //! reopening the directory) loses exactly the writes the on-disk manifest does not cover. A
@@ -76,16 +77,17 @@ enum Op {
     RangeLimited(Option<(u8, bool)>, Option<(u8, bool)>, usize),
     /// The owner records its log position (one step per write) as what the memtable covers.
     SetWatermark,
-    /// Synchronous flush and compaction: no-ops while a job is pending.
+    /// Synchronous flush and compaction: no-ops while a job of their kind is pending.
     Flush,
     Compact,
-    /// Begin a background job (refused while one is pending).
+    /// Begin a background job (refused while one of its kind is pending).
     BeginFlush,
     BeginCompaction,
-    /// Run the pending job (on another thread) without finishing it.
-    RunJob,
-    /// Finish the pending job, running it first if it has not run.
-    FinishJob,
+    /// Run a pending job (on another thread) without finishing it: the flush if `true` and
+    /// one is pending, else the compaction (else the flush).
+    RunJob(bool),
+    /// Finish a pending job (picked as for `RunJob`), running it first if it has not run.
+    FinishJob(bool),
     Crash,
     CrashWithDebris,
 }
@@ -106,8 +108,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::Compact),
         3 => Just(Op::BeginFlush),
         2 => Just(Op::BeginCompaction),
-        2 => Just(Op::RunJob),
-        2 => Just(Op::FinishJob),
+        2 => any::<bool>().prop_map(Op::RunJob),
+        2 => any::<bool>().prop_map(Op::FinishJob),
         1 => Just(Op::Crash),
         1 => Just(Op::CrashWithDebris),
     ]
@@ -194,6 +196,8 @@ enum Pending {
     Compaction {
         job: Option<CompactionJob>,
         done: Option<CompactionDone>,
+        /// Flushes that added a level-0 table since it began (it does not take those).
+        flushed_since: usize,
     },
 }
 
@@ -216,7 +220,7 @@ impl Pending {
                     m.disk_wm = *watermark;
                 }
             }
-            Pending::Compaction { job, done } => {
+            Pending::Compaction { job, done, .. } => {
                 if let Some(job) = job.take() {
                     *done = Some(std::thread::spawn(move || job.run()).join().unwrap().unwrap());
                 }
@@ -232,13 +236,18 @@ impl Pending {
                 prop_assert_eq!(report.is_some(), wrote, "a table exactly when the frozen memtable held writes");
                 m.store_wm = watermark;
             }
-            Pending::Compaction { done, .. } => {
+            Pending::Compaction { done, flushed_since, .. } => {
                 let report = store.finish_compaction(Ok(done.unwrap())).unwrap();
                 prop_assert!(report.is_some());
                 let report = report.unwrap();
                 cov.count(&report);
+                cov.compactions_after_flushes += usize::from(flushed_since > 0);
                 if report.level == 0 {
-                    prop_assert_eq!(store.stats().tables[0], 0, "no flush ran during the compaction");
+                    prop_assert_eq!(
+                        store.stats().tables[0],
+                        flushed_since,
+                        "level 0 keeps exactly the tables flushed during its compaction"
+                    );
                 }
             }
         }
@@ -259,6 +268,10 @@ struct Coverage {
     crash_flush_not_run: usize,
     crash_compaction_ran: usize,
     crash_compaction_not_run: usize,
+    /// Compactions finished after flushes that began and ended while they were in flight.
+    compactions_after_flushes: usize,
+    /// Crashes with a flush and a compaction both pending, both run.
+    crash_both_ran: usize,
     /// Compactions of level 1 or deeper, and the deepest level any reached.
     deep_compactions: usize,
     deepest_output_level: usize,
@@ -283,6 +296,8 @@ impl Coverage {
         self.crash_flush_not_run += o.crash_flush_not_run;
         self.crash_compaction_ran += o.crash_compaction_ran;
         self.crash_compaction_not_run += o.crash_compaction_not_run;
+        self.compactions_after_flushes += o.compactions_after_flushes;
+        self.crash_both_ran += o.crash_both_ran;
         self.deep_compactions += o.deep_compactions;
         self.deepest_output_level = self.deepest_output_level.max(o.deepest_output_level);
         self.moves += o.moves;
@@ -306,12 +321,14 @@ fn run(ops: Vec<Op>) -> Result<Coverage, TestCaseError> {
     let dir = tempfile::tempdir().unwrap();
     let (mut store, _) = Store::open(dir.path(), small_options()).unwrap();
     let mut m = Model::default();
-    let mut pending: Option<Pending> = None;
+    // At most one flush and one compaction in flight.
+    let mut flush: Option<Pending> = None;
+    let mut compaction: Option<Pending> = None;
     let mut cov = Coverage::default();
     for op in ops {
         let what = format!("{op:?}");
-        let flushing = usize::from(matches!(pending, Some(Pending::Flush { .. })));
-        let compacting = usize::from(matches!(pending, Some(Pending::Compaction { .. })));
+        let flushing = usize::from(flush.is_some());
+        let compacting = usize::from(compaction.is_some());
         match op {
             Op::Put(k, v) => {
                 store.put(&key(k), &v);
@@ -374,10 +391,13 @@ fn run(ops: Vec<Op>) -> Result<Coverage, TestCaseError> {
             Op::Flush => {
                 let watermark_only = !m.dirty && m.mem_wm > m.store_wm;
                 let report = store.flush().unwrap();
-                if pending.is_some() {
-                    prop_assert!(report.is_none(), "flush while a job is pending");
+                if flush.is_some() {
+                    prop_assert!(report.is_none(), "flush while a flush job is pending");
                 } else {
                     prop_assert_eq!(report.is_some(), m.dirty);
+                    if let (Some(Pending::Compaction { flushed_since, .. }), Some(_)) = (&mut compaction, &report) {
+                        *flushed_since += 1;
+                    }
                     cov.watermark_only_flushes += usize::from(watermark_only);
                     m.disk = m.live.clone();
                     m.disk_wm = m.mem_wm;
@@ -389,8 +409,8 @@ fn run(ops: Vec<Op>) -> Result<Coverage, TestCaseError> {
                 let before = store.stats();
                 let report = store.compact().unwrap();
                 let after = store.stats();
-                if pending.is_some() {
-                    prop_assert!(report.is_none(), "compaction while a job is pending");
+                if compaction.is_some() {
+                    prop_assert!(report.is_none(), "compaction while a compaction job is pending");
                     prop_assert_eq!(after.tables, before.tables);
                 } else {
                     prop_assert_eq!(report.is_some(), before.tables[0] > 0 || over_target(&before.table_bytes));
@@ -403,13 +423,13 @@ fn run(ops: Vec<Op>) -> Result<Coverage, TestCaseError> {
                 prop_assert_eq!(after.memtable_entries, before.memtable_entries);
             }
             Op::BeginFlush => {
-                if pending.is_some() {
-                    prop_assert!(store.begin_flush().is_none(), "a second job began");
+                if flush.is_some() {
+                    prop_assert!(store.begin_flush().is_none(), "a second flush began");
                 } else {
                     let job = store.begin_flush();
                     prop_assert_eq!(job.is_some(), m.dirty || m.mem_wm > m.store_wm);
                     if let Some(job) = job {
-                        pending = Some(Pending::Flush {
+                        flush = Some(Pending::Flush {
                             job: Some(job),
                             done: None,
                             state: m.live.clone(),
@@ -421,35 +441,51 @@ fn run(ops: Vec<Op>) -> Result<Coverage, TestCaseError> {
                 }
             }
             Op::BeginCompaction => {
-                if pending.is_some() {
-                    prop_assert!(store.begin_compaction(1).is_none(), "a second job began");
+                if compaction.is_some() {
+                    prop_assert!(store.begin_compaction(1).is_none(), "a second compaction began");
                 } else {
                     let before = store.stats();
                     let job = store.begin_compaction(1);
                     prop_assert_eq!(job.is_some(), before.tables[0] > 0 || over_target(&before.table_bytes));
-                    pending = job.map(|job| Pending::Compaction { job: Some(job), done: None });
+                    compaction = job.map(|job| Pending::Compaction { job: Some(job), done: None, flushed_since: 0 });
                 }
             }
-            Op::RunJob => {
-                if let Some(p) = &mut pending {
+            Op::RunJob(prefer_flush) => {
+                if let Some(p) = pick(&mut flush, &mut compaction, prefer_flush).as_mut() {
                     p.run(&mut m);
                 }
             }
-            Op::FinishJob => {
-                if let Some(p) = pending.take() {
+            Op::FinishJob(prefer_flush) => {
+                let finishing_flush =
+                    matches!(pick(&mut flush, &mut compaction, prefer_flush), Some(Pending::Flush { .. }));
+                let wrote =
+                    matches!(pick(&mut flush, &mut compaction, prefer_flush), Some(Pending::Flush { wrote: true, .. }));
+                if let Some(p) = pick(&mut flush, &mut compaction, prefer_flush).take() {
                     p.finish(&mut store, &mut m, &mut cov)?;
+                }
+                if let (true, true, Some(Pending::Compaction { flushed_since, .. })) =
+                    (finishing_flush, wrote, &mut compaction)
+                {
+                    *flushed_since += 1;
                 }
             }
             Op::Crash | Op::CrashWithDebris => {
-                match &pending {
-                    Some(p @ Pending::Flush { .. }) if p.ran() => cov.crash_flush_ran += 1,
-                    Some(Pending::Flush { .. }) => cov.crash_flush_not_run += 1,
-                    Some(p @ Pending::Compaction { .. }) if p.ran() => cov.crash_compaction_ran += 1,
-                    Some(Pending::Compaction { .. }) => cov.crash_compaction_not_run += 1,
+                match &flush {
+                    Some(p) if p.ran() => cov.crash_flush_ran += 1,
+                    Some(_) => cov.crash_flush_not_run += 1,
                     None => {}
                 }
-                // The job (and what it made) dies with the process, unfinished.
-                drop(pending.take());
+                match &compaction {
+                    Some(p) if p.ran() => cov.crash_compaction_ran += 1,
+                    Some(_) => cov.crash_compaction_not_run += 1,
+                    None => {}
+                }
+                let both_ran =
+                    flush.as_ref().is_some_and(Pending::ran) && compaction.as_ref().is_some_and(Pending::ran);
+                cov.crash_both_ran += usize::from(both_ran);
+                // The jobs (and what they made) die with the process, unfinished.
+                drop(flush.take());
+                drop(compaction.take());
                 drop(store);
                 let debris = matches!(op, Op::CrashWithDebris);
                 // A compaction that ran and was not finished leaves its inputs as orphans.
@@ -472,11 +508,14 @@ fn run(ops: Vec<Op>) -> Result<Coverage, TestCaseError> {
             }
         }
         prop_assert_eq!(store.watermark(), m.store_wm, "watermark after {}", what);
-        prop_assert_eq!(store.job_running(), pending.is_some());
+        prop_assert_eq!(store.flush_running(), flush.is_some());
+        prop_assert_eq!(store.compaction_running(), compaction.is_some());
+        prop_assert_eq!(store.job_running(), flush.is_some() || compaction.is_some());
     }
-    // Whatever happened, finishing the job, a flush, a compaction and a reopen agree with the
+    // Whatever happened, finishing the jobs, a flush, a compaction and a reopen agree with the
     // model, and the watermark last set is the durable one.
-    if let Some(p) = pending.take() {
+    // (The compaction first: its count of flushes made meanwhile is complete.)
+    for p in [compaction.take(), flush.take()].into_iter().flatten() {
         p.finish(&mut store, &mut m, &mut cov)?;
     }
     store.flush().unwrap();
@@ -490,6 +529,20 @@ fn run(ops: Vec<Op>) -> Result<Coverage, TestCaseError> {
         prop_assert_eq!(store.get(&key(i)).unwrap(), m.live.get(&key(i)).cloned());
     }
     Ok(cov)
+}
+
+/// The pending flush if `prefer_flush` and there is one, else the pending compaction if there
+/// is one, else the flush slot.
+fn pick<'a>(
+    flush: &'a mut Option<Pending>,
+    compaction: &'a mut Option<Pending>,
+    prefer_flush: bool,
+) -> &'a mut Option<Pending> {
+    if (prefer_flush && flush.is_some()) || compaction.is_none() {
+        flush
+    } else {
+        compaction
+    }
 }
 
 /// Runs `run` on `cases` cases of `ops` drawn from a fixed `seed` (so every run replays the
@@ -530,6 +583,8 @@ fn store_matches_btreemap() {
         ("crashes before a flush job ran", c.crash_flush_not_run),
         ("crashes after a compaction job ran", c.crash_compaction_ran),
         ("crashes before a compaction job ran", c.crash_compaction_not_run),
+        ("compactions finished after flushes made during them", c.compactions_after_flushes),
+        ("crashes after a flush and a compaction both ran", c.crash_both_ran),
     ] {
         assert!(n > 0, "the seeded cases never reached: {what}");
     }
@@ -551,8 +606,8 @@ fn store_matches_btreemap_through_many_levels() {
         1 => Just(Op::Compact),
         2 => Just(Op::BeginFlush),
         3 => Just(Op::BeginCompaction),
-        1 => Just(Op::RunJob),
-        3 => Just(Op::FinishJob),
+        1 => any::<bool>().prop_map(Op::RunJob),
+        3 => any::<bool>().prop_map(Op::FinishJob),
         1 => Just(Op::Crash),
     ];
     let c = run_cases(24, 0x6c65_7665_6c65_6421, proptest::collection::vec(deep_op, 150..400));

@@ -8,14 +8,18 @@
 #          compaction while it runs; history still goes into the memtable);
 #   busy:  memtable_kib = $BUSY_KIB (default 1024), compaction_trigger_tables = 2 (a flush every ~1 MiB of history
 #          and a compaction every second flush, all through the run), and memtable_backlog_kib =
-#          262144: the memory a default server (64 MiB memtable) lets the memtable reach while a job
-#          runs before order flow waits for it. The small memtable makes jobs 64 times as frequent;
-#          it must not also make that bound 64 times as tight.
+#          $BACKLOG_KIB (default 262144): the memory a default server (64 MiB memtable) lets the
+#          memtable reach while a flush runs before order flow waits for it. The small memtable
+#          makes jobs 64 times as frequent; it must not also make that bound 64 times as tight
+#          (unless BACKLOG_KIB asks for it, to see the waits).
+# After each server: its `history_backlog_wait` stage (groups that waited, and the longest
+# wait) from GET /admin/latency, as a WAIT line.
 # For each: closed-loop max, then open loop at 50 % of the first quiet max (p99).
 # Usage: tools/compaction_load.sh  (knobs: ROUNDS=3 CONNECTIONS=32 PIPELINE=1 DURATION=5 WARMUP=2
 #                                   LOAD_CORE=1 OUT=target/compaction_load/<time>
 #                                   SERVER=<another server binary, an experiment>
-#                                   SYNC=durable|none: the servers' --sync)
+#                                   SYNC=durable|none: the servers' --sync
+#                                   BUSY_KIB=1024 BACKLOG_KIB=262144: the busy store's memtable and bound)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-3}
@@ -23,8 +27,8 @@ ROUNDS=${ROUNDS:-3}
 source tools/lib.sh
 prepare_run compaction_load
 printf '[storage]\nmemtable_kib = 4194304\ncompaction_trigger_tables = 1000\n' > "$DATA/quiet.toml"
-printf "[storage]\nmemtable_kib = %s\ncompaction_trigger_tables = 2\nmemtable_backlog_kib = 262144\n" "${BUSY_KIB:-1024}" \
-    > "$DATA/busy.toml"
+printf "[storage]\nmemtable_kib = %s\ncompaction_trigger_tables = 2\nmemtable_backlog_kib = %s\n" "${BUSY_KIB:-1024}" \
+    "${BACKLOG_KIB:-262144}" > "$DATA/busy.toml"
 
 start_and_wait raw "$BIN/qaexchange-raw-responder" --http 127.0.0.1:0 --shards 1
 load raw-max "$ADDR" 0 --raw
@@ -41,6 +45,8 @@ for round in $(seq 1 "$ROUNDS"); do
     load "$mode-half-$round" "$ADDR" "$HALF"
     curl -s "http://$ADDR/admin/storage/stats" > "$OUT/stats-$mode-$round.json" || true
     echo "STATS $mode-$round $(cat "$OUT/stats-$mode-$round.json")" >> "$OUT/results.txt"
+    wait_line=$(curl -s "http://$ADDR/admin/latency" | grep '^# stage history_backlog_wait:' || echo "(none)")
+    echo "WAIT $mode-$round $wait_line" | tee -a "$OUT/results.txt"
     kill -TERM "$PID"; wait "$PID" || true
   done
 done

@@ -3,7 +3,9 @@
 //! flushes and compacts it.
 //!
 //! The background task runs in a task queue of its own with few shares, so when the shard is
-//! busy, order flow gets the executor. The heavy part of each job (building tables, merging,
+//! busy, order flow gets the executor. It runs two loops: one flushes, one compacts, each
+//! with at most one job in flight, so a flush never waits behind a long compaction (the
+//! store's `SharedManifest` writes their manifest changes one at a time). The heavy part of each job (building tables, merging,
 //! writing and syncing files) runs on the executor's blocking thread (`spawn_blocking`): a
 //! 64 MiB table build is a second of CPU that a cooperative task could not give up in between,
 //! and file syscalls would block the executor. The executor thread only freezes the memtable
@@ -14,7 +16,7 @@ use super::http::HttpErrorCode;
 use super::service::Reply;
 use crate::domain::market_data::kline::Kline;
 use crate::domain::market_data::tick::Tick;
-use crate::storage::lsm::store::{remove_obsolete, KeyValue};
+use crate::storage::lsm::store::{remove_obsolete, CompactionJob, FlushJob, KeyValue};
 use crate::storage::lsm::{Store, StoreOptions};
 use glommio::channels::local_channel::{LocalReceiver, LocalSender};
 use std::cell::RefCell;
@@ -35,6 +37,12 @@ const BACKGROUND_SHARES: usize = 50;
 /// group's history in (`ShardHistory::backlogged`). Memory stays bounded however slow the
 /// disk or the job's thread is.
 pub const MEMTABLE_BACKLOG_FACTOR: usize = 4;
+
+/// Level 0 may hold this many times `compaction_trigger_tables` while a compaction runs;
+/// past that, the next flush waits for the compaction (LevelDB's 4 / 12), so reads, which
+/// look at every level-0 table, stay bounded however slow compaction is. The memtable
+/// backlog bound then holds memory.
+pub const LEVEL0_STOP_FACTOR: usize = 3;
 
 /// The history store directory of shard `shard` under the storage directory.
 pub fn shard_history_dir(storage: &Path, shard: u16) -> PathBuf {
@@ -82,13 +90,14 @@ pub struct ShardHistory {
     shard: usize,
     store: Store,
     compaction_trigger_tables: usize,
-    /// The memtable size past which the committer waits for a running job.
+    /// The memtable size past which the committer waits for a running (or held) flush.
     backlog_bytes: usize,
-    /// The last job begun was a flush (`next_job`).
-    last_job_flushed: bool,
-    wake: LocalSender<()>,
-    /// `POST /admin/compaction/trigger`: flush and compact even below the thresholds.
-    forced: bool,
+    wake_flush: LocalSender<()>,
+    wake_compaction: LocalSender<()>,
+    /// `POST /admin/compaction/trigger`: flush even below the threshold...
+    force_flush: bool,
+    /// ...then compact level 0 whatever its size, and every level over its target.
+    force_compaction: bool,
     /// A checkpoint waits for the tables to cover the WAL through this sequence.
     flush_wanted: u64,
     closing: bool,
@@ -99,30 +108,38 @@ pub struct ShardHistory {
 
 pub type SharedHistory = Rc<RefCell<ShardHistory>>;
 
+/// What the background task's two loops wait on (`spawn_background`).
+pub struct JobSignals {
+    flush: LocalReceiver<()>,
+    compaction: LocalReceiver<()>,
+}
+
 impl ShardHistory {
-    /// The store and the receiver its background task waits on.
+    /// The store and the signals its background task waits on.
     pub fn new(
         shard: usize,
         store: Store,
         compaction_trigger_tables: usize,
         backlog_bytes: usize,
-    ) -> (SharedHistory, LocalReceiver<()>) {
-        let (wake, woken) = glommio::channels::local_channel::new_bounded(1);
+    ) -> (SharedHistory, JobSignals) {
+        let (wake_flush, flush) = glommio::channels::local_channel::new_bounded(1);
+        let (wake_compaction, compaction) = glommio::channels::local_channel::new_bounded(1);
         let history = ShardHistory {
             shard,
             store,
             compaction_trigger_tables: compaction_trigger_tables.max(1),
             backlog_bytes,
-            last_job_flushed: false,
-            wake,
-            forced: false,
+            wake_flush,
+            wake_compaction,
+            force_flush: false,
+            force_compaction: false,
             flush_wanted: 0,
             closing: false,
             times: JobTimes::default(),
             last_error: None,
             writes: 0,
         };
-        (Rc::new(RefCell::new(history)), woken)
+        (Rc::new(RefCell::new(history)), JobSignals { flush, compaction })
     }
 
     /// What the tables cover: recovery re-derives the history of WAL records after it.
@@ -140,26 +157,51 @@ impl ShardHistory {
             keys.push(key);
         }
         self.store.set_watermark(wal_sequence);
-        if self.work_due() {
-            let _ = self.wake.try_send(());
-        }
+        self.wake_due();
         keys
     }
 
-    /// Whether the memtable holds `backlog_bytes` (`[storage] memtable_backlog_kib`, by
-    /// default `MEMTABLE_BACKLOG_FACTOR` times its size) while a job runs:
-    /// the committer then waits (`wait_for_backlog`). Not while no job runs (the next `apply`
-    /// starts one) or after a failed one (that would stop order flow on a failing disk; the
-    /// WAL holds everything, and the job is tried again).
-    pub fn backlogged(&self) -> bool {
-        self.store.job_running() && self.last_error.is_none() && self.store.memtable_bytes() >= self.backlog_bytes
+    /// Wakes the loop whose work is due.
+    fn wake_due(&self) {
+        if self.flush_due() {
+            let _ = self.wake_flush.try_send(());
+        }
+        if self.store.needs_compaction(self.level0_trigger()) {
+            let _ = self.wake_compaction.try_send(());
+        }
     }
 
-    fn work_due(&self) -> bool {
-        self.store.needs_flush()
-            || self.store.needs_compaction(self.compaction_trigger_tables)
-            || self.forced
-            || self.flush_owed()
+    /// Whether the memtable holds `backlog_bytes` (`[storage] memtable_backlog_kib`, by
+    /// default `MEMTABLE_BACKLOG_FACTOR` times its size) while a flush runs or waits for a
+    /// compaction (`flush_held`): the committer then waits (`wait_for_backlog`). Not while no
+    /// flush runs (the next `apply` starts one) or after a failed job (that would stop order
+    /// flow on a failing disk; the WAL holds everything, and the job is tried again).
+    pub fn backlogged(&self) -> bool {
+        (self.store.flush_running() || self.flush_held())
+            && self.last_error.is_none()
+            && self.store.memtable_bytes() >= self.backlog_bytes
+    }
+
+    fn flush_due(&self) -> bool {
+        self.store.needs_flush() || self.force_flush || self.closing || self.flush_owed()
+    }
+
+    /// Whether the next flush waits for the running compaction: level 0 holds
+    /// `LEVEL0_STOP_FACTOR` times its trigger. Never when closing or a checkpoint waits.
+    fn flush_held(&self) -> bool {
+        self.store.compaction_running()
+            && self.store.level0_tables() >= LEVEL0_STOP_FACTOR * self.compaction_trigger_tables
+            && !self.closing
+            && !self.flush_owed()
+    }
+
+    /// Level-0 tables that make a compaction due: 1 in a forced round.
+    fn level0_trigger(&self) -> usize {
+        if self.force_compaction {
+            1
+        } else {
+            self.compaction_trigger_tables
+        }
     }
 
     /// Whether a checkpoint waits for a flush.
@@ -172,7 +214,7 @@ impl ShardHistory {
     pub fn flush_through(&mut self, wal_sequence: u64) {
         self.store.set_watermark(wal_sequence);
         self.flush_wanted = self.flush_wanted.max(wal_sequence);
-        let _ = self.wake.try_send(());
+        let _ = self.wake_flush.try_send(());
     }
 
     /// Flush and compaction failures so far.
@@ -251,16 +293,19 @@ impl ShardHistory {
         }
     }
 
-    /// Flush and compact now, whatever the thresholds.
+    /// Flush and compact now, whatever the thresholds: the flush loop flushes, then hands
+    /// the compaction loop a forced round.
     pub fn trigger(&mut self) {
-        self.forced = true;
-        let _ = self.wake.try_send(());
+        self.force_flush = true;
+        let _ = self.wake_flush.try_send(());
     }
 
-    /// Asks the background task to flush what is left and stop.
+    /// Asks the background task to flush what is left and stop (a running compaction ends
+    /// first; no new one begins).
     pub fn close(&mut self) {
         self.closing = true;
-        let _ = self.wake.try_send(());
+        let _ = self.wake_flush.try_send(());
+        let _ = self.wake_compaction.try_send(());
     }
 
     pub fn stats(&self) -> serde_json::Value {
@@ -279,7 +324,9 @@ impl ShardHistory {
             "compaction_bytes_out": s.bytes_compacted_out,
             "flush_time_us": self.times.flush_us,
             "compaction_time_us": self.times.compaction_us,
-            "job_running": s.job_running,
+            "job_running": s.flush_running || s.compaction_running,
+            "flush_running": s.flush_running,
+            "compaction_running": s.compaction_running,
             "job_failures": self.times.failures,
             "last_error": self.last_error,
             "writes": self.writes,
@@ -288,93 +335,78 @@ impl ShardHistory {
     }
 }
 
-/// What the background task does next.
-enum Job {
-    Flush(crate::storage::lsm::store::FlushJob),
-    Compaction(crate::storage::lsm::store::CompactionJob),
+/// The flush loop's next job: when the memtable is full, a flush or checkpoint asked for
+/// one, or the task is closing; unless level 0 is full while a compaction runs (`flush_held`:
+/// the compaction loop wakes this one when it ends). A forced round with nothing to flush
+/// goes straight to its compaction.
+fn next_flush(h: &mut ShardHistory) -> Option<FlushJob> {
+    if !h.flush_due() || h.flush_held() {
+        return None;
+    }
+    let job = h.store.begin_flush();
+    if job.is_none() {
+        forced_flush_done(h);
+    }
+    job
 }
 
-/// The next job: a flush when the memtable is full (or one is asked for), else a compaction
-/// that is due. Except right after a flush: then a compaction that is due goes first, unless
-/// the memtable has reached half its backlog bound (memory first). Under a steady stream of
-/// writes a memtable is full again by the time its flush ends; flushes alone would pile up
-/// level-0 tables (every read looks at each one) and make the next level-0 compaction ever
-/// larger.
-fn next_job(h: &mut ShardHistory) -> Option<Job> {
-    // A forced round compacts level 0 whatever its size, then every level over its target.
-    let level0_trigger = if h.forced { 1 } else { h.compaction_trigger_tables };
-    let compaction_first = h.last_job_flushed && !h.closing && h.store.memtable_bytes() < h.backlog_bytes / 2;
-    if compaction_first {
-        if let Some(job) = h.store.begin_compaction(level0_trigger) {
-            h.last_job_flushed = false;
-            return Some(Job::Compaction(job));
-        }
+/// A forced round's flush is done (or had nothing to flush): its compaction comes next.
+fn forced_flush_done(h: &mut ShardHistory) {
+    if std::mem::take(&mut h.force_flush) {
+        h.force_compaction = true;
+        let _ = h.wake_compaction.try_send(());
     }
-    let flush = h.store.needs_flush() || h.forced || h.closing || h.flush_owed();
-    if flush {
-        if let Some(job) = h.store.begin_flush() {
-            h.last_job_flushed = true;
-            return Some(Job::Flush(job));
-        }
-    }
-    if !h.closing {
-        if let Some(job) = h.store.begin_compaction(level0_trigger) {
-            h.last_job_flushed = false;
-            return Some(Job::Compaction(job));
-        }
-    }
-    // Nothing (more) to do for a forced round.
-    h.forced = false;
-    None
 }
 
-/// Flushes and compacts `history` whenever the committer says work is due, until it is
-/// closed (then it flushes what is left and returns).
-pub async fn run_background(history: SharedHistory, woken: LocalReceiver<()>) {
+/// The compaction loop's next job: the level most in need (`Store::begin_compaction`), none
+/// once closing. A forced round ends when nothing is left to compact.
+fn next_compaction(h: &mut ShardHistory) -> Option<CompactionJob> {
+    if h.closing {
+        return None;
+    }
+    let job = h.store.begin_compaction(h.level0_trigger());
+    if job.is_none() {
+        h.force_compaction = false;
+    }
+    job
+}
+
+/// Runs the flush loop and the compaction loop until the store is closed (the flush loop
+/// flushes what is left first).
+pub async fn run_background(history: SharedHistory, signals: JobSignals) {
+    futures_lite::future::zip(flush_loop(history.clone(), signals.flush), compaction_loop(history, signals.compaction))
+        .await;
+}
+
+async fn flush_loop(history: SharedHistory, woken: LocalReceiver<()>) {
     let shard = history.borrow().shard;
     loop {
         loop {
-            let Some(job) = next_job(&mut history.borrow_mut()) else { break };
+            let Some(job) = next_flush(&mut history.borrow_mut()) else { break };
             let began = Instant::now();
-            match job {
-                Job::Flush(job) => {
-                    let done = glommio::executor()
-                        .spawn_blocking(move || in_background_thread(move || paused(move || job.run())))
-                        .await;
-                    let obsolete = {
-                        let mut h = history.borrow_mut();
-                        match h.store.finish_flush(done) {
-                            Ok(report) => {
-                                h.times.flush_us += began.elapsed().as_micros() as u64;
-                                if let Some(r) = report {
-                                    tracing::debug!("shard {shard}: history flush {r:?}");
-                                }
-                            }
-                            Err(e) => failed(&mut h, "flush", e.to_string()),
+            let done = run_job(move || job.run()).await;
+            let (obsolete, ok) = {
+                let mut h = history.borrow_mut();
+                let ok = match h.store.finish_flush(done) {
+                    Ok(report) => {
+                        h.times.flush_us += began.elapsed().as_micros() as u64;
+                        if let Some(r) = report {
+                            tracing::debug!("shard {shard}: history flush {r:?}");
                         }
-                        h.store.take_obsolete()
-                    };
-                    release(obsolete).await;
-                }
-                Job::Compaction(job) => {
-                    let done = glommio::executor()
-                        .spawn_blocking(move || in_background_thread(move || paused(move || job.run())))
-                        .await;
-                    let obsolete = {
-                        let mut h = history.borrow_mut();
-                        match h.store.finish_compaction(done) {
-                            Ok(report) => {
-                                h.times.compaction_us += began.elapsed().as_micros() as u64;
-                                tracing::debug!("shard {shard}: history compaction {report:?}");
-                            }
-                            Err(e) => failed(&mut h, "compaction", e.to_string()),
-                        }
-                        h.store.take_obsolete()
-                    };
-                    release(obsolete).await;
-                }
-            }
-            if history.borrow().last_error.is_some() {
+                        forced_flush_done(&mut h);
+                        true
+                    }
+                    Err(e) => {
+                        failed(&mut h, "flush", e.to_string());
+                        false
+                    }
+                };
+                // A new level-0 table may make a compaction due.
+                h.wake_due();
+                (h.store.take_obsolete(), ok)
+            };
+            release(obsolete).await;
+            if !ok {
                 // Do not spin on a failing disk: wait for the next wake-up.
                 break;
             }
@@ -387,6 +419,53 @@ pub async fn run_background(history: SharedHistory, woken: LocalReceiver<()>) {
         }
         history.borrow_mut().last_error = None;
     }
+}
+
+async fn compaction_loop(history: SharedHistory, woken: LocalReceiver<()>) {
+    let shard = history.borrow().shard;
+    loop {
+        loop {
+            let Some(job) = next_compaction(&mut history.borrow_mut()) else { break };
+            let began = Instant::now();
+            let done = run_job(move || job.run()).await;
+            let (obsolete, ok) = {
+                let mut h = history.borrow_mut();
+                let ok = match h.store.finish_compaction(done) {
+                    Ok(report) => {
+                        h.times.compaction_us += began.elapsed().as_micros() as u64;
+                        tracing::debug!("shard {shard}: history compaction {report:?}");
+                        true
+                    }
+                    Err(e) => {
+                        failed(&mut h, "compaction", e.to_string());
+                        false
+                    }
+                };
+                // A flush held for level 0 (`flush_held`) may go now.
+                h.wake_due();
+                (h.store.take_obsolete(), ok)
+            };
+            release(obsolete).await;
+            if !ok {
+                break;
+            }
+        }
+        if history.borrow().closing {
+            return;
+        }
+        if woken.recv().await.is_none() {
+            return;
+        }
+        history.borrow_mut().last_error = None;
+    }
+}
+
+/// Runs a job's heavy part on a thread of its own (`in_background_thread`) without blocking
+/// the shard.
+async fn run_job<T: Send + 'static>(
+    job: impl FnOnce() -> crate::storage::lsm::Result<T> + Send + 'static,
+) -> crate::storage::lsm::Result<T> {
+    glommio::executor().spawn_blocking(move || in_background_thread(move || paused(job))).await
 }
 
 /// Frees and deletes what a job replaced, on a background thread.
@@ -464,7 +543,8 @@ fn failed(h: &mut ShardHistory, what: &str, error: String) {
     // again; nothing acknowledged is lost.
     tracing::error!("shard {}: history {what} failed (will retry): {error}", h.shard);
     h.times.failures += 1;
-    h.forced = false;
+    h.force_flush = false;
+    h.force_compaction = false;
     h.last_error = Some(format!("{what}: {error}"));
 }
 
@@ -477,13 +557,13 @@ pub async fn wait_for_backlog(history: &SharedHistory) {
 }
 
 /// Spawns the background task in its low-priority task queue.
-pub fn spawn_background(history: SharedHistory, woken: LocalReceiver<()>) -> Option<glommio::task::JoinHandle<()>> {
+pub fn spawn_background(history: SharedHistory, signals: JobSignals) -> Option<glommio::task::JoinHandle<()>> {
     let queue = glommio::executor().create_task_queue(
         glommio::Shares::Static(BACKGROUND_SHARES),
         glommio::Latency::NotImportant,
         "history-store",
     );
-    match glommio::spawn_local_into(run_background(history, woken), queue) {
+    match glommio::spawn_local_into(run_background(history, signals), queue) {
         Ok(task) => Some(task.detach()),
         Err(e) => {
             tracing::error!("cannot start the history store's background task: {e}");
@@ -496,52 +576,114 @@ pub fn spawn_background(history: SharedHistory, woken: LocalReceiver<()>) -> Opt
 mod tests {
     use super::*;
 
-    /// Runs the job `next_job` picks, on this thread, and finishes it.
-    fn run_next(h: &mut ShardHistory) -> Option<&'static str> {
-        match next_job(h)? {
-            Job::Flush(job) => {
-                let done = job.run();
-                h.store.finish_flush(done).expect("flush");
-                Some("flush")
-            }
-            Job::Compaction(job) => {
-                let done = job.run();
-                h.store.finish_compaction(done).expect("compaction");
-                remove_obsolete(h.store.take_obsolete());
-                Some("compaction")
-            }
+    fn key(n: u64) -> String {
+        format!("s{:02}/{n:08}", n % 37)
+    }
+
+    /// Writes until the memtable is full; returns the last key number.
+    fn fill(h: &mut ShardHistory, written: &mut u64) {
+        while !h.store.needs_flush() {
+            *written += 1;
+            h.store.put(key(*written).as_bytes(), &[7; 100]);
         }
     }
 
-    /// Writes keep coming during every job (the memtable is full again when each ends): the
-    /// compactions still get their turn, so level 0 stays at its trigger, and nothing is lost.
+    fn flush_now(h: &mut ShardHistory) {
+        let job = next_flush(h).expect("a flush is due");
+        let done = job.run();
+        h.store.finish_flush(done).expect("flush");
+        forced_flush_done(h);
+    }
+
+    fn all_readable(h: &ShardHistory, written: u64) {
+        for i in (1..=written).step_by(53) {
+            assert_eq!(h.store.get(key(i).as_bytes()).expect("read"), Some(vec![7; 100]), "{}", key(i));
+        }
+    }
+
+    /// Flushes go on while a compaction runs, until level 0 holds `LEVEL0_STOP_FACTOR` times
+    /// its trigger; then the flush waits for the compaction (and the committer, once the
+    /// memtable reaches its backlog bound), unless the store is closing. Nothing is lost.
     #[test]
-    fn compactions_keep_their_turn_while_flushes_are_always_due() {
+    fn flushes_go_on_during_a_compaction_until_level0_is_full() {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = open_store(dir.path(), 0, 64 << 10, 256 << 10).expect("store");
-        let (history, _woken) = ShardHistory::new(0, store, 2, 4 * (64 << 10));
+        let (history, _signals) = ShardHistory::new(0, store, 2, 2 * (64 << 10));
         let mut h = history.borrow_mut();
-        let mut written = 0u64;
-        let mut fill = |h: &mut ShardHistory| {
-            while !h.store.needs_flush() {
-                written += 1;
-                h.store.put(format!("s{:02}/{written:08}", written % 37).as_bytes(), &[7; 100]);
-            }
-        };
-        let (mut flushes, mut compactions, mut most_level0) = (0, 0, 0);
-        for _ in 0..60 {
-            fill(&mut h);
-            match run_next(&mut h).expect("a flush is always due") {
-                "flush" => flushes += 1,
-                _ => compactions += 1,
-            }
-            most_level0 = most_level0.max(h.store.level0_tables());
+        let mut written = 0;
+        for _ in 0..2 {
+            fill(&mut h, &mut written);
+            flush_now(&mut h);
         }
-        assert!(compactions >= 10, "{flushes} flushes, {compactions} compactions");
-        assert!(most_level0 <= 3, "level 0 reached {most_level0} tables");
-        for i in (1..=written).step_by(97) {
-            let key = format!("s{:02}/{i:08}", i % 37);
-            assert_eq!(h.store.get(key.as_bytes()).expect("read"), Some(vec![7; 100]), "{key}");
+        let compaction = next_compaction(&mut h).expect("level 0 is at its trigger");
+        assert!(next_compaction(&mut h).is_none(), "one compaction at a time");
+        // The level-0 compaction holds 2 tables; flushes add up to 6 (3 x 2) beside them.
+        for flushed in 3..=6 {
+            fill(&mut h, &mut written);
+            assert!(!h.flush_held(), "held at {flushed} tables");
+            flush_now(&mut h);
+            assert_eq!(h.store.level0_tables(), flushed);
+            all_readable(&h, written);
         }
+        fill(&mut h, &mut written);
+        assert!(h.flush_held() && next_flush(&mut h).is_none(), "level 0 is full: the flush waits");
+        assert!(!h.backlogged(), "below the backlog bound the committer goes on");
+        while h.store.memtable_bytes() < h.backlog_bytes {
+            written += 1;
+            h.store.put(key(written).as_bytes(), &[7; 100]);
+        }
+        assert!(h.backlogged(), "at the backlog bound the committer waits for the compaction");
+        h.closing = true;
+        assert!(!h.flush_held(), "a closing store flushes whatever level 0 holds");
+        h.closing = false;
+
+        let done = compaction.run();
+        let report = h.store.finish_compaction(done).expect("compaction").expect("a report");
+        assert_eq!((report.level, report.input_tables), (0, 2), "{report:?}");
+        assert_eq!(h.store.level0_tables(), 4, "the flushes made during it stay in level 0");
+        assert!(!h.flush_held());
+        flush_now(&mut h);
+        all_readable(&h, written);
+        remove_obsolete(h.store.take_obsolete());
+        drop(h);
+        drop(history);
+        // What is on disk holds both jobs' changes: reopened, every flushed key is there.
+        let store = open_store(dir.path(), 0, 64 << 10, 256 << 10).expect("reopen");
+        let (history, _signals) = ShardHistory::new(0, store, 2, 2 * (64 << 10));
+        all_readable(&history.borrow(), written);
+    }
+
+    /// A forced round flushes first and compacts after, whatever the thresholds; with nothing
+    /// to flush it goes straight to the compaction.
+    #[test]
+    fn a_forced_round_flushes_then_compacts_everything() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = open_store(dir.path(), 0, 64 << 10, 256 << 10).expect("store");
+        let (history, _signals) = ShardHistory::new(0, store, 4, 4 * (64 << 10));
+        let mut h = history.borrow_mut();
+        let mut written = 0;
+        fill(&mut h, &mut written);
+        flush_now(&mut h);
+        h.store.put(b"s00/last", &[1]);
+        assert!(next_compaction(&mut h).is_none(), "one level-0 table is below the trigger");
+        h.trigger();
+        assert!(next_compaction(&mut h).is_none(), "the forced compaction waits for the forced flush");
+        flush_now(&mut h);
+        assert!(!h.force_flush && h.force_compaction);
+        while let Some(job) = next_compaction(&mut h) {
+            let done = job.run();
+            h.store.finish_compaction(done).expect("compaction");
+        }
+        assert!(!h.force_compaction, "the round ends when nothing is left");
+        assert_eq!((h.store.level0_tables(), h.store.memtable_bytes()), (0, 0));
+        assert!(next_flush(&mut h).is_none());
+        all_readable(&h, written);
+
+        // Nothing to flush: the round goes straight to its compaction.
+        fill(&mut h, &mut written);
+        flush_now(&mut h);
+        h.trigger();
+        assert!(next_flush(&mut h).is_none(), "nothing to flush");
+        assert!(h.force_compaction && next_compaction(&mut h).is_some());
     }
 }

@@ -7,10 +7,18 @@
 //! `count` times (level u8, table id u64), then CRC32 of everything before it. Written with
 //! `fsio::write_atomic` (new file, fsync, rename, fsync dir), so a crash leaves the old or the
 //! new manifest, never a mix.
+//!
+//! A flush and a compaction may run at the same time, each on its own thread. Neither writes
+//! a manifest of its own making: each hands its change (`ManifestEdit`) to the store's one
+//! `SharedManifest`, which applies it to the manifest last written and writes the result, one
+//! change at a time (LevelDB's `LogAndApply`, with the whole manifest for a log of one). So
+//! whichever job ends last writes a manifest that holds both changes.
 
 use crate::storage::lsm::error::{LsmError, Result};
 use crate::storage::lsm::fsio;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 
 pub const FILE_NAME: &str = "MANIFEST";
 const MAGIC: u64 = u64::from_le_bytes(*b"QXMANIF\x01");
@@ -102,6 +110,84 @@ impl Manifest {
     }
 }
 
+/// One job's change to the manifest: tables it removes and adds (a table moved down a level
+/// is removed at its old level and added at the new one), and, for a flush, the highest
+/// sequence number and the watermark its table covers.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ManifestEdit {
+    pub removed: Vec<TableRef>,
+    pub added: Vec<TableRef>,
+    pub max_seq: u64,
+    pub watermark: u64,
+}
+
+impl ManifestEdit {
+    /// `base` with this change; Err when it removes a table `base` does not list (applied
+    /// twice, or made from another store's manifest: a bug, never written).
+    pub fn apply_to(&self, base: &Manifest) -> std::result::Result<Manifest, String> {
+        if let Some(t) = self.removed.iter().find(|t| !base.tables.contains(t)) {
+            return Err(format!(
+                "the edit removes table {} at level {}, which the manifest does not list",
+                t.id, t.level
+            ));
+        }
+        let mut next = base.clone();
+        next.tables.retain(|t| !self.removed.contains(t));
+        next.tables.extend_from_slice(&self.added);
+        next.max_seq = next.max_seq.max(self.max_seq);
+        next.watermark = next.watermark.max(self.watermark);
+        Ok(next)
+    }
+}
+
+/// The manifest of one store as last written, shared by the owner and its jobs: hands out
+/// table ids and writes edits one at a time (see the module docs).
+pub struct SharedManifest {
+    dir: PathBuf,
+    /// The next table id to hand out; the manifest records it as `next_id` when written.
+    next_id: AtomicU64,
+    /// What `dir/MANIFEST` holds. The lock is held while a manifest is written (a few
+    /// milliseconds of fsync), only ever by a job's thread, never by the owner's.
+    written: Mutex<Manifest>,
+}
+
+impl SharedManifest {
+    /// `written` is what `dir/MANIFEST` holds now (or the empty manifest of a new store).
+    pub fn new(dir: &Path, written: Manifest) -> SharedManifest {
+        SharedManifest {
+            dir: dir.to_path_buf(),
+            next_id: AtomicU64::new(written.next_id),
+            written: Mutex::new(written),
+        }
+    }
+
+    /// A table id never handed out before (nor after a restart: the manifest written after
+    /// a table it lists records a higher `next_id`).
+    pub fn allocate_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Applies `edit` to the manifest last written and writes the result durably; returns it.
+    /// On error nothing changed, on disk or here.
+    pub fn commit(&self, edit: &ManifestEdit) -> Result<Manifest> {
+        // A job that panicked while writing left the manifest as it was (write_atomic is all
+        // or nothing): the poisoned value is still the one on disk.
+        let mut written = self.written.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut next =
+            edit.apply_to(&written).map_err(|reason| LsmError::corrupt(&self.dir.join(FILE_NAME), reason))?;
+        // Every id in `next` was handed out before this load.
+        next.next_id = next.next_id.max(self.next_id.load(Ordering::Relaxed));
+        next.store(&self.dir)?;
+        *written = next.clone();
+        Ok(next)
+    }
+
+    /// A copy of the manifest last written.
+    pub fn written(&self) -> Manifest {
+        self.written.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -135,5 +221,50 @@ mod tests {
         assert_eq!(Manifest::load(dir.path()).unwrap(), Some(m));
         std::fs::write(dir.path().join(FILE_NAME), b"garbage").unwrap();
         assert!(Manifest::load(dir.path()).unwrap_err().is_corrupt());
+    }
+
+    /// Two jobs' edits, committed in either order, both end up in the manifest on disk; an
+    /// edit that removes what is not listed is refused and changes nothing.
+    #[test]
+    fn edits_compose_in_either_order_and_a_bad_one_changes_nothing() {
+        let base = Manifest {
+            max_seq: 10,
+            watermark: 5,
+            next_id: 4,
+            tables: vec![TableRef { level: 0, id: 1 }, TableRef { level: 0, id: 2 }, TableRef { level: 1, id: 3 }],
+        };
+        let flush = |id| ManifestEdit {
+            added: vec![TableRef { level: 0, id }],
+            max_seq: 20,
+            watermark: 9,
+            ..Default::default()
+        };
+        let compaction = |id| ManifestEdit {
+            removed: vec![TableRef { level: 0, id: 1 }, TableRef { level: 0, id: 2 }, TableRef { level: 1, id: 3 }],
+            added: vec![TableRef { level: 1, id }],
+            ..Default::default()
+        };
+        for flush_first in [true, false] {
+            let dir = tempfile::tempdir().unwrap();
+            base.store(dir.path()).unwrap();
+            let shared = SharedManifest::new(dir.path(), base.clone());
+            let (f, c) = (shared.allocate_id(), shared.allocate_id());
+            assert_eq!((f, c), (4, 5));
+            if flush_first {
+                shared.commit(&flush(f)).unwrap();
+                shared.commit(&compaction(c)).unwrap();
+            } else {
+                shared.commit(&compaction(c)).unwrap();
+                shared.commit(&flush(f)).unwrap();
+            }
+            let mut on_disk = Manifest::load(dir.path()).unwrap().unwrap();
+            on_disk.tables.sort();
+            let want = vec![TableRef { level: 0, id: 4 }, TableRef { level: 1, id: 5 }];
+            assert_eq!((on_disk.tables.clone(), on_disk.max_seq, on_disk.watermark, on_disk.next_id), (want, 20, 9, 6));
+            // Applied twice: refused, nothing written.
+            assert!(shared.commit(&compaction(c)).unwrap_err().is_corrupt());
+            assert_eq!(Manifest::load(dir.path()).unwrap().unwrap().tables.len(), 2);
+            assert_eq!(shared.written().tables.len(), 2);
+        }
     }
 }

@@ -5,9 +5,11 @@
 //! the first level that has the key). Flush and compaction are jobs: `begin_*` takes what the job needs (cheap, on the
 //! owner's thread), the job's `run` builds and writes the new tables and the manifest (CPU and
 //! blocking I/O: the server runs it off its executor), and `finish_*` makes reads see the
-//! result. At most one job runs at a time, so the manifest a job writes is the newest. Each
-//! job writes its tables durably, then the manifest, so a crash at any step leaves the old or
-//! the new set of tables. Unflushed writes live only in memory and are lost in a crash: the
+//! result. A flush and a compaction may run at the same time (at most one of each): a flush
+//! never waits behind a long compaction. Each job writes its tables durably, then hands its
+//! change to the store's `SharedManifest`, which writes the manifest last written with that
+//! change (`manifest` module docs), so a crash at any step leaves the old or the new set of
+//! tables, and a manifest written by one job keeps what the other committed. Unflushed writes live only in memory and are lost in a crash: the
 //! owner records a `watermark` (its own log position) with each flush and re-derives what came
 //! after it.
 
@@ -15,7 +17,7 @@ use crate::storage::lsm::compaction::{self, GrandparentCut};
 use crate::storage::lsm::error::{LsmError, Result};
 use crate::storage::lsm::format::{BuildOptions, FILE_ALIGN};
 use crate::storage::lsm::fsio::{self, WriteMode};
-use crate::storage::lsm::manifest::{Manifest, TableRef};
+use crate::storage::lsm::manifest::{Manifest, ManifestEdit, SharedManifest, TableRef};
 use crate::storage::lsm::memtable::{FrozenMemtable, Memtable};
 use crate::storage::lsm::sstable::{self, Table};
 use rkyv::util::AlignedVec;
@@ -111,7 +113,8 @@ pub struct StoreStats {
     pub watermark: u64,
     /// Frozen memtable being flushed (or left by a failed flush).
     pub frozen_bytes: usize,
-    pub job_running: bool,
+    pub flush_running: bool,
+    pub compaction_running: bool,
     pub bytes_flushed: u64,
     pub bytes_compacted_in: u64,
     pub bytes_compacted_out: u64,
@@ -141,9 +144,13 @@ pub struct Store {
     /// Per level, the last key of the table last compacted from it: the next compaction of
     /// that level takes the table after it, so every part of a level is pushed down in turn.
     compact_pointer: Vec<Option<Vec<u8>>>,
-    manifest: Manifest,
+    /// What is on disk; jobs commit their changes to it.
+    manifest: Arc<SharedManifest>,
+    /// The watermark of the last finished flush (or of the manifest at open): `watermark`.
+    watermark: u64,
     next_seq: u64,
-    job_running: bool,
+    flush_running: bool,
+    compaction_running: bool,
     /// What flushes and compactions replaced, not freed yet (`take_obsolete`).
     obsolete: Obsolete,
     flushes: u64,
@@ -181,14 +188,15 @@ pub fn remove_obsolete(obsolete: Obsolete) {
     let _ = fsio::sync_dir(&dir);
 }
 
-/// A flush to run off the owner's thread: writes the frozen memtable as table `id`, then the
-/// manifest `next`.
+/// A flush to run off the owner's thread: writes the frozen memtable as table `id`, then
+/// commits `edit` (the table, its sequence numbers and watermark) to the manifest.
 pub struct FlushJob {
     dir: PathBuf,
     build: crate::storage::lsm::format::BuildOptions,
     frozen: Arc<FrozenMemtable>,
     id: u64,
-    next: Manifest,
+    manifest: Arc<SharedManifest>,
+    edit: ManifestEdit,
 }
 
 /// What a flush job made, for `Store::finish_flush`.
@@ -196,7 +204,7 @@ pub struct FlushDone {
     /// None when the frozen memtable was empty (only the watermark moved).
     table: Option<Table>,
     mode: WriteMode,
-    next: Manifest,
+    watermark: u64,
 }
 
 impl FlushJob {
@@ -221,21 +229,21 @@ impl FlushJob {
             let (table, mode) = sstable::write_image(&self.dir, self.id, &image, self.build)?;
             (Some(table), mode)
         };
-        self.next.store(&self.dir)?;
-        Ok(FlushDone { table, mode, next: self.next })
+        self.manifest.commit(&self.edit)?;
+        Ok(FlushDone { table, mode, watermark: self.edit.watermark })
     }
 }
 
 /// A compaction to run off the owner's thread: merges `inputs` into new tables of level
-/// `level + 1`, then writes the manifest listing them in place of the inputs. Or, when nothing
-/// in the next level overlaps the inputs (`move_only`), writes a manifest that lists them one
-/// level down, as they are.
+/// `level + 1`, then commits them to the manifest in place of the inputs. Or, when nothing
+/// in the next level overlaps the inputs (`move_only`), commits them one level down, as they
+/// are. A flush may commit meanwhile: it only adds a level-0 table, which no compaction takes
+/// once it has begun.
 pub struct CompactionJob {
     dir: PathBuf,
     opts: StoreOptions,
     inputs: Vec<Arc<Table>>,
-    /// The manifest when the job began (no other job changes it meanwhile).
-    manifest: Manifest,
+    manifest: Arc<SharedManifest>,
     removed: Vec<TableRef>,
     level: u8,
     move_only: bool,
@@ -249,7 +257,6 @@ pub struct CompactionDone {
     removed: Vec<TableRef>,
     /// The inputs go one level down unchanged (`outputs` is empty).
     move_only: bool,
-    next: Manifest,
     report: CompactionReport,
 }
 
@@ -267,21 +274,18 @@ impl CompactionJob {
             report.bytes_in += t.file_bytes();
         }
         if self.move_only {
-            let mut next = self.manifest;
-            for t in next.tables.iter_mut().filter(|t| self.removed.contains(t)) {
-                t.level = out_level;
-            }
-            next.store(&self.dir)?;
+            let added = self.removed.iter().map(|t| TableRef { level: out_level, id: t.id }).collect();
+            self.manifest.commit(&ManifestEdit { removed: self.removed.clone(), added, ..Default::default() })?;
             report.moved_tables = self.inputs.len();
             report.output_tables = self.inputs.len();
             report.entries_out = report.entries_in;
             report.bytes_out = report.bytes_in;
-            return Ok(CompactionDone { outputs: Vec::new(), removed: self.removed, move_only: true, next, report });
+            return Ok(CompactionDone { outputs: Vec::new(), removed: self.removed, move_only: true, report });
         }
         let inputs: Vec<&Table> = self.inputs.iter().map(|t| &**t).collect();
         let mut grandparents =
             GrandparentCut::new(self.grandparents.iter().map(|t| &**t).collect(), grandparent_limit_bytes(&self.opts));
-        let mut next = self.manifest;
+        let manifest = &self.manifest;
         let mut outputs = Vec::new();
         // The merge reads the inputs in place and builds each output table while the previous
         // one is written (a scoped thread: building is CPU, writing is mostly waiting).
@@ -299,9 +303,8 @@ impl CompactionJob {
                 &mut grandparents,
                 build,
                 |builder| {
-                    let id = next.next_id;
                     // Ids are never reused, even when this job fails after writing the file.
-                    next.next_id += 1;
+                    let id = manifest.allocate_id();
                     let image = builder
                         .finish()
                         .map_err(|reason| LsmError::corrupt(&dir.join(sstable::file_name(id)), reason))?;
@@ -323,10 +326,9 @@ impl CompactionJob {
         })?;
         report.output_tables = outputs.len();
         report.grandparent_cuts = grandparents.cuts;
-        next.tables.retain(|t| !self.removed.contains(t));
-        next.tables.extend(outputs.iter().map(|t| table_ref(out_level, t)));
-        next.store(&self.dir)?;
-        Ok(CompactionDone { outputs, removed: self.removed, move_only: false, next, report })
+        let added = outputs.iter().map(|t| table_ref(out_level, t)).collect();
+        self.manifest.commit(&ManifestEdit { removed: self.removed.clone(), added, ..Default::default() })?;
+        Ok(CompactionDone { outputs, removed: self.removed, move_only: false, report })
     }
 }
 
@@ -386,9 +388,11 @@ impl Store {
             level_bytes: level_sizes(&levels),
             levels,
             compact_pointer: vec![None; MAX_LEVELS],
-            manifest,
+            watermark: manifest.watermark,
+            manifest: Arc::new(SharedManifest::new(dir, manifest)),
             next_seq,
-            job_running: false,
+            flush_running: false,
+            compaction_running: false,
             obsolete: Obsolete::default(),
             flushes: 0,
             compactions: 0,
@@ -405,7 +409,7 @@ impl Store {
 
     /// The owner's position up to which everything it wrote is in tables (durable).
     pub fn watermark(&self) -> u64 {
-        self.manifest.watermark
+        self.watermark
     }
 
     /// Records that the memtable now holds everything the owner wrote up to `watermark`; the
@@ -448,7 +452,17 @@ impl Store {
 
     /// Whether a flush or compaction job has begun and not finished.
     pub fn job_running(&self) -> bool {
-        self.job_running
+        self.flush_running || self.compaction_running
+    }
+
+    /// Whether a flush job has begun and not finished.
+    pub fn flush_running(&self) -> bool {
+        self.flush_running
+    }
+
+    /// Whether a compaction job has begun and not finished.
+    pub fn compaction_running(&self) -> bool {
+        self.compaction_running
     }
 
     /// Level-0 tables waiting for compaction.
@@ -613,14 +627,14 @@ impl Store {
     }
 
     /// Starts a flush of the memtable (or retries the one a failed flush left): freezes it
-    /// (reads still see it) and reserves its table id. `None` when a job is running or there
-    /// is nothing to flush.
+    /// (reads still see it) and reserves its table id. `None` when a flush is running or there
+    /// is nothing to flush; a running compaction does not stop it.
     pub fn begin_flush(&mut self) -> Option<FlushJob> {
-        if self.job_running {
+        if self.flush_running {
             return None;
         }
         if self.frozen.is_none() {
-            if self.mem.is_empty() && self.mem_watermark == self.manifest.watermark {
+            if self.mem.is_empty() && self.mem_watermark == self.watermark {
                 return None;
             }
             let fresh = Memtable::partitioned(self.opts.memtable_separator);
@@ -628,29 +642,35 @@ impl Store {
             self.frozen = Some((Arc::new(frozen), self.mem_watermark));
         }
         let (frozen, watermark) = self.frozen.clone()?;
-        let id = self.manifest.next_id;
         // Ids are never reused, even when this flush fails after writing the file.
-        self.manifest.next_id += 1;
-        let mut next = self.manifest.clone();
-        next.max_seq = next.max_seq.max(frozen.max_seq());
-        next.watermark = next.watermark.max(watermark);
-        if !frozen.is_empty() {
-            next.tables.push(TableRef { level: 0, id });
-        }
-        self.job_running = true;
-        Some(FlushJob { dir: self.dir.clone(), build: self.opts.build, frozen, id, next })
+        let id = self.manifest.allocate_id();
+        let edit = ManifestEdit {
+            removed: Vec::new(),
+            added: if frozen.is_empty() { Vec::new() } else { vec![TableRef { level: 0, id }] },
+            max_seq: frozen.max_seq(),
+            watermark,
+        };
+        self.flush_running = true;
+        Some(FlushJob {
+            dir: self.dir.clone(),
+            build: self.opts.build,
+            frozen,
+            id,
+            manifest: self.manifest.clone(),
+            edit,
+        })
     }
 
     /// Ends a flush: on success the new table replaces the frozen memtable in reads. On error
     /// the frozen memtable stays readable and the next `begin_flush` retries it.
     pub fn finish_flush(&mut self, result: Result<FlushDone>) -> Result<Option<FlushReport>> {
-        self.job_running = false;
+        self.flush_running = false;
         let done = result?;
         // Freeing a large skiplist takes milliseconds: the owner does it off its thread.
         if let Some((frozen, _)) = self.frozen.take() {
             self.obsolete.memtables.push(frozen);
         }
-        self.manifest = done.next;
+        self.watermark = self.watermark.max(done.watermark);
         let Some(table) = done.table else { return Ok(None) };
         let report = FlushReport {
             table_id: table.id(),
@@ -674,9 +694,10 @@ impl Store {
     /// Merged into the next level; moved there unchanged when nothing there overlaps (and, for
     /// level 0, it is a single table). Tombstones are dropped only when no deeper level holds
     /// a table in the inputs' key range: otherwise they still hide older versions there.
-    /// `None` when a job is running or no level needs it.
+    /// `None` when a compaction is running or no level needs it; a running flush does not stop
+    /// it (the flush only adds a level-0 table, newer than anything the compaction takes).
     pub fn begin_compaction(&mut self, level0_trigger: usize) -> Option<CompactionJob> {
-        if self.job_running {
+        if self.compaction_running {
             return None;
         }
         let level = self.level_to_compact(level0_trigger)?;
@@ -710,7 +731,7 @@ impl Store {
             .map(|t| table_ref(level as u8, t))
             .chain(lower.iter().map(|t| table_ref(out_level, t)))
             .collect();
-        self.job_running = true;
+        self.compaction_running = true;
         Some(CompactionJob {
             dir: self.dir.clone(),
             opts: self.opts,
@@ -727,11 +748,9 @@ impl Store {
     /// Ends a compaction: the outputs replace the inputs in reads and the input files go (or,
     /// for a move, the inputs now read as one level down).
     pub fn finish_compaction(&mut self, result: Result<CompactionDone>) -> Result<Option<CompactionReport>> {
-        self.job_running = false;
-        // A failed job's files are not listed: the next job overwrites them or the next open
-        // removes them.
+        self.compaction_running = false;
+        // A failed job's files are not listed: the next open removes them.
         let done = result?;
-        self.manifest = done.next;
         let out_level = usize::from(done.report.level) + 1;
         let mut taken = Vec::new();
         for (n, level) in self.levels.iter_mut().enumerate() {
@@ -806,9 +825,10 @@ impl Store {
             flushes: self.flushes,
             compactions: self.compactions,
             max_seq: self.next_seq - 1,
-            watermark: self.manifest.watermark,
+            watermark: self.watermark,
             frozen_bytes: self.frozen.as_ref().map_or(0, |(f, _)| f.approximate_bytes()),
-            job_running: self.job_running,
+            flush_running: self.flush_running,
+            compaction_running: self.compaction_running,
             bytes_flushed: self.bytes_flushed,
             bytes_compacted_in: self.bytes_compacted_in,
             bytes_compacted_out: self.bytes_compacted_out,
