@@ -383,6 +383,45 @@ fn sigkill_during_flush_and_compaction_jobs_keeps_the_history() {
     }
 }
 
+/// A history job in progress (paused 4 s before and 4 s after its work) holds nothing a login
+/// waits for: password hashing runs on the shard's blocking pool, which the jobs no longer
+/// occupy (they did: a login waited behind a whole compaction).
+#[test]
+fn a_login_does_not_wait_for_a_history_job() {
+    use server_support::login_client;
+    const PASSWORD: &str = "admin-Pa55-history";
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("exchange.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[storage]\nmemtable_kib = 64\ncompaction_trigger_tables = 2\n[auth]\nadmin_password = \"{PASSWORD}\"\n"
+        ),
+    )
+    .unwrap();
+    let mut opts = options(&dir.path().join("data"), &config);
+    opts.auth = true;
+    opts.shards = 1;
+    opts.env = vec![("QAEXCHANGE_HISTORY_JOB_PAUSE_MS".into(), "4000".into())];
+    let server = start(&opts);
+    let mut admin = login_client(&server, "admin", PASSWORD);
+    admin.ok("POST", "/api/account/open", Some(json!({"account_id": "A", "init_cash": 1_000_000})));
+    let began = Instant::now();
+    login_client(&server, "admin", PASSWORD);
+    let quiet = began.elapsed();
+    // A checkpoint flushes the store through its WAL position: a job. Its answer comes after
+    // the job, so the request is sent, not awaited.
+    let mut checkpoint = server.client();
+    checkpoint.token = admin.token.clone();
+    checkpoint.send("POST", "/admin/checkpoint", None).unwrap();
+    wait_for(&mut admin, "a flush in progress", |s| s.iter().any(|x| x["flush_running"] == true));
+    let began = Instant::now();
+    login_client(&server, "admin", PASSWORD);
+    let during = began.elapsed();
+    assert!(during < quiet + Duration::from_secs(2), "a login took {during:?} during a job, {quiet:?} without");
+    assert_eq!(stats(&mut admin)[0]["flush_running"], true, "the job was still running");
+}
+
 /// A flush that falls behind (its job paused 4 s before and after it writes) makes the
 /// committer wait once the memtable holds `MEMTABLE_BACKLOG_FACTOR` times its size: memory
 /// stays bounded, every order is acknowledged, and the history is whole.

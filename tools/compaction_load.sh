@@ -12,14 +12,16 @@
 #          memtable reach while a flush runs before order flow waits for it. The small memtable
 #          makes jobs 64 times as frequent; it must not also make that bound 64 times as tight
 #          (unless BACKLOG_KIB asks for it, to see the waits).
-# After each server: its `history_backlog_wait` stage (groups that waited, and the longest
-# wait) from GET /admin/latency, as a WAIT line.
+# After each load: the server's `history_backlog_wait` stage (groups that waited, and the
+# longest wait) from GET /admin/latency, as a WAIT line (then reset, so each line is one load's).
 # For each: closed-loop max, then open loop at 50 % of the first quiet max (p99).
 # Usage: tools/compaction_load.sh  (knobs: ROUNDS=3 CONNECTIONS=32 PIPELINE=1 DURATION=5 WARMUP=2
 #                                   LOAD_CORE=1 OUT=target/compaction_load/<time>
 #                                   SERVER=<another server binary, an experiment>
 #                                   SYNC=durable|none: the servers' --sync
-#                                   BUSY_KIB=1024 BACKLOG_KIB=262144: the busy store's memtable and bound)
+#                                   BUSY_KIB=1024 BACKLOG_KIB=262144 LEVEL1_KIB=<4 x BUSY_KIB>
+#                                   TRIGGER=2: the busy store's memtable, bound, level 1 and
+#                                   compaction_trigger_tables)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-3}
@@ -27,12 +29,22 @@ ROUNDS=${ROUNDS:-3}
 source tools/lib.sh
 prepare_run compaction_load
 printf '[storage]\nmemtable_kib = 4194304\ncompaction_trigger_tables = 1000\n' > "$DATA/quiet.toml"
-printf "[storage]\nmemtable_kib = %s\ncompaction_trigger_tables = 2\nmemtable_backlog_kib = %s\n" "${BUSY_KIB:-1024}" \
-    "${BACKLOG_KIB:-262144}" > "$DATA/busy.toml"
+BUSY_KIB=${BUSY_KIB:-1024}
+printf "[storage]\nmemtable_kib = %s\ncompaction_trigger_tables = %s\nmemtable_backlog_kib = %s\nlevel1_kib = %s\n" \
+    "$BUSY_KIB" "${TRIGGER:-2}" "${BACKLOG_KIB:-262144}" "${LEVEL1_KIB:-$((4 * BUSY_KIB))}" > "$DATA/busy.toml"
 
 start_and_wait raw "$BIN/qaexchange-raw-responder" --http 127.0.0.1:0 --shards 1
 load raw-max "$ADDR" 0 --raw
 kill "$PID" 2>/dev/null || true
+
+# backlog_waits LABEL: the server's history_backlog_wait summary as a WAIT line; resets the
+# server's histograms.
+backlog_waits() {
+  local line
+  line=$(curl -s "http://$ADDR/admin/latency" | grep '^# stage history_backlog_wait:' || echo "(none)")
+  echo "WAIT $1 $line" | tee -a "$OUT/results.txt"
+  curl -s -X POST "http://$ADDR/admin/latency/reset" > /dev/null || true
+}
 
 HALF=""
 for round in $(seq 1 "$ROUNDS"); do
@@ -41,12 +53,12 @@ for round in $(seq 1 "$ROUNDS"); do
     start_and_wait "server-$mode-$round" "${SERVER:-$BIN/qaexchange-server}" --no-auth --config "$DATA/$mode.toml" \
         --http 127.0.0.1:0 --ws 127.0.0.1:0 --shards 1 --storage "$DATA/$mode" --sync "${SYNC:-durable}"
     load "$mode-max-$round" "$ADDR" 0
+    backlog_waits "$mode-max-$round"
     [ -z "$HALF" ] && HALF=$(python3 -c "print(max(1, round($THROUGHPUT / 2)))")
     load "$mode-half-$round" "$ADDR" "$HALF"
+    backlog_waits "$mode-half-$round"
     curl -s "http://$ADDR/admin/storage/stats" > "$OUT/stats-$mode-$round.json" || true
     echo "STATS $mode-$round $(cat "$OUT/stats-$mode-$round.json")" >> "$OUT/results.txt"
-    wait_line=$(curl -s "http://$ADDR/admin/latency" | grep '^# stage history_backlog_wait:' || echo "(none)")
-    echo "WAIT $mode-$round $wait_line" | tee -a "$OUT/results.txt"
     kill -TERM "$PID"; wait "$PID" || true
   done
 done

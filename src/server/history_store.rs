@@ -1,15 +1,15 @@
-//! A shard's history store at run time: the LSM store (`crate::storage::lsm`) the committer
-//! feeds once each WAL group is durable, the queries over it, and the background task that
-//! flushes and compacts it.
+//! A shard's history store at run time: the LSM store (`crate::storage::lsm`) the committer feeds
+//! once each WAL group is durable, the queries over it, and the background task that flushes and
+//! compacts it.
 //!
-//! The background task runs in a task queue of its own with few shares, so when the shard is
-//! busy, order flow gets the executor. It runs two loops: one flushes, one compacts, each
-//! with at most one job in flight, so a flush never waits behind a long compaction (the
-//! store's `SharedManifest` writes their manifest changes one at a time). The heavy part of each job (building tables, merging,
-//! writing and syncing files) runs on the executor's blocking thread (`spawn_blocking`): a
-//! 64 MiB table build is a second of CPU that a cooperative task could not give up in between,
-//! and file syscalls would block the executor. The executor thread only freezes the memtable
-//! and swaps the new tables in, each a few microseconds.
+//! The background task runs in a task queue of its own with few shares, so when the shard is busy,
+//! order flow gets the executor. It runs two loops: one flushes, one compacts, each with at most
+//! one job in flight, so a flush never waits behind a long compaction (the store's `SharedManifest`
+//! writes their manifest changes one at a time). The heavy part of each job (building tables,
+//! merging, writing and syncing files) runs on a thread of its own at nice 19 (`run_job`, started
+//! from the executor's blocking pool): a 64 MiB table build is a second of CPU that a cooperative
+//! task could not give up in between, and file syscalls would block the executor. The executor
+//! thread only freezes the memtable and swaps the new tables in, each a few microseconds.
 
 use super::history::{self, HistoryQuery, QueryError};
 use super::http::HttpErrorCode;
@@ -104,6 +104,28 @@ pub struct ShardHistory {
     times: JobTimes,
     last_error: Option<String>,
     writes: u64,
+    /// Crash tests only (`JobPause`).
+    pause: JobPause,
+}
+
+/// Crash tests only: `QAEXCHANGE_HISTORY_JOB_PAUSE_MS` makes every flush and compaction job
+/// wait that long before it writes anything and again after it wrote its tables and manifest
+/// (before the shard takes the result), so a test can kill the server at either point. Unset
+/// (always, in production): no pause. Unit tests set the two kinds apart.
+#[derive(Clone, Copy, Debug, Default)]
+struct JobPause {
+    flush: Option<std::time::Duration>,
+    compaction: Option<std::time::Duration>,
+}
+
+impl JobPause {
+    fn from_env() -> JobPause {
+        let pause = std::env::var("QAEXCHANGE_HISTORY_JOB_PAUSE_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .map(std::time::Duration::from_millis);
+        JobPause { flush: pause, compaction: pause }
+    }
 }
 
 pub type SharedHistory = Rc<RefCell<ShardHistory>>;
@@ -138,6 +160,7 @@ impl ShardHistory {
             times: JobTimes::default(),
             last_error: None,
             writes: 0,
+            pause: JobPause::from_env(),
         };
         (Rc::new(RefCell::new(history)), JobSignals { flush, compaction })
     }
@@ -384,7 +407,8 @@ async fn flush_loop(history: SharedHistory, woken: LocalReceiver<()>) {
         loop {
             let Some(job) = next_flush(&mut history.borrow_mut()) else { break };
             let began = Instant::now();
-            let done = run_job(move || job.run()).await;
+            let pause = history.borrow().pause.flush;
+            let done = run_job(pause, move || job.run()).await;
             let (obsolete, ok) = {
                 let mut h = history.borrow_mut();
                 let ok = match h.store.finish_flush(done) {
@@ -427,7 +451,8 @@ async fn compaction_loop(history: SharedHistory, woken: LocalReceiver<()>) {
         loop {
             let Some(job) = next_compaction(&mut history.borrow_mut()) else { break };
             let began = Instant::now();
-            let done = run_job(move || job.run()).await;
+            let pause = history.borrow().pause.compaction;
+            let done = run_job(pause, move || job.run()).await;
             let (obsolete, ok) = {
                 let mut h = history.borrow_mut();
                 let ok = match h.store.finish_compaction(done) {
@@ -460,38 +485,24 @@ async fn compaction_loop(history: SharedHistory, woken: LocalReceiver<()>) {
     }
 }
 
-/// Runs a job's heavy part on a thread of its own (`in_background_thread`) without blocking
-/// the shard.
+/// Runs a job's heavy part on a thread of its own at `JOB_NICE` without blocking the shard
+/// (`niced_thread`). A flush and a compaction each have one, so neither waits for the other.
 async fn run_job<T: Send + 'static>(
+    pause: Option<std::time::Duration>,
     job: impl FnOnce() -> crate::storage::lsm::Result<T> + Send + 'static,
 ) -> crate::storage::lsm::Result<T> {
-    glommio::executor().spawn_blocking(move || in_background_thread(move || paused(job))).await
+    super::niced_thread::spawn("history-job", JOB_NICE, move || paused(pause, job))
+        .await
+        .unwrap_or_else(|e| Err(crate::storage::lsm::LsmError::io("history job", std::io::Error::other(e))))
 }
 
-/// Frees and deletes what a job replaced, on a background thread.
+/// Frees and deletes what a job replaced, on a thread of its own.
 async fn release(obsolete: crate::storage::lsm::store::Obsolete) {
-    let _ = glommio::executor()
-        .spawn_blocking(move || {
-            in_background_thread(move || {
-                remove_obsolete(obsolete);
-                Ok(())
-            })
-        })
-        .await;
+    let _ = super::niced_thread::spawn("history-release", JOB_NICE, move || remove_obsolete(obsolete)).await;
 }
 
-/// Crash tests only: `QAEXCHANGE_HISTORY_JOB_PAUSE_MS` makes every flush and compaction
-/// job wait that long before it writes anything and again after it wrote its tables and
-/// manifest (before the shard takes the result), so a test can kill the server at either
-/// point. Unset (always, in production): no pause.
-fn paused<T>(job: impl FnOnce() -> T) -> T {
-    static PAUSE: std::sync::OnceLock<Option<std::time::Duration>> = std::sync::OnceLock::new();
-    let pause = *PAUSE.get_or_init(|| {
-        std::env::var("QAEXCHANGE_HISTORY_JOB_PAUSE_MS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .map(std::time::Duration::from_millis)
-    });
+/// Runs `job` after `pause` and waits `pause` again before returning (`JobPause`).
+fn paused<T>(pause: Option<std::time::Duration>, job: impl FnOnce() -> T) -> T {
     if let Some(p) = pause {
         std::thread::sleep(p);
     }
@@ -506,36 +517,13 @@ fn paused<T>(job: impl FnOnce() -> T) -> T {
 /// the shard (nice 0) leaves, so a flush or compaction takes idle time, not order flow's.
 const JOB_NICE: libc::c_int = 19;
 
-/// Runs `job` on a thread of its own at `JOB_NICE` and waits for it. (Not on the blocking
-/// pool's thread itself: a thread cannot raise its priority back, and that pool also hashes
-/// passwords for logins, which must not wait behind a compaction.)
-fn in_background_thread<T: Send + 'static>(
-    job: impl FnOnce() -> crate::storage::lsm::Result<T> + Send + 'static,
-) -> crate::storage::lsm::Result<T> {
-    niced_thread("history-job", job)
-        .unwrap_or_else(|e| Err(crate::storage::lsm::LsmError::io("history job", std::io::Error::other(e))))
-}
-
-/// Runs `job` on a new thread named `name` at `JOB_NICE` and waits for it; Err when the
-/// thread cannot start or panics.
-fn niced_thread<T: Send + 'static>(name: &str, job: impl FnOnce() -> T + Send + 'static) -> Result<T, String> {
-    let thread = std::thread::Builder::new().name(name.into()).spawn(move || {
-        super::thread_priority::lower_thread_priority(JOB_NICE);
-        job()
-    });
-    match thread {
-        Ok(handle) => handle.join().map_err(|_| format!("the {name} thread panicked")),
-        Err(e) => Err(format!("starting a {name} thread: {e}")),
-    }
-}
-
 /// Runs `job` on a thread of its own at `JOB_NICE` (like the history jobs) and waits for it
 /// without blocking the shard: for checkpoint writing.
 pub async fn on_background_thread<T: Send + 'static>(
     what: &'static str,
     job: impl FnOnce() -> Result<T, String> + Send + 'static,
 ) -> Result<T, String> {
-    glommio::executor().spawn_blocking(move || niced_thread(what, job).and_then(|result| result)).await
+    super::niced_thread::spawn(what, JOB_NICE, job).await.and_then(|result| result)
 }
 
 fn failed(h: &mut ShardHistory, what: &str, error: String) {
@@ -651,6 +639,53 @@ mod tests {
         let store = open_store(dir.path(), 0, 64 << 10, 256 << 10).expect("reopen");
         let (history, _signals) = ShardHistory::new(0, store, 2, 2 * (64 << 10));
         all_readable(&history.borrow(), written);
+    }
+
+    /// Polls `done` every 5 ms, for at most 10 s.
+    async fn until(history: &SharedHistory, what: &str, done: impl Fn(&ShardHistory) -> bool) {
+        let began = Instant::now();
+        while !done(&history.borrow()) {
+            assert!(began.elapsed() < std::time::Duration::from_secs(10), "{what}");
+            glommio::timer::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
+
+    /// In the real background task, a flush begins and ends while a compaction (paused 1.5 s
+    /// before and after its work) still runs: neither job waits for the other, nor for a
+    /// thread pool they share.
+    #[test]
+    fn a_flush_completes_while_a_compaction_is_still_running() {
+        glommio::LocalExecutorBuilder::default()
+            .spawn(|| async {
+                let dir = tempfile::tempdir().expect("temp dir");
+                let store = open_store(dir.path(), 0, 64 << 10, 256 << 10).expect("store");
+                let (history, signals) = ShardHistory::new(0, store, 2, 4 * (64 << 10));
+                let pause = Some(std::time::Duration::from_millis(1500));
+                history.borrow_mut().pause = JobPause { flush: None, compaction: pause };
+                let mut written = 0;
+                for _ in 0..2 {
+                    let mut h = history.borrow_mut();
+                    fill(&mut h, &mut written);
+                    flush_now(&mut h);
+                }
+                let task = glommio::spawn_local(run_background(history.clone(), signals));
+                history.borrow().wake_due();
+                until(&history, "the compaction began", |h| h.store.compaction_running()).await;
+                fill(&mut history.borrow_mut(), &mut written);
+                history.borrow().wake_due();
+                until(&history, "the flush ended", |h| h.store.stats().flushes == 3).await;
+                assert!(history.borrow().store.compaction_running(), "the flush waited for the compaction");
+                assert_eq!(history.borrow().store.stats().compactions, 0);
+                until(&history, "the compaction ended", |h| !h.store.compaction_running()).await;
+                history.borrow_mut().close();
+                task.await;
+                let h = history.borrow();
+                assert!(h.last_error().is_none(), "{:?}", h.last_error());
+                all_readable(&h, written);
+            })
+            .expect("executor")
+            .join()
+            .expect("join");
     }
 
     /// A forced round flushes first and compacts after, whatever the thresholds; with nothing

@@ -25,6 +25,7 @@ pub mod http;
 pub mod journal;
 pub mod legacy_session;
 pub mod metrics;
+pub mod niced_thread;
 pub mod order_json;
 pub mod quote_fanout;
 pub mod rate_limit;

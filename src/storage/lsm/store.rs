@@ -1,17 +1,17 @@
-//! The store: a memtable (and, while a flush runs, the frozen one it writes) over level-0
-//! tables (newest first, key ranges may overlap) over levels 1 to `MAX_LEVELS - 1`, each of
-//! sorted tables with disjoint key ranges, each `level_ratio` times the size of the one above
-//! (leveled compaction: a key's versions are newer the higher their level, so a read stops at
-//! the first level that has the key). Flush and compaction are jobs: `begin_*` takes what the job needs (cheap, on the
-//! owner's thread), the job's `run` builds and writes the new tables and the manifest (CPU and
-//! blocking I/O: the server runs it off its executor), and `finish_*` makes reads see the
-//! result. A flush and a compaction may run at the same time (at most one of each): a flush
-//! never waits behind a long compaction. Each job writes its tables durably, then hands its
-//! change to the store's `SharedManifest`, which writes the manifest last written with that
-//! change (`manifest` module docs), so a crash at any step leaves the old or the new set of
-//! tables, and a manifest written by one job keeps what the other committed. Unflushed writes live only in memory and are lost in a crash: the
-//! owner records a `watermark` (its own log position) with each flush and re-derives what came
-//! after it.
+//! The store: a memtable (and, while a flush runs, the frozen one it writes) over level-0 tables
+//! (newest first, key ranges may overlap) over levels 1 to `MAX_LEVELS - 1`, each of sorted tables
+//! with disjoint key ranges, each `level_ratio` times the size of the one above (leveled
+//! compaction: a key's versions are newer the higher their level, so a read stops at the first
+//! level that has the key). Flush and compaction are jobs: `begin_*` takes what the job needs
+//! (cheap, on the owner's thread), the job's `run` builds and writes the new tables and the
+//! manifest (CPU and blocking I/O: the server runs it off its executor), and `finish_*` makes reads
+//! see the result. A flush and a compaction may run at the same time (at most one of each): a flush
+//! never waits behind a long compaction. Each job writes its tables durably, then hands its change
+//! to the store's `SharedManifest`, which writes the manifest last written with that change
+//! (`manifest` module docs), so a crash at any step leaves the old or the new set of tables, and a
+//! manifest written by one job keeps what the other committed. Unflushed writes live only in memory
+//! and are lost in a crash: the owner records a `watermark` (its own log position) with each flush
+//! and re-derives what came after it.
 
 use crate::storage::lsm::compaction::{self, GrandparentCut};
 use crate::storage::lsm::error::{LsmError, Result};
