@@ -184,12 +184,13 @@ impl ShardHistory {
         keys
     }
 
-    /// Wakes the loop whose work is due.
+    /// Wakes the loop whose work is due (not a held flush: the compaction's end, or the
+    /// memtable reaching half its bound, wakes it then).
     fn wake_due(&self) {
-        if self.flush_due() {
+        if self.flush_due() && !self.flush_held() {
             let _ = self.wake_flush.try_send(());
         }
-        if self.store.needs_compaction(self.level0_trigger()) {
+        if self.store.needs_compaction(self.level0_trigger()) && !self.store.flush_running() {
             let _ = self.wake_compaction.try_send(());
         }
     }
@@ -209,13 +210,25 @@ impl ShardHistory {
         self.store.needs_flush() || self.force_flush || self.closing || self.flush_owed()
     }
 
-    /// Whether the next flush waits for the running compaction: level 0 holds
-    /// `LEVEL0_STOP_FACTOR` times its trigger. Never when closing or a checkpoint waits.
+    /// Whether the next flush waits for a compaction that is running or due (a compaction
+    /// that is due goes first, as it would not begin beside a flush: `next_compaction`):
+    /// - while the memtable holds less than half its backlog bound: one job at a time shares
+    ///   the disk less with the WAL's syncs, and a flush after the compaction writes one larger
+    ///   table instead of several small ones (measured: docs/PERFORMANCE.md "A flush beside a
+    ///   compaction");
+    /// - while level 0 holds `LEVEL0_STOP_FACTOR` times its trigger, whatever the memtable.
+    ///
+    /// Never when closing, forced, or a checkpoint waits; not for a compaction that is due but
+    /// failing (`last_error`).
     fn flush_held(&self) -> bool {
-        self.store.compaction_running()
-            && self.store.level0_tables() >= LEVEL0_STOP_FACTOR * self.compaction_trigger_tables
-            && !self.closing
-            && !self.flush_owed()
+        if self.closing || self.force_flush || self.flush_owed() {
+            return false;
+        }
+        let compaction_first = self.store.compaction_running()
+            || (self.last_error.is_none() && self.store.needs_compaction(self.level0_trigger()));
+        let memory_presses = self.store.memtable_bytes() >= self.backlog_bytes / 2;
+        let level0_full = self.store.level0_tables() >= LEVEL0_STOP_FACTOR * self.compaction_trigger_tables;
+        compaction_first && (!memory_presses || level0_full)
     }
 
     /// Level-0 tables that make a compaction due: 1 in a forced round.
@@ -381,10 +394,12 @@ fn forced_flush_done(h: &mut ShardHistory) {
     }
 }
 
-/// The compaction loop's next job: the level most in need (`Store::begin_compaction`), none
-/// once closing. A forced round ends when nothing is left to compact.
+/// The compaction loop's next job: the level most in need (`Store::begin_compaction`); none
+/// once closing, nor while a flush runs (one job at a time unless memory presses: then a
+/// flush goes beside a running compaction, `flush_held`, never the other way round). A forced
+/// round ends when nothing is left to compact.
 fn next_compaction(h: &mut ShardHistory) -> Option<CompactionJob> {
-    if h.closing {
+    if h.closing || h.store.flush_running() {
         return None;
     }
     let job = h.store.begin_compaction(h.level0_trigger());
@@ -397,81 +412,121 @@ fn next_compaction(h: &mut ShardHistory) -> Option<CompactionJob> {
 /// Runs the flush loop and the compaction loop until the store is closed (the flush loop
 /// flushes what is left first).
 pub async fn run_background(history: SharedHistory, signals: JobSignals) {
-    futures_lite::future::zip(flush_loop(history.clone(), signals.flush), compaction_loop(history, signals.compaction))
-        .await;
+    futures_lite::future::zip(
+        job_loop::<Flushes>(history.clone(), signals.flush),
+        job_loop::<Compactions>(history, signals.compaction),
+    )
+    .await;
 }
 
-async fn flush_loop(history: SharedHistory, woken: LocalReceiver<()>) {
-    let shard = history.borrow().shard;
+/// One of the two loops of the background task: what its jobs are and how it takes them.
+trait JobKind {
+    /// For logs and `last_error`.
+    const NAME: &'static str;
+    type Job: Send + 'static;
+    type Done: Send + 'static;
+    /// The next job (`next_flush`, `next_compaction`).
+    fn next(h: &mut ShardHistory) -> Option<Self::Job>;
+    fn pause(h: &ShardHistory) -> Option<std::time::Duration>;
+    /// The heavy part, on the job's own thread.
+    fn run(job: Self::Job) -> crate::storage::lsm::Result<Self::Done>;
+    /// Makes reads see the result and counts `elapsed_us`; Err: the job failed.
+    fn finish(
+        h: &mut ShardHistory,
+        done: crate::storage::lsm::Result<Self::Done>,
+        elapsed_us: u64,
+    ) -> Result<(), String>;
+}
+
+struct Flushes;
+
+impl JobKind for Flushes {
+    const NAME: &'static str = "flush";
+    type Job = FlushJob;
+    type Done = crate::storage::lsm::store::FlushDone;
+
+    fn next(h: &mut ShardHistory) -> Option<FlushJob> {
+        next_flush(h)
+    }
+
+    fn pause(h: &ShardHistory) -> Option<std::time::Duration> {
+        h.pause.flush
+    }
+
+    fn run(job: FlushJob) -> crate::storage::lsm::Result<Self::Done> {
+        job.run()
+    }
+
+    fn finish(
+        h: &mut ShardHistory,
+        done: crate::storage::lsm::Result<Self::Done>,
+        elapsed_us: u64,
+    ) -> Result<(), String> {
+        let report = h.store.finish_flush(done).map_err(|e| e.to_string())?;
+        h.times.flush_us += elapsed_us;
+        if let Some(r) = report {
+            tracing::debug!("shard {}: history flush {r:?}", h.shard);
+        }
+        forced_flush_done(h);
+        Ok(())
+    }
+}
+
+struct Compactions;
+
+impl JobKind for Compactions {
+    const NAME: &'static str = "compaction";
+    type Job = CompactionJob;
+    type Done = crate::storage::lsm::store::CompactionDone;
+
+    fn next(h: &mut ShardHistory) -> Option<CompactionJob> {
+        next_compaction(h)
+    }
+
+    fn pause(h: &ShardHistory) -> Option<std::time::Duration> {
+        h.pause.compaction
+    }
+
+    fn run(job: CompactionJob) -> crate::storage::lsm::Result<Self::Done> {
+        job.run()
+    }
+
+    fn finish(
+        h: &mut ShardHistory,
+        done: crate::storage::lsm::Result<Self::Done>,
+        elapsed_us: u64,
+    ) -> Result<(), String> {
+        let report = h.store.finish_compaction(done).map_err(|e| e.to_string())?;
+        h.times.compaction_us += elapsed_us;
+        tracing::debug!("shard {}: history compaction {report:?}", h.shard);
+        Ok(())
+    }
+}
+
+/// Takes `K`'s jobs one after another while there are any, then waits to be woken; returns
+/// once the store is closing and nothing is left.
+async fn job_loop<K: JobKind>(history: SharedHistory, woken: LocalReceiver<()>) {
     loop {
         loop {
-            let Some(job) = next_flush(&mut history.borrow_mut()) else { break };
+            let Some(job) = K::next(&mut history.borrow_mut()) else { break };
             let began = Instant::now();
-            let pause = history.borrow().pause.flush;
-            let done = run_job(pause, move || job.run()).await;
+            let pause = K::pause(&history.borrow());
+            let done = run_job(pause, move || K::run(job)).await;
             let (obsolete, ok) = {
                 let mut h = history.borrow_mut();
-                let ok = match h.store.finish_flush(done) {
-                    Ok(report) => {
-                        h.times.flush_us += began.elapsed().as_micros() as u64;
-                        if let Some(r) = report {
-                            tracing::debug!("shard {shard}: history flush {r:?}");
-                        }
-                        forced_flush_done(&mut h);
-                        true
-                    }
-                    Err(e) => {
-                        failed(&mut h, "flush", e.to_string());
-                        false
-                    }
-                };
-                // A new level-0 table may make a compaction due.
+                let finished = K::finish(&mut h, done, began.elapsed().as_micros() as u64);
+                let ok = finished.is_ok();
+                if let Err(e) = finished {
+                    failed(&mut h, K::NAME, e);
+                }
+                // The other loop may have work now: a new level-0 table may make a compaction
+                // due, and a flush held for level 0 (`flush_held`) may go.
                 h.wake_due();
                 (h.store.take_obsolete(), ok)
             };
             release(obsolete).await;
             if !ok {
                 // Do not spin on a failing disk: wait for the next wake-up.
-                break;
-            }
-        }
-        if history.borrow().closing {
-            return;
-        }
-        if woken.recv().await.is_none() {
-            return;
-        }
-        history.borrow_mut().last_error = None;
-    }
-}
-
-async fn compaction_loop(history: SharedHistory, woken: LocalReceiver<()>) {
-    let shard = history.borrow().shard;
-    loop {
-        loop {
-            let Some(job) = next_compaction(&mut history.borrow_mut()) else { break };
-            let began = Instant::now();
-            let pause = history.borrow().pause.compaction;
-            let done = run_job(pause, move || job.run()).await;
-            let (obsolete, ok) = {
-                let mut h = history.borrow_mut();
-                let ok = match h.store.finish_compaction(done) {
-                    Ok(report) => {
-                        h.times.compaction_us += began.elapsed().as_micros() as u64;
-                        tracing::debug!("shard {shard}: history compaction {report:?}");
-                        true
-                    }
-                    Err(e) => {
-                        failed(&mut h, "compaction", e.to_string());
-                        false
-                    }
-                };
-                // A flush held for level 0 (`flush_held`) may go now.
-                h.wake_due();
-                (h.store.take_obsolete(), ok)
-            };
-            release(obsolete).await;
-            if !ok {
                 break;
             }
         }
@@ -576,6 +631,14 @@ mod tests {
         }
     }
 
+    /// Writes until the memtable holds `bytes`.
+    fn fill_to(h: &mut ShardHistory, written: &mut u64, bytes: usize) {
+        while h.store.memtable_bytes() < bytes {
+            *written += 1;
+            h.store.put(key(*written).as_bytes(), &[7; 100]);
+        }
+    }
+
     fn flush_now(h: &mut ShardHistory) {
         let job = next_flush(h).expect("a flush is due");
         let done = job.run();
@@ -589,14 +652,16 @@ mod tests {
         }
     }
 
-    /// Flushes go on while a compaction runs, until level 0 holds `LEVEL0_STOP_FACTOR` times
-    /// its trigger; then the flush waits for the compaction (and the committer, once the
-    /// memtable reaches its backlog bound), unless the store is closing. Nothing is lost.
+    /// While a compaction runs, a full memtable waits for it until it holds half its backlog
+    /// bound; from there flushes go on beside the compaction, until level 0 holds
+    /// `LEVEL0_STOP_FACTOR` times its trigger; then the flush waits for the compaction (and the
+    /// committer, once the memtable reaches its backlog bound), unless the store is closing.
+    /// Nothing is lost.
     #[test]
     fn flushes_go_on_during_a_compaction_until_level0_is_full() {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = open_store(dir.path(), 0, 64 << 10, 256 << 10).expect("store");
-        let (history, _signals) = ShardHistory::new(0, store, 2, 2 * (64 << 10));
+        let (history, _signals) = ShardHistory::new(0, store, 2, 4 * (64 << 10));
         let mut h = history.borrow_mut();
         let mut written = 0;
         for _ in 0..2 {
@@ -605,21 +670,28 @@ mod tests {
         }
         let compaction = next_compaction(&mut h).expect("level 0 is at its trigger");
         assert!(next_compaction(&mut h).is_none(), "one compaction at a time");
-        // The level-0 compaction holds 2 tables; flushes add up to 6 (3 x 2) beside them.
+        // A full memtable waits for the compaction while it holds less than half the backlog
+        // bound (unless forced)...
+        fill(&mut h, &mut written);
+        assert!(h.flush_held() && next_flush(&mut h).is_none(), "one job at a time while memory allows");
+        h.force_flush = true;
+        assert!(!h.flush_held(), "a forced flush goes");
+        h.force_flush = false;
+        // ...from there on, flushes go beside it, until level 0 holds 6 tables (3 x 2): the
+        // compaction's 2 and 4 flushed beside it.
+        let half = h.backlog_bytes / 2;
         for flushed in 3..=6 {
-            fill(&mut h, &mut written);
+            fill_to(&mut h, &mut written, half);
             assert!(!h.flush_held(), "held at {flushed} tables");
             flush_now(&mut h);
             assert_eq!(h.store.level0_tables(), flushed);
             all_readable(&h, written);
         }
-        fill(&mut h, &mut written);
+        fill_to(&mut h, &mut written, half);
         assert!(h.flush_held() && next_flush(&mut h).is_none(), "level 0 is full: the flush waits");
         assert!(!h.backlogged(), "below the backlog bound the committer goes on");
-        while h.store.memtable_bytes() < h.backlog_bytes {
-            written += 1;
-            h.store.put(key(written).as_bytes(), &[7; 100]);
-        }
+        let bound = h.backlog_bytes;
+        fill_to(&mut h, &mut written, bound);
         assert!(h.backlogged(), "at the backlog bound the committer waits for the compaction");
         h.closing = true;
         assert!(!h.flush_held(), "a closing store flushes whatever level 0 holds");
@@ -641,6 +713,41 @@ mod tests {
         all_readable(&history.borrow(), written);
     }
 
+    /// Writes keep coming during every job (the memtable is full again when each ends), below
+    /// half the backlog bound: a compaction that is due goes before the next flush (which waits
+    /// for it) and no compaction begins beside a flush, so the jobs alternate, level 0 stays
+    /// at its trigger, and nothing is lost.
+    #[test]
+    fn compactions_keep_their_turn_while_flushes_are_always_due() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = open_store(dir.path(), 0, 64 << 10, 256 << 10).expect("store");
+        let (history, _signals) = ShardHistory::new(0, store, 2, 4 * (64 << 10));
+        let mut h = history.borrow_mut();
+        let mut written = 0u64;
+        let (mut flushes, mut compactions, mut most_level0) = (0, 0, 0);
+        for _ in 0..60 {
+            fill(&mut h, &mut written);
+            if h.store.needs_compaction(2) {
+                assert!(next_flush(&mut h).is_none(), "a flush began before a due compaction");
+                let job = next_compaction(&mut h).expect("a compaction is due");
+                let flush = next_flush(&mut h).is_some();
+                assert!(!flush, "a flush began beside a compaction below half the backlog bound");
+                h.store.finish_compaction(job.run()).expect("compaction");
+                remove_obsolete(h.store.take_obsolete());
+                compactions += 1;
+            } else {
+                let job = next_flush(&mut h).expect("a flush is due");
+                assert!(next_compaction(&mut h).is_none(), "a compaction began beside a flush");
+                h.store.finish_flush(job.run()).expect("flush");
+                flushes += 1;
+            }
+            most_level0 = most_level0.max(h.store.level0_tables());
+        }
+        assert!(compactions >= 10 && flushes >= 20, "{flushes} flushes, {compactions} compactions");
+        assert!(most_level0 <= 2, "level 0 reached {most_level0} tables");
+        all_readable(&h, written);
+    }
+
     /// Polls `done` every 5 ms, for at most 10 s.
     async fn until(history: &SharedHistory, what: &str, done: impl Fn(&ShardHistory) -> bool) {
         let began = Instant::now();
@@ -650,9 +757,9 @@ mod tests {
         }
     }
 
-    /// In the real background task, a flush begins and ends while a compaction (paused 1.5 s
-    /// before and after its work) still runs: neither job waits for the other, nor for a
-    /// thread pool they share.
+    /// In the real background task, a flush (of a memtable at half its backlog bound) begins
+    /// and ends while a compaction (paused 1.5 s before and after its work) still runs: it
+    /// waits neither for the compaction nor for a thread pool they share.
     #[test]
     fn a_flush_completes_while_a_compaction_is_still_running() {
         glommio::LocalExecutorBuilder::default()
@@ -671,8 +778,12 @@ mod tests {
                 let task = glommio::spawn_local(run_background(history.clone(), signals));
                 history.borrow().wake_due();
                 until(&history, "the compaction began", |h| h.store.compaction_running()).await;
-                fill(&mut history.borrow_mut(), &mut written);
-                history.borrow().wake_due();
+                {
+                    let mut h = history.borrow_mut();
+                    let half = h.backlog_bytes / 2;
+                    fill_to(&mut h, &mut written, half);
+                    h.wake_due();
+                }
                 until(&history, "the flush ended", |h| h.store.stats().flushes == 3).await;
                 assert!(history.borrow().store.compaction_running(), "the flush waited for the compaction");
                 assert_eq!(history.borrow().store.stats().compactions, 0);
