@@ -3,9 +3,11 @@
 //! compacts it.
 //!
 //! The background task runs in a task queue of its own with few shares, so when the shard is busy,
-//! order flow gets the executor. It runs two loops: one flushes, one compacts, each with at most
-//! one job in flight, so a flush never waits behind a long compaction (the store's `SharedManifest`
-//! writes their manifest changes one at a time). The heavy part of each job (building tables,
+//! order flow gets the executor. It runs two loops, one flushing and one compacting, each with at
+//! most one job in flight. They take turns (`flush_held`, `next_compaction`) unless the memtable
+//! reaches half its backlog bound: then a flush goes beside a running compaction, so the committer
+//! does not stall behind it (the store's `SharedManifest` writes their manifest changes one at a
+//! time). The heavy part of each job (building tables,
 //! merging, writing and syncing files) runs on a thread of its own at nice 19 (`run_job`, started
 //! from the executor's blocking pool): a 64 MiB table build is a second of CPU that a cooperative
 //! task could not give up in between, and file syscalls would block the executor. The executor

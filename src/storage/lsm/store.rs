@@ -5,8 +5,8 @@
 //! level that has the key). Flush and compaction are jobs: `begin_*` takes what the job needs
 //! (cheap, on the owner's thread), the job's `run` builds and writes the new tables and the
 //! manifest (CPU and blocking I/O: the server runs it off its executor), and `finish_*` makes reads
-//! see the result. A flush and a compaction may run at the same time (at most one of each): a flush
-//! never waits behind a long compaction. Each job writes its tables durably, then hands its change
+//! see the result. A flush and a compaction may run at the same time (at most one of each; the
+//! owner decides when). Each job writes its tables durably, then hands its change
 //! to the store's `SharedManifest`, which writes the manifest last written with that change
 //! (`manifest` module docs), so a crash at any step leaves the old or the new set of tables, and a
 //! manifest written by one job keeps what the other committed. Unflushed writes live only in memory
