@@ -750,6 +750,30 @@ mod tests {
         all_readable(&h, written);
     }
 
+    /// A flush does not wait for a compaction that is due but failing (the last job failed):
+    /// memory would only grow while it retried.
+    #[test]
+    fn a_flush_does_not_wait_for_a_failing_compaction() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = open_store(dir.path(), 0, 64 << 10, 256 << 10).expect("store");
+        let (history, _signals) = ShardHistory::new(0, store, 2, 4 * (64 << 10));
+        let mut h = history.borrow_mut();
+        let mut written = 0;
+        for _ in 0..2 {
+            fill(&mut h, &mut written);
+            flush_now(&mut h);
+        }
+        fill(&mut h, &mut written);
+        assert!(h.store.needs_compaction(2) && h.flush_held(), "a due compaction goes first");
+        failed(&mut h, "compaction", "disk full".into());
+        assert!(!h.flush_held(), "held behind a failing compaction");
+        flush_now(&mut h);
+        assert_eq!(h.store.level0_tables(), 3);
+        h.last_error = None;
+        fill(&mut h, &mut written);
+        assert!(h.flush_held(), "once the error clears (the next wake-up), the compaction goes first again");
+    }
+
     /// Polls `done` every 5 ms, for at most 10 s.
     async fn until(history: &SharedHistory, what: &str, done: impl Fn(&ShardHistory) -> bool) {
         let began = Instant::now();
