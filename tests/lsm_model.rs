@@ -456,17 +456,8 @@ fn run(ops: Vec<Op>) -> Result<Coverage, TestCaseError> {
                 }
             }
             Op::FinishJob(prefer_flush) => {
-                let finishing_flush =
-                    matches!(pick(&mut flush, &mut compaction, prefer_flush), Some(Pending::Flush { .. }));
-                let wrote =
-                    matches!(pick(&mut flush, &mut compaction, prefer_flush), Some(Pending::Flush { wrote: true, .. }));
                 if let Some(p) = pick(&mut flush, &mut compaction, prefer_flush).take() {
-                    p.finish(&mut store, &mut m, &mut cov)?;
-                }
-                if let (true, true, Some(Pending::Compaction { flushed_since, .. })) =
-                    (finishing_flush, wrote, &mut compaction)
-                {
-                    *flushed_since += 1;
+                    finish_pending(p, &mut compaction, &mut store, &mut m, &mut cov)?;
                 }
             }
             Op::Crash | Op::CrashWithDebris => {
@@ -516,7 +507,7 @@ fn run(ops: Vec<Op>) -> Result<Coverage, TestCaseError> {
     // model, and the watermark last set is the durable one.
     // (The compaction first: its count of flushes made meanwhile is complete.)
     for p in [compaction.take(), flush.take()].into_iter().flatten() {
-        p.finish(&mut store, &mut m, &mut cov)?;
+        finish_pending(p, &mut compaction, &mut store, &mut m, &mut cov)?;
     }
     store.flush().unwrap();
     store.compact().unwrap();
@@ -529,6 +520,22 @@ fn run(ops: Vec<Op>) -> Result<Coverage, TestCaseError> {
         prop_assert_eq!(store.get(&key(i)).unwrap(), m.live.get(&key(i)).cloned());
     }
     Ok(cov)
+}
+
+/// Finishes `p`; a flush that wrote a table counts for the compaction still pending, if any.
+fn finish_pending(
+    p: Pending,
+    compaction: &mut Option<Pending>,
+    store: &mut Store,
+    m: &mut Model,
+    cov: &mut Coverage,
+) -> Result<(), TestCaseError> {
+    let wrote_a_table = matches!(p, Pending::Flush { wrote: true, .. });
+    p.finish(store, m, cov)?;
+    if let (true, Some(Pending::Compaction { flushed_since, .. })) = (wrote_a_table, compaction) {
+        *flushed_since += 1;
+    }
+    Ok(())
 }
 
 /// The pending flush if `prefer_flush` and there is one, else the pending compaction if there

@@ -303,6 +303,18 @@ fn bad_history_requests_get_clear_errors() {
     assert_eq!(c.refused("GET", "/admin/storage/stats", None, 404), 9006);
 }
 
+/// `count` times: A buys and B sells SR501 at the same price (a trade), C sells cu2501 far
+/// from the market (a resting order); `n` numbers the orders.
+fn submit_triples(c: &mut Client, n: &mut i32, count: usize) {
+    for _ in 0..count {
+        *n += 1;
+        let (k, p) = (*n, 5000.0 + f64::from(*n % 7));
+        c.ok("POST", "/api/order/submit", Some(order("A", &format!("a{k}"), "SR501", "BUY", p, 1)));
+        c.ok("POST", "/api/order/submit", Some(order("B", &format!("b{k}"), "SR501", "SELL", p, 1)));
+        c.ok("POST", "/api/order/submit", Some(order("C", &format!("c{k}"), "cu2501", "SELL", 71000.0, 1)));
+    }
+}
+
 /// SIGKILL while a flush and while a compaction is in its job, before it wrote anything and
 /// after it wrote its tables and manifest (the server is started with a pause at both points),
 /// and while a flush and a compaction run at the same time: every restart serves the whole
@@ -322,17 +334,11 @@ fn sigkill_during_flush_and_compaction_jobs_keeps_the_history() {
             c.ok("POST", "/api/account/open", Some(json!({"account_id": a, "init_cash": 1_000_000_000})));
         }
     }
-    let mut n = 0;
+    let mut n: i32 = 0;
     // (when to kill: ms after the job began; the pause is 400 ms before and 400 ms after it)
     for (round, kill_after_ms) in [(0, 150u64), (1, 600), (2, 150), (3, 600), (4, 500)] {
         let mut c = server.client();
-        for _ in 0..20 {
-            n += 1;
-            let p = 5000.0 + f64::from(n % 7);
-            c.ok("POST", "/api/order/submit", Some(order("A", &format!("a{n}"), "SR501", "BUY", p, 1)));
-            c.ok("POST", "/api/order/submit", Some(order("B", &format!("b{n}"), "SR501", "SELL", p, 1)));
-            c.ok("POST", "/api/order/submit", Some(order("C", &format!("c{n}"), "cu2501", "SELL", 71000.0, 1)));
-        }
+        submit_triples(&mut c, &mut n, 20);
         // Rounds 0 and 1 kill a flush; 2 and 3 a compaction (the forced trigger flushes first,
         // then compacts: wait for the compaction's job).
         c.ok("POST", "/admin/compaction/trigger", None);
@@ -349,13 +355,7 @@ fn sigkill_during_flush_and_compaction_jobs_keeps_the_history() {
             // it: both jobs in flight when the kill lands (answered or not, the checkpoint's
             // request is never read).
             wait_for(&mut c, "a compaction in progress", |s| s.iter().any(|x| x["compaction_running"] == true));
-            for _ in 0..10 {
-                n += 1;
-                let p = 5000.0 + f64::from(n % 7);
-                c.ok("POST", "/api/order/submit", Some(order("A", &format!("a{n}"), "SR501", "BUY", p, 1)));
-                c.ok("POST", "/api/order/submit", Some(order("B", &format!("b{n}"), "SR501", "SELL", p, 1)));
-                c.ok("POST", "/api/order/submit", Some(order("C", &format!("c{n}"), "cu2501", "SELL", 71000.0, 1)));
-            }
+            submit_triples(&mut c, &mut n, 10);
             let mut checkpoint = server.client();
             checkpoint.send("POST", "/admin/checkpoint", None).unwrap();
             wait_for(&mut c, "a flush and a compaction at once", |s| {

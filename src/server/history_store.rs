@@ -188,11 +188,13 @@ impl ShardHistory {
 
     /// Wakes the loop whose work is due (not a held flush: the compaction's end, or the
     /// memtable reaching half its bound, wakes it then).
+    /// (Per commit group: asks once whether a compaction is due.)
     fn wake_due(&self) {
-        if self.flush_due() && !self.flush_held() {
+        let compaction_due = self.store.needs_compaction(self.level0_trigger());
+        if self.flush_due() && !self.flush_held_when(compaction_due) {
             let _ = self.wake_flush.try_send(());
         }
-        if self.store.needs_compaction(self.level0_trigger()) && !self.store.flush_running() {
+        if compaction_due && !self.store.flush_running() {
             let _ = self.wake_compaction.try_send(());
         }
     }
@@ -223,11 +225,15 @@ impl ShardHistory {
     /// Never when closing, forced, or a checkpoint waits; not for a compaction that is due but
     /// failing (`last_error`).
     fn flush_held(&self) -> bool {
+        self.flush_held_when(self.store.needs_compaction(self.level0_trigger()))
+    }
+
+    /// `flush_held`, given whether a compaction is due.
+    fn flush_held_when(&self, compaction_due: bool) -> bool {
         if self.closing || self.force_flush || self.flush_owed() {
             return false;
         }
-        let compaction_first = self.store.compaction_running()
-            || (self.last_error.is_none() && self.store.needs_compaction(self.level0_trigger()));
+        let compaction_first = self.store.compaction_running() || (self.last_error.is_none() && compaction_due);
         let memory_presses = self.store.memtable_bytes() >= self.backlog_bytes / 2;
         let level0_full = self.store.level0_tables() >= LEVEL0_STOP_FACTOR * self.compaction_trigger_tables;
         compaction_first && (!memory_presses || level0_full)
@@ -374,9 +380,9 @@ impl ShardHistory {
 }
 
 /// The flush loop's next job: when the memtable is full, a flush or checkpoint asked for
-/// one, or the task is closing; unless level 0 is full while a compaction runs (`flush_held`:
-/// the compaction loop wakes this one when it ends). A forced round with nothing to flush
-/// goes straight to its compaction.
+/// one, or the task is closing; unless it waits for a compaction (`flush_held`: the
+/// compaction's end, or the memtable reaching half its backlog bound, wakes this loop again).
+/// A forced round with nothing to flush goes straight to its compaction.
 fn next_flush(h: &mut ShardHistory) -> Option<FlushJob> {
     if !h.flush_due() || h.flush_held() {
         return None;
