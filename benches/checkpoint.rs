@@ -4,6 +4,11 @@
 //! the shard (encode) and a restart (decode), by the size of the state rather than of the WAL
 //! (the recovery bench measures the whole restart).
 //!
+//! The shard pauses only for the snapshot (`Service::checkpoint_snapshot`); the encoding runs
+//! on another thread meanwhile, and the service's next writes copy what they touch of what the
+//! snapshot shares. So the bench prints the snapshot, the encode from it, and the same run of
+//! further orders with and without a snapshot alive (the cost of those copies).
+//!
 //! Run: `cargo bench --bench checkpoint`. Knobs: `CHECKPOINT_BENCH_ACCOUNTS` (100,000),
 //! `CHECKPOINT_BENCH_ORDERS` (1,000,000).
 
@@ -82,22 +87,58 @@ fn main() {
         }
     }
     eprintln!("built the state in {:.1?}", began.elapsed());
+    let orders_kept = service.journal().order_count();
     let began = Instant::now();
-    let bytes = service.encode_checkpoint().expect("encode");
+    let snapshot = service.checkpoint_snapshot();
+    let pause = began.elapsed().as_secs_f64();
+    let began = Instant::now();
+    let bytes = snapshot.encode().expect("encode");
     let encode = began.elapsed().as_secs_f64();
+    // The same further orders twice: while the snapshot is alive (each write copies what it
+    // touches that the snapshot shares), then with none.
+    let more = (orders / 10).max(1);
+    // Returns (seconds in all, the slowest order or cancel in seconds).
+    let mut further = |service: &mut Service, round: usize| {
+        let began = Instant::now();
+        let mut slowest = 0f64;
+        for n in 0..more {
+            let name = &names[n % accounts];
+            let client = format!("r{round}-{n}");
+            let cancel = Action::Cancel {
+                account_id: account(name),
+                order_id: None,
+                client_order_id: Some(ClientOrderId::new(&client).expect("short client id")),
+            };
+            for action in [limit(name, &client, "SR501", Direction::Buy, 4900.0), cancel] {
+                let one = Instant::now();
+                run(service, action);
+                slowest = slowest.max(one.elapsed().as_secs_f64());
+            }
+        }
+        (began.elapsed().as_secs_f64(), slowest)
+    };
+    let with_snapshot = further(&mut service, 1);
+    drop(snapshot);
+    let without = further(&mut service, 2);
     let began = Instant::now();
     let decoded = Service::decode_checkpoint(&bytes, JournalLimits::default()).expect("decode");
     let decode = began.elapsed().as_secs_f64();
-    assert_eq!(decoded.journal().order_count(), service.journal().order_count());
+    assert_eq!(decoded.journal().order_count(), orders_kept);
     let mb = bytes.len() as f64 / 1e6;
     println!(
-        "checkpoint bench: {} accounts, {} orders in the journal; checkpoint {mb:.1} MB: encode {:.0} ms ({:.0} MB/s), \
-         decode {:.0} ms ({:.0} MB/s)",
+        "checkpoint bench: {} accounts, {} orders in the journal; checkpoint {mb:.1} MB: the shard's pause (snapshot) \
+         {:.1} ms; encode {:.0} ms ({:.0} MB/s) off the shard; decode {:.0} ms ({:.0} MB/s); {more} orders and cancels \
+         after the snapshot {:.0} ms with it alive (slowest {:.0} us), {:.0} ms without (slowest {:.0} us)",
         service.engine().ledger().accounts().len(),
-        service.journal().order_count(),
+        orders_kept,
+        pause * 1e3,
         encode * 1e3,
         mb / encode,
         decode * 1e3,
-        mb / decode
+        mb / decode,
+        with_snapshot.0 * 1e3,
+        with_snapshot.1 * 1e6,
+        without.0 * 1e3,
+        without.1 * 1e6
     );
 }

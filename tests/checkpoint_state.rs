@@ -873,6 +873,39 @@ fn one_shard_continues_identically_after_a_checkpoint() {
     checkpoint_then_continue(1, true);
 }
 
+/// A checkpoint is encoded off the shard from a snapshot taken in its pause: the service goes
+/// on (orders, fills, evictions, market trades) and the snapshot must still encode exactly the
+/// state it was taken in, whether it is encoded at once, on another thread meanwhile, or after.
+#[test]
+fn a_snapshot_encodes_the_state_it_was_taken_in_while_the_service_goes_on() {
+    let mut c = Cluster::new(2);
+    trade_before(&mut c);
+    c.drain();
+    let before: Vec<Vec<u8>> = c.services.iter().map(|s| s.encode_checkpoint().unwrap()).collect();
+    let later: Vec<_> = c.services.iter().map(|s| s.checkpoint_snapshot()).collect();
+    let meanwhile: Vec<_> = c
+        .services
+        .iter()
+        .map(|s| {
+            let snapshot = s.checkpoint_snapshot();
+            std::thread::spawn(move || snapshot.encode().unwrap())
+        })
+        .collect();
+    let orders_before: Vec<usize> = c.services.iter().map(|s| s.journal().order_count()).collect();
+    trade_after(&mut c);
+    c.drain();
+    for (n, service) in c.services.iter().enumerate() {
+        assert!(service.encode_checkpoint().unwrap() != before[n], "shard {n}: the state moved on");
+    }
+    for (n, (thread, snapshot)) in meanwhile.into_iter().zip(later).enumerate() {
+        assert!(thread.join().unwrap() == before[n], "shard {n}: encoded on a thread meanwhile");
+        assert!(snapshot.encode().unwrap() == before[n], "shard {n}: encoded after the service went on");
+        // And the bytes restore the journal as it was then.
+        let decoded = Service::decode_checkpoint(&before[n], limits()).unwrap();
+        assert_eq!(decoded.journal().order_count(), orders_before[n]);
+    }
+}
+
 #[test]
 fn decoded_service_takes_the_given_journal_limits_and_fresh_settings() {
     let mut c = Cluster::new(1);

@@ -3,16 +3,18 @@
 //! The committer decides when one is due (`[storage] checkpoint_wal_mib` of WAL written, or
 //! `checkpoint_interval_secs`, since the last one; or `POST /admin/checkpoint`). At the moment
 //! it takes a staged group, the engine's state is exactly the state after that group's last
-//! record S, so it encodes the state there, in the same borrow (the shard pauses for the
-//! encoding only), together with the outbox: every message to another shard that the
-//! receiver has not made durable yet (sent or about to be). Once the group is durable a task
-//! finishes the checkpoint off the shard's critical path:
-//! 1. the history store flushes through S, so the tables cover every record the checkpoint
+//! record S, so it snapshots the state there, in the same borrow (the shard's only pause:
+//! the engine is copied, the journal's bulk shared, `Service::checkpoint_snapshot`), together
+//! with the outbox: every message to another shard that the receiver has not made durable yet
+//! (sent or about to be). Once the group is durable a task finishes the checkpoint off the
+//! shard's critical path:
+//! 1. a thread at low priority encodes the snapshot, while
+//! 2. the history store flushes through S, so the tables cover every record the checkpoint
 //!    covers (a restart re-derives history only past the store's watermark, and replays only
 //!    past S: without this the history of records up to S could be lost);
-//! 2. a thread at low priority writes the file atomically (`checkpoint::write`), keeping the
+//! 3. a thread at low priority writes the file atomically (`checkpoint::write`), keeping the
 //!    newest two;
-//! 3. the committer retires the WAL segments wholly before the oldest kept checkpoint (their
+//! 4. the committer retires the WAL segments wholly before the oldest kept checkpoint (their
 //!    files are reused for new segments).
 //!
 //! Receivers publish how far their WAL holds each sender's messages (`DurableReceived`,
@@ -21,7 +23,7 @@
 
 use super::checkpoint::{self, CheckpointMeta};
 use super::history_store::SharedHistory;
-use super::service::Origin;
+use super::service::{Origin, ServiceSnapshot};
 use crate::domain::shard::Outgoing;
 use serde::Serialize;
 use std::collections::VecDeque;
@@ -99,13 +101,14 @@ impl Outbox {
     }
 }
 
-/// A checkpoint's state, encoded when its group was taken, waiting for the group to be
+/// A checkpoint's state, taken when its group was taken, waiting for the group to be
 /// durable.
 pub struct Snapshot {
     pub wal_sequence: u64,
-    pub service: Vec<u8>,
+    pub service: ServiceSnapshot,
     pub outbox: Vec<Outgoing>,
-    pub encode_us: u64,
+    /// How long the shard paused to take it.
+    pub pause_us: u64,
 }
 
 /// What the last checkpoint of a shard was (`/admin/storage/stats`, `POST /admin/checkpoint`).
@@ -115,7 +118,9 @@ pub struct CheckpointInfo {
     pub wal_sequence: u64,
     pub bytes: u64,
     pub file: String,
-    /// The shard paused this long to encode its state.
+    /// The shard paused this long to take its state.
+    pub pause_us: u64,
+    /// A background thread encoded the state in this long (the shard went on meanwhile).
     pub encode_us: u64,
     /// Waiting for the history store to flush through the checkpoint.
     pub history_flush_us: u64,
@@ -248,6 +253,14 @@ pub async fn finish(
     shard: usize,
 ) -> Result<(CheckpointInfo, u64), String> {
     let sequence = snapshot.wal_sequence;
+    let Snapshot { service, outbox, pause_us, .. } = snapshot;
+    // Encoding starts now, beside the history flush below.
+    let encoding = super::history_store::on_background_thread("checkpoint-encode", move || {
+        let began = Instant::now();
+        let bytes = service.encode()?;
+        drop(service);
+        Ok((bytes, began.elapsed().as_micros() as u64))
+    });
     let began = Instant::now();
     if let Some(history) = &history {
         let failures_before = history.borrow().failures();
@@ -263,15 +276,15 @@ pub async fn finish(
         }
     }
     let history_flush_us = began.elapsed().as_micros() as u64;
-    let outbox_messages = snapshot.outbox.len();
-    let encode_us = snapshot.encode_us;
+    let (service, encode_us) = encoding.await?;
+    let outbox_messages = outbox.len();
     let meta = CheckpointMeta { wal_sequence: sequence, ..target.meta };
     let written_at = Instant::now();
     let dir = target.dir.clone();
     let written = super::history_store::on_background_thread("checkpoint", move || {
-        let outbox = checkpoint::encode_outbox(&snapshot.outbox)?;
-        let file = checkpoint::encode_file(&meta, &snapshot.service, &outbox);
-        drop(snapshot);
+        let outbox = checkpoint::encode_outbox(&outbox)?;
+        let file = checkpoint::encode_file(&meta, &service, &outbox);
+        drop(service);
         checkpoint::write(&dir, sequence, &file, test_pause)
             .map_err(|e| format!("writing a checkpoint in {}: {e}", dir.display()))
     })
@@ -281,6 +294,7 @@ pub async fn finish(
         wal_sequence: sequence,
         bytes: written.bytes,
         file: written.path.display().to_string(),
+        pause_us,
         encode_us,
         history_flush_us,
         write_us: written_at.elapsed().as_micros() as u64,
@@ -356,6 +370,7 @@ mod tests {
             wal_sequence: 7,
             bytes: 1,
             file: String::new(),
+            pause_us: 0,
             encode_us: 0,
             history_flush_us: 0,
             write_us: 0,

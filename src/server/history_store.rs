@@ -582,11 +582,13 @@ const JOB_NICE: libc::c_int = 19;
 
 /// Runs `job` on a thread of its own at `JOB_NICE` (like the history jobs) and waits for it
 /// without blocking the shard: for checkpoint writing.
-pub async fn on_background_thread<T: Send + 'static>(
+pub fn on_background_thread<T: Send + 'static>(
     what: &'static str,
     job: impl FnOnce() -> Result<T, String> + Send + 'static,
-) -> Result<T, String> {
-    super::niced_thread::spawn(what, JOB_NICE, job).await.and_then(|result| result)
+) -> impl std::future::Future<Output = Result<T, String>> {
+    // The thread starts here, not when the future is first polled.
+    let result = super::niced_thread::spawn(what, JOB_NICE, job);
+    async move { result.await.and_then(|result| result) }
 }
 
 fn failed(h: &mut ShardHistory, what: &str, error: String) {

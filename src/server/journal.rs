@@ -34,8 +34,11 @@ use crate::domain::name::{AccountId, ClientOrderId, InstrumentId};
 use crate::domain::types::{
     Direction, Money, Offset, Price, PriceType, TimeCondition, TimestampNs, Volume, VolumeCondition,
 };
+use crate::server::chunked_vec::ChunkedVec;
+use serde::ser::{SerializeSeq, SerializeStruct, Serializer};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeSet, VecDeque};
+use std::sync::Arc;
 
 /// How much the journal keeps.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -246,34 +249,86 @@ struct Slot {
 
 /// The finished orders, by order id: records in a slab whose freed slots are reused, found
 /// through an index of small entries. The bulk of the journal lives here; a map of records
-/// would move every record each time it grows and spread them over more memory.
-#[derive(Default, Debug, Serialize, Deserialize)]
+/// would move every record each time it grows and spread them over more memory. The slab is
+/// in shared chunks, so a checkpoint's snapshot of it is cheap (`FinishedSnapshot`).
+#[derive(Default, Debug, Deserialize)]
 pub struct FinishedOrders {
-    #[serde(with = "crate::domain::fast_hash::presized_map")]
+    #[serde(deserialize_with = "crate::domain::fast_hash::presized_map::deserialize")]
     index: FastMap<u64, u32>,
-    slots: Vec<Slot>,
+    slots: ChunkedVec<Slot>,
     /// Slots of evicted orders, to reuse.
     free: Vec<u32>,
 }
 
+/// The finished orders as they were when a checkpoint was taken: the slab's chunks, shared
+/// with the journal until it writes them, and the free slots. It encodes as `FinishedOrders`
+/// decodes, the index rebuilt from the slots (so it is not copied in the shard's pause).
+#[derive(Clone, Debug)]
+pub struct FinishedSnapshot {
+    slots: ChunkedVec<Slot>,
+    free: Vec<u32>,
+}
+
+impl Serialize for FinishedSnapshot {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut used = vec![true; self.slots.len()];
+        for &at in &self.free {
+            if let Some(slot) = used.get_mut(at as usize) {
+                *slot = false;
+            }
+        }
+        let index = IndexOfSlots { slots: &self.slots, used: &used };
+        let mut finished = serializer.serialize_struct("FinishedOrders", 3)?;
+        finished.serialize_field("index", &index)?;
+        finished.serialize_field("slots", &self.slots)?;
+        finished.serialize_field("free", &self.free)?;
+        finished.end()
+    }
+}
+
+/// The index of `FinishedOrders`, as its pairs (order id, slot) in slot order.
+struct IndexOfSlots<'a> {
+    slots: &'a ChunkedVec<Slot>,
+    used: &'a [bool],
+}
+
+impl Serialize for IndexOfSlots<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let len = self.used.iter().filter(|&&used| used).count();
+        let mut pairs = serializer.serialize_seq(Some(len))?;
+        for (at, slot) in self.slots.iter().enumerate() {
+            if self.used[at] {
+                pairs.serialize_element(&(slot.record.order_id, at as u32))?;
+            }
+        }
+        pairs.end()
+    }
+}
+
 impl FinishedOrders {
+    /// Shares the slab's chunks; copies only the free list.
+    pub fn snapshot(&self) -> FinishedSnapshot {
+        FinishedSnapshot { slots: self.slots.clone(), free: self.free.clone() }
+    }
+
     fn len(&self) -> usize {
         self.index.len()
     }
 
     fn get(&self, order_id: u64) -> Option<&Slot> {
-        self.index.get(&order_id).map(|&at| &self.slots[at as usize])
+        self.index.get(&order_id).and_then(|&at| self.slots.get(at as usize))
     }
 
     fn get_mut(&mut self, order_id: u64) -> Option<&mut Slot> {
-        self.index.get(&order_id).map(|&at| &mut self.slots[at as usize])
+        let at = *self.index.get(&order_id)?;
+        self.slots.get_mut(at as usize)
     }
 
     /// Keeps `slot` for `order_id` (which it does not hold yet).
     fn insert(&mut self, order_id: u64, slot: Slot) {
         let at = match self.free.pop() {
             Some(at) => {
-                self.slots[at as usize] = slot;
+                *self.slots.get_mut(at as usize).expect("a free slot is in the slab") = slot;
                 at
             }
             None => {
@@ -288,12 +343,13 @@ impl FinishedOrders {
     fn remove(&mut self, order_id: u64) -> Option<Slot> {
         let at = self.index.remove(&order_id)?;
         self.free.push(at);
-        Some(self.slots[at as usize])
+        self.slots.get(at as usize).copied()
     }
 }
 
-/// What the journal keeps for one account.
-#[derive(Default, Debug, Serialize, Deserialize)]
+/// What the journal keeps for one account. Shared (`Arc`) with a checkpoint's snapshot until
+/// the account's next event copies it.
+#[derive(Clone, Default, Debug, Serialize, Deserialize)]
 struct AccountJournal {
     /// Kept orders as (acceptance sequence, order id), sequence strictly increasing. Encoded as
     /// the sequence of pairs a `BTreeMap` of the same gives, so checkpoints read either way.
@@ -321,7 +377,7 @@ pub struct Journal {
     /// with the rest (it is most of the bytes).
     #[serde(skip)]
     finished: FinishedOrders,
-    accounts: FastMap<AccountId, AccountJournal>,
+    accounts: FastMap<AccountId, Arc<AccountJournal>>,
     /// Market trades per (bare) instrument id, oldest first.
     market: FastMap<InstrumentId, VecDeque<MarketTrade>>,
     /// The next acceptance sequence number (journal-wide, so it never repeats).
@@ -357,9 +413,22 @@ impl Journal {
 
     /// Keeps to `limits` from now on. Records over a smaller limit are dropped (oldest first)
     /// as events of their account or instrument come, not at once.
-    /// The finished orders, for a checkpoint's part of its own (`Service::encode_checkpoint`).
-    pub fn finished_part(&self) -> &FinishedOrders {
-        &self.finished
+    /// The journal as it is now, for a checkpoint to encode while this one goes on: the
+    /// journal without its finished orders (the checkpoint's first part: its own serde), and
+    /// those apart (`Service::checkpoint_snapshot`). Costs a copy of the live orders and of a
+    /// pointer per account and per chunk of the finished orders; what the journal writes next
+    /// is copied then, a chunk or an account at a time.
+    pub fn snapshot(&self) -> (Journal, FinishedSnapshot) {
+        let main = Journal {
+            limits: self.limits,
+            live: self.live.clone(),
+            finished: FinishedOrders::default(),
+            accounts: self.accounts.clone(),
+            market: self.market.clone(),
+            next_seq: self.next_seq,
+            max_accepted_id: self.max_accepted_id,
+        };
+        (main, self.finished.snapshot())
     }
 
     /// Puts back the finished orders a checkpoint carried apart.
@@ -526,7 +595,7 @@ impl Journal {
         let seq = self.next_seq;
         self.next_seq += 1;
         self.live.insert(order.order_id, Slot { record: OrderRecord::accepted(ts, order), seq });
-        let acc = self.accounts.entry(order.account_id).or_default();
+        let acc = Arc::make_mut(self.accounts.entry(order.account_id).or_default());
         debug_assert!(acc.orders.back().map_or(true, |&(last, _)| last < seq), "journal sequence went back");
         acc.orders.push_back((seq, order.order_id));
         evict(acc, &mut self.finished, self.limits.orders_per_account);
@@ -566,7 +635,7 @@ impl Journal {
             ts: trade.ts,
         };
         let cap = self.limits.trades_per_account;
-        let acc = self.accounts.entry(side.account_id).or_default();
+        let acc = Arc::make_mut(self.accounts.entry(side.account_id).or_default());
         push_bounded(&mut acc.trades, user_trade, cap);
     }
 
@@ -600,7 +669,7 @@ impl Journal {
         let seq = slot.seq;
         let account = slot.record.account_id;
         self.finished.insert(order_id, slot);
-        if let Some(acc) = self.accounts.get_mut(&account) {
+        if let Some(acc) = self.accounts.get_mut(&account).map(Arc::make_mut) {
             acc.finished.insert(seq);
             evict(acc, &mut self.finished, self.limits.orders_per_account);
         }
@@ -609,7 +678,7 @@ impl Journal {
     /// Forgets one order entirely (used only if an id is accepted twice).
     fn remove_order(&mut self, order_id: u64) {
         let Some(slot) = self.live.remove(&order_id).or_else(|| self.finished.remove(order_id)) else { return };
-        if let Some(acc) = self.accounts.get_mut(&slot.record.account_id) {
+        if let Some(acc) = self.accounts.get_mut(&slot.record.account_id).map(Arc::make_mut) {
             remove_seq(&mut acc.orders, slot.seq);
             acc.finished.remove(&slot.seq);
         }
@@ -930,7 +999,7 @@ mod tests {
         j.apply(&accepted(1, 1, "alice", "o1", Direction::Buy, 70_000.0, 1));
         j.apply(&accepted(2, 2, "alice", "o2", Direction::Buy, 70_000.0, 1));
         assert_eq!(j.check_decoded(), Ok(()));
-        j.accounts.get_mut(&acc("alice")).unwrap().orders.swap(0, 1);
+        Arc::make_mut(j.accounts.get_mut(&acc("alice")).unwrap()).orders.swap(0, 1);
         let refused = j.check_decoded().unwrap_err();
         assert!(refused.contains("order sequence 1 before 0"), "{refused}");
     }

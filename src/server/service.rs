@@ -9,7 +9,7 @@ use super::diff_chart;
 use super::diff_trade::{self, TradeWatch};
 use super::history::HistoryWriter;
 use super::http::{push_error_body, push_success_body, push_success_body_with, HttpErrorCode};
-use super::journal::{FinishedOrders, Journal, JournalLimits};
+use super::journal::{FinishedOrders, FinishedSnapshot, Journal, JournalLimits};
 use super::settlement_log::SettlementLog;
 use super::users::{UserRecord, Users};
 use super::wal_record::WalRecord;
@@ -348,6 +348,51 @@ struct CheckpointOwned {
     credentials: FastMap<AccountId, String>,
     users: Users,
     settlements: SettlementLog,
+}
+
+/// A shard's durable state at one moment ([`Service::checkpoint_snapshot`]), owned, so that
+/// another thread can encode it; what it shares with the live journal is copied there before
+/// the journal changes it.
+pub struct ServiceSnapshot {
+    engine: ShardEngine,
+    /// The journal without its finished orders (those are `finished`).
+    journal: Journal,
+    finished: FinishedSnapshot,
+    last_ts: TimestampNs,
+    credentials: FastMap<AccountId, String>,
+    users: Users,
+    settlements: SettlementLog,
+}
+
+impl ServiceSnapshot {
+    /// The checkpoint's bytes. Layout: `CHECKPOINT_MAGIC`, `CHECKPOINT_FORMAT` (u32 LE), the
+    /// length of the first payload (u64 LE), the two bincode payloads (`checkpoint_options`):
+    /// the state without the journal's finished orders, then those (most of the bytes, so a
+    /// second thread decodes them alongside the first), and the CRC32 of all that (u32 LE).
+    pub fn encode(&self) -> Result<Vec<u8>, String> {
+        let state = CheckpointRef {
+            engine: &self.engine,
+            journal: &self.journal,
+            last_ts: self.last_ts,
+            credentials: &self.credentials,
+            users: &self.users,
+            settlements: &self.settlements,
+        };
+        // Both parts into one buffer, each in one pass (encoding them on two threads was no
+        // faster here: the time goes to growing and faulting in the buffer).
+        let mut bytes = Vec::with_capacity(1 << 20);
+        bytes.extend_from_slice(&CHECKPOINT_MAGIC);
+        bytes.extend_from_slice(&CHECKPOINT_FORMAT.to_le_bytes());
+        let length_at = bytes.len();
+        bytes.extend_from_slice(&0u64.to_le_bytes());
+        checkpoint_options().serialize_into(&mut bytes, &state).map_err(|e| format!("checkpoint: {e}"))?;
+        let main_len = (bytes.len() - length_at - 8) as u64;
+        bytes[length_at..length_at + 8].copy_from_slice(&main_len.to_le_bytes());
+        checkpoint_options().serialize_into(&mut bytes, &self.finished).map_err(|e| format!("checkpoint: {e}"))?;
+        let crc = crc32fast::hash(&bytes);
+        bytes.extend_from_slice(&crc.to_le_bytes());
+        Ok(bytes)
+    }
 }
 
 /// Which client request an order's pending reply belongs to.
@@ -748,35 +793,26 @@ impl Service {
     /// and starts empty after a restart. Take it between steps, once the committer has taken
     /// what the steps left (`take_changed_quotes`, `take_history`).
     ///
-    /// Layout: `CHECKPOINT_MAGIC`, `CHECKPOINT_FORMAT` (u32 LE), the length of the first
-    /// payload (u64 LE), the two bincode payloads (`checkpoint_options`): the state without
-    /// the journal's finished orders, then those (most of the bytes, so a second thread
-    /// decodes them alongside the first), and the CRC32 of all that (u32 LE).
-    pub fn encode_checkpoint(&self) -> Result<Vec<u8>, String> {
-        let state = CheckpointRef {
-            engine: &self.engine,
-            journal: &self.journal,
+    /// This is the shard's only pause for a checkpoint: the engine is copied, the journal's
+    /// bulk is shared ([`Journal::snapshot`]), and [`ServiceSnapshot::encode`] runs on
+    /// another thread while the shard goes on.
+    pub fn checkpoint_snapshot(&self) -> ServiceSnapshot {
+        let (journal, finished) = self.journal.snapshot();
+        ServiceSnapshot {
+            engine: self.engine.clone(),
+            journal,
+            finished,
             last_ts: self.last_ts,
-            credentials: &self.credentials,
-            users: &self.users,
-            settlements: &self.settlements,
-        };
-        // Both parts into one buffer, each in one pass (encoding them on two threads was no
-        // faster here: the time goes to growing and faulting in the buffer).
-        let mut bytes = Vec::with_capacity(1 << 20);
-        bytes.extend_from_slice(&CHECKPOINT_MAGIC);
-        bytes.extend_from_slice(&CHECKPOINT_FORMAT.to_le_bytes());
-        let length_at = bytes.len();
-        bytes.extend_from_slice(&0u64.to_le_bytes());
-        checkpoint_options().serialize_into(&mut bytes, &state).map_err(|e| format!("checkpoint: {e}"))?;
-        let main_len = (bytes.len() - length_at - 8) as u64;
-        bytes[length_at..length_at + 8].copy_from_slice(&main_len.to_le_bytes());
-        checkpoint_options()
-            .serialize_into(&mut bytes, self.journal.finished_part())
-            .map_err(|e| format!("checkpoint: {e}"))?;
-        let crc = crc32fast::hash(&bytes);
-        bytes.extend_from_slice(&crc.to_le_bytes());
-        Ok(bytes)
+            credentials: self.credentials.clone(),
+            users: self.users.clone(),
+            settlements: self.settlements.clone(),
+        }
+    }
+
+    /// [`Service::checkpoint_snapshot`] encoded at once (tests, benches, and what a restart
+    /// reads: [`Service::decode_checkpoint`]).
+    pub fn encode_checkpoint(&self) -> Result<Vec<u8>, String> {
+        self.checkpoint_snapshot().encode()
     }
 
     /// A service from [`Service::encode_checkpoint`]'s bytes, in the state it was taken in;

@@ -165,7 +165,7 @@ pub async fn run_committer(
             let snapshot = match wal.as_ref() {
                 Some(w) if checkpoint_due => {
                     let sequence = w.next_sequence() - 1 + spare.records.len() as u64;
-                    c.snapshot(sequence, &spare.sends, w.stats().bytes)
+                    Some(c.snapshot(sequence, &spare.sends, w.stats().bytes))
                 }
                 _ => None,
             };
@@ -421,9 +421,10 @@ async fn start_checkpoint(core: &SharedCore, wal: Option<&mut WalWriter>, snapsh
         let result = checkpointer::finish(snapshot, history, target, shard).await;
         if let Ok((info, _)) = &result {
             tracing::info!(
-                "shard {shard}: checkpoint at WAL sequence {} ({} bytes; encode {} us, history flush {} us, write {} us)",
+                "shard {shard}: checkpoint at WAL sequence {} ({} bytes; pause {} us, encode {} us, history flush {} us, write {} us)",
                 info.wal_sequence,
                 info.bytes,
+                info.pause_us,
                 info.encode_us,
                 info.history_flush_us,
                 info.write_us

@@ -149,22 +149,17 @@ impl EngineCore {
         self.durable = durable;
     }
 
-    /// Encodes the state for a checkpoint at `wal_sequence` (the last record of the group
-    /// being taken, whose messages `sending` are about to go out).
-    fn snapshot(&mut self, wal_sequence: u64, sending: &[Outgoing], wal_bytes: u64) -> Option<Snapshot> {
+    /// Takes the state for a checkpoint at `wal_sequence` (the last record of the group
+    /// being taken, whose messages `sending` are about to go out); it is encoded off the
+    /// shard (`checkpointer::finish`).
+    fn snapshot(&mut self, wal_sequence: u64, sending: &[Outgoing], wal_bytes: u64) -> Snapshot {
         let began = Instant::now();
         self.checkpoint.begin(wal_bytes, began);
-        match self.service.encode_checkpoint() {
-            Ok(service) => Some(Snapshot {
-                wal_sequence,
-                service,
-                outbox: self.outbox.all().chain(sending).cloned().collect(),
-                encode_us: began.elapsed().as_micros() as u64,
-            }),
-            Err(e) => {
-                self.checkpoint_ended(Err(format!("encoding the state: {e}")));
-                None
-            }
+        Snapshot {
+            wal_sequence,
+            service: self.service.checkpoint_snapshot(),
+            outbox: self.outbox.all().chain(sending).cloned().collect(),
+            pause_us: began.elapsed().as_micros() as u64,
         }
     }
 
