@@ -15,6 +15,7 @@
 
 use super::history::{self, HistoryQuery, QueryError};
 use super::http::HttpErrorCode;
+use super::niced_thread::Cores;
 use super::service::Reply;
 use crate::domain::market_data::kline::Kline;
 use crate::domain::market_data::tick::Tick;
@@ -554,14 +555,15 @@ async fn run_job<T: Send + 'static>(
     pause: Option<std::time::Duration>,
     job: impl FnOnce() -> crate::storage::lsm::Result<T> + Send + 'static,
 ) -> crate::storage::lsm::Result<T> {
-    super::niced_thread::spawn("history-job", JOB_NICE, move || paused(pause, job))
+    super::niced_thread::spawn("history-job", JOB_NICE, Cores::Creator, move || paused(pause, job))
         .await
         .unwrap_or_else(|e| Err(crate::storage::lsm::LsmError::io("history job", std::io::Error::other(e))))
 }
 
 /// Frees and deletes what a job replaced, on a thread of its own.
 async fn release(obsolete: crate::storage::lsm::store::Obsolete) {
-    let _ = super::niced_thread::spawn("history-release", JOB_NICE, move || remove_obsolete(obsolete)).await;
+    let _ = super::niced_thread::spawn("history-release", JOB_NICE, Cores::Creator, move || remove_obsolete(obsolete))
+        .await;
 }
 
 /// Runs `job` after `pause` and waits `pause` again before returning (`JobPause`).
@@ -580,14 +582,15 @@ fn paused<T>(pause: Option<std::time::Duration>, job: impl FnOnce() -> T) -> T {
 /// the shard (nice 0) leaves, so a flush or compaction takes idle time, not order flow's.
 const JOB_NICE: libc::c_int = 19;
 
-/// Runs `job` on a thread of its own at `JOB_NICE` (like the history jobs) and waits for it
-/// without blocking the shard: for checkpoint writing.
+/// Runs `job` on a thread of its own at `JOB_NICE` (like the history jobs), on any core
+/// (`Cores::Others`: see there), and waits for it without blocking the shard: for checkpoint
+/// encoding and writing.
 pub fn on_background_thread<T: Send + 'static>(
     what: &'static str,
     job: impl FnOnce() -> Result<T, String> + Send + 'static,
 ) -> impl std::future::Future<Output = Result<T, String>> {
     // The thread starts here, not when the future is first polled.
-    let result = super::niced_thread::spawn(what, JOB_NICE, job);
+    let result = super::niced_thread::spawn(what, JOB_NICE, Cores::Others, job);
     async move { result.await.and_then(|result| result) }
 }
 
