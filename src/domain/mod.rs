@@ -2,6 +2,7 @@
 
 pub mod account_ops;
 pub mod book;
+pub mod chunked_vec;
 pub mod command;
 pub mod engine;
 pub mod event;

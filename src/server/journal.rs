@@ -27,6 +27,7 @@
 //! cache instead of a large one where every probe misses; an order moves across once, when it
 //! finishes.
 
+use crate::domain::chunked_vec::ChunkedVec;
 use crate::domain::event::{Event, OrderInfo, Reason, TradeSide};
 use crate::domain::fast_hash::FastMap;
 use crate::domain::instrument::ExchangeId;
@@ -34,7 +35,6 @@ use crate::domain::name::{AccountId, ClientOrderId, InstrumentId};
 use crate::domain::types::{
     Direction, Money, Offset, Price, PriceType, TimeCondition, TimestampNs, Volume, VolumeCondition,
 };
-use crate::server::chunked_vec::ChunkedVec;
 use serde::ser::{SerializeSeq, SerializeStruct, Serializer};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeSet, VecDeque};

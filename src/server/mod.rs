@@ -8,7 +8,6 @@ pub mod auth;
 pub mod body;
 pub mod checkpoint;
 pub mod checkpointer;
-pub mod chunked_vec;
 pub mod config;
 pub mod conn;
 pub mod credentials;

@@ -85,7 +85,7 @@ impl KlineSeries {
         self.period_ns
     }
 
-    /// The bars with their ids (`bars().iter()`, `last_id()`, `as_slices()`, ...).
+    /// The bars with their ids (`bars().iter()`, `last_id()`, `get(id)`, ...).
     pub fn bars(&self) -> &Ring<Kline> {
         &self.bars
     }

@@ -2,14 +2,21 @@
 //!
 //! DIFF addresses series records by id (`klines/<sym>/<dur>/data/<id>`, `last_id`), so every
 //! record keeps the id it was born with: the number of records pushed before it. When the ring
-//! is full the oldest record is overwritten in place; the backing vector is reserved once at
-//! construction and never grows past it, so pushing never allocates after the first lap.
+//! is full the oldest record is overwritten in place; the backing chunks are allocated during
+//! the first lap and never past it, so pushing never allocates after the first lap.
+//!
+//! The records are kept in shared chunks (`ChunkedVec`), so cloning a ring (a checkpoint's
+//! snapshot of the engine) copies pointers, and the ring's next write copies only the chunk
+//! it lands in.
+
+use crate::domain::chunked_vec::ChunkedVec;
 
 /// Keeps the newest `capacity` records, each with its id.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(try_from = "RingParts<T>")]
-pub struct Ring<T> {
-    slots: Vec<T>,
+#[serde(bound(deserialize = "T: Clone + serde::Deserialize<'de>"))]
+pub struct Ring<T: Clone> {
+    slots: ChunkedVec<T>,
     /// Index in `slots` of the oldest record; 0 until the ring has wrapped.
     head: usize,
     capacity: usize,
@@ -17,11 +24,11 @@ pub struct Ring<T> {
     pushed: i64,
 }
 
-impl<T> Ring<T> {
-    /// A ring for `capacity` records (at least one), reserved up front.
+impl<T: Clone> Ring<T> {
+    /// A ring for `capacity` records (at least one).
     pub fn with_capacity(capacity: usize) -> Self {
         let capacity = capacity.max(1);
-        Self { slots: Vec::with_capacity(capacity), head: 0, capacity, pushed: 0 }
+        Self { slots: ChunkedVec::default(), head: 0, capacity, pushed: 0 }
     }
 
     pub fn capacity(&self) -> usize {
@@ -61,7 +68,7 @@ impl<T> Ring<T> {
         if self.slots.len() < self.capacity {
             self.slots.push(value);
         } else {
-            self.slots[self.head] = value;
+            *self.slots.get_mut(self.head).expect("head is within a full ring") = value;
             self.head = if self.head + 1 == self.capacity { 0 } else { self.head + 1 };
         }
         self.pushed += 1;
@@ -84,12 +91,13 @@ impl<T> Ring<T> {
 
     #[inline]
     pub fn last(&self) -> Option<&T> {
-        self.newest_index().map(|i| &self.slots[i])
+        self.newest_index().and_then(|i| self.slots.get(i))
     }
 
     #[inline]
     pub fn last_mut(&mut self) -> Option<&mut T> {
-        self.newest_index().map(|i| &mut self.slots[i])
+        let i = self.newest_index()?;
+        self.slots.get_mut(i)
     }
 
     /// The record with id `id`, if it is still held.
@@ -104,14 +112,7 @@ impl<T> Ring<T> {
         if index >= self.slots.len() {
             index -= self.slots.len();
         }
-        Some(&self.slots[index])
-    }
-
-    /// The held records oldest first as two slices; the first element of the first slice (or
-    /// of the second when the first is empty) has id `first_id()`.
-    pub fn as_slices(&self) -> (&[T], &[T]) {
-        let (newer, older) = self.slots.split_at(self.head);
-        (older, newer)
+        self.slots.get(index)
     }
 
     /// `(id, record)` pairs, oldest first.
@@ -130,33 +131,32 @@ impl<T> Ring<T> {
 
 /// A ring as decoded (checkpoints), before its fields are checked against each other.
 #[derive(serde::Deserialize)]
-struct RingParts<T> {
-    slots: Vec<T>,
+#[serde(bound(deserialize = "T: Clone + serde::Deserialize<'de>"))]
+struct RingParts<T: Clone> {
+    slots: ChunkedVec<T>,
     head: usize,
     capacity: usize,
     pushed: i64,
 }
 
-impl<T> TryFrom<RingParts<T>> for Ring<T> {
+impl<T: Clone> TryFrom<RingParts<T>> for Ring<T> {
     type Error = String;
 
-    /// Refuses fields no sequence of pushes leaves (they would index out of bounds), and
-    /// reserves the whole capacity again, as `with_capacity` does.
+    /// Refuses fields no sequence of pushes leaves (they would index out of bounds).
     fn try_from(parts: RingParts<T>) -> Result<Self, String> {
-        let RingParts { mut slots, head, capacity, pushed } = parts;
+        let RingParts { slots, head, capacity, pushed } = parts;
         let len = slots.len();
         let head_ok = if len < capacity { head == 0 } else { head < len };
         if capacity == 0 || len > capacity || !head_ok || pushed < len as i64 {
             return Err(format!("a ring of {len} records, head {head}, capacity {capacity}, {pushed} pushed"));
         }
-        slots.try_reserve_exact(capacity - len).map_err(|e| format!("a ring of capacity {capacity}: {e}"))?;
         Ok(Ring { slots, head, capacity, pushed })
     }
 }
 
 /// Iterator over `(id, &record)`; double-ended and exact-size.
 #[derive(Clone, Debug)]
-pub struct RingIter<'a, T> {
+pub struct RingIter<'a, T: Clone> {
     ring: &'a Ring<T>,
     /// Next id from the front (inclusive).
     front: i64,
@@ -164,7 +164,7 @@ pub struct RingIter<'a, T> {
     back: i64,
 }
 
-impl<'a, T> Iterator for RingIter<'a, T> {
+impl<'a, T: Clone> Iterator for RingIter<'a, T> {
     type Item = (i64, &'a T);
 
     fn next(&mut self) -> Option<Self::Item> {
@@ -182,7 +182,7 @@ impl<'a, T> Iterator for RingIter<'a, T> {
     }
 }
 
-impl<T> DoubleEndedIterator for RingIter<'_, T> {
+impl<T: Clone> DoubleEndedIterator for RingIter<'_, T> {
     fn next_back(&mut self) -> Option<Self::Item> {
         if self.front >= self.back {
             return None;
@@ -193,7 +193,7 @@ impl<T> DoubleEndedIterator for RingIter<'_, T> {
     }
 }
 
-impl<T> ExactSizeIterator for RingIter<'_, T> {}
+impl<T: Clone> ExactSizeIterator for RingIter<'_, T> {}
 
 #[cfg(test)]
 mod tests {
@@ -215,27 +215,42 @@ mod tests {
         assert_eq!(back, vec![4, 3, 2]);
         assert_eq!((ring.get(1), ring.get(2), ring.get(4), ring.get(5)), (None, Some(&12), Some(&14), None));
         assert_eq!(ring.last(), Some(&14));
-        let (a, b) = ring.as_slices();
-        assert_eq!([a, b].concat(), vec![12, 13, 14]);
         assert_eq!(ring.iter_from(3).map(|(id, _)| id).collect::<Vec<_>>(), vec![3, 4]);
         assert_eq!(ring.iter_from(-7).len(), 3);
         assert_eq!(ring.iter_from(9).len(), 0);
     }
 
     #[test]
-    fn never_grows_past_its_reservation() {
+    fn never_grows_past_its_capacity() {
         let mut ring = Ring::with_capacity(4);
-        let base = {
-            ring.push(0u64);
-            ring.as_slices().0.as_ptr()
-        };
+        ring.push(0u64);
+        let base = ring.get(0).unwrap() as *const u64;
         for value in 1..1000u64 {
             ring.push(value);
             *ring.last_mut().unwrap() += 1;
         }
-        assert_eq!(ring.slots.as_ptr(), base);
+        // Still the first lap's storage (overwritten in place), and never more than 4 held.
+        assert_eq!(ring.slots.len(), 4);
+        assert_eq!(ring.slots.get(0).unwrap() as *const u64, base);
         assert_eq!(ring.iter().map(|(_, v)| *v).collect::<Vec<_>>(), vec![997, 998, 999, 1000]);
         assert_eq!(ring.last_id(), 999);
+    }
+
+    #[test]
+    fn a_clone_keeps_its_records_while_the_ring_laps_on() {
+        let capacity = 3 * crate::domain::chunked_vec::CHUNK_LEN;
+        let mut ring = Ring::with_capacity(capacity);
+        for value in 0..capacity as u64 + 10 {
+            ring.push(value);
+        }
+        let snapshot = ring.clone();
+        for value in 0..capacity as u64 {
+            ring.push(1_000_000 + value);
+            *ring.last_mut().unwrap() += 1;
+        }
+        assert!(snapshot.iter().map(|(_, v)| *v).eq(10..capacity as u64 + 10));
+        assert!(ring.iter().map(|(_, v)| *v).eq(1_000_001..1_000_001 + capacity as u64));
+        assert_eq!(bincode::serialize(&snapshot).unwrap(), bincode::serialize(&snapshot.clone()).unwrap());
     }
 
     #[test]

@@ -73,6 +73,15 @@ impl<T: Clone> ChunkedVec<T> {
     }
 }
 
+/// Equal when the items are, however they are chunked and shared.
+impl<T: Clone + PartialEq> PartialEq for ChunkedVec<T> {
+    fn eq(&self, other: &Self) -> bool {
+        self.len == other.len && self.iter().eq(other.iter())
+    }
+}
+
+impl<T: Clone + Eq> Eq for ChunkedVec<T> {}
+
 impl<T: Clone> FromIterator<T> for ChunkedVec<T> {
     fn from_iter<I: IntoIterator<Item = T>>(items: I) -> Self {
         let mut vec = ChunkedVec::default();
