@@ -105,6 +105,10 @@ fn checkpoint(c: &mut Client) -> Vec<Value> {
     for info in &taken {
         assert!(info["wal_sequence"].as_u64().unwrap() > 0, "{info}");
         assert!(info["bytes"].as_u64().unwrap() > 64, "{info}");
+        // The shard's pause (the snapshot) and the work done off it, as docs/API.md lists them.
+        for field in ["pause_us", "encode_us", "history_flush_us", "write_us"] {
+            assert!(info[field].is_u64(), "{field} in {info}");
+        }
     }
     taken
 }

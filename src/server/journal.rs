@@ -26,6 +26,11 @@
 //! `orders_per_account` per account). Each event then looks up a small map that stays in
 //! cache instead of a large one where every probe misses; an order moves across once, when it
 //! finishes.
+//!
+//! The bulk is shared by reference count (the finished orders' slab in `ChunkedVec` chunks,
+//! each account's orders and trades behind an `Arc`), so a checkpoint's snapshot
+//! (`Journal::snapshot`) copies pointers, and the journal's next write to a shared piece
+//! copies that piece (`Arc::make_mut`).
 
 use crate::domain::chunked_vec::ChunkedVec;
 use crate::domain::event::{Event, OrderInfo, Reason, TradeSide};
@@ -411,8 +416,6 @@ impl Journal {
         self.limits
     }
 
-    /// Keeps to `limits` from now on. Records over a smaller limit are dropped (oldest first)
-    /// as events of their account or instrument come, not at once.
     /// The journal as it is now, for a checkpoint to encode while this one goes on: the
     /// journal without its finished orders (the checkpoint's first part: its own serde), and
     /// those apart (`Service::checkpoint_snapshot`). Costs a copy of the live orders and of a
@@ -436,6 +439,8 @@ impl Journal {
         self.finished = finished;
     }
 
+    /// Keeps to `limits` from now on. Records over a smaller limit are dropped (oldest first)
+    /// as events of their account or instrument come, not at once.
     pub fn set_limits(&mut self, limits: JournalLimits) {
         self.limits = limits;
     }
