@@ -13,7 +13,9 @@ pub fn lower_thread_priority(nice: libc::c_int) {
 }
 
 /// Moves the calling thread off the cores it may use now (its creator's: a shard's thread is
-/// pinned to the shard's core) onto every other online core; when there is no other, it stays.
+/// pinned to the shard's core) onto the process's other cores: those its main thread may use
+/// (the cores the server was started on, e.g. under `taskset`), less the thread's own. When
+/// there is no other, it stays.
 ///
 /// Why not simply every core: the kernel balances cores by weighted load, and a nice-19
 /// thread weighs 1/68 of a normal one, so a helper allowed everywhere stayed on its busy
@@ -21,18 +23,23 @@ pub fn lower_thread_priority(nice: libc::c_int) {
 /// Failure only means the thread stays where it was.
 #[allow(unsafe_code)]
 pub fn move_off_own_cores() {
-    // SAFETY: `own` and `others` are plain bitmasks on this stack frame, zeroed before use and
-    // passed by pointer with their size; the calls touch nothing else.
+    // SAFETY: `own`, `process` and `others` are plain bitmasks on this stack frame, zeroed
+    // before use and passed by pointer with their size; the calls touch nothing else.
     unsafe {
         let size = std::mem::size_of::<libc::cpu_set_t>();
         let mut own: libc::cpu_set_t = std::mem::zeroed();
-        if libc::sched_getaffinity(0, size, &mut own) != 0 {
+        let mut process: libc::cpu_set_t = std::mem::zeroed();
+        // The main thread's id is the process id; the server never pins its main thread.
+        if libc::sched_getaffinity(0, size, &mut own) != 0
+            || libc::sched_getaffinity(libc::getpid(), size, &mut process) != 0
+        {
             return;
         }
-        let cores = libc::sysconf(libc::_SC_NPROCESSORS_ONLN).clamp(1, libc::CPU_SETSIZE as libc::c_long) as usize;
         let mut others: libc::cpu_set_t = std::mem::zeroed();
         let mut any = false;
-        for core in (0..cores).filter(|&core| !libc::CPU_ISSET(core, &own)) {
+        for core in
+            (0..libc::CPU_SETSIZE as usize).filter(|&c| libc::CPU_ISSET(c, &process) && !libc::CPU_ISSET(c, &own))
+        {
             libc::CPU_SET(core, &mut others);
             any = true;
         }
