@@ -52,14 +52,19 @@ impl<T: Clone> ChunkedVec<T> {
     }
 
     pub fn push(&mut self, item: T) {
-        if self.len % CHUNK_LEN == 0 {
-            self.chunks.push(Arc::new(Vec::with_capacity(CHUNK_LEN)));
+        match self.chunks.last_mut() {
+            Some(last) if self.len % CHUNK_LEN != 0 => {
+                let chunk = Arc::make_mut(last);
+                // A chunk copied from a shared one has only the capacity of its items.
+                chunk.reserve_exact(CHUNK_LEN - chunk.len());
+                chunk.push(item);
+            }
+            _ => {
+                let mut chunk = Vec::with_capacity(CHUNK_LEN);
+                chunk.push(item);
+                self.chunks.push(Arc::new(chunk));
+            }
         }
-        let last = self.chunks.last_mut().expect("a chunk was just made for it");
-        let chunk = Arc::make_mut(last);
-        // A chunk copied from a shared one has only the capacity of its items.
-        chunk.reserve_exact(CHUNK_LEN - chunk.len());
-        chunk.push(item);
         self.len += 1;
     }
 

@@ -652,6 +652,15 @@ mod tests {
         }
     }
 
+    /// A shard's history in a fresh directory: 64 KiB memtables, a 256 KiB level 1, level 0
+    /// compacted at `trigger` tables, a backlog bound of `backlog_memtables` memtables.
+    fn small_history(trigger: usize, backlog_memtables: usize) -> (tempfile::TempDir, SharedHistory, JobSignals) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = open_store(dir.path(), 0, 64 << 10, 256 << 10).expect("store");
+        let (history, signals) = ShardHistory::new(0, store, trigger, backlog_memtables * (64 << 10));
+        (dir, history, signals)
+    }
+
     fn flush_now(h: &mut ShardHistory) {
         let job = next_flush(h).expect("a flush is due");
         let done = job.run();
@@ -672,9 +681,7 @@ mod tests {
     /// Nothing is lost.
     #[test]
     fn flushes_go_on_during_a_compaction_until_level0_is_full() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let store = open_store(dir.path(), 0, 64 << 10, 256 << 10).expect("store");
-        let (history, _signals) = ShardHistory::new(0, store, 2, 4 * (64 << 10));
+        let (dir, history, _signals) = small_history(2, 4);
         let mut h = history.borrow_mut();
         let mut written = 0;
         for _ in 0..2 {
@@ -732,9 +739,7 @@ mod tests {
     /// at its trigger, and nothing is lost.
     #[test]
     fn compactions_keep_their_turn_while_flushes_are_always_due() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let store = open_store(dir.path(), 0, 64 << 10, 256 << 10).expect("store");
-        let (history, _signals) = ShardHistory::new(0, store, 2, 4 * (64 << 10));
+        let (_dir, history, _signals) = small_history(2, 4);
         let mut h = history.borrow_mut();
         let mut written = 0u64;
         let (mut flushes, mut compactions, mut most_level0) = (0, 0, 0);
@@ -765,9 +770,7 @@ mod tests {
     /// memory would only grow while it retried.
     #[test]
     fn a_flush_does_not_wait_for_a_failing_compaction() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let store = open_store(dir.path(), 0, 64 << 10, 256 << 10).expect("store");
-        let (history, _signals) = ShardHistory::new(0, store, 2, 4 * (64 << 10));
+        let (_dir, history, _signals) = small_history(2, 4);
         let mut h = history.borrow_mut();
         let mut written = 0;
         for _ in 0..2 {
@@ -801,9 +804,7 @@ mod tests {
     fn a_flush_completes_while_a_compaction_is_still_running() {
         glommio::LocalExecutorBuilder::default()
             .spawn(|| async {
-                let dir = tempfile::tempdir().expect("temp dir");
-                let store = open_store(dir.path(), 0, 64 << 10, 256 << 10).expect("store");
-                let (history, signals) = ShardHistory::new(0, store, 2, 4 * (64 << 10));
+                let (_dir, history, signals) = small_history(2, 4);
                 let pause = Some(std::time::Duration::from_millis(1500));
                 history.borrow_mut().pause = JobPause { flush: None, compaction: pause };
                 let mut written = 0;
@@ -840,9 +841,7 @@ mod tests {
     /// to flush it goes straight to the compaction.
     #[test]
     fn a_forced_round_flushes_then_compacts_everything() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let store = open_store(dir.path(), 0, 64 << 10, 256 << 10).expect("store");
-        let (history, _signals) = ShardHistory::new(0, store, 4, 4 * (64 << 10));
+        let (_dir, history, _signals) = small_history(4, 4);
         let mut h = history.borrow_mut();
         let mut written = 0;
         fill(&mut h, &mut written);

@@ -331,9 +331,12 @@ impl FinishedOrders {
 
     /// Keeps `slot` for `order_id` (which it does not hold yet).
     fn insert(&mut self, order_id: u64, slot: Slot) {
-        let at = match self.free.pop() {
-            Some(at) => {
-                *self.slots.get_mut(at as usize).expect("a free slot is in the slab") = slot;
+        // A free slot is always in the slab (`check_decoded` refuses a checkpoint where it is
+        // not); one that were not would be skipped, never indexed.
+        let reused = self.free.pop().and_then(|at| self.slots.get_mut(at as usize).map(|free| (at, free)));
+        let at = match reused {
+            Some((at, free)) => {
+                *free = slot;
                 at
             }
             None => {

@@ -68,7 +68,10 @@ impl<T: Clone> Ring<T> {
         if self.slots.len() < self.capacity {
             self.slots.push(value);
         } else {
-            *self.slots.get_mut(self.head).expect("head is within a full ring") = value;
+            // `head` is within a full ring (`try_from` refuses a decoded ring where it is not).
+            if let Some(slot) = self.slots.get_mut(self.head) {
+                *slot = value;
+            }
             self.head = if self.head + 1 == self.capacity { 0 } else { self.head + 1 };
         }
         self.pushed += 1;
