@@ -81,6 +81,22 @@ pub fn write_atomic_paced(dir: &Path, name: &str, bytes: &[u8], direct: bool, pa
     Ok(mode)
 }
 
+/// Writes `bytes` as `dir/name` durably but not atomically: straight under its final name, then
+/// fdatasync; no rename and no directory sync. For a file that nothing reads until a later
+/// commit lists it (a table, until the manifest names it): a crash leaves either nothing or a
+/// file no manifest lists, which the store's open removes. The caller syncs the directory
+/// once, after all of a job's files are written and before the commit that lists them
+/// (`sync_dir`), rather than once per file. Paced as `write_atomic_paced`.
+pub fn write_unlisted_paced(dir: &Path, name: &str, bytes: &[u8], direct: bool, pause: Duration) -> Result<WriteMode> {
+    let path = dir.join(name);
+    let aligned = bytes.as_ptr() as usize % DIRECT_ALIGN == 0 && bytes.len() % DIRECT_ALIGN == 0;
+    if direct && aligned && try_direct(&path, bytes, pause).is_ok() {
+        return Ok(WriteMode::Direct);
+    }
+    write_buffered(&path, bytes).map_err(|e| LsmError::io(format!("writing {}", path.display()), e))?;
+    Ok(WriteMode::Buffered)
+}
+
 /// Removes every `*.tmp` file in `dir` (leftovers of writes a crash interrupted); returns how
 /// many.
 pub fn remove_temporaries(dir: &Path) -> Result<usize> {

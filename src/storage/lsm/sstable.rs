@@ -1,5 +1,6 @@
 //! SSTable files: written once (built in memory by `format::TableBuilder`, stored with
-//! `fsio::write_atomic`, O_DIRECT where allowed), then read through a read-only mmap. Opening
+//! `fsio::write_unlisted_paced`, O_DIRECT where allowed; a table counts only once the manifest
+//! lists it), then read through a read-only mmap. Opening
 //! validates the footer (magic, version, CRC), the index and filter CRCs and the index's
 //! structure; every block read checks the block's CRC and validates the rkyv archive before
 //! touching it. A truncated, half-written or bit-flipped table gives `LsmError::Corrupt`.
@@ -74,18 +75,23 @@ impl std::fmt::Debug for Table {
     }
 }
 
-/// Writes `entries` (sorted, one version per key) as table `id` in `dir` and opens it.
+/// Writes `entries` (sorted, one version per key) as table `id` in `dir`, syncs the directory,
+/// and opens it.
 pub fn write_table(dir: &Path, id: u64, entries: &[Entry], opts: BuildOptions) -> Result<(Table, WriteMode)> {
     let image =
         format::build_table(entries, opts).map_err(|reason| LsmError::corrupt(&dir.join(file_name(id)), reason))?;
-    write_image(dir, id, &image, opts)
+    let written = write_image(dir, id, &image, opts)?;
+    fsio::sync_dir(dir)?;
+    Ok(written)
 }
 
-/// Writes a built table image (`format::TableBuilder::finish`) as table `id` in `dir`, durably
-/// (O_DIRECT where allowed, paced by `opts.write_pause_us`), and opens it.
+/// Writes a built table image (`format::TableBuilder::finish`) as table `id` in `dir`, its
+/// bytes durably (O_DIRECT where allowed, paced by `opts.write_pause_us`), and opens it. The
+/// file's name is not synced: a job syncs the directory once for all its tables, before its
+/// manifest commit lists them (`fsio::write_unlisted_paced`).
 pub fn write_image(dir: &Path, id: u64, image: &[u8], opts: BuildOptions) -> Result<(Table, WriteMode)> {
     let pause = std::time::Duration::from_micros(opts.write_pause_us);
-    let mode = fsio::write_atomic_paced(dir, &file_name(id), image, true, pause)?;
+    let mode = fsio::write_unlisted_paced(dir, &file_name(id), image, true, pause)?;
     Ok((Table::open(&dir.join(file_name(id)), id)?, mode))
 }
 

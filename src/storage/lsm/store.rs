@@ -167,16 +167,17 @@ fn table_ref(level: u8, t: &Table) -> TableRef {
 /// Flushed memtables and replaced tables, to free and delete away from readers' threads.
 #[derive(Default)]
 pub struct Obsolete {
-    dir: PathBuf,
     files: Vec<PathBuf>,
     tables: Vec<Arc<Table>>,
     memtables: Vec<Arc<FrozenMemtable>>,
 }
 
-/// Frees what `Store::take_obsolete` handed over, deletes the replaced files and syncs the
-/// directory. Best effort: a file left behind is an orphan the next open removes.
+/// Frees what `Store::take_obsolete` handed over and deletes the replaced files. Best effort,
+/// and without a directory sync: a file a crash brings back is one the manifest no longer
+/// lists, an orphan the next open removes. (A sync here was one more journal commit and
+/// device flush per job for the shard's WAL syncs to queue behind.)
 pub fn remove_obsolete(obsolete: Obsolete) {
-    let Obsolete { dir, files, tables, memtables } = obsolete;
+    let Obsolete { files, tables, memtables } = obsolete;
     drop(memtables);
     drop(tables);
     if files.is_empty() {
@@ -185,7 +186,6 @@ pub fn remove_obsolete(obsolete: Obsolete) {
     for f in &files {
         let _ = std::fs::remove_file(f);
     }
-    let _ = fsio::sync_dir(&dir);
 }
 
 /// A flush to run off the owner's thread: writes the frozen memtable as table `id`, then
@@ -227,6 +227,8 @@ impl FlushJob {
             }
             let image = builder.finish().map_err(|reason| LsmError::corrupt(&path, reason))?;
             let (table, mode) = sstable::write_image(&self.dir, self.id, &image, self.build)?;
+            // The table's name is durable before the manifest can list it.
+            fsio::sync_dir(&self.dir)?;
             (Some(table), mode)
         };
         self.manifest.commit(&self.edit)?;
@@ -326,6 +328,11 @@ impl CompactionJob {
         })?;
         report.output_tables = outputs.len();
         report.grandparent_cuts = grandparents.cuts;
+        // One directory sync for every output table: their names are durable before the
+        // manifest can list them.
+        if !outputs.is_empty() {
+            fsio::sync_dir(&self.dir)?;
+        }
         let added = outputs.iter().map(|t| table_ref(out_level, t)).collect();
         self.manifest.commit(&ManifestEdit { removed: self.removed.clone(), added, ..Default::default() })?;
         Ok(CompactionDone { outputs, removed: self.removed, move_only: false, report })
@@ -811,9 +818,7 @@ impl Store {
     /// What flushes and compactions replaced since the last call, for `remove_obsolete`
     /// (blocking file system calls and large frees: the server makes them off its executor).
     pub fn take_obsolete(&mut self) -> Obsolete {
-        let mut taken = std::mem::take(&mut self.obsolete);
-        taken.dir = self.dir.clone();
-        taken
+        std::mem::take(&mut self.obsolete)
     }
 
     pub fn stats(&self) -> StoreStats {
