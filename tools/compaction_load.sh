@@ -13,7 +13,8 @@
 #          makes jobs 64 times as frequent; it must not also make that bound 64 times as tight
 #          (unless BACKLOG_KIB asks for it, to see the waits).
 # After each load: the server's `history_backlog_wait` stage (groups that waited, and the
-# longest wait) from GET /admin/latency, as a WAIT line (then reset, so each line is one load's).
+# longest wait) from GET /admin/latency, as a WAIT line, and its `wal_write_sync` stage as a
+# SYNC line (then reset, so each line is one load's).
 # For each: closed-loop max, then open loop at 50 % of the first quiet max (p99).
 # Usage: tools/compaction_load.sh  (knobs: ROUNDS=3 CONNECTIONS=32 PIPELINE=1 DURATION=5 WARMUP=2
 #                                   LOAD_CORE=1 OUT=target/compaction_load/<time>
@@ -41,8 +42,13 @@ kill "$PID" 2>/dev/null || true
 # server's histograms.
 backlog_waits() {
   local line
-  line=$(curl -s "http://$ADDR/admin/latency" | grep '^# stage history_backlog_wait:' || echo "(none)")
+  local latency
+  latency=$(curl -s "http://$ADDR/admin/latency")
+  line=$(grep '^# stage history_backlog_wait:' <<< "$latency" || echo "(none)")
   echo "WAIT $1 $line" | tee -a "$OUT/results.txt"
+  # The WAL's own write + fdatasync, as the server timed it: what the store's disk work does
+  # to the log, without the VM's scheduling noise that the client's latency carries.
+  grep '^# stage wal_write_sync:' <<< "$latency" | sed "s/^/SYNC $1 /" | tee -a "$OUT/results.txt" || true
   curl -s -X POST "http://$ADDR/admin/latency/reset" > /dev/null || true
 }
 

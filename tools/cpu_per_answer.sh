@@ -72,13 +72,25 @@ cpu = ticks / hz
 print(f'$mode: {t:,.0f} answers/s, {cpu / w:.2f} cores, {cpu * 1e6 / (t * w):.1f} us CPU per answer')"
   if [ "${PERF:-0}" = 1 ]; then
     perf report -i "$OUT/$mode.perf.data" --no-children --sort symbol --stdio -g none 2>/dev/null |
-        grep -E '^ +[0-9]' | head -10 | cut -c1-110
+        grep -E '^ +[0-9]' | head -10 | cut -c1-110 || true  # head closes the pipe early
   fi
   if [ "$mode" != raw ]; then
     curl -s "http://$ADDR/admin/latency" | grep -E '^# stage (commit_wait|wal_write_sync|history_apply|execute_command):' || true
     # History store writes over every answer of the run (warm-up included).
     curl -s "http://$ADDR/admin/storage/stats" |
         python3 -c "import json, sys; d = json.load(sys.stdin); d = d.get('data', d) if isinstance(d, dict) else d; print('history writes:', sum(s.get('writes', 0) for s in d))" || true
+  fi
+  if [ "$mode" != raw ]; then
+    # Commit groups over the whole run (warm-up included): records per group, syncs.
+    curl -s "http://$ADDR/metrics" | python3 -c "
+import sys
+v = {}
+for line in sys.stdin:
+    for name in ('qaexchange_wal_records_total', 'qaexchange_wal_groups_total', 'qaexchange_wal_syncs_total'):
+        if line.startswith(name + '{'):
+            v[name] = v.get(name, 0) + float(line.split()[-1])
+r, g, s = (v.get(n, 0) for n in ('qaexchange_wal_records_total', 'qaexchange_wal_groups_total', 'qaexchange_wal_syncs_total'))
+print(f'wal: {r:.0f} records in {g:.0f} groups ({r / max(g, 1):.1f} per group), {s:.0f} fdatasyncs')" || true
   fi
   kill -TERM "$PID"; wait "$PID" 2>/dev/null || true
 done
