@@ -13,9 +13,9 @@
 //! not those made after `begin_flush`, which went to a fresh memtable), a crash before it
 //! keeps the previous durable state; a compaction never changes what the store holds. The
 //! model keeps the durable state (`disk`) and its watermark and falls back to them. Crashes
-//! may also leave debris an interrupted flush or compaction would leave (a `.tmp` table, a
-//! `.tmp` manifest, a complete table the manifest never listed): reopening must remove it and
-//! never serve it.
+//! may also leave debris an interrupted flush or compaction would leave (a `.tmp` table of an
+//! older server, a `.tmp` manifest, a half-written and a complete table the manifest never
+//! listed): reopening must remove it and never serve it.
 //!
 //! Corruption tests: truncated and half-written tables, bit flips in a data block, the index,
 //! the filter and the footer, and a table named in the manifest that is missing.
