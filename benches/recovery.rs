@@ -87,6 +87,38 @@ fn main() {
         written_first.bytes + written_rest.bytes
     );
 
+    if let Some(loops) = std::env::var("RECOVERY_BENCH_TAIL_ONLY").ok().and_then(|v| v.parse::<u32>().ok()) {
+        // For profiling the tail alone (`perf record -p`): restart from the 80 % checkpoint,
+        // without a store (as with a current one, the tail derives no history), `loops` times.
+        checkpoint::write(&checkpoint_dir(&storage, 0), early_sequence, &early_file, || {}).expect("checkpoint");
+        eprintln!("tail only: starting {loops} restarts in 1 s (pid {})", std::process::id());
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        for _ in 0..loops {
+            let t = Instant::now();
+            let restart = rebuild_cluster(
+                &storage,
+                1,
+                &instruments,
+                EngineConfig::default(),
+                JournalLimits::default(),
+                Vec::new(),
+            )
+            .expect("restart from the 80 % checkpoint");
+            let total_s = t.elapsed().as_secs_f64();
+            let load_s = restart.recovered.checkpoint_load_ms as f64 / 1e3;
+            println!(
+                "tail only: {:.3} s, loading the checkpoint {:.3} s, then {} records ({:.1} MB) at {:.0} MB/s",
+                total_s,
+                load_s,
+                restart.recovered.records,
+                restart.recovered.bytes as f64 / 1e6,
+                restart.recovered.bytes as f64 / 1e6 / (total_s - load_s).max(1e-9)
+            );
+        }
+        let _ = std::fs::remove_dir_all(&storage);
+        return;
+    }
+
     let segments = list_segments(&dir).expect("segments");
     let file_bytes: u64 = segments.iter().map(|(_, p)| std::fs::metadata(p).unwrap().len()).sum();
     let t = Instant::now();
