@@ -16,8 +16,9 @@
 //!
 //! Cost per event is O(1) or O(log n) in the orders kept by one account: each account keeps its
 //! orders in a deque of (journal sequence number, order id) in acceptance order (a new order is
-//! appended: sequence numbers only grow) and the finished ones in a `BTreeSet` of the same
-//! numbers, so "the oldest finished order" is `pop_first` rather than a scan past live orders.
+//! appended: sequence numbers only grow) and the finished ones in a second, increasing deque of
+//! the same numbers, so "the oldest finished order" is its front rather than a scan past live
+//! orders.
 //! Removing it from the deque is a galloping search from the front and a shift of the entries
 //! before it, which are the live orders older than it: few, since the engine bounds live
 //! orders, and at the deque's head, which stays in cache.
@@ -365,10 +366,14 @@ struct AccountJournal {
     #[serde(serialize_with = "crate::domain::fast_hash::bulk_ordered::serialize")]
     #[serde(deserialize_with = "crate::domain::fast_hash::bulk_ordered::deserialize")]
     orders: VecDeque<(u64, u64)>,
-    /// The sequence numbers of the kept orders that are FINISHED (eviction candidates).
+    /// The sequence numbers of the kept orders that are FINISHED (eviction candidates),
+    /// strictly increasing. A deque, not a `BTreeSet`: an order mostly finishes soon after it
+    /// was accepted, so its number goes at or near the back (found by galloping from there,
+    /// with the few entries after it shifted), and eviction takes the front; the set's insert
+    /// descended its whole tree, 2 % of a busy shard. Encoded as the set was (a sequence).
     #[serde(serialize_with = "crate::domain::fast_hash::bulk_ordered::serialize")]
     #[serde(deserialize_with = "crate::domain::fast_hash::bulk_ordered::deserialize")]
-    finished: BTreeSet<u64>,
+    finished: VecDeque<u64>,
     /// Kept trades, oldest first.
     trades: VecDeque<UserTrade>,
 }
@@ -464,10 +469,14 @@ impl Journal {
                 finished.free.len()
             ));
         }
-        // Each account's orders are found by binary search on the sequence.
+        // Each account's orders and finished sequence numbers are found by searches that
+        // need them in increasing order.
         for (account, acc) in &self.accounts {
             if let Some(w) = acc.orders.iter().zip(acc.orders.iter().skip(1)).find(|(a, b)| a.0 >= b.0) {
                 return Err(format!("account {account}: order sequence {} before {}", (w.0).0, (w.1).0));
+            }
+            if let Some(w) = acc.finished.iter().zip(acc.finished.iter().skip(1)).find(|(a, b)| a >= b) {
+                return Err(format!("account {account}: finished sequence {} before {}", w.0, w.1));
             }
         }
         Ok(())
@@ -679,7 +688,7 @@ impl Journal {
         let account = slot.record.account_id;
         self.finished.insert(order_id, slot);
         if let Some(acc) = self.accounts.get_mut(&account).map(Arc::make_mut) {
-            acc.finished.insert(seq);
+            insert_seq(&mut acc.finished, seq);
             evict(acc, &mut self.finished, self.limits.orders_per_account);
         }
     }
@@ -689,7 +698,9 @@ impl Journal {
         let Some(slot) = self.live.remove(&order_id).or_else(|| self.finished.remove(order_id)) else { return };
         if let Some(acc) = self.accounts.get_mut(&slot.record.account_id).map(Arc::make_mut) {
             remove_seq(&mut acc.orders, slot.seq);
-            acc.finished.remove(&slot.seq);
+            if let Ok(at) = acc.finished.binary_search(&slot.seq) {
+                acc.finished.remove(at);
+            }
         }
     }
 }
@@ -708,7 +719,7 @@ struct TradeFacts {
 /// Amortised O(log n) per order: each order is evicted at most once.
 fn evict(acc: &mut AccountJournal, finished: &mut FinishedOrders, limit: usize) {
     while acc.orders.len() > limit {
-        let Some(seq) = acc.finished.pop_first() else { break };
+        let Some(seq) = acc.finished.pop_front() else { break };
         let at = position_from_front(&acc.orders, seq);
         if let Some((_, order_id)) = at.and_then(|at| acc.orders.remove(at)) {
             finished.remove(order_id);
@@ -754,6 +765,38 @@ fn remove_seq(orders: &mut VecDeque<(u64, u64)>, seq: u64) -> Option<u64> {
     orders.remove(at).map(|(_, order_id)| order_id)
 }
 
+/// Inserts `seq` into a strictly increasing deque, keeping it so (a number already there is
+/// not added twice). The place is found by galloping from the back, where a just-finished
+/// order's number goes, and `VecDeque::insert` shifts the entries after it.
+fn insert_seq(seqs: &mut VecDeque<u64>, seq: u64) {
+    let len = seqs.len();
+    if seqs.back().map_or(true, |&last| last < seq) {
+        seqs.push_back(seq);
+        return;
+    }
+    // Every entry from `hi` on is above `seq`; the window [lo, hi) doubles toward the front
+    // until its first entry is not.
+    let mut hi = len;
+    let mut width = 1;
+    let mut lo = len.saturating_sub(1);
+    while lo > 0 && seqs[lo] > seq {
+        hi = lo;
+        width *= 2;
+        lo = hi.saturating_sub(width);
+    }
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if seqs[mid] < seq {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    if seqs.get(lo) != Some(&seq) {
+        seqs.insert(lo, seq);
+    }
+}
+
 /// Appends to a deque kept at most `cap` long, dropping the oldest.
 fn push_bounded<T>(deque: &mut VecDeque<T>, item: T, cap: usize) {
     if cap == 0 {
@@ -768,6 +811,39 @@ fn push_bounded<T>(deque: &mut VecDeque<T>, item: T, cap: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn inserting_from_the_back_keeps_what_a_btreeset_keeps() {
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move |bound: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % bound
+        };
+        for round in 0..300 {
+            let mut seqs = VecDeque::new();
+            let mut model = BTreeSet::new();
+            let mut top = 0u64;
+            for _ in 0..next(200) {
+                // Mostly new numbers at the back, some older ones, some repeats, some pops.
+                let seq = match next(10) {
+                    0..=5 => {
+                        top += 1 + next(3);
+                        top
+                    }
+                    6..=8 => next(top + 1),
+                    _ => {
+                        assert_eq!(seqs.pop_front(), model.pop_first(), "round {round}");
+                        continue;
+                    }
+                };
+                insert_seq(&mut seqs, seq);
+                model.insert(seq);
+                assert!(seqs.iter().eq(model.iter()), "round {round}, after {seq}");
+            }
+        }
+    }
 
     #[test]
     fn galloping_from_the_front_finds_what_a_binary_search_finds() {
@@ -1039,9 +1115,10 @@ mod tests {
         assert_eq!(j.order_by_client(&acc("alice"), &cid("o1")).map(|r| r.order_id), Some(1));
     }
 
-    /// An account's orders were a `BTreeMap` of sequence to order id before they were a deque:
-    /// the encoding is the same sequence of pairs, so checkpoints written before still decode,
-    /// and a decoded journal whose orders are out of sequence order is refused.
+    /// An account's orders were a `BTreeMap` of sequence to order id, and its finished numbers a
+    /// `BTreeSet`, before they were deques: the encodings are the same sequences, so checkpoints
+    /// written before still decode, and a decoded journal whose orders or finished numbers are
+    /// out of sequence order is refused.
     #[test]
     fn account_orders_encode_as_the_map_did_and_must_be_in_order() {
         #[derive(Serialize)]
@@ -1054,12 +1131,13 @@ mod tests {
         }
         let old = MapAccountJournal {
             orders: [(3, 30), (7, 70), (9, 90)].into_iter().collect(),
-            finished: [7].into_iter().collect(),
+            finished: [9, 3].into_iter().collect(),
             trades: VecDeque::new(),
         };
         let bytes = bincode::serialize(&old).unwrap();
         let decoded: AccountJournal = bincode::deserialize(&bytes).unwrap();
         assert_eq!(decoded.orders, [(3, 30), (7, 70), (9, 90)]);
+        assert_eq!(decoded.finished, [3, 9]);
         assert_eq!(bincode::serialize(&decoded).unwrap(), bytes);
 
         let mut j = journal();
@@ -1069,6 +1147,17 @@ mod tests {
         Arc::make_mut(j.accounts.get_mut(&acc("alice")).unwrap()).orders.swap(0, 1);
         let refused = j.check_decoded().unwrap_err();
         assert!(refused.contains("order sequence 1 before 0"), "{refused}");
+
+        let mut j = journal();
+        for id in 1..=3 {
+            let client = format!("o{id}");
+            j.apply(&accepted(id as i64, id, "alice", &client, Direction::Buy, 70_000.0, 1));
+            j.apply(&cancelled(id as i64 + 10, id, "alice", &client, 1, RejectCode::OrderNotFound));
+        }
+        assert_eq!(j.check_decoded(), Ok(()));
+        Arc::make_mut(j.accounts.get_mut(&acc("alice")).unwrap()).finished.swap(0, 2);
+        let refused = j.check_decoded().unwrap_err();
+        assert!(refused.contains("finished sequence 2 before 1"), "{refused}");
     }
 
     #[test]
