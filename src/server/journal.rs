@@ -44,7 +44,7 @@ use crate::domain::types::{
 };
 use serde::ser::{SerializeSeq, SerializeStruct, Serializer};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 /// How much the journal keeps.
@@ -811,6 +811,7 @@ fn push_bounded<T>(deque: &mut VecDeque<T>, item: T, cap: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeSet;
 
     #[test]
     fn inserting_from_the_back_keeps_what_a_btreeset_keeps() {
