@@ -72,9 +72,7 @@ fn main() {
     let split = commands.len() * 4 / 5;
     let written_first = write_wal(&dir, &commands[..split], true, fingerprint);
     let t = Instant::now();
-    let mut early =
-        rebuild_cluster(&storage, 1, &instruments, EngineConfig::default(), JournalLimits::default(), Vec::new())
-            .expect("rebuild the first 80 %");
+    let mut early = start_shard(&storage, &instruments, None).expect("rebuild the first 80 %");
     eprintln!("replayed the first {} records in {:.1?}", early.recovered.records, t.elapsed());
     let early_service = early.shards.remove(0).service.expect("a service");
     let early_sequence = written_first.records;
@@ -95,15 +93,7 @@ fn main() {
         std::thread::sleep(std::time::Duration::from_secs(1));
         for _ in 0..loops {
             let t = Instant::now();
-            let restart = rebuild_cluster(
-                &storage,
-                1,
-                &instruments,
-                EngineConfig::default(),
-                JournalLimits::default(),
-                Vec::new(),
-            )
-            .expect("restart from the 80 % checkpoint");
+            let restart = start_shard(&storage, &instruments, None).expect("restart from the 80 % checkpoint");
             let total_s = t.elapsed().as_secs_f64();
             let load_s = restart.recovered.checkpoint_load_ms as f64 / 1e3;
             println!(
@@ -143,9 +133,7 @@ fn main() {
     let decode_s = t.elapsed().as_secs_f64();
 
     let t = Instant::now();
-    let mut rebuilt =
-        rebuild_cluster(&storage, 1, &instruments, EngineConfig::default(), JournalLimits::default(), Vec::new())
-            .expect("rebuild");
+    let mut rebuilt = start_shard(&storage, &instruments, None).expect("rebuild");
     let rebuild_s = t.elapsed().as_secs_f64();
     let service = rebuilt.shards.remove(0).service.expect("a service");
     qaexchange::domain::shard::check_cluster(&[service.engine().state()]).expect("invariants after rebuild");
@@ -167,15 +155,7 @@ fn main() {
     let memtable_bytes = 64 << 20;
     let store = open_store(&storage, 0, memtable_bytes, 256 << 20).expect("history store");
     let t = Instant::now();
-    let mut with_history = rebuild_cluster(
-        &storage,
-        1,
-        &instruments,
-        EngineConfig::default(),
-        JournalLimits::default(),
-        vec![Some(store)],
-    )
-    .expect("rebuild with history");
+    let mut with_history = start_shard(&storage, &instruments, Some(store)).expect("rebuild with history");
     let derive_s = t.elapsed().as_secs_f64();
     let mut store = with_history.shards.remove(0).history.expect("the store comes back");
     let t = Instant::now();
@@ -185,8 +165,7 @@ fn main() {
     drop(store);
     let store = open_store(&storage, 0, memtable_bytes, 256 << 20).expect("history store");
     let t = Instant::now();
-    rebuild_cluster(&storage, 1, &instruments, EngineConfig::default(), JournalLimits::default(), vec![Some(store)])
-        .expect("rebuild with a current store");
+    start_shard(&storage, &instruments, Some(store)).expect("rebuild with a current store");
     let current_s = t.elapsed().as_secs_f64();
 
     // Checkpoints: one at 80 % (the tail is the last 20 % of the log), then a fresh one.
@@ -196,15 +175,7 @@ fn main() {
     let early_write_s = t.elapsed().as_secs_f64();
     let store = open_store(&storage, 0, memtable_bytes, 256 << 20).expect("history store");
     let t = Instant::now();
-    let from_early = rebuild_cluster(
-        &storage,
-        1,
-        &instruments,
-        EngineConfig::default(),
-        JournalLimits::default(),
-        vec![Some(store)],
-    )
-    .expect("restart from the 80 % checkpoint");
+    let from_early = start_shard(&storage, &instruments, Some(store)).expect("restart from the 80 % checkpoint");
     let early_restart_s = t.elapsed().as_secs_f64();
     assert_eq!(from_early.recovered.checkpoints, vec![early_sequence]);
     let early_load_s = from_early.recovered.checkpoint_load_ms as f64 / 1e3;
@@ -220,15 +191,7 @@ fn main() {
     let fresh_write_s = t.elapsed().as_secs_f64();
     let store = open_store(&storage, 0, memtable_bytes, 256 << 20).expect("history store");
     let t = Instant::now();
-    let from_fresh = rebuild_cluster(
-        &storage,
-        1,
-        &instruments,
-        EngineConfig::default(),
-        JournalLimits::default(),
-        vec![Some(store)],
-    )
-    .expect("restart from the fresh checkpoint");
+    let from_fresh = start_shard(&storage, &instruments, Some(store)).expect("restart from the fresh checkpoint");
     let fresh_restart_s = t.elapsed().as_secs_f64();
     let fresh_load_s = from_fresh.recovered.checkpoint_load_ms as f64 / 1e3;
     assert_eq!(from_fresh.recovered.records, 0);
@@ -307,6 +270,16 @@ fn main() {
         early_write_s
     );
     let _ = std::fs::remove_dir_all(&storage);
+}
+
+/// What start-up runs for the bench's one shard (default engine and journal settings), with
+/// its history store or without.
+fn start_shard(
+    storage: &std::path::Path,
+    instruments: &[qaexchange::domain::instrument::Instrument],
+    store: Option<qaexchange::storage::lsm::store::Store>,
+) -> Result<qaexchange::server::recovery::RebuiltCluster, String> {
+    rebuild_cluster(storage, 1, instruments, EngineConfig::default(), JournalLimits::default(), vec![store])
 }
 
 /// Appends `commands` as Command records to the WAL in `dir` (starting it with a genesis when

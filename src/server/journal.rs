@@ -815,13 +815,7 @@ mod tests {
 
     #[test]
     fn inserting_from_the_back_keeps_what_a_btreeset_keeps() {
-        let mut state = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move |bound: u64| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state % bound
-        };
+        let mut next = crate::storage::lsm::test_rand(0x9e37_79b9_7f4a_7c15u64);
         for round in 0..300 {
             let mut seqs = VecDeque::new();
             let mut model = BTreeSet::new();
@@ -848,13 +842,7 @@ mod tests {
 
     #[test]
     fn galloping_from_the_front_finds_what_a_binary_search_finds() {
-        let mut state = 0x2545_f491_4f6c_dd1du64;
-        let mut next = move |bound: u64| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state % bound
-        };
+        let mut next = crate::storage::lsm::test_rand(0x2545_f491_4f6c_dd1du64);
         for len in 0..70u64 {
             for _ in 0..20 {
                 // Strictly increasing sequences with gaps, as an account's orders are.
