@@ -736,26 +736,29 @@ fn position_from_front(orders: &VecDeque<(u64, u64)>, seq: u64) -> Option<usize>
     let len = orders.len();
     // Every entry before `lo` is below `seq`; the window [lo, hi) doubles until its last
     // entry is not.
-    let mut lo = 0;
-    let mut width = 1;
+    let (mut lo, mut width) = (0, 1);
     let mut hi = len.min(1);
     while hi < len && orders[hi - 1].0 < seq {
         lo = hi;
         width *= 2;
         hi = (lo + width).min(len);
     }
-    if hi == len && len > 0 && orders[len - 1].0 < seq {
-        return None;
-    }
+    let at = first_not_below(lo, hi, seq, |i| orders[i].0);
+    (at < len && orders[at].0 == seq).then_some(at)
+}
+
+/// The first index in `lo..hi` whose key is not below `seq` (`hi` if none), by bisection;
+/// the keys there are increasing. The end of both galloping searches.
+fn first_not_below(mut lo: usize, mut hi: usize, seq: u64, key: impl Fn(usize) -> u64) -> usize {
     while lo < hi {
         let mid = lo + (hi - lo) / 2;
-        if orders[mid].0 < seq {
+        if key(mid) < seq {
             lo = mid + 1;
         } else {
             hi = mid;
         }
     }
-    (lo < len && orders[lo].0 == seq).then_some(lo)
+    lo
 }
 
 /// Removes the entry with sequence `seq` from an account's orders (sorted by sequence); its
@@ -776,24 +779,16 @@ fn insert_seq(seqs: &mut VecDeque<u64>, seq: u64) {
     }
     // Every entry from `hi` on is above `seq`; the window [lo, hi) doubles toward the front
     // until its first entry is not.
-    let mut hi = len;
-    let mut width = 1;
-    let mut lo = len.saturating_sub(1);
+    let (mut hi, mut width) = (len, 1);
+    let mut lo = len - 1;
     while lo > 0 && seqs[lo] > seq {
         hi = lo;
         width *= 2;
         lo = hi.saturating_sub(width);
     }
-    while lo < hi {
-        let mid = lo + (hi - lo) / 2;
-        if seqs[mid] < seq {
-            lo = mid + 1;
-        } else {
-            hi = mid;
-        }
-    }
-    if seqs.get(lo) != Some(&seq) {
-        seqs.insert(lo, seq);
+    let at = first_not_below(lo, hi, seq, |i| seqs[i]);
+    if seqs.get(at) != Some(&seq) {
+        seqs.insert(at, seq);
     }
 }
 

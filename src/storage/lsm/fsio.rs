@@ -66,15 +66,9 @@ pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8], direct: bool) -> Resul
 /// `write_atomic`, with the O_DIRECT write cut into `PACED_CHUNK_BYTES` pieces and `pause`
 /// between them.
 pub fn write_atomic_paced(dir: &Path, name: &str, bytes: &[u8], direct: bool, pause: Duration) -> Result<WriteMode> {
-    let tmp = dir.join(format!("{name}{TMP_SUFFIX}"));
-    let target = dir.join(name);
-    let aligned = bytes.as_ptr() as usize % DIRECT_ALIGN == 0 && bytes.len() % DIRECT_ALIGN == 0;
-    let mode = if direct && aligned && try_direct(&tmp, bytes, pause).is_ok() {
-        WriteMode::Direct
-    } else {
-        write_buffered(&tmp, bytes).map_err(|e| LsmError::io(format!("writing {}", tmp.display()), e))?;
-        WriteMode::Buffered
-    };
+    let tmp_name = format!("{name}{TMP_SUFFIX}");
+    let mode = write_unlisted_paced(dir, &tmp_name, bytes, direct, pause)?;
+    let (tmp, target) = (dir.join(tmp_name), dir.join(name));
     fs::rename(&tmp, &target)
         .map_err(|e| LsmError::io(format!("renaming {} to {}", tmp.display(), target.display()), e))?;
     sync_dir(dir)?;
