@@ -73,16 +73,23 @@ fn consistent_and_traded(server: &server_support::ServerProcess) -> bool {
 
 /// A raw responder on a free port, and its address.
 fn raw_responder() -> (std::process::Child, String) {
+    let (raw, line) = raw_responder_with(&[]);
+    let addr = line.split_whitespace().find_map(|w| w.strip_prefix("http=")).expect(&line).to_string();
+    (raw, addr)
+}
+
+/// A raw responder started with `extra` arguments, and its ready line.
+fn raw_responder_with(extra: &[&str]) -> (std::process::Child, String) {
     let mut raw = Command::new(RAW)
         .args(["--http", "127.0.0.1:0", "--shards", "1"])
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn raw responder");
     let mut line = String::new();
     std::io::BufRead::read_line(&mut std::io::BufReader::new(raw.stdout.take().unwrap()), &mut line).unwrap();
-    let addr = line.split_whitespace().find_map(|w| w.strip_prefix("http=")).expect(&line).to_string();
-    (raw, addr)
+    (raw, line)
 }
 
 #[test]
@@ -237,6 +244,7 @@ fn loadgen_fans_quotes_out_to_diff_sessions() {
     let (p50, p99, max) = (num(&fields, "diff_p50_us"), num(&fields, "diff_p99_us"), num(&fields, "diff_max_us"));
     assert!(p50 > 0.0 && p99 >= p50 && max >= p99 && max < 2_500_000.0, "{stdout}");
     assert!(num(&fields, "server_cores") > 0.0, "{stdout}");
+    assert!(num(&fields, "diff_bytes_per_delivery") > 100.0, "{stdout}");
     let text = std::fs::read_to_string(dir.path().join("hgrm").join("fanout-diff.hgrm")).unwrap();
     assert!(text.contains(&format!("Total count    = {:>12}", deliveries as u64)), "{text}");
 }
@@ -321,6 +329,52 @@ fn loadgen_measures_the_raw_responder() {
     assert_eq!(num(&fields, "broken"), 0.0, "{stdout}");
     assert_eq!(num(&fields, "refused"), 0.0, "{stdout}");
     assert!(num(&fields, "throughput") > 100.0, "{stdout}");
+}
+
+/// The fan-out's baseline (`--ws`): the raw responder answers every peek at once with the
+/// subscribed quote, a whole one, stamped with the time of the answer; the generator counts
+/// those deliveries and times them as it does the server's.
+#[test]
+fn loadgen_fans_out_from_the_raw_responder() {
+    let (mut raw, line) = raw_responder_with(&["--ws", "127.0.0.1:0"]);
+    let field = |name: &str| line.split_whitespace().find_map(|w| w.strip_prefix(name)).expect(&line).to_string();
+    let (http, ws) = (field("http="), field("ws="));
+    let dir = tempfile::tempdir().unwrap();
+    let (fields, stdout) = loadgen(&[
+        "--raw",
+        "--target",
+        &http,
+        "--connections",
+        "2",
+        "--rate",
+        "100",
+        "--warmup",
+        "0.2",
+        "--duration",
+        "0.5",
+        "--diff-sessions",
+        "10",
+        "--diff-target",
+        &ws,
+        "--diff-instrument",
+        "SHFE.cu2501",
+        "--out",
+        dir.path().to_str().unwrap(),
+        "--label",
+        "rawfan",
+    ]);
+    let _ = raw.kill();
+    let _ = raw.wait();
+    all_answered(&fields, 0.5, &stdout);
+    assert_eq!(num(&fields, "diff_connected"), 10.0, "{stdout}");
+    assert_eq!(num(&fields, "diff_with_quote"), 10.0, "{stdout}");
+    assert_eq!(num(&fields, "diff_broken"), 0.0, "{stdout}");
+    // Every peek is answered: far more deliveries than a quote moved by 100 orders/s gets.
+    assert!(num(&fields, "diff_deliveries") > 1000.0, "{stdout}");
+    let bytes = num(&fields, "diff_bytes_per_delivery");
+    assert!((600.0..1000.0).contains(&bytes), "not a whole quote: {bytes} bytes\n{stdout}");
+    let (p50, max) = (num(&fields, "diff_p50_us"), num(&fields, "diff_max_us"));
+    assert!(p50 > 0.0 && max >= p50 && max < 500_000.0, "{stdout}");
 }
 
 /// Pipelined against the raw responder (which answers every complete request in its buffer

@@ -446,13 +446,14 @@ fn run_cli(cli: &Cli) -> Result<(), String> {
     }
     if let Some(d) = &diff_report {
         println!(
-            "  diff:   {} sessions ({} connected, {} got the quote, {} broken), {} deliveries, {:.0} deliveries/s",
+            "  diff:   {} sessions ({} connected, {} got the quote, {} broken), {} deliveries, {:.0} deliveries/s, {:.0} bytes each",
             d.sessions,
             d.connected,
             d.with_quote,
             d.broken,
             d.deliveries,
-            d.deliveries_per_s()
+            d.deliveries_per_s(),
+            d.bytes_per_delivery()
         );
         println!("  diff trade-to-client: {}", summary_us(&d.latency));
         if d.undated > 0 {
@@ -488,13 +489,14 @@ fn run_cli(cli: &Cli) -> Result<(), String> {
         Some(d) => {
             let us = |q: f64| d.latency.value_at_quantile(q) as f64 / 1000.0;
             format!(
-                " diff_sessions={} diff_connected={} diff_with_quote={} diff_broken={} diff_deliveries={} diff_deliveries_per_s={:.0} diff_p50_us={:.1} diff_p90_us={:.1} diff_p99_us={:.1} diff_p999_us={:.1} diff_max_us={:.1}",
+                " diff_sessions={} diff_connected={} diff_with_quote={} diff_broken={} diff_deliveries={} diff_deliveries_per_s={:.0} diff_bytes_per_delivery={:.0} diff_p50_us={:.1} diff_p90_us={:.1} diff_p99_us={:.1} diff_p999_us={:.1} diff_max_us={:.1}",
                 d.sessions,
                 d.connected,
                 d.with_quote,
                 d.broken,
                 d.deliveries,
                 d.deliveries_per_s(),
+                d.bytes_per_delivery(),
                 us(0.5),
                 us(0.9),
                 us(0.99),

@@ -53,6 +53,8 @@ pub struct DiffReport {
     pub with_quote: u64,
     /// `rtn_data` carrying a change of the quote, read in the measured window.
     pub deliveries: u64,
+    /// Bytes of the `rtn_data` texts of those deliveries (to compare answers' sizes).
+    pub delivered_bytes: u64,
     /// Deliveries whose quote had no readable `datetime` (not in `latency`).
     pub undated: u64,
     /// Trade-to-client latency per delivery, ns.
@@ -69,6 +71,7 @@ impl DiffReport {
             connected: 0,
             with_quote: 0,
             deliveries: 0,
+            delivered_bytes: 0,
             undated: 0,
             latency: latency_histogram(),
             broken: 0,
@@ -81,6 +84,7 @@ impl DiffReport {
         self.connected += other.connected;
         self.with_quote += other.with_quote;
         self.deliveries += other.deliveries;
+        self.delivered_bytes += other.delivered_bytes;
         self.undated += other.undated;
         let _ = self.latency.add(&other.latency);
         self.broken += other.broken;
@@ -88,6 +92,10 @@ impl DiffReport {
 
     pub fn deliveries_per_s(&self) -> f64 {
         self.deliveries as f64 / self.measured.as_secs_f64()
+    }
+
+    pub fn bytes_per_delivery(&self) -> f64 {
+        self.delivered_bytes as f64 / self.deliveries.max(1) as f64
     }
 }
 
@@ -219,6 +227,7 @@ async fn session(
                 if read_at >= measure_from && read_at < end {
                     let mut r = report.borrow_mut();
                     r.deliveries += 1;
+                    r.delivered_bytes += text.len() as u64;
                     match dated {
                         Some(ns) => {
                             r.latency.saturating_record((read_ns - ns).max(1) as u64);
