@@ -26,6 +26,7 @@ fn options(dir: &std::path::Path) -> Options {
 fn connect_path(server: &ServerProcess, path: &str) -> Ws {
     let addr = server.ready_field("ws").expect("ready line names ws=");
     let stream = TcpStream::connect(&addr).expect("connect");
+    stream.set_nodelay(true).unwrap(); // see server_support::diff::connect
     stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let (ws, _) = tungstenite::client(format!("ws://{addr}{path}"), stream).expect("handshake");
     ws

@@ -35,6 +35,9 @@ struct Cursor {
     topic: Rc<str>,
     feed: Rc<RefCell<Feed>>,
     seen: u64,
+    /// Whether the topic's publisher has this session on its list of sessions to look at
+    /// (see [`Session::arm`]); set exactly while it is there.
+    armed: bool,
 }
 
 impl Cursor {
@@ -146,7 +149,27 @@ impl Session {
     pub fn follow(&mut self, topic: Rc<str>, feed: Rc<RefCell<Feed>>) {
         if self.cursors.iter().all(|c| c.topic != topic) {
             let seen = feed.borrow().version();
-            self.cursors.push(Cursor { topic, feed, seen });
+            self.cursors.push(Cursor { topic, feed, seen, armed: false });
+        }
+    }
+
+    /// While the session waits for data, puts it on the list of every followed topic it is not
+    /// on yet: `register(topic)` adds it and says whether it did (a publisher then looks only
+    /// at the sessions on its topic's list, not at every follower). A publisher takes the
+    /// session off with [`Session::disarm`] when it looks at it.
+    pub fn arm(&mut self, mut register: impl FnMut(&str) -> bool) {
+        if !self.waits_for_data() {
+            return;
+        }
+        for c in self.cursors.iter_mut().filter(|c| !c.armed) {
+            c.armed = register(&c.topic);
+        }
+    }
+
+    /// The publisher of `topic` took the session off its list.
+    pub fn disarm(&mut self, topic: &str) {
+        if let Some(c) = self.cursors.iter_mut().find(|c| &*c.topic == topic) {
+            c.armed = false;
         }
     }
 

@@ -235,6 +235,8 @@ impl<'a> LegacySession<'a> {
         // account do not.
         let mut turn = Turn::new(self.ctx.delivery_budget.as_deref(), &self.ctx.counters.ws_budget_waits);
         loop {
+            // Waiting for data: on the followed topics' lists, so their next change wakes us.
+            self.ctx.fanout.borrow_mut().arm(self.conn, &self.session, &self.wake_tx);
             match ws_io::next_event(self.ctx, &mut ws, &self.wake_rx, turn.wait_on()).await {
                 Event::Stop => return ws_io::close(&mut ws, CloseCode::Away, "server shutting down").await,
                 Event::Woken => {}
