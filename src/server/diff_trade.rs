@@ -506,7 +506,8 @@ pub fn patch(
     snapshot: Option<&AccountSnapshot>,
     positions: &[PositionSnapshot],
 ) -> SharedPatch {
-    let mut out = Vec::with_capacity(1024);
+    // A fill's patch (order, trade, position, account) is 1.6 KiB on average.
+    let mut out = Vec::with_capacity(2048);
     out.extend_from_slice(br#"{"trade":{"#);
     write_key(&mut out, &account.as_str());
     out.push(b'{');
