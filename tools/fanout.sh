@@ -71,11 +71,11 @@ PIDS=()
 cleanup() { for p in "${PIDS[@]:-}"; do kill "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT
 
-# start_server NAME: starts the server, waits for its ready line; sets $HTTP, $WS, $PID.
-start_server() {
-  local name=$1
-  "$SERVER" --no-auth --http 127.0.0.1:0 --ws 127.0.0.1:0 --shards 1 --no-storage "${CONFIG[@]}" \
-      > "$OUT/$name.stdout" 2> "$OUT/$name.stderr" &
+# start NAME COMMAND...: starts a process under test and waits for its ready line (http= and
+# ws=); sets $HTTP, $WS, $PID.
+start() {
+  local name=$1; shift
+  "$@" > "$OUT/$name.stdout" 2> "$OUT/$name.stderr" &
   PID=$!; PIDS+=("$PID")
   for _ in $(seq 1 200); do
     HTTP=$(grep -o 'http=[^ ]*' "$OUT/$name.stdout" 2>/dev/null | head -1 | cut -d= -f2 || true)
@@ -86,19 +86,13 @@ start_server() {
   echo "$name did not start: $(cat "$OUT/$name.stderr")" >&2; exit 1
 }
 
-# start_raw NAME: the raw responder with its WebSocket baseline; sets $HTTP, $WS, $PID.
+start_server() {
+  start "$1" "$SERVER" --no-auth --http 127.0.0.1:0 --ws 127.0.0.1:0 --shards 1 --no-storage "${CONFIG[@]}"
+}
+
+# The raw responder with its WebSocket baseline.
 start_raw() {
-  local name=$1
-  "$BIN/qaexchange-raw-responder" --http 127.0.0.1:0 --ws 127.0.0.1:0 --shards 1 \
-      > "$OUT/$name.stdout" 2> "$OUT/$name.stderr" &
-  PID=$!; PIDS+=("$PID")
-  for _ in $(seq 1 200); do
-    HTTP=$(grep -o 'http=[^ ]*' "$OUT/$name.stdout" 2>/dev/null | head -1 | cut -d= -f2 || true)
-    WS=$(grep -o 'ws=[^ ]*' "$OUT/$name.stdout" 2>/dev/null | head -1 | cut -d= -f2 || true)
-    [ -n "$HTTP" ] && [ -n "$WS" ] && return 0
-    sleep 0.05
-  done
-  echo "$name did not start: $(cat "$OUT/$name.stderr")" >&2; exit 1
+  start "$1" "$BIN/qaexchange-raw-responder" --http 127.0.0.1:0 --ws 127.0.0.1:0 --shards 1
 }
 
 TARGETS=(server)
