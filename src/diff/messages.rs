@@ -187,18 +187,7 @@ impl ClientMessage {
             let Some(aid) = aid else {
                 return Err(MessageError::MissingAid);
             };
-            let direct = match aid.as_str() {
-                "peek_message" => Some(Self::PeekMessage),
-                "confirm_settlement" => Some(Self::ConfirmSettlement),
-                "req_login" => serde_json::from_str(text).ok().map(Self::ReqLogin),
-                "subscribe_quote" => serde_json::from_str(text).ok().map(Self::SubscribeQuote),
-                "set_chart" => serde_json::from_str(text).ok().map(Self::SetChart),
-                "insert_order" => serde_json::from_str(text).ok().map(Self::InsertOrder),
-                "cancel_order" => serde_json::from_str(text).ok().map(Self::CancelOrder),
-                "req_transfer" => serde_json::from_str(text).ok().map(Self::ReqTransfer),
-                _ => return Err(MessageError::UnknownAid(aid)),
-            };
-            if let Some(message) = direct {
+            if let Ok(message) = Self::of_aid(&aid, &text) {
                 return Ok(message);
             }
         }
@@ -222,15 +211,20 @@ impl ClientMessage {
         let Some(Value::String(aid)) = fields.get("aid") else {
             return Err(MessageError::MissingAid);
         };
-        Ok(match aid.as_str() {
+        Self::of_aid(aid, &v)
+    }
+
+    /// The message of `aid`, its fields read from `fields` (the frame's text or its tree).
+    fn of_aid(aid: &str, fields: &impl Fields) -> Result<Self, MessageError> {
+        Ok(match aid {
             "peek_message" => Self::PeekMessage,
             "confirm_settlement" => Self::ConfirmSettlement,
-            "req_login" => Self::ReqLogin(fields_of("req_login", v)?),
-            "subscribe_quote" => Self::SubscribeQuote(fields_of("subscribe_quote", v)?),
-            "set_chart" => Self::SetChart(fields_of("set_chart", v)?),
-            "insert_order" => Self::InsertOrder(fields_of("insert_order", v)?),
-            "cancel_order" => Self::CancelOrder(fields_of("cancel_order", v)?),
-            "req_transfer" => Self::ReqTransfer(fields_of("req_transfer", v)?),
+            "req_login" => Self::ReqLogin(fields.read("req_login")?),
+            "subscribe_quote" => Self::SubscribeQuote(fields.read("subscribe_quote")?),
+            "set_chart" => Self::SetChart(fields.read("set_chart")?),
+            "insert_order" => Self::InsertOrder(fields.read("insert_order")?),
+            "cancel_order" => Self::CancelOrder(fields.read("cancel_order")?),
+            "req_transfer" => Self::ReqTransfer(fields.read("req_transfer")?),
             other => return Err(MessageError::UnknownAid(other.to_owned())),
         })
     }
@@ -250,8 +244,23 @@ impl ClientMessage {
     }
 }
 
-fn fields_of<T: DeserializeOwned>(aid: &'static str, v: Value) -> Result<T, MessageError> {
-    serde_json::from_value(v).map_err(|e| MessageError::Invalid { aid, reason: e.to_string() })
+/// Where a message's typed fields are read from.
+trait Fields {
+    fn read<T: DeserializeOwned>(&self, aid: &'static str) -> Result<T, MessageError>;
+}
+
+/// The frame's text (its errors carry a position; `parse` reports the tree's instead).
+impl Fields for &str {
+    fn read<T: DeserializeOwned>(&self, aid: &'static str) -> Result<T, MessageError> {
+        serde_json::from_str(self).map_err(|e| MessageError::Invalid { aid, reason: e.to_string() })
+    }
+}
+
+/// The frame's JSON tree.
+impl Fields for Value {
+    fn read<T: DeserializeOwned>(&self, aid: &'static str) -> Result<T, MessageError> {
+        T::deserialize(self).map_err(|e| MessageError::Invalid { aid, reason: e.to_string() })
+    }
 }
 
 /// A message's `aid` when it is a string (the last one, as a JSON tree keeps it); what a map
