@@ -8,6 +8,7 @@
 //! a self-trade stay apart).
 
 use super::journal::{Journal, OrderRecord, OrderStatus, UserTrade};
+use super::json_text::{push_object, push_str, push_str_parts, Field};
 use crate::diff::feed::SharedPatch;
 use crate::domain::event::{Event, Reason};
 use crate::domain::fast_hash::FastMap;
@@ -15,6 +16,7 @@ use crate::domain::ledger::account::{AccountSnapshot, PositionSnapshot};
 use crate::domain::name::{AccountId, ClientOrderId, InstrumentId};
 use crate::domain::types::{
     money_to_f64, price_to_f64, Direction, Offset, PriceType, TimeCondition, TimestampNs, Volume, VolumeCondition,
+    MONEY_SCALE, PRICE_SCALE,
 };
 use serde::Serialize;
 use serde_json::{json, Map, Value};
@@ -77,7 +79,37 @@ impl<'a> DiffOrder<'a> {
             limit_price: order.limit_price.map(price_to_f64),
         }
     }
+
+    /// The bytes serde writes for this (tests: `the_patch_writers_are_serdes_byte_for_byte`).
+    fn push_text(order: &OrderRecord, out: &mut Vec<u8>) {
+        let last_msg = last_msg(order);
+        let fields = [
+            (r#""seqno":"#, Field::Id(order.order_id)),
+            (r#""user_id":"#, Field::Str(order.account_id.as_str())),
+            (r#""order_id":"#, Field::Str(order.client_order_id.as_str())),
+            (r#""exchange_id":"#, Field::Str(order.exchange_id.as_str())),
+            (r#""instrument_id":"#, Field::Str(order.instrument_id.as_str())),
+            (r#""direction":"#, Field::Str(order.direction.as_str())),
+            (r#""offset":"#, Field::Str(order.offset.as_str())),
+            (r#""volume_orign":"#, Field::Int(order.volume_orign)),
+            (r#""volume_left":"#, Field::Int(diff_volume_left(order))),
+            (r#""price_type":"#, Field::Str(order.price_type.as_str())),
+            (r#""time_condition":"#, Field::Str(order.time_condition.as_str())),
+            (r#""volume_condition":"#, Field::Str(order.volume_condition.as_str())),
+            (r#""insert_date_time":"#, Field::Int(order.insert_time_ns)),
+            (r#""exchange_order_id":"#, Field::IdText(order.order_id)),
+            (r#""status":"#, Field::Str(order.status.as_str())),
+            (r#""last_msg":"#, Field::Str(&last_msg)),
+            (r#""limit_price":"#, Field::Fixed4(order.limit_price.unwrap_or(0))),
+        ];
+        let present = if order.limit_price.is_some() { fields.len() } else { fields.len() - 1 };
+        push_object(out, &fields[..present]);
+    }
 }
+
+// Prices and money are both written as `fixed4` decimals (`Field::Fixed4`), which is what
+// `price_to_f64` and `money_to_f64` print as long as the two scales agree.
+const _: () = assert!(PRICE_SCALE == MONEY_SCALE);
 
 /// A number as a JSON string (DIFF's ids), written without an allocation.
 fn as_text<S: serde::Serializer>(value: &u64, serializer: S) -> Result<S::Ok, S::Error> {
@@ -99,7 +131,7 @@ pub fn diff_order(order: &OrderRecord) -> Value {
 fn diff_volume_left(order: &OrderRecord) -> i64 {
     match order.status {
         OrderStatus::Alive => order.volume_left,
-        OrderStatus::Finished => (order.volume_orign - order.filled_volume).max(0),
+        OrderStatus::Finished => order.volume_orign.saturating_sub(order.filled_volume).max(0),
     }
 }
 
@@ -175,6 +207,30 @@ impl<'a> DiffTrade<'a> {
             close_profit: money_to_f64(trade.close_profit),
         }
     }
+
+    /// The bytes serde writes for this.
+    fn push_text(trade: &UserTrade, out: &mut Vec<u8>) {
+        push_object(
+            out,
+            &[
+                (r#""seqno":"#, Field::Id(trade.trade_id)),
+                (r#""user_id":"#, Field::Str(trade.account_id.as_str())),
+                (r#""trade_id":"#, Field::IdPair(trade.trade_id, trade.direction.as_str())),
+                (r#""order_id":"#, Field::Str(trade.client_order_id.as_str())),
+                (r#""exchange_order_id":"#, Field::IdText(trade.order_id)),
+                (r#""exchange_id":"#, Field::Str(trade.exchange_id.as_str())),
+                (r#""instrument_id":"#, Field::Str(trade.instrument_id.as_str())),
+                (r#""exchange_trade_id":"#, Field::IdText(trade.trade_id)),
+                (r#""direction":"#, Field::Str(trade.direction.as_str())),
+                (r#""offset":"#, Field::Str(trade.offset.as_str())),
+                (r#""volume":"#, Field::Int(trade.volume)),
+                (r#""price":"#, Field::Fixed4(trade.price)),
+                (r#""trade_date_time":"#, Field::Int(trade.ts)),
+                (r#""commission":"#, Field::Fixed4(trade.commission)),
+                (r#""close_profit":"#, Field::Fixed4(trade.close_profit)),
+            ],
+        );
+    }
 }
 
 /// One side of a trade as DIFF `trade/<user>/trades/<key>`.
@@ -194,6 +250,35 @@ struct DiffAccount<'a> {
 impl<'a> DiffAccount<'a> {
     fn of(account: &'a AccountSnapshot) -> Self {
         DiffAccount { account, user_id: account.account_id.as_str(), currency: "CNY" }
+    }
+
+    /// The bytes serde writes for this (the account's own fields, then the two of DIFF).
+    fn push_text(a: &AccountSnapshot, out: &mut Vec<u8>) {
+        push_object(
+            out,
+            &[
+                (r#""account_id":"#, Field::Str(a.account_id.as_str())),
+                (r#""status":"#, Field::Str(a.status.as_str())),
+                (r#""pre_balance":"#, Field::Fixed4(a.pre_balance)),
+                (r#""deposit":"#, Field::Fixed4(a.deposit)),
+                (r#""withdraw":"#, Field::Fixed4(a.withdraw)),
+                (r#""static_balance":"#, Field::Fixed4(a.static_balance)),
+                (r#""close_profit":"#, Field::Fixed4(a.close_profit)),
+                (r#""commission":"#, Field::Fixed4(a.commission)),
+                (r#""premium":"#, Field::Fixed4(a.premium)),
+                (r#""position_profit":"#, Field::Fixed4(a.position_profit)),
+                (r#""float_profit":"#, Field::Fixed4(a.float_profit)),
+                (r#""balance":"#, Field::Fixed4(a.balance)),
+                (r#""margin":"#, Field::Fixed4(a.margin)),
+                (r#""frozen_margin":"#, Field::Fixed4(a.frozen_margin)),
+                (r#""frozen_commission":"#, Field::Fixed4(a.frozen_commission)),
+                (r#""frozen_premium":"#, Field::Fixed4(a.frozen_premium)),
+                (r#""available":"#, Field::Fixed4(a.available)),
+                (r#""risk_ratio":"#, Field::F64(a.risk_ratio)),
+                (r#""user_id":"#, Field::Str(a.account_id.as_str())),
+                (r#""currency":"#, Field::Str("CNY")),
+            ],
+        );
     }
 }
 
@@ -219,15 +304,56 @@ impl std::fmt::Display for PositionKey<'_> {
     }
 }
 
-impl Serialize for PositionKey<'_> {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
-    }
-}
-
 impl<'a> DiffPosition<'a> {
     fn of(position: &'a PositionSnapshot) -> Self {
         DiffPosition { position, user_id: position.account_id.as_str() }
+    }
+
+    /// The bytes serde writes for this (the position's own fields, then `user_id`).
+    fn push_text(p: &PositionSnapshot, out: &mut Vec<u8>) {
+        push_object(
+            out,
+            &[
+                (r#""account_id":"#, Field::Str(p.account_id.as_str())),
+                (r#""exchange_id":"#, Field::Str(p.exchange_id.as_str())),
+                (r#""instrument_id":"#, Field::Str(p.instrument_id.as_str())),
+                (r#""pos_long_his":"#, Field::Int(p.pos_long_his)),
+                (r#""pos_long_today":"#, Field::Int(p.pos_long_today)),
+                (r#""pos_short_his":"#, Field::Int(p.pos_short_his)),
+                (r#""pos_short_today":"#, Field::Int(p.pos_short_today)),
+                (r#""volume_long_today":"#, Field::Int(p.volume_long_today)),
+                (r#""volume_long_his":"#, Field::Int(p.volume_long_his)),
+                (r#""volume_long":"#, Field::Int(p.volume_long)),
+                (r#""volume_long_frozen_today":"#, Field::Int(p.volume_long_frozen_today)),
+                (r#""volume_long_frozen_his":"#, Field::Int(p.volume_long_frozen_his)),
+                (r#""volume_long_frozen":"#, Field::Int(p.volume_long_frozen)),
+                (r#""volume_short_today":"#, Field::Int(p.volume_short_today)),
+                (r#""volume_short_his":"#, Field::Int(p.volume_short_his)),
+                (r#""volume_short":"#, Field::Int(p.volume_short)),
+                (r#""volume_short_frozen_today":"#, Field::Int(p.volume_short_frozen_today)),
+                (r#""volume_short_frozen_his":"#, Field::Int(p.volume_short_frozen_his)),
+                (r#""volume_short_frozen":"#, Field::Int(p.volume_short_frozen)),
+                (r#""open_cost_long":"#, Field::Fixed4(p.open_cost_long)),
+                (r#""open_cost_short":"#, Field::Fixed4(p.open_cost_short)),
+                (r#""position_cost_long":"#, Field::Fixed4(p.position_cost_long)),
+                (r#""position_cost_short":"#, Field::Fixed4(p.position_cost_short)),
+                (r#""open_price_long":"#, Field::F64(p.open_price_long)),
+                (r#""open_price_short":"#, Field::F64(p.open_price_short)),
+                (r#""position_price_long":"#, Field::F64(p.position_price_long)),
+                (r#""position_price_short":"#, Field::F64(p.position_price_short)),
+                (r#""float_profit_long":"#, Field::Fixed4(p.float_profit_long)),
+                (r#""float_profit_short":"#, Field::Fixed4(p.float_profit_short)),
+                (r#""float_profit":"#, Field::Fixed4(p.float_profit)),
+                (r#""position_profit_long":"#, Field::Fixed4(p.position_profit_long)),
+                (r#""position_profit_short":"#, Field::Fixed4(p.position_profit_short)),
+                (r#""position_profit":"#, Field::Fixed4(p.position_profit)),
+                (r#""margin_long":"#, Field::Fixed4(p.margin_long)),
+                (r#""margin_short":"#, Field::Fixed4(p.margin_short)),
+                (r#""margin":"#, Field::Fixed4(p.margin)),
+                (r#""last_price":"#, Field::Fixed4(p.last_price)),
+                (r#""user_id":"#, Field::Str(p.account_id.as_str())),
+            ],
+        );
     }
 }
 
@@ -272,6 +398,22 @@ impl<'a> DiffRejectedOrder<'a> {
             insert_date_time: ts,
             exchange_id: (!exchange_id.is_empty()).then_some(exchange_id),
         }
+    }
+
+    /// The bytes serde writes for this.
+    fn push_text(&self, out: &mut Vec<u8>) {
+        let fields = [
+            (r#""user_id":"#, Field::Str(self.user_id)),
+            (r#""order_id":"#, Field::Str(self.order_id)),
+            (r#""instrument_id":"#, Field::Str(self.instrument_id)),
+            (r#""exchange_order_id":"#, Field::Str(self.exchange_order_id)),
+            (r#""status":"#, Field::Str(self.status)),
+            (r#""last_msg":"#, Field::Str(&self.last_msg)),
+            (r#""insert_date_time":"#, Field::Int(self.insert_date_time)),
+            (r#""exchange_id":"#, Field::Str(self.exchange_id.unwrap_or(""))),
+        ];
+        let present = if self.exchange_id.is_some() { fields.len() } else { fields.len() - 1 };
+        push_object(out, &fields[..present]);
     }
 }
 
@@ -455,40 +597,28 @@ enum PatchOrder<'a> {
     Rejected(DiffRejectedOrder<'a>),
 }
 
-impl Serialize for PatchOrder<'_> {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        match self {
-            PatchOrder::Kept(order) => DiffOrder::of(order).serialize(serializer),
-            PatchOrder::Rejected(order) => order.serialize(serializer),
-        }
-    }
-}
-
-/// Writes `"key":` (the key escaped as JSON needs; it serialises as a string).
-fn write_key(out: &mut Vec<u8>, key: &impl Serialize) {
-    // Writing into a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut *out, key);
-    out.push(b':');
-}
-
-/// Writes `"name":{"key":value,...}` (after a comma unless it is the first member).
-fn write_object<K: Serialize, T: Serialize>(
+/// Writes `"name":{"key":value,...}` (after a comma unless it is the first member): each entry
+/// writes its key (a JSON string) and then its value.
+fn write_object<T>(
     out: &mut Vec<u8>,
     first: &mut bool,
     name: &str,
-    entries: impl IntoIterator<Item = (K, T)>,
+    entries: impl IntoIterator<Item = T>,
+    mut key: impl FnMut(&mut Vec<u8>, &T),
+    mut value: impl FnMut(&mut Vec<u8>, &T),
 ) {
     if !std::mem::take(first) {
         out.push(b',');
     }
-    write_key(out, &name);
-    out.push(b'{');
-    for (i, (key, value)) in entries.into_iter().enumerate() {
+    push_str(out, name);
+    out.extend_from_slice(b":{");
+    for (i, entry) in entries.into_iter().enumerate() {
         if i > 0 {
             out.push(b',');
         }
-        write_key(out, &key);
-        let _ = serde_json::to_writer(&mut *out, &value);
+        key(out, &entry);
+        out.push(b':');
+        value(out, &entry);
     }
     out.push(b'}');
 }
@@ -509,8 +639,8 @@ pub fn patch(
     // A fill's patch (order, trade, position, account) is 1.6 KiB on average.
     let mut out = Vec::with_capacity(2048);
     out.extend_from_slice(br#"{"trade":{"#);
-    write_key(&mut out, &account.as_str());
-    out.push(b'{');
+    push_str(&mut out, account.as_str());
+    out.extend_from_slice(b":{");
     let mut first = true;
     // By client order id, each once: a refused insert, then the journal's order of the same
     // id (a duplicate id is a reason to refuse) in its place, as a merge would leave it.
@@ -532,19 +662,30 @@ pub fn patch(
         }
     }
     if !orders.is_empty() {
-        write_object(&mut out, &mut first, "orders", orders);
+        let key = |out: &mut Vec<u8>, (id, _): &(&str, PatchOrder)| push_str(out, id);
+        let value = |out: &mut Vec<u8>, (_, order): &(&str, PatchOrder)| match order {
+            PatchOrder::Kept(order) => DiffOrder::push_text(order, out),
+            PatchOrder::Rejected(order) => order.push_text(out),
+        };
+        write_object(&mut out, &mut first, "orders", orders, key, value);
     }
     if changes.new_trades > 0 {
-        let trades =
-            journal.recent_account_trades(account, changes.new_trades).map(|t| (TradeKey(t), DiffTrade::of(t)));
-        write_object(&mut out, &mut first, "trades", trades);
+        let trades = journal.recent_account_trades(account, changes.new_trades);
+        let key = |out: &mut Vec<u8>, t: &&UserTrade| Field::IdPair(t.trade_id, t.direction.as_str()).push(out);
+        let value = |out: &mut Vec<u8>, t: &&UserTrade| DiffTrade::push_text(t, out);
+        write_object(&mut out, &mut first, "trades", trades, key, value);
     }
     if !positions.is_empty() {
-        let entries = positions.iter().map(|p| (PositionKey(p), DiffPosition::of(p)));
-        write_object(&mut out, &mut first, "positions", entries);
+        let key = |out: &mut Vec<u8>, p: &&PositionSnapshot| {
+            push_str_parts(out, &[p.exchange_id.as_str(), ".", p.instrument_id.as_str()])
+        };
+        let value = |out: &mut Vec<u8>, p: &&PositionSnapshot| DiffPosition::push_text(p, out);
+        write_object(&mut out, &mut first, "positions", positions, key, value);
     }
     if let Some(a) = snapshot {
-        write_object(&mut out, &mut first, "accounts", [("CNY", DiffAccount::of(a))]);
+        let key = |out: &mut Vec<u8>, _: &&AccountSnapshot| push_str(out, "CNY");
+        let value = |out: &mut Vec<u8>, a: &&AccountSnapshot| DiffAccount::push_text(a, out);
+        write_object(&mut out, &mut first, "accounts", [a], key, value);
     }
     out.extend_from_slice(b"}}}");
     // Only our own writers above made these bytes: valid UTF-8.
@@ -644,4 +785,58 @@ pub fn snapshot(
         "transfers": {},
         "trade_more_data": false,
     }}})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::json_text::random::{account, order, position, trade, Rng};
+
+    fn text(push: impl FnOnce(&mut Vec<u8>)) -> String {
+        let mut out = Vec::new();
+        push(&mut out);
+        String::from_utf8(out).expect("utf8")
+    }
+
+    /// The patch's writers give the bytes serde gives for the structs that the login tree is
+    /// built from, so a session sees the same record either way.
+    #[test]
+    fn the_patch_writers_are_serdes_byte_for_byte() {
+        let mut r = Rng(11);
+        for case in 0..20_000 {
+            let o = order(&mut r);
+            let expected = serde_json::to_string(&DiffOrder::of(&o)).expect("serializes");
+            assert_eq!(text(|out| DiffOrder::push_text(&o, out)), expected, "case {case}: {o:?}");
+
+            let t = trade(&mut r);
+            let expected = serde_json::to_string(&DiffTrade::of(&t)).expect("serializes");
+            assert_eq!(text(|out| DiffTrade::push_text(&t, out)), expected, "case {case}: {t:?}");
+            let key = serde_json::to_string(&trade_key(&t)).expect("serializes");
+            assert_eq!(text(|out| Field::IdPair(t.trade_id, t.direction.as_str()).push(out)), key);
+
+            let a = account(&mut r);
+            let expected = serde_json::to_string(&DiffAccount::of(&a)).expect("serializes");
+            assert_eq!(text(|out| DiffAccount::push_text(&a, out)), expected, "case {case}: {a:?}");
+
+            let p = position(&mut r);
+            let expected = serde_json::to_string(&DiffPosition::of(&p)).expect("serializes");
+            assert_eq!(text(|out| DiffPosition::push_text(&p, out)), expected, "case {case}: {p:?}");
+            let key = serde_json::to_string(&PositionKey(&p).to_string()).expect("serializes");
+            let ours = text(|out| push_str_parts(out, &[p.exchange_id.as_str(), ".", p.instrument_id.as_str()]));
+            assert_eq!(ours, key);
+
+            let instrument = r.pick(&["cu2501", "SHFE.cu2501", "a\"b.c", ".x"]);
+            let message = r.pick(&["insufficient funds", "say \"no\""]);
+            let rejected = DiffRejectedOrder::of(
+                o.account_id.as_str(),
+                o.client_order_id.as_str(),
+                instrument,
+                r.next() as u32,
+                message,
+                r.amount(),
+            );
+            let expected = serde_json::to_string(&rejected).expect("serializes");
+            assert_eq!(text(|out| rejected.push_text(out)), expected, "case {case}");
+        }
+    }
 }

@@ -72,6 +72,16 @@ pub enum OrderStatus {
     Finished,
 }
 
+impl OrderStatus {
+    /// The name serde writes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OrderStatus::Alive => "ALIVE",
+            OrderStatus::Finished => "FINISHED",
+        }
+    }
+}
+
 /// An order as the journal knows it (DIFF-like field names). Prices are exact integers in
 /// binary serde (the checkpoints), decimals in JSON (`fixed4`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -23,6 +23,7 @@ pub mod history;
 pub mod history_store;
 pub mod http;
 pub mod journal;
+pub mod json_text;
 pub mod legacy_session;
 pub mod metrics;
 pub mod niced_thread;

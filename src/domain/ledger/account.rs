@@ -23,6 +23,16 @@ pub enum AccountStatus {
 }
 
 impl AccountStatus {
+    /// The name serde writes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccountStatus::Active => "active",
+            AccountStatus::Frozen => "frozen",
+            AccountStatus::TradingFrozen => "trading_frozen",
+            AccountStatus::WithdrawFrozen => "withdraw_frozen",
+        }
+    }
+
     /// Whether the account may place orders (and re-queue them by a modify).
     pub fn can_trade(self) -> bool {
         matches!(self, AccountStatus::Active | AccountStatus::WithdrawFrozen)
