@@ -8,14 +8,15 @@
 //! reaches half its backlog bound: then a flush goes beside a running compaction, so the committer
 //! does not stall behind it (the store's `SharedManifest` writes their manifest changes one at a
 //! time). The heavy part of each job (building tables,
-//! merging, writing and syncing files) runs on a thread of its own at nice 19 (`run_job`, started
-//! from the executor's blocking pool): a 64 MiB table build is a second of CPU that a cooperative
-//! task could not give up in between, and file syscalls would block the executor. The executor
+//! merging, writing and syncing files) runs on a thread of its own in the kernel's idle class
+//! (`run_job`, `niced_thread::IdleThreads`; lifted to nice 19 while the committer waits for it):
+//! a 64 MiB table build is a second of CPU that a cooperative task could not give up in between,
+//! and file syscalls would block the executor. The executor
 //! thread only freezes the memtable and swaps the new tables in, each a few microseconds.
 
 use super::history::{self, HistoryQuery, QueryError};
 use super::http::HttpErrorCode;
-use super::niced_thread::Cores;
+use super::niced_thread::{Cores, IdleThreads};
 use super::service::Reply;
 use crate::domain::market_data::kline::Kline;
 use crate::domain::market_data::tick::Tick;
@@ -109,6 +110,9 @@ pub struct ShardHistory {
     writes: u64,
     /// Crash tests only (`JobPause`).
     pause: JobPause,
+    /// The job and release threads: in the kernel's idle class, lifted while the committer
+    /// waits for them (`wait_for_backlog`).
+    idle: IdleThreads,
 }
 
 /// Crash tests only: `QAEXCHANGE_HISTORY_JOB_PAUSE_MS` makes every flush and compaction job
@@ -164,6 +168,7 @@ impl ShardHistory {
             last_error: None,
             writes: 0,
             pause: JobPause::from_env(),
+            idle: IdleThreads::new(JOB_NICE),
         };
         (Rc::new(RefCell::new(history)), JobSignals { flush, compaction })
     }
@@ -519,8 +524,8 @@ async fn job_loop<K: JobKind>(history: SharedHistory, woken: LocalReceiver<()>) 
         loop {
             let Some(job) = K::next(&mut history.borrow_mut()) else { break };
             let began = Instant::now();
-            let pause = K::pause(&history.borrow());
-            let done = run_job(pause, move || K::run(job)).await;
+            let (pause, idle) = (K::pause(&history.borrow()), history.borrow().idle.clone());
+            let done = run_job(&idle, pause, move || K::run(job)).await;
             let (obsolete, ok) = {
                 let mut h = history.borrow_mut();
                 let finished = K::finish(&mut h, done, began.elapsed().as_micros() as u64);
@@ -533,7 +538,7 @@ async fn job_loop<K: JobKind>(history: SharedHistory, woken: LocalReceiver<()>) 
                 h.wake_due();
                 (h.store.take_obsolete(), ok)
             };
-            release(obsolete).await;
+            release(&idle, obsolete).await;
             if !ok {
                 // Do not spin on a failing disk: wait for the next wake-up.
                 break;
@@ -549,21 +554,22 @@ async fn job_loop<K: JobKind>(history: SharedHistory, woken: LocalReceiver<()>) 
     }
 }
 
-/// Runs a job's heavy part on a thread of its own at `JOB_NICE` without blocking the shard
-/// (`niced_thread`). A flush and a compaction each have one, so neither waits for the other.
+/// Runs a job's heavy part on a thread of its own in the idle class (`IdleThreads`) without
+/// blocking the shard (`niced_thread`). A flush and a compaction each have one, so neither
+/// waits for the other.
 async fn run_job<T: Send + 'static>(
+    idle: &IdleThreads,
     pause: Option<std::time::Duration>,
     job: impl FnOnce() -> crate::storage::lsm::Result<T> + Send + 'static,
 ) -> crate::storage::lsm::Result<T> {
-    super::niced_thread::spawn("history-job", JOB_NICE, Cores::Creator, move || paused(pause, job))
+    idle.spawn("history-job", Cores::Creator, move || paused(pause, job))
         .await
         .unwrap_or_else(|e| Err(crate::storage::lsm::LsmError::io("history job", std::io::Error::other(e))))
 }
 
 /// Frees and deletes what a job replaced, on a thread of its own.
-async fn release(obsolete: crate::storage::lsm::store::Obsolete) {
-    let _ = super::niced_thread::spawn("history-release", JOB_NICE, Cores::Creator, move || remove_obsolete(obsolete))
-        .await;
+async fn release(idle: &IdleThreads, obsolete: crate::storage::lsm::store::Obsolete) {
+    let _ = idle.spawn("history-release", Cores::Creator, move || remove_obsolete(obsolete)).await;
 }
 
 /// Runs `job` after `pause` and waits `pause` again before returning (`JobPause`).
@@ -578,11 +584,11 @@ fn paused<T>(pause: Option<std::time::Duration>, job: impl FnOnce() -> T) -> T {
     result
 }
 
-/// Nice value of the threads that build and write tables: the kernel gives them only what
-/// the shard (nice 0) leaves, so a flush or compaction takes idle time, not order flow's.
+/// Nice value of the checkpoint threads, and of the job threads while lifted out of the idle
+/// class: the kernel gives them little of what the shard (nice 0) wants.
 const JOB_NICE: libc::c_int = 19;
 
-/// Runs `job` on a thread of its own at `JOB_NICE` (like the history jobs), on any core
+/// Runs `job` on a thread of its own at `JOB_NICE`, on any core
 /// (`Cores::Others`: see there), and waits for it without blocking the shard: for checkpoint
 /// encoding and writing.
 pub fn on_background_thread<T: Send + 'static>(
@@ -605,9 +611,11 @@ fn failed(h: &mut ShardHistory, what: &str, error: String) {
 }
 
 /// Waits while `history` is backlogged (`ShardHistory::backlogged`), polling every
-/// millisecond.
+/// millisecond. The shard now waits for its jobs, so they leave the idle class: on a
+/// saturated core an idle-class job would otherwise never finish.
 pub async fn wait_for_backlog(history: &SharedHistory) {
     while history.borrow().backlogged() {
+        history.borrow().idle.lift();
         glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
     }
 }

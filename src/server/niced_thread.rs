@@ -107,6 +107,70 @@ pub fn spawn<T: Send + 'static>(
     ThreadResult { shared }
 }
 
+/// The helper threads of one shard that run in the kernel's idle class, so that a shard
+/// waking on their core gets it at once (docs/PERFORMANCE.md "History jobs in the idle class,
+/// lifted when the shard waits for them"). An idle-class thread gets only what its core
+/// leaves; when the shard must wait for one (the memtable's backlog bound), `lift` moves
+/// them all to the normal class at `nice`, so that what the shard waits for cannot starve.
+#[derive(Clone)]
+pub struct IdleThreads {
+    nice: libc::c_int,
+    /// The ids of the threads in the set now; the lock also orders a thread's entry into the
+    /// idle class against a `lift`, so none is left idle by a lift that ran meanwhile.
+    members: Arc<Mutex<Vec<libc::pid_t>>>,
+}
+
+impl IdleThreads {
+    pub fn new(nice: libc::c_int) -> Self {
+        IdleThreads { nice, members: Arc::new(Mutex::new(Vec::new())) }
+    }
+
+    /// Runs `job` on a new thread as `spawn` does, in the idle class while in this set.
+    pub fn spawn<T: Send + 'static>(
+        &self,
+        name: &str,
+        cores: Cores,
+        job: impl FnOnce() -> T + Send + 'static,
+    ) -> ThreadResult<T> {
+        let set = self.clone();
+        spawn(name, self.nice, cores, move || {
+            let _member = set.enter();
+            job()
+        })
+    }
+
+    /// The calling thread joins the set and the idle class, until the guard is dropped.
+    fn enter(&self) -> Member {
+        let tid = super::thread_priority::current_tid();
+        let mut members = self.members.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        super::thread_priority::enter_idle_class();
+        members.push(tid);
+        Member { set: self.clone(), tid }
+    }
+
+    /// Moves every thread in the set to the normal class at the set's nice value. Cheap when
+    /// the set is empty; a thread that joins later starts in the idle class again.
+    pub fn lift(&self) {
+        let mut members = self.members.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for tid in members.drain(..) {
+            super::thread_priority::leave_idle_class(tid, self.nice);
+        }
+    }
+}
+
+/// A thread's place in an `IdleThreads` set: leaves it when dropped.
+struct Member {
+    set: IdleThreads,
+    tid: libc::pid_t,
+}
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        let mut members = self.set.members.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        members.retain(|&t| t != self.tid);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -162,5 +226,43 @@ mod tests {
         assert_eq!(creator, 1, "Cores::Creator keeps the shard's one core");
         // Every core but the shard's; the shard's when it is the only one.
         assert_eq!(others, (everywhere - 1).max(1), "Cores::Others leaves the shard's core");
+    }
+
+    /// The calling thread's scheduling class and nice value.
+    #[allow(unsafe_code)]
+    fn class_and_nice() -> (libc::c_int, libc::c_int) {
+        // SAFETY: plain syscalls on this thread.
+        unsafe { (libc::sched_getscheduler(0), libc::getpriority(libc::PRIO_PROCESS, 0)) }
+    }
+
+    #[test]
+    fn an_idle_thread_runs_in_the_idle_class_until_lifted() {
+        glommio::LocalExecutorBuilder::default()
+            .spawn(|| async {
+                let set = IdleThreads::new(19);
+                let (lifted_tx, lifted_rx) = std::sync::mpsc::channel::<()>();
+                let (entered_tx, entered_rx) = std::sync::mpsc::channel::<()>();
+                let job = set.spawn("test-idle", Cores::Creator, move || {
+                    let before = class_and_nice();
+                    entered_tx.send(()).expect("send");
+                    lifted_rx.recv().expect("lifted");
+                    (before, class_and_nice())
+                });
+                entered_rx.recv().expect("entered");
+                assert_eq!(set.members.lock().expect("lock").len(), 1, "the thread is in the set");
+                set.lift();
+                lifted_tx.send(()).expect("send");
+                let (before, after) = job.await.expect("job");
+                assert_eq!(before.0, libc::SCHED_IDLE, "in the idle class until lifted");
+                assert_eq!(after, (libc::SCHED_OTHER, 19), "lifted to the normal class at nice 19");
+                assert!(set.members.lock().expect("lock").is_empty(), "a lifted thread leaves the set");
+                // A thread that joins after a lift starts idle again, and leaves the set when done.
+                let again = set.spawn("test-idle-2", Cores::Creator, class_and_nice).await.expect("job");
+                assert_eq!(again.0, libc::SCHED_IDLE);
+                assert!(set.members.lock().expect("lock").is_empty(), "a finished thread leaves the set");
+            })
+            .expect("executor")
+            .join()
+            .expect("join");
     }
 }

@@ -48,3 +48,34 @@ pub fn move_off_own_cores() {
         }
     }
 }
+
+/// The calling thread's id.
+#[allow(unsafe_code)]
+pub fn current_tid() -> libc::pid_t {
+    // SAFETY: a plain syscall without arguments.
+    unsafe { libc::syscall(libc::SYS_gettid) as libc::pid_t }
+}
+
+/// Puts the calling thread in the kernel's idle class (`SCHED_IDLE`): it runs only when its
+/// core has nothing else to run, and a waking normal thread preempts it at once, where a
+/// nice-19 thread may keep the core until the next scheduler tick (4 ms here). Returns
+/// whether the kernel took it (the thread keeps its class and nice value when not).
+#[allow(unsafe_code)]
+pub fn enter_idle_class() -> bool {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: a plain syscall on this thread; `param` lives through it.
+    unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) == 0 }
+}
+
+/// Moves thread `tid` of this process back to the normal class at nice `nice`. Failure (the
+/// thread has ended) leaves nothing to do.
+#[allow(unsafe_code)]
+pub fn leave_idle_class(tid: libc::pid_t, nice: libc::c_int) {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: plain syscalls on a thread id; `param` lives through the call.
+    unsafe {
+        if libc::sched_setscheduler(tid, libc::SCHED_OTHER, &param) == 0 {
+            libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice);
+        }
+    }
+}
