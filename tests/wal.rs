@@ -555,3 +555,60 @@ fn write_behind_keeps_the_log_whole_and_tickets_in_order() {
     run(3_000, 4_001, SyncMode::None);
     expect_records(&read_all(&dir).unwrap(), 4_000);
 }
+
+/// The open flags (`/proc/self/fdinfo`) of this process's descriptors for files in `dir`.
+fn open_flags_in(dir: &Path) -> Vec<(PathBuf, u32)> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc/self/fd").unwrap().flatten() {
+        let Ok(target) = std::fs::read_link(entry.path()) else { continue };
+        if !target.starts_with(dir) {
+            continue;
+        }
+        let fd = entry.file_name().into_string().unwrap();
+        let Ok(info) = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")) else { continue };
+        let flags = info.lines().find_map(|l| l.strip_prefix("flags:")).expect("a flags line");
+        found.push((target, u32::from_str_radix(flags.trim(), 8).unwrap()));
+    }
+    found
+}
+
+/// In durable mode a commit's write is its sync: the segments' direct-I/O descriptors are open
+/// with O_DSYNC (a write completes once on disk) and each batch counts as a sync. Without the flag nothing would
+/// make a durable group reach the disk before its answers. With `sync = none`, neither.
+#[test]
+fn durable_segments_are_written_with_o_dsync() {
+    for sync in [SyncMode::Durable, SyncMode::None] {
+        let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+        let dir = tmp.path().join("wal");
+        std::fs::create_dir_all(&dir).unwrap();
+        let canonical = dir.canonicalize().unwrap();
+        let (flags, stats) = glommio::LocalExecutorBuilder::default()
+            .io_memory(1 << 20)
+            .spawn(move || async move {
+                let (resume, report) = recover(&dir, 1, |_, _| {}).expect("recovers");
+                let config = WalConfig { dir: dir.clone(), segment_bytes: SEGMENT_BYTES, sync };
+                let mut wal = WalWriter::open(config, &resume, report.torn_tail.is_some()).await.expect("opens");
+                for sequence in 1..=3u64 {
+                    wal.append(&payload(sequence)).unwrap();
+                    wal.commit().await.unwrap();
+                }
+                let flags = open_flags_in(&canonical);
+                let stats = wal.stats();
+                wal.close().await.unwrap();
+                (flags, stats)
+            })
+            .expect("glommio executor starts")
+            .join()
+            .expect("executor thread");
+        // The direct-I/O descriptors write the batches here (the page-cache one only with
+        // `sync = none`).
+        let direct: Vec<_> = flags.iter().filter(|(_, f)| f & libc::O_DIRECT as u32 != 0).collect();
+        assert!(!direct.is_empty(), "{sync:?}: the segment is open for direct I/O: {flags:?}");
+        for (path, flags) in direct {
+            let dsync = flags & libc::O_DSYNC as u32 != 0;
+            assert_eq!(dsync, sync == SyncMode::Durable, "{sync:?}: {} open with flags {flags:o}", path.display());
+        }
+        let syncs = if sync == SyncMode::Durable { 3 } else { 0 };
+        assert_eq!((stats.batches, stats.syncs), (3, syncs), "{sync:?}");
+    }
+}

@@ -1,14 +1,15 @@
 //! The committer of one shard: writes each staged group to the WAL and, once the group is
 //! durable, sends its messages and releases its replies (output commit).
 //!
-//! Groups may be pipelined (`[storage] syncs_in_flight` above 1): while one group's fdatasync
-//! is in flight the next group is taken, written and its own fdatasync started, up to that
+//! Groups may be pipelined (`[storage] syncs_in_flight` above 1): while one group's sync is in
+//! flight the next group is taken, written and its own sync started, up to that
 //! many groups at once, and groups are answered strictly in the order they were taken. One at
 //! a time, a request that arrives during a sync waits for that sync and then for its own
 //! group's write and sync; pipelined, for one write and one sync. A sync started after a
 //! group's write completed covers that group and every group written before it. Measured on
 //! our 2-core VMs the overlapping syncs each took longer and acks were no faster, so the
-//! default is 1 (docs/PERFORMANCE.md, "Syncs in flight").
+//! default is 1 (docs/PERFORMANCE.md, "Syncs in flight"). Since the WAL writes durable
+//! batches with `O_DSYNC`, a group's sync is its write itself (`WalWriter`'s module docs).
 //!
 //! Everything a group sends (quotes, trade patches, peer messages, history) was taken with it
 //! from the engine, so answering it later, after later groups were executed, sends exactly

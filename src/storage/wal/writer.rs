@@ -1,8 +1,14 @@
 //! The WAL writer of one shard, on glommio's io_uring direct I/O.
 //!
 //! Records are appended to an in-memory batch; `commit` writes the batch with one aligned
-//! `write_at` into the preallocated segment and, in durable mode, one `fdatasync`. Only after
-//! `commit` returns may the records be acknowledged. A batch is written only after the previous
+//! `write_at` into the preallocated segment. In durable mode the segments are opened with
+//! `O_DSYNC`, so a write completes only once its bytes (and any metadata needed to read them)
+//! are on disk: the write is the group's sync, with no `fdatasync` of its own. The kernel then
+//! flushes the device from the write's completion (a kernel worker on the CPU that took the
+//! disk's interrupt), where an `fdatasync` through io_uring always went to an io-wq thread on
+//! the shard's core: two context switches there per group, and a second request
+//! (docs/PERFORMANCE.md "Durable writes with O_DSYNC"). Only after `commit` returns may the
+//! records be acknowledged. A batch is written only after the previous
 //! `commit` finished (the contract `scan.rs` relies on), and never spans segments: when it does
 //! not fit, the writer moves to a new segment named after the batch's first sequence.
 //!
@@ -294,7 +300,12 @@ impl WalWriter {
         let mut recycled = false;
         let (file, segment_first, offset, path) = match &resume.segment {
             Some((first, path)) => {
-                let file = OpenOptions::new().read(true).write(true).dma_open(path).await?;
+                let file = OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .custom_flags(open_flags(config.sync))
+                    .dma_open(path)
+                    .await?;
                 if torn {
                     // Whole blocks after the cut become a hole (reads as zeros); the block
                     // holding the cut is rewritten below: durable prefix, zeros after it.
@@ -366,11 +377,17 @@ impl WalWriter {
         self.spare = Some(glommio::spawn_local(async move {
             let path = config.dir.join(SPARE_NAME);
             if let Some((last, from)) = pooled {
-                if let Some(file) = Self::reuse_pool_file(&from, &path, config.segment_bytes).await? {
+                if let Some(file) = Self::reuse_pool_file(&from, &path, &config).await? {
                     return Ok((file, SpareKind::Recycled(last)));
                 }
             }
-            let file = OpenOptions::new().create(true).read(true).write(true).dma_open(&path).await?;
+            let file = OpenOptions::new()
+                .create(true)
+                .read(true)
+                .write(true)
+                .custom_flags(open_flags(config.sync))
+                .dma_open(&path)
+                .await?;
             if bulk {
                 file.pre_allocate(config.segment_bytes, false).await?;
                 file.fdatasync().await?;
@@ -394,13 +411,19 @@ impl WalWriter {
             // Prepared under the spare's name (free here: no spare is in flight when a segment
             // is created directly), so a crash midway leaves no segment with stale contents.
             let spare = config.dir.join(SPARE_NAME);
-            if let Some(file) = Self::reuse_pool_file(&from, &spare, config.segment_bytes).await? {
+            if let Some(file) = Self::reuse_pool_file(&from, &spare, config).await? {
                 std::fs::rename(&spare, &path)?;
                 sync_dir(&config.dir).await?;
                 return Ok((file, true));
             }
         }
-        let file = OpenOptions::new().create(true).read(true).write(true).dma_open(&path).await?;
+        let file = OpenOptions::new()
+            .create(true)
+            .read(true)
+            .write(true)
+            .custom_flags(open_flags(config.sync))
+            .dma_open(&path)
+            .await?;
         Self::zero_fill(&file, config.segment_bytes).await?;
         // The new name must survive a crash before the records in it are acknowledged.
         sync_dir(&config.dir).await?;
@@ -411,13 +434,14 @@ impl WalWriter {
     /// and allocated, its first block zeroed and synced (an unused recycled segment then reads
     /// as empty, not as stale data). Its other blocks keep their stale records. `None` when the
     /// file is gone or has another size (the setting changed): the caller makes a new one.
-    async fn reuse_pool_file(from: &Path, to: &Path, segment_bytes: u64) -> io::Result<Option<DmaFile>> {
+    async fn reuse_pool_file(from: &Path, to: &Path, config: &WalConfig) -> io::Result<Option<DmaFile>> {
+        let segment_bytes = config.segment_bytes;
         if std::fs::rename(from, to).is_err() {
             // The pool only saves work: a file that cannot be taken is dropped.
             let _ = std::fs::remove_file(from);
             return Ok(None);
         }
-        let file = OpenOptions::new().read(true).write(true).dma_open(to).await?;
+        let file = OpenOptions::new().read(true).write(true).custom_flags(open_flags(config.sync)).dma_open(to).await?;
         if file.file_size().await? != segment_bytes {
             file.close().await?;
             std::fs::remove_file(to)?;
@@ -582,14 +606,12 @@ impl WalWriter {
         self.sync_ticket(through)
     }
 
-    /// An fdatasync of the current segment (none with `sync = none`), covering through `through`.
+    /// The sync covering every record through `through`, whose writes have completed: with
+    /// `sync = none` nothing; in durable mode already done, since those writes were `O_DSYNC`
+    /// (counted as a sync all the same).
     fn sync_ticket(&mut self, through: u64) -> SyncTicket {
-        if self.config.sync == SyncMode::None {
-            return SyncTicket { task: None, outcome: None, through };
-        }
-        let file = self.file.clone();
-        let task = glommio::spawn_local(async move { file.fdatasync().await.map_err(io::Error::from) });
-        SyncTicket { task: Some(task), outcome: None, through }
+        let outcome = (self.config.sync == SyncMode::Durable).then_some(Ok(()));
+        SyncTicket { task: None, outcome, through }
     }
 
     /// Writes what is pending and fdatasyncs, whatever the sync mode; returns the last
@@ -821,5 +843,13 @@ mod tests {
             }
             assert_eq!(tiled, whole, "chunk size {size}");
         }
+    }
+}
+
+/// Flags the segments are opened with: `O_DSYNC` in durable mode (see the module docs).
+fn open_flags(sync: SyncMode) -> libc::c_int {
+    match sync {
+        SyncMode::Durable => libc::O_DSYNC,
+        SyncMode::None => 0,
     }
 }
