@@ -823,6 +823,14 @@ impl WalWriter {
     }
 }
 
+/// Flags the segments are opened with: `O_DSYNC` in durable mode (see the module docs).
+fn open_flags(sync: SyncMode) -> libc::c_int {
+    match sync {
+        SyncMode::Durable => libc::O_DSYNC,
+        SyncMode::None => 0,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::fill_chunk;
@@ -843,13 +851,5 @@ mod tests {
             }
             assert_eq!(tiled, whole, "chunk size {size}");
         }
-    }
-}
-
-/// Flags the segments are opened with: `O_DSYNC` in durable mode (see the module docs).
-fn open_flags(sync: SyncMode) -> libc::c_int {
-    match sync {
-        SyncMode::Durable => libc::O_DSYNC,
-        SyncMode::None => 0,
     }
 }
