@@ -300,12 +300,7 @@ impl WalWriter {
         let mut recycled = false;
         let (file, segment_first, offset, path) = match &resume.segment {
             Some((first, path)) => {
-                let file = OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .custom_flags(open_flags(config.sync))
-                    .dma_open(path)
-                    .await?;
+                let file = open_segment(path, config.sync, false).await?;
                 if torn {
                     // Whole blocks after the cut become a hole (reads as zeros); the block
                     // holding the cut is rewritten below: durable prefix, zeros after it.
@@ -381,13 +376,7 @@ impl WalWriter {
                     return Ok((file, SpareKind::Recycled(last)));
                 }
             }
-            let file = OpenOptions::new()
-                .create(true)
-                .read(true)
-                .write(true)
-                .custom_flags(open_flags(config.sync))
-                .dma_open(&path)
-                .await?;
+            let file = open_segment(&path, config.sync, true).await?;
             if bulk {
                 file.pre_allocate(config.segment_bytes, false).await?;
                 file.fdatasync().await?;
@@ -417,13 +406,7 @@ impl WalWriter {
                 return Ok((file, true));
             }
         }
-        let file = OpenOptions::new()
-            .create(true)
-            .read(true)
-            .write(true)
-            .custom_flags(open_flags(config.sync))
-            .dma_open(&path)
-            .await?;
+        let file = open_segment(&path, config.sync, true).await?;
         Self::zero_fill(&file, config.segment_bytes).await?;
         // The new name must survive a crash before the records in it are acknowledged.
         sync_dir(&config.dir).await?;
@@ -441,7 +424,7 @@ impl WalWriter {
             let _ = std::fs::remove_file(from);
             return Ok(None);
         }
-        let file = OpenOptions::new().read(true).write(true).custom_flags(open_flags(config.sync)).dma_open(to).await?;
+        let file = open_segment(to, config.sync, false).await?;
         if file.file_size().await? != segment_bytes {
             file.close().await?;
             std::fs::remove_file(to)?;
@@ -823,12 +806,14 @@ impl WalWriter {
     }
 }
 
-/// Flags the segments are opened with: `O_DSYNC` in durable mode (see the module docs).
-fn open_flags(sync: SyncMode) -> libc::c_int {
-    match sync {
+/// Opens (or, with `create`, creates) a segment file for direct I/O, with `O_DSYNC` in durable
+/// mode (see the module docs).
+async fn open_segment(path: &Path, sync: SyncMode, create: bool) -> io::Result<DmaFile> {
+    let flags = match sync {
         SyncMode::Durable => libc::O_DSYNC,
         SyncMode::None => 0,
-    }
+    };
+    Ok(OpenOptions::new().create(create).read(true).write(true).custom_flags(flags).dma_open(path).await?)
 }
 
 #[cfg(test)]
