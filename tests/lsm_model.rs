@@ -23,7 +23,7 @@
 use proptest::prelude::*;
 use proptest::test_runner::{RngSeed, TestRunner};
 use qaexchange::storage::lsm::format::{BuildOptions, Footer, FOOTER_LEN};
-use qaexchange::storage::lsm::fsio::WriteMode;
+use qaexchange::storage::lsm::fsio::{Pacing, WriteMode};
 use qaexchange::storage::lsm::sstable::{self, Table};
 use qaexchange::storage::lsm::store::{
     remove_obsolete, CompactionDone, CompactionJob, CompactionReport, FlushDone, FlushJob, MAX_LEVELS,
@@ -40,7 +40,7 @@ fn small_options() -> StoreOptions {
     // two, level 3 four...) so the data spreads over several levels and compactions go on
     // down.
     StoreOptions {
-        build: BuildOptions { block_bytes: 64, bloom_bits_per_key: 10, write_pause_us: 0 },
+        build: BuildOptions { block_bytes: 64, bloom_bits_per_key: 10, pacing: Pacing::NONE },
         memtable_bytes: 1 << 20,
         table_bytes: 120,
         level1_bytes: LEVEL1_BYTES,
@@ -900,7 +900,7 @@ fn flush_compact_reopen_keeps_newest_versions() {
 fn a_compaction_reads_about_level0_and_level1_however_long_the_history() {
     let dir = tempfile::tempdir().unwrap();
     let opts = StoreOptions {
-        build: BuildOptions { write_pause_us: 0, ..BuildOptions::default() },
+        build: BuildOptions::default(),
         memtable_bytes: 16 << 10,
         table_bytes: 8 << 10,
         level1_bytes: 64 << 10,

@@ -20,6 +20,7 @@ use super::niced_thread::{Cores, IdleThreads};
 use super::service::Reply;
 use crate::domain::market_data::kline::Kline;
 use crate::domain::market_data::tick::Tick;
+use crate::storage::lsm::fsio::Pacing;
 use crate::storage::lsm::store::{remove_obsolete, CompactionJob, FlushJob, KeyValue};
 use crate::storage::lsm::{Store, StoreOptions};
 use glommio::channels::local_channel::{LocalReceiver, LocalSender};
@@ -28,9 +29,9 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::Instant;
 
-/// Pause between 512 KiB pieces of a table write: the shard's WAL syncs (same disk, and
-/// usually no I/O scheduler to order them) wait behind one piece, not a whole table.
-const TABLE_WRITE_PAUSE_US: u64 = 500;
+/// Tables go out in 512 KiB pieces with a pause between: the shard's WAL syncs (same disk,
+/// and usually no I/O scheduler to order them) wait behind one piece, not a whole table.
+const TABLE_PACING: Pacing = Pacing { piece_bytes: 512 << 10, pause_us: 500, bytes_per_s: 0, sync_every_bytes: 0 };
 
 /// CPU shares of the history task queue, against the default queue's 1,000.
 const BACKGROUND_SHARES: usize = 50;
@@ -70,7 +71,7 @@ pub fn open_store(storage: &Path, shard: u16, memtable_bytes: usize, level1_byte
         memtable_separator: Some(0),
         ..StoreOptions::default()
     };
-    opts.build.write_pause_us = TABLE_WRITE_PAUSE_US;
+    opts.build.pacing = TABLE_PACING;
     let (store, report) = Store::open(&dir, opts).map_err(|e| format!("history store of shard {shard}: {e}"))?;
     if report.removed_temporaries + report.removed_orphans > 0 {
         tracing::info!(

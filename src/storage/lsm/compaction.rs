@@ -219,6 +219,7 @@ pub fn merge_into_tables(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::lsm::fsio::Pacing;
     use crate::storage::lsm::sstable;
     use crate::storage::lsm::Entry;
     use std::collections::BTreeMap;
@@ -301,7 +302,7 @@ mod tests {
     fn matches_the_reference_merge_and_cut() {
         let dir = tempfile::tempdir().unwrap();
         let mut rand = crate::storage::lsm::test_rand(0x2545_f491_4f6c_dd1du64);
-        let opts = BuildOptions { block_bytes: 64, bloom_bits_per_key: 10, write_pause_us: 0 };
+        let opts = BuildOptions { block_bytes: 64, bloom_bits_per_key: 10, pacing: Pacing::NONE };
         let mut seq = 0;
         for round in 0..30u64 {
             let sources = 1 + rand(6) as usize;
@@ -352,7 +353,7 @@ mod tests {
     fn grandparents_bound_each_output_tables_overlap() {
         let dir = tempfile::tempdir().unwrap();
         let mut rand = crate::storage::lsm::test_rand(0x9e37_79b9_7f4a_7c15u64);
-        let opts = BuildOptions { block_bytes: 64, bloom_bits_per_key: 10, write_pause_us: 0 };
+        let opts = BuildOptions { block_bytes: 64, bloom_bits_per_key: 10, pacing: Pacing::NONE };
         let (mut seq, mut cuts) = (0, 0);
         for round in 0..20u64 {
             let sub = dir.path().join(round.to_string());

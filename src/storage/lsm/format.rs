@@ -18,6 +18,7 @@
 //! whole image is a multiple of 4 KiB so it can be written with O_DIRECT.
 
 use crate::storage::lsm::bloom::{self, Bloom};
+use crate::storage::lsm::fsio::Pacing;
 use crate::storage::lsm::{ArchivedEntry, Entry};
 use rkyv::rancor::Error as RkyvError;
 use rkyv::ser::allocator::ArenaHandle;
@@ -126,15 +127,13 @@ pub struct BuildOptions {
     /// A block is closed once its keys and values reach this many bytes.
     pub block_bytes: usize,
     pub bloom_bits_per_key: u32,
-    /// When writing the table: a pause of this many microseconds after every
-    /// `fsio::PACED_CHUNK_BYTES`, so that a server's WAL syncs are not queued behind one large
-    /// write (0: one write).
-    pub write_pause_us: u64,
+    /// How the table's bytes go to disk (`fsio::Pacing::NONE`: one write).
+    pub pacing: Pacing,
 }
 
 impl Default for BuildOptions {
     fn default() -> Self {
-        BuildOptions { block_bytes: 4096, bloom_bits_per_key: 10, write_pause_us: 0 }
+        BuildOptions { block_bytes: 4096, bloom_bits_per_key: 10, pacing: Pacing::NONE }
     }
 }
 
@@ -460,7 +459,7 @@ mod tests {
         }
         for entries in &cases {
             for (block_bytes, bits) in [(0, 10), (1, 1), (64, 10), (4096, 10), (4096, 16), (1 << 20, 3)] {
-                let opts = BuildOptions { block_bytes, bloom_bits_per_key: bits, write_pause_us: 0 };
+                let opts = BuildOptions { block_bytes, bloom_bits_per_key: bits, pacing: Pacing::NONE };
                 let want = reference_build(entries, opts);
                 assert_eq!(
                     build_table(entries, opts).unwrap().as_slice(),

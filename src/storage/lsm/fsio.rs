@@ -7,7 +7,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Suffix of files being written; anything with it is garbage after a crash.
 pub const TMP_SUFFIX: &str = ".tmp";
@@ -26,19 +26,56 @@ pub enum WriteMode {
 /// size; 4 KiB covers every common device.
 const DIRECT_ALIGN: usize = 4096;
 
-/// Paced writes go out in pieces of this size (a multiple of `DIRECT_ALIGN`).
-pub const PACED_CHUNK_BYTES: usize = 512 << 10;
+/// How a table's O_DIRECT write is spread out, so that another writer's small synced writes
+/// on the same disk (the shard's WAL) do not queue behind one large write, nor wait for a
+/// device flush that carries megabytes of it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pacing {
+    /// The write goes out in pieces of this many bytes (a multiple of `DIRECT_ALIGN`; 0: one
+    /// write).
+    pub piece_bytes: usize,
+    /// A pause after every piece, in microseconds.
+    pub pause_us: u64,
+    /// At most this many bytes per second over the file (0: no limit): after each piece the
+    /// writer sleeps until the bytes so far fit the rate.
+    pub bytes_per_s: u64,
+    /// An fdatasync after every this many bytes (0: only at the end), so that a device flush
+    /// from another writer carries at most this much of the file.
+    pub sync_every_bytes: usize,
+}
 
-fn try_direct(tmp: &Path, bytes: &[u8], pause: Duration) -> std::io::Result<()> {
+impl Pacing {
+    /// One write, one fdatasync.
+    pub const NONE: Pacing = Pacing { piece_bytes: 0, pause_us: 0, bytes_per_s: 0, sync_every_bytes: 0 };
+}
+
+fn try_direct(tmp: &Path, bytes: &[u8], pacing: Pacing) -> std::io::Result<()> {
     let mut file = OpenOptions::new().write(true).create(true).truncate(true).custom_flags(libc::O_DIRECT).open(tmp)?;
-    if pause.is_zero() {
+    if pacing.piece_bytes == 0 {
         file.write_all(bytes)?;
-    } else {
-        for (i, chunk) in bytes.chunks(PACED_CHUNK_BYTES).enumerate() {
-            if i > 0 {
-                std::thread::sleep(pause);
+        return file.sync_data();
+    }
+    let started = Instant::now();
+    let (mut written, mut unsynced) = (0usize, 0usize);
+    for chunk in bytes.chunks(pacing.piece_bytes) {
+        file.write_all(chunk)?;
+        written += chunk.len();
+        unsynced += chunk.len();
+        if pacing.sync_every_bytes > 0 && unsynced >= pacing.sync_every_bytes && written < bytes.len() {
+            file.sync_data()?;
+            unsynced = 0;
+        }
+        if written == bytes.len() {
+            break;
+        }
+        if pacing.pause_us > 0 {
+            std::thread::sleep(Duration::from_micros(pacing.pause_us));
+        }
+        if pacing.bytes_per_s > 0 {
+            let due = Duration::from_secs_f64(written as f64 / pacing.bytes_per_s as f64);
+            if let Some(ahead) = due.checked_sub(started.elapsed()) {
+                std::thread::sleep(ahead);
             }
-            file.write_all(chunk)?;
         }
     }
     file.sync_data()
@@ -60,14 +97,13 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
 /// Writes `bytes` as `dir/name` atomically and durably. With `direct`, O_DIRECT is tried first
 /// when the buffer allows it, falling back to a buffered write; the mode used is returned.
 pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8], direct: bool) -> Result<WriteMode> {
-    write_atomic_paced(dir, name, bytes, direct, Duration::ZERO)
+    write_atomic_paced(dir, name, bytes, direct, Pacing::NONE)
 }
 
-/// `write_atomic`, with the O_DIRECT write cut into `PACED_CHUNK_BYTES` pieces and `pause`
-/// between them.
-pub fn write_atomic_paced(dir: &Path, name: &str, bytes: &[u8], direct: bool, pause: Duration) -> Result<WriteMode> {
+/// `write_atomic`, with the O_DIRECT write spread out as `pacing` says.
+pub fn write_atomic_paced(dir: &Path, name: &str, bytes: &[u8], direct: bool, pacing: Pacing) -> Result<WriteMode> {
     let tmp_name = format!("{name}{TMP_SUFFIX}");
-    let mode = write_unlisted_paced(dir, &tmp_name, bytes, direct, pause)?;
+    let mode = write_unlisted_paced(dir, &tmp_name, bytes, direct, pacing)?;
     let (tmp, target) = (dir.join(tmp_name), dir.join(name));
     fs::rename(&tmp, &target)
         .map_err(|e| LsmError::io(format!("renaming {} to {}", tmp.display(), target.display()), e))?;
@@ -81,10 +117,10 @@ pub fn write_atomic_paced(dir: &Path, name: &str, bytes: &[u8], direct: bool, pa
 /// file no manifest lists, which the store's open removes. The caller syncs the directory
 /// once, after all of a job's files are written and before the commit that lists them
 /// (`sync_dir`), rather than once per file. Paced as `write_atomic_paced`.
-pub fn write_unlisted_paced(dir: &Path, name: &str, bytes: &[u8], direct: bool, pause: Duration) -> Result<WriteMode> {
+pub fn write_unlisted_paced(dir: &Path, name: &str, bytes: &[u8], direct: bool, pacing: Pacing) -> Result<WriteMode> {
     let path = dir.join(name);
     let aligned = bytes.as_ptr() as usize % DIRECT_ALIGN == 0 && bytes.len() % DIRECT_ALIGN == 0;
-    if direct && aligned && try_direct(&path, bytes, pause).is_ok() {
+    if direct && aligned && try_direct(&path, bytes, pacing).is_ok() {
         return Ok(WriteMode::Direct);
     }
     write_buffered(&path, bytes).map_err(|e| LsmError::io(format!("writing {}", path.display()), e))?;
@@ -108,4 +144,49 @@ pub fn remove_temporaries(dir: &Path) -> Result<usize> {
         sync_dir(dir)?;
     }
     Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rkyv::util::AlignedVec;
+
+    fn pattern(len: usize) -> AlignedVec<DIRECT_ALIGN> {
+        let mut buf = AlignedVec::<DIRECT_ALIGN>::with_capacity(len);
+        buf.extend_from_slice(&(0..len).map(|i| (i * 31 % 251) as u8).collect::<Vec<_>>());
+        buf
+    }
+
+    #[test]
+    fn every_pacing_writes_the_same_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let bytes = pattern(9 * DIRECT_ALIGN + 64 * 1024);
+        let policies = [
+            Pacing::NONE,
+            Pacing { piece_bytes: DIRECT_ALIGN, pause_us: 0, bytes_per_s: 0, sync_every_bytes: 0 },
+            Pacing { piece_bytes: 4 * DIRECT_ALIGN, pause_us: 50, bytes_per_s: 0, sync_every_bytes: 0 },
+            Pacing { piece_bytes: 2 * DIRECT_ALIGN, pause_us: 0, bytes_per_s: 0, sync_every_bytes: 3 * DIRECT_ALIGN },
+            Pacing { piece_bytes: 8 * DIRECT_ALIGN, pause_us: 10, bytes_per_s: 64 << 20, sync_every_bytes: 1 },
+        ];
+        for (i, pacing) in policies.into_iter().enumerate() {
+            let name = format!("t{i}");
+            write_atomic_paced(dir.path(), &name, &bytes, true, pacing).unwrap();
+            assert_eq!(fs::read(dir.path().join(&name)).unwrap(), bytes.as_slice(), "{pacing:?}");
+            assert!(!dir.path().join(format!("{name}{TMP_SUFFIX}")).exists());
+        }
+    }
+
+    #[test]
+    fn a_rate_limit_spreads_the_write_over_time() {
+        // 256 KiB in 64 KiB pieces at 1 MiB/s: the last piece may start only after the first
+        // three (192 KiB) fit the rate, 187.5 ms in. Sleeps never end early: a lower bound.
+        let dir = tempfile::tempdir().unwrap();
+        let bytes = pattern(256 << 10);
+        let pacing = Pacing { piece_bytes: 64 << 10, pause_us: 0, bytes_per_s: 1 << 20, sync_every_bytes: 0 };
+        let started = Instant::now();
+        let mode = write_unlisted_paced(dir.path(), "rated", &bytes, true, pacing).unwrap();
+        assert_eq!(mode, WriteMode::Direct, "pacing applies to direct writes");
+        assert!(started.elapsed() >= Duration::from_millis(187), "took {:?}", started.elapsed());
+        assert_eq!(fs::read(dir.path().join("rated")).unwrap(), bytes.as_slice());
+    }
 }

@@ -86,12 +86,11 @@ pub fn write_table(dir: &Path, id: u64, entries: &[Entry], opts: BuildOptions) -
 }
 
 /// Writes a built table image (`format::TableBuilder::finish`) as table `id` in `dir`, its
-/// bytes durably (O_DIRECT where allowed, paced by `opts.write_pause_us`), and opens it. The
+/// bytes durably (O_DIRECT where allowed, paced by `opts.pacing`), and opens it. The
 /// file's name is not synced: a job syncs the directory once for all its tables, before its
 /// manifest commit lists them (`fsio::write_unlisted_paced`).
 pub fn write_image(dir: &Path, id: u64, image: &[u8], opts: BuildOptions) -> Result<(Table, WriteMode)> {
-    let pause = std::time::Duration::from_micros(opts.write_pause_us);
-    let mode = fsio::write_unlisted_paced(dir, &file_name(id), image, true, pause)?;
+    let mode = fsio::write_unlisted_paced(dir, &file_name(id), image, true, opts.pacing)?;
     Ok((Table::open(&dir.join(file_name(id)), id)?, mode))
 }
 
