@@ -279,7 +279,7 @@ fn start_shard(
     instruments: &[qaexchange::domain::instrument::Instrument],
     store: Option<qaexchange::storage::lsm::store::Store>,
 ) -> Result<qaexchange::server::recovery::RebuiltCluster, String> {
-    rebuild_cluster(storage, 1, instruments, EngineConfig::default(), JournalLimits::default(), vec![store])
+    rebuild_cluster(storage, storage, 1, instruments, EngineConfig::default(), JournalLimits::default(), vec![store])
 }
 
 /// Appends `commands` as Command records to the WAL in `dir` (starting it with a genesis when

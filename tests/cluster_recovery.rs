@@ -169,6 +169,7 @@ fn undelivered_messages_are_found_and_delivered_once() {
     }
     let cluster = rebuild_cluster(
         storage.path(),
+        storage.path(),
         2,
         &instruments(),
         EngineConfig::default(),
@@ -221,6 +222,7 @@ fn a_log_that_consumed_more_than_its_peer_sent_is_refused() {
     write_wal(storage.path(), 0, short);
     write_wal(storage.path(), 1, pair.logs[1].clone());
     let error = rebuild_cluster(
+        storage.path(),
         storage.path(),
         2,
         &instruments(),

@@ -14,10 +14,18 @@ use std::time::{Duration, Instant};
 /// No checkpoints unless asked for; small WAL segments (so some are retired) and a small
 /// memtable (so the history store flushes on its own too).
 fn options(dir: &Path, shards: usize) -> Options {
+    options_with(dir, shards, "")
+}
+
+/// `options`, with more `[storage]` settings.
+fn options_with(dir: &Path, shards: usize, storage: &str) -> Options {
     let config = dir.with_extension("toml");
     std::fs::write(
         &config,
-        "[storage]\nsegment_mib = 1\nmemtable_kib = 64\ncheckpoint_wal_mib = 0\ncheckpoint_interval_secs = 0\n",
+        format!(
+            "[storage]\nsegment_mib = 1\nmemtable_kib = 64\ncheckpoint_wal_mib = 0\ncheckpoint_interval_secs = 0\n\
+             {storage}"
+        ),
     )
     .unwrap();
     let mut opts = Options::new(Some(dir));
@@ -325,4 +333,44 @@ fn a_checkpoint_of_another_shard_layout_stops_start_up() {
     // The right layout still starts, from the checkpoint.
     let server = start(&opts);
     assert_ne!(server.ready_field("checkpoints").unwrap(), "0,0");
+}
+
+/// `[storage] wal_dir`: the WALs in a directory of their own (a device of their own in
+/// production), the checkpoints and the history store in the storage directory. A restart
+/// from checkpoints replays the tail from there; a start with the setting pointed away from
+/// the log is refused, and the right setting still starts with nothing lost.
+#[test]
+fn the_wal_in_a_directory_of_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, wal) = (dir.path().join("data"), dir.path().join("wal-disk"));
+    let opts = options_with(&data, 2, &format!("wal_dir = {:?}\n", wal.display().to_string()));
+    let mut server = start(&opts);
+    let mut c = server.client();
+    open_accounts(&mut c);
+    trade(&mut c, "one", 20);
+    let taken = checkpoint(&mut c);
+    trade(&mut c, "two", 10);
+    let before = view(&mut c);
+    drop(c);
+    for shard in 0..2 {
+        let segments = std::fs::read_dir(wal.join(format!("shard-{shard}")).join("wal")).unwrap().count();
+        assert!(segments > 0, "shard {shard}'s WAL under wal_dir");
+        assert!(!data.join(format!("shard-{shard}")).join("wal").exists(), "no WAL in the storage directory");
+        assert!(!checkpoint_files(&data, shard).is_empty(), "checkpoints stay in the storage directory");
+    }
+
+    let mut server = restart(&mut server, &opts);
+    assert_eq!(server.ready_field("checkpoints").unwrap(), sequences(&taken), "{}", server.ready_line);
+    assert!(server.ready_field("recovered_records").unwrap().parse::<u64>().unwrap() > 0, "the tail replayed");
+    assert_eq!(view(&mut server.client()), before, "a restart with the WAL elsewhere");
+    server.kill9();
+
+    // The setting left out (the log would be looked for in the storage directory): refused.
+    let (status, stderr) = server_support::run_to_exit(&options(&data, 2), Duration::from_secs(30));
+    assert!(!status.success());
+    assert!(stderr.contains("wal_dir") && stderr.contains("holds none"), "{stderr}");
+    assert!(!data.join("shard-0").join("wal").exists(), "a refused start writes no log");
+    let opts = options_with(&data, 2, &format!("wal_dir = {:?}\n", wal.display().to_string()));
+    let server = start(&opts);
+    assert_eq!(view(&mut server.client()), before, "after the refused start");
 }

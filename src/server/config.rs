@@ -182,6 +182,10 @@ impl Default for WsLimits {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StorageConfig {
     pub dir: PathBuf,
+    /// `[storage] wal_dir`: the shards' WALs under this directory instead of `dir`, e.g. on a
+    /// device of their own, where the history store's and the checkpoints' writes do not
+    /// queue beside the log's (`wal_location` checks it against where the log was).
+    pub wal_dir: Option<PathBuf>,
     pub sync: SyncMode,
     /// Bytes per WAL segment (a multiple of 1 MiB, so of the 4 KiB the writer needs).
     pub segment_bytes: u64,
@@ -212,10 +216,18 @@ pub struct StorageConfig {
     pub checkpoint_interval_secs: u64,
 }
 
+impl StorageConfig {
+    /// The directory the shards' WAL directories (`shard-N/wal`) are under.
+    pub fn wal_root(&self) -> &Path {
+        self.wal_dir.as_deref().unwrap_or(&self.dir)
+    }
+}
+
 impl Default for StorageConfig {
     fn default() -> Self {
         Self {
             dir: PathBuf::from(DEFAULT_STORAGE_DIR),
+            wal_dir: None,
             sync: SyncMode::Durable,
             segment_bytes: DEFAULT_SEGMENT_MIB * MIB,
             group_commit_max_records: DEFAULT_GROUP_COMMIT_MAX_RECORDS,
@@ -592,6 +604,7 @@ struct WebsocketSection {
 struct StorageSection {
     enabled: Option<bool>,
     dir: Option<PathBuf>,
+    wal_dir: Option<PathBuf>,
     sync: Option<SyncSetting>,
     segment_mib: Option<u64>,
     group_commit_max_records: Option<usize>,
@@ -756,8 +769,15 @@ impl FileConfig {
                 format!("must be 0 (off) to 31536000 (a year), got {checkpoint_interval_secs}"),
             ));
         }
+        if storage.wal_dir.as_ref().is_some_and(|d| d.as_os_str().is_empty()) {
+            return Err(invalid(
+                key("storage", "wal_dir")(),
+                "must name a directory (leave it out for the storage directory)".into(),
+            ));
+        }
         let storage_config = StorageConfig {
             dir: storage.dir.unwrap_or_else(|| PathBuf::from(DEFAULT_STORAGE_DIR)),
+            wal_dir: storage.wal_dir,
             sync: storage.sync.map_or(SyncMode::Durable, SyncMode::from),
             segment_bytes,
             group_commit_max_records,

@@ -39,6 +39,7 @@ pub mod shinny;
 pub mod thread_priority;
 pub mod user_connections;
 pub mod users;
+pub mod wal_location;
 pub mod wal_record;
 pub mod ws;
 pub mod ws_io;

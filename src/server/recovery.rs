@@ -135,9 +135,10 @@ pub struct RebuiltCluster {
     pub recovered: Recovered,
 }
 
-/// The WAL directory of shard `shard` under the storage directory.
-pub fn shard_wal_dir(storage: &Path, shard: u16) -> PathBuf {
-    storage.join(format!("shard-{shard}")).join("wal")
+/// The WAL directory of shard `shard` under the WAL root (the storage directory unless
+/// `[storage] wal_dir` says otherwise).
+pub fn shard_wal_dir(wal_root: &Path, shard: u16) -> PathBuf {
+    wal_root.join(format!("shard-{shard}")).join("wal")
 }
 
 fn torn_line(report: &RecoveryReport) -> Option<String> {
@@ -146,11 +147,13 @@ fn torn_line(report: &RecoveryReport) -> Option<String> {
     })
 }
 
-/// Rebuilds all `shards` shards from their WALs under `storage`, and brings each shard's
-/// history store (`stores`, one per shard, or none) up to its WAL. Errors mention
-/// `<instruments>` where the caller's instruments file belongs.
+/// Rebuilds all `shards` shards from their checkpoints under `storage` and their WALs under
+/// `wal_root` (`StorageConfig::wal_root`), and brings each shard's history store (`stores`,
+/// one per shard, or none) up to its WAL. Errors mention `<instruments>` where the caller's
+/// instruments file belongs.
 pub fn rebuild_cluster(
     storage: &Path,
+    wal_root: &Path,
     shards: u16,
     instruments: &[Instrument],
     engine: EngineConfig,
@@ -177,7 +180,7 @@ pub fn rebuild_cluster(
                     };
                     let mut warnings = Vec::new();
                     let restored = load_checkpoint(storage, meta, journal, &mut warnings)?;
-                    let row = consumed_by(storage, shard, n, restored.as_ref())?;
+                    let row = consumed_by(wal_root, shard, n, restored.as_ref())?;
                     Ok((row, restored, warnings))
                 })
             })
@@ -202,7 +205,7 @@ pub fn rebuild_cluster(
             .zip(restored)
             .map(|((shard, store), start)| {
                 scope.spawn(move || {
-                    let dir = shard_wal_dir(storage, shard);
+                    let dir = shard_wal_dir(wal_root, shard);
                     let layout = (shard, shards, fingerprint, instruments, engine, journal);
                     replay_shard(&dir, layout, store, start, |to, seq| seq > consumed[to as usize][shard as usize])
                 })
@@ -214,7 +217,7 @@ pub fn rebuild_cluster(
     let mut recovered = Recovered { checkpoint_warnings, checkpoint_load_ms, ..Default::default() };
     let mut torn = Vec::new();
     for (shard, result) in (0..shards).zip(replayed) {
-        let dir = shard_wal_dir(storage, shard);
+        let dir = shard_wal_dir(wal_root, shard);
         let (one, report, checkpoint_sequence) = result?;
         recovered.checkpoints.push(checkpoint_sequence);
         if let Some(service) = &one.service {
@@ -252,7 +255,7 @@ pub fn rebuild_cluster(
 
 /// The last message sequence shard `shard` logged from each of the `n` shards: the counts of
 /// its checkpoint (if it starts from one), then those of the records after it.
-fn consumed_by(storage: &Path, shard: u16, n: usize, start: Option<&Restored>) -> Result<Vec<u64>, String> {
+fn consumed_by(wal_root: &Path, shard: u16, n: usize, start: Option<&Restored>) -> Result<Vec<u64>, String> {
     let mut row = vec![0u64; n];
     let mut first_sequence = 1;
     if let Some(start) = start {
@@ -265,7 +268,7 @@ fn consumed_by(storage: &Path, shard: u16, n: usize, start: Option<&Restored>) -
         // Nothing to learn with one shard.
         return Ok(row);
     }
-    let dir = shard_wal_dir(storage, shard);
+    let dir = shard_wal_dir(wal_root, shard);
     let mut failure: Option<String> = None;
     let mut decoder = Decoder::default();
     recover(&dir, first_sequence, |sequence, payload| {

@@ -181,12 +181,20 @@ pub fn start(config: ServerConfig) -> Result<Server, String> {
     let shards = config.shards.clamp(1, usize::from(u16::MAX));
     let (mut rebuilt, recovered): (Vec<Option<RebuiltShard>>, Recovered) = match &config.storage {
         Some(storage) => {
+            super::wal_location::check_and_note(&storage.dir, storage.wal_root())?;
             let stores = (0..shards as u16)
                 .map(|shard| open_store(&storage.dir, shard, storage.memtable_bytes, storage.level1_bytes).map(Some))
                 .collect::<Result<Vec<_>, String>>()?;
-            let cluster =
-                rebuild_cluster(&storage.dir, shards as u16, &instruments, config.engine, config.journal, stores)
-                    .map_err(|e| e.replace("<instruments>", &config.instruments_path.display().to_string()))?;
+            let cluster = rebuild_cluster(
+                &storage.dir,
+                storage.wal_root(),
+                shards as u16,
+                &instruments,
+                config.engine,
+                config.journal,
+                stores,
+            )
+            .map_err(|e| e.replace("<instruments>", &config.instruments_path.display().to_string()))?;
             if let Some(line) = &cluster.recovered.torn_tail {
                 tracing::warn!("WAL recovery: {line}");
             }
@@ -316,7 +324,7 @@ async fn open_wal(
     let (Some(storage), Some(rebuilt)) = (&config.storage, rebuilt) else {
         return Ok((new_service(instruments), None, Vec::new()));
     };
-    let dir = shard_wal_dir(&storage.dir, shard as u16);
+    let dir = shard_wal_dir(storage.wal_root(), shard as u16);
     let wal_config = WalConfig { dir: dir.clone(), segment_bytes: storage.segment_bytes, sync: storage.sync };
     let resume: &ResumePoint = &rebuilt.resume;
     let mut wal = WalWriter::open(wal_config, resume, rebuilt.torn_tail)
