@@ -563,14 +563,14 @@ async fn run_job<T: Send + 'static>(
     pause: Option<std::time::Duration>,
     job: impl FnOnce() -> crate::storage::lsm::Result<T> + Send + 'static,
 ) -> crate::storage::lsm::Result<T> {
-    idle.spawn("history-job", Cores::Creator, move || paused(pause, job))
+    idle.spawn("history-job", Cores::Spare, move || paused(pause, job))
         .await
         .unwrap_or_else(|e| Err(crate::storage::lsm::LsmError::io("history job", std::io::Error::other(e))))
 }
 
 /// Frees and deletes what a job replaced, on a thread of its own.
 async fn release(idle: &IdleThreads, obsolete: crate::storage::lsm::store::Obsolete) {
-    let _ = idle.spawn("history-release", Cores::Creator, move || remove_obsolete(obsolete)).await;
+    let _ = idle.spawn("history-release", Cores::Spare, move || remove_obsolete(obsolete)).await;
 }
 
 /// Runs `job` after `pause` and waits `pause` again before returning (`JobPause`).

@@ -71,7 +71,7 @@ impl<T> Drop for Deliver<T> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Cores {
     /// Its creator's (a shard's thread is pinned to the shard's core): it gets what that
-    /// shard leaves and never takes time from another shard. History jobs.
+    /// shard leaves and never takes time from another shard.
     Creator,
     /// The online cores other than its creator's (its creator's when there is none). For work
     /// that holds something the shard pays for while it lasts: a checkpoint's snapshot (each
@@ -79,6 +79,11 @@ pub enum Cores {
     /// shard's core took 2.3 s to encode instead of 0.3 s. At nice 19 it still takes only
     /// what the other cores leave.
     Others,
+    /// The cores no shard is pinned to (`thread_priority::note_shard_cores`), other than its
+    /// creator's; its creator's when there is none (a shard on every core). History jobs: on
+    /// a machine with cores to spare they take nothing from any shard, and otherwise only
+    /// what their own shard leaves (docs/PERFORMANCE.md "History jobs on spare cores").
+    Spare,
 }
 
 /// Runs `job` on a new thread named `name` at nice value `nice` on `cores`; the returned
@@ -94,8 +99,10 @@ pub fn spawn<T: Send + 'static>(
     let started = std::thread::Builder::new().name(name.into()).spawn(move || {
         let mut deliver = deliver;
         super::thread_priority::lower_thread_priority(nice);
-        if cores == Cores::Others {
-            super::thread_priority::move_off_own_cores();
+        match cores {
+            Cores::Creator => {}
+            Cores::Others => super::thread_priority::move_off_own_cores(),
+            Cores::Spare => super::thread_priority::move_to_spare_cores(),
         }
         deliver.result = Some(job());
         drop(deliver);
@@ -226,6 +233,39 @@ mod tests {
         assert_eq!(creator, 1, "Cores::Creator keeps the shard's one core");
         // Every core but the shard's; the shard's when it is the only one.
         assert_eq!(others, (everywhere - 1).max(1), "Cores::Others leaves the shard's core");
+    }
+
+    #[test]
+    fn spare_cores_are_those_of_no_shard() {
+        use super::super::thread_priority::spare_cores;
+        // Two shards pinned to cores 0 and 1 of four; a helper of shard 0.
+        assert_eq!(spare_cores(&[0, 1, 2, 3], &[0], &[0, 1]), vec![2, 3]);
+        // A shard on every core: none spare, so the helper stays on its creator's core.
+        assert!(spare_cores(&[0, 1], &[0], &[0, 1]).is_empty());
+        // Started under `taskset -c 2-5` with shards on 2 and 3.
+        assert_eq!(spare_cores(&[2, 3, 4, 5], &[2], &[2, 3]), vec![4, 5]);
+        // Nothing noted (no server in this process): every other core, as `Cores::Others`.
+        assert_eq!(spare_cores(&[0, 1, 2], &[1], &[]), vec![0, 2]);
+    }
+
+    #[test]
+    fn a_spare_helper_leaves_every_shards_core() {
+        use super::super::thread_priority::{allowed_cores, note_shard_cores};
+        let everywhere = std::thread::spawn(allowed_cores).join().expect("unpinned thread");
+        // Core 0 holds a shard, noted as the server does.
+        note_shard_cores([0]);
+        let helper = glommio::LocalExecutorBuilder::new(glommio::Placement::Fixed(0))
+            .spawn(|| async { spawn("test-spare", 19, Cores::Spare, allowed_cores).await })
+            .expect("executor")
+            .join()
+            .expect("join")
+            .expect("helper");
+        if everywhere.len() > 1 {
+            let want: Vec<usize> = everywhere.iter().copied().filter(|&c| c != 0).collect();
+            assert_eq!(helper, want, "every core but the shard's");
+        } else {
+            assert_eq!(helper, vec![0], "no spare core: the creator's");
+        }
     }
 
     /// The calling thread's scheduling class and nice value.

@@ -113,14 +113,24 @@ impl Quiesce {
     }
 }
 
-fn placement(shard: usize, shards: usize) -> Placement {
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+fn pinned(shards: usize) -> bool {
     // Pinning more shards than cores would stack them; let the kernel place them instead.
-    if shards <= cores {
+    shards <= std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}
+
+fn placement(shard: usize, shards: usize) -> Placement {
+    if pinned(shards) {
         Placement::Fixed(shard)
     } else {
         Placement::Unbound
     }
+}
+
+/// Notes the shards' cores, so that history jobs keep off them where the machine has cores
+/// to spare (`niced_thread::Cores::Spare`). Unpinned shards may run anywhere: every core.
+fn note_shard_cores(shards: usize) {
+    let cores = if pinned(shards) { shards } else { libc::CPU_SETSIZE as usize };
+    super::thread_priority::note_shard_cores(0..cores);
 }
 
 fn executor(shard: usize, shards: usize, spin_before_park_us: u64) -> LocalExecutorBuilder {
@@ -276,6 +286,7 @@ pub fn start(config: ServerConfig) -> Result<Server, String> {
         drop(handles);
         Err(e)
     };
+    note_shard_cores(shards);
     for boot in boots {
         let shard = boot.shard;
         let shard_config = config.clone();

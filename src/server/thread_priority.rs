@@ -12,6 +12,24 @@ pub fn lower_thread_priority(nice: libc::c_int) {
     }
 }
 
+/// The cores the server pinned its shards to (`note_shard_cores`), which
+/// `move_to_spare_cores` keeps helper threads off.
+static SHARD_CORES: std::sync::Mutex<Vec<usize>> = std::sync::Mutex::new(Vec::new());
+
+/// Notes cores that shards are pinned to (added to those noted before; the server calls it
+/// once at start-up, before any shard runs).
+pub fn note_shard_cores(cores: impl IntoIterator<Item = usize>) {
+    let mut noted = SHARD_CORES.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    noted.extend(cores);
+    noted.sort_unstable();
+    noted.dedup();
+}
+
+/// The cores of `process` that are in neither `own` nor `shards`.
+pub fn spare_cores(process: &[usize], own: &[usize], shards: &[usize]) -> Vec<usize> {
+    process.iter().copied().filter(|core| !own.contains(core) && !shards.contains(core)).collect()
+}
+
 /// Moves the calling thread off the cores it may use now (its creator's: a shard's thread is
 /// pinned to the shard's core) onto the process's other cores: those its main thread may use
 /// (the cores the server was started on, e.g. under `taskset`), less the thread's own. When
@@ -21,9 +39,43 @@ pub fn lower_thread_priority(nice: libc::c_int) {
 /// thread weighs 1/68 of a normal one, so a helper allowed everywhere stayed on its busy
 /// shard's core (a checkpoint's encoding took 2.3 s there, against 0.3 s on the other core).
 /// Failure only means the thread stays where it was.
-#[allow(unsafe_code)]
 pub fn move_off_own_cores() {
-    // SAFETY: `own`, `process` and `others` are plain bitmasks on this stack frame, zeroed
+    move_to(|process, own| spare_cores(process, own, &[]));
+}
+
+/// Moves the calling thread onto the process's cores that no shard is pinned to
+/// (`note_shard_cores`), less its own; when there is none, it stays (on its creator's core).
+/// For helpers that should take no time from any shard when the machine has cores to spare.
+pub fn move_to_spare_cores() {
+    let shards = SHARD_CORES.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+    move_to(|process, own| spare_cores(process, own, &shards));
+}
+
+/// The cores the calling thread may run on (empty if the kernel does not say).
+#[allow(unsafe_code)]
+pub fn allowed_cores() -> Vec<usize> {
+    // SAFETY: a plain bitmask on this stack frame, zeroed, passed by pointer with its size.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return Vec::new();
+        }
+        cores_in(&set)
+    }
+}
+
+/// The cores in `set`.
+#[allow(unsafe_code)]
+fn cores_in(set: &libc::cpu_set_t) -> Vec<usize> {
+    // SAFETY: CPU_ISSET only reads the bitmask, at indices below CPU_SETSIZE.
+    (0..libc::CPU_SETSIZE as usize).filter(|&c| unsafe { libc::CPU_ISSET(c, set) }).collect()
+}
+
+/// Sets the calling thread's affinity to `choose(process cores, own cores)` unless that is
+/// empty. Failure only means the thread stays where it was.
+#[allow(unsafe_code)]
+fn move_to(choose: impl FnOnce(&[usize], &[usize]) -> Vec<usize>) {
+    // SAFETY: `own`, `process` and `target` are plain bitmasks on this stack frame, zeroed
     // before use and passed by pointer with their size; the calls touch nothing else.
     unsafe {
         let size = std::mem::size_of::<libc::cpu_set_t>();
@@ -35,17 +87,15 @@ pub fn move_off_own_cores() {
         {
             return;
         }
-        let mut others: libc::cpu_set_t = std::mem::zeroed();
-        let mut any = false;
-        for core in
-            (0..libc::CPU_SETSIZE as usize).filter(|&c| libc::CPU_ISSET(c, &process) && !libc::CPU_ISSET(c, &own))
-        {
-            libc::CPU_SET(core, &mut others);
-            any = true;
+        let chosen = choose(&cores_in(&process), &cores_in(&own));
+        if chosen.is_empty() {
+            return;
         }
-        if any {
-            libc::sched_setaffinity(0, size, &others);
+        let mut target: libc::cpu_set_t = std::mem::zeroed();
+        for core in chosen {
+            libc::CPU_SET(core, &mut target);
         }
+        libc::sched_setaffinity(0, size, &target);
     }
 }
 
