@@ -35,6 +35,7 @@ pub mod runtime;
 pub mod service;
 pub mod settlement_log;
 pub mod settlement_run;
+pub mod shard_waits;
 pub mod shinny;
 pub mod thread_priority;
 pub mod user_connections;

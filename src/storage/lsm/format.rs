@@ -304,6 +304,7 @@ impl TableBuilder {
     /// Encodes the open block after its entries' bytes, indexes it and starts the next one.
     fn close_block(&mut self) -> Result<(), String> {
         let (Some(first), Some(last)) = (self.block.first(), self.block.last()) else { return Ok(()) };
+        crate::storage::lsm::courtesy::point();
         let start = self.block_start;
         let first_key = self.buf[start + first.key.pos..start + first.key.pos + first.key.len].to_vec();
         let last_key = self.buf[start + last.key.pos..start + last.key.pos + last.key.len].to_vec();

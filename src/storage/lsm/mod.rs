@@ -12,6 +12,7 @@
 
 pub mod bloom;
 pub mod compaction;
+pub mod courtesy;
 pub mod error;
 pub mod format;
 pub mod fsio;
