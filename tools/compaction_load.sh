@@ -14,15 +14,22 @@
 #          (unless BACKLOG_KIB asks for it, to see the waits).
 # After each load: the server's `history_backlog_wait` stage (groups that waited, and the
 # longest wait) from GET /admin/latency, as a WAIT line, and its `wal_write_sync` stage as a
-# SYNC line (then reset, so each line is one load's).
+# SYNC line (then reset, so each line is one load's); every stage in $OUT/latency-<load>.txt.
 # For each: closed-loop max, then open loop at 50 % of the first quiet max (p99).
 # Usage: tools/compaction_load.sh  (knobs: ROUNDS=3 CONNECTIONS=32 PIPELINE=1 DURATION=5 WARMUP=2
 #                                   LOAD_CORE=1 OUT=target/compaction_load/<time>
 #                                   SERVER=<another server binary, an experiment>
+#                                   SERVER_CORES=0: the cores the servers run on (taskset -c):
+#                                   by default core 0 only, as a server with a shard on every
+#                                   core, so that its history jobs share their shard's core and
+#                                   not the load generator's (LOAD_CORE); "" leaves them free
 #                                   SYNC=durable|none: the servers' --sync
 #                                   BUSY_KIB=1024 BACKLOG_KIB=262144 LEVEL1_KIB=<4 x BUSY_KIB>
 #                                   TRIGGER=2: the busy store's memtable, bound, level 1 and
-#                                   compaction_trigger_tables)
+#                                   compaction_trigger_tables
+#                                   STORE_DIR=<dir>: the servers' storage (history store,
+#                                   checkpoints) under it, their WALs still in the run's temp
+#                                   dir ([storage] wal_dir): tables on another device)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-3}
@@ -33,6 +40,11 @@ printf '[storage]\nmemtable_kib = 4194304\ncompaction_trigger_tables = 1000\n' >
 BUSY_KIB=${BUSY_KIB:-1024}
 printf "[storage]\nmemtable_kib = %s\ncompaction_trigger_tables = %s\nmemtable_backlog_kib = %s\nlevel1_kib = %s\n" \
     "$BUSY_KIB" "${TRIGGER:-2}" "${BACKLOG_KIB:-262144}" "${LEVEL1_KIB:-$((4 * BUSY_KIB))}" > "$DATA/busy.toml"
+STORES=$DATA
+if [ -n "${STORE_DIR:-}" ]; then
+  STORES=$(mktemp -d -p "$STORE_DIR")
+  for mode in quiet busy; do echo "wal_dir = \"$DATA/$mode-wal\"" >> "$DATA/$mode.toml"; done
+fi
 
 start_and_wait raw "$BIN/qaexchange-raw-responder" --http 127.0.0.1:0 --shards 1
 load raw-max "$ADDR" 0 --raw
@@ -44,6 +56,7 @@ backlog_waits() {
   local line
   local latency
   latency=$(curl -s "http://$ADDR/admin/latency")
+  echo "$latency" > "$OUT/latency-$1.txt"
   line=$(grep '^# stage history_backlog_wait:' <<< "$latency" || echo "(none)")
   echo "WAIT $1 $line" | tee -a "$OUT/results.txt"
   # The WAL's own write + fdatasync, as the server timed it: what the store's disk work does
@@ -52,12 +65,15 @@ backlog_waits() {
   curl -s -X POST "http://$ADDR/admin/latency/reset" > /dev/null || true
 }
 
+PIN=()
+SERVER_CORES=${SERVER_CORES-0}
+[ -n "$SERVER_CORES" ] && PIN=(taskset -c "$SERVER_CORES")
 HALF=""
 for round in $(seq 1 "$ROUNDS"); do
   for mode in quiet busy; do
-    rm -rf "$DATA/$mode"
-    start_and_wait "server-$mode-$round" "${SERVER:-$BIN/qaexchange-server}" --no-auth --config "$DATA/$mode.toml" \
-        --http 127.0.0.1:0 --ws 127.0.0.1:0 --shards 1 --storage "$DATA/$mode" --sync "${SYNC:-durable}"
+    rm -rf "${STORES:?}/$mode" "$DATA/$mode-wal"
+    start_and_wait "server-$mode-$round" "${PIN[@]}" "${SERVER:-$BIN/qaexchange-server}" --no-auth --config "$DATA/$mode.toml" \
+        --http 127.0.0.1:0 --ws 127.0.0.1:0 --shards 1 --storage "$STORES/$mode" --sync "${SYNC:-durable}"
     load "$mode-max-$round" "$ADDR" 0
     backlog_waits "$mode-max-$round"
     [ -z "$HALF" ] && HALF=$(python3 -c "print(max(1, round($THROUGHPUT / 2)))")
@@ -69,5 +85,6 @@ for round in $(seq 1 "$ROUNDS"); do
   done
 done
 
+[ "$STORES" = "$DATA" ] || rm -rf "$STORES"
 python3 tools/ab_summary.py "$OUT/results.txt" quiet busy
 echo "files: $OUT"
