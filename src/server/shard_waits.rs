@@ -2,7 +2,9 @@
 //! `CHECK_EVERY` of the job's work it reads the shard thread's state, and while the shard is
 //! runnable (so, on their one shared core, waiting for the job to let it run) it naps, up to
 //! `MAX_NAPS` times in a row. A job on another core gets no hook: there "runnable" would mostly
-//! mean "running", and the job would nap for nothing.
+//! mean "running", and the job would nap for nothing. Nor does a job that its shard lifted out
+//! of the idle class (the shard waits for it at the memtable's backlog bound, and may be
+//! runnable meanwhile with other work): napping then would slow what the shard waits for.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -63,7 +65,7 @@ impl Courtesy {
             return;
         }
         for _ in 0..MAX_NAPS {
-            if !self.shard.runnable() {
+            if !self.shard.runnable() || !super::thread_priority::in_idle_class() {
                 break;
             }
             std::thread::sleep(NAP);
@@ -123,14 +125,28 @@ mod tests {
                 std::hint::spin_loop();
             }
         });
-        let shard = ShardState::open(tid_rx.recv().expect("tid")).expect("stat");
-        let long_ago = Instant::now() - CHECK_EVERY * 2;
-        let mut courtesy = Courtesy { shard, last_look: long_ago, naps: 0 };
-        courtesy.point();
-        assert_eq!(courtesy.naps, u64::from(MAX_NAPS), "a shard that never sleeps: the most naps, then on");
-        // Right after a look: no look, no nap.
-        courtesy.point();
-        assert_eq!(courtesy.naps, u64::from(MAX_NAPS));
+        let spinner_tid = tid_rx.recv().expect("tid");
+        let (idle_naps, again_naps, lifted_naps) = std::thread::spawn(move || {
+            let shard = ShardState::open(spinner_tid).expect("stat");
+            let mut courtesy = Courtesy { shard, last_look: Instant::now() - CHECK_EVERY * 2, naps: 0 };
+            // A job in the idle class, as the server's are.
+            assert!(super::super::thread_priority::enter_idle_class());
+            courtesy.point();
+            let idle = courtesy.naps;
+            // Right after a look: no look, no nap.
+            courtesy.point();
+            let again = courtesy.naps;
+            // Lifted to the normal class: no nap however busy the shard.
+            super::super::thread_priority::leave_idle_class(super::super::thread_priority::current_tid(), 19);
+            courtesy.last_look = Instant::now() - CHECK_EVERY * 2;
+            courtesy.point();
+            (idle, again, courtesy.naps)
+        })
+        .join()
+        .expect("job thread");
+        assert_eq!(idle_naps, u64::from(MAX_NAPS), "a shard that never sleeps: the most naps, then on");
+        assert_eq!(again_naps, idle_naps);
+        assert_eq!(lifted_naps, idle_naps, "a lifted job does not nap");
         stop.store(true, Ordering::Relaxed);
         spinner.join().expect("join");
 
@@ -139,6 +155,7 @@ mod tests {
         let naps = std::thread::spawn(move || {
             let shard = ShardState::open(main_tid).expect("stat");
             let mut courtesy = Courtesy { shard, last_look: Instant::now() - CHECK_EVERY * 2, naps: 0 };
+            super::super::thread_priority::enter_idle_class();
             // Until the main thread has gone to sleep in join().
             std::thread::sleep(Duration::from_millis(50));
             courtesy.point();

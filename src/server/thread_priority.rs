@@ -117,6 +117,13 @@ pub fn enter_idle_class() -> bool {
     unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) == 0 }
 }
 
+/// Whether the calling thread is in the kernel's idle class (`SCHED_IDLE`).
+#[allow(unsafe_code)]
+pub fn in_idle_class() -> bool {
+    // SAFETY: a plain syscall on this thread, without memory arguments.
+    unsafe { libc::sched_getscheduler(0) == libc::SCHED_IDLE }
+}
+
 /// Moves thread `tid` of this process back to the normal class at nice `nice`. Failure (the
 /// thread has ended) leaves nothing to do.
 #[allow(unsafe_code)]
