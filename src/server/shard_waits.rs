@@ -81,21 +81,40 @@ mod tests {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
 
-    #[test]
-    fn a_spinning_thread_reads_runnable_and_a_sleeping_one_does_not() {
+    /// A thread that spins until stopped (a shard that never sleeps): its id and its stop.
+    fn spinner() -> (libc::pid_t, Spinner) {
         let stop = Arc::new(AtomicBool::new(false));
         let (tid_tx, tid_rx) = std::sync::mpsc::channel();
         let spin_stop = stop.clone();
-        let spinner = std::thread::spawn(move || {
+        let thread = std::thread::spawn(move || {
             tid_tx.send(super::super::thread_priority::current_tid()).expect("send");
             while !spin_stop.load(Ordering::Relaxed) {
                 std::hint::spin_loop();
             }
         });
-        let mut spinning = ShardState::open(tid_rx.recv().expect("tid")).expect("stat");
+        (tid_rx.recv().expect("tid"), Spinner { stop, thread: Some(thread) })
+    }
+
+    struct Spinner {
+        stop: Arc<AtomicBool>,
+        thread: Option<std::thread::JoinHandle<()>>,
+    }
+
+    impl Drop for Spinner {
+        fn drop(&mut self) {
+            self.stop.store(true, Ordering::Relaxed);
+            if let Some(thread) = self.thread.take() {
+                let _ = thread.join();
+            }
+        }
+    }
+
+    #[test]
+    fn a_spinning_thread_reads_runnable_and_a_sleeping_one_does_not() {
+        let (tid, spinning_thread) = spinner();
+        let mut spinning = ShardState::open(tid).expect("stat");
         assert!(spinning.runnable(), "a spinning thread is running or runnable");
-        stop.store(true, Ordering::Relaxed);
-        spinner.join().expect("join");
+        drop(spinning_thread);
 
         let (tid_tx, tid_rx) = std::sync::mpsc::channel();
         let (wake_tx, wake_rx) = std::sync::mpsc::channel::<()>();
@@ -116,16 +135,7 @@ mod tests {
 
     #[test]
     fn a_point_naps_while_the_shard_is_runnable_and_not_while_it_sleeps() {
-        let stop = Arc::new(AtomicBool::new(false));
-        let (tid_tx, tid_rx) = std::sync::mpsc::channel();
-        let spin_stop = stop.clone();
-        let spinner = std::thread::spawn(move || {
-            tid_tx.send(super::super::thread_priority::current_tid()).expect("send");
-            while !spin_stop.load(Ordering::Relaxed) {
-                std::hint::spin_loop();
-            }
-        });
-        let spinner_tid = tid_rx.recv().expect("tid");
+        let (spinner_tid, spinning_thread) = spinner();
         let (idle_naps, again_naps, lifted_naps) = std::thread::spawn(move || {
             let shard = ShardState::open(spinner_tid).expect("stat");
             let mut courtesy = Courtesy { shard, last_look: Instant::now() - CHECK_EVERY * 2, naps: 0 };
@@ -147,8 +157,7 @@ mod tests {
         assert_eq!(idle_naps, u64::from(MAX_NAPS), "a shard that never sleeps: the most naps, then on");
         assert_eq!(again_naps, idle_naps);
         assert_eq!(lifted_naps, idle_naps, "a lifted job does not nap");
-        stop.store(true, Ordering::Relaxed);
-        spinner.join().expect("join");
+        drop(spinning_thread);
 
         // The main test thread, blocked in join() meanwhile, is a sleeping shard.
         let main_tid = super::super::thread_priority::current_tid();
