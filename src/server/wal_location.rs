@@ -23,9 +23,22 @@ fn holds_wal(root: &Path) -> bool {
     })
 }
 
-fn canonical(dir: &Path) -> Result<PathBuf, String> {
+/// `dir` as an absolute path without symbolic links; one that does not exist yet as an
+/// absolute path (nothing is created before the check passes).
+fn resolved(dir: &Path) -> Result<PathBuf, String> {
+    match dir.canonicalize() {
+        Ok(path) => Ok(path),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::path::absolute(dir).map_err(|e| format!("resolving {}: {e}", dir.display()))
+        }
+        Err(e) => Err(format!("resolving {}: {e}", dir.display())),
+    }
+}
+
+/// Creates `dir` if needed and resolves it.
+fn created(dir: &Path) -> Result<PathBuf, String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
-    dir.canonicalize().map_err(|e| format!("resolving {}: {e}", dir.display()))
+    resolved(dir)
 }
 
 /// Checks that the WALs are where the setting puts them (`wal_root`), and notes that place
@@ -33,17 +46,17 @@ fn canonical(dir: &Path) -> Result<PathBuf, String> {
 /// there, and `wal_root` holds none. A root that already holds a log (moved there by the
 /// operator) or a new venue is accepted; the note then follows the setting.
 pub fn check_and_note(storage_dir: &Path, wal_root: &Path) -> Result<(), String> {
-    let storage = canonical(storage_dir)?;
-    let root = canonical(wal_root)?;
+    let (storage, root) = (resolved(storage_dir)?, resolved(wal_root)?);
     let note_path = storage.join(WAL_LOCATION_FILE);
-    let noted = match std::fs::read_to_string(&note_path) {
-        Ok(text) => match text.trim() {
-            IN_STORAGE_DIR => storage.clone(),
-            other => PathBuf::from(other),
-        },
+    let old_note = match std::fs::read_to_string(&note_path) {
+        Ok(text) => Some(text.trim().to_string()),
         // Before the setting existed, and on a new venue, the log was in the storage directory.
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => storage.clone(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => return Err(format!("reading {}: {e}", note_path.display())),
+    };
+    let noted = match old_note.as_deref() {
+        None | Some(IN_STORAGE_DIR) => storage.clone(),
+        Some(other) => PathBuf::from(other),
     };
     if noted != root && !holds_wal(&root) && holds_wal(&noted) {
         return Err(format!(
@@ -54,9 +67,9 @@ pub fn check_and_note(storage_dir: &Path, wal_root: &Path) -> Result<(), String>
             root.display()
         ));
     }
+    let (storage, root) = (created(storage_dir)?, created(wal_root)?);
     let note = if root == storage { IN_STORAGE_DIR.to_string() } else { root.display().to_string() };
-    let unchanged = std::fs::read_to_string(&note_path).is_ok_and(|text| text.trim() == note);
-    if !unchanged {
+    if old_note.as_deref() != Some(note.as_str()) {
         fsio::write_atomic(&storage, WAL_LOCATION_FILE, format!("{note}\n").as_bytes(), false)
             .map_err(|e| format!("noting where the WALs are: {e}"))?;
     }
@@ -99,6 +112,7 @@ mod tests {
         let error = check_and_note(&data, &elsewhere).unwrap_err();
         assert!(error.contains("wal_dir") && error.contains("holds none"), "{error}");
         assert_eq!(note(&data), ".");
+        assert!(!elsewhere.exists(), "a refused start creates nothing");
         // A log written before the note existed is found the same way.
         std::fs::remove_file(data.join(WAL_LOCATION_FILE)).unwrap();
         assert!(check_and_note(&data, &elsewhere).is_err());
