@@ -205,6 +205,16 @@ fn history_of_a_session_by_range_and_page_across_flush_compaction_restart_and_ki
     });
     eprintln!("after the forced compaction: {s:?}");
     assert!(s.iter().all(|x| x["compactions"].as_u64().unwrap() >= 1 && x["job_failures"] == 0), "{s:?}");
+    // The jobs' CPU: some for every kind that wrote, never more than its wall time.
+    let n = |x: &Value, k: &str| x[k].as_u64().unwrap_or_else(|| panic!("{k} in {x}"));
+    for x in &s {
+        assert!(n(x, "flush_cpu_us") > 0 && n(x, "flush_cpu_us") <= n(x, "flush_time_us"), "{x}");
+        if n(x, "compaction_bytes_out") > 0 {
+            assert!(n(x, "compaction_cpu_us") > 0, "{x}");
+        }
+        assert!(n(x, "compaction_cpu_us") <= n(x, "compaction_time_us"), "{x}");
+        n(x, "release_cpu_us");
+    }
     check_against_journal(&mut c, &accounts);
 
     // Graceful restart: the memtable is flushed at shutdown, nothing to derive again.

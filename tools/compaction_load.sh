@@ -15,7 +15,10 @@
 # After each load: the server's `history_backlog_wait` stage (groups that waited, and the
 # longest wait) from GET /admin/latency, as a WAIT line, and its `wal_write_sync` stage as a
 # SYNC line (then reset, so each line is one load's); every stage in $OUT/latency-<load>.txt.
-# For each: closed-loop max, then open loop at 50 % of the first quiet max (p99).
+# For each: closed-loop max, then open loop at 50 % (LOAD_PERCENT) of the first quiet max (p99);
+# the "half" loads are at that rate. RATE=N: no closed-loop loads, the open loop at N/s on a
+# fresh server (with a long DURATION: whether the busy store keeps up, or defers its work into
+# memory until the backlog bound makes the order flow wait).
 # Usage: tools/compaction_load.sh  (knobs: ROUNDS=3 CONNECTIONS=32 PIPELINE=1 DURATION=5 WARMUP=2
 #                                   LOAD_CORE=1 OUT=target/compaction_load/<time>
 #                                   SERVER=<another server binary, an experiment>
@@ -74,9 +77,13 @@ for round in $(seq 1 "$ROUNDS"); do
     rm -rf "${STORES:?}/$mode" "$DATA/$mode-wal"
     start_and_wait "server-$mode-$round" "${PIN[@]}" "${SERVER:-$BIN/qaexchange-server}" --no-auth --config "$DATA/$mode.toml" \
         --http 127.0.0.1:0 --ws 127.0.0.1:0 --shards 1 --storage "$STORES/$mode" --sync "${SYNC:-durable}"
-    load "$mode-max-$round" "$ADDR" 0
-    backlog_waits "$mode-max-$round"
-    [ -z "$HALF" ] && HALF=$(python3 -c "print(max(1, round($THROUGHPUT / 2)))")
+    if [ -n "${RATE:-}" ]; then
+      HALF=$RATE
+    else
+      load "$mode-max-$round" "$ADDR" 0
+      backlog_waits "$mode-max-$round"
+      [ -z "$HALF" ] && HALF=$(python3 -c "print(max(1, round($THROUGHPUT * ${LOAD_PERCENT:-50} / 100)))")
+    fi
     load "$mode-half-$round" "$ADDR" "$HALF"
     backlog_waits "$mode-half-$round"
     curl -s "http://$ADDR/admin/storage/stats" > "$OUT/stats-$mode-$round.json" || true

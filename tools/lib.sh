@@ -39,10 +39,23 @@ start_and_wait() {
 # load LABEL ADDR RATE [extra]: one load run; prints its RESULT line, sets $THROUGHPUT.
 load() {
   local label=$1 addr=$2 rate=$3; shift 3
-  local line
+  local line before
+  before=$(grep '^cpu[0-9]' /proc/stat)
   line=$("$BIN/qaexchange-loadgen" --target "$addr" --connections "$CONNECTIONS" --pipeline "$PIPELINE" \
       --rate "$rate" --duration "$DURATION" --warmup "$WARMUP" --pin-from "$LOAD_CORE" --mix "$MIX" \
       --out "$OUT" --label "$label" "$@" 2>>"$OUT/loadgen.stderr" | tee -a "$OUT/results.txt" | grep '^RESULT')
   echo "$line"
   THROUGHPUT=$(echo "$line" | grep -o 'throughput=[0-9.]*' | cut -d= -f2)
+  cpu_taken "$label" "$before" | tee -a "$OUT/results.txt"
+}
+
+# cpu_taken LABEL BEFORE: a CPU line for the load just run: per core, the ms the host took
+# from this VM (steal) and the ms the kernel spent in interrupts and softirqs, from /proc/stat
+# (10 ms ticks). What noise a run met, next to its figures.
+cpu_taken() {
+  awk -v label="$1" -v tick_ms="$((1000 / $(getconf CLK_TCK)))" '
+    NR == FNR { irq[$1] = $7; soft[$1] = $8; steal[$1] = $9; next }
+    /^cpu[0-9]/ { out = out sprintf(" %s steal_ms=%d irq_ms=%d softirq_ms=%d", $1,
+        ($9 - steal[$1]) * tick_ms, ($7 - irq[$1]) * tick_ms, ($8 - soft[$1]) * tick_ms) }
+    END { print "CPU " label out }' <(echo "$2") /proc/stat
 }

@@ -26,7 +26,8 @@
 #
 # Usage: tools/loadtest.sh   (knobs: SHARDS=1 CONNECTIONS=32 PIPELINE=1 DURATION=5 WARMUP=2
 #                             MIX=exchange-core LOAD_CORE=1 SYNCS_IN_FLIGHT= SPIN_US=
-#                             OUT=target/loadtest/<time>)
+#                             OUT=target/loadtest/<time>
+#                             SERVER_BIN=<another server binary, an A/B>)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SHARDS=${SHARDS:-1}
@@ -53,7 +54,7 @@ fi
 
 for sync in durable none; do
   rm -rf "$DATA/$sync"
-  start_and_wait "server-$sync" "$BIN/qaexchange-server" "${CONFIG[@]}" --no-auth --http 127.0.0.1:0 --ws 127.0.0.1:0 --shards "$SHARDS" \
+  start_and_wait "server-$sync" "${SERVER_BIN:-$BIN/qaexchange-server}" "${CONFIG[@]}" --no-auth --http 127.0.0.1:0 --ws 127.0.0.1:0 --shards "$SHARDS" \
       --storage "$DATA/$sync" --sync "$sync"
   SERVER=$ADDR
   load "$sync-max" "$SERVER" 0

@@ -7,6 +7,14 @@
 //! finish the requests in hand, sync the WAL, exit 0.
 
 use clap::Parser;
+
+/// jemalloc, not glibc's malloc: glibc grows a thread's heap one page at a time with
+/// `mprotect`, which needs the address-space lock exclusively, so a shard thread that
+/// allocates waited for the history jobs' table `mmap`s and `munmap`s (1–3 ms stalls of the
+/// order flow; docs/PERFORMANCE.md "jemalloc for the server"). jemalloc maps memory in large
+/// extents and keeps them.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 use qaexchange::server::config::{Cli, ServerConfig};
 use qaexchange::server::runtime;
 use signal_hook::consts::{SIGINT, SIGTERM};

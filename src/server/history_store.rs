@@ -88,6 +88,12 @@ pub fn open_store(storage: &Path, shard: u16, memtable_bytes: usize, level1_byte
 struct JobTimes {
     flush_us: u64,
     compaction_us: u64,
+    /// The CPU the job threads used (`thread_cpu_us`), apart from their waits, naps and
+    /// pauses: what the store's work takes from a core, which on a shard's own core is
+    /// headroom the order flow no longer has.
+    flush_cpu_us: u64,
+    compaction_cpu_us: u64,
+    release_cpu_us: u64,
     failures: u64,
 }
 
@@ -375,6 +381,9 @@ impl ShardHistory {
             "compaction_bytes_out": s.bytes_compacted_out,
             "flush_time_us": self.times.flush_us,
             "compaction_time_us": self.times.compaction_us,
+            "flush_cpu_us": self.times.flush_cpu_us,
+            "compaction_cpu_us": self.times.compaction_cpu_us,
+            "release_cpu_us": self.times.release_cpu_us,
             "job_running": s.flush_running || s.compaction_running,
             "flush_running": s.flush_running,
             "compaction_running": s.compaction_running,
@@ -443,6 +452,8 @@ trait JobKind {
     /// The next job (`next_flush`, `next_compaction`).
     fn next(h: &mut ShardHistory) -> Option<Self::Job>;
     fn pause(h: &ShardHistory) -> Option<std::time::Duration>;
+    /// Where this kind's job CPU is counted.
+    fn cpu_us(times: &mut JobTimes) -> &mut u64;
     /// The heavy part, on the job's own thread.
     fn run(job: Self::Job) -> crate::storage::lsm::Result<Self::Done>;
     /// Makes reads see the result and counts `elapsed_us`; Err: the job failed.
@@ -466,6 +477,10 @@ impl JobKind for Flushes {
 
     fn pause(h: &ShardHistory) -> Option<std::time::Duration> {
         h.pause.flush
+    }
+
+    fn cpu_us(times: &mut JobTimes) -> &mut u64 {
+        &mut times.flush_cpu_us
     }
 
     fn run(job: FlushJob) -> crate::storage::lsm::Result<Self::Done> {
@@ -502,6 +517,10 @@ impl JobKind for Compactions {
         h.pause.compaction
     }
 
+    fn cpu_us(times: &mut JobTimes) -> &mut u64 {
+        &mut times.compaction_cpu_us
+    }
+
     fn run(job: CompactionJob) -> crate::storage::lsm::Result<Self::Done> {
         job.run()
     }
@@ -526,9 +545,10 @@ async fn job_loop<K: JobKind>(history: SharedHistory, woken: LocalReceiver<()>) 
             let Some(job) = K::next(&mut history.borrow_mut()) else { break };
             let began = Instant::now();
             let (pause, idle) = (K::pause(&history.borrow()), history.borrow().idle.clone());
-            let done = run_job(&idle, pause, move || K::run(job)).await;
+            let (done, cpu_us) = run_job(&idle, pause, move || K::run(job)).await;
             let (obsolete, ok) = {
                 let mut h = history.borrow_mut();
+                *K::cpu_us(&mut h.times) += cpu_us;
                 let finished = K::finish(&mut h, done, began.elapsed().as_micros() as u64);
                 let ok = finished.is_ok();
                 if let Err(e) = finished {
@@ -539,7 +559,8 @@ async fn job_loop<K: JobKind>(history: SharedHistory, woken: LocalReceiver<()>) 
                 h.wake_due();
                 (h.store.take_obsolete(), ok)
             };
-            release(&idle, obsolete).await;
+            let release_cpu_us = release(&idle, obsolete).await;
+            history.borrow_mut().times.release_cpu_us += release_cpu_us;
             if !ok {
                 // Do not spin on a failing disk: wait for the next wake-up.
                 break;
@@ -557,20 +578,28 @@ async fn job_loop<K: JobKind>(history: SharedHistory, woken: LocalReceiver<()>) 
 
 /// Runs a job's heavy part on a thread of its own in the idle class (`IdleThreads`) without
 /// blocking the shard (`niced_thread`). A flush and a compaction each have one, so neither
-/// waits for the other.
+/// waits for the other. Returns the job's result and the CPU its thread used, in µs.
 async fn run_job<T: Send + 'static>(
     idle: &IdleThreads,
     pause: Option<std::time::Duration>,
     job: impl FnOnce() -> crate::storage::lsm::Result<T> + Send + 'static,
-) -> crate::storage::lsm::Result<T> {
-    idle.spawn("history-job", Cores::Spare, move || paused(pause, job))
+) -> (crate::storage::lsm::Result<T>, u64) {
+    idle.spawn("history-job", Cores::Spare, move || with_cpu_us(|| paused(pause, job)))
         .await
-        .unwrap_or_else(|e| Err(crate::storage::lsm::LsmError::io("history job", std::io::Error::other(e))))
+        .unwrap_or_else(|e| (Err(crate::storage::lsm::LsmError::io("history job", std::io::Error::other(e))), 0))
 }
 
-/// Frees and deletes what a job replaced, on a thread of its own.
-async fn release(idle: &IdleThreads, obsolete: crate::storage::lsm::store::Obsolete) {
-    let _ = idle.spawn("history-release", Cores::Spare, move || remove_obsolete(obsolete)).await;
+/// Frees and deletes what a job replaced, on a thread of its own; returns that thread's CPU,
+/// in µs.
+async fn release(idle: &IdleThreads, obsolete: crate::storage::lsm::store::Obsolete) -> u64 {
+    idle.spawn("history-release", Cores::Spare, move || with_cpu_us(|| remove_obsolete(obsolete)).1).await.unwrap_or(0)
+}
+
+/// `work()`'s result and the CPU the calling thread used for it, in µs.
+fn with_cpu_us<T>(work: impl FnOnce() -> T) -> (T, u64) {
+    let began = super::thread_priority::thread_cpu_us();
+    let result = work();
+    (result, super::thread_priority::thread_cpu_us().saturating_sub(began))
 }
 
 /// Runs `job` after `pause` and waits `pause` again before returning (`JobPause`).
