@@ -473,6 +473,10 @@ fn a_flush_that_falls_behind_holds_the_memtable_to_its_bound() {
             }
         }
     }
+    // On its way to the bound, past half of it, the committer paused before groups first.
+    let latency = String::from_utf8(c.get("/admin/latency").body).unwrap();
+    let slowed = latency.lines().find(|l| l.starts_with("# stage history_slowdown:")).expect("the stage");
+    assert!(!slowed.ends_with("(n = 0)"), "{slowed}");
     let (orders, trades) = check_against_journal(&mut c, &["A", "B"]);
     assert_eq!((orders, trades), (2 * pairs as usize, 2 * pairs as usize));
 }

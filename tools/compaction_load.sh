@@ -13,7 +13,8 @@
 #          makes jobs 64 times as frequent; it must not also make that bound 64 times as tight
 #          (unless BACKLOG_KIB asks for it, to see the waits).
 # After each load: the server's `history_backlog_wait` stage (groups that waited, and the
-# longest wait) from GET /admin/latency, as a WAIT line, and its `wal_write_sync` stage as a
+# longest wait) from GET /admin/latency, as a WAIT line, its `history_slowdown` stage (the
+# committer's pauses before that bound) as a SLOW line, and its `wal_write_sync` stage as a
 # SYNC line (then reset, so each line is one load's); every stage in $OUT/latency-<load>.txt.
 # For each: closed-loop max, then open loop at 50 % (LOAD_PERCENT) of the first quiet max (p99);
 # the "half" loads are at that rate. RATE=N: no closed-loop loads, the open loop at N/s on a
@@ -62,6 +63,9 @@ backlog_waits() {
   echo "$latency" > "$OUT/latency-$1.txt"
   line=$(grep '^# stage history_backlog_wait:' <<< "$latency" || echo "(none)")
   echo "WAIT $1 $line" | tee -a "$OUT/results.txt"
+  # The committer's pauses as the memtable nears that bound (ShardHistory::slowdown).
+  line=$(grep '^# stage history_slowdown:' <<< "$latency" || echo "(none)")
+  echo "SLOW $1 $line" | tee -a "$OUT/results.txt"
   # The WAL's own write + fdatasync, as the server timed it: what the store's disk work does
   # to the log, without the VM's scheduling noise that the client's latency carries.
   grep '^# stage wal_write_sync:' <<< "$latency" | sed "s/^/SYNC $1 /" | tee -a "$OUT/results.txt" || true

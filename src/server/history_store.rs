@@ -49,6 +49,10 @@ pub const MEMTABLE_BACKLOG_FACTOR: usize = 4;
 /// backlog bound then holds memory.
 pub const LEVEL0_STOP_FACTOR: usize = 3;
 
+/// The committer's longest pause before a group's history (`ShardHistory::slowdown`), at
+/// the backlog bound; none below half of it.
+pub const SLOWDOWN_MAX: std::time::Duration = std::time::Duration::from_millis(1);
+
 /// The history store directory of shard `shard` under the storage directory.
 pub fn shard_history_dir(storage: &Path, shard: u16) -> PathBuf {
     storage.join(format!("shard-{shard}")).join("history")
@@ -221,6 +225,22 @@ impl ShardHistory {
         (self.store.flush_running() || self.flush_held())
             && self.last_error.is_none()
             && self.store.memtable_bytes() >= self.backlog_bytes
+    }
+
+    /// How long the committer pauses before it puts the next group's history in, while the
+    /// memtable holds more than half its backlog bound and a flush runs or waits (RocksDB's
+    /// "slowdown" before its "stop"): from nothing at half the bound to `SLOWDOWN_MAX` at it.
+    /// A job in the idle class gets only the CPU the order flow leaves, so on a busy core it
+    /// falls behind until the bound stops the order flow for a whole flush (seconds, with a
+    /// bound of hundreds of MiB: docs/PERFORMANCE.md "jemalloc for the server, the jobs' CPU,
+    /// and what a short run hides"). Pausing a little per group earlier leaves the job the
+    /// core in pieces, and larger groups meanwhile cost the shard less per order. Not after a
+    /// failed job, as `backlogged`.
+    pub fn slowdown(&self) -> Option<std::time::Duration> {
+        if !(self.store.flush_running() || self.flush_held()) || self.last_error.is_some() {
+            return None;
+        }
+        slowdown_for(self.store.memtable_bytes(), self.backlog_bytes)
     }
 
     fn flush_due(&self) -> bool {
@@ -650,6 +670,17 @@ pub async fn wait_for_backlog(history: &SharedHistory) {
     }
 }
 
+/// `ShardHistory::slowdown` for a memtable of `bytes` against a backlog bound of
+/// `backlog_bytes`.
+fn slowdown_for(bytes: usize, backlog_bytes: usize) -> Option<std::time::Duration> {
+    let half = backlog_bytes / 2;
+    if half == 0 || bytes <= half {
+        return None;
+    }
+    let over = (bytes - half).min(half) as f64 / half as f64;
+    Some(SLOWDOWN_MAX.mul_f64(over))
+}
+
 /// Spawns the background task in its low-priority task queue.
 pub fn spawn_background(history: SharedHistory, signals: JobSignals) -> Option<glommio::task::JoinHandle<()>> {
     let queue = glommio::executor().create_task_queue(
@@ -669,6 +700,20 @@ pub fn spawn_background(history: SharedHistory, signals: JobSignals) -> Option<g
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_slowdown_grows_from_half_the_bound_to_the_bound() {
+        let bound = 1 << 20;
+        assert_eq!(slowdown_for(0, bound), None);
+        assert_eq!(slowdown_for(bound / 2, bound), None, "nothing up to half the bound");
+        let a_little = slowdown_for(bound / 2 + bound / 8, bound).expect("past half");
+        let more = slowdown_for(bound - bound / 8, bound).expect("near the bound");
+        assert!(a_little < more && more < SLOWDOWN_MAX, "{a_little:?} {more:?}");
+        assert_eq!(a_little, SLOWDOWN_MAX / 4);
+        assert_eq!(slowdown_for(bound, bound), Some(SLOWDOWN_MAX));
+        assert_eq!(slowdown_for(3 * bound, bound), Some(SLOWDOWN_MAX), "never more");
+        assert_eq!(slowdown_for(5, 1), None, "a bound too small to halve");
+    }
 
     fn key(n: u64) -> String {
         format!("s{:02}/{n:08}", n % 37)
@@ -748,9 +793,14 @@ mod tests {
         fill_to(&mut h, &mut written, half);
         assert!(h.flush_held() && next_flush(&mut h).is_none(), "level 0 is full: the flush waits");
         assert!(!h.backlogged(), "below the backlog bound the committer goes on");
+        assert!(h.slowdown().unwrap_or_default() < SLOWDOWN_MAX / 4, "hardly slowed at half the bound");
         let bound = h.backlog_bytes;
+        fill_to(&mut h, &mut written, half + bound / 4);
+        let pause = h.slowdown().expect("slowed past half the bound while the flush waits");
+        assert!(pause >= SLOWDOWN_MAX / 2 && pause < SLOWDOWN_MAX, "{pause:?}");
         fill_to(&mut h, &mut written, bound);
         assert!(h.backlogged(), "at the backlog bound the committer waits for the compaction");
+        assert_eq!(h.slowdown(), Some(SLOWDOWN_MAX));
         h.closing = true;
         assert!(!h.flush_held(), "a closing store flushes whatever level 0 holds");
         h.closing = false;
@@ -760,6 +810,7 @@ mod tests {
         assert_eq!((report.level, report.input_tables), (0, 2), "{report:?}");
         assert_eq!(h.store.level0_tables(), 4, "the flushes made during it stay in level 0");
         assert!(!h.flush_held());
+        assert_eq!(h.slowdown(), None, "no pause while no flush runs or waits: the next one starts");
         flush_now(&mut h);
         all_readable(&h, written);
         remove_obsolete(h.store.take_obsolete());

@@ -26,7 +26,7 @@ fn stage_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1_000, 60_000_000_000, 2).expect("static histogram bounds are valid")
 }
 
-pub const STAGES: [&str; 9] = [
+pub const STAGES: [&str; 10] = [
     "parse",
     "hop",
     "execute_command",
@@ -34,6 +34,7 @@ pub const STAGES: [&str; 9] = [
     "wal_write_sync",
     "history_apply",
     "history_backlog_wait",
+    "history_slowdown",
     "commit_wait",
     "reply_hop",
 ];

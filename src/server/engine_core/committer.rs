@@ -347,6 +347,14 @@ async fn answer(
                     let began = Instant::now();
                     super::super::history_store::wait_for_backlog(&history).await;
                     core.borrow_mut().metrics.stage_since("history_backlog_wait", began);
+                } else {
+                    // Bound first: no borrow of the history lives across the pause.
+                    let slowdown = history.borrow().slowdown();
+                    if let Some(pause) = slowdown {
+                        let began = Instant::now();
+                        glommio::timer::sleep(pause).await;
+                        core.borrow_mut().metrics.stage_since("history_slowdown", began);
+                    }
                 }
                 let began = Instant::now();
                 let keys = history.borrow_mut().apply(history_writes, last_sequence);
