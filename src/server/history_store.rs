@@ -222,9 +222,15 @@ impl ShardHistory {
     /// flush runs (the next `apply` starts one) or after a failed job (that would stop order
     /// flow on a failing disk; the WAL holds everything, and the job is tried again).
     pub fn backlogged(&self) -> bool {
-        (self.store.flush_running() || self.flush_held())
-            && self.last_error.is_none()
-            && self.store.memtable_bytes() >= self.backlog_bytes
+        self.store.memtable_bytes() >= self.backlog_bytes && self.flush_behind()
+    }
+
+    /// A flush runs or waits for a compaction, and no job has failed since: what both the
+    /// backlog's stop and its slowdown need besides the memtable's size. Asked after the size,
+    /// which is a field: per commit group, `flush_held` asks the levels whether a compaction
+    /// is due.
+    fn flush_behind(&self) -> bool {
+        (self.store.flush_running() || self.flush_held()) && self.last_error.is_none()
     }
 
     /// How long the committer pauses before it puts the next group's history in, while the
@@ -237,10 +243,7 @@ impl ShardHistory {
     /// core in pieces, and larger groups meanwhile cost the shard less per order. Not after a
     /// failed job, as `backlogged`.
     pub fn slowdown(&self) -> Option<std::time::Duration> {
-        if !(self.store.flush_running() || self.flush_held()) || self.last_error.is_some() {
-            return None;
-        }
-        slowdown_for(self.store.memtable_bytes(), self.backlog_bytes)
+        slowdown_for(self.store.memtable_bytes(), self.backlog_bytes).filter(|_| self.flush_behind())
     }
 
     fn flush_due(&self) -> bool {
