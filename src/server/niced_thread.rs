@@ -140,11 +140,11 @@ impl IdleThreads {
         job: impl FnOnce() -> T + Send + 'static,
     ) -> ThreadResult<T> {
         let set = self.clone();
-        // The creator (a shard's thread) and its cores, for the courtesy hook.
-        let (creator, creator_cores) = (super::thread_priority::current_tid(), super::thread_priority::allowed_cores());
+        // The creator's (a shard's thread's) cores, for the courtesy hook.
+        let creator_cores = super::thread_priority::allowed_cores();
         spawn(name, self.nice, cores, move || {
             let _member = set.enter();
-            super::shard_waits::Courtesy::install_if_sharing(creator, &creator_cores);
+            super::shard_waits::Courtesy::install_if_sharing(&creator_cores);
             job()
         })
     }

@@ -1,188 +1,159 @@
 //! A courtesy hook (`storage::lsm::courtesy`) for a history job on its shard's core: every
-//! `CHECK_EVERY` of the job's work it reads the shard thread's state, and while the shard is
-//! runnable (so, on their one shared core, waiting for the job to let it run) it naps, up to
-//! `MAX_NAPS` times in a row. A job on another core gets no hook: there "runnable" would mostly
-//! mean "running", and the job would nap for nothing. Nor does a job that its shard lifted out
-//! of the idle class (the shard waits for it at the memtable's backlog bound, and may be
-//! runnable meanwhile with other work): napping then would slow what the shard waits for.
+//! `CHECK_EVERY` of the job's work, while the job is in the idle class, it yields the core
+//! (`sched_yield`). If the shard waits for their shared core, it runs at once; if nothing
+//! waits, the call returns at once. A job on another core gets no hook. Nor does a job lifted
+//! out of the idle class yield: its shard waits for it at the memtable's backlog bound, and a
+//! yield then would slow what the shard waits for.
+//!
+//! Why a yield and not a look at the shard: the hook first read the shard thread's state from
+//! `/proc/self/task/<tid>/stat` (2.6 µs a read here) and, while it said runnable, napped 50 µs
+//! at a time, up to 20 times in a row. On a busy core the shard is nearly always runnable when
+//! the job runs, so the job spent its time reading and waking: in a profile of a busy store at
+//! 18,500 orders/s, the reads were 22 % of the job threads' CPU and the nap's switches about as
+//! much, and each nap's timer interrupted the shard (docs/PERFORMANCE.md "Courtesy points that
+//! yield"). A yield needs no look: the kernel knows who waits.
 
-use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::time::{Duration, Instant};
 
-/// How much work a job does between two looks at its shard (each look is a read of a small
-/// /proc file, a few microseconds).
+/// How much work a job does between two yields: the longest the shard waits behind a job
+/// piece once the kernel gives the job its share (which it would otherwise take a whole tick,
+/// up to 4 ms, at a time).
 const CHECK_EVERY: Duration = Duration::from_micros(200);
-/// One nap; the kernel's timer slack makes it 50 µs or so longer.
-const NAP: Duration = Duration::from_micros(50);
-/// At most this many naps in a row, so that a job beside a shard that never sleeps still
-/// progresses (the backlog bound lifts it when the shard must wait for it).
-const MAX_NAPS: u32 = 20;
-
-/// Whether the process's thread `tid` is runnable now, read from its /proc stat file.
-pub struct ShardState {
-    stat: File,
-    buf: [u8; 256],
-}
-
-impl ShardState {
-    pub fn open(tid: libc::pid_t) -> std::io::Result<Self> {
-        Ok(ShardState { stat: File::open(format!("/proc/self/task/{tid}/stat"))?, buf: [0; 256] })
-    }
-
-    /// The thread's state letter is the first field after its name, which ends at the last ')'.
-    /// A read that fails says not runnable: the hook then never naps.
-    pub fn runnable(&mut self) -> bool {
-        let Ok(n) = self.stat.read_at(&mut self.buf, 0) else { return false };
-        let text = &self.buf[..n];
-        let Some(close) = text.iter().rposition(|&b| b == b')') else { return false };
-        text.get(close + 2) == Some(&b'R')
-    }
-}
 
 /// The hook's state on one job thread.
 pub struct Courtesy {
-    shard: ShardState,
-    last_look: Instant,
-    /// Naps taken so far.
-    naps: u64,
+    last_yield: Instant,
+    /// Yields made so far.
+    yields: u64,
 }
 
 impl Courtesy {
-    /// Installs the hook on the calling thread when it may run on the core its shard
-    /// (`shard_tid`, pinned to `shard_cores`) is pinned to. Returns whether it did.
-    pub fn install_if_sharing(shard_tid: libc::pid_t, shard_cores: &[usize]) -> bool {
+    /// Installs the hook on the calling thread when it may run on the core its shard (pinned
+    /// to `shard_cores`) is pinned to. Returns whether it did.
+    pub fn install_if_sharing(shard_cores: &[usize]) -> bool {
         let own = super::thread_priority::allowed_cores();
-        let shares = shard_cores.len() == 1 && own.contains(&shard_cores[0]);
-        let Some(shard) = shares.then(|| ShardState::open(shard_tid).ok()).flatten() else { return false };
-        let mut courtesy = Courtesy { shard, last_look: Instant::now(), naps: 0 };
+        if !(shard_cores.len() == 1 && own.contains(&shard_cores[0])) {
+            return false;
+        }
+        let mut courtesy = Courtesy::new();
         crate::storage::lsm::courtesy::set_hook(Some(Box::new(move || courtesy.point())));
         true
     }
 
+    fn new() -> Self {
+        Courtesy { last_yield: Instant::now(), yields: 0 }
+    }
+
     fn point(&mut self) {
-        if self.last_look.elapsed() < CHECK_EVERY {
+        if self.last_yield.elapsed() < CHECK_EVERY {
             return;
         }
-        for _ in 0..MAX_NAPS {
-            if !self.shard.runnable() || !super::thread_priority::in_idle_class() {
-                break;
-            }
-            std::thread::sleep(NAP);
-            self.naps += 1;
+        if super::thread_priority::in_idle_class() {
+            super::thread_priority::yield_core();
+            self.yields += 1;
         }
-        self.last_look = Instant::now();
+        self.last_yield = Instant::now();
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::thread_priority::{allowed_cores, enter_idle_class, leave_idle_class, pin_to_core};
     use super::*;
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     use std::sync::Arc;
 
-    /// A thread that spins until stopped (a shard that never sleeps): its id and its stop.
-    fn spinner() -> (libc::pid_t, Spinner) {
-        let stop = Arc::new(AtomicBool::new(false));
-        let (tid_tx, tid_rx) = std::sync::mpsc::channel();
-        let spin_stop = stop.clone();
-        let thread = std::thread::spawn(move || {
-            tid_tx.send(super::super::thread_priority::current_tid()).expect("send");
-            while !spin_stop.load(Ordering::Relaxed) {
-                std::hint::spin_loop();
-            }
-        });
-        (tid_rx.recv().expect("tid"), Spinner { stop, thread: Some(thread) })
-    }
-
-    struct Spinner {
-        stop: Arc<AtomicBool>,
-        thread: Option<std::thread::JoinHandle<()>>,
-    }
-
-    impl Drop for Spinner {
-        fn drop(&mut self) {
-            self.stop.store(true, Ordering::Relaxed);
-            if let Some(thread) = self.thread.take() {
-                let _ = thread.join();
-            }
-        }
-    }
-
     #[test]
-    fn a_spinning_thread_reads_runnable_and_a_sleeping_one_does_not() {
-        let (tid, spinning_thread) = spinner();
-        let mut spinning = ShardState::open(tid).expect("stat");
-        assert!(spinning.runnable(), "a spinning thread is running or runnable");
-        drop(spinning_thread);
-
-        let (tid_tx, tid_rx) = std::sync::mpsc::channel();
-        let (wake_tx, wake_rx) = std::sync::mpsc::channel::<()>();
-        let sleeper = std::thread::spawn(move || {
-            tid_tx.send(super::super::thread_priority::current_tid()).expect("send");
-            wake_rx.recv().expect("wake");
-        });
-        let mut sleeping = ShardState::open(tid_rx.recv().expect("tid")).expect("stat");
-        // It blocks in recv() right after sending; give it that moment.
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while sleeping.runnable() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        assert!(!sleeping.runnable(), "a thread blocked in recv() sleeps");
-        wake_tx.send(()).expect("wake");
-        sleeper.join().expect("join");
-    }
-
-    #[test]
-    fn a_point_naps_while_the_shard_is_runnable_and_not_while_it_sleeps() {
-        let (spinner_tid, spinning_thread) = spinner();
-        let (idle_naps, again_naps, lifted_naps) = std::thread::spawn(move || {
-            let shard = ShardState::open(spinner_tid).expect("stat");
-            let mut courtesy = Courtesy { shard, last_look: Instant::now() - CHECK_EVERY * 2, naps: 0 };
-            // A job in the idle class, as the server's are.
-            assert!(super::super::thread_priority::enter_idle_class());
+    fn a_point_yields_after_its_interval_and_only_in_the_idle_class() {
+        let yields = std::thread::spawn(|| {
+            let mut courtesy = Courtesy::new();
+            let mut yields = Vec::new();
+            // Not yet in the idle class: no yield, however long since the last.
+            courtesy.last_yield = Instant::now() - CHECK_EVERY * 2;
             courtesy.point();
-            let idle = courtesy.naps;
-            // Right after a look: no look, no nap.
+            yields.push(courtesy.yields);
+            assert!(enter_idle_class());
+            courtesy.last_yield = Instant::now() - CHECK_EVERY * 2;
             courtesy.point();
-            let again = courtesy.naps;
-            // Lifted to the normal class: no nap however busy the shard.
-            super::super::thread_priority::leave_idle_class(super::super::thread_priority::current_tid(), 19);
-            courtesy.last_look = Instant::now() - CHECK_EVERY * 2;
+            yields.push(courtesy.yields);
+            // Right after one: none.
             courtesy.point();
-            (idle, again, courtesy.naps)
+            yields.push(courtesy.yields);
+            // Lifted out of the idle class (the shard waits for the job): none.
+            leave_idle_class(super::super::thread_priority::current_tid(), 19);
+            courtesy.last_yield = Instant::now() - CHECK_EVERY * 2;
+            courtesy.point();
+            yields.push(courtesy.yields);
+            yields
         })
         .join()
         .expect("job thread");
-        assert_eq!(idle_naps, u64::from(MAX_NAPS), "a shard that never sleeps: the most naps, then on");
-        assert_eq!(again_naps, idle_naps);
-        assert_eq!(lifted_naps, idle_naps, "a lifted job does not nap");
-        drop(spinning_thread);
+        assert_eq!(yields, [0, 1, 1, 1]);
+    }
 
-        // The main test thread, blocked in join() meanwhile, is a sleeping shard.
-        let main_tid = super::super::thread_priority::current_tid();
-        let naps = std::thread::spawn(move || {
-            let shard = ShardState::open(main_tid).expect("stat");
-            let mut courtesy = Courtesy { shard, last_look: Instant::now() - CHECK_EVERY * 2, naps: 0 };
-            super::super::thread_priority::enter_idle_class();
-            // Until the main thread has gone to sleep in join().
-            std::thread::sleep(Duration::from_millis(50));
+    /// Of up to `tries` points before `deadline`: how many let a spinner on the job's core run
+    /// between the reads of its count just before and just after the point, and how many
+    /// points were made.
+    fn handed_over(courtesy: &mut Courtesy, count: &AtomicU64, tries: u32, deadline: Instant) -> (u32, u32) {
+        let (mut handed, mut made) = (0, 0);
+        while made < tries && Instant::now() < deadline {
+            courtesy.last_yield = Instant::now() - CHECK_EVERY * 2;
+            let before = count.load(Ordering::Relaxed);
             courtesy.point();
-            courtesy.naps
+            handed += u32::from(count.load(Ordering::Relaxed) != before);
+            made += 1;
+        }
+        (handed, made)
+    }
+
+    #[test]
+    fn a_point_gives_the_core_to_a_thread_waiting_for_it() {
+        let Some(&core) = allowed_cores().first() else { return };
+        let (stop, count) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)));
+        // The shard: a normal-class thread on the job's core that never sleeps.
+        let spinner = {
+            let (stop, count) = (stop.clone(), count.clone());
+            std::thread::spawn(move || {
+                pin_to_core(core);
+                while !stop.load(Ordering::Relaxed) {
+                    count.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        };
+        let (idle, lifted) = std::thread::spawn(move || {
+            pin_to_core(core);
+            let mut courtesy = Courtesy::new();
+            assert!(enter_idle_class());
+            // Few tries: beside a spinner that never sleeps, an idle-class thread that gave
+            // the core away gets it back only with its tiny share, ~250 ms later here.
+            let idle = handed_over(&mut courtesy, &count, 4, Instant::now() + Duration::from_secs(3));
+            // Lifted: the point does nothing, and the spinner runs between two reads a few
+            // nanoseconds apart only if a tick lands there.
+            leave_idle_class(super::super::thread_priority::current_tid(), 19);
+            let lifted = handed_over(&mut courtesy, &count, 40, Instant::now() + Duration::from_secs(3));
+            (idle, lifted)
         })
         .join()
-        .expect("join");
-        assert_eq!(naps, 0, "a sleeping shard: no nap");
+        .expect("job thread");
+        stop.store(true, Ordering::Relaxed);
+        spinner.join().expect("spinner");
+        assert!(idle.1 >= 2 && idle.0 * 2 > idle.1, "the spinner ran in {} of {} yields", idle.0, idle.1);
+        assert!(
+            lifted.1 >= 10 && lifted.0 * 4 < lifted.1,
+            "without yields the spinner ran in {} of {} points",
+            lifted.0,
+            lifted.1
+        );
     }
 
     #[test]
     fn a_job_off_its_shards_core_gets_no_hook() {
         // A shard pinned to a core this thread may not use: nothing is installed.
-        let own = super::super::thread_priority::allowed_cores();
+        let own = allowed_cores();
         let elsewhere = (0..libc::CPU_SETSIZE as usize).find(|c| !own.contains(c)).expect("a core not ours");
-        assert!(!Courtesy::install_if_sharing(super::super::thread_priority::current_tid(), &[elsewhere]));
+        assert!(!Courtesy::install_if_sharing(&[elsewhere]));
         // One that shares this thread's core: installed.
-        assert!(Courtesy::install_if_sharing(super::super::thread_priority::current_tid(), &[own[0]]));
+        assert!(Courtesy::install_if_sharing(&[own[0]]));
         crate::storage::lsm::courtesy::set_hook(None);
     }
 }

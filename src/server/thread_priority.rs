@@ -51,6 +51,24 @@ pub fn move_to_spare_cores() {
     move_to(|process, own| spare_cores(process, own, &shards));
 }
 
+/// Pins the calling thread to `core` alone. Failure (a core outside the process's set) only
+/// means the thread stays where it was.
+pub fn pin_to_core(core: usize) {
+    if core < libc::CPU_SETSIZE as usize {
+        move_to(|_, _| vec![core]);
+    }
+}
+
+/// Gives the calling thread's core to another thread that waits for it there, if any; with
+/// none, the call returns at once (a syscall, under a microsecond here).
+#[allow(unsafe_code)]
+pub fn yield_core() {
+    // SAFETY: a plain syscall without arguments.
+    unsafe {
+        libc::sched_yield();
+    }
+}
+
 /// The cores the calling thread may run on (empty if the kernel does not say).
 #[allow(unsafe_code)]
 pub fn allowed_cores() -> Vec<usize> {
