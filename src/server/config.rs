@@ -193,8 +193,9 @@ pub struct StorageConfig {
     pub group_commit_max_records: usize,
     /// ...or this many bytes (at most one segment, since a batch never spans segments).
     pub group_commit_max_bytes: usize,
-    /// `[storage] syncs_in_flight`: commit groups written whose fdatasyncs may run at once
-    /// (1: each group is written only after the one before is synced).
+    /// `[storage] syncs_in_flight`: commit groups whose synced writes (durable: `O_DSYNC`)
+    /// may be in flight at once (1: each group is written only after the one before is
+    /// synced).
     pub syncs_in_flight: usize,
     /// History store (`[storage] memtable_kib`): flush a shard's memtable at this size.
     pub memtable_bytes: usize,
