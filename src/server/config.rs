@@ -39,8 +39,8 @@ pub const DEFAULT_SEGMENT_MIB: u64 = 64;
 /// Segment sizes beyond this only delay the release of old segments.
 pub const MAX_SEGMENT_MIB: u64 = 1024;
 pub const DEFAULT_GROUP_COMMIT_MAX_RECORDS: usize = 4096;
-/// Commit groups whose fdatasync may run at once. 1: on these 2-core VMs concurrent syncs of
-/// one shard each took longer and the ack got slower (docs/PERFORMANCE.md, "Syncs in flight").
+/// Commit groups whose syncs may run at once. 1: on these 2-core VMs concurrent syncs of one
+/// shard each took longer and the ack's p99 got slower (docs/PERFORMANCE.md, "Syncs in flight").
 pub const DEFAULT_SYNCS_IN_FLIGHT: usize = 1;
 /// More than this only queues flushes in the device.
 pub const MAX_SYNCS_IN_FLIGHT: usize = 64;
@@ -90,8 +90,8 @@ pub struct Cli {
     /// Number of shards (one pinned thread each); 0 = one per available core [max 256]
     #[arg(long, value_name = "N")]
     pub shards: Option<usize>,
-    /// durable: acknowledge after fdatasync; none: acknowledge once in the page cache, a crash of
-    /// the machine can lose acknowledged orders
+    /// durable: acknowledge once the WAL write is on disk (O_DSYNC); none: acknowledge once in
+    /// the page cache, a crash of the machine can lose acknowledged orders
     #[arg(long, value_enum, value_name = "MODE", conflicts_with = "no_storage")]
     pub sync: Option<SyncSetting>,
     /// First trading day of a new venue (used only when storage holds no state yet)

@@ -8,7 +8,7 @@
 //! - `execute_command`: running a client command (checks and hold, and the match and fills
 //!   when the instrument is on the same shard);
 //! - `execute_peer`: running a message from another shard (match, or fills and endings);
-//! - `wal_write_sync`: one group's WAL write + fdatasync;
+//! - `wal_write_sync`: one group's WAL write and its sync (durable: one `O_DSYNC` write);
 //! - `history_apply`: one commit group's writes into the history store's memtable, once its
 //!   records are written (and synced, in durable mode), before its replies are released (part
 //!   of their `commit_wait`);
@@ -189,7 +189,7 @@ impl Gathered {
         family("qaexchange_rejects_total", "counter", "Refusals by error code.", rejects);
         family("qaexchange_wal_records_total", "counter", "WAL records written.", per_shard(&|c| c.wal_records));
         family("qaexchange_wal_bytes_total", "counter", "WAL payload bytes written.", per_shard(&|c| c.wal_bytes));
-        family("qaexchange_wal_syncs_total", "counter", "WAL fdatasyncs.", per_shard(&|c| c.wal_syncs));
+        family("qaexchange_wal_syncs_total", "counter", "WAL syncs.", per_shard(&|c| c.wal_syncs));
         family("qaexchange_wal_groups_total", "counter", "WAL commit groups.", per_shard(&|c| c.wal_groups));
         family(
             "qaexchange_wal_groups_overlapped_total",

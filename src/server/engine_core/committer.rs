@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 /// Most records and bytes one WAL write carries (config `group_commit_max_records` /
 /// `group_commit_max_bytes`); a larger group is written as several writes, each synced, before
 /// its messages and replies leave. `syncs_in_flight` (config `[storage] syncs_in_flight`):
-/// groups written whose fdatasync may run at once.
+/// groups whose synced writes may be in flight at once.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GroupLimits {
     pub max_records: usize,

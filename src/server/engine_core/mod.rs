@@ -1,6 +1,6 @@
 //! A shard's core: runs client actions and messages from other shards as they arrive, stages
 //! what they logged, sent and answered, and a committer task writes each staged group to the
-//! shard's WAL (one write + fdatasync per group) before it sends the group's messages and
+//! shard's WAL (one synced write per group) before it sends the group's messages and
 //! releases its replies (output commit: nothing leaves a shard before the input that made it
 //! is durable). While one group syncs the next one fills, so the sync cost is shared by
 //! everything that arrived meanwhile (group commit).
