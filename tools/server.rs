@@ -7,6 +7,12 @@
 //! finish the requests in hand, sync the WAL, exit 0.
 
 use clap::Parser;
+use qaexchange::server::config::{Cli, ServerConfig};
+use qaexchange::server::runtime;
+use signal_hook::consts::{SIGINT, SIGTERM};
+use std::io::Write;
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
 
 /// jemalloc, not glibc's malloc: glibc grows a thread's heap one page at a time with
 /// `mprotect`, which needs the address-space lock exclusively, so a shard thread that
@@ -15,12 +21,6 @@ use clap::Parser;
 /// extents and keeps them.
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-use qaexchange::server::config::{Cli, ServerConfig};
-use qaexchange::server::runtime;
-use signal_hook::consts::{SIGINT, SIGTERM};
-use std::io::Write;
-use std::process::ExitCode;
-use std::sync::atomic::Ordering;
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()

@@ -93,8 +93,8 @@ struct JobTimes {
     flush_us: u64,
     compaction_us: u64,
     /// The CPU the job threads used (`thread_cpu_us`), apart from their waits, pauses and
-    /// the time they yield to their shard: what the store's work takes from a core, which on a shard's own core is
-    /// headroom the order flow no longer has.
+    /// the time they yield to their shard: what the store's work takes from a core, which on
+    /// a shard's own core is headroom the order flow no longer has.
     flush_cpu_us: u64,
     compaction_cpu_us: u64,
     release_cpu_us: u64,

@@ -156,7 +156,7 @@ pub fn leave_idle_class(tid: libc::pid_t, nice: libc::c_int) {
 }
 
 /// The CPU time the calling thread has used, in µs (`CLOCK_THREAD_CPUTIME_ID`): what a
-/// history job costs its core, apart from the time it spent waiting or napping.
+/// history job costs its core, apart from the time it spent waiting, sleeping or yielded.
 #[allow(unsafe_code)]
 pub fn thread_cpu_us() -> u64 {
     let mut t = libc::timespec { tv_sec: 0, tv_nsec: 0 };
