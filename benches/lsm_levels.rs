@@ -10,7 +10,7 @@
 //! instrument's trades...) then a time, so each flush spans the whole key space and overlaps
 //! every table of level 1. For each store: bytes flushed, bytes compactions wrote, write
 //! amplification ((flushed + compacted out) / flushed) over the whole run and over its last
-//! quarter (how it grows), compaction wall time, and the largest single job's input (what
+//! quarter (how it grows), compaction wall time and CPU time (per MB written), and the largest single job's input (what
 //! one compaction costs the machine at the end).
 //!
 //! Run: `cargo bench --bench lsm_levels`. Knobs: `LSM_LEVELS_FLUSHES` (default 48),
@@ -39,9 +39,25 @@ struct Totals {
     compacted_in: u64,
     compacted_out: u64,
     compaction_secs: f64,
+    /// CPU time of the whole process (the job and its writer thread, and deleting what it
+    /// replaced) over the compactions.
+    compaction_cpu_secs: f64,
     compactions: u64,
     largest_job_in: u64,
     grandparent_cuts: usize,
+}
+
+/// User and system CPU time of the whole process so far (every thread, finished ones too).
+#[allow(unsafe_code)]
+fn process_cpu_secs() -> f64 {
+    // SAFETY: getrusage fills the zeroed struct on this stack frame, passed by pointer.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        usage
+    };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(usage.ru_utime) + secs(usage.ru_stime)
 }
 
 fn run(name: &str, dir: &std::path::Path, opts: StoreOptions, flushes: u64, series: u64) {
@@ -65,10 +81,12 @@ fn run(name: &str, dir: &std::path::Path, opts: StoreOptions, flushes: u64, seri
         }
         while let Some(job) = store.begin_compaction(4) {
             let t = Instant::now();
+            let cpu = process_cpu_secs();
             let done = job.run();
             let report = store.finish_compaction(done).expect("compaction").expect("a report");
             remove_obsolete(store.take_obsolete());
             let secs = t.elapsed().as_secs_f64();
+            let cpu_secs = process_cpu_secs() - cpu;
             // A table moved down a level is not rewritten: only the manifest is.
             let written = if report.moved_tables > 0 { 0 } else { report.bytes_out };
             let read = if report.moved_tables > 0 { 0 } else { report.bytes_in };
@@ -76,6 +94,7 @@ fn run(name: &str, dir: &std::path::Path, opts: StoreOptions, flushes: u64, seri
                 t.compacted_in += read;
                 t.compacted_out += written;
                 t.compaction_secs += secs;
+                t.compaction_cpu_secs += cpu_secs;
                 t.compactions += 1;
                 t.largest_job_in = t.largest_job_in.max(read);
                 t.grandparent_cuts += report.grandparent_cuts;
@@ -87,7 +106,7 @@ fn run(name: &str, dir: &std::path::Path, opts: StoreOptions, flushes: u64, seri
     let stats = store.stats();
     println!(
         "{name:<11} write amplification {:>5.2} (last quarter {:>5.2}); flushed {:>6.0} MB, compactions wrote {:>7.0} MB \
-         in {} jobs, {:.1} s ({:.0} MB/s in); largest job {:.0} MB in, in the last quarter {:.0} MB; {} tables cut by the grandparent limit; \
+         in {} jobs, {:.1} s ({:.0} MB/s in), CPU {:.2} s ({:.3} ms per MB written); largest job {:.0} MB in, in the last quarter {:.0} MB; {} tables cut by the grandparent limit; \
          run {secs:.1} s; tables per level {:?}",
         amp(&total),
         amp(&last_quarter),
@@ -96,6 +115,8 @@ fn run(name: &str, dir: &std::path::Path, opts: StoreOptions, flushes: u64, seri
         total.compactions,
         total.compaction_secs,
         total.compacted_in as f64 / total.compaction_secs.max(1e-9) / 1e6,
+        total.compaction_cpu_secs,
+        total.compaction_cpu_secs * 1e3 / (total.compacted_out as f64 / 1e6).max(1e-9),
         total.largest_job_in as f64 / 1e6,
         last_quarter.largest_job_in as f64 / 1e6,
         total.grandparent_cuts,

@@ -8,51 +8,84 @@
 //! own (the grandparents, `GrandparentCut`), as LevelDB does: a later compaction of that table
 //! reads it with every table of the next level it overlaps, so this bounds that job.
 
+use crate::storage::lsm::block_reader::{BlockReader, EntryPlace};
 use crate::storage::lsm::error::{LsmError, Result};
 use crate::storage::lsm::format::{BuildOptions, TableBuilder, FILE_ALIGN};
-use crate::storage::lsm::sstable::{EntryRef, Table, TableIter};
-
-/// One merged entry and the table it was read from.
-#[derive(Clone, Copy, Debug)]
-pub struct Merged<'a> {
-    pub entry: EntryRef<'a>,
-    pub table: &'a Table,
-}
+use crate::storage::lsm::sstable::{EntryRef, Table};
 
 /// Tables with disjoint key ranges read one after the other, in key order: one merge input.
-/// Keys must come out strictly increasing (checked, so that a table whose blocks disagree with
-/// its index is an error rather than a bad output table).
+/// Each is read with its own `BlockReader` (O_DIRECT, one window of the file at a time), so a
+/// chain holds one window however many tables it has. Keys must come out strictly increasing
+/// (checked, so that a table whose blocks disagree with its index is an error rather than a
+/// bad output table).
 struct Chain<'a> {
     tables: Vec<&'a Table>,
+    /// The table being read (`tables.len()` once all are).
     at: usize,
-    iter: Option<TableIter<'a>>,
-    last: Option<&'a [u8]>,
+    reader: Option<BlockReader<'a>>,
+    /// The entries of the block being read, and the head's among them.
+    places: Vec<EntryPlace>,
+    pos: usize,
+    /// The key before the head, for the order check (`had_key`: there was one).
+    last_key: Vec<u8>,
+    had_key: bool,
 }
 
 impl<'a> Chain<'a> {
-    fn new(tables: Vec<&'a Table>) -> Self {
-        let iter = tables.first().map(|t| t.iter());
-        Chain { tables, at: 0, iter, last: None }
+    /// The chain, its head at the first entry.
+    fn new(tables: Vec<&'a Table>) -> Result<Self> {
+        let mut chain =
+            Chain { tables, at: 0, reader: None, places: Vec::new(), pos: 0, last_key: Vec::new(), had_key: false };
+        chain.settle()?;
+        Ok(chain)
     }
 
-    fn next(&mut self) -> Result<Option<Merged<'a>>> {
-        loop {
-            let (Some(iter), Some(&table)) = (self.iter.as_mut(), self.tables.get(self.at)) else { return Ok(None) };
-            match iter.next() {
-                Some(entry) => {
-                    let entry = entry?;
-                    if self.last.is_some_and(|last| last >= entry.key) {
-                        return Err(LsmError::corrupt(table.path(), format!("keys out of order at {:?}", entry.key)));
-                    }
-                    self.last = Some(entry.key);
-                    return Ok(Some(Merged { entry, table }));
+    /// The next entry in key order, valid until the chain moves (`None`: the chain is done).
+    fn head(&self) -> Option<EntryRef<'_>> {
+        let place = self.places.get(self.pos)?;
+        self.reader.as_ref().map(|r| r.entry(place))
+    }
+
+    /// The table the head was read from.
+    fn table(&self) -> Option<&'a Table> {
+        self.reader.as_ref().map(BlockReader::table)
+    }
+
+    /// Moves the head to the next entry.
+    fn advance(&mut self) -> Result<()> {
+        let (Some(place), Some(reader)) = (self.places.get(self.pos), self.reader.as_ref()) else { return Ok(()) };
+        let key = reader.entry(place).key;
+        self.last_key.clear();
+        self.last_key.extend_from_slice(key);
+        self.had_key = true;
+        self.pos += 1;
+        self.settle()
+    }
+
+    /// Reads blocks (and opens tables) until the head is on an entry or every table is read,
+    /// then checks the head's key against the one before it.
+    fn settle(&mut self) -> Result<()> {
+        while self.pos >= self.places.len() {
+            self.pos = 0;
+            if let Some(reader) = self.reader.as_mut() {
+                if reader.next_block(&mut self.places)? {
+                    continue;
                 }
-                None => {
-                    self.at += 1;
-                    self.iter = self.tables.get(self.at).map(|t| t.iter());
-                }
+                self.reader = None;
+                self.at += 1;
+            }
+            let Some(&table) = self.tables.get(self.at) else {
+                self.places.clear();
+                return Ok(());
+            };
+            self.reader = Some(BlockReader::open(table)?);
+        }
+        if let (Some(head), Some(table)) = (self.head(), self.table()) {
+            if self.had_key && self.last_key.as_slice() >= head.key {
+                return Err(LsmError::corrupt(table.path(), format!("keys out of order at {:?}", head.key)));
             }
         }
+        Ok(())
     }
 }
 
@@ -75,58 +108,68 @@ fn chains<'a>(tables: &[&'a Table]) -> Vec<Vec<&'a Table>> {
     chains
 }
 
-/// The newest version of every key over some tables, in key order, zero-copy. A version
+/// The newest version of every key over some tables, in key order, zero-copy from the
+/// chains' buffers (`next_entry`: each entry is valid until the next call). A version
 /// shadows every lower sequence number of its key (two inputs never hold the same key at the
-/// same sequence number: each is written once). Ends after the first error.
+/// same sequence number: each is written once).
 pub struct MergeNewest<'a> {
     chains: Vec<Chain<'a>>,
-    /// The next entry of each chain.
-    heads: Vec<Option<Merged<'a>>>,
     drop_tombstones: bool,
+    /// The chains whose heads held the entry last returned: they move on at the next call
+    /// (not before, since the entry borrows from one of them).
+    returned_from: Vec<usize>,
+    /// An error ended the merge.
+    failed: bool,
 }
 
 impl<'a> MergeNewest<'a> {
     pub fn new(tables: &[&'a Table], drop_tombstones: bool) -> Result<Self> {
-        let mut chains: Vec<Chain<'a>> = chains(tables).into_iter().map(Chain::new).collect();
-        let heads = chains.iter_mut().map(Chain::next).collect::<Result<_>>()?;
-        Ok(MergeNewest { chains, heads, drop_tombstones })
+        let chains = chains(tables).into_iter().map(Chain::new).collect::<Result<_>>()?;
+        Ok(MergeNewest { chains, drop_tombstones, returned_from: Vec::new(), failed: false })
     }
 
-    fn step(&mut self) -> Result<Option<Merged<'a>>> {
+    /// The next entry and the table it was read from; `None` once the inputs are merged, and
+    /// after an error.
+    pub fn next_entry(&mut self) -> Result<Option<(EntryRef<'_>, &'a Table)>> {
+        if self.failed {
+            return Ok(None);
+        }
+        let stepped = self.step();
+        self.failed = stepped.is_err();
+        let Some(best) = stepped? else { return Ok(None) };
+        let chain = &self.chains[best];
+        Ok(chain.head().zip(chain.table()))
+    }
+
+    /// Moves past the entry last returned, then finds the next one to return: the index of
+    /// the chain whose head it is.
+    fn step(&mut self) -> Result<Option<usize>> {
         loop {
-            let mut best: Option<Merged<'a>> = None;
-            for head in self.heads.iter().flatten() {
-                let better = best.map_or(true, |b| match head.entry.key.cmp(b.entry.key) {
+            for i in self.returned_from.drain(..) {
+                self.chains[i].advance()?;
+            }
+            let mut best: Option<(usize, EntryRef<'_>)> = None;
+            for (i, head) in self.chains.iter().enumerate().filter_map(|(i, c)| c.head().map(|h| (i, h))) {
+                let better = best.map_or(true, |(_, b)| match head.key.cmp(b.key) {
                     std::cmp::Ordering::Less => true,
-                    std::cmp::Ordering::Equal => head.entry.seq > b.entry.seq,
+                    std::cmp::Ordering::Equal => head.seq > b.seq,
                     std::cmp::Ordering::Greater => false,
                 });
                 if better {
-                    best = Some(*head);
+                    best = Some((i, head));
                 }
             }
-            let Some(best) = best else { return Ok(None) };
-            for (head, chain) in self.heads.iter_mut().zip(&mut self.chains) {
-                if head.is_some_and(|h| h.entry.key == best.entry.key) {
-                    *head = chain.next()?;
+            let Some((best, entry)) = best else { return Ok(None) };
+            let tombstone = entry.value.is_none();
+            for (i, chain) in self.chains.iter().enumerate() {
+                if chain.head().is_some_and(|h| h.key == entry.key) {
+                    self.returned_from.push(i);
                 }
             }
-            if !(self.drop_tombstones && best.entry.value.is_none()) {
+            if !(self.drop_tombstones && tombstone) {
                 return Ok(Some(best));
             }
         }
-    }
-}
-
-impl<'a> Iterator for MergeNewest<'a> {
-    type Item = Result<Merged<'a>>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        let next = self.step();
-        if next.is_err() {
-            self.heads.clear();
-        }
-        next.transpose()
     }
 }
 
@@ -199,8 +242,8 @@ pub fn merge_into_tables(
     let capacity = (table_bytes.saturating_add(table_bytes / 2).saturating_add(16 * FILE_ALIGN))
         .min(usize::try_from(input_bytes).unwrap_or(usize::MAX).saturating_add(FILE_ALIGN));
     let mut builder = TableBuilder::with_capacity(build, capacity);
-    for merged in MergeNewest::new(tables, drop_tombstones)? {
-        let Merged { entry, table } = merged?;
+    let mut merge = MergeNewest::new(tables, drop_tombstones)?;
+    while let Some((entry, table)) = merge.next_entry()? {
         if grandparents.cut_before(entry.key) && !builder.is_empty() {
             grandparents.cuts += 1;
             emit(std::mem::replace(&mut builder, TableBuilder::with_capacity(build, capacity)))?;
@@ -263,7 +306,12 @@ mod tests {
     }
 
     fn merged(tables: &[&Table], drop_tombstones: bool) -> Vec<Entry> {
-        MergeNewest::new(tables, drop_tombstones).unwrap().map(|m| m.unwrap().entry.to_entry()).collect()
+        let mut merge = MergeNewest::new(tables, drop_tombstones).unwrap();
+        let mut out = Vec::new();
+        while let Some((entry, _)) = merge.next_entry().unwrap() {
+            out.push(entry.to_entry());
+        }
+        out
     }
 
     #[test]
@@ -419,9 +467,22 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let runs = vec![vec![e("a", 1, Some("x")), e("c", 1, Some("x"))], vec![e("b", 2, Some("y"))]];
         let t = tables(dir.path(), &runs, BuildOptions::default());
-        let mut chain = Chain::new(vec![&t[0], &t[1]]);
-        assert!(chain.next().unwrap().is_some());
-        assert!(chain.next().unwrap().is_some());
-        assert!(chain.next().unwrap_err().is_corrupt());
+        let mut chain = Chain::new(vec![&t[0], &t[1]]).unwrap();
+        assert_eq!(chain.head().map(|h| h.key), Some(&b"a"[..]));
+        chain.advance().unwrap();
+        assert_eq!(chain.head().map(|h| h.key), Some(&b"c"[..]));
+        assert!(chain.advance().unwrap_err().is_corrupt());
+        // The same through the merge: the error ends it.
+        let refs = [&t[0], &t[1]];
+        let mut merge = MergeNewest {
+            chains: vec![Chain::new(refs.to_vec()).unwrap()],
+            drop_tombstones: false,
+            returned_from: Vec::new(),
+            failed: false,
+        };
+        assert!(merge.next_entry().unwrap().is_some());
+        assert!(merge.next_entry().unwrap().is_some());
+        assert!(merge.next_entry().unwrap_err().is_corrupt());
+        assert!(merge.next_entry().unwrap().is_none(), "nothing after an error");
     }
 }

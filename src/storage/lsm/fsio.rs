@@ -3,9 +3,10 @@
 //! removes) or the complete file under its final name.
 
 use crate::storage::lsm::error::{LsmError, Result};
+use rkyv::util::AlignedVec;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -24,7 +25,7 @@ pub enum WriteMode {
 
 /// O_DIRECT needs the buffer address, length and file offset aligned to the logical block
 /// size; 4 KiB covers every common device.
-const DIRECT_ALIGN: usize = 4096;
+pub(crate) const DIRECT_ALIGN: usize = 4096;
 
 /// How a table's O_DIRECT write is spread out, so that another writer's small synced writes
 /// on the same disk (the shard's WAL) do not queue behind one large write, nor wait for a
@@ -127,6 +128,68 @@ pub fn write_unlisted_paced(dir: &Path, name: &str, bytes: &[u8], direct: bool, 
     Ok(WriteMode::Buffered)
 }
 
+/// A file read with O_DIRECT where the filesystem allows it, else through the page cache: for
+/// bytes read once and not again soon (a table's index and filter at open, a compaction's
+/// inputs), whose pages in the cache would only be evicted again when the file goes
+/// (docs/PERFORMANCE.md "Compaction inputs read with O_DIRECT").
+pub struct UncachedFile {
+    file: File,
+    /// Opened with O_DIRECT, and no read refused since.
+    direct: bool,
+    path: std::path::PathBuf,
+}
+
+impl UncachedFile {
+    /// Opens `path` for reading: with O_DIRECT when `try_direct` and the filesystem takes it.
+    pub fn open(path: &Path, try_direct: bool) -> std::io::Result<Self> {
+        let direct = try_direct.then(|| OpenOptions::new().read(true).custom_flags(libc::O_DIRECT).open(path));
+        let (file, direct) = match direct {
+            Some(Ok(file)) => (file, true),
+            _ => (File::open(path)?, false),
+        };
+        Ok(UncachedFile { file, direct, path: path.to_path_buf() })
+    }
+
+    /// Whether the reads so far bypassed the page cache.
+    pub fn is_direct(&self) -> bool {
+        self.direct
+    }
+
+    /// Reads the file from `start` (a multiple of `DIRECT_ALIGN`) into `buf[..want]` (`buf`
+    /// grows to `want`, rounded up to `DIRECT_ALIGN`, and never shrinks, so a reused buffer
+    /// is not zeroed again); returns how many bytes it read, fewer at the end of the file.
+    pub fn read_window(
+        &mut self,
+        buf: &mut AlignedVec<DIRECT_ALIGN>,
+        start: u64,
+        want: usize,
+    ) -> std::io::Result<usize> {
+        debug_assert_eq!(start % DIRECT_ALIGN as u64, 0);
+        let room = want.next_multiple_of(DIRECT_ALIGN);
+        if buf.len() < room {
+            buf.resize(room, 0);
+        }
+        let mut got = 0;
+        while got < want {
+            // A direct read asks for whole blocks (the tail past `want` is read, not counted).
+            let end = if self.direct { room } else { want };
+            match self.file.read_at(&mut buf.as_mut_slice()[got..end], start + got as u64) {
+                Ok(0) => break,
+                Ok(n) => got = (got + n).min(want),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                // A direct read refused (an unaligned remainder after a short read, or a
+                // filesystem that took the flag at open but not the read): buffered from here.
+                Err(e) if self.direct && e.raw_os_error() == Some(libc::EINVAL) => {
+                    self.file = File::open(&self.path)?;
+                    self.direct = false;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(got)
+    }
+}
+
 /// Removes every `*.tmp` file in `dir` (leftovers of writes a crash interrupted); returns how
 /// many.
 pub fn remove_temporaries(dir: &Path) -> Result<usize> {
@@ -149,7 +212,6 @@ pub fn remove_temporaries(dir: &Path) -> Result<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rkyv::util::AlignedVec;
 
     fn pattern(len: usize) -> AlignedVec<DIRECT_ALIGN> {
         let mut buf = AlignedVec::<DIRECT_ALIGN>::with_capacity(len);

@@ -10,6 +10,7 @@
 //! writes them again from its WAL (`server::history_store`, which also runs the jobs in the
 //! background and ties the store to the shard's checkpoints).
 
+pub mod block_reader;
 pub mod bloom;
 pub mod compaction;
 pub mod courtesy;

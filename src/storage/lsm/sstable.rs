@@ -8,10 +8,11 @@
 use crate::storage::lsm::bloom::Bloom;
 use crate::storage::lsm::error::{LsmError, Result};
 use crate::storage::lsm::format::{self, BuildOptions, Footer, IndexEntry, FOOTER_LEN, SECTION_ALIGN};
-use crate::storage::lsm::fsio::{self, WriteMode};
+use crate::storage::lsm::fsio::{self, UncachedFile, WriteMode, DIRECT_ALIGN};
 use crate::storage::lsm::{ArchivedEntry, Entry};
 use memmap2::Mmap;
 use rkyv::rancor::Error as RkyvError;
+use rkyv::util::AlignedVec;
 use rkyv::vec::ArchivedVec;
 use std::fs::File;
 use std::ops::Bound;
@@ -163,6 +164,38 @@ fn check_index(path: &Path, index: &[IndexEntry], footer: &Footer) -> Result<()>
     Ok(())
 }
 
+/// A first guess at how far from its end a table's index starts: one read at open for tables
+/// of a few megabytes.
+pub(crate) const TAIL_GUESS_BYTES: u64 = 64 << 10;
+
+/// A table's index, filter and footer, read at open past the page cache (`UncachedFile`:
+/// through the mapping, the footer's page fault read ahead a hundred kilobytes or more into
+/// the cache, which the table's deletion then evicted; 10 % of a history job's CPU,
+/// docs/PERFORMANCE.md "Compaction inputs read with O_DIRECT"). Returns the file's bytes from
+/// a `DIRECT_ALIGN` boundary at or before the index to its end (`len` bytes long), that
+/// boundary, and the decoded footer.
+fn read_tail(path: &Path, len: u64) -> Result<(AlignedVec<DIRECT_ALIGN>, u64, Footer)> {
+    let io = |e| LsmError::io(format!("reading {}", path.display()), e);
+    let mut file = UncachedFile::open(path, true).map_err(io)?;
+    let mut buf = AlignedVec::new();
+    let align = DIRECT_ALIGN as u64;
+    let mut start = len.saturating_sub(TAIL_GUESS_BYTES) / align * align;
+    loop {
+        let want = (len - start) as usize;
+        let got = file.read_window(&mut buf, start, want).map_err(io)?;
+        if got < want {
+            return Err(LsmError::corrupt(path, format!("{got} bytes read of the last {want}: the file shrank")));
+        }
+        let footer =
+            Footer::decode(&buf[want - FOOTER_LEN..want], len).map_err(|reason| LsmError::corrupt(path, reason))?;
+        let index_start = footer.index_offset / align * align;
+        if index_start >= start {
+            return Ok((buf, start, footer));
+        }
+        start = index_start;
+    }
+}
+
 impl Table {
     /// Opens and validates `path`. Block contents are checked when read.
     pub fn open(path: &Path, id: u64) -> Result<Table> {
@@ -172,9 +205,10 @@ impl Table {
             return Err(LsmError::corrupt(path, format!("{len} bytes, shorter than a footer")));
         }
         let map = map_file(&file).map_err(|e| LsmError::io(format!("mapping {}", path.display()), e))?;
-        let footer = Footer::decode(&map[map.len() - FOOTER_LEN..], map.len() as u64)
-            .map_err(|reason| LsmError::corrupt(path, reason))?;
-        let section = |off: u64, len: u64| &map[off as usize..(off + len) as usize];
+        let (tail, tail_start, footer) = read_tail(path, len)?;
+        // The footer checked that both sections end before it, and they start after
+        // `tail_start` (`read_tail`).
+        let section = |off: u64, len: u64| &tail[(off - tail_start) as usize..(off + len - tail_start) as usize];
         let index_bytes = section(footer.index_offset, footer.index_len);
         if crc32fast::hash(index_bytes) != footer.index_crc {
             return Err(LsmError::corrupt(path, "index checksum mismatch"));
@@ -225,8 +259,26 @@ impl Table {
     /// Block `i`, CRC-checked and rkyv-validated, accessed in place.
     fn block(&self, i: usize) -> Result<&ArchivedVec<ArchivedEntry>> {
         let b = &self.index[i];
-        let bytes = &self.map[b.offset as usize..(b.offset + u64::from(b.len)) as usize];
-        if crc32fast::hash(bytes) != b.crc {
+        self.validate_block(i, &self.map[b.offset as usize..(b.offset + u64::from(b.len)) as usize])
+    }
+
+    /// How many data blocks the table has.
+    pub(crate) fn block_count(&self) -> usize {
+        self.index.len()
+    }
+
+    /// Where block `i` lies in the file: its offset and length in bytes.
+    pub(crate) fn block_span(&self, i: usize) -> (u64, usize) {
+        let b = &self.index[i];
+        (b.offset, b.len as usize)
+    }
+
+    /// `bytes`, block `i` of this table read from anywhere (the mapping, or a compaction's
+    /// own read of the file: `block_reader`), CRC-checked and rkyv-validated, accessed in
+    /// place. `bytes` must start at an address as aligned as `SECTION_ALIGN`.
+    pub(crate) fn validate_block<'b>(&self, i: usize, bytes: &'b [u8]) -> Result<&'b ArchivedVec<ArchivedEntry>> {
+        let b = &self.index[i];
+        if bytes.len() != b.len as usize || crc32fast::hash(bytes) != b.crc {
             return Err(LsmError::corrupt(&self.path, format!("block {i} checksum mismatch")));
         }
         let block = rkyv::access::<ArchivedVec<ArchivedEntry>, RkyvError>(bytes)
