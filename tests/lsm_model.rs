@@ -165,6 +165,20 @@ fn table_files(dir: &Path) -> usize {
         .count()
 }
 
+/// Replaced table files kept to be written over (`spare_files`).
+fn spare_files(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(qaexchange::storage::lsm::spare_files::SPARE_SUFFIX)
+        })
+        .count()
+}
+
 /// What the store must hold, now and after a crash.
 #[derive(Default)]
 struct Model {
@@ -285,6 +299,9 @@ struct Coverage {
     /// Rewrites that kept tombstones (a deeper level overlapped) and that dropped them.
     tombstones_kept: usize,
     tombstones_dropped: usize,
+    /// Flushes and compactions begun with replaced files waiting to be written over (the new
+    /// tables take them: `spare_files`).
+    jobs_with_spares: usize,
 }
 
 impl Coverage {
@@ -305,6 +322,7 @@ impl Coverage {
         self.deepest_output_level = self.deepest_output_level.max(o.deepest_output_level);
         self.moves += o.moves;
         self.grandparent_cuts += o.grandparent_cuts;
+        self.jobs_with_spares += o.jobs_with_spares;
         self.tombstones_kept += o.tombstones_kept;
         self.tombstones_dropped += o.tombstones_dropped;
     }
@@ -392,6 +410,7 @@ fn run(ops: Vec<Op>) -> Result<Coverage, TestCaseError> {
                 m.mem_wm = m.mem_wm.max(m.pos);
             }
             Op::Flush => {
+                cov.jobs_with_spares += usize::from(store.spare_files() > 0);
                 let watermark_only = !m.dirty && m.mem_wm > m.store_wm;
                 let report = store.flush().unwrap();
                 if flush.is_some() {
@@ -409,6 +428,7 @@ fn run(ops: Vec<Op>) -> Result<Coverage, TestCaseError> {
                 }
             }
             Op::Compact => {
+                cov.jobs_with_spares += usize::from(store.spare_files() > 0);
                 let before = store.stats();
                 let report = store.compact().unwrap();
                 let after = store.stats();
@@ -484,11 +504,14 @@ fn run(ops: Vec<Op>) -> Result<Coverage, TestCaseError> {
                 let debris = matches!(op, Op::CrashWithDebris);
                 // A compaction that ran and was not finished leaves its inputs as orphans.
                 let files = table_files(dir.path());
+                let spares = spare_files(dir.path());
                 if debris {
                     leave_debris(dir.path());
                 }
                 let (reopened, report) = Store::open(dir.path(), small_options()).unwrap();
                 prop_assert_eq!(report.removed_temporaries, if debris { 2 } else { 0 });
+                prop_assert_eq!(report.removed_spares, spares);
+                prop_assert_eq!(spare_files(dir.path()), 0);
                 // Debris adds two unlisted tables: a half-written one and a whole one.
                 prop_assert_eq!(report.removed_orphans + report.tables, files + 2 * usize::from(debris));
                 store = reopened;
@@ -596,6 +619,7 @@ fn store_matches_btreemap() {
         ("crashes before a compaction job ran", c.crash_compaction_not_run),
         ("compactions finished after flushes made during them", c.compactions_after_flushes),
         ("crashes after a flush and a compaction both ran", c.crash_both_ran),
+        ("flushes and compactions over spare files", c.jobs_with_spares),
     ] {
         assert!(n > 0, "the seeded cases never reached: {what}");
     }

@@ -50,11 +50,31 @@ impl Pacing {
     pub const NONE: Pacing = Pacing { piece_bytes: 0, pause_us: 0, bytes_per_s: 0, sync_every_bytes: 0 };
 }
 
-fn try_direct(tmp: &Path, bytes: &[u8], pacing: Pacing) -> std::io::Result<()> {
-    let mut file = OpenOptions::new().write(true).create(true).truncate(true).custom_flags(libc::O_DIRECT).open(tmp)?;
+/// Opens `path` to be written from its start: emptied (`truncate`), or kept as it is to be
+/// written over (a spare file: its blocks are reused, and `finish` sets its length).
+fn open_for_write(path: &Path, truncate: bool, direct: bool) -> std::io::Result<File> {
+    let mut options = OpenOptions::new();
+    options.write(true).create(true).truncate(truncate);
+    if direct {
+        options.custom_flags(libc::O_DIRECT);
+    }
+    options.open(path)
+}
+
+/// Ends a write of `len` bytes from the start of `file`: cuts off what a longer file held
+/// past them (a spare written over), then syncs the data (and the length with it).
+fn finish(file: &File, len: usize, truncated: bool) -> std::io::Result<()> {
+    if !truncated {
+        file.set_len(len as u64)?;
+    }
+    file.sync_data()
+}
+
+fn try_direct(tmp: &Path, bytes: &[u8], pacing: Pacing, truncate: bool) -> std::io::Result<()> {
+    let mut file = open_for_write(tmp, truncate, true)?;
     if pacing.piece_bytes == 0 {
         file.write_all(bytes)?;
-        return file.sync_data();
+        return finish(&file, bytes.len(), truncate);
     }
     let started = Instant::now();
     let (mut written, mut unsynced) = (0usize, 0usize);
@@ -79,13 +99,13 @@ fn try_direct(tmp: &Path, bytes: &[u8], pacing: Pacing) -> std::io::Result<()> {
             }
         }
     }
-    file.sync_data()
+    finish(&file, bytes.len(), truncate)
 }
 
-fn write_buffered(tmp: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let mut file = OpenOptions::new().write(true).create(true).truncate(true).open(tmp)?;
+fn write_buffered(tmp: &Path, bytes: &[u8], truncate: bool) -> std::io::Result<()> {
+    let mut file = open_for_write(tmp, truncate, false)?;
     file.write_all(bytes)?;
-    file.sync_data()
+    finish(&file, bytes.len(), truncate)
 }
 
 /// Flushes a directory's entries (a rename or unlink in it) to disk.
@@ -119,12 +139,27 @@ pub fn write_atomic_paced(dir: &Path, name: &str, bytes: &[u8], direct: bool, pa
 /// once, after all of a job's files are written and before the commit that lists them
 /// (`sync_dir`), rather than once per file. Paced as `write_atomic_paced`.
 pub fn write_unlisted_paced(dir: &Path, name: &str, bytes: &[u8], direct: bool, pacing: Pacing) -> Result<WriteMode> {
+    write_unlisted_over(dir, name, bytes, direct, pacing, None)
+}
+
+/// `write_unlisted_paced`, written over `spare` when given (a file nothing reads, of any
+/// length: `spare_files`): renamed to `name` first, its blocks reused, its length set to
+/// `bytes`' at the end. A spare that cannot be renamed is left, and the file created anew.
+pub fn write_unlisted_over(
+    dir: &Path,
+    name: &str,
+    bytes: &[u8],
+    direct: bool,
+    pacing: Pacing,
+    spare: Option<&Path>,
+) -> Result<WriteMode> {
     let path = dir.join(name);
+    let over = spare.is_some_and(|spare| fs::rename(spare, &path).is_ok());
     let aligned = bytes.as_ptr() as usize % DIRECT_ALIGN == 0 && bytes.len() % DIRECT_ALIGN == 0;
-    if direct && aligned && try_direct(&path, bytes, pacing).is_ok() {
+    if direct && aligned && try_direct(&path, bytes, pacing, !over).is_ok() {
         return Ok(WriteMode::Direct);
     }
-    write_buffered(&path, bytes).map_err(|e| LsmError::io(format!("writing {}", path.display()), e))?;
+    write_buffered(&path, bytes, true).map_err(|e| LsmError::io(format!("writing {}", path.display()), e))?;
     Ok(WriteMode::Buffered)
 }
 
@@ -236,6 +271,38 @@ mod tests {
             assert_eq!(fs::read(dir.path().join(&name)).unwrap(), bytes.as_slice(), "{pacing:?}");
             assert!(!dir.path().join(format!("{name}{TMP_SUFFIX}")).exists());
         }
+    }
+
+    /// A spare longer or shorter than the new bytes, written over directly or buffered
+    /// (unaligned bytes), paced or not: the file holds exactly the new bytes, under the new
+    /// name, and the spare's name is gone.
+    #[test]
+    fn writing_over_a_spare_leaves_exactly_the_new_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let paced = Pacing { piece_bytes: 2 * DIRECT_ALIGN, pause_us: 0, bytes_per_s: 0, sync_every_bytes: 0 };
+        for (i, (spare_len, new_len, pacing)) in [
+            (64 * DIRECT_ALIGN, 9 * DIRECT_ALIGN, Pacing::NONE),
+            (3 * DIRECT_ALIGN, 40 * DIRECT_ALIGN, Pacing::NONE),
+            (64 * DIRECT_ALIGN, 9 * DIRECT_ALIGN, paced),
+            (20 * DIRECT_ALIGN, 5 * DIRECT_ALIGN + 17, Pacing::NONE),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let spare = dir.path().join(format!("{i}.spare"));
+            fs::write(&spare, vec![0xEE; spare_len]).unwrap();
+            let bytes = pattern(new_len);
+            let name = format!("t{i}");
+            let mode = write_unlisted_over(dir.path(), &name, &bytes, true, pacing, Some(&spare)).unwrap();
+            assert_eq!(mode == WriteMode::Direct, new_len % DIRECT_ALIGN == 0, "case {i}");
+            assert_eq!(fs::read(dir.path().join(&name)).unwrap(), bytes.as_slice(), "case {i}");
+            assert!(!spare.exists(), "case {i}");
+        }
+        // A spare that is not there: the file is created as without one.
+        let bytes = pattern(4 * DIRECT_ALIGN);
+        write_unlisted_over(dir.path(), "fresh", &bytes, true, Pacing::NONE, Some(&dir.path().join("gone.spare")))
+            .unwrap();
+        assert_eq!(fs::read(dir.path().join("fresh")).unwrap(), bytes.as_slice());
     }
 
     #[test]

@@ -19,6 +19,7 @@ pub mod format;
 pub mod fsio;
 pub mod manifest;
 pub mod memtable;
+pub mod spare_files;
 pub mod sstable;
 pub mod store;
 

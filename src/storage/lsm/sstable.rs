@@ -91,7 +91,18 @@ pub fn write_table(dir: &Path, id: u64, entries: &[Entry], opts: BuildOptions) -
 /// file's name is not synced: a job syncs the directory once for all its tables, before its
 /// manifest commit lists them (`fsio::write_unlisted_paced`).
 pub fn write_image(dir: &Path, id: u64, image: &[u8], opts: BuildOptions) -> Result<(Table, WriteMode)> {
-    let mode = fsio::write_unlisted_paced(dir, &file_name(id), image, true, opts.pacing)?;
+    write_image_over(dir, id, image, opts, None)
+}
+
+/// `write_image`, written over `spare` when given (`spare_files::SpareFiles::take`).
+pub fn write_image_over(
+    dir: &Path,
+    id: u64,
+    image: &[u8],
+    opts: BuildOptions,
+    spare: Option<&Path>,
+) -> Result<(Table, WriteMode)> {
+    let mode = fsio::write_unlisted_over(dir, &file_name(id), image, true, opts.pacing, spare)?;
     Ok((Table::open(&dir.join(file_name(id)), id)?, mode))
 }
 

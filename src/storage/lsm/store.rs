@@ -19,6 +19,7 @@ use crate::storage::lsm::format::{BuildOptions, FILE_ALIGN};
 use crate::storage::lsm::fsio::{self, WriteMode};
 use crate::storage::lsm::manifest::{Manifest, ManifestEdit, SharedManifest, TableRef};
 use crate::storage::lsm::memtable::{FrozenMemtable, Memtable};
+use crate::storage::lsm::spare_files::SpareFiles;
 use crate::storage::lsm::sstable::{self, Table};
 use rkyv::util::AlignedVec;
 use std::collections::BTreeMap;
@@ -65,6 +66,8 @@ pub struct OpenReport {
     pub tables: usize,
     /// `*.tmp` files of interrupted writes.
     pub removed_temporaries: usize,
+    /// Spare files (`spare_files`) the last run left.
+    pub removed_spares: usize,
     /// Table files the manifest does not list (written before a crash, or left by compaction).
     pub removed_orphans: usize,
 }
@@ -153,6 +156,8 @@ pub struct Store {
     compaction_running: bool,
     /// What flushes and compactions replaced, not freed yet (`take_obsolete`).
     obsolete: Obsolete,
+    /// Replaced table files that new tables are written over (`spare_files`).
+    spares: SpareFiles,
     flushes: u64,
     compactions: u64,
     bytes_flushed: u64,
@@ -167,24 +172,23 @@ fn table_ref(level: u8, t: &Table) -> TableRef {
 /// Flushed memtables and replaced tables, to free and delete away from readers' threads.
 #[derive(Default)]
 pub struct Obsolete {
-    files: Vec<PathBuf>,
+    /// Tables the manifest no longer lists: their files go (or become spares).
     tables: Vec<Arc<Table>>,
     memtables: Vec<Arc<FrozenMemtable>>,
+    /// The store's spares, which the replaced files may join.
+    spares: SpareFiles,
 }
 
-/// Frees what `Store::take_obsolete` handed over and deletes the replaced files. Best effort,
-/// and without a directory sync: a file a crash brings back is one the manifest no longer
-/// lists, an orphan the next open removes. (A sync here was one more journal commit and
-/// device flush per job for the shard's WAL syncs to queue behind.)
+/// Frees what `Store::take_obsolete` handed over; the replaced files become spares for new
+/// tables to be written over, or are deleted (`SpareFiles::keep_or_remove`). Best effort, and
+/// without a directory sync: a file a crash brings back is one the manifest no longer lists,
+/// an orphan the next open removes. (A sync here was one more journal commit and device flush
+/// per job for the shard's WAL syncs to queue behind.)
 pub fn remove_obsolete(obsolete: Obsolete) {
-    let Obsolete { files, tables, memtables } = obsolete;
+    let Obsolete { tables, memtables, spares } = obsolete;
     drop(memtables);
-    drop(tables);
-    if files.is_empty() {
-        return;
-    }
-    for f in &files {
-        let _ = std::fs::remove_file(f);
+    for table in tables {
+        spares.keep_or_remove(table);
     }
 }
 
@@ -197,6 +201,7 @@ pub struct FlushJob {
     id: u64,
     manifest: Arc<SharedManifest>,
     edit: ManifestEdit,
+    spares: SpareFiles,
 }
 
 /// What a flush job made, for `Store::finish_flush`.
@@ -226,7 +231,8 @@ impl FlushJob {
                 return Err(LsmError::corrupt(&path, reason));
             }
             let image = builder.finish().map_err(|reason| LsmError::corrupt(&path, reason))?;
-            let (table, mode) = sstable::write_image(&self.dir, self.id, &image, self.build)?;
+            let spare = self.spares.take();
+            let (table, mode) = sstable::write_image_over(&self.dir, self.id, &image, self.build, spare.as_deref())?;
             // The table's name is durable before the manifest can list it.
             fsio::sync_dir(&self.dir)?;
             (Some(table), mode)
@@ -252,6 +258,7 @@ pub struct CompactionJob {
     drop_tombstones: bool,
     /// The tables two levels below `level` that the inputs' key range meets, sorted.
     grandparents: Vec<Arc<Table>>,
+    spares: SpareFiles,
 }
 
 pub struct CompactionDone {
@@ -293,9 +300,11 @@ impl CompactionJob {
         // one is written (a scoped thread: building is CPU, writing is mostly waiting).
         std::thread::scope(|scope| -> Result<()> {
             let (send, recv) = std::sync::mpsc::sync_channel::<(u64, AlignedVec<FILE_ALIGN>)>(1);
-            let (dir, build) = (&self.dir, self.opts.build);
+            let (dir, build, spares) = (&self.dir, self.opts.build, &self.spares);
             let writer = scope.spawn(move || -> Result<Vec<(Table, WriteMode)>> {
-                recv.iter().map(|(id, image)| sstable::write_image(dir, id, &image, build)).collect()
+                recv.iter()
+                    .map(|(id, image)| sstable::write_image_over(dir, id, &image, build, spares.take().as_deref()))
+                    .collect()
             });
             let table_bytes = self.opts.table_bytes;
             let merged = compaction::merge_into_tables(
@@ -345,7 +354,11 @@ impl Store {
     /// removes table files it does not list.
     pub fn open(dir: &Path, opts: StoreOptions) -> Result<(Store, OpenReport)> {
         std::fs::create_dir_all(dir).map_err(|e| LsmError::io(format!("creating {}", dir.display()), e))?;
-        let mut report = OpenReport { removed_temporaries: fsio::remove_temporaries(dir)?, ..Default::default() };
+        let mut report = OpenReport {
+            removed_temporaries: fsio::remove_temporaries(dir)?,
+            removed_spares: SpareFiles::remove_all_in(dir)?,
+            ..Default::default()
+        };
         let manifest =
             Manifest::load(dir)?.unwrap_or(Manifest { max_seq: 0, watermark: 0, next_id: 1, tables: Vec::new() });
         let mut levels: Vec<Vec<Arc<Table>>> = vec![Vec::new(); MAX_LEVELS];
@@ -401,6 +414,7 @@ impl Store {
             flush_running: false,
             compaction_running: false,
             obsolete: Obsolete::default(),
+            spares: SpareFiles::default(),
             flushes: 0,
             compactions: 0,
             bytes_flushed: 0,
@@ -665,6 +679,7 @@ impl Store {
             id,
             manifest: self.manifest.clone(),
             edit,
+            spares: self.spares.clone(),
         })
     }
 
@@ -749,6 +764,7 @@ impl Store {
             move_only,
             drop_tombstones,
             grandparents,
+            spares: self.spares.clone(),
         })
     }
 
@@ -776,7 +792,6 @@ impl Store {
             // The manifest no longer lists the inputs: their files go with `remove_obsolete` (a
             // file that never goes is an orphan the next open removes). A reader holding an
             // input keeps its mapping.
-            self.obsolete.files.extend(taken.iter().map(|t| t.path().to_path_buf()));
             self.obsolete.tables.extend(taken);
         }
         self.levels[out_level].sort_by(|a, b| a.key_range().cmp(&b.key_range()));
@@ -818,7 +833,12 @@ impl Store {
     /// What flushes and compactions replaced since the last call, for `remove_obsolete`
     /// (blocking file system calls and large frees: the server makes them off its executor).
     pub fn take_obsolete(&mut self) -> Obsolete {
-        std::mem::take(&mut self.obsolete)
+        Obsolete { spares: self.spares.clone(), ..std::mem::take(&mut self.obsolete) }
+    }
+
+    /// How many replaced table files wait to be written over (`spare_files`).
+    pub fn spare_files(&self) -> usize {
+        self.spares.len()
     }
 
     pub fn stats(&self) -> StoreStats {
