@@ -938,6 +938,7 @@ fn a_compaction_reads_about_level0_and_level1_however_long_the_history() {
         k
     };
     let (mut time, mut largest_flush, mut largest_job, mut deepest) = (0u64, 0u64, 0u64, 0usize);
+    let (mut rewrites, mut rewrites_with_writer_cpu) = (0, 0);
     let mut written = Vec::new();
     for _ in 0..200 {
         while !store.needs_flush() {
@@ -949,10 +950,16 @@ fn a_compaction_reads_about_level0_and_level1_however_long_the_history() {
         largest_flush = largest_flush.max(store.flush().unwrap().unwrap().file_bytes);
         while let Some(job) = store.begin_compaction(4) {
             let done = job.run();
+            let writer_cpu_us = done.as_ref().map_or(0, |d| d.writer_cpu_us());
             let report = store.finish_compaction(done).unwrap().unwrap();
             remove_obsolete(store.take_obsolete());
             if report.moved_tables == 0 {
                 largest_job = largest_job.max(report.bytes_in);
+                // Writing and opening the outputs is the writer thread's CPU, counted apart.
+                rewrites += 1;
+                rewrites_with_writer_cpu += usize::from(writer_cpu_us > 0);
+            } else {
+                assert_eq!(writer_cpu_us, 0, "a move writes no table");
             }
             deepest = deepest.max(usize::from(report.level) + 1);
         }
@@ -968,6 +975,7 @@ fn a_compaction_reads_about_level0_and_level1_however_long_the_history() {
     assert!(history > 4 * bound, "the history did not outgrow the bound ({history} bytes): the test proves nothing");
     assert!(largest_job <= bound, "a compaction read {largest_job} bytes, more than {bound}");
     assert!(deepest >= 3, "the data never reached level 3");
+    assert!(rewrites > 0 && rewrites_with_writer_cpu == rewrites, "{rewrites_with_writer_cpu} of {rewrites} rewrites");
     for (k, t) in written.iter().step_by(7) {
         assert_eq!(store.get(k).unwrap(), Some(t.to_le_bytes().to_vec()));
     }

@@ -477,6 +477,10 @@ trait JobKind {
     fn pause(h: &ShardHistory) -> Option<std::time::Duration>;
     /// Where this kind's job CPU is counted.
     fn cpu_us(times: &mut JobTimes) -> &mut u64;
+    /// CPU a finished job used on threads of its own (beside the job thread's), µs.
+    fn helpers_cpu_us(_done: &crate::storage::lsm::Result<Self::Done>) -> u64 {
+        0
+    }
     /// The heavy part, on the job's own thread.
     fn run(job: Self::Job) -> crate::storage::lsm::Result<Self::Done>;
     /// Makes reads see the result and counts `elapsed_us`; Err: the job failed.
@@ -544,6 +548,10 @@ impl JobKind for Compactions {
         &mut times.compaction_cpu_us
     }
 
+    fn helpers_cpu_us(done: &crate::storage::lsm::Result<Self::Done>) -> u64 {
+        done.as_ref().map_or(0, |d| d.writer_cpu_us())
+    }
+
     fn run(job: CompactionJob) -> crate::storage::lsm::Result<Self::Done> {
         job.run()
     }
@@ -571,7 +579,7 @@ async fn job_loop<K: JobKind>(history: SharedHistory, woken: LocalReceiver<()>) 
             let (done, cpu_us) = run_job(&idle, pause, move || K::run(job)).await;
             let (obsolete, ok) = {
                 let mut h = history.borrow_mut();
-                *K::cpu_us(&mut h.times) += cpu_us;
+                *K::cpu_us(&mut h.times) += cpu_us + K::helpers_cpu_us(&done);
                 let finished = K::finish(&mut h, done, began.elapsed().as_micros() as u64);
                 let ok = finished.is_ok();
                 if let Err(e) = finished {

@@ -2,10 +2,10 @@
 //! at a time, into a buffer the reader keeps, rather than through the table's mapping.
 //!
 //! Why: the merge reads each input once, and nothing reads an input again after the job
-//! replaces it. Read through the mapping, every 4 KiB of it was a page fault that put a page
-//! into the page cache (allocated, charged to the cgroup, put on the LRU, mapped), and the
-//! input's deletion afterwards took each page out again: 23 % of a history job's CPU was those
-//! faults, and two thirds of deleting a replaced table was evicting its pages
+//! replaces it. Read through the mapping, the input went through the page cache (each page
+//! allocated, charged to the cgroup, put on the LRU, mapped), and the input's deletion
+//! afterwards took each page out again: 15–23 % of a history job's CPU was those faults, and
+//! two thirds of deleting a replaced table was evicting its pages
 //! (docs/PERFORMANCE.md "Compaction inputs read with O_DIRECT"). A direct read of a megabyte is
 //! one request into memory the reader already has. Where the filesystem refuses O_DIRECT
 //! (tmpfs), the same reads go through the page cache.

@@ -5,8 +5,9 @@
 //! its blocks (on a `discard` mount, trimming them as it goes) and its inode; creating the next
 //! one allocates both again. On ext4 without a journal, as on this machine, allocating an inode
 //! also skips every inode freed in the last minute, reading each one's inode-table block
-//! (`recently_deleted`): with tables replaced every few tens of milliseconds that scan was
-//! 17–19 % of a busy store's history jobs (docs/PERFORMANCE.md "Table files written over").
+//! (`recently_deleted`): with tables replaced every few tens of milliseconds that scan was up
+//! to 19 % of a busy store's history jobs, and half of `lsm_levels`' compaction CPU
+//! (docs/PERFORMANCE.md "Table files written over").
 //! A spare keeps its inode and its blocks; a new table renames it into place and writes over
 //! it (`fsio::write_unlisted_over`).
 //!

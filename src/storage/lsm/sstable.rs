@@ -181,7 +181,7 @@ pub(crate) const TAIL_GUESS_BYTES: u64 = 64 << 10;
 
 /// A table's index, filter and footer, read at open past the page cache (`UncachedFile`:
 /// through the mapping, the footer's page fault read ahead a hundred kilobytes or more into
-/// the cache, which the table's deletion then evicted; 10 % of a history job's CPU,
+/// the cache, which the table's deletion then evicted; about 10 % of a history job's CPU,
 /// docs/PERFORMANCE.md "Compaction inputs read with O_DIRECT"). Returns the file's bytes from
 /// a `DIRECT_ALIGN` boundary at or before the index to its end (`len` bytes long), that
 /// boundary, and the decoded footer.

@@ -267,6 +267,25 @@ pub struct CompactionDone {
     /// The inputs go one level down unchanged (`outputs` is empty).
     move_only: bool,
     report: CompactionReport,
+    /// CPU time of the thread that wrote and opened the output tables, µs (the job's own
+    /// thread counts its own).
+    writer_cpu_us: u64,
+}
+
+impl CompactionDone {
+    /// CPU time of the job's writer thread, µs: with the job thread's own, all the job used.
+    pub fn writer_cpu_us(&self) -> u64 {
+        self.writer_cpu_us
+    }
+}
+
+/// CPU time of the calling thread so far, µs (`/proc/thread-self/schedstat`; 0 where it cannot
+/// be read).
+fn own_thread_cpu_us() -> u64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .map_or(0, |ns| ns / 1000)
 }
 
 impl CompactionJob {
@@ -289,22 +308,32 @@ impl CompactionJob {
             report.output_tables = self.inputs.len();
             report.entries_out = report.entries_in;
             report.bytes_out = report.bytes_in;
-            return Ok(CompactionDone { outputs: Vec::new(), removed: self.removed, move_only: true, report });
+            return Ok(CompactionDone {
+                outputs: Vec::new(),
+                removed: self.removed,
+                move_only: true,
+                report,
+                writer_cpu_us: 0,
+            });
         }
         let inputs: Vec<&Table> = self.inputs.iter().map(|t| &**t).collect();
         let mut grandparents =
             GrandparentCut::new(self.grandparents.iter().map(|t| &**t).collect(), grandparent_limit_bytes(&self.opts));
         let manifest = &self.manifest;
         let mut outputs = Vec::new();
+        let mut writer_cpu_us = 0;
         // The merge reads the inputs in place and builds each output table while the previous
         // one is written (a scoped thread: building is CPU, writing is mostly waiting).
         std::thread::scope(|scope| -> Result<()> {
             let (send, recv) = std::sync::mpsc::sync_channel::<(u64, AlignedVec<FILE_ALIGN>)>(1);
             let (dir, build, spares) = (&self.dir, self.opts.build, &self.spares);
-            let writer = scope.spawn(move || -> Result<Vec<(Table, WriteMode)>> {
-                recv.iter()
+            let writer = scope.spawn(move || -> (Result<Vec<(Table, WriteMode)>>, u64) {
+                let began = own_thread_cpu_us();
+                let written = recv
+                    .iter()
                     .map(|(id, image)| sstable::write_image_over(dir, id, &image, build, spares.take().as_deref()))
-                    .collect()
+                    .collect();
+                (written, own_thread_cpu_us().saturating_sub(began))
             });
             let table_bytes = self.opts.table_bytes;
             let merged = compaction::merge_into_tables(
@@ -325,7 +354,9 @@ impl CompactionJob {
                 },
             );
             drop(send);
-            let written = writer.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
+            let (written, cpu_us) = writer.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            writer_cpu_us = cpu_us;
+            let written = written?;
             merged?;
             for (table, mode) in written {
                 report.entries_out += table.entry_count();
@@ -344,7 +375,7 @@ impl CompactionJob {
         }
         let added = outputs.iter().map(|t| table_ref(out_level, t)).collect();
         self.manifest.commit(&ManifestEdit { removed: self.removed.clone(), added, ..Default::default() })?;
-        Ok(CompactionDone { outputs, removed: self.removed, move_only: false, report })
+        Ok(CompactionDone { outputs, removed: self.removed, move_only: false, report, writer_cpu_us })
     }
 }
 
