@@ -654,6 +654,7 @@ fn store_matches_btreemap_through_many_levels() {
         ("rewrites that dropped tombstones", c.tombstones_dropped),
         ("outputs to level 4 or deeper", usize::from(c.deepest_output_level >= 4)),
         ("crashes after a compaction job ran", c.crash_compaction_ran),
+        ("flushes and compactions over spare files", c.jobs_with_spares),
     ] {
         assert!(n > 0, "the seeded cases never reached: {what}");
     }

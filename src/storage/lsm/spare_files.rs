@@ -26,15 +26,22 @@ use std::sync::{Arc, Mutex, PoisonError};
 /// Suffix of spare files: not tables, never read.
 pub const SPARE_SUFFIX: &str = ".spare";
 
-/// At most this many spares per store: the disk they hold is at most this many replaced
-/// tables (a store's compaction outputs are `StoreOptions::table_bytes` each, its flushes a
-/// memtable's size).
+/// At most this many spares per store, each at most `SpareFiles::new`'s size: the disk they
+/// hold stays within a few of a compaction's output tables.
 pub const MAX_SPARES: usize = 8;
 
 /// A store's spare files, shared with its jobs and with whoever releases its obsolete tables.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct SpareFiles {
     list: Arc<Mutex<SpareList>>,
+    /// Larger files are deleted, not kept (a level-0 table holds a whole memtable).
+    max_file_bytes: u64,
+}
+
+impl Default for SpareFiles {
+    fn default() -> Self {
+        SpareFiles::new(u64::MAX)
+    }
 }
 
 #[derive(Debug, Default)]
@@ -45,19 +52,25 @@ struct SpareList {
 }
 
 impl SpareFiles {
+    /// No spares yet; files over `max_file_bytes` will not be kept.
+    pub fn new(max_file_bytes: u64) -> Self {
+        SpareFiles { list: Arc::default(), max_file_bytes }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, SpareList> {
         self.list.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Keeps the file of `table` (an obsolete table, one the manifest no longer lists) as a
-    /// spare when nobody else holds the table and there is room; deletes it otherwise. Best
-    /// effort, like the deletion it replaces: a file left behind is an orphan the next open
-    /// removes.
+    /// spare when nobody else holds the table, it is not too large, and there is room;
+    /// deletes it otherwise. Best effort, like the deletion it replaces: a file left behind
+    /// is an orphan the next open removes.
     pub fn keep_or_remove(&self, table: Arc<Table>) {
         let path = table.path().to_path_buf();
+        let small = table.file_bytes() <= self.max_file_bytes;
         // Unmapped first (dropping the last holder), so nothing in this process can see the
         // file change.
-        if let Ok(table) = Arc::try_unwrap(table) {
+        if let Some(table) = Arc::try_unwrap(table).ok().filter(|_| small) {
             drop(table);
             let mut list = self.lock();
             if list.paths.len() < MAX_SPARES {
@@ -137,6 +150,17 @@ mod tests {
         assert_eq!(spares.len(), MAX_SPARES - 1);
         assert_eq!(SpareFiles::remove_all_in(dir.path()).unwrap(), MAX_SPARES);
         assert_eq!(files(dir.path(), SPARE_SUFFIX), 0);
+    }
+
+    #[test]
+    fn a_table_over_the_size_limit_is_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let small = table(dir.path(), 1, 10);
+        let spares = SpareFiles::new(small.file_bytes());
+        spares.keep_or_remove(Arc::new(small));
+        spares.keep_or_remove(Arc::new(table(dir.path(), 2, 5000)));
+        assert_eq!(spares.len(), 1);
+        assert_eq!((files(dir.path(), SPARE_SUFFIX), files(dir.path(), ".sst")), (1, 0));
     }
 
     #[test]

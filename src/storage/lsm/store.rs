@@ -445,7 +445,9 @@ impl Store {
             flush_running: false,
             compaction_running: false,
             obsolete: Obsolete::default(),
-            spares: SpareFiles::default(),
+            spares: SpareFiles::new(
+                MAX_SPARE_TABLES.saturating_mul(opts.table_bytes as u64).max(MIN_SPARE_LIMIT_BYTES),
+            ),
             flushes: 0,
             compactions: 0,
             bytes_flushed: 0,
@@ -891,6 +893,12 @@ impl Store {
         }
     }
 }
+
+/// A replaced file is kept as a spare (`spare_files`) only up to this many compaction tables'
+/// size (`StoreOptions::table_bytes`), or `MIN_SPARE_LIMIT_BYTES` if larger; a larger
+/// level-0 table is deleted.
+const MAX_SPARE_TABLES: u64 = 2;
+const MIN_SPARE_LIMIT_BYTES: u64 = 1 << 20;
 
 /// How many tables' worth (`StoreOptions::table_bytes` each) of the level below its own an
 /// output table of a compaction may span before it is cut (LevelDB's ten).
