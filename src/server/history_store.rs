@@ -628,9 +628,9 @@ async fn release(idle: &IdleThreads, obsolete: crate::storage::lsm::store::Obsol
 
 /// `work()`'s result and the CPU the calling thread used for it, in µs.
 fn with_cpu_us<T>(work: impl FnOnce() -> T) -> (T, u64) {
-    let began = super::thread_priority::thread_cpu_us();
+    let began = crate::metrics::thread_cpu_us();
     let result = work();
-    (result, super::thread_priority::thread_cpu_us().saturating_sub(began))
+    (result, crate::metrics::thread_cpu_us().saturating_sub(began))
 }
 
 /// Runs `job` after `pause` and waits `pause` again before returning (`JobPause`).

@@ -1,8 +1,8 @@
 //! Merge logic of compaction: combine tables into one sorted stream, keeping the newest
 //! version (highest sequence number) of each key, optionally dropping tombstones (allowed only
 //! when the output is the bottom level for its key range), and cut the stream into table-sized
-//! images. Entries are read in place from the inputs' mappings (`sstable::TableIter`) and copied
-//! once, into the output image (`format::TableBuilder`).
+//! images. Entries are read in place from each input's buffer (`block_reader`: O_DIRECT, not
+//! the mapping) and copied once, into the output image (`format::TableBuilder`).
 //!
 //! An output table is also cut early where it would overlap too much of the level below its
 //! own (the grandparents, `GrandparentCut`), as LevelDB does: a later compaction of that table

@@ -16,11 +16,10 @@
 //! file change under it; a table still held is deleted as before, its mapping kept). A new
 //! table written over a spare counts only once the manifest lists it, like any new table: a
 //! crash half-way leaves a file the manifest does not list, which the next open removes, and
-//! the next open removes the spares themselves (`remove_all_in`).
+//! the next open removes the spares themselves (`Store::open`).
 
-use crate::storage::lsm::error::{LsmError, Result};
 use crate::storage::lsm::sstable::Table;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 
 /// Suffix of spare files: not tables, never read.
@@ -98,21 +97,6 @@ impl SpareFiles {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
-
-    /// Deletes every spare file in `dir` (those a previous run left); returns how many.
-    pub fn remove_all_in(dir: &Path) -> Result<usize> {
-        let mut removed = 0;
-        let entries = std::fs::read_dir(dir).map_err(|e| LsmError::io(format!("listing {}", dir.display()), e))?;
-        for entry in entries {
-            let entry = entry.map_err(|e| LsmError::io(format!("listing {}", dir.display()), e))?;
-            if entry.file_name().to_string_lossy().ends_with(SPARE_SUFFIX) {
-                std::fs::remove_file(entry.path())
-                    .map_err(|e| LsmError::io(format!("removing {}", entry.path().display()), e))?;
-                removed += 1;
-            }
-        }
-        Ok(removed)
-    }
 }
 
 #[cfg(test)]
@@ -120,6 +104,7 @@ mod tests {
     use super::*;
     use crate::storage::lsm::format::BuildOptions;
     use crate::storage::lsm::{sstable, Entry};
+    use std::path::Path;
 
     fn table(dir: &Path, id: u64, n: usize) -> Table {
         let entries: Vec<Entry> = (0..n)
@@ -148,8 +133,6 @@ mod tests {
         let taken = spares.take().unwrap();
         assert!(taken.exists());
         assert_eq!(spares.len(), MAX_SPARES - 1);
-        assert_eq!(SpareFiles::remove_all_in(dir.path()).unwrap(), MAX_SPARES);
-        assert_eq!(files(dir.path(), SPARE_SUFFIX), 0);
     }
 
     #[test]

@@ -120,39 +120,6 @@ impl EntryRef<'_> {
     }
 }
 
-/// Every entry of a table in key order, zero-copy, block by block (each block CRC-checked and
-/// validated as it is reached, as for reads). Ends after the first error.
-pub struct TableIter<'a> {
-    table: &'a Table,
-    next_block: usize,
-    entries: std::slice::Iter<'a, ArchivedEntry>,
-}
-
-impl<'a> Iterator for TableIter<'a> {
-    type Item = Result<EntryRef<'a>>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        loop {
-            if let Some(e) = self.entries.next() {
-                let value = e.value.as_ref().map(|v| v.as_slice());
-                return Some(Ok(EntryRef { key: e.key.as_slice(), seq: e.seq.to_native(), value }));
-            }
-            if self.next_block >= self.table.index.len() {
-                return None;
-            }
-            let i = self.next_block;
-            self.next_block += 1;
-            match self.table.block(i) {
-                Ok(block) => self.entries = block.as_slice().iter(),
-                Err(e) => {
-                    self.next_block = self.table.index.len();
-                    return Some(Err(e));
-                }
-            }
-        }
-    }
-}
-
 fn check_index(path: &Path, index: &[IndexEntry], footer: &Footer) -> Result<()> {
     let bad = |reason: String| Err(LsmError::corrupt(path, reason));
     let mut data_end = 0u64;
@@ -353,15 +320,11 @@ impl Table {
     /// Every entry, owned.
     pub fn entries(&self) -> Result<Vec<Entry>> {
         let mut out = Vec::with_capacity(self.footer.entry_count as usize);
-        for e in self.iter() {
-            out.push(e?.to_entry());
-        }
+        self.scan(Bound::Unbounded, Bound::Unbounded, |key, seq, value| {
+            out.push(Entry { key: key.to_vec(), seq, value: value.map(<[u8]>::to_vec) });
+            true
+        })?;
         Ok(out)
-    }
-
-    /// Every entry in key order, borrowed from the mapping (for compaction).
-    pub fn iter(&self) -> TableIter<'_> {
-        TableIter { table: self, next_block: 0, entries: [].iter() }
     }
 
     /// Reads every block (CRC and rkyv validation): a full integrity check.

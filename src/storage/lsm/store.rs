@@ -19,7 +19,7 @@ use crate::storage::lsm::format::{BuildOptions, FILE_ALIGN};
 use crate::storage::lsm::fsio::{self, WriteMode};
 use crate::storage::lsm::manifest::{Manifest, ManifestEdit, SharedManifest, TableRef};
 use crate::storage::lsm::memtable::{FrozenMemtable, Memtable};
-use crate::storage::lsm::spare_files::SpareFiles;
+use crate::storage::lsm::spare_files::{SpareFiles, SPARE_SUFFIX};
 use crate::storage::lsm::sstable::{self, Table};
 use rkyv::util::AlignedVec;
 use std::collections::BTreeMap;
@@ -279,15 +279,6 @@ impl CompactionDone {
     }
 }
 
-/// CPU time of the calling thread so far, µs (`/proc/thread-self/schedstat`; 0 where it cannot
-/// be read).
-fn own_thread_cpu_us() -> u64 {
-    std::fs::read_to_string("/proc/thread-self/schedstat")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
-        .map_or(0, |ns| ns / 1000)
-}
-
 impl CompactionJob {
     pub fn run(self) -> Result<CompactionDone> {
         let out_level = self.level + 1;
@@ -328,12 +319,12 @@ impl CompactionJob {
             let (send, recv) = std::sync::mpsc::sync_channel::<(u64, AlignedVec<FILE_ALIGN>)>(1);
             let (dir, build, spares) = (&self.dir, self.opts.build, &self.spares);
             let writer = scope.spawn(move || -> (Result<Vec<(Table, WriteMode)>>, u64) {
-                let began = own_thread_cpu_us();
+                let began = crate::metrics::thread_cpu_us();
                 let written = recv
                     .iter()
                     .map(|(id, image)| sstable::write_image_over(dir, id, &image, build, spares.take().as_deref()))
                     .collect();
-                (written, own_thread_cpu_us().saturating_sub(began))
+                (written, crate::metrics::thread_cpu_us().saturating_sub(began))
             });
             let table_bytes = self.opts.table_bytes;
             let merged = compaction::merge_into_tables(
@@ -385,11 +376,7 @@ impl Store {
     /// removes table files it does not list.
     pub fn open(dir: &Path, opts: StoreOptions) -> Result<(Store, OpenReport)> {
         std::fs::create_dir_all(dir).map_err(|e| LsmError::io(format!("creating {}", dir.display()), e))?;
-        let mut report = OpenReport {
-            removed_temporaries: fsio::remove_temporaries(dir)?,
-            removed_spares: SpareFiles::remove_all_in(dir)?,
-            ..Default::default()
-        };
+        let mut report = OpenReport { removed_temporaries: fsio::remove_temporaries(dir)?, ..Default::default() };
         let manifest =
             Manifest::load(dir)?.unwrap_or(Manifest { max_seq: 0, watermark: 0, next_id: 1, tables: Vec::new() });
         let mut levels: Vec<Vec<Arc<Table>>> = vec![Vec::new(); MAX_LEVELS];
@@ -418,12 +405,15 @@ impl Store {
         let entries = std::fs::read_dir(dir).map_err(|e| LsmError::io(format!("listing {}", dir.display()), e))?;
         for entry in entries {
             let entry = entry.map_err(|e| LsmError::io(format!("listing {}", dir.display()), e))?;
-            let orphan =
-                sstable::parse_file_name(&entry.file_name().to_string_lossy()).is_some_and(|id| !listed.contains(&id));
-            if orphan {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let orphan = sstable::parse_file_name(&name).is_some_and(|id| !listed.contains(&id));
+            // A spare (`spare_files`) of the last run: its list died with that run.
+            let spare = name.ends_with(SPARE_SUFFIX);
+            if orphan || spare {
                 std::fs::remove_file(entry.path())
                     .map_err(|e| LsmError::io(format!("removing {}", entry.path().display()), e))?;
-                report.removed_orphans += 1;
+                report.removed_orphans += usize::from(orphan);
+                report.removed_spares += usize::from(spare);
             }
         }
         if report.removed_orphans > 0 {
