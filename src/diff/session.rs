@@ -173,6 +173,11 @@ impl Session {
         }
     }
 
+    /// Whether the session follows `topic`.
+    pub fn follows(&self, topic: &str) -> bool {
+        self.cursors.iter().any(|c| &*c.topic == topic)
+    }
+
     /// Stops following a topic; its changes not sent yet are dropped with it.
     pub fn unfollow(&mut self, topic: &str) {
         self.cursors.retain(|c| &*c.topic != topic);

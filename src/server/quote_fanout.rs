@@ -98,7 +98,6 @@ fn topic_symbol(topic: &str) -> &str {
 }
 
 struct Subscriber {
-    session_id: u64,
     kind: Topic,
     /// The instrument's config slot (None for a symbol the router does not know).
     slot: Option<u32>,
@@ -109,7 +108,6 @@ struct Subscriber {
 
 /// A follower that waited for data when it last looked (`QuoteFanout::arm`).
 struct Armed {
-    session_id: u64,
     output: Weak<RefCell<Session>>,
     wake: Rc<LocalSender<()>>,
 }
@@ -118,10 +116,12 @@ struct Armed {
 struct Followed {
     topic: Rc<str>,
     feed: Rc<RefCell<Feed>>,
-    followers: Vec<Subscriber>,
-    /// The followers that may wait for data, each once (its cursor's `armed` flag): the only
-    /// ones a change can wake, so publishing looks at these, not at every follower.
-    armed: Vec<Armed>,
+    /// By session id.
+    followers: FastMap<u64, Subscriber>,
+    /// The followers that may wait for data, by session id (its cursor's `armed` flag keeps
+    /// one entry each): the only ones a change can wake, so publishing looks at these, not at
+    /// every follower.
+    armed: FastMap<u64, Armed>,
 }
 
 /// The shard's subscriptions, by topic.
@@ -130,13 +130,24 @@ pub struct QuoteFanout {
     directory: Arc<FanoutDirectory>,
     router: Rc<Router>,
     by_topic: FastMap<String, Followed>,
+    /// The topics each session follows, so that dropping a session's subscriptions looks at
+    /// its own topics only: walking every topic's followers made a mass disconnect of N
+    /// sessions cost O(N²) on the shard.
+    by_session: FastMap<u64, Vec<Rc<str>>>,
     /// Subscriptions of this shard per instrument slot (the directory's bit is set while > 0).
     per_slot: FastMap<u32, usize>,
 }
 
 impl QuoteFanout {
     pub fn new(shard: usize, directory: Arc<FanoutDirectory>, router: Rc<Router>) -> Self {
-        Self { shard, directory, router, by_topic: FastMap::default(), per_slot: FastMap::default() }
+        Self {
+            shard,
+            directory,
+            router,
+            by_topic: FastMap::default(),
+            by_session: FastMap::default(),
+            per_slot: FastMap::default(),
+        }
     }
 
     fn added(&mut self, kind: Topic, slot: Option<u32>) {
@@ -179,52 +190,62 @@ impl QuoteFanout {
                 Topic::Quote => Feed::whole_tree(RECENT_WHOLE_TREE_PATCHES),
                 Topic::Chart => Feed::default(),
             })),
-            followers: Vec::new(),
-            armed: Vec::new(),
+            followers: FastMap::default(),
+            armed: FastMap::default(),
         });
-        if followed.followers.iter().all(|s| s.session_id != session_id) {
-            followed.followers.push(Subscriber { session_id, kind, slot, output: Rc::downgrade(output), wake });
+        if let std::collections::hash_map::Entry::Vacant(entry) = followed.followers.entry(session_id) {
+            entry.insert(Subscriber { kind, slot, output: Rc::downgrade(output), wake });
             output.borrow_mut().follow(followed.topic.clone(), followed.feed.clone());
+            self.by_session.entry(session_id).or_default().push(followed.topic.clone());
             self.added(kind, slot);
         }
     }
 
     /// Drops a session's subscription to one topic.
     pub fn unsubscribe(&mut self, topic: &str, session_id: u64) {
-        self.retain(|t, s| !(t == topic && s.session_id == session_id));
+        self.retain_of_session(session_id, |t, _| t != topic);
     }
 
     /// Drops every quote subscription of a session (a new `subscribe_quote` replaces them).
     pub fn unsubscribe_quotes(&mut self, session_id: u64) {
-        self.retain(|_, s| !(s.kind == Topic::Quote && s.session_id == session_id));
+        self.retain_of_session(session_id, |_, s| s.kind != Topic::Quote);
     }
 
     /// Drops every subscription of a session (it ended).
     pub fn unsubscribe_all(&mut self, session_id: u64) {
-        self.retain(|_, s| s.session_id != session_id);
+        self.retain_of_session(session_id, |_, _| false);
     }
 
-    fn retain(&mut self, keep: impl Fn(&str, &Subscriber) -> bool) {
-        let (directory, per_slot, shard) = (&self.directory, &mut self.per_slot, self.shard);
-        self.by_topic.retain(|topic, followed| {
-            let armed = &mut followed.armed;
-            followed.followers.retain(|s| {
-                let kept = keep(topic, s);
-                if !kept {
-                    Self::removed(directory, per_slot, shard, s);
-                    armed.retain(|a| a.session_id != s.session_id);
-                    // Callers (the session's own task, between awaits) hold no borrow of the
-                    // session, so this borrow succeeds; `try_` only keeps a bug from panicking.
-                    if let Some(output) = s.output.upgrade() {
-                        if let Ok(mut output) = output.try_borrow_mut() {
-                            output.unfollow(topic);
-                        }
+    /// Keeps the subscriptions of `session_id` that `keep` says to, looking only at the
+    /// session's own topics.
+    fn retain_of_session(&mut self, session_id: u64, keep: impl Fn(&str, &Subscriber) -> bool) {
+        let Some(topics) = self.by_session.remove(&session_id) else { return };
+        let mut kept = Vec::with_capacity(topics.len());
+        for topic in topics {
+            let Some(followed) = self.by_topic.get_mut(&*topic) else { continue };
+            let Some(s) = followed.followers.get(&session_id) else { continue };
+            if keep(&topic, s) {
+                kept.push(topic);
+                continue;
+            }
+            if let Some(s) = followed.followers.remove(&session_id) {
+                Self::removed(&self.directory, &mut self.per_slot, self.shard, &s);
+                followed.armed.remove(&session_id);
+                // Callers (the session's own task, between awaits) hold no borrow of the
+                // session, so this borrow succeeds; `try_` only keeps a bug from panicking.
+                if let Some(output) = s.output.upgrade() {
+                    if let Ok(mut output) = output.try_borrow_mut() {
+                        output.unfollow(&topic);
                     }
                 }
-                kept
-            });
-            !followed.followers.is_empty()
-        });
+            }
+            if followed.followers.is_empty() {
+                self.by_topic.remove(&*topic);
+            }
+        }
+        if !kept.is_empty() {
+            self.by_session.insert(session_id, kept);
+        }
     }
 
     /// Puts a session that waits for data on the list of each topic it follows (once per
@@ -234,7 +255,7 @@ impl QuoteFanout {
         let by_topic = &mut self.by_topic;
         output.borrow_mut().arm(|topic| match by_topic.get_mut(topic) {
             Some(followed) => {
-                followed.armed.push(Armed { session_id, output: Rc::downgrade(output), wake: wake.clone() });
+                followed.armed.insert(session_id, Armed { output: Rc::downgrade(output), wake: wake.clone() });
                 true
             }
             None => false,
@@ -254,7 +275,7 @@ impl QuoteFanout {
             (feed.publish(patch.clone()), feed.version())
         };
         if dropped.is_none() {
-            for armed in followed.armed.drain(..) {
+            for (_, armed) in followed.armed.drain() {
                 let Some(output) = armed.output.upgrade() else { continue };
                 let mut output = output.borrow_mut();
                 output.disarm(&followed.topic);
@@ -267,8 +288,8 @@ impl QuoteFanout {
         // Every follower is looked at; the armed ones stay armed (their entries and flags
         // unchanged), to be looked at again by a change that drops nothing.
         let (directory, per_slot, shard) = (&self.directory, &mut self.per_slot, self.shard);
-        let armed = &mut followed.armed;
-        followed.followers.retain(|s| match s.output.upgrade() {
+        let (armed, by_session) = (&mut followed.armed, &mut self.by_session);
+        followed.followers.retain(|&session_id, s| match s.output.upgrade() {
             Some(output) => {
                 let mut output = output.borrow_mut();
                 let waited = output.waited_before(&followed.topic, version);
@@ -281,8 +302,15 @@ impl QuoteFanout {
                 true
             }
             None => {
+                // The session is gone without unsubscribing (a bug elsewhere): forget it here.
                 Self::removed(directory, per_slot, shard, s);
-                armed.retain(|a| a.session_id != s.session_id);
+                armed.remove(&session_id);
+                if let Some(topics) = by_session.get_mut(&session_id) {
+                    topics.retain(|t| **t != *topic);
+                    if topics.is_empty() {
+                        by_session.remove(&session_id);
+                    }
+                }
                 false
             }
         });
@@ -384,6 +412,124 @@ mod tests {
         fanout.unsubscribe_all(1);
         assert_eq!(fanout.armed(TOPIC), 0, "leaving takes a session off the list");
         assert_eq!(fanout.followers(TOPIC), 2);
+    }
+
+    fn instrument(symbol: &str) -> crate::domain::instrument::Instrument {
+        use crate::domain::instrument::{CommissionConfig, ExchangeId, Instrument, InstrumentConfig, InstrumentStatus};
+        Instrument::from_config(&InstrumentConfig {
+            instrument_id: symbol.into(),
+            exchange_id: ExchangeId::SHFE,
+            product_id: "cu".into(),
+            volume_multiple: 5,
+            price_tick: 10.0,
+            margin_rate_long: 0.1,
+            margin_rate_short: 0.1,
+            commission: CommissionConfig::default(),
+            limit_rate: 0.1,
+            pre_settlement: 70000.0,
+            pre_close: None,
+            pre_open_interest: 0,
+            max_order_volume: 100,
+            status: InstrumentStatus::Trading,
+            position_limit: None,
+            shard: None,
+            delivery_year: None,
+            delivery_month: None,
+        })
+        .expect("a valid instrument")
+    }
+
+    /// One step of the model test: which session, which topic (by index), what to do.
+    #[derive(Clone, Debug)]
+    enum Step {
+        Subscribe(u64, usize),
+        Unsubscribe(u64, usize),
+        UnsubscribeQuotes(u64),
+        UnsubscribeAll(u64),
+        Arm(u64),
+        Publish(usize),
+    }
+
+    fn step() -> impl proptest::strategy::Strategy<Value = Step> {
+        use proptest::prelude::*;
+        let (session, topic) = (0u64..6, 0usize..TOPICS.len());
+        prop_oneof![
+            4 => (session.clone(), topic.clone()).prop_map(|(s, t)| Step::Subscribe(s, t)),
+            2 => (session.clone(), topic.clone()).prop_map(|(s, t)| Step::Unsubscribe(s, t)),
+            1 => session.clone().prop_map(Step::UnsubscribeQuotes),
+            1 => session.clone().prop_map(Step::UnsubscribeAll),
+            2 => session.prop_map(Step::Arm),
+            2 => topic.prop_map(Step::Publish),
+        ]
+    }
+
+    /// Two instruments, each as a quote and as a chart series, and one the router does not know.
+    const TOPICS: [(&str, Topic, Option<u32>); 5] = [
+        ("SHFE.cu2501", Topic::Quote, Some(0)),
+        ("klines/SHFE.cu2501/60000000000", Topic::Chart, Some(0)),
+        ("SHFE.cu2502", Topic::Quote, Some(1)),
+        ("ticks/SHFE.cu2502", Topic::Chart, Some(1)),
+        ("SHFE.xx9999", Topic::Quote, None),
+    ];
+
+    proptest::proptest! {
+        /// Subscriptions, the session cursors, the armed lists and the directory agree with a
+        /// set of (session, topic) pairs after any sequence of steps.
+        #[test]
+        fn subscriptions_match_a_set_of_pairs(steps in proptest::collection::vec(step(), 1..80)) {
+            use std::collections::BTreeSet;
+            let directory = Arc::new(FanoutDirectory::new(2, 2));
+            let router = Rc::new(Router::new(vec![instrument("cu2501"), instrument("cu2502")], 2));
+            let mut fanout = QuoteFanout::new(1, directory.clone(), router);
+            let f: Vec<Follower> = (0..6).map(|_| Follower::new()).collect();
+            let mut model = BTreeSet::new();
+            for step in steps {
+                match step {
+                    Step::Subscribe(s, t) => {
+                        fanout.subscribe(TOPICS[t].0, TOPICS[t].1, s, &f[s as usize].session, f[s as usize].wake.clone());
+                        model.insert((s, t));
+                    }
+                    Step::Unsubscribe(s, t) => {
+                        fanout.unsubscribe(TOPICS[t].0, s);
+                        model.remove(&(s, t));
+                    }
+                    Step::UnsubscribeQuotes(s) => {
+                        fanout.unsubscribe_quotes(s);
+                        model.retain(|&(ms, t)| ms != s || TOPICS[t].1 != Topic::Quote);
+                    }
+                    Step::UnsubscribeAll(s) => {
+                        fanout.unsubscribe_all(s);
+                        model.retain(|&(ms, _)| ms != s);
+                    }
+                    Step::Arm(s) => {
+                        f[s as usize].session.borrow_mut().peek();
+                        fanout.arm(s, &f[s as usize].session, &f[s as usize].wake);
+                    }
+                    Step::Publish(t) => fanout.publish(TOPICS[t].0, &change(1)),
+                }
+                for (t, (topic, _, _)) in TOPICS.iter().enumerate() {
+                    let following = model.iter().filter(|&&(_, mt)| mt == t).count();
+                    proptest::prop_assert_eq!(fanout.followers(topic), following);
+                    let armed_follow = fanout.by_topic.get(*topic).is_none_or(|f| f.armed.keys().all(|s| f.followers.contains_key(s)));
+                    proptest::prop_assert!(armed_follow, "only followers are armed on {}", topic);
+                    for s in 0..6u64 {
+                        let followed = f[s as usize].session.borrow().follows(topic);
+                        proptest::prop_assert_eq!(followed, model.contains(&(s, t)), "session {} cursor on {}", s, topic);
+                    }
+                }
+                for kind in [Topic::Quote, Topic::Chart] {
+                    let n = model.iter().filter(|&&(_, t)| TOPICS[t].1 == kind).count();
+                    proptest::prop_assert_eq!(directory.counter(kind).load(Ordering::Relaxed), n);
+                }
+                for slot in 0..2u32 {
+                    let any = model.iter().any(|&(_, t)| TOPICS[t].2 == Some(slot));
+                    proptest::prop_assert_eq!(directory.shard_follows(slot, 1), any);
+                    proptest::prop_assert!(!directory.shard_follows(slot, 0));
+                }
+                let sessions: BTreeSet<u64> = model.iter().map(|&(s, _)| s).collect();
+                proptest::prop_assert_eq!(fanout.by_session.keys().copied().collect::<BTreeSet<_>>(), sessions);
+            }
+        }
     }
 
     #[test]
