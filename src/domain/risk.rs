@@ -69,7 +69,7 @@ reject_codes! {
     InvalidSettlementPrice = 4001, "settlement price must be on the price tick and inside the day's band";
     InvalidTradingDay = 4002, "trading day must be a valid date after the current one";
     NothingToLiquidate = 4003, "account has no position to liquidate";
-    NotShardedYet = 4004, "operator command not available on the sharded server yet (comes with daily settlement)";
+    NotShardedYet = 4004, "operator command not available as a command on the sharded server (settlement and forced liquidation have admin routes)";
 }
 
 #[cfg(test)]

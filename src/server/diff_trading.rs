@@ -62,12 +62,15 @@ pub(super) struct Followed {
 }
 
 impl FollowLink<'_> {
-    /// Checks `password` and starts delivering the account's patches into `session` (waking
-    /// `wake`). None (and nothing followed) for an unknown account or a wrong password.
+    /// Checks `secret` and starts delivering the account's patches into `session` (waking
+    /// `wake`). None (and nothing followed) for an unknown account or a wrong secret.
+    /// `secret` is the account's password, or (auth on) a bearer token of
+    /// `POST /api/auth/login` whose user owns the account or is an admin: a venue with users
+    /// lets its WebSocket clients log in as they log in over HTTP.
     pub async fn follow(
         &self,
         account: AccountId,
-        password: String,
+        secret: String,
         session: &Rc<RefCell<Session>>,
         wake: &Rc<LocalSender<()>>,
     ) -> Option<Followed> {
@@ -83,9 +86,15 @@ impl FollowLink<'_> {
                 return None;
             }
         };
-        let verified = match follow.password_hash {
-            Some(hash) => verify_off_executor(password, hash.clone()).await.then_some(hash),
-            None => None,
+        let token = self.ctx.auth.as_ref().and_then(|gate| gate.key.verify(&secret, super::conn::unix_now_s()).ok());
+        let verified = match (token, follow.password_hash) {
+            // A token's user may use the account as over HTTP; a later `req_transfer` still
+            // needs the account's password (an account without one can transfer nothing).
+            (Some(claims), hash) => {
+                (claims.admin || follow.owner == Some(claims.user_id)).then(|| hash.unwrap_or_default())
+            }
+            (None, Some(hash)) => verify_off_executor(secret, hash.clone()).await.then_some(hash),
+            (None, None) => None,
         };
         let Some(password_hash) = verified else {
             self.ctx.accounts.borrow_mut().leave(&account, self.conn);

@@ -284,10 +284,12 @@ pub enum Answer {
 }
 
 /// The answer to `Action::Follow { on: true }`: the account's password hash (None: it has no
-/// password) for the session's shard to check, and the account's whole DIFF trade tree.
+/// password) and its owner (None: it has none), for the session's shard to check, and the
+/// account's whole DIFF trade tree.
 #[derive(Debug)]
 pub struct FollowAnswer {
     pub password_hash: Option<String>,
+    pub owner: Option<UserId>,
     pub snapshot: serde_json::Value,
 }
 
@@ -989,7 +991,8 @@ impl Service {
                     let positions = self.positions(slot, account_id);
                     let snapshot = diff_trade::snapshot(&account, &positions, &self.journal, engine.trading_day());
                     let password_hash = self.credentials.get(&account_id).cloned();
-                    let answer = Answer::Follow(Box::new(FollowAnswer { password_hash, snapshot }));
+                    let owner = self.users.owner(&account_id).copied();
+                    let answer = Answer::Follow(Box::new(FollowAnswer { password_hash, owner, snapshot }));
                     return staged.replies.push((origin, answer));
                 }
             },
