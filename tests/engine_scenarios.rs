@@ -1341,3 +1341,56 @@ fn refused_force_liquidation_changes_nothing() {
     assert_refused(&mut sim, RejectCode::NothingToLiquidate, |s| s.force_liquidate("A"));
     assert_eq!(sim.engine.ledger().live_order_count(), 1);
 }
+
+#[test]
+fn position_limit_counts_both_sides_and_live_opens_per_account() {
+    let mut inst = if2501();
+    inst.position_limit = Some(3);
+    let mut sim = Sim::new(vec![inst], 20250106);
+    for account in ["A", "B", "C"] {
+        sim.open_account(account, 10_000_000.0);
+    }
+    assert_eq!(RejectCode::PositionLimitExceeded.code(), 2009);
+    // A long 1 (from B) and a resting bid of 1: 2 of A's 3 lots are taken.
+    sim.place(limit("B", "b0", "IF2501", Sell, Open, 4000.0, 1));
+    sim.place(limit("A", "a0", "IF2501", Buy, Open, 4000.0, 1));
+    let (bid, _) = sim.place(limit("A", "a-bid", "IF2501", Buy, Open, 3990.0, 1));
+    let a = sim.account("A");
+    assert_eq!((sim.position("A", "IF2501").volume_long_today, a.frozen_margin), (1, m(143_640.0)));
+
+    // 2 more lots either way would make 4; a refusal holds nothing (the state is compared whole).
+    assert_refused(&mut sim, RejectCode::PositionLimitExceeded, |s| {
+        s.insert(limit("A", "a-sell2", "IF2501", Sell, Open, 4100.0, 2))
+    });
+    assert_refused(&mut sim, RejectCode::PositionLimitExceeded, |s| {
+        s.insert(limit("A", "a-buy2", "IF2501", Buy, Open, 3980.0, 2))
+    });
+    let after = sim.account("A");
+    assert_eq!(
+        (after.frozen_margin, after.frozen_commission, after.available),
+        (a.frozen_margin, a.frozen_commission, a.available)
+    );
+    // Exactly the limit is allowed: long 1 + bid 1 + this ask 1 = 3.
+    let (ask, _) = sim.place(limit("A", "a-ask", "IF2501", Sell, Open, 4100.0, 1));
+    assert_refused(&mut sim, RejectCode::PositionLimitExceeded, |s| {
+        s.insert(limit("A", "a-buy1", "IF2501", Buy, Open, 3980.0, 1))
+    });
+    // Growing a resting open order counts only the added lots (its own are given back first).
+    assert_refused(&mut sim, RejectCode::PositionLimitExceeded, |s| s.modify("A", bid, None, Some(2)));
+    // Closing reduces the position, so it is not limited.
+    sim.place(limit("A", "a-close", "IF2501", Sell, Close, 4100.0, 1));
+    // A cancelled open order frees its lots.
+    sim.cancel("A", ask);
+    sim.place(limit("A", "a-buy1", "IF2501", Buy, Open, 3980.0, 1));
+
+    // The limit is per account: B (short 1) still has 2 lots; C starts from nothing, and one
+    // order over the limit is refused on its own.
+    assert_refused(&mut sim, RejectCode::PositionLimitExceeded, |s| {
+        s.insert(limit("B", "b-sell3", "IF2501", Sell, Open, 4200.0, 3))
+    });
+    sim.place(limit("B", "b-sell2", "IF2501", Sell, Open, 4200.0, 2));
+    assert_refused(&mut sim, RejectCode::PositionLimitExceeded, |s| {
+        s.insert(limit("C", "c-buy4", "IF2501", Buy, Open, 3900.0, 4))
+    });
+    sim.place(limit("C", "c-buy3", "IF2501", Buy, Open, 3900.0, 3));
+}

@@ -213,3 +213,47 @@ fn instruments_listed_at_run_time_trade_on_every_shard_and_persist() {
     c.ok("POST", "/api/order/submit", Some(sr("A", "a2", "SELL")));
     assert_eq!(c.ok("POST", "/api/order/submit", Some(sr("B", "b2", "BUY")))["trades"].as_array().unwrap().len(), 1);
 }
+
+#[test]
+fn position_limit_of_a_listed_instrument_refuses_opens_beyond_it_on_every_shard() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = start(&options(dir.path()));
+    let mut c = server.client();
+    // A lives on shard 0, B on shard 1.
+    for account in ["A", "B"] {
+        c.ok("POST", "/api/account/open", Some(json!({"account_id": account, "init_cash": 1_000_000.0})));
+    }
+    let spec = json!({"instrument_id": "SR511", "exchange_id": "CZCE", "product_id": "SR", "volume_multiple": 10,
+                      "price_tick": 1.0, "margin_rate_long": 0.1, "margin_rate_short": 0.1, "limit_rate": 0.1,
+                      "pre_settlement": 5000.0, "max_order_volume": 10, "commission": {"open_per_lot": 1.0},
+                      "position_limit": 2});
+    c.ok("POST", "/api/admin/instrument/create", Some(spec));
+    let sr = |account: &str, id: &str, direction: &str, price: f64, volume: i64| {
+        json!({"account_id": account, "client_order_id": id, "instrument_id": "SR511", "direction": direction,
+               "offset": "OPEN", "limit_price": price, "volume": volume})
+    };
+    // A long 1 from B (short 1), and a resting bid of 1: A is at its limit of 2.
+    c.ok("POST", "/api/order/submit", Some(sr("B", "b1", "SELL", 5000.0, 1)));
+    c.ok("POST", "/api/order/submit", Some(sr("A", "a1", "BUY", 5000.0, 1)));
+    let rested = c.ok("POST", "/api/order/submit", Some(sr("A", "a2", "BUY", 4990.0, 1)));
+    assert_eq!(rested["order"]["status"], "ALIVE");
+    let before = c.ok("GET", "/api/account/A", None);
+    // One more lot, either side, is refused and holds nothing.
+    assert_eq!(c.refused("POST", "/api/order/submit", Some(sr("A", "a3", "BUY", 4980.0, 1)), 400), 2009);
+    assert_eq!(c.refused("POST", "/api/order/submit", Some(sr("A", "a3", "SELL", 5100.0, 1)), 400), 2009);
+    let after = c.ok("GET", "/api/account/A", None);
+    assert_eq!(after, before);
+    assert_eq!(c.ok("GET", "/api/order/user/A", None).as_array().unwrap().len(), 2);
+    // B, on the other shard, has 1 lot left of its own limit.
+    c.ok("POST", "/api/order/submit", Some(sr("B", "b2", "SELL", 5100.0, 1)));
+    assert_eq!(c.refused("POST", "/api/order/submit", Some(sr("B", "b3", "SELL", 5100.0, 1)), 400), 2009);
+
+    // The limit is part of the listing: a restart keeps it.
+    server.terminate();
+    let server = start(&options(dir.path()));
+    let mut c = server.client();
+    assert_eq!(c.refused("POST", "/api/order/submit", Some(sr("A", "a3", "BUY", 4980.0, 1)), 400), 2009);
+    c.ok("POST", "/api/order/cancel", Some(json!({"account_id": "A", "client_order_id": "a2"})));
+    let within = c.ok("POST", "/api/order/submit", Some(sr("A", "a3", "BUY", 4980.0, 1)));
+    assert_eq!(within["order"]["status"], "ALIVE");
+}
