@@ -1394,3 +1394,34 @@ fn position_limit_counts_both_sides_and_live_opens_per_account() {
     });
     sim.place(limit("C", "c-buy3", "IF2501", Buy, Open, 3900.0, 3));
 }
+
+#[test]
+fn an_accounts_positions_are_bounded_in_value_so_its_sums_stay_inside_i64() {
+    // IF2501: 300 per point, band 3510..=4290, margin 12 %. With large enough funds leverage
+    // would let an account hold positions whose costs pass i64 (9.2e14 yuan); opening orders
+    // are refused (2009) once held lots at their marks, resting opens, and the new lots at the
+    // band's top would pass 1e14 yuan (`MAX_POSITION_VALUE`).
+    let mut inst = if2501();
+    inst.max_order_volume = 100_000_000;
+    let mut sim = Sim::new(vec![inst], 20250106);
+    sim.open_account("A", 0.0);
+    for _ in 0..20 {
+        sim.deposit("A", 1e12); // 2e13 yuan: margin for 1.67e14 yuan of positions
+    }
+    // 8e7 lots at the top, 4290 x 300: 1.03e14 yuan. Refused, nothing held.
+    assert_refused(&mut sim, RejectCode::PositionLimitExceeded, |s| {
+        s.insert(limit("A", "a-big", "IF2501", Buy, Open, 3900.0, 80_000_000))
+    });
+    // 7e7 lots: 9.0e13 yuan at the top; margin 7e7 x 3900 x 300 x 12 % = 9.83e12 yuan.
+    sim.place(limit("A", "a-1", "IF2501", Buy, Open, 3900.0, 70_000_000));
+    // Resting 7e7 at the mark (3900, the settlement price): 8.19e13; 1e7 more at the top:
+    // 1.29e13, 9.48e13 in all: taken. Another 1e7: 1.06e14, refused.
+    sim.place(limit("A", "a-2", "IF2501", Buy, Open, 3900.0, 10_000_000));
+    assert_refused(&mut sim, RejectCode::PositionLimitExceeded, |s| {
+        s.insert(limit("A", "a-3", "IF2501", Sell, Open, 4200.0, 10_000_000))
+    });
+    // Closing is never bounded by value: nothing is held to close, so it is refused for that.
+    assert_refused(&mut sim, RejectCode::InsufficientPosition, |s| {
+        s.insert(limit("A", "a-close", "IF2501", Sell, Close, 4200.0, 1))
+    });
+}

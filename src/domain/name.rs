@@ -36,14 +36,20 @@ impl<const N: usize> InlineStr<N> {
     pub fn as_str(&self) -> &str {
         // The bytes were copied from a &str, so they are valid UTF-8; checked anyway because
         // rkyv-deserialized values come from disk.
-        std::str::from_utf8(&self.bytes[..self.len as usize]).unwrap_or("")
+        std::str::from_utf8(self.used()).unwrap_or("")
+    }
+
+    /// The used bytes. `len` is at most `N` for every value made by `new`; one decoded from a
+    /// damaged (but checksum-valid) file may say more, and is cut at `N` instead of panicking.
+    fn used(&self) -> &[u8] {
+        &self.bytes[..(self.len as usize).min(N)]
     }
 }
 
 /// Hashes only the used bytes (the padding is always zero, so this agrees with `Eq`).
 impl<const N: usize> std::hash::Hash for InlineStr<N> {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        state.write(&self.bytes[..self.len as usize]);
+        state.write(self.used());
         state.write_u8(0xff);
     }
 }
@@ -88,5 +94,22 @@ mod tests {
         let back: AccountId = serde_json::from_str("\"u1\"").unwrap();
         assert_eq!(back, id);
         assert!(serde_json::from_str::<AccountId>(&format!("\"{}\"", "y".repeat(40))).is_err());
+    }
+
+    #[test]
+    fn a_length_past_the_capacity_from_disk_is_cut_not_a_panic() {
+        let id = AccountId::new("u1").unwrap();
+        let mut bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&id).unwrap().to_vec();
+        // The archived struct is the length byte, then the bytes (no padding: all u8).
+        let at = bytes.len() - 32;
+        assert_eq!(bytes[at], 2);
+        bytes[at] = 200;
+        let damaged: AccountId = rkyv::from_bytes::<AccountId, rkyv::rancor::Error>(&bytes).unwrap();
+        // Cut at the capacity: "u1" and 29 zero bytes.
+        assert_eq!(damaged.as_str().len(), 31);
+        assert!(damaged.as_str().starts_with("u1"));
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        std::hash::Hash::hash(&damaged, &mut hasher);
+        let _ = format!("{damaged} {damaged:?}");
     }
 }

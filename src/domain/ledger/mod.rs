@@ -21,6 +21,11 @@ use position::Side;
 pub const MAX_TRANSFER: Money = 1_000_000_000_000 * MONEY_SCALE;
 /// Most an account may hold in deposits: 1e14 yuan (1e18 units, a tenth of i64's range).
 pub const MAX_ACCOUNT_FUNDS: Money = 100 * MAX_TRANSFER;
+/// Most an account's positions and opening orders may be worth, all instruments together, for
+/// an opening order to be taken: 1e14 yuan. Leverage would otherwise let funds within
+/// `MAX_ACCOUNT_FUNDS` hold positions whose costs and profits pass i64's range (9.2e14 yuan);
+/// at this bound they stay 9x inside it however far the marks move within later bands.
+pub const MAX_POSITION_VALUE: Money = MAX_ACCOUNT_FUNDS;
 
 /// An order asking for a hold. Prices are already validated against tick and band.
 #[derive(Clone, Copy, Debug)]
@@ -630,9 +635,27 @@ fn plan_fields(
                 return Err(RejectCode::PositionLimitExceeded);
             }
         }
-        let need = (plan.margin_per_lot + plan.commission_per_lot) * req.volume;
+        if checked {
+            // Lots held and waiting to open at their marks, the new ones at the band's top
+            // (a sell may fill above its limit); wide (i128) so no volume can overflow.
+            let lots_value = |lots: Volume, price: Price, mult: i64| lots as i128 * price as i128 * mult as i128;
+            let held: i128 = account
+                .positions
+                .iter()
+                .map(|p| {
+                    let lots = p.volume(Side::Long) + p.volume(Side::Short) + p.pending_open;
+                    lots_value(lots, marks[p.instrument as usize], instruments[p.instrument as usize].volume_multiple)
+                })
+                .sum();
+            let released = replacing.map_or(0, |o| lots_value(o.volume_left, marks[req.instrument as usize], mult));
+            if held - released + lots_value(req.volume, inst.upper_limit, mult) > MAX_POSITION_VALUE as i128 {
+                return Err(RejectCode::PositionLimitExceeded);
+            }
+        }
+        // Wide too: per-lot amounts times an order's volume, before the value bound holds.
+        let need = (plan.margin_per_lot as i128 + plan.commission_per_lot as i128) * req.volume as i128;
         let credit = replacing.map_or(0, |o| o.frozen_margin() + o.frozen_commission());
-        if checked && need > account.available(instruments, marks) + credit {
+        if checked && need > (account.available(instruments, marks) + credit) as i128 {
             return Err(RejectCode::InsufficientFunds);
         }
     } else {
