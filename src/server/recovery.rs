@@ -262,7 +262,7 @@ fn consumed_by(wal_root: &Path, shard: u16, n: usize, start: Option<&Restored>) 
         for (from, &seq) in start.service.engine().received().iter().enumerate().take(n) {
             row[from] = seq;
         }
-        first_sequence = start.sequence + 1;
+        first_sequence = start.sequence.saturating_add(1);
     }
     if n == 1 {
         // Nothing to learn with one shard.
@@ -315,7 +315,7 @@ pub fn replay_shard(
     // The journal thread folds into the checkpoint's journal, or a new one.
     let mut start_journal = Journal::new(journal);
     if let Some(mut start) = start {
-        first_sequence = start.sequence + 1;
+        first_sequence = start.sequence.saturating_add(1);
         checkpoint_sequence = start.sequence;
         start_journal = start.service.take_journal();
         start.service.set_report_snapshots(false);

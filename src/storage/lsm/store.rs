@@ -419,7 +419,8 @@ impl Store {
         if report.removed_orphans > 0 {
             fsio::sync_dir(dir)?;
         }
-        let next_seq = manifest.max_seq + 1;
+        let next_seq =
+            manifest.max_seq.checked_add(1).ok_or_else(|| LsmError::corrupt(dir, "manifest: max_seq at its end"))?;
         let store = Store {
             dir: dir.to_path_buf(),
             opts,

@@ -111,7 +111,12 @@ pub fn scan_segment(bytes: &[u8], first_sequence: u64) -> Result<SegmentScan, Sc
                     payload,
                 });
                 offset += frame_len(header.payload_len as usize);
-                expected += 1;
+                // u64 sequences never run out in use; a damaged file that says so is refused.
+                expected = expected.checked_add(1).ok_or_else(|| ScanError {
+                    offset,
+                    expected_sequence: expected,
+                    reason: "sequence numbers run out".to_owned(),
+                })?;
             }
             _ => break,
         }
