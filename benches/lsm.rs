@@ -17,16 +17,12 @@ use std::hint::black_box;
 use std::ops::Bound;
 use std::time::Instant;
 
+#[path = "support/knobs.rs"]
+mod knobs;
+use knobs::splitmix64 as mix;
+
 fn key(i: u64) -> Vec<u8> {
     format!("k{:015}", i).into_bytes()
-}
-
-/// A fixed pseudo-random permutation walk (splitmix64) so runs are repeatable.
-fn mix(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    x ^ (x >> 31)
 }
 
 fn report(name: &str, ops: usize, secs: f64, mut lat_ns: Vec<u64>) {

@@ -21,17 +21,9 @@ use qaexchange::storage::lsm::store::remove_obsolete;
 use qaexchange::storage::lsm::{Store, StoreOptions};
 use std::time::Instant;
 
-fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-/// A fixed pseudo-random sequence (splitmix64) so runs are repeatable.
-fn mix(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    x ^ (x >> 31)
-}
+#[path = "support/knobs.rs"]
+mod knobs;
+use knobs::{env_or as env, splitmix64 as mix};
 
 #[derive(Default)]
 struct Totals {

@@ -13,22 +13,14 @@
 //!
 //! Run: `cargo bench --bench merge_patch` (knobs: PATCH_BENCH_CHANGES=20000 PATCH_BENCH_ROUNDS=5).
 
+#[path = "support/knobs.rs"]
+mod knobs;
+
+use knobs::{env_or as env, splitmix64 as mix};
 use qaexchange::diff::merge_patch::{apply, diff, ComposedPatch};
 use serde_json::{json, Map, Value};
 use std::hint::black_box;
 use std::time::Instant;
-
-fn env(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-/// splitmix64: a repeatable walk.
-fn mix(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    x ^ (x >> 31)
-}
 
 /// A quote as the server sends it, around `mid` (in ticks of 10) after `volume` lots.
 fn quote(mid: i64, volume: i64) -> Value {
