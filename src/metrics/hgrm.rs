@@ -44,7 +44,9 @@ pub fn summary_us(h: &Histogram<u64>) -> String {
         us(0.99),
         us(0.999),
         us(0.9999),
-        h.max() as f64 / 1_000.0,
+        // A cleared histogram keeps reporting a `max` (the top of its lowest bucket), which
+        // is no value it holds.
+        if h.is_empty() { 0.0 } else { h.max() as f64 / 1_000.0 },
         h.len()
     )
 }
@@ -52,6 +54,17 @@ pub fn summary_us(h: &Histogram<u64>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_empty_histograms_summary_is_all_zeros() {
+        // The shards' stage histograms start at 1 µs.
+        let mut h = Histogram::<u64>::new_with_bounds(1_000, 60_000_000_000, 2).unwrap();
+        assert_eq!(summary_us(&h), "p50 0.0 us  p90 0.0  p99 0.0  p99.9 0.0  p99.99 0.0  max 0.0  (n = 0)");
+        // Cleared after use (`POST /admin/latency/reset`).
+        h.record(5_000).unwrap();
+        h.reset();
+        assert_eq!(summary_us(&h), "p50 0.0 us  p90 0.0  p99 0.0  p99.9 0.0  p99.99 0.0  max 0.0  (n = 0)");
+    }
 
     #[test]
     fn hgrm_lists_percentiles_up_to_the_max_with_counts() {
