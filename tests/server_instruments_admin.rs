@@ -1,12 +1,15 @@
 //! Instrument status through the real server (2 shards, storage in a temp dir): suspend,
 //! resume, close and delist reach every shard (orders from accounts on either shard are refused
 //! while the instrument is not trading, cancels still run), are durable across a restart, and
-//! delisting is final.
+//! delisting is final. Listings and updates out of range (a band no book can hold, values that
+//! overflow money) are refused with nothing changed; a listing during a settlement is refused
+//! before any shard lists it.
 
 mod server_support;
 
 use serde_json::{json, Value};
 use server_support::{settled_state, start, Client, Options};
+use std::time::{Duration, Instant};
 
 fn options(dir: &std::path::Path) -> Options {
     let mut opts = Options::new(Some(dir));
@@ -256,4 +259,122 @@ fn position_limit_of_a_listed_instrument_refuses_opens_beyond_it_on_every_shard(
     c.ok("POST", "/api/order/cancel", Some(json!({"account_id": "A", "client_order_id": "a2"})));
     let within = c.ok("POST", "/api/order/submit", Some(sr("A", "a3", "BUY", 4980.0, 1)));
     assert_eq!(within["order"]["status"], "ALIVE");
+}
+
+/// A refusal's status, code and message.
+fn refusal(c: &mut Client, path: &str, body: &Value) -> (u16, u64, String) {
+    let r = c.request("POST", path, Some(body));
+    let v = r.json();
+    (r.status, v["error"]["code"].as_u64().unwrap_or(0), v["error"]["message"].as_str().unwrap_or("").to_string())
+}
+
+fn sr509() -> Value {
+    json!({"instrument_id": "SR509", "exchange_id": "CZCE", "product_id": "SR", "volume_multiple": 10,
+           "price_tick": 1.0, "margin_rate_long": 0.1, "margin_rate_short": 0.1, "limit_rate": 0.1,
+           "pre_settlement": 5100.0, "max_order_volume": 10, "commission": {"open_per_lot": 2.0}})
+}
+
+fn listed_on_every_shard(server: &server_support::ServerProcess, id: &str) -> Vec<bool> {
+    (0..6)
+        .map(|_| {
+            let all = server.client().ok("GET", "/api/market/instruments", None);
+            all.as_array().unwrap().iter().any(|i| i["instrument_id"] == id)
+        })
+        .collect()
+}
+
+#[test]
+fn listings_and_updates_out_of_range_are_refused_and_the_server_serves_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(&options(dir.path()));
+    let mut c = server.client();
+    let before = settled_state(&mut c);
+    // 1e8 +/- 100 % on a 0.0001 tick: a book of 2e12 price levels (the process used to abort).
+    let big = json!({"instrument_id": "BIG", "exchange_id": "SHFE", "product_id": "x", "volume_multiple": 1,
+                     "price_tick": 0.0001, "margin_rate_long": 0.1, "margin_rate_short": 0.1, "commission": {},
+                     "limit_rate": 1.0, "pre_settlement": 100000000.0, "max_order_volume": 1});
+    let (status, code, message) = refusal(&mut c, "/api/admin/instrument/create", &big);
+    assert_eq!((status, code), (400, 9005), "{message}");
+    assert!(message.contains("instrument BIG: the price band") && message.contains("at most 1000000"), "{message}");
+    // 5e14 +/- 90 % overflowed the band's arithmetic; a 1e12-lot order or 1e15 a lot overflowed money.
+    let mut bad = Vec::new();
+    for (field, value) in [
+        ("pre_settlement", json!(5e14)),
+        ("max_order_volume", json!(1_000_000_000_000i64)),
+        ("volume_multiple", json!(10_000_000)),
+        ("commission", json!({"open_per_lot": 1e15})),
+        ("commission", json!({"close_today_rate": 0.5})),
+    ] {
+        let mut spec = sr509();
+        spec[field] = value;
+        if field == "pre_settlement" {
+            spec["limit_rate"] = json!(0.9);
+        }
+        bad.push((format!("create {field}"), "/api/admin/instrument/create", spec));
+    }
+    for body in [
+        json!({"max_order_volume": 1_000_000_000_000i64}),
+        json!({"commission": {"open_per_lot": 1e15}}),
+        json!({"commission": {"open_rate": 0.02}}),
+    ] {
+        bad.push((format!("update {body}"), "/api/admin/instrument/cu2501/update", body));
+    }
+    for (what, path, body) in &bad {
+        let (status, code, message) = refusal(&mut c, path, body);
+        assert_eq!((status, code), (400, 9005), "{what}: {message}");
+        assert!(message.starts_with("request body is not valid for this endpoint: "), "{what}: {message}");
+    }
+    // Nothing changed, on any shard; the server serves on and lists a sane instrument.
+    assert_eq!(settled_state(&mut c), before);
+    assert_eq!(listed_on_every_shard(&server, "BIG"), vec![false; 6]);
+    assert_eq!(c.ok("GET", "/health", None)["status"], "ok");
+    c.ok("POST", "/api/admin/instrument/create", Some(sr509()));
+    assert_eq!(listed_on_every_shard(&server, "SR509"), vec![true; 6]);
+    let cu = c.ok("GET", "/api/market/instruments", None);
+    let cu = cu.as_array().unwrap().iter().find(|i| i["instrument_id"] == "cu2501").unwrap().clone();
+    assert_eq!(cu["max_order_volume"], 100);
+}
+
+#[test]
+fn a_listing_during_a_settlement_is_refused_before_any_shard_lists_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = options(dir.path());
+    // Three seconds between halting shard 0 and halting shard 1.
+    opts.env = vec![("QAEXCHANGE_SETTLE_HALT_PAUSE_MS".into(), "3000".into())];
+    let server = start(&opts);
+    let mut c = server.client();
+    // A lives on shard 0.
+    c.ok("POST", "/api/account/open", Some(json!({"account_id": "A", "init_cash": 1_000_000.0})));
+    let settle = |addr| {
+        std::thread::spawn(move || {
+            let mut admin = Client::connect(addr);
+            admin.set_read_timeout(Duration::from_secs(30));
+            let r = admin.request("POST", "/api/admin/settlement/execute", None);
+            (r.status, r.json())
+        })
+    };
+    let settling = settle(server.addr);
+    // Wait until shard 0 is halted (a cancel for A is answered 409 instead of "no such order").
+    let began = Instant::now();
+    let probe = json!({"account_id": "A", "client_order_id": "none"});
+    while c.request("POST", "/api/order/cancel", Some(&probe)).status != 409 {
+        assert!(began.elapsed() < Duration::from_secs(10), "shard 0 never halted");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Shard 1 still trades; an instrument it owns is refused all the same, before it lists it.
+    let mut on_shard_1 = sr509();
+    on_shard_1["shard"] = json!(1);
+    let (status, code, message) = refusal(&mut c, "/api/admin/instrument/create", &on_shard_1);
+    assert_eq!((status, code), (409, 9016), "{message}");
+    let (status, settled) = settling.join().unwrap();
+    assert_eq!(status, 200, "{settled}");
+    assert_eq!(listed_on_every_shard(&server, "SR509"), vec![false; 6]);
+    // Afterwards it is listed on every shard, and the next settlement covers it.
+    c.ok("POST", "/api/admin/instrument/create", Some(on_shard_1));
+    assert_eq!(listed_on_every_shard(&server, "SR509"), vec![true; 6]);
+    let (status, settled) = settle(server.addr).join().unwrap();
+    assert_eq!(status, 200, "{settled}");
+    let ids: Vec<&str> =
+        settled["data"]["instruments"].as_array().unwrap().iter().filter_map(|i| i["instrument_id"].as_str()).collect();
+    assert_eq!(ids, ["SR501", "cu2501", "SR509"]);
 }

@@ -50,30 +50,35 @@ pub fn rate_to_f64(rate: Rate) -> f64 {
 }
 
 /// `amount x rate`, rounded half away from zero to a whole money unit. i128 inside: a 1e12 yuan
-/// turnover at rate 1.0 is 1e16 units x 1e8 which overflows i64.
+/// turnover at rate 1.0 is 1e16 units x 1e8 which overflows i64. Never panics: a result beyond
+/// i64 (no validated instrument comes near) saturates.
 #[inline]
 pub fn apply_rate(amount: Money, rate: Rate) -> Money {
+    const HALF: i64 = RATE_SCALE / 2;
     // Fast path in i64 (division by a constant compiles to a multiply); i128 only on overflow.
     if let Some(product) = amount.checked_mul(rate) {
-        let half = RATE_SCALE / 2;
-        return if product >= 0 { (product + half) / RATE_SCALE } else { (product - half) / RATE_SCALE };
+        let rounded = if product >= 0 { product.checked_add(HALF) } else { product.checked_sub(HALF) };
+        if let Some(rounded) = rounded {
+            return rounded / RATE_SCALE;
+        }
     }
     // Split the amount at the scale so every product fits in i64:
     // a x r / S = (a / S) x r + (a % S) x r / S, exact; only the second term is rounded.
     if rate >= 0 && amount != i64::MIN {
         let magnitude = amount.abs();
         let (whole, part) = (magnitude / RATE_SCALE, magnitude % RATE_SCALE);
-        if let Some(head) = whole.checked_mul(rate) {
-            let tail = (part * rate + RATE_SCALE / 2) / RATE_SCALE;
-            let rounded = head + tail;
+        let head = whole.checked_mul(rate);
+        let tail = part.checked_mul(rate).and_then(|t| t.checked_add(HALF)).map(|t| t / RATE_SCALE);
+        if let Some(rounded) = head.zip(tail).and_then(|(head, tail)| head.checked_add(tail)) {
             return if amount >= 0 { rounded } else { -rounded };
         }
     }
+    // |amount x rate| < 2^126: fits i128.
     let product = amount as i128 * rate as i128;
-    let half = RATE_SCALE as i128 / 2;
+    let half = HALF as i128;
     let rounded =
         if product >= 0 { (product + half) / RATE_SCALE as i128 } else { (product - half) / RATE_SCALE as i128 };
-    rounded as Money
+    rounded.clamp(Money::MIN as i128, Money::MAX as i128) as Money
 }
 
 /// Notional value of `volume` lots at `price`: price x multiple x volume, in Money units.
@@ -163,6 +168,21 @@ mod tests {
             assert_eq!(apply_rate(a, r), exact(a, r), "{a} x {r}");
         }
         assert_eq!(apply_rate(15, RATE_SCALE / 10), 2);
+    }
+
+    #[test]
+    fn apply_rate_never_overflows() {
+        // A product that fits i64 but not with the half added: exact, not a panic.
+        let (a, r) = (92_233_720_368_547, 100_000);
+        assert!(a * r > i64::MAX - RATE_SCALE / 2);
+        assert_eq!(apply_rate(a, r), 92_233_720_369);
+        assert_eq!(apply_rate(-a, r), -92_233_720_369);
+        // Rates beyond any schedule's: the split path would overflow; i128 is exact, and a
+        // result beyond i64 saturates.
+        assert_eq!(apply_rate(RATE_SCALE - 1, i64::MAX), 9_223_371_944_621_055_438);
+        assert_eq!(apply_rate(i64::MAX, i64::MAX), i64::MAX);
+        assert_eq!(apply_rate(i64::MIN, i64::MAX), i64::MIN);
+        assert_eq!(apply_rate(i64::MIN, 1), -92_233_720_369);
     }
 
     #[test]

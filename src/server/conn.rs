@@ -192,6 +192,8 @@ pub struct ShardContext {
     /// Every shard's count of each user's connections, and the limit (0: none).
     pub user_connections: super::user_connections::UserConnections,
     pub max_connections_per_user: u32,
+    /// Keeps settlements and instrument changes apart (shared by every shard).
+    pub admin_gate: super::settlement_run::AdminGate,
     next_conn: Cell<u64>,
     auto_ids: Cell<u64>,
 }
@@ -231,6 +233,7 @@ impl ShardContext {
             max_requests_per_sec: 0,
             user_connections: Default::default(),
             max_connections_per_user: 0,
+            admin_gate: Default::default(),
             next_conn: Cell::new(1),
             auto_ids: Cell::new(0),
         }
@@ -264,6 +267,12 @@ impl ShardContext {
     pub fn with_user_connections(mut self, counts: super::user_connections::UserConnections, limit: u32) -> Self {
         self.user_connections = counts;
         self.max_connections_per_user = limit;
+        self
+    }
+
+    /// Shares `gate` (the server's one) between settlements and instrument changes.
+    pub fn with_admin_gate(mut self, gate: super::settlement_run::AdminGate) -> Self {
+        self.admin_gate = gate;
         self
     }
 
@@ -988,13 +997,19 @@ async fn settled_days(ctx: &ShardContext, conn: u64, answers: &LocalReceiver<(u3
 }
 
 /// An instrument's status or parameters changed on every shard, its owner first (whose matcher
-/// is the authority), each change logged there; the owner's answer.
+/// is the authority), each change logged there; the owner's answer. One change at a time and
+/// none while a settlement runs (refused up front, 409, 9016), so every shard sees the same
+/// changes in the same order (`AdminGate`).
 async fn instrument_change(
     ctx: &ShardContext,
     conn: u64,
     answers: &LocalReceiver<(u32, Answer)>,
     action: Action,
 ) -> Reply {
+    let _gate = match ctx.admin_gate.change().await {
+        Ok(held) => held,
+        Err(refused) => return refused,
+    };
     let owner = ctx.router.target(&action, ctx.shard);
     let first = match ctx.ask(conn, answers, owner, action.clone()).await {
         Answer::Reply(reply) => reply,

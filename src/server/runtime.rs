@@ -154,6 +154,8 @@ struct Boot {
     finish_settlement: Option<SettleCut>,
     /// Every shard's count of each user's open connections.
     user_connections: super::user_connections::UserConnections,
+    /// The one gate between settlements and instrument changes.
+    admin_gate: super::settlement_run::AdminGate,
 }
 
 enum StartUp {
@@ -245,6 +247,7 @@ pub fn start(config: ServerConfig) -> Result<Server, String> {
     };
     let finish = unfinished_settlements(&rebuilt);
     let user_connections = super::user_connections::UserConnections::default();
+    let admin_gate = super::settlement_run::AdminGate::default();
     let mut boots: Vec<Boot> = (0..shards)
         .map(|shard| Boot {
             shard,
@@ -254,6 +257,7 @@ pub fn start(config: ServerConfig) -> Result<Server, String> {
             token_key: token_key.clone(),
             finish_settlement: finish[shard].clone(),
             user_connections: user_connections.clone(),
+            admin_gate: admin_gate.clone(),
         })
         .collect();
     for from in 0..shards {
@@ -539,7 +543,8 @@ async fn run_shard(
     )
     .with_ws_limits(config.ws_limits)
     .with_rate_limit(config.max_requests_per_sec)
-    .with_user_connections(boot.user_connections.clone(), config.max_connections_per_user);
+    .with_user_connections(boot.user_connections.clone(), config.max_connections_per_user)
+    .with_admin_gate(boot.admin_gate.clone());
     if let Some(key) = token_key {
         ctx = ctx.with_auth(AuthGate { key: Rc::new(key), token_ttl_secs: config.auth.token_ttl_secs });
     }

@@ -101,8 +101,13 @@ impl ShardEngine {
         if self.instruments.len() >= super::MAX_INSTRUMENTS {
             return Err(RejectCode::InstrumentExists);
         }
-        // What `OrderBook::new` needs (the API checks much more; a logged record is checked too).
-        if inst.price_tick <= 0 || inst.lower_limit > inst.upper_limit || inst.volume_multiple <= 0 {
+        // What `OrderBook::new` needs, a band it can allocate included (the API checks much more;
+        // a logged record is checked too).
+        let levels = inst.upper_limit.checked_sub(inst.lower_limit).map(|span| span / inst.price_tick.max(1) + 1);
+        if inst.price_tick <= 0
+            || inst.volume_multiple <= 0
+            || !levels.is_some_and(|n| (1..=crate::domain::instrument::MAX_BAND_LEVELS).contains(&n))
+        {
             return Err(RejectCode::InstrumentNotFound);
         }
         let slot = self.instruments.len() as u32;
@@ -296,5 +301,33 @@ impl ShardEngine {
         out.events.push(Event::TradingDayAdvanced { ts, settled_day: cut.settled_day, trading_day: cut.next_day });
         self.finish_step(ts, out);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::engine::EngineConfig;
+    use crate::domain::instrument::{Instrument, InstrumentConfig, MAX_BAND_LEVELS};
+
+    #[test]
+    fn a_logged_instrument_with_a_band_too_wide_for_a_book_is_refused() {
+        let config: InstrumentConfig = toml::from_str(
+            "instrument_id = \"T1\"\nexchange_id = \"SHFE\"\nproduct_id = \"t\"\nvolume_multiple = 1\n\
+             price_tick = 1.0\nmargin_rate_long = 0.1\nmargin_rate_short = 0.1\ncommission = {}\n\
+             limit_rate = 0.1\npre_settlement = 5000.0\nmax_order_volume = 1\n",
+        )
+        .unwrap();
+        let listed = Instrument::from_config(&config).unwrap();
+        let mut shard = ShardEngine::new(0, 1, Vec::new(), 20250102, EngineConfig::default());
+        // A record (not from the API) whose band holds one price more than a book may.
+        let mut wide = listed.clone();
+        wide.upper_limit = wide.lower_limit + MAX_BAND_LEVELS * wide.price_tick;
+        assert_eq!(shard.add_instrument(wide), Err(RejectCode::InstrumentNotFound));
+        let mut inverted = listed.clone();
+        inverted.upper_limit = inverted.lower_limit - inverted.price_tick;
+        assert_eq!(shard.add_instrument(inverted), Err(RejectCode::InstrumentNotFound));
+        assert!(shard.instruments().is_empty());
+        assert_eq!(shard.add_instrument(listed), Ok(0));
     }
 }
