@@ -345,9 +345,14 @@ fn sigkill_during_flush_and_compaction_jobs_keeps_the_history() {
         }
     }
     let mut n: i32 = 0;
-    // (when to kill: ms after the job began; the pause is 400 ms before and 400 ms after it)
-    for (round, kill_after_ms) in [(0, 150u64), (1, 600), (2, 150), (3, 600), (4, 500)] {
+    // When to kill: ms after the job began (the pause is 400 ms before and 400 ms after its
+    // work), or, for rounds 1 and 3, once the job's manifest is on disk. A fixed delay there
+    // fell before the write on a loaded machine, where the idle-class job gets no CPU.
+    for (round, kill_after_ms) in [(0, 100u64), (1, 0), (2, 100), (3, 0), (4, 500)] {
         let mut c = server.client();
+        let written = manifests(&data);
+        let level = if round == 1 { 0 } else { 1 };
+        let tables_before = tables_at(&mut c, level);
         submit_triples(&mut c, &mut n, 20);
         // Rounds 0 and 1 kill a flush; 2 and 3 a compaction (the forced trigger flushes first,
         // then compacts: wait for the compaction's job).
@@ -372,7 +377,14 @@ fn sigkill_during_flush_and_compaction_jobs_keeps_the_history() {
                 s.iter().any(|x| x["flush_running"] == true && x["compaction_running"] == true)
             });
         }
-        std::thread::sleep(Duration::from_millis(kill_after_ms));
+        match round {
+            // The flush's manifest, or the compaction's (after the flush's, already taken).
+            1 | 3 => {
+                let written = if round == 1 { written } else { manifests(&data) };
+                wait_until_written(&mut c, &data, &written, level, tables_before);
+            }
+            _ => std::thread::sleep(Duration::from_millis(kill_after_ms)),
+        }
         drop(c);
         server.kill9();
         server = start(&opts);
@@ -390,6 +402,29 @@ fn sigkill_during_flush_and_compaction_jobs_keeps_the_history() {
             // Either job may have committed, or both, or neither: the history above is whole.
             _ => {}
         }
+    }
+}
+
+/// Every shard's history manifest as it is on disk (None: none yet).
+fn manifests(data: &Path) -> Vec<Option<Vec<u8>>> {
+    (0..2).map(|k| std::fs::read(data.join(format!("shard-{k}")).join("history").join("MANIFEST")).ok()).collect()
+}
+
+fn tables_at(c: &mut Client, level: usize) -> u64 {
+    stats(c).iter().map(|x| x["tables_per_level"][level].as_u64().unwrap()).sum()
+}
+
+/// Waits (at most 30 s) until a manifest differs from `before` (a job wrote its result) or the
+/// shards hold more tables at `level` than `tables_before` (they took the result already: the
+/// job's pause after its write ended before this looked).
+fn wait_until_written(c: &mut Client, data: &Path, before: &[Option<Vec<u8>>], level: usize, tables_before: u64) {
+    let began = Instant::now();
+    loop {
+        if manifests(data) != before || tables_at(c, level) > tables_before {
+            return;
+        }
+        assert!(began.elapsed() < Duration::from_secs(30), "no job wrote its manifest in 30 s");
+        std::thread::sleep(Duration::from_millis(5));
     }
 }
 
