@@ -381,6 +381,9 @@ impl Instrument {
         if !(1..=MAX_ORDER_VOLUME).contains(&config.max_order_volume) {
             return Err(fail(&format!("max_order_volume must be in 1..={MAX_ORDER_VOLUME}")));
         }
+        if config.position_limit.is_some_and(|limit| limit < 0) {
+            return Err(fail("position_limit must be 0 (no opening) or more"));
+        }
         let commission = config.commission.schedule().map_err(|e| fail(&e))?;
         let limit_rate = rate_from_f64(config.limit_rate);
         let band = price_band(pre_settlement, limit_rate, price_tick, multiple);
@@ -556,6 +559,16 @@ mod tests {
         for i in parse_instruments(&text).unwrap() {
             assert!(levels(i.upper_limit, i.lower_limit, i.price_tick) < 10_000, "{}", i.instrument_id);
         }
+    }
+
+    #[test]
+    fn a_negative_position_limit_is_refused() {
+        let mut c = config(1.0, 50_000.0, 0.1, 10);
+        c.position_limit = Some(-1);
+        let e = Instrument::from_config(&c).expect_err("negative").to_string();
+        assert!(e.contains("position_limit"), "{e}");
+        c.position_limit = Some(0);
+        assert_eq!(Instrument::from_config(&c).unwrap().position_limit, Some(0));
     }
 
     #[test]
