@@ -261,6 +261,42 @@ fn generated_admin_password_and_token_expiry() {
 }
 
 #[test]
+fn users_from_the_config_are_registered_once_with_their_roles() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let users = |ops_password: &str| {
+        format!(
+            "admin_password = \"{ADMIN_PASSWORD}\"\n\
+             [[auth.users]]\nname = \"desk-1\"\npassword = \"desk-Pa55-one\"\n\
+             [[auth.users]]\nname = \"ops\"\npassword = \"{ops_password}\"\nadmin = true\n"
+        )
+    };
+    let config = write_config(dir.path(), &users("ops-Pa55-first"));
+    let server = start(&options(&data, &config));
+    // A user, and an admin: each logs in with the configured password and has its role.
+    let mut desk = login(&server, "desk-1", "desk-Pa55-one");
+    assert_eq!(status_code(&mut desk, "GET", "/admin/state", None), (403, 9204));
+    desk.ok("POST", "/api/user/desk-1/account/create", Some(json!({"account_id": "d1", "init_cash": 1000})));
+    let mut ops = login(&server, "ops", "ops-Pa55-first");
+    ops.ok("GET", "/admin/state", None);
+    assert!(!server.stderr().contains("ops-Pa55-first"), "a configured password reached the log");
+    // Registered once: the names are taken for everyone else.
+    let mut anon = server.client();
+    let again = json!({"username": "desk-1", "password": "another-Pa55"});
+    assert_eq!(status_code(&mut anon, "POST", "/api/auth/register", Some(again)), (409, 9205));
+    // A restart with another password in the config keeps the registered user as it is.
+    drop(server);
+    let config = write_config(dir.path(), &users("ops-Pa55-second"));
+    let server = start(&options(&data, &config));
+    login(&server, "ops", "ops-Pa55-first").ok("GET", "/admin/state", None);
+    let mut anon = server.client();
+    let wrong = json!({"username": "ops", "password": "ops-Pa55-second"});
+    assert_eq!(status_code(&mut anon, "POST", "/api/auth/login", Some(wrong)), (401, 9206));
+    let mut desk = login(&server, "desk-1", "desk-Pa55-one");
+    assert_eq!(desk.ok("GET", "/api/user/desk-1/accounts", None).as_array().unwrap().len(), 1);
+}
+
+#[test]
 fn auth_off_leaves_every_route_open() {
     let dir = tempfile::tempdir().unwrap();
     let mut opts = Options::new(Some(&dir.path().join("data")));

@@ -256,6 +256,17 @@ pub struct AuthConfig {
     /// Its password; None: a random one, written once to `<storage>/admin-password` (mode
     /// 0600), never to the log.
     pub admin_password: Option<Secret>,
+    /// More users (`[[auth.users]]`), each registered at start-up when no user of that name
+    /// exists; an existing one is left as it is.
+    pub users: Vec<ConfiguredUser>,
+}
+
+/// A user of `[[auth.users]]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfiguredUser {
+    pub user_id: crate::domain::name::AccountId,
+    pub password: Secret,
+    pub admin: bool,
 }
 
 /// A configured secret: compared and cloned, never shown by `Debug`.
@@ -284,6 +295,7 @@ impl Default for AuthConfig {
             token_ttl_secs: DEFAULT_TOKEN_TTL_SECS,
             admin_user: crate::domain::name::AccountId::new(DEFAULT_ADMIN_USER).expect("short"),
             admin_password: None,
+            users: Vec::new(),
         }
     }
 }
@@ -567,6 +579,17 @@ struct AuthSection {
     token_ttl_secs: Option<u64>,
     admin_user: Option<String>,
     admin_password: Option<String>,
+    #[serde(default)]
+    users: Vec<UserEntry>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UserEntry {
+    name: String,
+    password: String,
+    #[serde(default)]
+    admin: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -836,11 +859,24 @@ impl FileConfig {
             super::credentials::check_password(password)
                 .map_err(|e| invalid(key("auth", "admin_password")(), format!("is not usable: {e}")))?;
         }
+        let mut users: Vec<ConfiguredUser> = Vec::with_capacity(auth.users.len());
+        for (i, entry) in auth.users.into_iter().enumerate() {
+            let setting = || format!("{}: [[auth.users]] #{} name = {:?}", path.display(), i + 1, entry.name);
+            let user_id = crate::domain::name::AccountId::new(&entry.name)
+                .ok_or_else(|| invalid(setting(), "name must be 1..=31 bytes".into()))?;
+            if user_id == admin_user || users.iter().any(|u| u.user_id == user_id) {
+                return Err(invalid(setting(), "is named twice (admin_user counts too)".into()));
+            }
+            super::credentials::check_password(&entry.password)
+                .map_err(|e| invalid(setting(), format!("password is not usable: {e}")))?;
+            users.push(ConfiguredUser { user_id, password: Secret(entry.password), admin: entry.admin });
+        }
         let auth = AuthConfig {
             enabled: auth.enabled.unwrap_or(true),
             token_ttl_secs,
             admin_user,
             admin_password: auth.admin_password.map(Secret),
+            users,
         };
 
         let config = ServerConfig {
@@ -1155,6 +1191,25 @@ mod tests {
         assert!(err("[auth]\nadmin_user = \"\"\n").contains("[auth] admin_user must be 1..=31 bytes"));
         assert!(err("[auth]\nadmin_password = \"\"\n").contains("[auth] admin_password is not usable"));
         assert!(err("[auth]\nroles = 1\n").contains("roles"));
+        // [[auth.users]]: named once (the admin too), usable passwords, known keys only.
+        let users = ServerConfig::from_toml_str(
+            "[[auth.users]]\nname = \"u1\"\npassword = \"pw-1\"\n[[auth.users]]\nname = \"u2\"\npassword = \"pw-2\"\nadmin = true\n",
+        )
+        .unwrap()
+        .auth
+        .users;
+        assert_eq!(
+            users.iter().map(|u| (u.user_id.as_str(), u.admin)).collect::<Vec<_>>(),
+            [("u1", false), ("u2", true)]
+        );
+        assert!(!format!("{users:?}").contains("pw-1"));
+        let twice =
+            "[[auth.users]]\nname = \"u1\"\npassword = \"a\"\n[[auth.users]]\nname = \"u1\"\npassword = \"b\"\n";
+        assert!(err(twice).contains("[[auth.users]] #2 name = \"u1\" is named twice"), "{}", err(twice));
+        assert!(err("[[auth.users]]\nname = \"admin\"\npassword = \"a\"\n").contains("is named twice"));
+        assert!(err("[[auth.users]]\nname = \"u1\"\npassword = \"\"\n").contains("password is not usable"));
+        assert!(err("[[auth.users]]\nname = \"\"\npassword = \"a\"\n").contains("name must be 1..=31 bytes"));
+        assert!(err("[[auth.users]]\nname = \"u1\"\npassword = \"a\"\nrole = \"x\"\n").contains("role"));
         let missing = tempfile::tempdir().expect("temp dir");
         let default_path = missing.path().join("exchange.toml");
         assert!(ServerConfig::resolve_with_default(&cli(&[]), &default_path).unwrap().auth.enabled);

@@ -570,6 +570,15 @@ async fn run_shard(
             tracing::error!("shard {shard}: {e}");
         }
     }
+    if ctx.auth.is_some() {
+        let own =
+            config.auth.users.iter().filter(|u| account_shard(&u.user_id, config.shards as u16) as usize == shard);
+        for user in own {
+            if let Err(e) = super::admin_bootstrap::ensure_user(&ctx, user).await {
+                tracing::error!("shard {shard}: {e}");
+            }
+        }
+    }
     let _ = events.send((shard, StartUp::Ready));
     futures_lite::future::zip(accept_loop(ctx.clone(), listener), super::ws::accept_loop(ctx.clone(), ws_listener))
         .await;
