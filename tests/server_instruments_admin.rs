@@ -345,15 +345,16 @@ fn a_listing_during_a_settlement_is_refused_before_any_shard_lists_it() {
     let mut c = server.client();
     // A lives on shard 0.
     c.ok("POST", "/api/account/open", Some(json!({"account_id": "A", "init_cash": 1_000_000.0})));
-    let settle = |addr| {
+    // The settlement runs on shard 0 and the listing asks shard 1: only a gate the shards share
+    // keeps them apart.
+    let settle = |mut admin: Client| {
         std::thread::spawn(move || {
-            let mut admin = Client::connect(addr);
             admin.set_read_timeout(Duration::from_secs(30));
             let r = admin.request("POST", "/api/admin/settlement/execute", None);
             (r.status, r.json())
         })
     };
-    let settling = settle(server.addr);
+    let settling = settle(server.client_on_shard(0));
     // Wait until shard 0 is halted (a cancel for A is answered 409 instead of "no such order").
     let began = Instant::now();
     let probe = json!({"account_id": "A", "client_order_id": "none"});
@@ -364,7 +365,7 @@ fn a_listing_during_a_settlement_is_refused_before_any_shard_lists_it() {
     // Shard 1 still trades; an instrument it owns is refused all the same, before it lists it.
     let mut on_shard_1 = sr509();
     on_shard_1["shard"] = json!(1);
-    let (status, code, message) = refusal(&mut c, "/api/admin/instrument/create", &on_shard_1);
+    let (status, code, message) = refusal(&mut server.client_on_shard(1), "/api/admin/instrument/create", &on_shard_1);
     assert_eq!((status, code), (409, 9016), "{message}");
     let (status, settled) = settling.join().unwrap();
     assert_eq!(status, 200, "{settled}");
@@ -372,7 +373,7 @@ fn a_listing_during_a_settlement_is_refused_before_any_shard_lists_it() {
     // Afterwards it is listed on every shard, and the next settlement covers it.
     c.ok("POST", "/api/admin/instrument/create", Some(on_shard_1));
     assert_eq!(listed_on_every_shard(&server, "SR509"), vec![true; 6]);
-    let (status, settled) = settle(server.addr).join().unwrap();
+    let (status, settled) = settle(server.client_on_shard(0)).join().unwrap();
     assert_eq!(status, 200, "{settled}");
     let ids: Vec<&str> =
         settled["data"]["instruments"].as_array().unwrap().iter().filter_map(|i| i["instrument_id"].as_str()).collect();

@@ -19,22 +19,11 @@ fn order(account: &str, id: &str, instrument: &str, direction: &str, price: f64)
            "offset": "OPEN", "limit_price": price, "volume": 1})
 }
 
-/// A connection held by `shard` (SO_REUSEPORT spreads new connections over the shards).
-fn client_on_shard(server: &ServerProcess, shard: u64) -> Client {
-    for _ in 0..200 {
-        let mut c = server.client();
-        if c.ok("GET", "/health", None)["shard"].as_u64() == Some(shard) {
-            return c;
-        }
-    }
-    panic!("200 connections and none reached shard {shard}");
-}
-
 /// Accounts A (shard 0) and B (shard 1) trade SR501 (shard 0) and cu2501 (shard 1) once each,
 /// each submitting over a connection of its own shard: 4 submits, every shard executing and
 /// logging some. Returns the two connections.
 fn trade_on_both_shards(server: &ServerProcess) -> (Client, Client) {
-    let (mut c0, mut c1) = (client_on_shard(server, 0), client_on_shard(server, 1));
+    let (mut c0, mut c1) = (server.client_on_shard(0), server.client_on_shard(1));
     c0.ok("POST", "/api/account/open", Some(json!({"account_id": "A", "init_cash": 1_000_000})));
     c1.ok("POST", "/api/account/open", Some(json!({"account_id": "B", "init_cash": 1_000_000})));
     c0.ok("POST", "/api/order/submit", Some(order("A", "a-sr", "SR501", "BUY", 5000.0)));

@@ -224,6 +224,17 @@ impl ServerProcess {
         Client::connect(self.addr)
     }
 
+    /// A connection held by `shard` (SO_REUSEPORT spreads new connections over the shards).
+    pub fn client_on_shard(&self, shard: u64) -> Client {
+        for _ in 0..200 {
+            let mut c = self.client();
+            if c.ok("GET", "/health", None)["shard"].as_u64() == Some(shard) {
+                return c;
+            }
+        }
+        panic!("200 connections and none reached shard {shard}");
+    }
+
     /// A field of the ready line, e.g. `recovered_records`.
     pub fn ready_field(&self, key: &str) -> Option<String> {
         self.ready_line.split_whitespace().find_map(|w| w.strip_prefix(&format!("{key}=")).map(str::to_string))
