@@ -75,6 +75,33 @@ impl Ledger {
         ledger
     }
 
+    /// Checks that every index the ledger holds points inside its tables (`instruments`
+    /// instruments): a checkpoint's ledger is trusted once its checksum matches, and an index
+    /// out of range would panic at its first use instead of stopping start-up with an error.
+    pub fn check_indexes(&self, instruments: usize) -> Result<(), String> {
+        let accounts = self.accounts.len();
+        if self.by_id.values().any(|&slot| slot as usize >= accounts) {
+            return Err(format!("an account index beyond the {accounts} accounts"));
+        }
+        for account in &self.accounts {
+            if account.positions.iter().any(|p| p.instrument as usize >= instruments) {
+                return Err(format!(
+                    "account {}: a position in an instrument beyond {instruments}",
+                    account.account_id
+                ));
+            }
+        }
+        for (id, order) in &self.orders {
+            if order.account as usize >= accounts || order.instrument as usize >= instruments {
+                return Err(format!("live order {id}: account or instrument index out of range"));
+            }
+        }
+        if self.by_client.iter().any(|((slot, _), id)| *slot as usize >= accounts || !self.orders.contains_key(id)) {
+            return Err("a client order id of no live order".to_owned());
+        }
+        Ok(())
+    }
+
     /// Reserves the live-order maps for `live_orders` orders in all (as `with_capacity`).
     pub fn reserve_live_orders(&mut self, live_orders: usize) {
         self.orders.reserve(live_orders.saturating_sub(self.orders.len()));
@@ -699,5 +726,27 @@ fn apply_hold(accounts: &mut [Account], order: &LiveOrder, sign: i64) {
         let side = Side::closed_by(order.direction);
         position.bucket_mut(side, false).frozen += sign * order.frozen_his;
         position.bucket_mut(side, true).frozen += sign * order.frozen_today;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::position::Position;
+    use super::*;
+
+    #[test]
+    fn indexes_out_of_range_are_found() {
+        let mut ledger = Ledger::new();
+        let id = AccountId::new("A").expect("short");
+        ledger.accounts.push(Account::new(id));
+        ledger.by_id.insert(id, 0);
+        ledger.accounts[0].positions.push(Position::new(1));
+        assert_eq!(ledger.check_indexes(2), Ok(()));
+        assert!(ledger.check_indexes(1).expect_err("position").contains("a position in an instrument beyond 1"));
+        ledger.by_id.insert(AccountId::new("B").expect("short"), 7);
+        assert!(ledger.check_indexes(2).expect_err("slot").contains("account index"));
+        ledger.by_id.remove(&AccountId::new("B").expect("short"));
+        ledger.by_client.insert((0, ClientOrderId::new("c1").expect("short")), 42);
+        assert!(ledger.check_indexes(2).expect_err("client id").contains("no live order"));
     }
 }

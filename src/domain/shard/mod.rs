@@ -257,6 +257,10 @@ impl ShardEngine {
                 self.shards
             ));
         }
+        if let Some(inst) = self.instruments.iter().find(|i| i.price_tick <= 0 || i.volume_multiple < 1) {
+            return Err(format!("instrument {}: a price tick or volume multiple below 1", inst.instrument_id));
+        }
+        self.ledger.check_indexes(n)?;
         self.ledger.reserve_live_orders(self.config.live_order_capacity);
         for book in self.books.iter_mut().flatten() {
             book.reserve(self.config.book_capacity);
