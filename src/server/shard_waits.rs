@@ -127,8 +127,8 @@ mod tests {
             // A yield before the spinner runs on this core hands the core to nobody: on a
             // loaded machine (CI runs tests in parallel on 2 cores) the spinner's thread may
             // start late, so wait until it is pinned and counting.
-            let started = Instant::now() + Duration::from_secs(10);
-            while !(pinned.load(Ordering::Acquire) && count.load(Ordering::Relaxed) > 0) && Instant::now() < started {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !(pinned.load(Ordering::Acquire) && count.load(Ordering::Relaxed) > 0) && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(1));
             }
             let mut courtesy = Courtesy::new();
