@@ -178,9 +178,7 @@ fn instruments_listed_at_run_time_trade_on_every_shard_and_persist() {
     for account in ["A", "B"] {
         c.ok("POST", "/api/account/open", Some(json!({"account_id": account, "init_cash": 1_000_000.0})));
     }
-    let spec = json!({"instrument_id": "SR509", "exchange_id": "CZCE", "product_id": "SR", "volume_multiple": 10,
-                      "price_tick": 1.0, "margin_rate_long": 0.1, "margin_rate_short": 0.1, "limit_rate": 0.1,
-                      "pre_settlement": 5100.0, "max_order_volume": 10, "commission": {"open_per_lot": 2.0}});
+    let spec = sr509();
     let listed = c.ok("POST", "/api/admin/instrument/create", Some(spec.clone()));
     assert_eq!((listed["instrument_id"].as_str(), listed["upper_limit"].as_f64()), (Some("SR509"), Some(5610.0)));
     assert_eq!(c.refused("POST", "/api/admin/instrument/create", Some(spec.clone()), 400), 2017);
@@ -226,10 +224,11 @@ fn position_limit_of_a_listed_instrument_refuses_opens_beyond_it_on_every_shard(
     for account in ["A", "B"] {
         c.ok("POST", "/api/account/open", Some(json!({"account_id": account, "init_cash": 1_000_000.0})));
     }
-    let spec = json!({"instrument_id": "SR511", "exchange_id": "CZCE", "product_id": "SR", "volume_multiple": 10,
-                      "price_tick": 1.0, "margin_rate_long": 0.1, "margin_rate_short": 0.1, "limit_rate": 0.1,
-                      "pre_settlement": 5000.0, "max_order_volume": 10, "commission": {"open_per_lot": 1.0},
-                      "position_limit": 2});
+    let mut spec = sr509();
+    spec["instrument_id"] = json!("SR511");
+    spec["pre_settlement"] = json!(5000.0);
+    spec["commission"] = json!({"open_per_lot": 1.0});
+    spec["position_limit"] = json!(2);
     c.ok("POST", "/api/admin/instrument/create", Some(spec));
     let sr = |account: &str, id: &str, direction: &str, price: f64, volume: i64| {
         json!({"account_id": account, "client_order_id": id, "instrument_id": "SR511", "direction": direction,
@@ -268,6 +267,7 @@ fn refusal(c: &mut Client, path: &str, body: &Value) -> (u16, u64, String) {
     (r.status, v["error"]["code"].as_u64().unwrap_or(0), v["error"]["message"].as_str().unwrap_or("").to_string())
 }
 
+/// A sugar contract to list at run time: SR509, 10 per point, tick 1, band 4590..=5610.
 fn sr509() -> Value {
     json!({"instrument_id": "SR509", "exchange_id": "CZCE", "product_id": "SR", "volume_multiple": 10,
            "price_tick": 1.0, "margin_rate_long": 0.1, "margin_rate_short": 0.1, "limit_rate": 0.1,

@@ -153,18 +153,27 @@ impl Account {
 
     /// `available` alone (what the pre-trade check needs), without building a snapshot.
     pub fn available(&self, instruments: &[Instrument], marks: &[Price]) -> Money {
+        self.available_and_lots_value(instruments, marks).0
+    }
+
+    /// `available`, and what the lots held and waiting to open are worth at `marks` (wide: no
+    /// volume can overflow it), in one pass over the positions: an opening order checks both.
+    pub fn available_and_lots_value(&self, instruments: &[Instrument], marks: &[Price]) -> (Money, i128) {
         let mut position_profit = 0;
-        let margin = self.margin;
+        let mut lots_value: i128 = 0;
         for p in &self.positions {
-            let inst = &instruments[p.instrument as usize];
+            let multiple = instruments[p.instrument as usize].volume_multiple;
             let last = marks[p.instrument as usize];
-            position_profit += p.position_profit(Side::Long, last, inst.volume_multiple)
-                + p.position_profit(Side::Short, last, inst.volume_multiple);
+            position_profit +=
+                p.position_profit(Side::Long, last, multiple) + p.position_profit(Side::Short, last, multiple);
+            let lots = p.volume(Side::Long) + p.volume(Side::Short) + p.pending_open;
+            lots_value += lots as i128 * last as i128 * multiple as i128;
         }
         let balance =
             self.pre_balance + self.deposit - self.withdraw + self.close_profit - self.commission - self.premium
                 + position_profit;
-        balance - margin - self.frozen_margin - self.frozen_commission - self.frozen_premium
+        let available = balance - self.margin - self.frozen_margin - self.frozen_commission - self.frozen_premium;
+        (available, lots_value)
     }
 
     /// The DIFF account fields, with positions marked at `marks[instrument]`.

@@ -663,27 +663,20 @@ fn plan_fields(
             }
         }
         if checked {
-            // Lots held and waiting to open at their marks, the new ones at the band's top
-            // (a sell may fill above its limit); wide (i128) so no volume can overflow.
-            let lots_value = |lots: Volume, price: Price, mult: i64| lots as i128 * price as i128 * mult as i128;
-            let held: i128 = account
-                .positions
-                .iter()
-                .map(|p| {
-                    let lots = p.volume(Side::Long) + p.volume(Side::Short) + p.pending_open;
-                    lots_value(lots, marks[p.instrument as usize], instruments[p.instrument as usize].volume_multiple)
-                })
-                .sum();
-            let released = replacing.map_or(0, |o| lots_value(o.volume_left, marks[req.instrument as usize], mult));
-            if held - released + lots_value(req.volume, inst.upper_limit, mult) > MAX_POSITION_VALUE as i128 {
+            let (available, held) = account.available_and_lots_value(instruments, marks);
+            // Held and resting lots at their marks, the new ones at the band's top (a sell may
+            // fill above its limit); the replaced order's lots are given back.
+            let lots_value = |lots: Volume, price: Price| lots as i128 * price as i128 * mult as i128;
+            let released = replacing.map_or(0, |o| lots_value(o.volume_left, marks[req.instrument as usize]));
+            if held - released + lots_value(req.volume, inst.upper_limit) > MAX_POSITION_VALUE as i128 {
                 return Err(RejectCode::PositionLimitExceeded);
             }
-        }
-        // Wide too: per-lot amounts times an order's volume, before the value bound holds.
-        let need = (plan.margin_per_lot as i128 + plan.commission_per_lot as i128) * req.volume as i128;
-        let credit = replacing.map_or(0, |o| o.frozen_margin() + o.frozen_commission());
-        if checked && need > (account.available(instruments, marks) + credit) as i128 {
-            return Err(RejectCode::InsufficientFunds);
+            // Wide too: per-lot amounts times an order's volume, before the value bound holds.
+            let need = (plan.margin_per_lot as i128 + plan.commission_per_lot as i128) * req.volume as i128;
+            let credit = replacing.map_or(0, |o| o.frozen_margin() + o.frozen_commission());
+            if need > (available + credit) as i128 {
+                return Err(RejectCode::InsufficientFunds);
+            }
         }
     } else {
         let side = Side::closed_by(req.direction);
